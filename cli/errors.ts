@@ -1,0 +1,6 @@
+import { SpotpipeError } from '../model/errors.js'
+
+/** A command line the CLI cannot act on: unknown command or flag, a bad value. */
+export class UsageError extends SpotpipeError {
+  constructor (message: string) { super('ERR_USAGE', message) }
+}

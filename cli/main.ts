@@ -1,0 +1,45 @@
+/**
+ * The `spotpipe` command: dispatches to commands/<name>.ts. One top-level handler turns any error
+ * into a one-line message and a non-zero exit (a stack trace only with DEBUG set).
+ */
+import '../model/polyfill.js'
+import { SpotpipeError } from '../model/errors.js'
+import { UsageError } from './errors.js'
+
+interface Command {
+  summary: string
+  run: (argv: string[]) => Promise<void>
+}
+
+const COMMANDS: Record<string, Command> = {
+  train: {
+    summary: 'train the model locally as an S-stage pipeline in one process',
+    run: async (argv) => { await (await import('./commands/train.js')).train(argv) }
+  }
+}
+
+function usage (): string {
+  const lines = ['usage: spotpipe <command> [flags]', '', 'commands:']
+  for (const [name, c] of Object.entries(COMMANDS)) lines.push(`  ${name.padEnd(12)} ${c.summary}`)
+  lines.push('', 'spotpipe <command> --help shows a command\'s flags.')
+  return lines.join('\n')
+}
+
+export async function main (argv: string[]): Promise<void> {
+  const [name, ...rest] = argv
+  try {
+    if (name == null || name === '--help' || name === '-h' || name === 'help') {
+      process.stdout.write(usage() + '\n')
+      return
+    }
+    const cmd = COMMANDS[name]
+    if (cmd == null) throw new UsageError(`unknown command "${name}" (try: ${Object.keys(COMMANDS).join(', ')})`)
+    await cmd.run(rest)
+  } catch (err) {
+    const e = err as Error
+    const code = err instanceof SpotpipeError ? ` [${err.code}]` : ''
+    process.stderr.write(`spotpipe: ${e.message.split('\n')[0]}${code}\n`)
+    if (process.env.DEBUG != null && e.stack != null) process.stderr.write(e.stack + '\n')
+    process.exitCode = err instanceof UsageError ? 2 : 1
+  }
+}

@@ -1,0 +1,22 @@
+/**
+ * One logger per component, enabled with DEBUG=spotpipe:* (the same convention libp2p uses).
+ * `info` lines always print to stderr; `debug` lines only when DEBUG matches.
+ */
+import { logger } from '@libp2p/logger'
+
+export interface Log {
+  (formatter: string, ...args: unknown[]): void
+  info: (message: string) => void
+  error: (formatter: string, ...args: unknown[]) => void
+}
+
+export function createLog (component: string): Log {
+  const l = logger(`spotpipe:${component}`)
+  const log = ((formatter: string, ...args: unknown[]) => { l(formatter, ...args) }) as Log
+  log.info = (message: string) => {
+    if (process.env.SPOTPIPE_QUIET !== '1') process.stderr.write(`[${component}] ${message}\n`)
+    l(message)
+  }
+  log.error = (formatter: string, ...args: unknown[]) => { l.error(formatter, ...args) }
+  return log
+}

@@ -1,0 +1,99 @@
+/**
+ * The few tensor ops the transformer needs, written so that their gradients run fast on tfjs-wasm.
+ *
+ * On wasm, matMul with transposeA/transposeB runs 10-40x slower than a plain matMul (measured here:
+ * 1024x256 @ 256x1024 plain 32 GFLOP/s, transposeB 3 GFLOP/s, transposeA 0.8 GFLOP/s), and the
+ * built-in matMul gradient uses exactly those flags. `matmul` and `bmm` below register their own
+ * gradient that transposes explicitly and then calls a plain matMul.
+ */
+import * as tf from '@tensorflow/tfjs'
+
+/** Plain 2-D matmul a [m,k] @ b [k,n] -> [m,n], with a gradient that avoids transposed matmuls. */
+export const matmul = tf.customGrad(((a: tf.Tensor, b: tf.Tensor, save: tf.GradSaveFunc) => {
+  const a2 = a as tf.Tensor2D
+  const b2 = b as tf.Tensor2D
+  save([a2, b2])
+  return {
+    value: tf.matMul(a2, b2), // [m,n]
+    gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+      const [sa, sb] = saved as tf.Tensor2D[]
+      const d = dy as tf.Tensor2D
+      return [
+        tf.matMul(d, tf.transpose(sb)), // da [m,k] = dy [m,n] @ b^T [n,k]
+        tf.matMul(tf.transpose(sa), d) //  db [k,n] = a^T [k,m] @ dy [m,n]
+      ]
+    }
+  }
+}) as unknown as Parameters<typeof tf.customGrad>[0]) as (a: tf.Tensor2D, b: tf.Tensor2D) => tf.Tensor2D
+
+/** Batched matmul a [n,m,k] @ b [n,k,p] -> [n,m,p], with the same explicit-transpose gradient. */
+export const bmm = tf.customGrad(((a: tf.Tensor, b: tf.Tensor, save: tf.GradSaveFunc) => {
+  const a3 = a as tf.Tensor3D
+  const b3 = b as tf.Tensor3D
+  save([a3, b3])
+  return {
+    value: tf.matMul(a3, b3), // [n,m,p]
+    gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+      const [sa, sb] = saved as tf.Tensor3D[]
+      const d = dy as tf.Tensor3D
+      return [
+        tf.matMul(d, tf.transpose(sb, [0, 2, 1])), // da [n,m,k]
+        tf.matMul(tf.transpose(sa, [0, 2, 1]), d) //  db [n,k,p]
+      ]
+    }
+  }
+}) as unknown as Parameters<typeof tf.customGrad>[0]) as (a: tf.Tensor3D, b: tf.Tensor3D) => tf.Tensor3D
+
+/** x [..., k] @ w [k,n] -> [..., n], flattening the leading dims into one matmul. */
+export function linear (x: tf.Tensor, w: tf.Tensor): tf.Tensor {
+  const k = x.shape[x.shape.length - 1]
+  const n = w.shape[1] as number
+  const lead = x.shape.slice(0, -1)
+  const y = matmul(x.reshape([-1, k]) as tf.Tensor2D, w as tf.Tensor2D) // [prod(lead), n]
+  return y.reshape([...lead, n])
+}
+
+/** LayerNorm over the last axis: (x - mean) / sqrt(var + eps) * g + b. x [..., d], g/b [d]. */
+export function layerNorm (x: tf.Tensor, g: tf.Tensor, b: tf.Tensor, eps = 1e-5): tf.Tensor {
+  const mean = tf.mean(x, -1, true) //                   [..., 1]
+  const xc = tf.sub(x, mean) //                           [..., d]
+  const variance = tf.mean(tf.square(xc), -1, true) //   [..., 1]
+  const xhat = tf.mul(xc, tf.rsqrt(tf.add(variance, eps)))
+  return tf.add(tf.mul(xhat, g), b)
+}
+
+const GELU_C = Math.sqrt(2 / Math.PI)
+
+/** GELU, tanh approximation (as GPT-2): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). */
+export function gelu (x: tf.Tensor): tf.Tensor {
+  const inner = tf.mul(tf.add(x, tf.mul(tf.pow(x, 3), 0.044715)), GELU_C)
+  return tf.mul(tf.mul(x, 0.5), tf.add(tf.tanh(inner), 1))
+}
+
+const maskCache = new Map<number, tf.Tensor2D>()
+
+/** Additive causal mask [T,T]: 0 on and below the diagonal, -1e9 above. Cached per T, kept alive. */
+export function causalMask (T: number): tf.Tensor2D {
+  let m = maskCache.get(T)
+  if (m == null || m.isDisposed) {
+    const data = new Float32Array(T * T)
+    for (let i = 0; i < T; i++) for (let j = i + 1; j < T; j++) data[i * T + j] = -1e9
+    m = tf.keep(tf.tensor2d(data, [T, T]))
+    maskCache.set(T, m)
+  }
+  return m
+}
+
+/** Release cached constants (used by leak checks that count tensors). */
+export function disposeOpCaches (): void {
+  for (const m of maskCache.values()) m.dispose()
+  maskCache.clear()
+}
+
+/** Mean cross-entropy in nats of logits [N,V] against integer targets [N]. */
+export function crossEntropy (logits: tf.Tensor2D, targets: tf.Tensor1D): tf.Scalar {
+  const V = logits.shape[1]
+  const logp = tf.logSoftmax(logits) //              [N,V]
+  const onehot = tf.oneHot(targets, V) //            [N,V] (constant)
+  return tf.neg(tf.mean(tf.sum(tf.mul(logp, onehot), -1))) as tf.Scalar
+}

@@ -1,0 +1,44 @@
+/**
+ * The route a microbatch takes through the pipeline: an ordered list of hops, each one stage running
+ * some of its parts. Normally stage 0 embeds and runs its blocks, every stage runs its blocks in
+ * order, and the last stage also runs the head.
+ *
+ * CheckFree+ (out-of-order pipelining): on odd microbatches the first two stages' blocks run in
+ * swapped order, and likewise the last two, so each learns to stand in for its neighbour. The pairs
+ * come from the stage count; with fewer than 4 stages the pairs would overlap, so nothing swaps.
+ */
+import type { Part } from './params.js'
+
+export interface Hop {
+  stage: number
+  parts: Part[]
+}
+
+/** True when microbatch `mb` runs with the CheckFree+ swaps. */
+export function isSwapped (stages: number, mb: number, checkfreePlus: boolean): boolean {
+  return checkfreePlus && stages >= 4 && mb % 2 === 1
+}
+
+/** Order in which the stages' blocks run for microbatch `mb`. */
+export function blockOrder (stages: number, mb: number, checkfreePlus: boolean): number[] {
+  const order = Array.from({ length: stages }, (_, i) => i)
+  if (isSwapped(stages, mb, checkfreePlus)) {
+    order[0] = 1; order[1] = 0
+    order[stages - 2] = stages - 1; order[stages - 1] = stages - 2
+  }
+  return order
+}
+
+/** The hops of microbatch `mb`; consecutive parts on the same stage merge into one hop. */
+export function route (stages: number, mb: number, checkfreePlus = false): Hop[] {
+  const steps: Array<{ stage: number, part: Part }> = [{ stage: 0, part: 'embed' }]
+  for (const s of blockOrder(stages, mb, checkfreePlus)) steps.push({ stage: s, part: 'blocks' })
+  steps.push({ stage: stages - 1, part: 'head' })
+  const hops: Hop[] = []
+  for (const { stage, part } of steps) {
+    const last = hops[hops.length - 1]
+    if (last != null && last.stage === stage) last.parts.push(part)
+    else hops.push({ stage, parts: [part] })
+  }
+  return hops
+}

@@ -1,0 +1,139 @@
+/**
+ * Stage state <-> bytes. A stage's state is its parameters (by global name), optionally its Adam
+ * moments (`optim.m.<name>`, `optim.v.<name>`), and metadata (Adam step, lr scale, weight version,
+ * last gradient norm). Because names are global, the states of 4 stages merged into one set load
+ * into a model split 2 or 8 ways: each stage picks the names it owns.
+ * This is the payload of the weights protocol and of checkpoints.
+ */
+import * as tf from '@tensorflow/tfjs'
+import { CorruptStateError, ShapeMismatchError } from './errors.js'
+import { decodeSafetensors, encodeSafetensors, type DecodeOptions, type HostTensor, type TensorSet } from './safetensors.js'
+import type { Stage } from './stage.js'
+
+export const OPTIM_M = 'optim.m.'
+export const OPTIM_V = 'optim.v.'
+
+export interface StageMeta {
+  /** Adam steps taken (bias correction). */
+  adamStep: number
+  /** Learning-rate multiplier in force. */
+  lrScale: number
+  weightVersion: number
+  /** Post-clip gradient norm of the last step. */
+  gradNorm: number
+}
+
+export interface StageState {
+  tensors: TensorSet
+  meta: StageMeta
+}
+
+function host (t: tf.Tensor): HostTensor {
+  return { dtype: 'F32', shape: [...t.shape], data: Float32Array.from(t.dataSync() as Float32Array) }
+}
+
+/** Snapshot of a stage (copies to host memory; safe to serialize while training continues). */
+export function exportStageState (stage: Stage, opts: { optimizer?: boolean } = {}): StageState {
+  const tensors: TensorSet = new Map()
+  for (const [n, v] of stage.params) tensors.set(n, host(v))
+  if (opts.optimizer ?? true) {
+    for (const [n, v] of stage.params) {
+      const m = stage.adam.m.get(n)
+      const s = stage.adam.v.get(n)
+      // Moments that do not exist yet (no step taken) are zeros, exactly what Adam would start from.
+      tensors.set(OPTIM_M + n, m != null ? host(m) : { dtype: 'F32', shape: [...v.shape], data: new Float32Array(v.size) })
+      tensors.set(OPTIM_V + n, s != null ? host(s) : { dtype: 'F32', shape: [...v.shape], data: new Float32Array(v.size) })
+    }
+  }
+  return {
+    tensors,
+    meta: { adamStep: stage.adam.step, lrScale: stage.adam.lrScale, weightVersion: stage.weightVersion, gradNorm: stage.lastGradNorm }
+  }
+}
+
+export function metaToRecord (meta: StageMeta): Record<string, string> {
+  return {
+    'spotpipe.adam_step': String(meta.adamStep),
+    'spotpipe.lr_scale': String(meta.lrScale),
+    'spotpipe.weight_version': String(meta.weightVersion),
+    'spotpipe.grad_norm': String(meta.gradNorm)
+  }
+}
+
+export function metaFromRecord (rec: Record<string, string>): StageMeta {
+  const num = (key: string, integer: boolean): number => {
+    const raw = rec[`spotpipe.${key}`]
+    if (raw == null) throw new CorruptStateError(`state metadata lacks spotpipe.${key}`)
+    const v = Number(raw)
+    if (!Number.isFinite(v) || v < 0 || (integer && !Number.isInteger(v))) throw new CorruptStateError(`state metadata spotpipe.${key} is not a valid ${integer ? 'count' : 'number'}: "${raw}"`)
+    return v
+  }
+  return { adamStep: num('adam_step', true), lrScale: num('lr_scale', false), weightVersion: num('weight_version', true), gradNorm: num('grad_norm', false) }
+}
+
+export function encodeStageState (state: StageState): Uint8Array {
+  return encodeSafetensors(state.tensors, metaToRecord(state.meta))
+}
+
+export function decodeStageState (bytes: Uint8Array, opts?: DecodeOptions): StageState {
+  const { tensors, metadata } = decodeSafetensors(bytes, opts)
+  return { tensors, meta: metaFromRecord(metadata) }
+}
+
+/** Union of several stages' tensor sets; a name present twice must hold identical data. */
+export function mergeTensorSets (sets: TensorSet[]): TensorSet {
+  const out: TensorSet = new Map()
+  for (const set of sets) {
+    for (const [n, t] of set) {
+      const prev = out.get(n)
+      if (prev != null) {
+        const same = prev.shape.join(',') === t.shape.join(',') && prev.data.length === t.data.length && prev.data.every((x, i) => Object.is(x, t.data[i]))
+        if (!same) throw new CorruptStateError(`tensor ${n} appears twice with different values`)
+        continue
+      }
+      out.set(n, t)
+    }
+  }
+  return out
+}
+
+/**
+ * Load parameters (and Adam moments and step, when `optimizer` is set) into `stage` from a tensor set
+ * that holds at least the stage's names. Validates everything before assigning anything, so a bad set
+ * leaves the stage as it was.
+ */
+export function loadStageState (stage: Stage, tensors: TensorSet, meta: StageMeta, opts: { optimizer?: boolean } = {}): void {
+  const withOptim = opts.optimizer ?? true
+  const needed: string[] = []
+  for (const spec of stage.specs) {
+    needed.push(spec.name)
+    if (withOptim) needed.push(OPTIM_M + spec.name, OPTIM_V + spec.name)
+  }
+  const missing = needed.filter(n => !tensors.has(n))
+  if (missing.length > 0) throw new ShapeMismatchError(`state for stage ${stage.stage} lacks ${missing.length} tensors: ${missing.slice(0, 5).join(', ')}${missing.length > 5 ? ', ...' : ''}`)
+  for (const spec of stage.specs) {
+    for (const name of withOptim ? [spec.name, OPTIM_M + spec.name, OPTIM_V + spec.name] : [spec.name]) {
+      const t = tensors.get(name) as HostTensor
+      if (t.dtype !== 'F32') throw new ShapeMismatchError(`${name}: expected F32, got ${t.dtype}`)
+      if (t.shape.join(',') !== spec.shape.join(',')) throw new ShapeMismatchError(`${name}: expected shape [${spec.shape.join(',')}], got [${t.shape.join(',')}]`)
+    }
+  }
+  for (const spec of stage.specs) {
+    const p = stage.params.get(spec.name) as tf.Variable
+    const t = tensors.get(spec.name) as HostTensor
+    tf.tidy(() => p.assign(tf.tensor(t.data, spec.shape, 'float32')))
+  }
+  if (withOptim) {
+    stage.adam.dispose()
+    for (const spec of stage.specs) {
+      const m = tensors.get(OPTIM_M + spec.name) as HostTensor
+      const v = tensors.get(OPTIM_V + spec.name) as HostTensor
+      stage.adam.m.set(spec.name, tf.variable(tf.tensor(m.data, spec.shape, 'float32'), false))
+      stage.adam.v.set(spec.name, tf.variable(tf.tensor(v.data, spec.shape, 'float32'), false))
+    }
+    stage.adam.step = meta.adamStep
+    stage.adam.lrScale = meta.lrScale
+  }
+  stage.weightVersion = meta.weightVersion
+  stage.lastGradNorm = meta.gradNorm
+}
