@@ -2,25 +2,30 @@
  * A pipeline stage: a contiguous slice of the transformer's parameters, its gradient accumulators
  * and its Adam state. The peer runtime and the local trainer drive it the same way:
  *
- *   forward(key, x, parts)  -> output        (stores x under `key` for the backward pass)
+ *   forward(key, x, parts)  -> output        (keeps what backward needs under `key`)
  *   backward(key, dy)       -> dx            (accumulates this microbatch's parameter gradients)
  *   step(microbatches)      -> gradient norm (average, clip to clipNorm, Adam)
  *
- * Backward recomputes the hop's forward inside tf.grads (activation recomputation): tfjs only
- * records a tape inside a gradient call, so keeping the forward's tape across calls is not possible.
- * Cost: one extra forward per hop, i.e. ~8 units of work instead of ~6 per token and parameter
- * (+33% FLOPs), in exchange for storing only each hop's input (one [B,T,D] tensor per microbatch).
+ * Backward uses the hand-written layer gradients of layers.ts and the activations forward kept, so
+ * nothing is recomputed (6 units of work per token and weight). With `recompute` set, forward keeps
+ * only its input and backward runs the forward again first: +33% FLOPs for far less memory when
+ * many microbatches are in flight.
  */
 import * as tf from '@tensorflow/tfjs'
 import { Adam } from './adam.js'
 import type { ModelConfig, TrainConfig } from './config.js'
 import { MissingParameterError, NonFiniteError, ShapeMismatchError, SpotpipeError } from './errors.js'
 import { initialValues, partSpecs, stageSpecs, type ParamSpec, type Part, type StageLayout } from './params.js'
-import { block, embed, headLoss, type Params } from './transformer.js'
+import { blockBwd, blockFwd, embedBwd, embedFwd, headBwd, headFwd, type Cache, type Params } from './layers.js'
 
 interface Saved {
-  x: tf.Tensor
   parts: Part[]
+  B: number
+  T: number
+  /** What backward needs; empty in recompute mode until backward rebuilds it. */
+  cache: Cache
+  /** Kept only in recompute mode. */
+  x?: tf.Tensor
   targets?: tf.Tensor2D
 }
 
@@ -39,6 +44,8 @@ export interface StageInit {
   values?: Map<string, Float32Array>
   /** Learning-rate multiplier (CheckFree's lrScale on a rebuilt stage). @default 1 */
   lrScale?: number
+  /** Keep only hop inputs and recompute the forward in backward. @default false */
+  recompute?: boolean
 }
 
 /** tfjs variable names are process-global; a counter keeps several stages' names apart. */
@@ -54,6 +61,7 @@ export class Stage {
   readonly specs: ParamSpec[]
   readonly params = new Map<string, tf.Variable>()
   readonly clipNorm: number
+  readonly recompute: boolean
   adam: Adam
   /** Post-clip gradient norm of the last optimizer step (0 before the first). */
   lastGradNorm = 0
@@ -66,6 +74,7 @@ export class Stage {
     this.model = init.model
     this.layout = init.layout
     this.clipNorm = init.train.clipNorm
+    this.recompute = init.recompute ?? false
     this.specs = stageSpecs(init.model, init.layout)
     for (const spec of this.specs) {
       const given = init.values?.get(spec.name)
@@ -110,34 +119,62 @@ export class Stage {
     }
   }
 
-  /** Runs `parts` in order: embed (tokens -> stream), blocks, head (stream -> loss). */
-  private run (p: Params, parts: Part[], x: tf.Tensor, targets?: tf.Tensor2D): tf.Tensor {
-    let h = x
+  /**
+   * Runs `parts` in order (embed: tokens [B,T] -> [N,D]; blocks; head: -> loss), filling `cache`
+   * with what backward needs. Returns [B,T,D], or the scalar loss when the hop ends with the head.
+   */
+  private run (parts: Part[], x: tf.Tensor, targets: tf.Tensor2D | undefined, cache: Cache): tf.Tensor {
+    const m = this.model
+    const p = this.lookup()
+    const [B, T] = x.shape as [number, number]
+    let h: tf.Tensor2D | undefined
     for (const part of parts) {
-      if (part === 'embed') h = embed(this.model, p, h as tf.Tensor2D)
+      if (part === 'embed') h = embedFwd(m, p, x as tf.Tensor2D, cache)
       else if (part === 'blocks') {
-        for (let i = this.layout.firstBlock; i < this.layout.endBlock; i++) h = block(this.model, p, i, h as tf.Tensor3D)
-      } else h = headLoss(this.model, p, h as tf.Tensor3D, targets as tf.Tensor2D)
+        h = h ?? x.reshape([B * T, m.dModel]) as tf.Tensor2D
+        for (let i = this.layout.firstBlock; i < this.layout.endBlock; i++) h = blockFwd(m, p, i, h, B, T, cache)
+      } else return headFwd(m, p, h ?? x.reshape([B * T, m.dModel]) as tf.Tensor2D, (targets as tf.Tensor2D).reshape([B * T]) as tf.Tensor1D, cache)
     }
-    return h
+    return (h as tf.Tensor2D).reshape([B, T, m.dModel])
   }
 
   /**
    * Forward one hop of one microbatch. Returns the stage output [B,T,D], or the scalar loss when the
-   * hop ends with the head. The input is kept under `key` until backward(key) or dropSaved().
+   * hop ends with the head. What backward needs stays under `key` until backward(key) or dropSaved().
    */
   forward (key: string, x: tf.Tensor, parts: Part[], targets?: tf.Tensor2D): tf.Tensor {
     this.checkInput(x, parts, targets)
     if (this.saved.has(key)) throw new StageStateError(`stage ${this.stage}: forward for ${key} already pending`)
-    const out = tf.tidy(() => this.run(this.lookup(), parts, x, targets))
-    this.saved.set(key, { x: tf.keep(x.clone()), parts: [...parts], targets: targets != null ? tf.keep(targets.clone()) : undefined })
+    const [B, T] = x.shape as [number, number]
+    const { out, cache } = tf.tidy(() => {
+      const c: Cache = {}
+      const o = this.run(parts, x, targets, c)
+      return { out: o, cache: this.recompute ? {} : c }
+    }) as unknown as { out: tf.Tensor, cache: Cache }
+    this.saved.set(key, {
+      parts: [...parts],
+      B,
+      T,
+      cache,
+      x: this.recompute ? tf.keep(x.clone()) : undefined,
+      targets: this.recompute && targets != null ? tf.keep(targets.clone()) : undefined
+    })
     return out
   }
 
   /** Forward without keeping anything for backward (validation). */
   evaluate (x: tf.Tensor, parts: Part[], targets?: tf.Tensor2D): tf.Tensor {
     this.checkInput(x, parts, targets)
-    return tf.tidy(() => this.run(this.lookup(), parts, x, targets))
+    return tf.tidy(() => this.run(parts, x, targets, {}))
+  }
+
+  /** Adds `g` to the accumulated gradient of `name` (called inside a tidy). */
+  private readonly sink = (name: string, g: tf.Tensor): void => {
+    const prev = this.grads.get(name)
+    const next = prev != null ? tf.add(prev, g) : g
+    tf.keep(next)
+    prev?.dispose()
+    this.grads.set(name, next)
   }
 
   /**
@@ -148,34 +185,35 @@ export class Stage {
   backward (key: string, dy?: tf.Tensor): tf.Tensor | null {
     const s = this.saved.get(key)
     if (s == null) throw new StageStateError(`stage ${this.stage}: backward for ${key} without a pending forward`)
+    const m = this.model
+    const { B, T } = s
     const endsWithLoss = s.parts[s.parts.length - 1] === 'head'
     if (endsWithLoss && dy != null) throw new StageStateError('the loss hop takes no upstream gradient')
     if (!endsWithLoss) {
       if (dy == null) throw new StageStateError(`stage ${this.stage}: backward for ${key} needs dy`)
-      if (dy.dtype !== 'float32' || dy.shape.join(',') !== [s.x.shape[0], s.x.shape[1], this.model.dModel].join(',')) {
-        throw new ShapeMismatchError(`dy must be float32 [${s.x.shape[0]},${s.x.shape[1]},${this.model.dModel}], got ${dy.dtype} [${dy.shape.join(',')}]`)
+      if (dy.dtype !== 'float32' || dy.shape.join(',') !== [B, T, m.dModel].join(',')) {
+        throw new ShapeMismatchError(`dy must be float32 [${B},${T},${m.dModel}], got ${dy.dtype} [${dy.shape.join(',')}]`)
       }
     }
-    const names = s.parts.flatMap(part => partSpecs(this.model, this.layout, part).map(spec => spec.name))
-    const tokensIn = s.parts[0] === 'embed'
+    const p = this.lookup()
     const result: tf.Tensor[] = tf.tidy(() => {
-      const f = (...args: tf.Tensor[]): tf.Tensor => {
-        const xArg = tokensIn ? s.x : args[0]
-        const ps = tokensIn ? args : args.slice(1)
-        const byName = new Map<string, tf.Tensor>(names.map((n, i) => [n, ps[i]]))
-        return this.run(this.lookup(byName), s.parts, xArg, s.targets)
+      let c = s.cache
+      if (this.recompute) {
+        c = {}
+        this.run(s.parts, s.x as tf.Tensor, s.targets, c)
       }
-      const paramTensors = names.map(n => this.params.get(n) as tf.Tensor)
-      const args = tokensIn ? paramTensors : [s.x, ...paramTensors]
-      const gs = tf.grads(f)(args, dy ?? tf.scalar(1))
-      const pg = tokensIn ? gs : gs.slice(1)
-      names.forEach((n, i) => {
-        const prev = this.grads.get(n)
-        const next = tf.keep(prev != null ? tf.add(prev, pg[i]) : pg[i])
-        prev?.dispose()
-        this.grads.set(n, next)
-      })
-      return tokensIn ? [] : [gs[0]]
+      let d: tf.Tensor2D | undefined
+      for (const part of [...s.parts].reverse()) {
+        if (part === 'head') d = headBwd(m, p, B * T, c, this.sink)
+        else if (part === 'blocks') {
+          d = d ?? (dy as tf.Tensor).reshape([B * T, m.dModel]) as tf.Tensor2D
+          for (let i = this.layout.endBlock - 1; i >= this.layout.firstBlock; i--) d = blockBwd(m, p, i, d, B, T, c, this.sink)
+        } else {
+          embedBwd(m, d ?? (dy as tf.Tensor).reshape([B * T, m.dModel]) as tf.Tensor2D, B, T, c, this.sink)
+          d = undefined
+        }
+      }
+      return d != null ? [d.reshape([B, T, m.dModel])] : []
     })
     this.releaseSaved(key)
     return result[0] ?? null
@@ -184,7 +222,8 @@ export class Stage {
   private releaseSaved (key: string): void {
     const s = this.saved.get(key)
     if (s == null) return
-    s.x.dispose()
+    for (const t of Object.values(s.cache)) t.dispose()
+    s.x?.dispose()
     s.targets?.dispose()
     this.saved.delete(key)
   }

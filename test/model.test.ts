@@ -26,8 +26,8 @@ function tokens (seed: number, B: number, T: number): { inputs: tf.Tensor2D, tar
   return { inputs: tf.tensor2d(inp, [B, T], 'int32'), targets: tf.tensor2d(tgt, [B, T], 'int32') }
 }
 
-function makeStages (S: number): Stage[] {
-  return Array.from({ length: S }, (_, s) => new Stage({ model, train, layout: stageLayout(model, S, s) }))
+function makeStages (S: number, recompute = false): Stage[] {
+  return Array.from({ length: S }, (_, s) => new Stage({ model, train, layout: stageLayout(model, S, s), recompute }))
 }
 
 /** max |a - b| / max |b|: the relative difference of two tensors as a whole. */
@@ -88,7 +88,7 @@ describe('stages', () => {
     }
   })
 
-  it('each stage backward equals the whole-model gradient (tf.variableGrads, no recompute) restricted to it', () => {
+  it('each stage backward (hand-written) equals autodiff of the whole model (tf.variableGrads) restricted to it', () => {
     const four = makeStages(4)
     const whole = makeStages(1)[0]
     const { inputs, targets } = tokens(12, 2, 16)
@@ -112,6 +112,23 @@ describe('stages', () => {
       inputs.dispose(); targets.dispose()
       whole.dispose()
       for (const s of four) s.dispose()
+    }
+  })
+
+  it('recompute mode (keep only inputs) gives the same gradients as keeping activations', () => {
+    const kept = makeStages(4)
+    const recomputed = makeStages(4, true)
+    const { inputs, targets } = tokens(15, 2, 16)
+    try {
+      const l1 = runMicrobatch(kept, 1, inputs, targets, true)
+      const l2 = runMicrobatch(recomputed, 1, inputs, targets, true)
+      expect(l2).toBe(l1)
+      const g1 = gradsByName(kept)
+      const g2 = gradsByName(recomputed)
+      for (const [n, g] of g1) expect(relDiff(g2.get(n) as Float32Array, g), n).toBeLessThanOrEqual(1e-6)
+    } finally {
+      inputs.dispose(); targets.dispose()
+      for (const s of [...kept, ...recomputed]) s.dispose()
     }
   })
 

@@ -1,0 +1,55 @@
+import { beforeAll, describe, expect, it } from 'vitest'
+import { initBackend } from '../model/backend.js'
+import { resolveModelConfig, resolveTrainConfig } from '../model/config.js'
+import { stageLayout } from '../model/params.js'
+import { Stage } from '../model/stage.js'
+import { decodeStageState, encodeStageState, exportStageState, loadStageState } from '../model/state.js'
+
+beforeAll(async () => { await initBackend({ backend: 'wasm', strict: true }) })
+
+const train = resolveTrainConfig({ stages: 2 })
+const small = resolveModelConfig({ dModel: 8, nHeads: 2, nBlocks: 2, seqLen: 4 })
+const wide = resolveModelConfig({ dModel: 16, nHeads: 2, nBlocks: 2, seqLen: 4 })
+
+describe('stage state serialization', () => {
+  it('round-trips parameters, Adam moments and metadata bit-exactly', () => {
+    const a = new Stage({ model: small, train, layout: stageLayout(small, 2, 1) })
+    const b = new Stage({ model: small, train, layout: stageLayout(small, 2, 1), values: new Map() })
+    try {
+      a.weightVersion = 7; a.lastGradNorm = 0.375; a.adam.step = 7; a.adam.lrScale = 1.1
+      const bytes = encodeStageState(exportStageState(a))
+      const back = decodeStageState(bytes)
+      expect(back.meta).toEqual({ adamStep: 7, lrScale: 1.1, weightVersion: 7, gradNorm: 0.375 })
+      loadStageState(b, back.tensors, back.meta)
+      expect(encodeStageState(exportStageState(b))).toEqual(bytes)
+    } finally { a.dispose(); b.dispose() }
+  })
+
+  it('rejects truncated and corrupted bytes and a state of another shape, leaving the stage untouched', () => {
+    const a = new Stage({ model: small, train, layout: stageLayout(small, 2, 0) })
+    const w = new Stage({ model: wide, train, layout: stageLayout(wide, 2, 0) })
+    try {
+      const bytes = encodeStageState(exportStageState(a))
+      expect(() => decodeStageState(bytes.subarray(0, bytes.length - 3))).toThrow(expect.objectContaining({ code: 'ERR_CORRUPT_STATE' }))
+      const flipped = bytes.slice(); flipped[3] ^= 0x40
+      expect(() => decodeStageState(flipped)).toThrow(expect.objectContaining({ code: 'ERR_CORRUPT_STATE' }))
+      const before = encodeStageState(exportStageState(w))
+      const st = decodeStageState(bytes)
+      expect(() => loadStageState(w, st.tensors, st.meta)).toThrow(/embed\.tok: expected shape \[256,16\], got \[256,8\]/)
+      expect(encodeStageState(exportStageState(w))).toEqual(before)
+      const partial = new Map(st.tensors); partial.delete('embed.pos')
+      expect(() => loadStageState(a, partial, st.meta)).toThrow(expect.objectContaining({ code: 'ERR_SHAPE_MISMATCH' }))
+    } finally { a.dispose(); w.dispose() }
+  })
+
+  it('rejects NaN weights on decode with a typed error naming the tensor', () => {
+    const a = new Stage({ model: small, train, layout: stageLayout(small, 2, 1) })
+    try {
+      const st = exportStageState(a)
+      const t = st.tensors.get('head.w')
+      if (t == null) throw new Error('no head.w')
+      t.data[5] = NaN
+      expect(() => decodeStageState(encodeStageState(st))).toThrow(expect.objectContaining({ code: 'ERR_NON_FINITE', message: expect.stringContaining('head.w') }))
+    } finally { a.dispose() }
+  })
+})
