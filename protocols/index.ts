@@ -1,0 +1,27 @@
+/**
+ * The wire layer's public surface: protocol ids, topics, limits, typed errors, message types and
+ * the pure encoders/decoders. No networking here.
+ */
+export * from './constants.js'
+export * from './errors.js'
+export type * from './types.js'
+export {
+  MESSAGE_KINDS, HEARTBEAT_TOPIC_KINDS, CONTROL_TOPIC_KINDS, COORDINATOR_KINDS, PEER_REPORT_KINDS,
+  encodeMessage, decodeMessage
+} from './gossip.js'
+export type { MessageDecodeOptions } from './gossip.js'
+export { WEIGHTS_MESSAGE_KINDS, encodeWeightsMessage, decodeWeightsMessage } from './weights.js'
+export type { WeightsDecodeOptions } from './weights.js'
+export {
+  TENSOR_FRAME_MAGIC, TENSOR_FRAME_VERSION, tensorFrameHeaderLength,
+  encodeTensorFrame, decodeTensorFrame, decodeTensorFrameHeader
+} from './tensor-frame.js'
+export type {
+  TensorFrameHeader, TensorFrameHeaderInit, TensorFrameEncodeOptions, TensorFrameExpect,
+  DecodedTensorFrame, ParsedTensorFrameHeader
+} from './tensor-frame.js'
+export {
+  ROLES, RECOVERY_RUNGS, DTYPES, BYTES_PER_ELEMENT, validateMessage, validateWeightsMessage,
+  firstNonFinite
+} from './validate.js'
+export type { WeightsValidationContext } from './validate.js'

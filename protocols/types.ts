@@ -1,0 +1,200 @@
+/**
+ * Public TypeScript shapes of everything on the wire. The protobuf classes in messages.ts are an
+ * encoding detail; callers only see these (string unions instead of numeric codes).
+ */
+
+// ---------------------------------------------------------------- gossip messages
+
+export type Role = 'stage' | 'spare' | 'coordinator' | 'observer'
+
+export type RecoveryRung = 'handover' | 'replica' | 'checkfree' | 'checkfree-plus' | 'checkpoint' | 'wait'
+
+/** Published by every peer about once a second on the heartbeat topic. */
+export interface Heartbeat {
+  kind: 'heartbeat'
+  peerId: string
+  role: Role
+  /** The peer's stage, or -1 when it holds none (role is then not 'stage'). */
+  stage: number
+  /** Last iteration this peer finished. */
+  iteration: number
+  /** Loss of that iteration; only the last stage has one. */
+  loss?: number
+  gradNorm: number
+  weightVersion: number
+  /** Digest of the stage's weights at weightVersion (empty when there are none). */
+  weightDigest: string
+  tokensPerSec: number
+  rssBytes: number
+  epoch: number
+  timestampMs: number
+  /** The peer announces it is leaving (spot interruption notice, SIGTERM). */
+  departing: boolean
+}
+
+export interface StageAssignment {
+  stage: number
+  peers: string[]
+}
+
+/** Coordinator: who runs which stage under a new epoch, and how to build the stage. */
+export interface Assignment {
+  kind: 'assignment'
+  clusterId: string
+  runId: string
+  epoch: number
+  /** The next iteration to run under this epoch. */
+  iteration: number
+  /** One entry per stage, in order 0..S-1; a stage may have no peer (waiting for a spare). */
+  stages: StageAssignment[]
+  /** JSON object strings, passed through to the model and trainer. */
+  modelConfig: string
+  trainingConfig: string
+}
+
+/** Coordinator: start an iteration. */
+export interface Begin {
+  kind: 'begin'
+  epoch: number
+  iteration: number
+}
+
+/** Coordinator: drop the iteration in flight; it is run again after recovery. */
+export interface Abort {
+  kind: 'abort'
+  epoch: number
+  iteration: number
+  reason: string
+}
+
+/** Coordinator: every stage reported; the iteration is final. */
+export interface Commit {
+  kind: 'commit'
+  epoch: number
+  iteration: number
+}
+
+/** Peer: its stage finished an iteration. */
+export interface DoneReport {
+  kind: 'done'
+  peerId: string
+  stage: number
+  epoch: number
+  iteration: number
+  /** Only the last stage computes a loss. */
+  loss?: number
+  gradNorm: number
+  weightVersion: number
+  computeMs: number
+}
+
+/** Peer: its stream to a neighbour broke; the suspect may be gone. */
+export interface StreamBreakReport {
+  kind: 'stream-break'
+  reporter: string
+  /** The reporter's stage. */
+  stage: number
+  suspect: string
+  epoch: number
+  iteration: number
+  reason: string
+}
+
+export interface RecoveryDonor {
+  peerId: string
+  stage: number
+}
+
+/** Coordinator: how a lost stage is rebuilt (DESIGN.md "Recovery ladder"). */
+export interface RecoveryPlan {
+  kind: 'recovery-plan'
+  epoch: number
+  /** The lost stage. */
+  stage: number
+  rung: RecoveryRung
+  /** The peer that becomes the stage; empty only for 'wait'. */
+  targetPeer: string
+  /** Where the weights come from (the departing peer, a replica, the two neighbours, ...). */
+  donors: RecoveryDonor[]
+  lrScale: number
+  /** Averaging weights, one per donor (CheckFree), or empty. */
+  weights: number[]
+  /** Checkpoint to load from; required for 'checkpoint', empty otherwise. */
+  checkpointId: string
+}
+
+export type Message =
+  | Heartbeat
+  | Assignment
+  | Begin
+  | Abort
+  | Commit
+  | DoneReport
+  | StreamBreakReport
+  | RecoveryPlan
+
+export type MessageKind = Message['kind']
+
+// ---------------------------------------------------------------- tensors
+
+export type DType = 'float32' | 'int32'
+
+export type Direction = 'forward' | 'backward'
+
+// ---------------------------------------------------------------- weights protocol
+
+/** Puller -> donor: send me this stage's tensors at this version or newer. */
+export interface WeightsRequest {
+  kind: 'request'
+  stage: number
+  minVersion: number
+  /** Subset of tensor names; empty means all of the stage's tensors. */
+  names: string[]
+  includeOptimizer: boolean
+}
+
+export interface TensorInfo {
+  name: string
+  dtype: DType
+  shape: number[]
+  /** prod(shape) * 4. */
+  byteLength: number
+  /** Lowercase hex sha256 of the tensor's little-endian bytes. */
+  sha256: string
+}
+
+/** Donor -> puller: what follows. Chunks refer to tensors by index into `tensors`. */
+export interface WeightsManifest {
+  kind: 'manifest'
+  stage: number
+  version: number
+  tensors: TensorInfo[]
+  /** Sum of byteLength. */
+  totalBytes: number
+}
+
+/** Donor -> puller: bytes [offset, offset + data.length) of tensor `index`. */
+export interface WeightsChunk {
+  kind: 'chunk'
+  index: number
+  offset: number
+  data: Uint8Array
+}
+
+/** Donor -> puller: all chunks sent. */
+export interface WeightsEnd {
+  kind: 'end'
+  totalBytes: number
+}
+
+/** Either side: the transfer cannot go on. */
+export interface WeightsErrorMessage {
+  kind: 'error'
+  /** Short upper-case token, e.g. ERR_VERSION_UNAVAILABLE. */
+  code: string
+  message: string
+}
+
+export type WeightsMessage = WeightsRequest | WeightsManifest | WeightsChunk | WeightsEnd | WeightsErrorMessage
+
+export type WeightsMessageKind = WeightsMessage['kind']

@@ -1,0 +1,132 @@
+/**
+ * Codec for the weights stream protocol (one length-prefixed protobuf frame per message).
+ *
+ * Exchange: the puller sends a `request`; the donor answers with a `manifest`, then `chunk`s in any
+ * order, then `end` (or an `error` at any point). A chunk's bytes are the tensor's little-endian
+ * bytes at [offset, offset + data.length). Decode chunks with `{ manifest }` so each one is checked
+ * against it (index, range, NaN/Inf in float32 data); the sha256 in the manifest is checked by the
+ * puller once a tensor is complete.
+ */
+import type { Uint8ArrayList } from 'uint8arraylist'
+import { MAX_WEIGHTS_FRAME_BYTES } from './constants.js'
+import { BadDTypeError, FrameTooLargeError, MalformedMessageError, UnknownKindError } from './errors.js'
+import * as pb from './messages.js'
+import { checkFrameSize, decodeProtobuf } from './pb-util.js'
+import type { DType, WeightsMessage, WeightsMessageKind } from './types.js'
+import { validateWeightsMessage } from './validate.js'
+import type { WeightsValidationContext } from './validate.js'
+
+export const WEIGHTS_MESSAGE_KINDS: readonly WeightsMessageKind[] = ['request', 'manifest', 'chunk', 'end', 'error']
+
+// Wire codes. Never renumber; 0 is "unset" and always rejected.
+const KIND_CODE: Record<WeightsMessageKind, number> = { request: 1, manifest: 2, chunk: 3, end: 4, error: 5 }
+export const DTYPE_CODE: Record<DType, number> = { float32: 1, int32: 2 }
+
+const KIND_BY_CODE = new Map(Object.entries(KIND_CODE).map(([k, v]) => [v, k as WeightsMessageKind]))
+const DTYPE_BY_CODE = new Map(Object.entries(DTYPE_CODE).map(([k, v]) => [v, k as DType]))
+const BODIES = ['request', 'manifest', 'chunk', 'end', 'error'] as const
+
+function toWire (m: WeightsMessage): pb.WeightsEnvelope {
+  const env: pb.WeightsEnvelope = { kind: KIND_CODE[m.kind] }
+  switch (m.kind) {
+    case 'request':
+      env.request = { stage: m.stage, minVersion: m.minVersion, names: [...m.names], includeOptimizer: m.includeOptimizer }
+      break
+    case 'manifest':
+      env.manifest = {
+        stage: m.stage,
+        version: m.version,
+        tensors: m.tensors.map(t => ({
+          name: t.name, dtype: DTYPE_CODE[t.dtype], shape: [...t.shape], byteLength: t.byteLength, sha256: t.sha256
+        })),
+        totalBytes: m.totalBytes
+      }
+      break
+    case 'chunk':
+      // The writer only reads the bytes; the generated type is just narrower than ours.
+      env.chunk = { index: m.index, offset: m.offset, data: m.data as Uint8Array<ArrayBuffer> }
+      break
+    case 'end':
+      env.end = { totalBytes: m.totalBytes }
+      break
+    case 'error':
+      env.error = { code: m.code, message: m.message }
+      break
+  }
+  return env
+}
+
+function fromWire (env: pb.WeightsEnvelope): WeightsMessage {
+  const kind = KIND_BY_CODE.get(env.kind)
+  if (kind === undefined) {
+    throw new UnknownKindError(`weights.kind: unknown kind code ${env.kind}`, { field: 'weights.kind' })
+  }
+  for (const other of BODIES) {
+    if (other !== kind && env[other] !== undefined) {
+      throw new MalformedMessageError(`weights: kind "${kind}" but a ${other} body is also set`, { field: `weights.${other}` })
+    }
+  }
+  const missing = (): never => {
+    throw new MalformedMessageError(`weights: kind "${kind}" without its body`, { field: `weights.${kind}` })
+  }
+  switch (kind) {
+    case 'request': {
+      const b = env.request ?? missing()
+      return { kind, stage: b.stage, minVersion: b.minVersion, names: b.names, includeOptimizer: b.includeOptimizer }
+    }
+    case 'manifest': {
+      const b = env.manifest ?? missing()
+      return {
+        kind,
+        stage: b.stage,
+        version: b.version,
+        tensors: b.tensors.map((t, i) => {
+          const dtype = DTYPE_BY_CODE.get(t.dtype)
+          if (dtype === undefined) {
+            const field = `manifest.tensors[${i}].dtype`
+            throw new BadDTypeError(`${field}: unknown dtype code ${t.dtype}`, { field })
+          }
+          return { name: t.name, dtype, shape: t.shape, byteLength: t.byteLength, sha256: t.sha256 }
+        }),
+        totalBytes: b.totalBytes
+      }
+    }
+    case 'chunk': {
+      const b = env.chunk ?? missing()
+      return { kind, index: b.index, offset: b.offset, data: b.data }
+    }
+    case 'end': {
+      const b = env.end ?? missing()
+      return { kind, totalBytes: b.totalBytes }
+    }
+    case 'error': {
+      const b = env.error ?? missing()
+      return { kind, code: b.code, message: b.message }
+    }
+  }
+}
+
+export interface WeightsDecodeOptions extends WeightsValidationContext {
+  /** Reject larger input before parsing. Default MAX_WEIGHTS_FRAME_BYTES; cannot be raised above it. */
+  maxBytes?: number
+}
+
+/** Validates and encodes a weights message (pass `{ manifest }` to check a chunk against it). */
+export function encodeWeightsMessage (msg: WeightsMessage, ctx: WeightsValidationContext = {}): Uint8Array {
+  const bytes = pb.WeightsEnvelope.encode(toWire(validateWeightsMessage(msg, ctx)))
+  if (bytes.byteLength > MAX_WEIGHTS_FRAME_BYTES) {
+    throw new FrameTooLargeError(`weights: ${msg.kind} encodes to ${bytes.byteLength} bytes, limit ${MAX_WEIGHTS_FRAME_BYTES}`)
+  }
+  return bytes
+}
+
+/**
+ * Decodes and validates a weights message. A chunk's `data` is a view into `bytes` (no copy) when
+ * `bytes` is one contiguous Uint8Array.
+ */
+export function decodeWeightsMessage (bytes: Uint8Array | Uint8ArrayList, options: WeightsDecodeOptions = {}): WeightsMessage {
+  const max = Math.min(options.maxBytes ?? MAX_WEIGHTS_FRAME_BYTES, MAX_WEIGHTS_FRAME_BYTES)
+  checkFrameSize(bytes, 'weights', max)
+  const env = decodeProtobuf(() => pb.WeightsEnvelope.decode(bytes), 'weights')
+  return validateWeightsMessage(fromWire(env), options)
+}
