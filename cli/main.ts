@@ -12,6 +12,14 @@ interface Command {
 }
 
 const COMMANDS: Record<string, Command> = {
+  coordinator: {
+    summary: 'assign stages to peers and drive training iterations',
+    run: async (argv) => { await (await import('./commands/coordinator.js')).coordinator(argv) }
+  },
+  peer: {
+    summary: 'join a cluster and train the stage the coordinator assigns',
+    run: async (argv) => { await (await import('./commands/peer.js')).peer(argv) }
+  },
   train: {
     summary: 'train the model locally as an S-stage pipeline in one process',
     run: async (argv) => { await (await import('./commands/train.js')).train(argv) }

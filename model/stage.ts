@@ -69,6 +69,7 @@ export class Stage {
   weightVersion = 0
   private readonly grads = new Map<string, tf.Tensor>()
   private readonly saved = new Map<string, Saved>()
+  private prepared: StepResult | undefined
 
   constructor (init: StageInit) {
     this.model = init.model
@@ -247,12 +248,25 @@ export class Stage {
 
   /**
    * Average the accumulated gradients over `microbatches`, clip the stage's gradient to clipNorm,
-   * record the post-clip norm and take one Adam step. A non-finite gradient throws NonFiniteError and
-   * leaves weights and optimizer state untouched (the gradients are discarded).
+   * record the post-clip norm and take one Adam step: prepareStep() then commitStep().
    */
   step (microbatches: number): StepResult {
+    const r = this.prepareStep(microbatches)
+    this.commitStep()
+    return r
+  }
+
+  /**
+   * First half of a step, for the two-phase iteration of a distributed run: averages and clips the
+   * gradient and returns its norms, but leaves weights and optimizer untouched until commitStep()
+   * (or abortStep(), when the coordinator aborts the iteration). A non-finite gradient throws
+   * NonFiniteError and discards the gradients.
+   */
+  prepareStep (microbatches: number): StepResult {
+    if (this.prepared != null) throw new StageStateError(`stage ${this.stage}: a prepared step is already waiting for commit`)
     if (this.grads.size === 0) throw new StageStateError(`stage ${this.stage}: step without gradients`)
     if (this.saved.size > 0) throw new StageStateError(`stage ${this.stage}: step with ${this.saved.size} backward passes pending`)
+    if (!Number.isInteger(microbatches) || microbatches < 1) throw new StageStateError(`microbatches must be a positive integer, got ${microbatches}`)
     try {
       const norm = tf.tidy(() => {
         const sq = [...this.grads.values()].map(g => tf.sum(tf.square(g)))
@@ -260,20 +274,40 @@ export class Stage {
       })
       if (!Number.isFinite(norm)) throw new NonFiniteError(`stage ${this.stage}: gradient norm is ${norm}; step skipped, weights unchanged`)
       const scale = norm > this.clipNorm ? this.clipNorm / norm : 1
-      const clipped = new Map<string, tf.Tensor>()
-      for (const [n, g] of this.grads) clipped.set(n, tf.tidy(() => tf.mul(g, scale / microbatches)))
-      try {
-        this.adam.apply(this.params, clipped)
-      } finally {
-        for (const g of clipped.values()) g.dispose()
+      for (const [n, g] of this.grads) {
+        this.grads.set(n, tf.tidy(() => tf.mul(g, scale / microbatches)))
+        g.dispose()
       }
-      this.lastGradNorm = norm * scale
-      this.weightVersion += 1
-      return { preClipNorm: norm, gradNorm: this.lastGradNorm }
-    } finally {
+      this.prepared = { preClipNorm: norm, gradNorm: norm * scale }
+      return this.prepared
+    } catch (err) {
       this.discardGradients()
+      throw err
     }
   }
+
+  /** Second half of a step: Adam on the prepared gradient; bumps the weight version. */
+  commitStep (): StepResult {
+    const r = this.prepared
+    if (r == null) throw new StageStateError(`stage ${this.stage}: commit without a prepared step`)
+    try {
+      this.adam.apply(this.params, this.grads)
+      this.lastGradNorm = r.gradNorm
+      this.weightVersion += 1
+      return r
+    } finally {
+      this.abortStep()
+    }
+  }
+
+  /** Drop a prepared step (or accumulated gradients) without touching weights. */
+  abortStep (): void {
+    this.prepared = undefined
+    this.discardGradients()
+  }
+
+  /** True between prepareStep() and commitStep()/abortStep(). */
+  get hasPreparedStep (): boolean { return this.prepared != null }
 
   /** Parameter values copied to the host, by name. */
   readParams (): Map<string, Float32Array> {

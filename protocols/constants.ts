@@ -26,6 +26,9 @@ export const ID_PATTERN = /^[A-Za-z0-9._-]+$/
  * about 60: 128 leaves room without letting one field dominate a message. Alphabet: base58/32/36.
  */
 export const MAX_PEER_ID_LENGTH = 128
+
+/** A multiaddr in text form: /ip6/<39>/tcp/<5>/p2p/<~52> is ~110 characters; DNS names can be longer. */
+export const MAX_ADDR_LENGTH = 512
 export const PEER_ID_PATTERN = /^[A-Za-z0-9]+$/
 
 /** Free-text reasons (abort, stream break, weights error): enough for a sentence and an error code. */

@@ -84,7 +84,7 @@ function toWire (m: Message): pb.GossipEnvelope {
         runId: m.runId,
         epoch: m.epoch,
         iteration: m.iteration,
-        stages: m.stages.map(s => ({ stage: s.stage, peers: [...s.peers] })),
+        stages: m.stages.map(s => ({ stage: s.stage, peers: [...s.peers], addrs: [...s.addrs] })),
         modelConfig: m.modelConfig,
         trainingConfig: m.trainingConfig
       }
@@ -182,7 +182,7 @@ function fromWire (env: pb.GossipEnvelope): Message {
         runId: b.runId,
         epoch: b.epoch,
         iteration: b.iteration,
-        stages: b.stages.map(s => ({ stage: s.stage, peers: s.peers })),
+        stages: b.stages.map(s => ({ stage: s.stage, peers: s.peers, addrs: s.addrs })),
         modelConfig: b.modelConfig,
         trainingConfig: b.trainingConfig
       }

@@ -35,6 +35,8 @@ export interface Heartbeat {
 export interface StageAssignment {
   stage: number
   peers: string[]
+  /** A dialable multiaddr for each peer (same order as `peers`), so neighbours can reach each other. */
+  addrs: string[]
 }
 
 /** Coordinator: who runs which stage under a new epoch, and how to build the stage. */

@@ -5,7 +5,7 @@
  */
 import {
   MAX_CONFIG_JSON_BYTES, MAX_DIGEST_LENGTH, MAX_ERROR_CODE_LENGTH, MAX_ID_LENGTH, MAX_LR_SCALE,
-  MAX_PEERS_PER_STAGE, MAX_PEER_ID_LENGTH, MAX_REASON_LENGTH, MAX_RECOVERY_DONORS, MAX_STAGES,
+  MAX_ADDR_LENGTH, MAX_PEERS_PER_STAGE, MAX_PEER_ID_LENGTH, MAX_REASON_LENGTH, MAX_RECOVERY_DONORS, MAX_STAGES,
   MAX_TENSOR_DIMS, MAX_TENSOR_NAME_LENGTH, MAX_WEIGHTS_CHUNK_BYTES, MAX_WEIGHTS_TENSORS,
   MAX_WEIGHTS_TOTAL_BYTES, MAX_WEIGHT_TENSOR_BYTES, ID_PATTERN, PEER_ID_PATTERN, TENSOR_NAME_PATTERN
 } from './constants.js'
@@ -234,6 +234,9 @@ function checkAssignment (o: Record<string, unknown>): Assignment {
       if (seen.has(id)) fail(`${sf}.peers[${j}]`, `peer ${id} is assigned twice`)
       seen.add(id)
     })
+    const addrs = checkList(so.addrs, `${sf}.addrs`, MAX_PEERS_PER_STAGE)
+    if (addrs.length !== peers.length) fail(`${sf}.addrs`, `expected one address per peer (${peers.length}), got ${addrs.length}`)
+    addrs.forEach((a, j) => { checkString(a, `${sf}.addrs[${j}]`, { max: MAX_ADDR_LENGTH, min: 1, pattern: /^\/[\x21-\x7e]*$/, alphabet: 'a multiaddr (printable ASCII starting with /)' }) })
   })
   checkJsonObject(o.modelConfig, `${f}.modelConfig`)
   checkJsonObject(o.trainingConfig, `${f}.trainingConfig`)

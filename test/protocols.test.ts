@@ -40,7 +40,7 @@ const assignment: Assignment = {
   runId: 'run_2026.01',
   epoch: 8,
   iteration: 1235,
-  stages: [{ stage: 0, peers: [P1] }, { stage: 1, peers: [P2, P3] }, { stage: 2, peers: [] }],
+  stages: [{ stage: 0, peers: [P1], addrs: ['/ip4/127.0.0.1/tcp/4001'] }, { stage: 1, peers: [P2, P3], addrs: ['/ip4/127.0.0.1/tcp/4001', '/ip4/127.0.0.1/tcp/4001'] }, { stage: 2, peers: [], addrs: [] }],
   modelConfig: JSON.stringify({ dModel: 128, layers: 8, heads: 4 }),
   trainingConfig: JSON.stringify({ lr: 3e-4, microbatches: 4 })
 }
@@ -197,10 +197,10 @@ describe('gossip messages', () => {
       [{ ...heartbeat, peerId: '' }, MalformedMessageError, 'heartbeat.peerId'],
       [{ ...heartbeat, weightDigest: 'd'.repeat(129) }, LimitExceededError, 'heartbeat.weightDigest'],
       [{ ...assignment, stages: [] }, MalformedMessageError, 'assignment.stages'],
-      [{ ...assignment, stages: [{ stage: 1, peers: [P1] }] }, MalformedMessageError, 'assignment.stages[0].stage'],
-      [{ ...assignment, stages: [{ stage: 0, peers: [P1] }, { stage: 1, peers: [P1] }] }, MalformedMessageError, 'assignment.stages[1].peers[0]'],
+      [{ ...assignment, stages: [{ stage: 1, peers: [P1], addrs: ['/ip4/127.0.0.1/tcp/4001'] }] }, MalformedMessageError, 'assignment.stages[0].stage'],
+      [{ ...assignment, stages: [{ stage: 0, peers: [P1], addrs: ['/ip4/127.0.0.1/tcp/4001'] }, { stage: 1, peers: [P1], addrs: ['/ip4/127.0.0.1/tcp/4001'] }] }, MalformedMessageError, 'assignment.stages[1].peers[0]'],
       [{ ...assignment, stages: [{ stage: 0, peers: Array.from({ length: 9 }, (_, i) => `Qm${i}`) }] }, LimitExceededError, 'assignment.stages[0].peers'],
-      [{ ...assignment, stages: Array.from({ length: MAX_STAGES + 1 }, (_, i) => ({ stage: i, peers: [] })) }, LimitExceededError, 'assignment.stages'],
+      [{ ...assignment, stages: Array.from({ length: MAX_STAGES + 1 }, (_, i) => ({ stage: i, peers: [], addrs: [] })) }, LimitExceededError, 'assignment.stages'],
       [{ ...assignment, modelConfig: '{nope' }, MalformedMessageError, 'assignment.modelConfig'],
       [{ ...assignment, trainingConfig: '[1, 2]' }, MalformedMessageError, 'assignment.trainingConfig'],
       [{ ...assignment, modelConfig: JSON.stringify({ pad: 'x'.repeat(70_000) }) }, LimitExceededError, 'assignment.modelConfig'],
@@ -277,7 +277,7 @@ describe('gossip messages', () => {
   })
 
   it('decoder rejects oversized counts while parsing', () => {
-    const stages = Array.from({ length: MAX_STAGES + 1 }, (_, i) => ({ stage: i, peers: [] }))
+    const stages = Array.from({ length: MAX_STAGES + 1 }, (_, i) => ({ stage: i, peers: [], addrs: [] }))
     const bytes = envelope({ kind: 2, assignment: { ...assignment, stages } })
     expect(bytes.byteLength).toBeLessThan(MAX_GOSSIP_MESSAGE_BYTES)
     expectError(() => decodeMessage(bytes), LimitExceededError, 'stages')

@@ -1,0 +1,114 @@
+/**
+ * The activations protocol: tensor frames (forward activations, backward gradients) between the
+ * peers of neighbouring stages. Each sender keeps one long-lived stream per destination peer and
+ * writes length-prefixed frames on it; the receiver decodes and validates each frame and hands it
+ * on. A bad frame is rejected with a typed error and logged; the stream (and the peer) go on.
+ */
+import { peerIdFromString } from '@libp2p/peer-id'
+import { multiaddr } from '@multiformats/multiaddr'
+import type { Stream } from '@libp2p/interface'
+import { createLog } from '../model/log.js'
+import { ACTIVATIONS_PROTOCOL, MAX_TENSOR_FRAME_BYTES, decodeTensorFrame, encodeTensorFrame, type TensorFrameHeader } from '../protocols/index.js'
+import { endFrames, openStream, readFrames, writeFrame, type PeerLibp2p } from './transport/index.js'
+import { NeighbourLostError } from './errors.js'
+
+const log = createLog('activations')
+
+export interface ActivationsInit {
+  /** Called for every well-formed frame. Throwing rejects the frame (logged), not the stream. */
+  onFrame: (header: TensorFrameHeader, data: Float32Array, from: string) => void
+  /** Called when a frame is rejected (malformed, unexpected), with the sender. */
+  onReject?: (err: Error, from: string) => void
+  /**
+   * Largest frame accepted.
+   * @default MAX_TENSOR_FRAME_BYTES (protocols/constants.ts)
+   */
+  maxFrameBytes?: number
+  /**
+   * Dial timeout for a new stream to a neighbour, in ms.
+   * @default 10_000
+   */
+  dialTimeoutMs?: number
+}
+
+export class ActivationLinks {
+  private readonly node: PeerLibp2p
+  private readonly init: ActivationsInit
+  private readonly out = new Map<string, Promise<Stream>>()
+  private readonly inbound = new Set<Stream>()
+  /** Frames rejected so far (tests and metrics read this). */
+  rejected = 0
+
+  constructor (node: PeerLibp2p, init: ActivationsInit) {
+    this.node = node
+    this.init = init
+  }
+
+  async start (): Promise<void> {
+    await this.node.handle(ACTIVATIONS_PROTOCOL, (stream, connection) => {
+      void this.serve(stream, connection.remotePeer.toString())
+    }, { maxInboundStreams: 64 })
+  }
+
+  private async serve (stream: Stream, from: string): Promise<void> {
+    this.inbound.add(stream)
+    const maxFrameBytes = this.init.maxFrameBytes ?? MAX_TENSOR_FRAME_BYTES
+    try {
+      for await (const frame of readFrames(stream, { maxFrameBytes, requireEndFrame: false })) {
+        try {
+          const { header, data } = decodeTensorFrame(frame, { dtype: 'float32', maxBytes: maxFrameBytes })
+          this.init.onFrame(header, data as Float32Array, from)
+        } catch (err) {
+          this.rejected += 1
+          log.error('rejected a tensor frame from %s: %s', from, (err as Error).message)
+          this.init.onReject?.(err as Error, from)
+        }
+      }
+    } catch (err) {
+      // An oversized length prefix or a dead sender ends this stream; the peer keeps serving others.
+      this.rejected += 1
+      log.error('activations stream from %s ended: %s', from, (err as Error).message)
+      this.init.onReject?.(err as Error, from)
+      stream.abort(err as Error)
+    } finally {
+      this.inbound.delete(stream)
+    }
+  }
+
+  private stream (peerId: string, addr?: string): Promise<Stream> {
+    let s = this.out.get(peerId)
+    if (s == null) {
+      const target = addr != null ? multiaddr(addr) : peerIdFromString(peerId)
+      s = openStream(this.node, target, ACTIVATIONS_PROTOCOL, { timeoutMs: this.init.dialTimeoutMs ?? 10_000 })
+      s.catch(() => { this.out.delete(peerId) })
+      this.out.set(peerId, s)
+    }
+    return s
+  }
+
+  /** Sends one tensor frame to `peerId` (dialling `addr` the first time). */
+  async send (peerId: string, addr: string | undefined, header: Omit<TensorFrameHeader, 'dtype' | 'flags'>, data: Float32Array, signal?: AbortSignal): Promise<void> {
+    try {
+      const stream = await this.stream(peerId, addr)
+      await writeFrame(stream, encodeTensorFrame(header, data), signal)
+    } catch (err) {
+      this.out.delete(peerId)
+      throw new NeighbourLostError(peerId, `cannot send ${header.direction} tensor to ${peerId}: ${(err as Error).message}`, { cause: err })
+    }
+  }
+
+  /** Forget the stream to a peer (it left or was reassigned). */
+  drop (peerId: string): void {
+    const s = this.out.get(peerId)
+    this.out.delete(peerId)
+    s?.then(st => st.abort(new Error('neighbour dropped')), () => {})
+  }
+
+  async stop (): Promise<void> {
+    await this.node.unhandle(ACTIVATIONS_PROTOCOL)
+    const streams = await Promise.allSettled([...this.out.values()])
+    this.out.clear()
+    await Promise.allSettled(streams.map(async r => { if (r.status === 'fulfilled') await endFrames(r.value, AbortSignal.timeout(1000)) }))
+    for (const s of this.inbound) s.abort(new Error('stopping'))
+  }
+}

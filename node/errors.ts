@@ -1,0 +1,20 @@
+import { SpotpipeError } from '../model/errors.js'
+
+/** A tensor frame or control message that does not fit the current iteration (wrong hop, stage, shape). */
+export class UnexpectedFrameError extends SpotpipeError {
+  constructor (message: string) { super('ERR_UNEXPECTED_FRAME', message) }
+}
+
+/** The peer cannot act on an assignment (bad config, no such stage). */
+export class AssignmentError extends SpotpipeError {
+  constructor (message: string) { super('ERR_ASSIGNMENT', message) }
+}
+
+/** A neighbour's activations stream broke or could not be opened. */
+export class NeighbourLostError extends SpotpipeError {
+  readonly peerId: string
+  constructor (peerId: string, message: string, options?: { cause?: unknown }) {
+    super('ERR_NEIGHBOUR_LOST', message, options)
+    this.peerId = peerId
+  }
+}

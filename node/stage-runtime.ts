@@ -1,0 +1,287 @@
+/**
+ * The per-iteration engine of one stage on one peer, independent of the network: it turns `begin`
+ * and incoming tensor frames into forward/backward calls on its Stage, hands outgoing tensors to
+ * `send`, and reports `done` when every backward hop of the iteration has run.
+ *
+ * Ordering: forwards run as they arrive, but backward hops run in exactly the order the local
+ * trainer uses (microbatch by microbatch, hops in reverse), so gradients accumulate in the same
+ * order and the distributed run reproduces the local trainer's numbers.
+ *
+ * Two-phase step: when the last backward hop is done the stage clips and measures its gradient
+ * (prepareStep) and reports; the Adam update happens on the coordinator's commit (or on the next
+ * begin, which implies it). An abort discards the gradients and leaves weights untouched, so a
+ * redone iteration starts from the same state.
+ */
+import * as tf from '@tensorflow/tfjs'
+import type { ModelConfig, TrainConfig } from '../model/config.js'
+import { sampleBatch } from '../model/data.js'
+import { createLog } from '../model/log.js'
+import { route, type Hop } from '../model/schedule.js'
+import type { Stage } from '../model/stage.js'
+import type { Direction } from '../protocols/index.js'
+import { UnexpectedFrameError } from './errors.js'
+
+const log = createLog('runtime')
+
+/** A tensor travelling between stages: which microbatch and hop it belongs to, and its values. */
+export interface OutFrame {
+  iteration: number
+  microbatch: number
+  /** Index of the hop that will consume the tensor. */
+  hop: number
+  direction: Direction
+  shape: number[]
+  data: Float32Array
+}
+
+export interface DoneInfo {
+  iteration: number
+  /** Mean microbatch loss; only on the stage that runs the head. */
+  loss?: number
+  gradNorm: number
+  /** Weight version after this iteration commits. */
+  weightVersion: number
+  computeMs: number
+}
+
+export interface StageRuntimeInit {
+  stage: Stage
+  model: ModelConfig
+  train: TrainConfig
+  checkfreePlus: boolean
+  /** Training tokens, for sampling microbatches (stage 0) and targets (the head's stage). */
+  trainTokens: Uint8Array
+  /** Sends a tensor to the stage that runs hop `frame.hop`. */
+  send: (toStage: number, frame: OutFrame) => Promise<void>
+  /** Called when the stage finished its part of an iteration. */
+  done: (info: DoneInfo) => void
+  /** Called when processing fails (bad frame, non-finite gradient, send failure). */
+  failed: (err: Error, iteration: number) => void
+}
+
+interface ForwardTask { mb: number, hop: number, x: tf.Tensor }
+
+export class StageRuntime {
+  private readonly init: StageRuntimeInit
+  /** Iteration in progress (or prepared and waiting for commit); -1 before the first. */
+  iteration = -1
+  state: 'idle' | 'running' | 'prepared' = 'idle'
+  /** Frames that arrived for an iteration this stage has not begun yet. */
+  private early: Array<{ iteration: number, direction: Direction, mb: number, hop: number, shape: number[], data: Float32Array }> = []
+  private forwards: ForwardTask[] = []
+  private readonly ready = new Map<string, tf.Tensor | null>()
+  private expected: string[] = []
+  private next = 0
+  private losses: number[] = []
+  private computeMs = 0
+  private pumping = false
+  private lastDone?: DoneInfo
+  tokensProcessed = 0
+
+  constructor (init: StageRuntimeInit) {
+    this.init = init
+  }
+
+  get stage (): Stage { return this.init.stage }
+  private get S (): number { return this.init.train.stages }
+  private get M (): number { return this.init.train.microbatches }
+  private routeOf (mb: number): Hop[] { return route(this.S, mb, this.init.checkfreePlus) }
+
+  /** Start iteration `it`. A prepared previous iteration is committed first (begin implies commit). */
+  begin (it: number): void {
+    if (this.state === 'prepared' && it === this.iteration + 1) this.commit(this.iteration)
+    if (it === this.iteration && this.state === 'running') return // duplicate begin
+    if (it === this.iteration && this.state === 'prepared') {
+      // The coordinator re-sent begin because our done report was lost: report again.
+      if (this.lastDone != null) this.init.done(this.lastDone)
+      return
+    }
+    if (this.state !== 'idle') throw new UnexpectedFrameError(`stage ${this.stage.stage}: begin ${it} while iteration ${this.iteration} is ${this.state}`)
+    this.iteration = it
+    this.state = 'running'
+    this.losses = []
+    this.computeMs = 0
+    this.next = 0
+    this.expected = []
+    const me = this.stage.stage
+    for (let mb = 0; mb < this.M; mb++) {
+      const hops = this.routeOf(mb)
+      for (let h = hops.length - 1; h >= 0; h--) if (hops[h].stage === me) this.expected.push(`${mb}:${h}`)
+    }
+    if (me === 0) {
+      for (let mb = 0; mb < this.M; mb++) {
+        const b = this.batch(it, mb)
+        this.forwards.push({ mb, hop: 0, x: tf.tensor2d(b.inputs, [this.init.train.microbatchSize, this.init.model.seqLen], 'int32') })
+      }
+    }
+    const early = this.early.filter(f => f.iteration === it)
+    this.early = this.early.filter(f => f.iteration > it)
+    for (const f of early) this.accept(f.direction, f.mb, f.hop, f.shape, f.data)
+    this.pump()
+  }
+
+  private batch (it: number, mb: number): { inputs: Int32Array, targets: Int32Array } {
+    return sampleBatch(this.init.trainTokens, { seed: this.init.train.dataSeed, iteration: it, microbatch: mb, replica: 0 }, this.init.train.microbatchSize, this.init.model.seqLen)
+  }
+
+  /**
+   * An incoming tensor for (iteration, microbatch, hop). Checked against the route and the model
+   * shape; frames for a later iteration wait for its begin; frames for an earlier one are dropped.
+   */
+  receive (iteration: number, direction: Direction, mb: number, hop: number, shape: number[], data: Float32Array): void {
+    if (iteration < this.iteration || (iteration === this.iteration && this.state !== 'running')) {
+      log('stage %d: dropping %s frame of finished iteration %d', this.stage.stage, direction, iteration)
+      return
+    }
+    if (mb < 0 || mb >= this.M) throw new UnexpectedFrameError(`microbatch ${mb} out of range 0..${this.M - 1}`)
+    const hops = this.routeOf(mb)
+    if (hop < 0 || hop >= hops.length || hops[hop].stage !== this.stage.stage) {
+      throw new UnexpectedFrameError(`hop ${hop} of microbatch ${mb} does not run on stage ${this.stage.stage}`)
+    }
+    if (direction === 'backward' && hop === hops.length - 1) throw new UnexpectedFrameError('the loss hop receives no gradient')
+    if (direction === 'forward' && hop === 0) throw new UnexpectedFrameError('hop 0 reads tokens, it receives no activations')
+    const want = [this.init.train.microbatchSize, this.init.model.seqLen, this.init.model.dModel]
+    if (shape.join(',') !== want.join(',')) throw new UnexpectedFrameError(`${direction} tensor shape [${shape.join(',')}], expected [${want.join(',')}]`)
+    if (iteration > this.iteration || this.state !== 'running') {
+      this.early.push({ iteration, direction, mb, hop, shape, data })
+      return
+    }
+    this.accept(direction, mb, hop, shape, data)
+    this.pump()
+  }
+
+  private accept (direction: Direction, mb: number, hop: number, shape: number[], data: Float32Array): void {
+    const t = tf.tensor(data, shape, 'float32')
+    if (direction === 'forward') this.forwards.push({ mb, hop, x: t })
+    else {
+      const key = `${mb}:${hop}`
+      if (this.ready.has(key)) { t.dispose(); throw new UnexpectedFrameError(`duplicate gradient for ${key}`) }
+      this.ready.set(key, t)
+    }
+  }
+
+  /** Runs whatever is runnable: the next expected backward first, else the oldest forward. */
+  private pump (): void {
+    if (this.pumping) return
+    this.pumping = true
+    const it = this.iteration
+    void (async () => {
+      try {
+        while (this.state === 'running' && this.iteration === it) {
+          const key = this.expected[this.next]
+          if (key != null && this.ready.has(key)) {
+            const dy = this.ready.get(key) ?? null
+            this.ready.delete(key)
+            this.next += 1
+            await this.runBackward(key, dy)
+          } else if (this.forwards.length > 0) {
+            await this.runForward(this.forwards.shift() as ForwardTask)
+          } else break
+        }
+        if (this.state === 'running' && this.iteration === it && this.next === this.expected.length) this.finish()
+      } catch (err) {
+        this.init.failed(err as Error, it)
+      } finally {
+        this.pumping = false
+      }
+    })()
+  }
+
+  private async runForward (task: ForwardTask): Promise<void> {
+    const { mb, hop, x } = task
+    const hops = this.routeOf(mb)
+    const last = hop === hops.length - 1
+    const t0 = performance.now()
+    let out: tf.Tensor
+    let targets: tf.Tensor2D | undefined
+    try {
+      if (last) {
+        const b = this.batch(this.iteration, mb)
+        targets = tf.tensor2d(b.targets, [this.init.train.microbatchSize, this.init.model.seqLen], 'int32')
+      }
+      out = this.stage.forward(`${mb}:${hop}`, x, hops[hop].parts, targets)
+    } finally {
+      x.dispose()
+      targets?.dispose()
+    }
+    if (last) {
+      this.losses[mb] = (await out.data())[0]
+      out.dispose()
+      this.ready.set(`${mb}:${hop}`, null) // the loss hop's backward needs no upstream gradient
+      this.computeMs += performance.now() - t0
+      return
+    }
+    const data = await out.data() as Float32Array
+    const shape = [...out.shape]
+    out.dispose()
+    this.computeMs += performance.now() - t0
+    await this.init.send(hops[hop + 1].stage, { iteration: this.iteration, microbatch: mb, hop: hop + 1, direction: 'forward', shape, data })
+  }
+
+  private async runBackward (key: string, dy: tf.Tensor | null): Promise<void> {
+    const [mb, hop] = key.split(':').map(Number)
+    const t0 = performance.now()
+    let dx: tf.Tensor | null
+    try {
+      dx = this.stage.backward(key, dy ?? undefined)
+    } finally {
+      dy?.dispose()
+    }
+    if (hop === 0) this.tokensProcessed += this.init.train.microbatchSize * this.init.model.seqLen
+    if (dx == null) { this.computeMs += performance.now() - t0; return }
+    const data = await dx.data() as Float32Array
+    const shape = [...dx.shape]
+    dx.dispose()
+    this.computeMs += performance.now() - t0
+    const prev = this.routeOf(mb)[hop - 1]
+    await this.init.send(prev.stage, { iteration: this.iteration, microbatch: mb, hop: hop - 1, direction: 'backward', shape, data })
+  }
+
+  private finish (): void {
+    const t0 = performance.now()
+    const r = this.stage.prepareStep(this.M)
+    this.computeMs += performance.now() - t0
+    this.state = 'prepared'
+    const hasLoss = this.losses.length > 0
+    this.lastDone = {
+      iteration: this.iteration,
+      loss: hasLoss ? this.losses.reduce((a, b) => a + b, 0) / this.losses.length : undefined,
+      gradNorm: r.gradNorm,
+      weightVersion: this.stage.weightVersion + 1,
+      computeMs: this.computeMs
+    }
+    this.init.done(this.lastDone)
+  }
+
+  /** The coordinator committed `it`: apply the prepared Adam step. */
+  commit (it: number): void {
+    if (this.state !== 'prepared' || it !== this.iteration) {
+      log('stage %d: ignoring commit %d (iteration %d is %s)', this.stage.stage, it, this.iteration, this.state)
+      return
+    }
+    this.stage.commitStep()
+    this.state = 'idle'
+  }
+
+  /** The coordinator aborted `it` (or a new epoch began): drop everything in flight, keep weights. */
+  abort (it: number): void {
+    if (it !== this.iteration || this.state === 'idle') return
+    this.clearInFlight()
+    this.stage.abortStep()
+    this.state = 'idle'
+    this.iteration = it - 1
+  }
+
+  private clearInFlight (): void {
+    for (const f of this.forwards) f.x.dispose()
+    this.forwards = []
+    for (const t of this.ready.values()) t?.dispose()
+    this.ready.clear()
+    this.early = []
+    this.stage.dropSaved()
+  }
+
+  dispose (): void {
+    this.clearInFlight()
+  }
+}
