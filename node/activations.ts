@@ -9,7 +9,7 @@ import { multiaddr } from '@multiformats/multiaddr'
 import type { Stream } from '@libp2p/interface'
 import { createLog } from '../model/log.js'
 import { ACTIVATIONS_PROTOCOL, MAX_TENSOR_FRAME_BYTES, decodeTensorFrame, encodeTensorFrame, type TensorFrameHeader } from '../protocols/index.js'
-import { endFrames, openStream, readFrames, writeFrame, type PeerLibp2p } from './transport/index.js'
+import { StreamClosedError, endFrames, openStream, readFrames, writeFrame, type PeerLibp2p } from './transport/index.js'
 import { NeighbourLostError } from './errors.js'
 
 const log = createLog('activations')
@@ -36,8 +36,9 @@ export class ActivationLinks {
   private readonly init: ActivationsInit
   private readonly out = new Map<string, Promise<Stream>>()
   private readonly inbound = new Set<Stream>()
-  /** Frames rejected so far (tests and metrics read this). */
+  /** Frames rejected so far, and the last reason (tests and metrics read these). */
   rejected = 0
+  lastRejection?: Error
 
   constructor (node: PeerLibp2p, init: ActivationsInit) {
     this.node = node
@@ -60,15 +61,22 @@ export class ActivationLinks {
           this.init.onFrame(header, data as Float32Array, from)
         } catch (err) {
           this.rejected += 1
+          this.lastRejection = err as Error
           log.error('rejected a tensor frame from %s: %s', from, (err as Error).message)
           this.init.onReject?.(err as Error, from)
         }
       }
     } catch (err) {
-      // An oversized length prefix or a dead sender ends this stream; the peer keeps serving others.
-      this.rejected += 1
-      log.error('activations stream from %s ended: %s', from, (err as Error).message)
-      this.init.onReject?.(err as Error, from)
+      // A reset by the sender is its business; anything else (an oversized length prefix, a frame
+      // cut short) is bad input. Either way this stream ends and the peer keeps serving others.
+      if (err instanceof StreamClosedError) {
+        log('activations stream from %s closed: %s', from, err.message)
+      } else {
+        this.rejected += 1
+        this.lastRejection = err as Error
+        log.error('activations stream from %s rejected: %s', from, (err as Error).message)
+        this.init.onReject?.(err as Error, from)
+      }
       stream.abort(err as Error)
     } finally {
       this.inbound.delete(stream)

@@ -227,6 +227,9 @@ export class Peer {
     if (h.epoch < cur.assignment.epoch) { this.staleFrames += 1; return }
     if (h.epoch > cur.assignment.epoch) throw new UnexpectedFrameError(`frame from epoch ${h.epoch}, this peer is at ${cur.assignment.epoch}`)
     if (h.runId !== cur.assignment.runId) throw new UnexpectedFrameError(`frame for run ${h.runId}, this peer runs ${cur.assignment.runId}`)
+    const sender = cur.runtime.expectedSender(h.direction, h.microbatch, h.hop)
+    const holder = cur.peers.get(sender)?.id
+    if (holder !== from) throw new UnexpectedFrameError(`${h.direction} frame for hop ${h.hop} from ${from}, but stage ${sender} is held by ${holder ?? 'nobody'}`)
     cur.runtime.receive(h.iteration, h.direction, h.microbatch, h.hop, h.shape, data)
   }
 

@@ -124,6 +124,15 @@ export class StageRuntime {
     return sampleBatch(this.init.trainTokens, { seed: this.init.train.dataSeed, iteration: it, microbatch: mb, replica: 0 }, this.init.train.microbatchSize, this.init.model.seqLen)
   }
 
+  /** The stage whose peer may send a `direction` tensor for (microbatch, hop), per the route. */
+  expectedSender (direction: Direction, mb: number, hop: number): number {
+    if (!Number.isInteger(mb) || mb < 0 || mb >= this.M) throw new UnexpectedFrameError(`microbatch ${mb} out of range 0..${this.M - 1}`)
+    const hops = this.routeOf(mb)
+    const from = direction === 'forward' ? hop - 1 : hop + 1
+    if (!Number.isInteger(hop) || from < 0 || from >= hops.length) throw new UnexpectedFrameError(`no hop sends a ${direction} tensor to hop ${hop} of microbatch ${mb}`)
+    return hops[from].stage
+  }
+
   /**
    * An incoming tensor for (iteration, microbatch, hop). Checked against the route and the model
    * shape; frames for a later iteration wait for its begin; frames for an earlier one are dropped.
