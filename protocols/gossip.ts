@@ -16,16 +16,16 @@ import type { Message, MessageKind, RecoveryRung, Role } from './types.js'
 import { validateMessage } from './validate.js'
 
 export const MESSAGE_KINDS: readonly MessageKind[] = [
-  'heartbeat', 'assignment', 'begin', 'abort', 'commit', 'done', 'stream-break', 'recovery-plan'
+  'heartbeat', 'assignment', 'begin', 'abort', 'commit', 'done', 'stream-break', 'recovery-plan', 'recovery-done'
 ]
 export const HEARTBEAT_TOPIC_KINDS: ReadonlySet<MessageKind> = new Set(['heartbeat'])
 export const COORDINATOR_KINDS: ReadonlySet<MessageKind> = new Set(['assignment', 'begin', 'abort', 'commit', 'recovery-plan'])
-export const PEER_REPORT_KINDS: ReadonlySet<MessageKind> = new Set(['done', 'stream-break'])
+export const PEER_REPORT_KINDS: ReadonlySet<MessageKind> = new Set(['done', 'stream-break', 'recovery-done'])
 export const CONTROL_TOPIC_KINDS: ReadonlySet<MessageKind> = new Set([...COORDINATOR_KINDS, ...PEER_REPORT_KINDS])
 
 // Wire codes. Never renumber; 0 is "unset" and always rejected.
 const KIND_CODE: Record<MessageKind, number> = {
-  heartbeat: 1, assignment: 2, begin: 3, abort: 4, commit: 5, done: 6, 'stream-break': 7, 'recovery-plan': 8
+  heartbeat: 1, assignment: 2, begin: 3, abort: 4, commit: 5, done: 6, 'stream-break': 7, 'recovery-plan': 8, 'recovery-done': 9
 }
 const ROLE_CODE: Record<Role, number> = { stage: 1, spare: 2, coordinator: 3, observer: 4 }
 const RUNG_CODE: Record<RecoveryRung, number> = {
@@ -41,7 +41,8 @@ const BODY: Record<MessageKind, Body> = {
   commit: 'commit',
   done: 'done',
   'stream-break': 'streamBreak',
-  'recovery-plan': 'recoveryPlan'
+  'recovery-plan': 'recoveryPlan',
+  'recovery-done': 'recoveryDone'
 }
 const BODIES = Object.values(BODY)
 
@@ -118,6 +119,17 @@ function toWire (m: Message): pb.GossipEnvelope {
         epoch: m.epoch,
         iteration: m.iteration,
         reason: m.reason
+      }
+      break
+    case 'recovery-done':
+      env.recoveryDone = {
+        peerId: m.peerId,
+        epoch: m.epoch,
+        stage: m.stage,
+        rung: RUNG_CODE[m.rung],
+        bytes: m.bytes,
+        transferMs: m.transferMs,
+        rebuildMs: m.rebuildMs
       }
       break
     case 'recovery-plan':
@@ -222,6 +234,19 @@ function fromWire (env: pb.GossipEnvelope): Message {
         epoch: b.epoch,
         iteration: b.iteration,
         reason: b.reason
+      }
+    }
+    case 'recovery-done': {
+      const b = env.recoveryDone ?? missing()
+      return {
+        kind,
+        peerId: b.peerId,
+        epoch: b.epoch,
+        stage: b.stage,
+        rung: lookup(RUNG_BY_CODE, b.rung, 'recovery-done.rung'),
+        bytes: b.bytes,
+        transferMs: b.transferMs,
+        rebuildMs: b.rebuildMs
       }
     }
     case 'recovery-plan': {

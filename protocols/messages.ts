@@ -2060,6 +2060,233 @@ export namespace RecoveryPlan {
   }
 }
 
+export interface RecoveryDone {
+  peerId: string
+  epoch: number
+  stage: number
+  rung: number
+  bytes: number
+  transferMs: number
+  rebuildMs: number
+}
+
+export namespace RecoveryDone {
+  let _codec: Codec<RecoveryDone>
+
+  export const codec = (): Codec<RecoveryDone> => {
+    if (_codec == null) {
+      _codec = message<RecoveryDone>((obj, w, opts = {}) => {
+        if (opts.lengthDelimited !== false) {
+          w.fork()
+        }
+
+        if ((obj.peerId != null && obj.peerId !== '')) {
+          w.uint32(10)
+          w.string(obj.peerId)
+        }
+
+        if ((obj.epoch != null && obj.epoch !== 0)) {
+          w.uint32(16)
+          w.uint32(obj.epoch)
+        }
+
+        if ((obj.stage != null && obj.stage !== 0)) {
+          w.uint32(24)
+          w.uint32(obj.stage)
+        }
+
+        if ((obj.rung != null && obj.rung !== 0)) {
+          w.uint32(32)
+          w.uint32(obj.rung)
+        }
+
+        if ((obj.bytes != null && obj.bytes !== 0)) {
+          w.uint32(40)
+          w.uint64Number(obj.bytes)
+        }
+
+        if ((obj.transferMs != null && obj.transferMs !== 0)) {
+          w.uint32(49)
+          w.double(obj.transferMs)
+        }
+
+        if ((obj.rebuildMs != null && obj.rebuildMs !== 0)) {
+          w.uint32(57)
+          w.double(obj.rebuildMs)
+        }
+
+        if (opts.lengthDelimited !== false) {
+          w.ldelim()
+        }
+      }, (reader, length, opts = {}) => {
+        const obj: any = {
+          peerId: '',
+          epoch: 0,
+          stage: 0,
+          rung: 0,
+          bytes: 0,
+          transferMs: 0,
+          rebuildMs: 0
+        }
+
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              obj.peerId = reader.string()
+              break
+            }
+            case 2: {
+              obj.epoch = reader.uint32()
+              break
+            }
+            case 3: {
+              obj.stage = reader.uint32()
+              break
+            }
+            case 4: {
+              obj.rung = reader.uint32()
+              break
+            }
+            case 5: {
+              obj.bytes = reader.uint64Number()
+              break
+            }
+            case 6: {
+              obj.transferMs = reader.double()
+              break
+            }
+            case 7: {
+              obj.rebuildMs = reader.double()
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+
+        return obj
+      }, function * (reader, length, prefix, opts = {}) {
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              yield {
+                field: `${prefix}.peerId`,
+                value: reader.string()
+              }
+              break
+            }
+            case 2: {
+              yield {
+                field: `${prefix}.epoch`,
+                value: reader.uint32()
+              }
+              break
+            }
+            case 3: {
+              yield {
+                field: `${prefix}.stage`,
+                value: reader.uint32()
+              }
+              break
+            }
+            case 4: {
+              yield {
+                field: `${prefix}.rung`,
+                value: reader.uint32()
+              }
+              break
+            }
+            case 5: {
+              yield {
+                field: `${prefix}.bytes`,
+                value: reader.uint64Number()
+              }
+              break
+            }
+            case 6: {
+              yield {
+                field: `${prefix}.transferMs`,
+                value: reader.double()
+              }
+              break
+            }
+            case 7: {
+              yield {
+                field: `${prefix}.rebuildMs`,
+                value: reader.double()
+              }
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+      })
+    }
+
+    return _codec
+  }
+
+  export interface RecoveryDonePeerIdFieldEvent {
+    field: '$.peerId'
+    value: string
+  }
+
+  export interface RecoveryDoneEpochFieldEvent {
+    field: '$.epoch'
+    value: number
+  }
+
+  export interface RecoveryDoneStageFieldEvent {
+    field: '$.stage'
+    value: number
+  }
+
+  export interface RecoveryDoneRungFieldEvent {
+    field: '$.rung'
+    value: number
+  }
+
+  export interface RecoveryDoneBytesFieldEvent {
+    field: '$.bytes'
+    value: number
+  }
+
+  export interface RecoveryDoneTransferMsFieldEvent {
+    field: '$.transferMs'
+    value: number
+  }
+
+  export interface RecoveryDoneRebuildMsFieldEvent {
+    field: '$.rebuildMs'
+    value: number
+  }
+
+  export function encode (obj: Partial<RecoveryDone>): Uint8Array<ArrayBuffer> {
+    return encodeMessage(obj, RecoveryDone.codec())
+  }
+
+  export function decode (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<RecoveryDone>): RecoveryDone {
+    return decodeMessage(buf, RecoveryDone.codec(), opts)
+  }
+
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<RecoveryDone>): Generator<RecoveryDonePeerIdFieldEvent | RecoveryDoneEpochFieldEvent | RecoveryDoneStageFieldEvent | RecoveryDoneRungFieldEvent | RecoveryDoneBytesFieldEvent | RecoveryDoneTransferMsFieldEvent | RecoveryDoneRebuildMsFieldEvent> {
+    return streamMessage(buf, RecoveryDone.codec(), opts)
+  }
+}
+
 export interface GossipEnvelope {
   kind: number
   heartbeat?: Heartbeat
@@ -2070,6 +2297,7 @@ export interface GossipEnvelope {
   done?: Done
   streamBreak?: StreamBreak
   recoveryPlan?: RecoveryPlan
+  recoveryDone?: RecoveryDone
 }
 
 export namespace GossipEnvelope {
@@ -2125,6 +2353,11 @@ export namespace GossipEnvelope {
         if (obj.recoveryPlan != null) {
           w.uint32(74)
           RecoveryPlan.codec().encode(obj.recoveryPlan, w)
+        }
+
+        if (obj.recoveryDone != null) {
+          w.uint32(82)
+          RecoveryDone.codec().encode(obj.recoveryDone, w)
         }
 
         if (opts.lengthDelimited !== false) {
@@ -2190,6 +2423,12 @@ export namespace GossipEnvelope {
             case 9: {
               obj.recoveryPlan = RecoveryPlan.codec().decode(reader, reader.uint32(), {
                 limits: opts.limits?.recoveryPlan
+              })
+              break
+            }
+            case 10: {
+              obj.recoveryDone = RecoveryDone.codec().decode(reader, reader.uint32(), {
+                limits: opts.limits?.recoveryDone
               })
               break
             }
@@ -2267,6 +2506,13 @@ export namespace GossipEnvelope {
             case 9: {
               yield * RecoveryPlan.codec().stream(reader, reader.uint32(), `${prefix}.recoveryPlan`, {
                 limits: opts.limits?.recoveryPlan
+              })
+
+              break
+            }
+            case 10: {
+              yield * RecoveryDone.codec().stream(reader, reader.uint32(), `${prefix}.recoveryDone`, {
+                limits: opts.limits?.recoveryDone
               })
 
               break
@@ -2554,6 +2800,41 @@ export namespace GossipEnvelope {
     value: string
   }
 
+  export interface GossipEnvelopeRecoveryDonePeerIdFieldEvent {
+    field: '$.recoveryDone.peerId'
+    value: string
+  }
+
+  export interface GossipEnvelopeRecoveryDoneEpochFieldEvent {
+    field: '$.recoveryDone.epoch'
+    value: number
+  }
+
+  export interface GossipEnvelopeRecoveryDoneStageFieldEvent {
+    field: '$.recoveryDone.stage'
+    value: number
+  }
+
+  export interface GossipEnvelopeRecoveryDoneRungFieldEvent {
+    field: '$.recoveryDone.rung'
+    value: number
+  }
+
+  export interface GossipEnvelopeRecoveryDoneBytesFieldEvent {
+    field: '$.recoveryDone.bytes'
+    value: number
+  }
+
+  export interface GossipEnvelopeRecoveryDoneTransferMsFieldEvent {
+    field: '$.recoveryDone.transferMs'
+    value: number
+  }
+
+  export interface GossipEnvelopeRecoveryDoneRebuildMsFieldEvent {
+    field: '$.recoveryDone.rebuildMs'
+    value: number
+  }
+
   export function encode (obj: Partial<GossipEnvelope>): Uint8Array<ArrayBuffer> {
     return encodeMessage(obj, GossipEnvelope.codec())
   }
@@ -2562,7 +2843,7 @@ export namespace GossipEnvelope {
     return decodeMessage(buf, GossipEnvelope.codec(), opts)
   }
 
-  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<GossipEnvelope>): Generator<GossipEnvelopeKindFieldEvent | GossipEnvelopeHeartbeatPeerIdFieldEvent | GossipEnvelopeHeartbeatRoleFieldEvent | GossipEnvelopeHeartbeatStageFieldEvent | GossipEnvelopeHeartbeatIterationFieldEvent | GossipEnvelopeHeartbeatLossFieldEvent | GossipEnvelopeHeartbeatGradNormFieldEvent | GossipEnvelopeHeartbeatWeightVersionFieldEvent | GossipEnvelopeHeartbeatWeightDigestFieldEvent | GossipEnvelopeHeartbeatTokensPerSecFieldEvent | GossipEnvelopeHeartbeatRssBytesFieldEvent | GossipEnvelopeHeartbeatEpochFieldEvent | GossipEnvelopeHeartbeatTimestampMsFieldEvent | GossipEnvelopeHeartbeatDepartingFieldEvent | GossipEnvelopeAssignmentClusterIdFieldEvent | GossipEnvelopeAssignmentRunIdFieldEvent | GossipEnvelopeAssignmentEpochFieldEvent | GossipEnvelopeAssignmentIterationFieldEvent | GossipEnvelopeAssignmentStagesStageFieldEvent | GossipEnvelopeAssignmentStagesPeersFieldEvent | GossipEnvelopeAssignmentStagesAddrsFieldEvent | GossipEnvelopeAssignmentModelConfigFieldEvent | GossipEnvelopeAssignmentTrainingConfigFieldEvent | GossipEnvelopeBeginEpochFieldEvent | GossipEnvelopeBeginIterationFieldEvent | GossipEnvelopeAbortEpochFieldEvent | GossipEnvelopeAbortIterationFieldEvent | GossipEnvelopeAbortReasonFieldEvent | GossipEnvelopeCommitEpochFieldEvent | GossipEnvelopeCommitIterationFieldEvent | GossipEnvelopeDonePeerIdFieldEvent | GossipEnvelopeDoneStageFieldEvent | GossipEnvelopeDoneEpochFieldEvent | GossipEnvelopeDoneIterationFieldEvent | GossipEnvelopeDoneLossFieldEvent | GossipEnvelopeDoneGradNormFieldEvent | GossipEnvelopeDoneWeightVersionFieldEvent | GossipEnvelopeDoneComputeMsFieldEvent | GossipEnvelopeStreamBreakReporterFieldEvent | GossipEnvelopeStreamBreakStageFieldEvent | GossipEnvelopeStreamBreakSuspectFieldEvent | GossipEnvelopeStreamBreakEpochFieldEvent | GossipEnvelopeStreamBreakIterationFieldEvent | GossipEnvelopeStreamBreakReasonFieldEvent | GossipEnvelopeRecoveryPlanEpochFieldEvent | GossipEnvelopeRecoveryPlanStageFieldEvent | GossipEnvelopeRecoveryPlanRungFieldEvent | GossipEnvelopeRecoveryPlanTargetPeerFieldEvent | GossipEnvelopeRecoveryPlanDonorsPeerIdFieldEvent | GossipEnvelopeRecoveryPlanDonorsStageFieldEvent | GossipEnvelopeRecoveryPlanLrScaleFieldEvent | GossipEnvelopeRecoveryPlanWeightsFieldEvent | GossipEnvelopeRecoveryPlanCheckpointIdFieldEvent> {
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<GossipEnvelope>): Generator<GossipEnvelopeKindFieldEvent | GossipEnvelopeHeartbeatPeerIdFieldEvent | GossipEnvelopeHeartbeatRoleFieldEvent | GossipEnvelopeHeartbeatStageFieldEvent | GossipEnvelopeHeartbeatIterationFieldEvent | GossipEnvelopeHeartbeatLossFieldEvent | GossipEnvelopeHeartbeatGradNormFieldEvent | GossipEnvelopeHeartbeatWeightVersionFieldEvent | GossipEnvelopeHeartbeatWeightDigestFieldEvent | GossipEnvelopeHeartbeatTokensPerSecFieldEvent | GossipEnvelopeHeartbeatRssBytesFieldEvent | GossipEnvelopeHeartbeatEpochFieldEvent | GossipEnvelopeHeartbeatTimestampMsFieldEvent | GossipEnvelopeHeartbeatDepartingFieldEvent | GossipEnvelopeAssignmentClusterIdFieldEvent | GossipEnvelopeAssignmentRunIdFieldEvent | GossipEnvelopeAssignmentEpochFieldEvent | GossipEnvelopeAssignmentIterationFieldEvent | GossipEnvelopeAssignmentStagesStageFieldEvent | GossipEnvelopeAssignmentStagesPeersFieldEvent | GossipEnvelopeAssignmentStagesAddrsFieldEvent | GossipEnvelopeAssignmentModelConfigFieldEvent | GossipEnvelopeAssignmentTrainingConfigFieldEvent | GossipEnvelopeBeginEpochFieldEvent | GossipEnvelopeBeginIterationFieldEvent | GossipEnvelopeAbortEpochFieldEvent | GossipEnvelopeAbortIterationFieldEvent | GossipEnvelopeAbortReasonFieldEvent | GossipEnvelopeCommitEpochFieldEvent | GossipEnvelopeCommitIterationFieldEvent | GossipEnvelopeDonePeerIdFieldEvent | GossipEnvelopeDoneStageFieldEvent | GossipEnvelopeDoneEpochFieldEvent | GossipEnvelopeDoneIterationFieldEvent | GossipEnvelopeDoneLossFieldEvent | GossipEnvelopeDoneGradNormFieldEvent | GossipEnvelopeDoneWeightVersionFieldEvent | GossipEnvelopeDoneComputeMsFieldEvent | GossipEnvelopeStreamBreakReporterFieldEvent | GossipEnvelopeStreamBreakStageFieldEvent | GossipEnvelopeStreamBreakSuspectFieldEvent | GossipEnvelopeStreamBreakEpochFieldEvent | GossipEnvelopeStreamBreakIterationFieldEvent | GossipEnvelopeStreamBreakReasonFieldEvent | GossipEnvelopeRecoveryPlanEpochFieldEvent | GossipEnvelopeRecoveryPlanStageFieldEvent | GossipEnvelopeRecoveryPlanRungFieldEvent | GossipEnvelopeRecoveryPlanTargetPeerFieldEvent | GossipEnvelopeRecoveryPlanDonorsPeerIdFieldEvent | GossipEnvelopeRecoveryPlanDonorsStageFieldEvent | GossipEnvelopeRecoveryPlanLrScaleFieldEvent | GossipEnvelopeRecoveryPlanWeightsFieldEvent | GossipEnvelopeRecoveryPlanCheckpointIdFieldEvent | GossipEnvelopeRecoveryDonePeerIdFieldEvent | GossipEnvelopeRecoveryDoneEpochFieldEvent | GossipEnvelopeRecoveryDoneStageFieldEvent | GossipEnvelopeRecoveryDoneRungFieldEvent | GossipEnvelopeRecoveryDoneBytesFieldEvent | GossipEnvelopeRecoveryDoneTransferMsFieldEvent | GossipEnvelopeRecoveryDoneRebuildMsFieldEvent> {
     return streamMessage(buf, GossipEnvelope.codec(), opts)
   }
 }

@@ -125,6 +125,19 @@ export interface RecoveryPlan {
   checkpointId: string
 }
 
+/** Peer: it rebuilt a stage per a recovery plan; sizes and timings for the recovery event. */
+export interface RecoveryDone {
+  kind: 'recovery-done'
+  peerId: string
+  epoch: number
+  stage: number
+  rung: RecoveryRung
+  /** Bytes pulled over the weights protocol. */
+  bytes: number
+  transferMs: number
+  rebuildMs: number
+}
+
 export type Message =
   | Heartbeat
   | Assignment
@@ -134,6 +147,7 @@ export type Message =
   | DoneReport
   | StreamBreakReport
   | RecoveryPlan
+  | RecoveryDone
 
 export type MessageKind = Message['kind']
 

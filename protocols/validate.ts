@@ -15,7 +15,7 @@ import {
 } from './errors.js'
 import type {
   Abort, Assignment, Begin, Commit, DoneReport, DType, Heartbeat, Message, RecoveryPlan, RecoveryRung,
-  Role, StreamBreakReport, TensorInfo, WeightsManifest, WeightsMessage
+  Role, RecoveryDone, StreamBreakReport, TensorInfo, WeightsManifest, WeightsMessage
 } from './types.js'
 
 export const ROLES: readonly Role[] = ['stage', 'spare', 'coordinator', 'observer']
@@ -302,6 +302,18 @@ function checkRecoveryPlan (o: Record<string, unknown>): RecoveryPlan {
   return o as unknown as RecoveryPlan
 }
 
+function checkRecoveryDone (o: Record<string, unknown>): RecoveryDone {
+  const f = 'recovery-done'
+  checkPeerId(o.peerId, `${f}.peerId`)
+  checkUint32(o.epoch, `${f}.epoch`)
+  checkStage(o.stage, `${f}.stage`)
+  if (!RECOVERY_RUNGS.includes(o.rung as RecoveryRung)) fail(`${f}.rung`, `unknown rung ${describe(o.rung)}`)
+  if (typeof o.bytes !== 'number' || !Number.isSafeInteger(o.bytes) || o.bytes < 0) fail(`${f}.bytes`, `must be a non-negative safe integer, got ${describe(o.bytes)}`)
+  checkFinite(o.transferMs, `${f}.transferMs`, 0)
+  checkFinite(o.rebuildMs, `${f}.rebuildMs`, 0)
+  return o as unknown as RecoveryDone
+}
+
 /** Checks a gossip message of any kind; returns it typed. */
 export function validateMessage (value: unknown): Message {
   const o = checkObject(value, 'message')
@@ -314,6 +326,7 @@ export function validateMessage (value: unknown): Message {
     case 'done': return checkDone(o)
     case 'stream-break': return checkStreamBreak(o)
     case 'recovery-plan': return checkRecoveryPlan(o)
+    case 'recovery-done': return checkRecoveryDone(o)
     default: throw new UnknownKindError(`message.kind: unknown kind ${describe(o.kind)}`, { field: 'message.kind' })
   }
 }

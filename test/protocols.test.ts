@@ -72,6 +72,7 @@ const samples: Message[] = [
   done,
   { ...done, stage: 2, loss: 2.5 },
   { kind: 'stream-break', reporter: P1, stage: 0, suspect: P2, epoch: 8, iteration: 1235, reason: 'stream reset' },
+  { kind: 'recovery-done', peerId: P3, epoch: 9, stage: 2, rung: 'checkfree', bytes: 123_456_789, transferMs: 412.5, rebuildMs: 33.25 },
   plan,
   { ...plan, rung: 'checkpoint', donors: [], weights: [], checkpointId: 'ckpt-000120' },
   { ...plan, rung: 'wait', targetPeer: '', donors: [], weights: [] },

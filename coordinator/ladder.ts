@@ -1,0 +1,115 @@
+/**
+ * The recovery ladder (DESIGN.md "Recovery ladder") as one pure function: given which stages are
+ * lost, who is alive, which spares exist and what the strategy allows, pick for each lost stage the
+ * first rung that applies. No I/O here, so every rule is unit-tested directly.
+ *
+ *   1. handover        the departing peer is still reachable: copy its exact state
+ *   2. replica         another live peer holds an up-to-date copy (the `redundant` shadow)
+ *   3. checkfree       intermediate stage, both neighbours alive: gradient-norm-weighted average
+ *   4. checkfree-plus  first or last stage (strategy checkfree-plus): neighbour copy + mirror
+ *   5. checkpoint      the newest sparse checkpoint (the initial weights if none was taken yet);
+ *                      strategy checkpoint-whole rolls every stage back instead
+ *   6. wait            no spare to take the stage: pause and keep all state
+ */
+import { DEFAULT_LR_SCALE } from '../model/recovery.js'
+import type { RecoveryRung } from '../protocols/index.js'
+
+export type Strategy = 'checkfree' | 'checkfree-plus' | 'checkpoint' | 'checkpoint-whole' | 'redundant' | 'none'
+export const STRATEGIES: readonly Strategy[] = ['checkfree', 'checkfree-plus', 'checkpoint', 'checkpoint-whole', 'redundant', 'none']
+
+export interface LadderInput {
+  strategy: Strategy
+  stages: number
+  /** Stage -> its live peer; lost stages are absent. */
+  holders: Map<number, string>
+  /** Lost stages, ascending. */
+  lost: number[]
+  /** Stage -> the peer that announced its departure and can still be reached. */
+  departing: Map<number, string>
+  /** Live peers holding no stage, in preference order. */
+  spares: string[]
+  /** Stage -> live peer holding an up-to-date copy of it (redundant shadows). */
+  replicas: Map<number, string>
+  /** Post-clip gradient norm of each stage's last committed step. */
+  gradNorms: number[]
+  /** Iteration of the newest complete checkpoint, or undefined (then the seeded initial weights serve). */
+  checkpoint?: number
+  /** lr multiplier for rebuilt stages. @default 1.1 */
+  lrScale?: number
+}
+
+export interface StagePlan {
+  stage: number
+  rung: RecoveryRung
+  /** Peer that becomes the stage ('' when waiting). */
+  target: string
+  donors: Array<{ peerId: string, stage: number }>
+  /** CheckFree: the donors' gradient norms, in donor order. */
+  weights: number[]
+  lrScale: number
+  /** 'ckpt-<iteration>' or 'init' for the checkpoint rung. */
+  checkpointId: string
+}
+
+export interface LadderResult {
+  plans: StagePlan[]
+  /** checkpoint-whole: every stage reloads the checkpoint and training resumes after it. */
+  rollbackAll: boolean
+}
+
+export function checkpointId (iteration: number | undefined): string {
+  return iteration == null ? 'init' : `ckpt-${iteration}`
+}
+
+export function planRecovery (input: LadderInput): LadderResult {
+  const { strategy, stages: S, holders, lost } = input
+  const lrScale = input.lrScale ?? DEFAULT_LR_SCALE
+  const spares = [...input.spares]
+  const lostSet = new Set(lost)
+  const alive = (s: number): boolean => s >= 0 && s < S && !lostSet.has(s) && holders.has(s)
+  const ckpt = checkpointId(input.checkpoint)
+  const plans: StagePlan[] = []
+  const base = { weights: [] as number[], lrScale: 1, checkpointId: '' }
+
+  if (strategy === 'checkpoint-whole' && lost.some(s => !input.departing.has(s))) {
+    // Roll every stage back: survivors reload on their own peers, lost stages on spares.
+    for (let s = 0; s < S; s++) {
+      const target = lostSet.has(s) ? spares.shift() : holders.get(s)
+      plans.push(target == null
+        ? { stage: s, rung: 'wait', target: '', donors: [], ...base }
+        : { stage: s, rung: 'checkpoint', target, donors: [], ...base, checkpointId: ckpt })
+    }
+    return { plans, rollbackAll: true }
+  }
+
+  for (const s of lost) {
+    const departing = input.departing.get(s)
+    const target = spares[0]
+    if (target == null) { plans.push({ stage: s, rung: 'wait', target: '', donors: [], ...base }); continue }
+    let plan: StagePlan
+    const replica = input.replicas.get(s)
+    if (departing != null) {
+      plan = { stage: s, rung: 'handover', target, donors: [{ peerId: departing, stage: s }], ...base }
+    } else if (strategy === 'redundant' && replica != null) {
+      plan = { stage: s, rung: 'replica', target, donors: [{ peerId: replica, stage: s }], ...base }
+    } else if ((strategy === 'checkfree' || strategy === 'checkfree-plus') && s > 0 && s < S - 1 && alive(s - 1) && alive(s + 1)) {
+      plan = {
+        stage: s,
+        rung: 'checkfree',
+        target,
+        donors: [{ peerId: holders.get(s - 1) as string, stage: s - 1 }, { peerId: holders.get(s + 1) as string, stage: s + 1 }],
+        weights: [input.gradNorms[s - 1] ?? 0, input.gradNorms[s + 1] ?? 0],
+        lrScale,
+        checkpointId: ''
+      }
+    } else if (strategy === 'checkfree-plus' && S >= 2 && (s === 0 || s === S - 1) && alive(s === 0 ? 1 : S - 2)) {
+      const n = s === 0 ? 1 : S - 2
+      plan = { stage: s, rung: 'checkfree-plus', target, donors: [{ peerId: holders.get(n) as string, stage: n }], ...base, lrScale }
+    } else {
+      plan = { stage: s, rung: 'checkpoint', target, donors: [], ...base, checkpointId: ckpt }
+    }
+    spares.shift()
+    plans.push(plan)
+  }
+  return { plans, rollbackAll: false }
+}
