@@ -16,6 +16,10 @@ const COMMANDS: Record<string, Command> = {
     summary: 'assign stages to peers and drive training iterations',
     run: async (argv) => { await (await import('./commands/coordinator.js')).coordinator(argv) }
   },
+  keygen: {
+    summary: 'write a new peer identity and/or swarm key file',
+    run: async (argv) => { await (await import('./commands/keygen.js')).keygen(argv) }
+  },
   peer: {
     summary: 'join a cluster and train the stage the coordinator assigns',
     run: async (argv) => { await (await import('./commands/peer.js')).peer(argv) }

@@ -4,3 +4,12 @@ import { SpotpipeError } from '../model/errors.js'
 export class CoordinatorTimeoutError extends SpotpipeError {
   constructor (message: string) { super('ERR_COORDINATOR_TIMEOUT', message) }
 }
+
+/** A stage's peer was lost: the iteration in flight was aborted and must be recovered. */
+export class StageLostError extends SpotpipeError {
+  readonly stages: number[]
+  constructor (stages: number[], message: string) {
+    super('ERR_STAGE_LOST', message)
+    this.stages = stages
+  }
+}

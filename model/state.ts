@@ -137,3 +137,44 @@ export function loadStageState (stage: Stage, tensors: TensorSet, meta: StageMet
   stage.weightVersion = meta.weightVersion
   stage.lastGradNorm = meta.gradNorm
 }
+
+/**
+ * The weights protocol moves tensor sets, not safetensors metadata, so a stage's metadata travels
+ * as one small I32 tensor: [adamStep, weightVersion, lrScale as float64 bits (2 words), gradNorm as
+ * float64 bits (2 words)]. Float64 bits keep an exact handover bit-identical (lrScale 1.1 does not
+ * survive a float32).
+ */
+export const META_TENSOR = 'meta.stage_state'
+
+export function metaToTensor (meta: StageMeta): HostTensor {
+  const words = new Int32Array(6)
+  words[0] = meta.adamStep
+  words[1] = meta.weightVersion
+  new Float64Array(words.buffer, 8, 2).set([meta.lrScale, meta.gradNorm])
+  return { dtype: 'I32', shape: [6], data: words }
+}
+
+export function metaFromTensor (t: HostTensor | undefined): StageMeta {
+  if (t == null || t.dtype !== 'I32' || t.data.length !== 6) throw new CorruptStateError(`${META_TENSOR} must be an I32 tensor of 6 words`)
+  const words = Int32Array.from(t.data)
+  const [lrScale, gradNorm] = new Float64Array(words.buffer, 8, 2)
+  const meta = { adamStep: words[0], weightVersion: words[1], lrScale, gradNorm }
+  if (meta.adamStep < 0 || meta.weightVersion < 0 || !(lrScale > 0) || !Number.isFinite(lrScale) || !(gradNorm >= 0) || !Number.isFinite(gradNorm)) {
+    throw new CorruptStateError(`${META_TENSOR} holds impossible values: ${JSON.stringify(meta)}`)
+  }
+  return meta
+}
+
+/** A stage state as one tensor set (metadata included), as the weights protocol serves it. */
+export function stateToTensorSet (state: StageState): TensorSet {
+  const out: TensorSet = new Map(state.tensors)
+  out.set(META_TENSOR, metaToTensor(state.meta))
+  return out
+}
+
+export function stateFromTensorSet (set: TensorSet): StageState {
+  const tensors: TensorSet = new Map(set)
+  const meta = metaFromTensor(tensors.get(META_TENSOR))
+  tensors.delete(META_TENSOR)
+  return { tensors, meta }
+}

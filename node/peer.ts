@@ -8,14 +8,19 @@
  */
 import { multiaddr } from '@multiformats/multiaddr'
 import type { PrivateKey } from '@libp2p/interface'
+import { peerIdFromString } from '@libp2p/peer-id'
 import { resolveModelConfig, resolveTrainConfig, type ModelConfig, type TrainConfig } from '../model/config.js'
 import { loadBrownCorpus } from '../model/data.js'
 import { createLog } from '../model/log.js'
-import { stageLayout } from '../model/params.js'
+import { embedSpecs, headSpecs, stageLayout } from '../model/params.js'
+import type { TensorSet } from '../model/safetensors.js'
 import { Stage } from '../model/stage.js'
-import type { Assignment, Heartbeat, Message, Role, TensorFrameHeader } from '../protocols/index.js'
+import { exportStageState, stateToTensorSet } from '../model/state.js'
+import type { Assignment, Heartbeat, Message, RecoveryPlan, Role, TensorFrameHeader } from '../protocols/index.js'
 import { ActivationLinks } from './activations.js'
-import { AssignmentError, UnexpectedFrameError } from './errors.js'
+import { AssignmentError, NeighbourLostError, UnexpectedFrameError } from './errors.js'
+import { rebuildStage, type WeightsRequestSpec } from './recovery.js'
+import { fetchWeights, serveWeights, type WeightsProvider } from './weights/index.js'
 import { ClusterGossip } from './gossip.js'
 import { StageRuntime, type DoneInfo, type OutFrame } from './stage-runtime.js'
 import { createPeerLibp2p, type PeerLibp2p } from './transport/index.js'
@@ -43,11 +48,25 @@ export interface PeerInit {
   trainTokens?: Uint8Array
 }
 
+/** Cluster-wide options that ride in the assignment's training config. */
+export interface ClusterOptions {
+  checkfreePlus: boolean
+  /** CheckFree+ mirrors (embedding on stage 1, head on stage S-2) are refreshed every N iterations. */
+  mirrorEvery: number
+  /** Snapshot for a sparse checkpoint every K iterations (0: never). */
+  checkpointEvery: number
+  /** Keep a shadow copy of the successor stage, refreshed every iteration (redundant strategy). */
+  shadow: boolean
+}
+
+interface HostState { stage: number, version: number, tensors: TensorSet }
+
 interface Current {
   assignment: Assignment
   model: ModelConfig
   train: TrainConfig
   checkfreePlus: boolean
+  options: ClusterOptions
   stage?: Stage
   runtime?: StageRuntime
   /** Stage -> [peer id, address] of its (first) peer. */
@@ -66,6 +85,23 @@ export class Peer {
   private readonly startedAt = performance.now()
   /** Number of frames dropped because they came from an older epoch. */
   staleFrames = 0
+  /** A dialable address of every peer named in an assignment so far. */
+  private readonly addrs = new Map<string, string>()
+  /** Recovery plans addressed to this peer, by `${epoch}:${stage}`. */
+  private readonly plans = new Map<string, RecoveryPlan>()
+  /** An assignment that waits for its recovery plan (this peer rebuilds a stage). */
+  private awaitingPlan?: Assignment
+  /** CheckFree+ mirror of the neighbouring embedding or head. */
+  mirror?: HostState
+  /** Redundant strategy: shadow copy of the successor stage (parameters, moments, metadata). */
+  shadow?: HostState
+  /** State snapshot taken for the current sparse checkpoint, served until the coordinator pulls it. */
+  private checkpointSnapshot?: HostState
+  private weightsServer?: { stop: () => Promise<void> }
+  /** The stage this departing peer held, served until its successor reports recovery-done. */
+  private retiring?: Stage
+  private handedOver = false
+  private reconnectTimer?: NodeJS.Timeout
 
   constructor (init: PeerInit) {
     this.init = init
@@ -86,6 +122,7 @@ export class Peer {
       onReject: (err, from) => { log('frame from %s rejected: %s', from, err.message) }
     })
     await this.links.start()
+    this.weightsServer = await serveWeights(this.node, this.provider)
     for (const a of this.init.coordinatorAddrs) {
       try {
         await this.node.dial(multiaddr(a), { signal: AbortSignal.timeout(10_000) })
@@ -95,14 +132,58 @@ export class Peer {
     }
     this.heartbeatTimer = setInterval(() => { void this.heartbeat() }, this.init.heartbeatMs ?? 1000)
     this.heartbeatTimer.unref()
+    // A restarted coordinator comes back on the same address: keep dialling it while it is away.
+    this.reconnectTimer = setInterval(() => { void this.reconnect() }, 1000)
+    this.reconnectTimer.unref()
     void this.heartbeat()
     log.info(`peer ${this.peerId} listening on ${this.node.getMultiaddrs().map(String).join(', ')}`)
+  }
+
+  private async reconnect (): Promise<void> {
+    const id = peerIdFromString(this.init.coordinatorId)
+    if (this.node.getConnections(id).length > 0) return
+    for (const a of this.init.coordinatorAddrs) {
+      try {
+        await this.node.dial(multiaddr(a), { signal: AbortSignal.timeout(2000) })
+        log.info(`reconnected to the coordinator at ${a}`)
+        return
+      } catch (err) {
+        log('coordinator at %s unreachable: %s', a, (err as Error).message)
+      }
+    }
+  }
+
+  /** What this peer serves over the weights protocol: its stage, its checkpoint snapshot, its mirror or shadow. */
+  readonly provider: WeightsProvider = {
+    snapshot: (stage: number, minVersion: number, includeOptimizer: boolean) => {
+      const own = this.current?.stage ?? this.retiring
+      if (own != null && own.stage === stage) {
+        const snap = this.checkpointSnapshot
+        if (snap != null && snap.version === minVersion && snap.stage === stage) return { version: snap.version, tensors: snap.tensors }
+        if (own.weightVersion < minVersion) return undefined
+        const state = exportStageState(own, { optimizer: includeOptimizer })
+        return { version: own.weightVersion, tensors: includeOptimizer ? stateToTensorSet(state) : state.tensors }
+      }
+      for (const h of [this.shadow, this.mirror]) {
+        if (h != null && h.stage === stage && h.version >= minVersion) return { version: h.version, tensors: h.tensors }
+      }
+      return undefined
+    }
+  }
+
+  /** Pulls weights from a peer named in an assignment (or the coordinator). */
+  async fetch (peerId: string, req: WeightsRequestSpec, signal?: AbortSignal): Promise<{ version: number, tensors: TensorSet, bytes: number }> {
+    const addr = this.addrs.get(peerId)
+    const peer = addr != null ? multiaddr(addr) : peerIdFromString(peerId)
+    const r = await fetchWeights(this.node, { donors: [{ peer }], stage: req.stage, minVersion: req.minVersion, includeOptimizer: req.includeOptimizer, names: req.names, signal, timeoutMs: 120_000 })
+    return { version: r.version, tensors: r.tensors, bytes: r.bytes }
   }
 
   /** Heartbeat content; the weight digest is left empty until weights are fetched by digest. */
   private heartbeatMessage (): Heartbeat {
     const c = this.current
     const role: Role = c?.stage != null ? 'stage' : 'spare'
+    // While rebuilding, the peer does not claim the stage: the coordinator waits for the claim.
     const secs = (performance.now() - this.startedAt) / 1000
     return {
       kind: 'heartbeat',
@@ -143,6 +224,15 @@ export class Peer {
         case 'abort':
           if (msg.epoch <= this.epoch) this.current?.runtime?.abort(msg.iteration)
           break
+        case 'recovery-done':
+          if (this.retiring != null && msg.stage === this.retiring.stage) this.handedOver = true
+          break
+        case 'recovery-plan':
+          if (msg.targetPeer === this.peerId) {
+            this.plans.set(`${msg.epoch}:${msg.stage}`, msg)
+            if (this.awaitingPlan?.epoch === msg.epoch) this.onAssignment(this.awaitingPlan)
+          }
+          break
         default:
           break
       }
@@ -153,14 +243,15 @@ export class Peer {
 
   private onAssignment (a: Assignment): void {
     if (this.current != null && a.epoch <= this.current.assignment.epoch) return
+    if (this.building === a.epoch) return
     if (a.clusterId !== this.init.clusterId) throw new AssignmentError(`assignment for cluster ${a.clusterId}, this peer is in ${this.init.clusterId}`)
     let model: ModelConfig
     let train: TrainConfig
-    let checkfreePlus = false
+    let options: ClusterOptions
     try {
-      const t = JSON.parse(a.trainingConfig) as Partial<TrainConfig> & { checkfreePlus?: boolean }
-      checkfreePlus = t.checkfreePlus === true
-      delete t.checkfreePlus
+      const t = JSON.parse(a.trainingConfig) as Partial<TrainConfig> & Partial<ClusterOptions>
+      options = { checkfreePlus: t.checkfreePlus === true, mirrorEvery: t.mirrorEvery ?? 10, checkpointEvery: t.checkpointEvery ?? 0, shadow: t.shadow === true }
+      for (const k of ['checkfreePlus', 'mirrorEvery', 'checkpointEvery', 'shadow', 'strategy'] as const) delete (t as Record<string, unknown>)[k]
       model = resolveModelConfig(JSON.parse(a.modelConfig) as Partial<ModelConfig>)
       train = resolveTrainConfig({ ...t, stages: a.stages.length }, model)
     } catch (err) {
@@ -170,9 +261,18 @@ export class Peer {
     const peers = new Map<number, { id: string, addr?: string }>()
     let mine = -1
     for (const s of a.stages) {
+      s.peers.forEach((p, i) => { this.addrs.set(p, s.addrs[i]) })
       if (s.peers.length > 0) peers.set(s.stage, { id: s.peers[0], addr: s.addrs[0] })
       if (s.peers.includes(me)) mine = s.stage
     }
+    const rebuild = mine >= 0 && a.rebuilt.includes(mine)
+    const plan = rebuild ? this.plans.get(`${a.epoch}:${mine}`) : undefined
+    if (rebuild && plan == null) {
+      // The plan may arrive after the assignment; act when it does.
+      this.awaitingPlan = a
+      return
+    }
+    this.awaitingPlan = undefined
     const prev = this.current
     // A new epoch ends whatever was in flight; committed work is kept (the assignment's iteration is
     // the next one to run, so a prepared step below it was committed).
@@ -182,32 +282,118 @@ export class Peer {
       else rt.abort(rt.iteration)
       rt.dispose()
     }
+    for (const old of prev?.peers.values() ?? []) if (![...peers.values()].some(p => p.id === old.id)) this.links.drop(old.id)
     let stage = prev?.stage
-    if (stage != null && (mine !== stage.stage || stage.layout.stages !== train.stages)) {
-      stage.dispose()
+    if (stage != null && (mine !== stage.stage || stage.layout.stages !== train.stages || rebuild)) {
+      // A departing peer keeps serving its old stage until the peer taking over has pulled it.
+      if (this.departing && mine < 0) this.retiring = stage
+      else stage.dispose()
       stage = undefined
+      this.mirror = undefined
+      this.shadow = undefined
+      this.checkpointSnapshot = undefined
+    }
+    const cur: Current = { assignment: a, model, train, checkfreePlus: options.checkfreePlus, options, peers }
+    if (plan != null) {
+      this.current = { ...cur, stage: undefined }
+      this.building = a.epoch
+      void this.rebuild(cur, plan, mine)
+      return
     }
     if (mine >= 0 && stage == null) {
       stage = new Stage({ model, train, layout: stageLayout(model, train.stages, mine) })
       log.info(`assigned stage ${mine} of ${train.stages} under epoch ${a.epoch}`)
     }
-    const cur: Current = { assignment: a, model, train, checkfreePlus, stage, peers }
+    this.install(cur, stage)
+  }
+
+  /** Epoch whose stage is being rebuilt (heartbeats do not claim the stage until it is ready). */
+  private building?: number
+
+  private async rebuild (cur: Current, plan: RecoveryPlan, mine: number): Promise<void> {
+    const layout = stageLayout(cur.model, cur.train.stages, mine)
+    try {
+      const r = await rebuildStage(plan, {
+        model: cur.model,
+        train: cur.train,
+        layout,
+        coordinatorId: this.init.coordinatorId,
+        fetch: async (donor, req, signal) => await this.fetch(donor, req, signal)
+      })
+      if (this.building !== cur.assignment.epoch) { r.stage.dispose(); return }
+      this.building = undefined
+      log.info(`rebuilt stage ${mine} by ${plan.rung} under epoch ${cur.assignment.epoch}: ${r.bytes} bytes, transfer ${r.transferMs.toFixed(0)} ms, rebuild ${r.rebuildMs.toFixed(0)} ms`)
+      this.install(cur, r.stage)
+      await this.gossip.publish({ kind: 'recovery-done', peerId: this.peerId, epoch: cur.assignment.epoch, stage: mine, rung: plan.rung, bytes: r.bytes, transferMs: r.transferMs, rebuildMs: Math.max(0, r.rebuildMs) })
+    } catch (err) {
+      if (this.building === cur.assignment.epoch) this.building = undefined
+      log.error('rebuilding stage %d by %s failed: %s', mine, plan.rung, (err as Error).message)
+    }
+  }
+
+  private install (cur: Current, stage: Stage | undefined): void {
+    const a = cur.assignment
     if (stage != null) {
       const runtime = new StageRuntime({
         stage,
-        model,
-        train,
-        checkfreePlus,
+        model: cur.model,
+        train: cur.train,
+        checkfreePlus: cur.checkfreePlus,
         trainTokens: this.init.trainTokens ?? loadBrownCorpus().train,
         send: async (toStage, f) => { await this.sendFrame(cur, toStage, f) },
         done: (info) => { void this.reportDone(cur, info) },
-        failed: (err, it) => { log.error('stage %d iteration %d failed: %s', stage?.stage, it, err.message) }
+        committed: (it) => { this.afterCommit(cur, it) },
+        failed: (err, it) => { log.error('stage %d iteration %d failed: %s', stage.stage, it, err.message) }
       })
       runtime.iteration = a.iteration - 1
       cur.runtime = runtime
     }
+    cur.stage = stage
     this.current = cur
     void this.heartbeat()
+    if (stage != null) this.refreshCopies(cur, true)
+  }
+
+  /** After a commit: checkpoint snapshot, CheckFree+ mirror refresh, redundant shadow refresh. */
+  private afterCommit (cur: Current, it: number): void {
+    const stage = cur.stage
+    if (stage == null) return
+    const every = cur.options.checkpointEvery
+    if (every > 0 && (it + 1) % every === 0) {
+      // Snapshot to host memory now; the coordinator pulls it in the background while training goes on.
+      const state = exportStageState(stage, { optimizer: true })
+      this.checkpointSnapshot = { stage: stage.stage, version: stage.weightVersion, tensors: stateToTensorSet(state) }
+    }
+    this.refreshCopies(cur, false, it)
+  }
+
+  /** Pull the mirror (CheckFree+) or shadow (redundant) this stage keeps of a neighbour, in the background. */
+  private refreshCopies (cur: Current, force: boolean, it = 0): void {
+    const stage = cur.stage
+    if (stage == null) return
+    const S = cur.train.stages
+    const s = stage.stage
+    if (cur.options.checkfreePlus && S >= 2 && (force || (it + 1) % cur.options.mirrorEvery === 0)) {
+      const src = s === 1 ? 0 : s === S - 2 ? S - 1 : -1
+      if (src >= 0) {
+        const names = (src === 0 ? embedSpecs(cur.model) : headSpecs(cur.model)).map(x => x.name)
+        const holder = cur.peers.get(src)?.id
+        if (holder != null && holder !== this.peerId) {
+          this.fetch(holder, { stage: src, minVersion: 0, includeOptimizer: false, names })
+            .then(r => { if (this.current === cur) this.mirror = { stage: src, version: r.version, tensors: r.tensors } })
+            .catch(err => { log('mirror refresh from stage %d failed: %s', src, (err as Error).message) })
+        }
+      }
+    }
+    if (cur.options.shadow && S >= 2) {
+      const succ = (s + 1) % S
+      const holder = cur.peers.get(succ)?.id
+      if (holder != null && holder !== this.peerId) {
+        this.fetch(holder, { stage: succ, minVersion: 0, includeOptimizer: true })
+          .then(r => { if (this.current === cur) this.shadow = { stage: succ, version: r.version, tensors: r.tensors } })
+          .catch(err => { log('shadow refresh of stage %d failed: %s', succ, (err as Error).message) })
+      }
+    }
   }
 
   private async sendFrame (cur: Current, toStage: number, f: OutFrame): Promise<void> {
@@ -218,7 +404,40 @@ export class Peer {
       // A stage never sends to itself on the normal route; with CheckFree+ swaps it can't either.
       throw new AssignmentError(`stage ${toStage} is this peer`)
     }
-    await this.links.send(target.id, target.addr, header, f.data)
+    try {
+      await this.links.send(target.id, target.addr, header, f.data)
+    } catch (err) {
+      if (err instanceof NeighbourLostError) void this.reportStreamBreak(cur, target.id, f.iteration, err.message)
+      throw err
+    }
+  }
+
+  private async reportStreamBreak (cur: Current, suspect: string, iteration: number, reason: string): Promise<void> {
+    try {
+      await this.gossip.publish({ kind: 'stream-break', reporter: this.peerId, stage: cur.stage?.stage ?? 0, suspect, epoch: cur.assignment.epoch, iteration, reason: reason.slice(0, 500) })
+    } catch (err) {
+      log.error('stream-break report not published: %s', (err as Error).message)
+    }
+  }
+
+  /**
+   * Announce departure (spot notice, SIGTERM): heartbeats say `departing`, and the peer keeps serving
+   * its weights until the coordinator has handed its stage to another peer (or `timeoutMs` passes).
+   */
+  async depart (timeoutMs = 30_000): Promise<void> {
+    this.departing = true
+    await this.heartbeat()
+    const me = this.peerId
+    const end = Date.now() + timeoutMs
+    let beat = Date.now()
+    while (Date.now() < end) {
+      const a = this.current?.assignment
+      const holding = a != null && this.current?.stage != null && a.stages.some(s => s.peers.includes(me))
+      if (!holding && (this.retiring == null || this.handedOver)) return
+      await new Promise(resolve => setTimeout(resolve, 50))
+      if (Date.now() - beat >= 1000) { beat = Date.now(); await this.heartbeat() }
+    }
+    log.info('departure: handover not confirmed before the timeout')
   }
 
   private onFrame (h: TensorFrameHeader, data: Float32Array, from: string): void {
@@ -255,10 +474,13 @@ export class Peer {
 
   async stop (): Promise<void> {
     if (this.heartbeatTimer != null) clearInterval(this.heartbeatTimer)
+    if (this.reconnectTimer != null) clearInterval(this.reconnectTimer)
+    await this.weightsServer?.stop().catch(() => {})
     this.gossip?.stop()
     await this.links?.stop().catch(() => {})
     this.current?.runtime?.dispose()
     this.current?.stage?.dispose()
+    this.retiring?.dispose()
     this.current = undefined
     await this.node?.stop()
   }

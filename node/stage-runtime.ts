@@ -55,6 +55,8 @@ export interface StageRuntimeInit {
   send: (toStage: number, frame: OutFrame) => Promise<void>
   /** Called when the stage finished its part of an iteration. */
   done: (info: DoneInfo) => void
+  /** Called after the Adam step of a committed iteration. */
+  committed?: (iteration: number) => void
   /** Called when processing fails (bad frame, non-finite gradient, send failure). */
   failed: (err: Error, iteration: number) => void
 }
@@ -270,6 +272,7 @@ export class StageRuntime {
     }
     this.stage.commitStep()
     this.state = 'idle'
+    this.init.committed?.(it)
   }
 
   /** The coordinator aborted `it` (or a new epoch began): drop everything in flight, keep weights. */

@@ -1,5 +1,6 @@
 /** `spotpipe coordinator`: assigns stages to the peers that join and drives training iterations. */
-import { Coordinator } from '../../coordinator/index.js'
+import { Coordinator, STRATEGIES, type RecoveryEvent, type Strategy } from '../../coordinator/index.js'
+import { UsageError } from '../errors.js'
 import { intFlag, parseFlags } from '../flags.js'
 import { MODEL_FLAGS, MODEL_HELP, modelFromFlags } from '../model-flags.js'
 import { NODE_FLAGS, NODE_HELP, nodeFromFlags } from '../node-flags.js'
@@ -10,16 +11,41 @@ Waits for one peer per stage, assigns stages, then runs training iterations and 
 The first stdout line is "coordinator <multiaddr>": give it to every peer with --coordinator.
 
 ${NODE_HELP}  --iterations N       iterations to run, then exit (default: run until stopped)
-  --checkfree-plus     train with CheckFree+ swapped microbatches
+  --strategy NAME      recovery strategy: checkfree | checkfree-plus | checkpoint | checkpoint-whole | redundant | none (default checkfree)
+  --heartbeat-timeout MS  a peer silent this long is lost (default 3000)
+  --checkfree-plus     train with CheckFree+ swapped microbatches (implied by --strategy checkfree-plus)
 ${MODEL_HELP}`
 
 export async function coordinator (argv: string[]): Promise<void> {
-  const { values } = parseFlags(argv, { ...NODE_FLAGS, ...MODEL_FLAGS, iterations: { type: 'string' }, 'checkfree-plus': { type: 'boolean' }, help: { type: 'boolean', short: 'h' } })
+  const { values } = parseFlags(argv, {
+    ...NODE_FLAGS,
+    ...MODEL_FLAGS,
+    iterations: { type: 'string' },
+    strategy: { type: 'string' },
+    'heartbeat-timeout': { type: 'string' },
+    'checkfree-plus': { type: 'boolean' },
+    help: { type: 'boolean', short: 'h' }
+  })
   if (values.help === true) { process.stdout.write(HELP); return }
   const node = await nodeFromFlags(values)
   const { model, train } = modelFromFlags(values)
   const iterations = intFlag(values, 'iterations', Number.MAX_SAFE_INTEGER)
-  const c = new Coordinator({ ...node, model, train, checkfreePlus: values['checkfree-plus'] === true })
+  const strategy = (values.strategy as string | undefined) ?? 'checkfree'
+  if (!(STRATEGIES as readonly string[]).includes(strategy)) throw new UsageError(`--strategy must be one of ${STRATEGIES.join(', ')}, got "${strategy}"`)
+  const c = new Coordinator({
+    ...node,
+    model,
+    train,
+    strategy: strategy as Strategy,
+    heartbeatTimeoutMs: intFlag(values, 'heartbeat-timeout', 3000),
+    checkfreePlus: values['checkfree-plus'] === true ? true : undefined
+  })
+  c.on('recovery', (events: RecoveryEvent[]) => {
+    for (const e of events) process.stdout.write(`recovery stage ${e.stage} rung ${e.rung} cause "${e.cause}" bytes ${e.bytes} detect_ms ${e.detectMs} transfer_ms ${e.transferMs.toFixed(0)} rebuild_ms ${e.rebuildMs.toFixed(0)}\n`)
+  })
+  c.on('recovered', (events: RecoveryEvent[]) => {
+    for (const e of events) process.stdout.write(`resumed stage ${e.stage} resume_ms ${e.resumeMs.toFixed(0)}\n`)
+  })
   await c.start()
   const stop = new AbortController()
   const onSignal = (): void => { stop.abort(new Error('stopped by signal')) }
@@ -29,10 +55,10 @@ export async function coordinator (argv: string[]): Promise<void> {
     process.stdout.write(`coordinator ${c.addrs[0]}\n`)
     process.stdout.write(`waiting for ${c.train.stages} peers\n`)
     await c.assignInitial({ signal: stop.signal, timeoutMs: 24 * 3600_000 })
-    for (let i = 0; i < iterations && !stop.signal.aborted; i++) {
-      const r = await c.runIteration({ signal: stop.signal })
-      process.stdout.write(`iter ${r.iteration} loss ${r.loss.toPrecision(10)} ms ${r.ms.toFixed(0)} tok/s ${r.tokensPerSec.toFixed(0)}\n`)
-    }
+    await c.run(iterations, {
+      signal: stop.signal,
+      onIteration: (r) => { process.stdout.write(`iter ${r.iteration} loss ${r.loss.toPrecision(10)} ms ${r.ms.toFixed(0)} tok/s ${r.tokensPerSec.toFixed(0)} epoch ${r.epoch}\n`) }
+    })
   } catch (err) {
     if (!stop.signal.aborted) throw err
   } finally {

@@ -29,9 +29,11 @@ export async function peer (argv: string[]): Promise<void> {
   const p = new Peer({ ...node, coordinatorId, coordinatorAddrs: [addr] })
   await p.start()
   process.stdout.write(`peer ${p.node.getMultiaddrs()[0]?.toString() ?? ''}\n`)
-  await new Promise<void>(resolve => {
-    process.once('SIGINT', resolve)
-    process.once('SIGTERM', resolve)
+  // SIGTERM (a spot notice, systemd stop) hands the stage over before leaving; SIGINT just leaves.
+  const signal = await new Promise<NodeJS.Signals>(resolve => {
+    process.once('SIGINT', () => { resolve('SIGINT') })
+    process.once('SIGTERM', () => { resolve('SIGTERM') })
   })
+  if (signal === 'SIGTERM') await p.depart()
   await p.stop()
 }

@@ -1,0 +1,126 @@
+/**
+ * The peer's side of a recovery: turn a recovery plan into a ready Stage by pulling weights over
+ * the weights protocol and applying the recovery arithmetic of model/recovery.ts.
+ *
+ *   handover, replica  exact copy of the donor's parameters, Adam moments and metadata
+ *   checkpoint         the same, from the coordinator's checkpoint store ('init': seeded weights)
+ *   checkfree          both neighbours' parameters, averaged by their gradient norms; fresh Adam at lr x lrScale
+ *   checkfree-plus     the neighbour's blocks plus its mirror of the embedding or head; fresh Adam
+ */
+import type { ModelConfig, TrainConfig } from '../model/config.js'
+import { embedSpecs, headSpecs, stageLayout, type StageLayout } from '../model/params.js'
+import { checkfreeAverage, neighbourCopy, type NamedValues } from '../model/recovery.js'
+import type { TensorSet } from '../model/safetensors.js'
+import { Stage } from '../model/stage.js'
+import { loadStageState, stateFromTensorSet } from '../model/state.js'
+import type { RecoveryPlan } from '../protocols/index.js'
+import { AssignmentError } from './errors.js'
+
+export interface WeightsRequestSpec {
+  stage: number
+  minVersion: number
+  includeOptimizer: boolean
+  /** Only these tensors (empty or undefined: the whole stage). */
+  names?: string[]
+}
+
+/** Pulls tensors from one donor peer. */
+export type FetchFn = (donorPeerId: string, req: WeightsRequestSpec, signal?: AbortSignal) => Promise<{ version: number, tensors: TensorSet, bytes: number }>
+
+export interface RebuildContext {
+  model: ModelConfig
+  train: TrainConfig
+  layout: StageLayout
+  fetch: FetchFn
+  /** Peer id of the coordinator, which serves checkpoints. */
+  coordinatorId: string
+  signal?: AbortSignal
+}
+
+export interface RebuildResult {
+  stage: Stage
+  bytes: number
+  transferMs: number
+  rebuildMs: number
+}
+
+function values (set: TensorSet): NamedValues {
+  const out: NamedValues = new Map()
+  for (const [n, t] of set) if (t.dtype === 'F32') out.set(n, t.data as Float32Array)
+  return out
+}
+
+export async function rebuildStage (plan: RecoveryPlan, ctx: RebuildContext): Promise<RebuildResult> {
+  const { model, train, layout } = ctx
+  if (plan.stage !== layout.stage) throw new AssignmentError(`plan for stage ${plan.stage} applied to stage ${layout.stage}`)
+  const t0 = performance.now()
+  let bytes = 0
+  let transferMs = 0
+  const pull = async (donor: string, req: WeightsRequestSpec): Promise<{ version: number, tensors: TensorSet }> => {
+    const t = performance.now()
+    const r = await ctx.fetch(donor, req, ctx.signal)
+    bytes += r.bytes
+    transferMs += performance.now() - t
+    return r
+  }
+  const exactCopy = async (donor: string): Promise<Stage> => {
+    const { tensors } = await pull(donor, { stage: plan.stage, minVersion: 0, includeOptimizer: true })
+    const state = stateFromTensorSet(tensors)
+    const stage = new Stage({ model, train, layout })
+    try {
+      loadStageState(stage, state.tensors, state.meta, { optimizer: true })
+    } catch (err) {
+      stage.dispose()
+      throw err
+    }
+    return stage
+  }
+
+  let stage: Stage
+  switch (plan.rung) {
+    case 'handover':
+    case 'replica':
+      stage = await exactCopy(plan.donors[0].peerId)
+      break
+    case 'checkpoint':
+      if (plan.checkpointId === 'init') {
+        // No checkpoint taken yet: the seeded initial weights are the checkpoint every peer can rebuild.
+        stage = new Stage({ model, train, layout })
+      } else {
+        stage = await exactCopy(ctx.coordinatorId)
+      }
+      break
+    case 'checkfree': {
+      const [p, n] = plan.donors
+      if (p == null || n == null) throw new AssignmentError('a CheckFree plan needs two donors')
+      const [prev, next] = await Promise.all([
+        pull(p.peerId, { stage: p.stage, minVersion: 0, includeOptimizer: false }),
+        pull(n.peerId, { stage: n.stage, minVersion: 0, includeOptimizer: false })
+      ])
+      const averaged = checkfreeAverage({
+        model,
+        lost: layout,
+        prev: { layout: stageLayout(model, layout.stages, p.stage), params: values(prev.tensors), gradNorm: plan.weights[0] ?? 0 },
+        next: { layout: stageLayout(model, layout.stages, n.stage), params: values(next.tensors), gradNorm: plan.weights[1] ?? 0 }
+      })
+      stage = new Stage({ model, train, layout, values: averaged, lrScale: plan.lrScale })
+      stage.weightVersion = Math.min(prev.version, next.version)
+      break
+    }
+    case 'checkfree-plus': {
+      const d = plan.donors[0]
+      const mirrorNames = (layout.hasEmbed ? embedSpecs(model) : headSpecs(model)).map(s => s.name)
+      const [blocks, mirror] = await Promise.all([
+        pull(d.peerId, { stage: d.stage, minVersion: 0, includeOptimizer: false }),
+        pull(d.peerId, { stage: plan.stage, minVersion: 0, includeOptimizer: false, names: mirrorNames })
+      ])
+      const copied = neighbourCopy({ model, lost: layout, neighbour: { layout: stageLayout(model, layout.stages, d.stage), params: values(blocks.tensors) }, mirror: values(mirror.tensors) })
+      stage = new Stage({ model, train, layout, values: copied, lrScale: plan.lrScale })
+      stage.weightVersion = blocks.version
+      break
+    }
+    default:
+      throw new AssignmentError(`cannot rebuild a stage with rung "${plan.rung}"`)
+  }
+  return { stage, bytes, transferMs, rebuildMs: performance.now() - t0 - transferMs }
+}

@@ -1,0 +1,51 @@
+/**
+ * A coordinator in the test process and peers as real child processes (`spotpipe peer`), so tests
+ * can SIGKILL or SIGTERM a peer and watch the coordinator recover. Every process is killed when
+ * the test ends (killAll in afterEach).
+ */
+import { peerIdFromString } from '@libp2p/peer-id'
+import { Coordinator, type CoordinatorInit } from '../../coordinator/index.js'
+import { fetchWeights } from '../../node/weights/index.js'
+import type { TensorSet } from '../../model/safetensors.js'
+import { spotpipe, type Proc } from './procs.js'
+
+export interface TestPeer { proc: Proc, peerId: string }
+
+export class TestCluster {
+  coord: Coordinator
+  peers: TestPeer[] = []
+
+  constructor (init: CoordinatorInit) {
+    this.coord = new Coordinator(init)
+  }
+
+  async start (peers: number): Promise<void> {
+    await this.coord.start()
+    for (let i = 0; i < peers; i++) await this.addPeer()
+  }
+
+  async addPeer (): Promise<TestPeer> {
+    const proc = spotpipe(['peer', '--cluster', this.coord.init.clusterId, '--coordinator', this.coord.addrs[0], '--backend', 'wasm'])
+    const [, addr] = await proc.waitFor(/^peer (\S+)/)
+    const peerId = addr.split('/p2p/')[1]
+    const p = { proc, peerId }
+    this.peers.push(p)
+    return p
+  }
+
+  /** The peer process holding `stage` in the current assignment. */
+  holder (stage: number): TestPeer {
+    const id = this.coord.assignment?.stages[stage]?.peers[0]
+    const p = this.peers.find(x => x.peerId === id)
+    if (p == null) throw new Error(`no test peer holds stage ${stage}`)
+    return p
+  }
+
+  /** Pulls a stage's tensors from the peer holding it (through the coordinator's libp2p node). */
+  async weightsOf (stage: number, includeOptimizer = false, peerId = this.holder(stage).peerId, names?: string[]): Promise<{ version: number, tensors: TensorSet }> {
+    const r = await fetchWeights(this.coord.node, { donors: [{ peer: peerIdFromString(peerId) }], stage, includeOptimizer, names, timeoutMs: 30_000 })
+    return { version: r.version, tensors: r.tensors }
+  }
+
+  async stop (): Promise<void> { await this.coord.stop() }
+}
