@@ -2,17 +2,32 @@
 import { multiaddr } from '@multiformats/multiaddr'
 import { Peer } from '../../node/index.js'
 import { UsageError } from '../errors.js'
-import { parseFlags } from '../flags.js'
+import { intFlag, parseFlags } from '../flags.js'
+import { SpotWatcher } from '../../node/spot-watcher.js'
 import { NODE_FLAGS, NODE_HELP, nodeFromFlags } from '../node-flags.js'
 
 const HELP = `usage: spotpipe peer --coordinator MULTIADDR [flags]
 
   --coordinator ADDR   the coordinator's multiaddr, ending in /p2p/<peer id> (printed by spotpipe coordinator)
   --backend NAME       tensorflow | wasm | cpu (default: SPOTPIPE_BACKEND, else best available)
+  --spot PROVIDER      watch for spot interruption notices: aws | gcp | azure | auto | none (default none);
+                       on a notice (or SIGTERM) the peer hands its stage to a spare, then exits
+  --metadata-url URL   base URL of the metadata service (default: the provider's own)
+  --spot-interval MS   metadata poll period (default 5000)
 ${NODE_HELP}`
 
 export async function peer (argv: string[]): Promise<void> {
-  const { values } = parseFlags(argv, { ...NODE_FLAGS, coordinator: { type: 'string' }, backend: { type: 'string' }, help: { type: 'boolean', short: 'h' } })
+  const { values } = parseFlags(argv, {
+    ...NODE_FLAGS,
+    coordinator: { type: 'string' },
+    backend: { type: 'string' },
+    spot: { type: 'string' },
+    'metadata-url': { type: 'string' },
+    'spot-interval': { type: 'string' },
+    help: { type: 'boolean', short: 'h' }
+  })
+  const spot = (values.spot as string | undefined) ?? 'none'
+  if (!['aws', 'gcp', 'azure', 'auto', 'none'].includes(spot)) throw new UsageError(`--spot must be aws, gcp, azure, auto or none, got "${spot}"`)
   if (values.help === true) { process.stdout.write(HELP); return }
   const addr = values.coordinator as string | undefined
   if (addr == null) throw new UsageError('--coordinator is required (the multiaddr printed by spotpipe coordinator)')
@@ -29,11 +44,26 @@ export async function peer (argv: string[]): Promise<void> {
   const p = new Peer({ ...node, coordinatorId, coordinatorAddrs: [addr] })
   await p.start()
   process.stdout.write(`peer ${p.node.getMultiaddrs()[0]?.toString() ?? ''}\n`)
-  // SIGTERM (a spot notice, systemd stop) hands the stage over before leaving; SIGINT just leaves.
-  const signal = await new Promise<NodeJS.Signals>(resolve => {
+  // A spot notice or SIGTERM (systemd stop) hands the stage over before leaving; SIGINT just leaves.
+  let watcher: SpotWatcher | undefined
+  const reason = await new Promise<string>(resolve => {
     process.once('SIGINT', () => { resolve('SIGINT') })
     process.once('SIGTERM', () => { resolve('SIGTERM') })
+    if (spot !== 'none') {
+      const base = values['metadata-url'] as string | undefined
+      watcher = new SpotWatcher({
+        provider: spot as 'aws' | 'gcp' | 'azure' | 'auto',
+        intervalMs: intFlag(values, 'spot-interval', 5000),
+        baseUrls: base != null ? { aws: base, gcp: base, azure: base } : undefined
+      })
+      watcher.once('notice', (n) => { resolve(`${n.provider} interruption notice (${n.action})`) })
+      watcher.start()
+    }
   })
-  if (signal === 'SIGTERM') await p.depart()
+  watcher?.stop()
+  if (reason !== 'SIGINT') {
+    process.stdout.write(`departing: ${reason}\n`)
+    await p.depart()
+  }
   await p.stop()
 }

@@ -21,11 +21,11 @@ export class TestCluster {
 
   async start (peers: number): Promise<void> {
     await this.coord.start()
-    for (let i = 0; i < peers; i++) await this.addPeer()
+    await Promise.all(Array.from({ length: peers }, async () => await this.addPeer()))
   }
 
-  async addPeer (): Promise<TestPeer> {
-    const proc = spotpipe(['peer', '--cluster', this.coord.init.clusterId, '--coordinator', this.coord.addrs[0], '--backend', 'wasm'])
+  async addPeer (extra: string[] = []): Promise<TestPeer> {
+    const proc = spotpipe(['peer', '--cluster', this.coord.init.clusterId, '--coordinator', this.coord.addrs[0], '--backend', 'wasm', ...extra])
     const [, addr] = await proc.waitFor(/^peer (\S+)/)
     const peerId = addr.split('/p2p/')[1]
     const p = { proc, peerId }
