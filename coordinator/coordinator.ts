@@ -14,6 +14,12 @@ import { createLog } from '../model/log.js'
 import type { Assignment, DoneReport, Heartbeat, Message, RecoveryDone, RecoveryPlan } from '../protocols/index.js'
 import { ClusterGossip } from '../node/gossip.js'
 import { createPeerLibp2p, type PeerLibp2p } from '../node/transport/index.js'
+import { join } from 'node:path'
+import { stageLayout, stageSpecs } from '../model/params.js'
+import { encodeStageState, metaToTensor, META_TENSOR, stateFromTensorSet } from '../model/state.js'
+import { fetchWeights, serveWeights, type WeightsProvider } from '../node/weights/index.js'
+import { CheckpointStore, metaFor, tensorsFor, type LoadedCheckpoint } from './checkpoint-store.js'
+import { DurableState, type CoordinatorState } from './durable-state.js'
 import { CoordinatorTimeoutError, StageLostError } from './errors.js'
 import { FailureDetector, type LostPeer } from './detector.js'
 import { planRecovery, type Strategy, type StagePlan } from './ladder.js'
@@ -42,6 +48,16 @@ export interface CoordinatorInit {
   heartbeatTimeoutMs?: number
   /** CheckFree+ mirrors are refreshed every N iterations. @default 10 */
   mirrorEvery?: number
+  /**
+   * Directory for the durable coordinator state (`coordinator.json`) and the checkpoint store
+   * (`checkpoints/`). Without it nothing is persisted and no checkpoints are taken.
+   * @default undefined
+   */
+  stateDir?: string
+  /** Take a sparse checkpoint every K iterations (0: never). @default 50 when stateDir is set */
+  checkpointEvery?: number
+  /** Complete checkpoints kept. @default 3 */
+  keepCheckpoints?: number
 }
 
 /** One recovery, as logged, persisted and exported as metrics. */
@@ -103,6 +119,15 @@ export class Coordinator extends EventEmitter {
   /** Recoveries whose resume time is measured at the next commit. */
   private pendingResume: RecoveryEvent[] = []
   private readyAt = 0
+  store?: CheckpointStore
+  private durable?: DurableState
+  /** The checkpoint a recovery reads (verified), served to rebuilding peers over the weights protocol. */
+  private recoveryCheckpoint?: LoadedCheckpoint
+  private weightsServer?: { stop: () => Promise<void> }
+  /** Checkpoints being pulled in the background. */
+  private checkpointing?: Promise<void>
+  /** State restored from disk at start(), for resume(). */
+  restored?: CoordinatorState
 
   constructor (init: CoordinatorInit) {
     super()
@@ -120,6 +145,23 @@ export class Coordinator extends EventEmitter {
     this.node = await createPeerLibp2p({ privateKey: this.init.privateKey, swarmKey: this.init.swarmKey, listen: this.init.listen, transport: this.init.transport })
     this.gossip = new ClusterGossip(this.node, { clusterId: this.init.clusterId, onMessage: (m, from) => { this.onMessage(m, from) } })
     this.gossip.start()
+    this.weightsServer = await serveWeights(this.node, this.checkpointProvider)
+    if (this.init.stateDir != null) {
+      this.store = new CheckpointStore({ dir: join(this.init.stateDir, 'checkpoints'), keep: this.init.keepCheckpoints ?? 3 })
+      await this.store.open()
+      const path = join(this.init.stateDir, 'coordinator.json')
+      this.durable = await DurableState.load(path) ?? new DurableState(path)
+      const st = this.durable.state
+      if (st != null) {
+        if (st.clusterId !== this.init.clusterId) throw new CoordinatorTimeoutError(`state in ${path} is for cluster ${st.clusterId}, not ${this.init.clusterId}`)
+        this.restored = st
+        this.epoch = st.epoch
+        this.iteration = st.committedIteration + 1
+        this.assignment = st.assignment as Assignment
+        this.recoveries.push(...st.recoveries as unknown as RecoveryEvent[])
+        log.info(`restored run ${st.runId}: epoch ${st.epoch}, ${st.committedIteration + 1} iterations committed, ${st.checkpoints.length} checkpoints`)
+      }
+    }
     this.detector = new FailureDetector({
       node: this.node,
       heartbeatTimeoutMs: this.init.heartbeatTimeoutMs,
@@ -244,6 +286,7 @@ export class Coordinator extends EventEmitter {
     })
     if (!taken()) throw new StageLostError(this.failedStages(), `stage lost while epoch ${a.epoch} was being taken`)
     this.readyAt = performance.now()
+    await this.persist()
     log.info(`epoch ${a.epoch}: ${a.stages.map(s => `stage ${s.stage} -> ${s.peers.map(p => p.slice(-6)).join(',') || '(none)'}`).join('; ')}`)
     return a
   }
@@ -285,7 +328,13 @@ export class Coordinator extends EventEmitter {
     this.iteration = it + 1
     this.gradNorms = rec.gradNorms
     this.history.push(rec)
+    // Durable before it is announced: a restarted coordinator never forgets a commit peers applied.
+    await this.persist()
     await this.gossip.publish({ kind: 'commit', epoch: this.epoch, iteration: it })
+    if (this.checkpointEvery > 0 && (it + 1) % this.checkpointEvery === 0 && this.store != null) {
+      const prev = this.checkpointing ?? Promise.resolve()
+      this.checkpointing = prev.then(async () => { await this.takeCheckpoint(it) })
+    }
     for (const e of this.pendingResume) e.resumeMs = performance.now() - this.readyAt
     if (this.pendingResume.length > 0) this.emit('recovered', this.pendingResume)
     this.pendingResume = []
@@ -293,21 +342,95 @@ export class Coordinator extends EventEmitter {
     return rec
   }
 
+  get checkpointEvery (): number { return this.init.checkpointEvery ?? (this.init.stateDir != null ? 50 : 0) }
+
+  /** Writes the durable state (atomically); a no-op without stateDir. */
+  async persist (): Promise<void> {
+    if (this.durable == null) return
+    await this.durable.save({
+      version: 1,
+      clusterId: this.init.clusterId,
+      runId: this.runId,
+      epoch: this.epoch,
+      committedIteration: this.iteration - 1,
+      assignment: this.assignment ?? null,
+      checkpoints: this.store?.list().map(c => c.iteration) ?? [],
+      recoveries: this.recoveries.map(e => ({ ...e, peers: [e.lostPeer, e.targetPeer, ...e.donors] })),
+      model: this.model,
+      train: this.train
+    })
+  }
+
+  /** Serves the checkpoint a recovery reads, re-cut to the current stage layout (names are global). */
+  private readonly checkpointProvider: WeightsProvider = {
+    snapshot: (stage: number, _minVersion: number, includeOptimizer: boolean) => {
+      const ck = this.recoveryCheckpoint
+      if (ck == null) return undefined
+      const names = stageSpecs(this.model, stageLayout(this.model, this.train.stages, stage)).map(x => x.name)
+      const tensors = tensorsFor(names, ck, { optimizer: includeOptimizer, who: `stage ${stage}` })
+      const meta = metaFor(ck, names)
+      if (includeOptimizer) tensors.set(META_TENSOR, metaToTensor(meta))
+      return { version: meta.weightVersion, tensors }
+    }
+  }
+
+  /**
+   * Sparse checkpoint of committed iteration `it`: every stage snapshotted its state at the commit;
+   * pull the snapshots in the background (training goes on) and write them to the store.
+   */
+  private async takeCheckpoint (it: number): Promise<void> {
+    const store = this.store
+    const a = this.assignment
+    if (store == null || a == null) return
+    const version = it + 1
+    const t0 = performance.now()
+    const pending = await store.beginCheckpoint(it, a.stages.length, this.model)
+    try {
+      await Promise.all(a.stages.map(async st => {
+        const r = await fetchWeights(this.node, { donors: [{ peer: peerIdFromString(st.peers[0]) }], stage: st.stage, minVersion: version, includeOptimizer: true, timeoutMs: 600_000 })
+        const state = stateFromTensorSet(r.tensors)
+        if (state.meta.weightVersion !== version) throw new CoordinatorTimeoutError(`stage ${st.stage} served version ${state.meta.weightVersion} for checkpoint ${it} (wanted ${version})`)
+        await pending.putStage(st.stage, encodeStageState(state))
+      }))
+      await pending.complete()
+      log.info(`checkpoint ${it} written in ${(performance.now() - t0).toFixed(0)} ms`)
+      await this.persist()
+    } catch (err) {
+      log.info(`checkpoint ${it} abandoned: ${(err as Error).message}`)
+      await pending.abandon((err as Error).message).catch(() => {})
+    }
+  }
+
+  /** Waits for background checkpoint writes to finish. */
+  async flushCheckpoints (): Promise<void> { await this.checkpointing }
+
   /** Cluster-wide options that ride in the assignment's training config (see node/peer.ts). */
   protected clusterOptions (): Record<string, unknown> {
     return {
       strategy: this.strategy,
       checkfreePlus: this.init.checkfreePlus ?? this.strategy === 'checkfree-plus',
       mirrorEvery: this.init.mirrorEvery ?? 10,
-      shadow: this.strategy === 'redundant'
+      shadow: this.strategy === 'redundant',
+      checkpointEvery: this.checkpointEvery
     }
   }
 
-  /** Newest usable checkpoint iteration for the ladder (undefined: the seeded initial weights). */
-  protected checkpointIteration (): number | undefined { return undefined }
-
-  /** Hook before a plan that reads a checkpoint is published (the checkpointing subclass loads it). */
-  protected async prepareCheckpoint (_plans: StagePlan[], _rollbackAll: boolean): Promise<void> {}
+  /**
+   * Loads and verifies the newest valid checkpoint for a recovery (a corrupt one is skipped for the
+   * one before, with the reason logged). Returns its iteration, or undefined when there is none.
+   */
+  private async loadRecoveryCheckpoint (): Promise<number | undefined> {
+    if (this.store == null || this.store.latest() == null) return undefined
+    try {
+      const ck = await this.store.loadNewestValid()
+      for (const sk of ck.skipped) log.info(`checkpoint ${sk.iteration} skipped: ${sk.reason}`)
+      this.recoveryCheckpoint = ck
+      return ck.iteration
+    } catch (err) {
+      log.info(`no valid checkpoint: ${(err as Error).message}`)
+      return undefined
+    }
+  }
 
   /**
    * Recovers every failed stage: picks rungs, waits for spares if needed, publishes the plans and a
@@ -341,17 +464,26 @@ export class Coordinator extends EventEmitter {
           if (pred != null) replicas.set(s, pred)
         }
       }
-      const { plans, rollbackAll } = planRecovery({
+      const ladder = (checkpoint: number | undefined): ReturnType<typeof planRecovery> => planRecovery({
         strategy: this.strategy, stages: a.stages.length, holders, lost: failed, departing, spares, replicas,
-        gradNorms: this.gradNorms, checkpoint: this.checkpointIteration()
+        gradNorms: this.gradNorms, checkpoint
       })
+      let { plans, rollbackAll } = ladder(this.store?.latest()?.iteration)
+      if (plans.some(p => p.rung === 'checkpoint' && p.checkpointId !== 'init')) {
+        // Verify before promising a checkpoint: a corrupt newest one falls back to the one before.
+        ({ plans, rollbackAll } = ladder(await this.loadRecoveryCheckpoint()))
+      }
       if (plans.some(p => p.rung === 'wait')) {
         log.info(`no spare for stages ${plans.filter(p => p.rung === 'wait').map(p => p.stage).join(', ')}: waiting for a peer to join (state is kept)`)
         const need = plans.filter(p => p.target === '' || spares.includes(p.target)).length
         await this.until(() => this.livePeers().filter(p => !assigned.has(p)).length >= need, 'a spare peer to join', opts.timeoutMs ?? 24 * 3600_000, opts.signal)
         continue
       }
-      await this.prepareCheckpoint(plans, rollbackAll)
+      if (rollbackAll) {
+        // Every stage goes back to the checkpoint: so does the iteration clock.
+        const ck = plans[0]?.checkpointId
+        this.iteration = ck != null && ck.startsWith('ckpt-') ? Number(ck.slice(5)) + 1 : 0
+      }
       const next = a.stages.map(st => [holders.get(st.stage) ?? ''])
       for (const p of plans) next[p.stage] = [p.target]
       const t0 = Date.now()
@@ -384,7 +516,31 @@ export class Coordinator extends EventEmitter {
       this.recoveries.push(...events)
       this.pendingResume.push(...events)
       this.emit('recovery', events)
+      await this.persist()
       return events
+    }
+  }
+
+  /**
+   * After a restart: wait for the peers of the restored assignment to come back (they keep their
+   * state while the coordinator is away), then re-announce it under a new epoch. Peers that do not
+   * return within `graceMs` are treated as lost and recovered.
+   */
+  async resume (opts: { graceMs?: number, signal?: AbortSignal } = {}): Promise<void> {
+    const a = this.assignment
+    if (a == null) throw new CoordinatorTimeoutError('nothing to resume')
+    const peers = a.stages.map(s => s.peers)
+    const all = peers.flat()
+    try {
+      await this.until(() => all.every(p => this.livePeers().includes(p)), 'the assigned peers to reconnect', opts.graceMs ?? 15_000, opts.signal)
+    } catch (err) {
+      if (!(err instanceof CoordinatorTimeoutError)) throw err
+    }
+    const live = new Set(this.livePeers())
+    for (const p of all) if (!live.has(p)) this.detector.markLost(p, 'did not return after the coordinator restarted')
+    if (all.every(p => live.has(p))) {
+      await this.assign(peers, opts)
+      log.info(`resumed at iteration ${this.iteration} under epoch ${this.epoch}`)
     }
   }
 
@@ -405,6 +561,8 @@ export class Coordinator extends EventEmitter {
   }
 
   async stop (): Promise<void> {
+    await this.checkpointing?.catch(() => {})
+    await this.weightsServer?.stop().catch(() => {})
     this.detector?.stop()
     this.gossip?.stop()
     await this.node?.stop()

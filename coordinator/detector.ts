@@ -59,6 +59,9 @@ export class FailureDetector {
     return false
   }
 
+  /** Declare `peerId` lost (a caller that knows better than heartbeats, e.g. a resume that timed out). */
+  markLost (peerId: string, cause: string): void { this.mark(peerId, cause) }
+
   private mark (peerId: string, cause: string): void {
     if (this.lost.has(peerId) || !this.isWatched(peerId)) return
     const l: LostPeer = { peerId, cause, detectedAt: Date.now(), lastSeen: this.init.lastSeen(peerId) ?? 0 }

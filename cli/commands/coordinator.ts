@@ -10,7 +10,10 @@ const HELP = `usage: spotpipe coordinator [flags]
 Waits for one peer per stage, assigns stages, then runs training iterations and prints the loss.
 The first stdout line is "coordinator <multiaddr>": give it to every peer with --coordinator.
 
-${NODE_HELP}  --iterations N       iterations to run, then exit (default: run until stopped)
+${NODE_HELP}  --iterations N       train until N iterations are committed, then exit (default: run until stopped)
+  --state-dir DIR      durable coordinator state and checkpoints; a restarted coordinator resumes from it
+  --checkpoint-every K sparse checkpoint every K iterations (default 50 with --state-dir; 0 = never)
+  --keep-checkpoints N complete checkpoints kept (default 3)
   --strategy NAME      recovery strategy: checkfree | checkfree-plus | checkpoint | checkpoint-whole | redundant | none (default checkfree)
   --heartbeat-timeout MS  a peer silent this long is lost (default 3000)
   --checkfree-plus     train with CheckFree+ swapped microbatches (implied by --strategy checkfree-plus)
@@ -23,6 +26,9 @@ export async function coordinator (argv: string[]): Promise<void> {
     iterations: { type: 'string' },
     strategy: { type: 'string' },
     'heartbeat-timeout': { type: 'string' },
+    'state-dir': { type: 'string' },
+    'checkpoint-every': { type: 'string' },
+    'keep-checkpoints': { type: 'string' },
     'checkfree-plus': { type: 'boolean' },
     help: { type: 'boolean', short: 'h' }
   })
@@ -38,6 +44,9 @@ export async function coordinator (argv: string[]): Promise<void> {
     train,
     strategy: strategy as Strategy,
     heartbeatTimeoutMs: intFlag(values, 'heartbeat-timeout', 3000),
+    stateDir: values['state-dir'] as string | undefined,
+    checkpointEvery: values['checkpoint-every'] != null ? intFlag(values, 'checkpoint-every', 0, 0) : undefined,
+    keepCheckpoints: intFlag(values, 'keep-checkpoints', 3),
     checkfreePlus: values['checkfree-plus'] === true ? true : undefined
   })
   c.on('recovery', (events: RecoveryEvent[]) => {
@@ -53,9 +62,14 @@ export async function coordinator (argv: string[]): Promise<void> {
   process.once('SIGTERM', onSignal)
   try {
     process.stdout.write(`coordinator ${c.addrs[0]}\n`)
-    process.stdout.write(`waiting for ${c.train.stages} peers\n`)
-    await c.assignInitial({ signal: stop.signal, timeoutMs: 24 * 3600_000 })
-    await c.run(iterations, {
+    if (c.restored != null) {
+      process.stdout.write(`resuming at iteration ${c.iteration} (epoch ${c.epoch})\n`)
+      await c.resume({ signal: stop.signal })
+    } else {
+      process.stdout.write(`waiting for ${c.train.stages} peers\n`)
+      await c.assignInitial({ signal: stop.signal, timeoutMs: 24 * 3600_000 })
+    }
+    await c.run(Math.max(0, iterations - c.iteration), {
       signal: stop.signal,
       onIteration: (r) => { process.stdout.write(`iter ${r.iteration} loss ${r.loss.toPrecision(10)} ms ${r.ms.toFixed(0)} tok/s ${r.tokensPerSec.toFixed(0)} epoch ${r.epoch}\n`) }
     })

@@ -15,7 +15,7 @@ import {
 import { FrameTooLargeError, MalformedFrameError, endFrames, readOneFrame, writeFrame } from '../transport/index.js'
 import { WEIGHTS_ERROR_CODES } from './errors.js'
 import type { WeightsProvider, WeightsServer, WeightsServerStats, WeightsServiceInit, WeightsSnapshot } from './index.js'
-import { HOST_TO_WIRE, StallTimer, clipReason, listNames, sha256Hex, tensorBytes } from './util.js'
+import { HOST_TO_WIRE, StallTimer, chunkFrameParts, clipReason, listNames, sha256Hex, tensorBytes } from './util.js'
 
 const log = createLog('weights:server')
 
@@ -60,6 +60,7 @@ export class WeightsServerImpl implements WeightsServer {
     const corrupt = init.faults?.corruptChunk
     if (corrupt !== undefined) nonNegativeInt('faults.corruptChunk', corrupt)
     this.corruptChunk = corrupt
+    chunkFrameParts(0, 0, new Uint8Array(4)) // checks the hand-built framing against the encoder once
   }
 
   get stats (): WeightsServerStats {
@@ -170,7 +171,7 @@ export class WeightsServerImpl implements WeightsServer {
             data[0] ^= 0x01
           }
           stall.touch()
-          await writeFrame(stream, encodeWeightsMessage({ kind: 'chunk', index, offset, data }), writeSignal)
+          await writeFrame(stream, chunkFrameParts(index, offset, data), writeSignal)
           this.counters.bytes += data.byteLength
           chunkNo++
         }
