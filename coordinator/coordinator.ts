@@ -94,6 +94,8 @@ export interface IterationRecord {
 export interface PeerView {
   heartbeat: Heartbeat
   seenAt: number
+  /** Gaps between its last heartbeats (ms), newest last; at most 20. */
+  gaps: number[]
 }
 
 export class Coordinator extends EventEmitter {
@@ -167,6 +169,7 @@ export class Coordinator extends EventEmitter {
       heartbeatTimeoutMs: this.init.heartbeatTimeoutMs,
       watched: () => this.assignedPeers(),
       lastSeen: (p) => this.peers.get(p)?.seenAt,
+      longestGap: (p) => { const g = this.peers.get(p)?.gaps; return g == null || g.length === 0 ? undefined : Math.max(...g) },
       onLost: () => { this.emit('change') }
     })
     this.detector.start()
@@ -195,7 +198,10 @@ export class Coordinator extends EventEmitter {
   }
 
   protected onHeartbeat (hb: Heartbeat): void {
-    this.peers.set(hb.peerId, { heartbeat: hb, seenAt: Date.now() })
+    const now = Date.now()
+    const prev = this.peers.get(hb.peerId)
+    const gaps = prev != null ? [...prev.gaps, now - prev.seenAt].slice(-20) : []
+    this.peers.set(hb.peerId, { heartbeat: hb, seenAt: now, gaps })
     if (hb.departing && !this.departing.has(hb.peerId) && this.assignedPeers().includes(hb.peerId)) {
       log.info(`peer ${hb.peerId.slice(-8)} announced its departure`)
       this.departing.add(hb.peerId)

@@ -28,6 +28,8 @@ export interface DetectorInit {
   watched: () => Iterable<string>
   /** Last heartbeat time of a peer (ms since epoch), if any. */
   lastSeen: (peerId: string) => number | undefined
+  /** Longest recent gap between a peer's heartbeats (ms), if known. */
+  longestGap?: (peerId: string) => number | undefined
   onLost: (lost: LostPeer) => void
 }
 
@@ -70,11 +72,21 @@ export class FailureDetector {
     this.init.onLost(l)
   }
 
+  /**
+   * A peer's silence limit: the configured timeout, stretched to 2.5x the longest recent gap between
+   * its heartbeats. A peer whose compute blocks its event loop for seconds (big stages) is not
+   * declared dead for it; a hung peer is still caught once it overstays its own record. (The same
+   * idea as accrual failure detectors: judge silence against the peer's observed rhythm.)
+   */
+  timeoutFor (peerId: string): number {
+    return Math.max(this.timeoutMs, 2.5 * (this.init.longestGap?.(peerId) ?? 0))
+  }
+
   private sweep (): void {
     const now = Date.now()
     for (const p of this.init.watched()) {
       const seen = this.init.lastSeen(p)
-      if (seen != null && now - seen > this.timeoutMs) this.mark(p, `no heartbeat for ${now - seen} ms`)
+      if (seen != null && now - seen > this.timeoutFor(p)) this.mark(p, `no heartbeat for ${now - seen} ms`)
     }
   }
 

@@ -203,7 +203,10 @@ export class Peer {
     }
   }
 
+  private lastBeat = 0
+
   private async heartbeat (): Promise<void> {
+    this.lastBeat = Date.now()
     try {
       await this.gossip.publish(this.heartbeatMessage())
     } catch (err) {
@@ -343,6 +346,7 @@ export class Peer {
         send: async (toStage, f) => { await this.sendFrame(cur, toStage, f) },
         done: (info) => { void this.reportDone(cur, info) },
         committed: (it) => { this.afterCommit(cur, it) },
+        tick: () => { if (Date.now() - this.lastBeat >= (this.init.heartbeatMs ?? 1000)) void this.heartbeat() },
         failed: (err, it) => { log.error('stage %d iteration %d failed: %s', stage.stage, it, err.message) }
       })
       runtime.iteration = a.iteration - 1

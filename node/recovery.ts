@@ -57,14 +57,17 @@ export async function rebuildStage (plan: RecoveryPlan, ctx: RebuildContext): Pr
   let bytes = 0
   let transferMs = 0
   const pull = async (donor: string, req: WeightsRequestSpec): Promise<{ version: number, tensors: TensorSet }> => {
-    const t = performance.now()
     const r = await ctx.fetch(donor, req, ctx.signal)
     bytes += r.bytes
-    transferMs += performance.now() - t
     return r
   }
+  /** Wall time of a transfer phase (pulls inside it may run in parallel). */
+  const transfer = async <T>(f: () => Promise<T>): Promise<T> => {
+    const t = performance.now()
+    try { return await f() } finally { transferMs += performance.now() - t }
+  }
   const exactCopy = async (donor: string): Promise<Stage> => {
-    const { tensors } = await pull(donor, { stage: plan.stage, minVersion: 0, includeOptimizer: true })
+    const { tensors } = await transfer(async () => await pull(donor, { stage: plan.stage, minVersion: 0, includeOptimizer: true }))
     const state = stateFromTensorSet(tensors)
     const stage = new Stage({ model, train, layout })
     try {
@@ -93,10 +96,10 @@ export async function rebuildStage (plan: RecoveryPlan, ctx: RebuildContext): Pr
     case 'checkfree': {
       const [p, n] = plan.donors
       if (p == null || n == null) throw new AssignmentError('a CheckFree plan needs two donors')
-      const [prev, next] = await Promise.all([
+      const [prev, next] = await transfer(async () => await Promise.all([
         pull(p.peerId, { stage: p.stage, minVersion: 0, includeOptimizer: false }),
         pull(n.peerId, { stage: n.stage, minVersion: 0, includeOptimizer: false })
-      ])
+      ]))
       const averaged = checkfreeAverage({
         model,
         lost: layout,
@@ -110,10 +113,10 @@ export async function rebuildStage (plan: RecoveryPlan, ctx: RebuildContext): Pr
     case 'checkfree-plus': {
       const d = plan.donors[0]
       const mirrorNames = (layout.hasEmbed ? embedSpecs(model) : headSpecs(model)).map(s => s.name)
-      const [blocks, mirror] = await Promise.all([
+      const [blocks, mirror] = await transfer(async () => await Promise.all([
         pull(d.peerId, { stage: d.stage, minVersion: 0, includeOptimizer: false }),
         pull(d.peerId, { stage: plan.stage, minVersion: 0, includeOptimizer: false, names: mirrorNames })
-      ])
+      ]))
       const copied = neighbourCopy({ model, lost: layout, neighbour: { layout: stageLayout(model, layout.stages, d.stage), params: values(blocks.tensors) }, mirror: values(mirror.tensors) })
       stage = new Stage({ model, train, layout, values: copied, lrScale: plan.lrScale })
       stage.weightVersion = blocks.version

@@ -57,6 +57,8 @@ export interface StageRuntimeInit {
   done: (info: DoneInfo) => void
   /** Called after the Adam step of a committed iteration. */
   committed?: (iteration: number) => void
+  /** Called between tasks, so the peer can publish a heartbeat that a long compute would delay. */
+  tick?: () => void
   /** Called when processing fails (bad frame, non-finite gradient, send failure). */
   failed: (err: Error, iteration: number) => void
 }
@@ -188,6 +190,7 @@ export class StageRuntime {
           } else if (this.forwards.length > 0) {
             await this.runForward(this.forwards.shift() as ForwardTask)
           } else break
+          this.init.tick?.()
         }
         if (this.state === 'running' && this.iteration === it && this.next === this.expected.length) this.finish()
       } catch (err) {
@@ -271,6 +274,7 @@ export class StageRuntime {
       return
     }
     this.stage.commitStep()
+    this.init.tick?.()
     this.state = 'idle'
     this.init.committed?.(it)
   }

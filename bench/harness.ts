@@ -1,0 +1,50 @@
+/**
+ * Shared by the cluster benchmarks: a coordinator in this process and peers as child processes
+ * (`spotpipe peer`), every child killed on exit.
+ */
+import '../model/polyfill.js'
+import { spawn, type ChildProcess } from 'node:child_process'
+import { createInterface } from 'node:readline'
+import { fileURLToPath } from 'node:url'
+import { Coordinator, type CoordinatorInit } from '../coordinator/index.js'
+
+const CLI = fileURLToPath(new URL('../cli/main-entry.ts', import.meta.url))
+const children = new Set<ChildProcess>()
+
+export function killChildren (): void { for (const c of children) if (c.exitCode == null) c.kill('SIGKILL') }
+process.on('exit', killChildren)
+process.on('SIGINT', () => { killChildren(); process.exit(130) })
+
+export interface BenchPeer { child: ChildProcess, peerId: string }
+
+export async function startPeer (coordAddr: string, cluster: string): Promise<BenchPeer> {
+  const child = spawn(process.execPath, ['--import', 'tsx', CLI, 'peer', '--cluster', cluster, '--coordinator', coordAddr, '--backend', 'wasm'], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, SPOTPIPE_QUIET: '1' } })
+  children.add(child)
+  child.once('exit', () => { children.delete(child) })
+  const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream })
+  const peerId = await new Promise<string>((resolve, reject) => {
+    lines.on('line', (l) => { const m = /^peer \S+\/p2p\/(\S+)/.exec(l); if (m != null) resolve(m[1]) })
+    child.once('exit', (code) => { reject(new Error(`peer exited (${code}) before starting`)) })
+  })
+  return { child, peerId }
+}
+
+export async function startCluster (init: CoordinatorInit, peers: number): Promise<{ coord: Coordinator, peers: BenchPeer[] }> {
+  const coord = new Coordinator(init)
+  await coord.start()
+  const list = await Promise.all(Array.from({ length: peers }, async () => await startPeer(coord.addrs[0], init.clusterId)))
+  await coord.assignInitial({ timeoutMs: 300_000 })
+  return { coord, peers: list }
+}
+
+export function holder (coord: Coordinator, peers: BenchPeer[], stage: number): BenchPeer {
+  const id = coord.assignment?.stages[stage].peers[0]
+  const p = peers.find(x => x.peerId === id)
+  if (p == null) throw new Error(`nobody holds stage ${stage}`)
+  return p
+}
+
+export async function stopCluster (coord: Coordinator): Promise<void> {
+  killChildren()
+  await coord.stop()
+}

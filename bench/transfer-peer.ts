@@ -1,0 +1,66 @@
+/**
+ * Donor process of bench:transfer (not run directly). Receives its config over IPC, builds N MB of
+ * float32 tensors as stage 0, serves them over the weights protocol and reports its multiaddr back.
+ *
+ * The same tensors are served as two stages: stage 0 is "cold", a new version on every request (the
+ * server hashes every tensor for the manifest, as for a live stage that keeps training); stage 1 is
+ * "warm", always version 1 (checksums cached after the first request). The snapshot is the same
+ * arrays every time (no copy): the bench measures the transfer, not the trainer's snapshot.
+ */
+import '../model/polyfill.js'
+import { once } from 'node:events'
+import type { TensorSet } from '../model/safetensors.js'
+import { createPeerLibp2p } from '../node/transport/index.js'
+import { serveWeights } from '../node/weights/index.js'
+
+export interface DonorConfig {
+  type: 'start'
+  totalBytes: number
+  tensorBytes: number
+  /** pnet key file text, or undefined for no private network */
+  swarmKey?: string
+  chunkBytes?: number
+}
+
+export type DonorReply =
+  | { type: 'ready', addrs: string[], buildMs: number }
+  | { type: 'stats', served: number, bytes: number }
+  | { type: 'error', message: string }
+
+const send = (m: DonorReply): void => { process.send?.(m) }
+process.on('disconnect', () => { process.exit(1) }) // the bench is gone
+
+async function main (): Promise<void> {
+  const [cfg] = await once(process, 'message') as [DonorConfig]
+  const t0 = performance.now()
+  const tensors: TensorSet = new Map()
+  const rows = 1024
+  const cols = cfg.tensorBytes / 4 / rows
+  let seed = 1
+  for (let i = 0, left = cfg.totalBytes; left > 0; i++, left -= cfg.tensorBytes) {
+    const data = new Float32Array(rows * cols)
+    for (let j = 0; j < data.length; j++) {
+      seed = (seed * 1103515245 + 12345) >>> 0
+      data[j] = (seed / 2 ** 32 - 0.5) * 0.02
+    }
+    tensors.set(`blocks.${i}.mlp.w1`, { dtype: 'F32', shape: [rows, cols], data })
+  }
+  const node = await createPeerLibp2p({ swarmKey: cfg.swarmKey === undefined ? undefined : new TextEncoder().encode(cfg.swarmKey) })
+  let coldVersion = 0
+  const server = await serveWeights(node, {
+    snapshot: (stage, minVersion) => {
+      if (stage === 0) return { version: coldVersion = Math.max(coldVersion + 1, minVersion), tensors }
+      if (stage === 1 && minVersion <= 1) return { version: 1, tensors }
+      return undefined
+    }
+  }, { chunkBytes: cfg.chunkBytes })
+  process.on('message', (m: { type: string }) => {
+    if (m.type === 'stats') send({ type: 'stats', served: server.stats.served, bytes: server.stats.bytes })
+  })
+  send({ type: 'ready', addrs: node.getMultiaddrs().map(a => a.toString()), buildMs: performance.now() - t0 })
+}
+
+main().catch((err: Error) => {
+  send({ type: 'error', message: err.stack ?? err.message })
+  process.exit(1)
+})
