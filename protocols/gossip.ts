@@ -87,7 +87,8 @@ function toWire (m: Message): pb.GossipEnvelope {
         iteration: m.iteration,
         stages: m.stages.map(s => ({ stage: s.stage, peers: [...s.peers], addrs: [...s.addrs] })),
         modelConfig: m.modelConfig,
-        trainingConfig: m.trainingConfig
+        trainingConfig: m.trainingConfig,
+        rebuilt: [...m.rebuilt]
       }
       break
     case 'begin':
@@ -196,7 +197,8 @@ function fromWire (env: pb.GossipEnvelope): Message {
         iteration: b.iteration,
         stages: b.stages.map(s => ({ stage: s.stage, peers: s.peers, addrs: s.addrs })),
         modelConfig: b.modelConfig,
-        trainingConfig: b.trainingConfig
+        trainingConfig: b.trainingConfig,
+        rebuilt: b.rebuilt
       }
     }
     case 'begin': {

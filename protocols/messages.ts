@@ -561,6 +561,7 @@ export interface Assignment {
   stages: StageAssignment[]
   modelConfig: string
   trainingConfig: string
+  rebuilt: number[]
 }
 
 export namespace Assignment {
@@ -610,6 +611,13 @@ export namespace Assignment {
           w.string(obj.trainingConfig)
         }
 
+        if (obj.rebuilt != null && obj.rebuilt.length > 0) {
+          for (const value of obj.rebuilt) {
+            w.uint32(64)
+            w.uint32(value)
+          }
+        }
+
         if (opts.lengthDelimited !== false) {
           w.ldelim()
         }
@@ -621,7 +629,8 @@ export namespace Assignment {
           iteration: 0,
           stages: [],
           modelConfig: '',
-          trainingConfig: ''
+          trainingConfig: '',
+          rebuilt: []
         }
 
         const end = length == null ? reader.len : reader.pos + length
@@ -668,6 +677,18 @@ export namespace Assignment {
               obj.trainingConfig = reader.string()
               break
             }
+            case 8: {
+              if (opts.limits?.rebuilt != null && obj.rebuilt.length === opts.limits.rebuilt) {
+                throw new MaxLengthError('Decode error - repeated field "rebuilt" had too many elements')
+              }
+
+              if (obj.rebuilt.length === 1024) {
+                throw new MaxLengthError('Decode error - repeated field "rebuilt" had too many elements')
+              }
+
+              obj.rebuilt.push(reader.uint32())
+              break
+            }
             default: {
               reader.skipType(tag & 7)
               break
@@ -678,7 +699,8 @@ export namespace Assignment {
         return obj
       }, function * (reader, length, prefix, opts = {}) {
         const obj = {
-          stages: 1024
+          stages: 1024,
+          rebuilt: 1024
         }
 
         const end = length == null ? reader.len : reader.pos + length
@@ -751,6 +773,25 @@ export namespace Assignment {
               }
               break
             }
+            case 8: {
+              if (opts.limits?.rebuilt != null && obj.rebuilt === opts.limits.rebuilt) {
+                throw new MaxLengthError('Streaming decode error - repeated field "rebuilt" had too many elements')
+              }
+
+              if (obj.rebuilt === 1024) {
+                throw new MaxLengthError('Streaming decode error - repeated field "rebuilt" had too many elements')
+              }
+
+              yield {
+                field: `${prefix}.rebuilt[]`,
+                index: obj.rebuilt,
+                value: reader.uint32()
+              }
+
+              obj.rebuilt++
+
+              break
+            }
             default: {
               reader.skipType(tag & 7)
               break
@@ -811,6 +852,12 @@ export namespace Assignment {
     value: string
   }
 
+  export interface AssignmentRebuiltFieldEvent {
+    field: '$.rebuilt[]'
+    index: number
+    value: number
+  }
+
   export function encode (obj: Partial<Assignment>): Uint8Array<ArrayBuffer> {
     return encodeMessage(obj, Assignment.codec())
   }
@@ -819,7 +866,7 @@ export namespace Assignment {
     return decodeMessage(buf, Assignment.codec(), opts)
   }
 
-  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Assignment>): Generator<AssignmentClusterIdFieldEvent | AssignmentRunIdFieldEvent | AssignmentEpochFieldEvent | AssignmentIterationFieldEvent | AssignmentStagesStageFieldEvent | AssignmentStagesPeersFieldEvent | AssignmentStagesAddrsFieldEvent | AssignmentModelConfigFieldEvent | AssignmentTrainingConfigFieldEvent> {
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Assignment>): Generator<AssignmentClusterIdFieldEvent | AssignmentRunIdFieldEvent | AssignmentEpochFieldEvent | AssignmentIterationFieldEvent | AssignmentStagesStageFieldEvent | AssignmentStagesPeersFieldEvent | AssignmentStagesAddrsFieldEvent | AssignmentModelConfigFieldEvent | AssignmentTrainingConfigFieldEvent | AssignmentRebuiltFieldEvent> {
     return streamMessage(buf, Assignment.codec(), opts)
   }
 }
@@ -2647,6 +2694,12 @@ export namespace GossipEnvelope {
     value: string
   }
 
+  export interface GossipEnvelopeAssignmentRebuiltFieldEvent {
+    field: '$.assignment.rebuilt[]'
+    index: number
+    value: number
+  }
+
   export interface GossipEnvelopeBeginEpochFieldEvent {
     field: '$.begin.epoch'
     value: number
@@ -2843,7 +2896,7 @@ export namespace GossipEnvelope {
     return decodeMessage(buf, GossipEnvelope.codec(), opts)
   }
 
-  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<GossipEnvelope>): Generator<GossipEnvelopeKindFieldEvent | GossipEnvelopeHeartbeatPeerIdFieldEvent | GossipEnvelopeHeartbeatRoleFieldEvent | GossipEnvelopeHeartbeatStageFieldEvent | GossipEnvelopeHeartbeatIterationFieldEvent | GossipEnvelopeHeartbeatLossFieldEvent | GossipEnvelopeHeartbeatGradNormFieldEvent | GossipEnvelopeHeartbeatWeightVersionFieldEvent | GossipEnvelopeHeartbeatWeightDigestFieldEvent | GossipEnvelopeHeartbeatTokensPerSecFieldEvent | GossipEnvelopeHeartbeatRssBytesFieldEvent | GossipEnvelopeHeartbeatEpochFieldEvent | GossipEnvelopeHeartbeatTimestampMsFieldEvent | GossipEnvelopeHeartbeatDepartingFieldEvent | GossipEnvelopeAssignmentClusterIdFieldEvent | GossipEnvelopeAssignmentRunIdFieldEvent | GossipEnvelopeAssignmentEpochFieldEvent | GossipEnvelopeAssignmentIterationFieldEvent | GossipEnvelopeAssignmentStagesStageFieldEvent | GossipEnvelopeAssignmentStagesPeersFieldEvent | GossipEnvelopeAssignmentStagesAddrsFieldEvent | GossipEnvelopeAssignmentModelConfigFieldEvent | GossipEnvelopeAssignmentTrainingConfigFieldEvent | GossipEnvelopeBeginEpochFieldEvent | GossipEnvelopeBeginIterationFieldEvent | GossipEnvelopeAbortEpochFieldEvent | GossipEnvelopeAbortIterationFieldEvent | GossipEnvelopeAbortReasonFieldEvent | GossipEnvelopeCommitEpochFieldEvent | GossipEnvelopeCommitIterationFieldEvent | GossipEnvelopeDonePeerIdFieldEvent | GossipEnvelopeDoneStageFieldEvent | GossipEnvelopeDoneEpochFieldEvent | GossipEnvelopeDoneIterationFieldEvent | GossipEnvelopeDoneLossFieldEvent | GossipEnvelopeDoneGradNormFieldEvent | GossipEnvelopeDoneWeightVersionFieldEvent | GossipEnvelopeDoneComputeMsFieldEvent | GossipEnvelopeStreamBreakReporterFieldEvent | GossipEnvelopeStreamBreakStageFieldEvent | GossipEnvelopeStreamBreakSuspectFieldEvent | GossipEnvelopeStreamBreakEpochFieldEvent | GossipEnvelopeStreamBreakIterationFieldEvent | GossipEnvelopeStreamBreakReasonFieldEvent | GossipEnvelopeRecoveryPlanEpochFieldEvent | GossipEnvelopeRecoveryPlanStageFieldEvent | GossipEnvelopeRecoveryPlanRungFieldEvent | GossipEnvelopeRecoveryPlanTargetPeerFieldEvent | GossipEnvelopeRecoveryPlanDonorsPeerIdFieldEvent | GossipEnvelopeRecoveryPlanDonorsStageFieldEvent | GossipEnvelopeRecoveryPlanLrScaleFieldEvent | GossipEnvelopeRecoveryPlanWeightsFieldEvent | GossipEnvelopeRecoveryPlanCheckpointIdFieldEvent | GossipEnvelopeRecoveryDonePeerIdFieldEvent | GossipEnvelopeRecoveryDoneEpochFieldEvent | GossipEnvelopeRecoveryDoneStageFieldEvent | GossipEnvelopeRecoveryDoneRungFieldEvent | GossipEnvelopeRecoveryDoneBytesFieldEvent | GossipEnvelopeRecoveryDoneTransferMsFieldEvent | GossipEnvelopeRecoveryDoneRebuildMsFieldEvent> {
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<GossipEnvelope>): Generator<GossipEnvelopeKindFieldEvent | GossipEnvelopeHeartbeatPeerIdFieldEvent | GossipEnvelopeHeartbeatRoleFieldEvent | GossipEnvelopeHeartbeatStageFieldEvent | GossipEnvelopeHeartbeatIterationFieldEvent | GossipEnvelopeHeartbeatLossFieldEvent | GossipEnvelopeHeartbeatGradNormFieldEvent | GossipEnvelopeHeartbeatWeightVersionFieldEvent | GossipEnvelopeHeartbeatWeightDigestFieldEvent | GossipEnvelopeHeartbeatTokensPerSecFieldEvent | GossipEnvelopeHeartbeatRssBytesFieldEvent | GossipEnvelopeHeartbeatEpochFieldEvent | GossipEnvelopeHeartbeatTimestampMsFieldEvent | GossipEnvelopeHeartbeatDepartingFieldEvent | GossipEnvelopeAssignmentClusterIdFieldEvent | GossipEnvelopeAssignmentRunIdFieldEvent | GossipEnvelopeAssignmentEpochFieldEvent | GossipEnvelopeAssignmentIterationFieldEvent | GossipEnvelopeAssignmentStagesStageFieldEvent | GossipEnvelopeAssignmentStagesPeersFieldEvent | GossipEnvelopeAssignmentStagesAddrsFieldEvent | GossipEnvelopeAssignmentModelConfigFieldEvent | GossipEnvelopeAssignmentTrainingConfigFieldEvent | GossipEnvelopeAssignmentRebuiltFieldEvent | GossipEnvelopeBeginEpochFieldEvent | GossipEnvelopeBeginIterationFieldEvent | GossipEnvelopeAbortEpochFieldEvent | GossipEnvelopeAbortIterationFieldEvent | GossipEnvelopeAbortReasonFieldEvent | GossipEnvelopeCommitEpochFieldEvent | GossipEnvelopeCommitIterationFieldEvent | GossipEnvelopeDonePeerIdFieldEvent | GossipEnvelopeDoneStageFieldEvent | GossipEnvelopeDoneEpochFieldEvent | GossipEnvelopeDoneIterationFieldEvent | GossipEnvelopeDoneLossFieldEvent | GossipEnvelopeDoneGradNormFieldEvent | GossipEnvelopeDoneWeightVersionFieldEvent | GossipEnvelopeDoneComputeMsFieldEvent | GossipEnvelopeStreamBreakReporterFieldEvent | GossipEnvelopeStreamBreakStageFieldEvent | GossipEnvelopeStreamBreakSuspectFieldEvent | GossipEnvelopeStreamBreakEpochFieldEvent | GossipEnvelopeStreamBreakIterationFieldEvent | GossipEnvelopeStreamBreakReasonFieldEvent | GossipEnvelopeRecoveryPlanEpochFieldEvent | GossipEnvelopeRecoveryPlanStageFieldEvent | GossipEnvelopeRecoveryPlanRungFieldEvent | GossipEnvelopeRecoveryPlanTargetPeerFieldEvent | GossipEnvelopeRecoveryPlanDonorsPeerIdFieldEvent | GossipEnvelopeRecoveryPlanDonorsStageFieldEvent | GossipEnvelopeRecoveryPlanLrScaleFieldEvent | GossipEnvelopeRecoveryPlanWeightsFieldEvent | GossipEnvelopeRecoveryPlanCheckpointIdFieldEvent | GossipEnvelopeRecoveryDonePeerIdFieldEvent | GossipEnvelopeRecoveryDoneEpochFieldEvent | GossipEnvelopeRecoveryDoneStageFieldEvent | GossipEnvelopeRecoveryDoneRungFieldEvent | GossipEnvelopeRecoveryDoneBytesFieldEvent | GossipEnvelopeRecoveryDoneTransferMsFieldEvent | GossipEnvelopeRecoveryDoneRebuildMsFieldEvent> {
     return streamMessage(buf, GossipEnvelope.codec(), opts)
   }
 }

@@ -52,6 +52,8 @@ export interface Assignment {
   /** JSON object strings, passed through to the model and trainer. */
   modelConfig: string
   trainingConfig: string
+  /** Stages rebuilt under this epoch: their holders wait for a recovery plan instead of initialising. */
+  rebuilt: number[]
 }
 
 /** Coordinator: start an iteration. */

@@ -238,6 +238,10 @@ function checkAssignment (o: Record<string, unknown>): Assignment {
     if (addrs.length !== peers.length) fail(`${sf}.addrs`, `expected one address per peer (${peers.length}), got ${addrs.length}`)
     addrs.forEach((a, j) => { checkString(a, `${sf}.addrs[${j}]`, { max: MAX_ADDR_LENGTH, min: 1, pattern: /^\/[\x21-\x7e]*$/, alphabet: 'a multiaddr (printable ASCII starting with /)' }) })
   })
+  const rebuilt = checkList(o.rebuilt, `${f}.rebuilt`, MAX_STAGES)
+  rebuilt.forEach((s, i) => {
+    if (checkStage(s, `${f}.rebuilt[${i}]`) >= stages.length) fail(`${f}.rebuilt[${i}]`, `stage ${String(s)} is not in the assignment`)
+  })
   checkJsonObject(o.modelConfig, `${f}.modelConfig`)
   checkJsonObject(o.trainingConfig, `${f}.trainingConfig`)
   return o as unknown as Assignment

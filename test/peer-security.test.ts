@@ -66,7 +66,7 @@ describe('control messages', () => {
     await waitUntil(() => coord.node.services.pubsub.getSubscribers(topic).some(p => p.equals(evil.peerId)), 'the rogue subscription')
     const forged = encodeMessage({
       kind: 'assignment', clusterId: 'sec', runId: 'evil', epoch: 99, iteration: 0,
-      stages: [{ stage: 0, peers: [], addrs: [] }], modelConfig: '{}', trainingConfig: '{}'
+      stages: [{ stage: 0, peers: [], addrs: [] }], modelConfig: '{}', trainingConfig: '{}', rebuilt: []
     })
     await waitUntil(() => {
       void evil.services.pubsub.publish(topic, forged).catch(() => {})

@@ -73,7 +73,7 @@ const P2 = 'QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N'
 
 const messages: Message[] = [
   { kind: 'heartbeat', peerId: P1, role: 'stage', stage: 1, iteration: 9, loss: 3.5, gradNorm: 0.5, weightVersion: 9, weightDigest: 'abc', tokensPerSec: 12.5, rssBytes: 1 << 30, epoch: 2, timestampMs: 1_767_225_600_000, departing: false },
-  { kind: 'assignment', clusterId: 'c', runId: 'r', epoch: 2, iteration: 9, stages: [{ stage: 0, peers: [P1], addrs: ['/ip4/127.0.0.1/tcp/4001'] }, { stage: 1, peers: [P2], addrs: ['/ip4/127.0.0.1/tcp/4001'] }], modelConfig: '{"d":64}', trainingConfig: '{}' },
+  { kind: 'assignment', clusterId: 'c', runId: 'r', epoch: 2, iteration: 9, stages: [{ stage: 0, peers: [P1], addrs: ['/ip4/127.0.0.1/tcp/4001'] }, { stage: 1, peers: [P2], addrs: ['/ip4/127.0.0.1/tcp/4001'] }], modelConfig: '{"d":64}', trainingConfig: '{}', rebuilt: [] },
   { kind: 'begin', epoch: 2, iteration: 9 },
   { kind: 'abort', epoch: 2, iteration: 9, reason: 'lost' },
   { kind: 'commit', epoch: 2, iteration: 9 },

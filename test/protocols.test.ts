@@ -42,7 +42,8 @@ const assignment: Assignment = {
   iteration: 1235,
   stages: [{ stage: 0, peers: [P1], addrs: ['/ip4/127.0.0.1/tcp/4001'] }, { stage: 1, peers: [P2, P3], addrs: ['/ip4/127.0.0.1/tcp/4001', '/ip4/127.0.0.1/tcp/4001'] }, { stage: 2, peers: [], addrs: [] }],
   modelConfig: JSON.stringify({ dModel: 128, layers: 8, heads: 4 }),
-  trainingConfig: JSON.stringify({ lr: 3e-4, microbatches: 4 })
+  trainingConfig: JSON.stringify({ lr: 3e-4, microbatches: 4 }),
+  rebuilt: [1]
 }
 
 const done: DoneReport = {
