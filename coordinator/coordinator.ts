@@ -572,5 +572,6 @@ export class Coordinator extends EventEmitter {
     this.detector?.stop()
     this.gossip?.stop()
     await this.node?.stop()
+    this.emit('stopped')
   }
 }

@@ -3,3 +3,7 @@ export { Coordinator, type CoordinatorInit, type IterationRecord, type PeerView,
 export { CoordinatorTimeoutError, StageLostError } from './errors.js'
 export { FailureDetector, type LostPeer } from './detector.js'
 export { planRecovery, STRATEGIES, type Strategy, type StagePlan, type LadderInput, type LadderResult } from './ladder.js'
+export { instrument } from './instrument.js'
+export { createSpotpipeMetrics, serveMetrics, MetricsRegistry, parsePrometheusText, type SpotpipeMetrics } from './metrics.js'
+export { CheckpointStore } from './checkpoint-store.js'
+export { DurableState } from './durable-state.js'

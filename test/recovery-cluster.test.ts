@@ -4,7 +4,7 @@ import { resolveModelConfig } from '../model/config.js'
 import { stageLayout } from '../model/params.js'
 import { checkfreeAverage, type NamedValues } from '../model/recovery.js'
 import type { TensorSet } from '../model/safetensors.js'
-import { StageLostError, type RecoveryEvent } from '../coordinator/index.js'
+import { StageLostError, instrument, parsePrometheusText, serveMetrics, type RecoveryEvent } from '../coordinator/index.js'
 import { killAll } from './helpers/procs.js'
 import { TestCluster } from './helpers/cluster.js'
 
@@ -48,9 +48,18 @@ describe('recovery with real processes', () => {
   it('CheckFree rebuilds a SIGKILLed intermediate stage as the gradient-norm-weighted average of its neighbours', async () => {
     cluster = new TestCluster({ clusterId: 'cf', model, train, strategy: 'checkfree' })
     await cluster.start(5)
+    const metrics = await serveMetrics({ port: 0, registry: instrument(cluster.coord).registry })
     await cluster.coord.assignInitial({ timeoutMs: 30_000 })
     const before = await train_(cluster, 30)
     const events = await failDuring(cluster, 2)
+    // The coordinator's /metrics shows the recovery.
+    try {
+      const parsed = parsePrometheusText(await (await fetch(metrics.url)).text())
+      expect(parsed.get('spotpipe_recoveries_total')?.samples.find(x => x.labels.rung === 'checkfree')?.value).toBe(1)
+      expect(parsed.get('spotpipe_iteration')?.samples[0].value).toBe(29)
+      expect(parsed.get('spotpipe_bytes_moved_total')?.samples[0].value).toBe(events[0].bytes)
+      expect(parsed.get('spotpipe_recovery_seconds')?.type).toBe('summary')
+    } finally { await metrics.close() }
     // Nothing has trained since the failure: these are the neighbour weights and norms it averaged.
     const [prev, next] = await Promise.all([cluster.weightsOf(1), cluster.weightsOf(3)])
     const norms = [...cluster.coord.gradNorms]

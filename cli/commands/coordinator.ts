@@ -1,5 +1,5 @@
 /** `spotpipe coordinator`: assigns stages to the peers that join and drives training iterations. */
-import { Coordinator, STRATEGIES, type RecoveryEvent, type Strategy } from '../../coordinator/index.js'
+import { Coordinator, STRATEGIES, instrument, serveMetrics, type RecoveryEvent, type Strategy } from '../../coordinator/index.js'
 import { UsageError } from '../errors.js'
 import { intFlag, parseFlags } from '../flags.js'
 import { MODEL_FLAGS, MODEL_HELP, modelFromFlags } from '../model-flags.js'
@@ -14,6 +14,8 @@ ${NODE_HELP}  --iterations N       train until N iterations are committed, then 
   --state-dir DIR      durable coordinator state and checkpoints; a restarted coordinator resumes from it
   --checkpoint-every K sparse checkpoint every K iterations (default 50 with --state-dir; 0 = never)
   --keep-checkpoints N complete checkpoints kept (default 3)
+  --metrics-port PORT  serve Prometheus metrics on http://<metrics-host>:PORT/metrics (default: off)
+  --metrics-host HOST  address for the metrics server (default 127.0.0.1)
   --strategy NAME      recovery strategy: checkfree | checkfree-plus | checkpoint | checkpoint-whole | redundant | none (default checkfree)
   --heartbeat-timeout MS  a peer silent this long is lost (default 3000)
   --checkfree-plus     train with CheckFree+ swapped microbatches (implied by --strategy checkfree-plus)
@@ -29,6 +31,8 @@ export async function coordinator (argv: string[]): Promise<void> {
     'state-dir': { type: 'string' },
     'checkpoint-every': { type: 'string' },
     'keep-checkpoints': { type: 'string' },
+    'metrics-port': { type: 'string' },
+    'metrics-host': { type: 'string' },
     'checkfree-plus': { type: 'boolean' },
     help: { type: 'boolean', short: 'h' }
   })
@@ -56,6 +60,10 @@ export async function coordinator (argv: string[]): Promise<void> {
     for (const e of events) process.stdout.write(`resumed stage ${e.stage} resume_ms ${e.resumeMs.toFixed(0)}\n`)
   })
   await c.start()
+  const metricsServer = values['metrics-port'] != null
+    ? await serveMetrics({ port: intFlag(values, 'metrics-port', 0, 0), host: (values['metrics-host'] as string | undefined) ?? '127.0.0.1', registry: instrument(c).registry })
+    : undefined
+  if (metricsServer != null) process.stdout.write(`metrics ${metricsServer.url}\n`)
   const stop = new AbortController()
   const onSignal = (): void => { stop.abort(new Error('stopped by signal')) }
   process.once('SIGINT', onSignal)
@@ -78,6 +86,7 @@ export async function coordinator (argv: string[]): Promise<void> {
   } finally {
     process.off('SIGINT', onSignal)
     process.off('SIGTERM', onSignal)
+    await metricsServer?.close()
     await c.stop()
   }
 }

@@ -1,0 +1,40 @@
+/**
+ * Connects a Coordinator's events to the Prometheus metrics of metrics.ts: iteration, epoch, loss,
+ * tokens/s, peers by role, recoveries by rung, recovery phase durations and bytes moved.
+ */
+import type { Coordinator, IterationRecord, RecoveryEvent } from './coordinator.js'
+import { createSpotpipeMetrics, type SpotpipeMetrics } from './metrics.js'
+
+export function instrument (c: Coordinator, metrics: SpotpipeMetrics = createSpotpipeMetrics()): SpotpipeMetrics {
+  const refreshPeers = (): void => {
+    const assigned = new Set(c.assignedPeers())
+    const live = c.livePeers()
+    metrics.peers.set(live.filter(p => assigned.has(p)).length, { role: 'stage' })
+    metrics.peers.set(live.filter(p => !assigned.has(p)).length, { role: 'spare' })
+    metrics.epoch.set(c.epoch)
+  }
+  c.on('iteration', (r: IterationRecord) => {
+    metrics.iteration.set(r.iteration)
+    metrics.loss.set(r.loss)
+    metrics.tokensPerSecond.set(r.tokensPerSec)
+    refreshPeers()
+  })
+  c.on('recovery', (events: RecoveryEvent[]) => {
+    for (const e of events) {
+      metrics.recoveries.inc(1, { rung: e.rung })
+      metrics.bytesMoved.inc(e.bytes)
+      metrics.recoverySeconds.observe(e.detectMs / 1000, { phase: 'detect' })
+      metrics.recoverySeconds.observe(e.transferMs / 1000, { phase: 'transfer' })
+      metrics.recoverySeconds.observe(e.rebuildMs / 1000, { phase: 'rebuild' })
+    }
+    refreshPeers()
+  })
+  c.on('recovered', (events: RecoveryEvent[]) => {
+    for (const e of events) metrics.recoverySeconds.observe(e.resumeMs / 1000, { phase: 'resume' })
+  })
+  const timer = setInterval(refreshPeers, 1000)
+  timer.unref()
+  c.once('stopped', () => { clearInterval(timer) })
+  refreshPeers()
+  return metrics
+}
