@@ -27,6 +27,10 @@ const COMMANDS: Record<string, Command> = {
   train: {
     summary: 'train the model locally as an S-stage pipeline in one process',
     run: async (argv) => { await (await import('./commands/train.js')).train(argv) }
+  },
+  sim: {
+    summary: 'simulate stage failures and compare recovery strategies (model mode, projection)',
+    run: async (argv) => { await (await import('./commands/sim.js')).sim(argv) }
   }
 }
 

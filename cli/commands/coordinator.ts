@@ -1,7 +1,8 @@
 /** `spotpipe coordinator`: assigns stages to the peers that join and drives training iterations. */
 import { Coordinator, STRATEGIES, instrument, serveMetrics, type RecoveryEvent, type Strategy } from '../../coordinator/index.js'
 import { UsageError } from '../errors.js'
-import { intFlag, parseFlags } from '../flags.js'
+import { CONFIG_FLAG, CONFIG_HELP, parseFlagsWithConfig } from '../config-file.js'
+import { intFlag } from '../flags.js'
 import { MODEL_FLAGS, MODEL_HELP, modelFromFlags } from '../model-flags.js'
 import { NODE_FLAGS, NODE_HELP, nodeFromFlags } from '../node-flags.js'
 
@@ -10,7 +11,7 @@ const HELP = `usage: spotpipe coordinator [flags]
 Waits for one peer per stage, assigns stages, then runs training iterations and prints the loss.
 The first stdout line is "coordinator <multiaddr>": give it to every peer with --coordinator.
 
-${NODE_HELP}  --iterations N       train until N iterations are committed, then exit (default: run until stopped)
+${CONFIG_HELP}${NODE_HELP}  --iterations N       train until N iterations are committed, then exit (default: run until stopped)
   --state-dir DIR      durable coordinator state and checkpoints; a restarted coordinator resumes from it
   --checkpoint-every K sparse checkpoint every K iterations (default 50 with --state-dir; 0 = never)
   --keep-checkpoints N complete checkpoints kept (default 3)
@@ -22,7 +23,8 @@ ${NODE_HELP}  --iterations N       train until N iterations are committed, then 
 ${MODEL_HELP}`
 
 export async function coordinator (argv: string[]): Promise<void> {
-  const { values } = parseFlags(argv, {
+  const { values } = await parseFlagsWithConfig(argv, {
+    ...CONFIG_FLAG,
     ...NODE_FLAGS,
     ...MODEL_FLAGS,
     iterations: { type: 'string' },

@@ -2,7 +2,8 @@
 import { multiaddr } from '@multiformats/multiaddr'
 import { Peer } from '../../node/index.js'
 import { UsageError } from '../errors.js'
-import { intFlag, parseFlags } from '../flags.js'
+import { CONFIG_FLAG, CONFIG_HELP, parseFlagsWithConfig } from '../config-file.js'
+import { intFlag } from '../flags.js'
 import { SpotWatcher } from '../../node/spot-watcher.js'
 import { NODE_FLAGS, NODE_HELP, nodeFromFlags } from '../node-flags.js'
 
@@ -14,10 +15,11 @@ const HELP = `usage: spotpipe peer --coordinator MULTIADDR [flags]
                        on a notice (or SIGTERM) the peer hands its stage to a spare, then exits
   --metadata-url URL   base URL of the metadata service (default: the provider's own)
   --spot-interval MS   metadata poll period (default 5000)
-${NODE_HELP}`
+${CONFIG_HELP}${NODE_HELP}`
 
 export async function peer (argv: string[]): Promise<void> {
-  const { values } = parseFlags(argv, {
+  const { values } = await parseFlagsWithConfig(argv, {
+    ...CONFIG_FLAG,
     ...NODE_FLAGS,
     coordinator: { type: 'string' },
     backend: { type: 'string' },
