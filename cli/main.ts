@@ -55,7 +55,8 @@ export async function main (argv: string[]): Promise<void> {
     const e = err as Error
     const code = err instanceof SpotpipeError ? ` [${err.code}]` : ''
     process.stderr.write(`spotpipe: ${e.message.split('\n')[0]}${code}\n`)
-    if (process.env.DEBUG != null && e.stack != null) process.stderr.write(e.stack + '\n')
-    process.exitCode = err instanceof UsageError ? 2 : 1
+    if ((process.env.DEBUG ?? '') !== '' && e.stack != null) process.stderr.write(e.stack + '\n')
+    // Exit now: a half-started node or timer must not keep a failed command alive.
+    process.exit(err instanceof UsageError ? 2 : 1)
   }
 }

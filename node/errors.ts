@@ -18,3 +18,8 @@ export class NeighbourLostError extends SpotpipeError {
     this.peerId = peerId
   }
 }
+
+/** The coordinator (or another required peer) cannot be dialled. */
+export class UnreachableError extends SpotpipeError {
+  constructor (message: string, options?: { cause?: unknown }) { super('ERR_UNREACHABLE', message, options) }
+}

@@ -18,7 +18,7 @@ import { Stage } from '../model/stage.js'
 import { exportStageState, stateToTensorSet } from '../model/state.js'
 import type { Assignment, Heartbeat, Message, RecoveryPlan, Role, TensorFrameHeader } from '../protocols/index.js'
 import { ActivationLinks } from './activations.js'
-import { AssignmentError, NeighbourLostError, UnexpectedFrameError } from './errors.js'
+import { AssignmentError, NeighbourLostError, UnexpectedFrameError, UnreachableError } from './errors.js'
 import { rebuildStage, type WeightsRequestSpec } from './recovery.js'
 import { fetchWeights, serveWeights, type WeightsProvider } from './weights/index.js'
 import { ClusterGossip } from './gossip.js'
@@ -127,7 +127,8 @@ export class Peer {
       try {
         await this.node.dial(multiaddr(a), { signal: AbortSignal.timeout(10_000) })
       } catch (err) {
-        throw new AssignmentError(`cannot reach the coordinator at ${a}: ${(err as Error).message}`)
+        await this.stop().catch(() => {})
+        throw new UnreachableError(`cannot reach the coordinator at ${a}: ${(err as Error).message}`, { cause: err })
       }
     }
     this.heartbeatTimer = setInterval(() => { void this.heartbeat() }, this.init.heartbeatMs ?? 1000)
