@@ -275,10 +275,18 @@ export class Coordinator extends EventEmitter {
       rebuilt: (opts.plans ?? []).map(p => p.stage)
     }
     this.assignment = a
-    const planMsgs: RecoveryPlan[] = (opts.plans ?? []).map(p => ({
-      kind: 'recovery-plan', epoch: a.epoch, stage: p.stage, rung: p.rung, targetPeer: p.target, donors: p.donors,
-      lrScale: p.lrScale, weights: p.weights.some(w => w > 0) ? p.weights : [], checkpointId: p.checkpointId
-    }))
+    const donorAddr = async (peerId: string): Promise<string> => await this.addressOf(peerId).catch(() => '')
+    const planMsgs: RecoveryPlan[] = await Promise.all((opts.plans ?? []).map(async p => ({
+      kind: 'recovery-plan' as const,
+      epoch: a.epoch,
+      stage: p.stage,
+      rung: p.rung,
+      targetPeer: p.target,
+      donors: await Promise.all(p.donors.map(async d => ({ ...d, addr: await donorAddr(d.peerId) }))),
+      lrScale: p.lrScale,
+      weights: p.weights.some(w => w > 0) ? p.weights : [],
+      checkpointId: p.checkpointId
+    })))
     for (const m of planMsgs) await this.gossip.publish(m)
     await this.gossip.publish(a)
     const taken = (): boolean => a.stages.every(s => s.peers.every(p => {

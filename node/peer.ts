@@ -233,6 +233,7 @@ export class Peer {
           break
         case 'recovery-plan':
           if (msg.targetPeer === this.peerId) {
+            for (const d of msg.donors) if (d.addr != null && d.addr !== '') this.addrs.set(d.peerId, d.addr)
             this.plans.set(`${msg.epoch}:${msg.stage}`, msg)
             if (this.awaitingPlan?.epoch === msg.epoch) this.onAssignment(this.awaitingPlan)
           }

@@ -139,7 +139,7 @@ function toWire (m: Message): pb.GossipEnvelope {
         stage: m.stage,
         rung: RUNG_CODE[m.rung],
         targetPeer: m.targetPeer,
-        donors: m.donors.map(d => ({ peerId: d.peerId, stage: d.stage })),
+        donors: m.donors.map(d => ({ peerId: d.peerId, stage: d.stage, addr: d.addr ?? '' })),
         lrScale: m.lrScale,
         weights: [...m.weights],
         checkpointId: m.checkpointId
@@ -259,7 +259,7 @@ function fromWire (env: pb.GossipEnvelope): Message {
         stage: b.stage,
         rung: lookup(RUNG_BY_CODE, b.rung, 'recovery-plan.rung'),
         targetPeer: b.targetPeer,
-        donors: b.donors.map(d => ({ peerId: d.peerId, stage: d.stage })),
+        donors: b.donors.map(d => ({ peerId: d.peerId, stage: d.stage, ...(d.addr !== '' ? { addr: d.addr } : {}) })),
         lrScale: b.lrScale,
         weights: b.weights,
         checkpointId: b.checkpointId

@@ -1686,6 +1686,7 @@ export namespace StreamBreak {
 export interface RecoveryDonor {
   peerId: string
   stage: number
+  addr: string
 }
 
 export namespace RecoveryDonor {
@@ -1708,13 +1709,19 @@ export namespace RecoveryDonor {
           w.uint32(obj.stage)
         }
 
+        if ((obj.addr != null && obj.addr !== '')) {
+          w.uint32(26)
+          w.string(obj.addr)
+        }
+
         if (opts.lengthDelimited !== false) {
           w.ldelim()
         }
       }, (reader, length, opts = {}) => {
         const obj: any = {
           peerId: '',
-          stage: 0
+          stage: 0,
+          addr: ''
         }
 
         const end = length == null ? reader.len : reader.pos + length
@@ -1729,6 +1736,10 @@ export namespace RecoveryDonor {
             }
             case 2: {
               obj.stage = reader.uint32()
+              break
+            }
+            case 3: {
+              obj.addr = reader.string()
               break
             }
             default: {
@@ -1760,6 +1771,13 @@ export namespace RecoveryDonor {
               }
               break
             }
+            case 3: {
+              yield {
+                field: `${prefix}.addr`,
+                value: reader.string()
+              }
+              break
+            }
             default: {
               reader.skipType(tag & 7)
               break
@@ -1782,6 +1800,11 @@ export namespace RecoveryDonor {
     value: number
   }
 
+  export interface RecoveryDonorAddrFieldEvent {
+    field: '$.addr'
+    value: string
+  }
+
   export function encode (obj: Partial<RecoveryDonor>): Uint8Array<ArrayBuffer> {
     return encodeMessage(obj, RecoveryDonor.codec())
   }
@@ -1790,7 +1813,7 @@ export namespace RecoveryDonor {
     return decodeMessage(buf, RecoveryDonor.codec(), opts)
   }
 
-  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<RecoveryDonor>): Generator<RecoveryDonorPeerIdFieldEvent | RecoveryDonorStageFieldEvent> {
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<RecoveryDonor>): Generator<RecoveryDonorPeerIdFieldEvent | RecoveryDonorStageFieldEvent | RecoveryDonorAddrFieldEvent> {
     return streamMessage(buf, RecoveryDonor.codec(), opts)
   }
 }
@@ -2078,6 +2101,12 @@ export namespace RecoveryPlan {
     index: number
   }
 
+  export interface RecoveryPlanDonorsAddrFieldEvent {
+    field: '$.donors[].addr'
+    value: string
+    index: number
+  }
+
   export interface RecoveryPlanLrScaleFieldEvent {
     field: '$.lrScale'
     value: number
@@ -2102,7 +2131,7 @@ export namespace RecoveryPlan {
     return decodeMessage(buf, RecoveryPlan.codec(), opts)
   }
 
-  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<RecoveryPlan>): Generator<RecoveryPlanEpochFieldEvent | RecoveryPlanStageFieldEvent | RecoveryPlanRungFieldEvent | RecoveryPlanTargetPeerFieldEvent | RecoveryPlanDonorsPeerIdFieldEvent | RecoveryPlanDonorsStageFieldEvent | RecoveryPlanLrScaleFieldEvent | RecoveryPlanWeightsFieldEvent | RecoveryPlanCheckpointIdFieldEvent> {
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<RecoveryPlan>): Generator<RecoveryPlanEpochFieldEvent | RecoveryPlanStageFieldEvent | RecoveryPlanRungFieldEvent | RecoveryPlanTargetPeerFieldEvent | RecoveryPlanDonorsPeerIdFieldEvent | RecoveryPlanDonorsStageFieldEvent | RecoveryPlanDonorsAddrFieldEvent | RecoveryPlanLrScaleFieldEvent | RecoveryPlanWeightsFieldEvent | RecoveryPlanCheckpointIdFieldEvent> {
     return streamMessage(buf, RecoveryPlan.codec(), opts)
   }
 }
@@ -2837,6 +2866,12 @@ export namespace GossipEnvelope {
     index: number
   }
 
+  export interface GossipEnvelopeRecoveryPlanDonorsAddrFieldEvent {
+    field: '$.recoveryPlan.donors[].addr'
+    value: string
+    index: number
+  }
+
   export interface GossipEnvelopeRecoveryPlanLrScaleFieldEvent {
     field: '$.recoveryPlan.lrScale'
     value: number
@@ -2896,7 +2931,7 @@ export namespace GossipEnvelope {
     return decodeMessage(buf, GossipEnvelope.codec(), opts)
   }
 
-  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<GossipEnvelope>): Generator<GossipEnvelopeKindFieldEvent | GossipEnvelopeHeartbeatPeerIdFieldEvent | GossipEnvelopeHeartbeatRoleFieldEvent | GossipEnvelopeHeartbeatStageFieldEvent | GossipEnvelopeHeartbeatIterationFieldEvent | GossipEnvelopeHeartbeatLossFieldEvent | GossipEnvelopeHeartbeatGradNormFieldEvent | GossipEnvelopeHeartbeatWeightVersionFieldEvent | GossipEnvelopeHeartbeatWeightDigestFieldEvent | GossipEnvelopeHeartbeatTokensPerSecFieldEvent | GossipEnvelopeHeartbeatRssBytesFieldEvent | GossipEnvelopeHeartbeatEpochFieldEvent | GossipEnvelopeHeartbeatTimestampMsFieldEvent | GossipEnvelopeHeartbeatDepartingFieldEvent | GossipEnvelopeAssignmentClusterIdFieldEvent | GossipEnvelopeAssignmentRunIdFieldEvent | GossipEnvelopeAssignmentEpochFieldEvent | GossipEnvelopeAssignmentIterationFieldEvent | GossipEnvelopeAssignmentStagesStageFieldEvent | GossipEnvelopeAssignmentStagesPeersFieldEvent | GossipEnvelopeAssignmentStagesAddrsFieldEvent | GossipEnvelopeAssignmentModelConfigFieldEvent | GossipEnvelopeAssignmentTrainingConfigFieldEvent | GossipEnvelopeAssignmentRebuiltFieldEvent | GossipEnvelopeBeginEpochFieldEvent | GossipEnvelopeBeginIterationFieldEvent | GossipEnvelopeAbortEpochFieldEvent | GossipEnvelopeAbortIterationFieldEvent | GossipEnvelopeAbortReasonFieldEvent | GossipEnvelopeCommitEpochFieldEvent | GossipEnvelopeCommitIterationFieldEvent | GossipEnvelopeDonePeerIdFieldEvent | GossipEnvelopeDoneStageFieldEvent | GossipEnvelopeDoneEpochFieldEvent | GossipEnvelopeDoneIterationFieldEvent | GossipEnvelopeDoneLossFieldEvent | GossipEnvelopeDoneGradNormFieldEvent | GossipEnvelopeDoneWeightVersionFieldEvent | GossipEnvelopeDoneComputeMsFieldEvent | GossipEnvelopeStreamBreakReporterFieldEvent | GossipEnvelopeStreamBreakStageFieldEvent | GossipEnvelopeStreamBreakSuspectFieldEvent | GossipEnvelopeStreamBreakEpochFieldEvent | GossipEnvelopeStreamBreakIterationFieldEvent | GossipEnvelopeStreamBreakReasonFieldEvent | GossipEnvelopeRecoveryPlanEpochFieldEvent | GossipEnvelopeRecoveryPlanStageFieldEvent | GossipEnvelopeRecoveryPlanRungFieldEvent | GossipEnvelopeRecoveryPlanTargetPeerFieldEvent | GossipEnvelopeRecoveryPlanDonorsPeerIdFieldEvent | GossipEnvelopeRecoveryPlanDonorsStageFieldEvent | GossipEnvelopeRecoveryPlanLrScaleFieldEvent | GossipEnvelopeRecoveryPlanWeightsFieldEvent | GossipEnvelopeRecoveryPlanCheckpointIdFieldEvent | GossipEnvelopeRecoveryDonePeerIdFieldEvent | GossipEnvelopeRecoveryDoneEpochFieldEvent | GossipEnvelopeRecoveryDoneStageFieldEvent | GossipEnvelopeRecoveryDoneRungFieldEvent | GossipEnvelopeRecoveryDoneBytesFieldEvent | GossipEnvelopeRecoveryDoneTransferMsFieldEvent | GossipEnvelopeRecoveryDoneRebuildMsFieldEvent> {
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<GossipEnvelope>): Generator<GossipEnvelopeKindFieldEvent | GossipEnvelopeHeartbeatPeerIdFieldEvent | GossipEnvelopeHeartbeatRoleFieldEvent | GossipEnvelopeHeartbeatStageFieldEvent | GossipEnvelopeHeartbeatIterationFieldEvent | GossipEnvelopeHeartbeatLossFieldEvent | GossipEnvelopeHeartbeatGradNormFieldEvent | GossipEnvelopeHeartbeatWeightVersionFieldEvent | GossipEnvelopeHeartbeatWeightDigestFieldEvent | GossipEnvelopeHeartbeatTokensPerSecFieldEvent | GossipEnvelopeHeartbeatRssBytesFieldEvent | GossipEnvelopeHeartbeatEpochFieldEvent | GossipEnvelopeHeartbeatTimestampMsFieldEvent | GossipEnvelopeHeartbeatDepartingFieldEvent | GossipEnvelopeAssignmentClusterIdFieldEvent | GossipEnvelopeAssignmentRunIdFieldEvent | GossipEnvelopeAssignmentEpochFieldEvent | GossipEnvelopeAssignmentIterationFieldEvent | GossipEnvelopeAssignmentStagesStageFieldEvent | GossipEnvelopeAssignmentStagesPeersFieldEvent | GossipEnvelopeAssignmentStagesAddrsFieldEvent | GossipEnvelopeAssignmentModelConfigFieldEvent | GossipEnvelopeAssignmentTrainingConfigFieldEvent | GossipEnvelopeAssignmentRebuiltFieldEvent | GossipEnvelopeBeginEpochFieldEvent | GossipEnvelopeBeginIterationFieldEvent | GossipEnvelopeAbortEpochFieldEvent | GossipEnvelopeAbortIterationFieldEvent | GossipEnvelopeAbortReasonFieldEvent | GossipEnvelopeCommitEpochFieldEvent | GossipEnvelopeCommitIterationFieldEvent | GossipEnvelopeDonePeerIdFieldEvent | GossipEnvelopeDoneStageFieldEvent | GossipEnvelopeDoneEpochFieldEvent | GossipEnvelopeDoneIterationFieldEvent | GossipEnvelopeDoneLossFieldEvent | GossipEnvelopeDoneGradNormFieldEvent | GossipEnvelopeDoneWeightVersionFieldEvent | GossipEnvelopeDoneComputeMsFieldEvent | GossipEnvelopeStreamBreakReporterFieldEvent | GossipEnvelopeStreamBreakStageFieldEvent | GossipEnvelopeStreamBreakSuspectFieldEvent | GossipEnvelopeStreamBreakEpochFieldEvent | GossipEnvelopeStreamBreakIterationFieldEvent | GossipEnvelopeStreamBreakReasonFieldEvent | GossipEnvelopeRecoveryPlanEpochFieldEvent | GossipEnvelopeRecoveryPlanStageFieldEvent | GossipEnvelopeRecoveryPlanRungFieldEvent | GossipEnvelopeRecoveryPlanTargetPeerFieldEvent | GossipEnvelopeRecoveryPlanDonorsPeerIdFieldEvent | GossipEnvelopeRecoveryPlanDonorsStageFieldEvent | GossipEnvelopeRecoveryPlanDonorsAddrFieldEvent | GossipEnvelopeRecoveryPlanLrScaleFieldEvent | GossipEnvelopeRecoveryPlanWeightsFieldEvent | GossipEnvelopeRecoveryPlanCheckpointIdFieldEvent | GossipEnvelopeRecoveryDonePeerIdFieldEvent | GossipEnvelopeRecoveryDoneEpochFieldEvent | GossipEnvelopeRecoveryDoneStageFieldEvent | GossipEnvelopeRecoveryDoneRungFieldEvent | GossipEnvelopeRecoveryDoneBytesFieldEvent | GossipEnvelopeRecoveryDoneTransferMsFieldEvent | GossipEnvelopeRecoveryDoneRebuildMsFieldEvent> {
     return streamMessage(buf, GossipEnvelope.codec(), opts)
   }
 }

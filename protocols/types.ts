@@ -107,6 +107,8 @@ export interface StreamBreakReport {
 export interface RecoveryDonor {
   peerId: string
   stage: number
+  /** A dialable multiaddr of the donor; '' when the target reaches it anyway (the coordinator). */
+  addr?: string
 }
 
 /** Coordinator: how a lost stage is rebuilt (DESIGN.md "Recovery ladder"). */

@@ -290,6 +290,7 @@ function checkRecoveryPlan (o: Record<string, unknown>): RecoveryPlan {
     const id = checkPeerId(dobj.peerId, `${df}.peerId`)
     if (id === target) fail(`${df}.peerId`, 'the target cannot be its own donor')
     checkStage(dobj.stage, `${df}.stage`)
+    if (dobj.addr !== undefined) checkString(dobj.addr, `${df}.addr`, { max: MAX_ADDR_LENGTH, pattern: /^(\/[\x21-\x7e]*)?$/, alphabet: 'a multiaddr (printable ASCII starting with /)' })
   })
   const needsDonor = rung === 'handover' || rung === 'replica' || rung === 'checkfree' || rung === 'checkfree-plus'
   if (needsDonor && donors.length === 0) fail(`${f}.donors`, `rung "${rung}" needs at least one donor`)

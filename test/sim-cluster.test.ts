@@ -1,0 +1,54 @@
+import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { initBackend } from '../model/backend.js'
+import { loadBrownCorpus } from '../model/data.js'
+import { runClusterExperiment } from '../sim/cluster-experiment.js'
+import { makeTrace } from '../sim/trace.js'
+
+let out = ''
+beforeAll(async () => {
+  await initBackend({ backend: 'wasm', strict: true })
+  out = await mkdtemp(join(tmpdir(), 'spotpipe-sim-'))
+})
+afterAll(async () => { await rm(out, { recursive: true, force: true }) })
+
+describe('local-cluster churn simulation', () => {
+  it('survives every injected failure, and each appears in the event log with the rung that recovered it', async () => {
+    const trace = makeTrace({
+      stages: 4,
+      iterations: 12,
+      seed: 1,
+      events: [
+        { iteration: 2, stage: 1, kind: 'crash' }, { iteration: 2, stage: 1, kind: 'join' },
+        { iteration: 5, stage: 2, kind: 'notice' }, { iteration: 5, stage: 2, kind: 'join' },
+        { iteration: 8, stage: 0, kind: 'crash' }, { iteration: 8, stage: 0, kind: 'join' }
+      ]
+    })
+    const r = await runClusterExperiment({
+      strategies: ['checkfree-plus', 'checkpoint'],
+      trace,
+      model: { dModel: 16, nHeads: 2, nBlocks: 4, seqLen: 16 },
+      train: { stages: 4, microbatches: 2, microbatchSize: 4 },
+      iterations: 12,
+      evalEvery: 6,
+      checkpointEvery: 4,
+      validationTokens: loadBrownCorpus().validation,
+      outDir: out
+    })
+    const rungs = (strategy: string): string[] => (r.runs.find(x => x.strategy === strategy)?.recoveries ?? []).map(e => `${e.stage}:${e.rung}`)
+    expect(rungs('checkfree-plus')).toEqual(['1:checkfree', '2:handover', '0:checkfree-plus'])
+    expect(rungs('checkpoint')).toEqual(['1:checkpoint', '2:handover', '0:checkpoint'])
+    for (const run of r.runs) {
+      expect(run.applied).toBe(3)
+      expect(run.rows.filter(x => x.iteration >= 0).map(x => x.iteration)).toEqual(Array.from({ length: 12 }, (_, i) => i))
+      expect(run.rows.some(x => x.events.includes('recovered by'))).toBe(true)
+    }
+    const svg = await readFile(r.plot, 'utf8')
+    const lines = [...svg.matchAll(/<(?:path|polyline)[^>]*data-strategy="([^"]+)"/g)].map(m => m[1])
+    expect(new Set(lines)).toEqual(new Set(['checkfree-plus', 'checkpoint']))
+    expect(r.table).toMatch(/checkfree-plus/)
+    expect(await readFile(join(out, 'checkpoint.csv'), 'utf8')).toMatch(/^iteration,wall_s,loss,val_loss,events/)
+  }, 240_000)
+})
