@@ -1,0 +1,394 @@
+/**
+ * The wall-clock cost model: every duration the simulator charges, from named parameters.
+ *
+ * A run's wall-clock time is the sum over iteration attempts of the cost of each attempt, plus the
+ * recovery times. Nothing here depends on the strategy's outcome; the strategy only decides which of
+ * these costs apply (see strategies.ts).
+ *
+ * Iteration (GPipe-style fill and drain, S stages, M microbatches, one stage per machine):
+ *
+ *   iterationS = (M + S - 1) * slotS + extra hops
+ *   slotS      = computeS * (1 + redundant factor) + hops * (latency + hopBytes / link)
+ *
+ * where computeS is the forward+backward compute of one microbatch on one stage, hopBytes the bytes
+ * of one [B,T,D] activation (or its gradient) crossing one link, and hops = 2 per slot (activation
+ * forward, gradient backward), +1 under redundant computation (see below). Transfers are not assumed
+ * to overlap compute (conservative; `overlapTransfers` takes max(compute, transfer) instead).
+ * CheckFree+ runs odd microbatches through the swapped route 0(embed) -> 1 -> 0 -> 2 ... S-3 ->
+ * S-1 -> S-2 -> S-1(head): 2 more hops forward and 2 backward on the critical path (S >= 4, M >= 2).
+ *
+ * Redundant computation (Bamboo-style): each stage also runs its successor's forward and backward and
+ * applies the same optimizer step to that shadow copy, so computeS grows by `redundantComputeFactor`
+ * (1.0 = +100%: the successor's layers cost what one's own do); to run the successor's backward it
+ * needs the gradient from two stages down, one more hop per slot. The shadow stays in sync without
+ * weight traffic. Per-node memory doubles (reported, not timed).
+ *
+ * Checkpoints (DESIGN "Sparse checkpoints"): every K iterations each stage copies its parameters and
+ * Adam moments to host memory (blocking: bytes / snapshotBps), then uploads them in the background
+ * to the store. Training does not wait for the upload, but the upload shares the stage's link with
+ * activations: while it runs activations get half the link, which costs uploadS * (share of the
+ * iteration the link carries activations). A checkpoint can be loaded only once its upload finished.
+ * The store is one machine (a directory by default), so all stages' uploads share its link:
+ * uploadS = max(stageBytes / link, totalBytes / storage).
+ *
+ * Recoveries (DESIGN "Recovery ladder"); a crash is noticed after `detectionS` (heartbeat timeout),
+ * a spot notice at once, and the in-flight iteration is lost (its elapsed part is charged):
+ *   handover, redundant : the exact stage state (params + Adam) over one link
+ *   checkfree           : both neighbours' weights of the lost stage's size into the new peer's link
+ *   checkfree-plus      : the neighbour's blocks plus the mirrored embedding or head
+ *   checkpoint (stage)  : the stage's state from the store
+ *   checkpoint (whole)  : every stage's state from the store at once
+ * Several stages recovering together do so in parallel: the recovery takes the longest of them.
+ *
+ * Time scale: `timeScale` multiplies every duration derived from the model's size (compute and every
+ * byte transfer), but not protocol constants (detectionS, latency, noticeLeadS). It lets the small
+ * model of model mode stand for one whose iteration is timeScale times longer, so that a paper
+ * per-iteration failure probability and an hourly rate describe the same clock.
+ */
+import type { ModelConfig, TrainConfig } from '../model/config.js'
+import { countParams, embedSpecs, headSpecs, partSpecs, stageLayout, stageSpecs } from '../model/params.js'
+import { SimConfigError } from './errors.js'
+
+/** Named parameters, each with its default and where the default comes from. */
+export interface CostParams {
+  /** Forward+backward compute of one microbatch on one (average) stage, seconds. Source: measured in
+   *  model mode (single-process step time / (S * M), see measureSlotCompute), or FLOPs / flopRate in
+   *  projections. */
+  slotComputeS: number
+  /** Parameters per stage, [S] (embedding on stage 0, head on S-1). Source: the model's layout. */
+  stageParams: number[]
+  /** Block-only parameters per stage, [S] (what CheckFree averages and CheckFree+ copies). */
+  stageBlockParams: number[]
+  /** Parameters of the token+position embedding and of the final norm + head (CheckFree+ mirrors). */
+  embedParams: number
+  headParams: number
+  /** Bytes of one [B,T,D] activation or gradient of one microbatch. Source: B*T*D*bytesPerActivation. */
+  hopBytes: number
+  microbatches: number
+  /** Bytes per weight on the wire and in checkpoints. @default 4 (our stages are float32) */
+  bytesPerParam: number
+  /** Extra bytes per weight of optimizer state (Adam m and v). @default 8 (two float32 moments) */
+  optimizerBytesPerParam: number
+  /** Per-peer link bandwidth, bytes/s. @default 62.5e6 (500 Mb/s: the issue's example; the paper's
+   *  "hundreds of Mb/s") */
+  linkBytesPerS: number
+  /** One-way latency per transfer, s. @default 0.001 (the paper's harness: 1 ms within a region) */
+  linkLatencyS: number
+  /** Bandwidth of the checkpoint store's link, shared by all stages, bytes/s. @default 62.5e6 (one
+   *  store machine on the same 500 Mb/s link: DESIGN's directory store) */
+  storageBytesPerS: number
+  /** Device-to-host copy of a snapshot, bytes/s; this part blocks training. @default 2e9 (assumed:
+   *  a conservative memory/PCIe copy rate) */
+  snapshotBytesPerS: number
+  /** Time to declare a crashed stage lost, s. @default 3 (DESIGN: heartbeat timeout) */
+  detectionS: number
+  /** Warning before a spot VM disappears, s; a handover transfer hides behind it. @default 30 (GCP's
+   *  preemption notice; AWS gives 120 s) */
+  noticeLeadS: number
+  /** Extra compute per stage under redundant computation, as a fraction of its own. @default 1.0
+   *  (the successor's forward and backward: +100%, Bamboo-style full redundancy) */
+  redundantComputeFactor: number
+  /** Extra transfers per slot under redundant computation. @default 1 (the gradient from two stages
+   *  down that the successor's backward needs) */
+  redundantExtraHops: number
+  /** Take max(compute, transfers) per slot instead of their sum. @default false */
+  overlapTransfers: boolean
+  /** Multiplier on every size-derived duration (compute, byte transfers). @default 1 */
+  timeScale: number
+}
+
+export const DEFAULT_COST: Omit<CostParams, 'slotComputeS' | 'stageParams' | 'stageBlockParams' | 'embedParams' | 'headParams' | 'hopBytes' | 'microbatches'> = {
+  bytesPerParam: 4,
+  optimizerBytesPerParam: 8,
+  linkBytesPerS: 500e6 / 8,
+  linkLatencyS: 0.001,
+  storageBytesPerS: 500e6 / 8,
+  snapshotBytesPerS: 2e9,
+  detectionS: 3,
+  noticeLeadS: 30,
+  redundantComputeFactor: 1.0,
+  redundantExtraHops: 1,
+  overlapTransfers: false,
+  timeScale: 1
+}
+
+/** What a strategy changes about the iteration. */
+export interface IterationShape {
+  /** CheckFree+ swapped routes on odd microbatches. */
+  swaps: boolean
+  /** Bamboo-style redundant computation of the successor. */
+  redundant: boolean
+}
+
+export interface TransferCost {
+  seconds: number
+  bytes: number
+}
+
+export interface SaveCost {
+  /** Blocking snapshot copy (the longest stage). */
+  copyS: number
+  /** Background upload to the store. */
+  uploadS: number
+  /** Slow-down of training from sharing links with the upload. */
+  contentionS: number
+  bytes: number
+}
+
+export class CostModel {
+  readonly p: Readonly<CostParams>
+  readonly stages: number
+
+  constructor (params: CostParams) {
+    const S = params.stageParams.length
+    if (S < 1) throw new SimConfigError('the cost model needs at least one stage')
+    if (params.stageBlockParams.length !== S) throw new SimConfigError(`stageBlockParams has ${params.stageBlockParams.length} entries for ${S} stages`)
+    for (const k of ['slotComputeS', 'hopBytes', 'bytesPerParam', 'linkBytesPerS', 'storageBytesPerS', 'snapshotBytesPerS', 'timeScale'] as const) {
+      const v = params[k]
+      if (!Number.isFinite(v) || v <= 0) throw new SimConfigError(`cost.${k} must be a positive finite number, got ${String(v)}`)
+    }
+    for (const k of ['optimizerBytesPerParam', 'linkLatencyS', 'detectionS', 'noticeLeadS', 'redundantComputeFactor', 'redundantExtraHops'] as const) {
+      const v = params[k]
+      if (!Number.isFinite(v) || v < 0) throw new SimConfigError(`cost.${k} must be a non-negative finite number, got ${String(v)}`)
+    }
+    if (!Number.isInteger(params.microbatches) || params.microbatches < 1) throw new SimConfigError(`cost.microbatches must be a positive integer, got ${String(params.microbatches)}`)
+    this.p = Object.freeze({ ...params, stageParams: [...params.stageParams], stageBlockParams: [...params.stageBlockParams] })
+    this.stages = S
+  }
+
+  /** A copy with some parameters changed. */
+  with (changes: Partial<CostParams>): CostModel {
+    return new CostModel({ ...this.p, ...changes } as CostParams)
+  }
+
+  /** Seconds to move `bytes` over one peer link (size-derived: scaled), plus one latency. */
+  linkS (bytes: number): number {
+    return this.p.linkLatencyS + bytes / this.p.linkBytesPerS * this.p.timeScale
+  }
+
+  /** One activation or gradient hop of one microbatch. */
+  get hopS (): number { return this.linkS(this.p.hopBytes) }
+
+  /** One pipeline slot: a microbatch's forward+backward on one stage and its transfers. */
+  slotS (shape: IterationShape): number {
+    const p = this.p
+    const compute = p.slotComputeS * p.timeScale * (1 + (shape.redundant ? p.redundantComputeFactor : 0))
+    const transfers = (2 + (shape.redundant ? p.redundantExtraHops : 0)) * this.hopS
+    return p.overlapTransfers ? Math.max(compute, transfers) : compute + transfers
+  }
+
+  /** Transfers on the critical path that CheckFree+'s swapped microbatches add. */
+  swapExtraS (shape: IterationShape): number {
+    return shape.swaps && this.stages >= 4 && this.p.microbatches >= 2 ? 4 * this.hopS : 0
+  }
+
+  /** Wall-clock seconds of one failure-free iteration. */
+  iterationS (shape: IterationShape): number {
+    const S = this.stages
+    const M = this.p.microbatches
+    return (M + S - 1) * this.slotS(shape) + this.swapExtraS(shape)
+  }
+
+  /** Share of an iteration during which links carry activations (for upload contention). */
+  linkBusyFraction (shape: IterationShape): number {
+    const M = this.p.microbatches
+    const S = this.stages
+    const transfers = (M + S - 1) * (2 + (shape.redundant ? this.p.redundantExtraHops : 0)) * this.hopS + this.swapExtraS(shape)
+    return Math.min(1, transfers / this.iterationS(shape))
+  }
+
+  /** Activation and gradient bytes crossing links in one iteration (all stages). */
+  activationBytes (shape: IterationShape): number {
+    const M = this.p.microbatches
+    const S = this.stages
+    const swapped = shape.swaps && S >= 4 ? Math.floor(M / 2) : 0
+    const perMb = 2 * (S - 1) + (shape.redundant ? this.p.redundantExtraHops * Math.max(0, S - 2) : 0)
+    return (M * perMb + swapped * 4) * this.p.hopBytes
+  }
+
+  /** Bytes of a stage's weights, with its Adam moments when `optimizer`. */
+  stageBytes (stage: number, optimizer: boolean): number {
+    const n = this.p.stageParams[stage]
+    return n * (this.p.bytesPerParam + (optimizer ? this.p.optimizerBytesPerParam : 0))
+  }
+
+  totalBytes (optimizer: boolean): number {
+    let sum = 0
+    for (let s = 0; s < this.stages; s++) sum += this.stageBytes(s, optimizer)
+    return sum
+  }
+
+  /** A checkpoint of every stage (params + Adam). */
+  checkpointSave (shape: IterationShape): SaveCost {
+    const p = this.p
+    let largest = 0
+    for (let s = 0; s < this.stages; s++) largest = Math.max(largest, this.stageBytes(s, true))
+    const total = this.totalBytes(true)
+    const copyS = largest / p.snapshotBytesPerS * p.timeScale
+    const uploadS = p.linkLatencyS + Math.max(largest / p.linkBytesPerS, total / p.storageBytesPerS) * p.timeScale
+    return { copyS, uploadS, contentionS: uploadS * this.linkBusyFraction(shape), bytes: total }
+  }
+
+  /** Loading the given stages' checkpointed state from the store, in parallel. */
+  checkpointLoad (stages: readonly number[]): TransferCost {
+    const p = this.p
+    let largest = 0
+    let total = 0
+    for (const s of stages) {
+      const b = this.stageBytes(s, true)
+      largest = Math.max(largest, b)
+      total += b
+    }
+    return { seconds: p.linkLatencyS + Math.max(largest / p.linkBytesPerS, total / p.storageBytesPerS) * p.timeScale, bytes: total }
+  }
+
+  /** Exact copy of a stage's state (handover, redundant shadow). */
+  exactCopy (stage: number): TransferCost {
+    const bytes = this.stageBytes(stage, true)
+    return { seconds: this.linkS(bytes), bytes }
+  }
+
+  /** CheckFree: both neighbours' weights of the lost stage's size, into the new peer's one link. */
+  checkfreeRebuild (stage: number): TransferCost {
+    const bytes = 2 * this.p.stageBlockParams[stage] * this.p.bytesPerParam
+    return { seconds: this.linkS(bytes), bytes }
+  }
+
+  /** CheckFree+: the neighbour's blocks plus the mirrored embedding (stage 0) or head (stage S-1). */
+  checkfreePlusCopy (stage: number): TransferCost {
+    const mirror = stage === 0 ? this.p.embedParams : this.p.headParams
+    const bytes = (this.p.stageBlockParams[stage] + mirror) * this.p.bytesPerParam
+    return { seconds: this.linkS(bytes), bytes }
+  }
+
+  /** Refreshing both CheckFree+ mirrors (embedding to stage 1, head to stage S-2), in the background. */
+  mirrorRefresh (shape: IterationShape): TransferCost & { contentionS: number } {
+    const bytes = (this.p.embedParams + this.p.headParams) * this.p.bytesPerParam
+    const seconds = this.linkS(Math.max(this.p.embedParams, this.p.headParams) * this.p.bytesPerParam)
+    return { seconds, bytes, contentionS: seconds * this.linkBusyFraction(shape) }
+  }
+
+  /** Plain-object summary of the parameters and the main derived times, for reports. */
+  describe (): Record<string, number | boolean | string> {
+    const plain: IterationShape = { swaps: false, redundant: false }
+    const p = this.p
+    return {
+      stages: this.stages,
+      microbatches: p.microbatches,
+      slotComputeS: p.slotComputeS,
+      timeScale: p.timeScale,
+      stageParamsMax: Math.max(...p.stageParams),
+      hopBytes: p.hopBytes,
+      linkMbps: p.linkBytesPerS * 8 / 1e6,
+      storageMbps: p.storageBytesPerS * 8 / 1e6,
+      linkLatencyS: p.linkLatencyS,
+      snapshotGBps: p.snapshotBytesPerS / 1e9,
+      detectionS: p.detectionS,
+      noticeLeadS: p.noticeLeadS,
+      redundantComputeFactor: p.redundantComputeFactor,
+      redundantExtraHops: p.redundantExtraHops,
+      overlapTransfers: p.overlapTransfers,
+      iterationS_plain: this.iterationS(plain),
+      iterationS_checkfreePlus: this.iterationS({ swaps: true, redundant: false }),
+      iterationS_redundant: this.iterationS({ swaps: false, redundant: true }),
+      checkpointUploadS: this.checkpointSave(plain).uploadS,
+      checkpointLoadStageS: this.checkpointLoad([Math.min(1, this.stages - 1)]).seconds,
+      checkfreeRebuildS: this.checkfreeRebuild(Math.min(1, this.stages - 1)).seconds
+    }
+  }
+}
+
+/**
+ * Cost model of the model-mode cluster: parameter counts and activation sizes from the simulated
+ * model itself; compute from a measured step time.
+ *
+ * @param stepS seconds of one single-process training step (all S stages, M microbatches, in one
+ *              process); one slot is stepS / (S * M).
+ */
+export function costModelForModel (model: ModelConfig, train: Pick<TrainConfig, 'stages' | 'microbatches' | 'microbatchSize'>, stepS: number, overrides: Partial<CostParams> = {}): CostModel {
+  const S = train.stages
+  const stageParams: number[] = []
+  const stageBlockParams: number[] = []
+  for (let s = 0; s < S; s++) {
+    const layout = stageLayout(model, S, s)
+    stageParams.push(countParams(stageSpecs(model, layout)))
+    stageBlockParams.push(countParams(partSpecs(model, layout, 'blocks')))
+  }
+  const bytesPerActivation = 4 // float32 on the wire
+  return new CostModel({
+    ...DEFAULT_COST,
+    slotComputeS: stepS / (S * train.microbatches),
+    stageParams,
+    stageBlockParams,
+    embedParams: countParams(embedSpecs(model)),
+    headParams: countParams(headSpecs(model)),
+    hopBytes: train.microbatchSize * model.seqLen * model.dModel * bytesPerActivation,
+    microbatches: train.microbatches,
+    ...overrides
+  })
+}
+
+/** A large-model cluster described by size, for projections. */
+export interface LlmProfile {
+  /** Total parameters. */
+  params: number
+  stages: number
+  dModel: number
+  vocab: number
+  seqLen: number
+  microbatchSize: number
+  microbatches: number
+  /** Effective training FLOP/s of one stage's machine. */
+  flopRate: number
+  /** Bytes per activation on the wire. */
+  bytesPerActivation: number
+  bytesPerParam: number
+  optimizerBytesPerParam: number
+}
+
+/**
+ * Default projection profile: a 70B model over 1,000 spot machines on 500 Mb/s links.
+ * - params 70e9, dModel 8192, vocab 32000, seq 4096: Llama-2-70B's shape.
+ * - microbatches 1000 of 1 x 4096 tokens: a 4M-token batch (Llama 2's), M = S keeps the bubble < 50%.
+ * - flopRate 10 TFLOP/s: assumed, a spot GPU of the T4/A10G class at a modest utilisation (this
+ *   machine's wasm backend measures ~0.017 TFLOP/s: bench:compute).
+ * - bf16 activations and weights on the wire (2 bytes), fp32 master weights + Adam in checkpoints
+ *   (2 + 12 bytes per weight: optimizerBytesPerParam 12).
+ */
+export const LLM_70B_PROFILE: LlmProfile = {
+  params: 70e9,
+  stages: 1000,
+  dModel: 8192,
+  vocab: 32000,
+  seqLen: 4096,
+  microbatchSize: 1,
+  microbatches: 1000,
+  flopRate: 10e12,
+  bytesPerActivation: 2,
+  bytesPerParam: 2,
+  optimizerBytesPerParam: 12
+}
+
+/** Cost model of an LLM profile: uniform stages, 6 FLOPs per weight per token for forward+backward. */
+export function costModelForLlm (profile: LlmProfile, overrides: Partial<CostParams> = {}): CostModel {
+  const { params, stages: S, dModel, vocab, seqLen } = profile
+  const embedParams = vocab * dModel + seqLen * dModel
+  const headParams = dModel * vocab + 2 * dModel
+  const blockParams = Math.max(1, (params - embedParams - headParams) / S)
+  const stageBlockParams = new Array<number>(S).fill(blockParams)
+  const stageParams = stageBlockParams.map((b, s) => b + (s === 0 ? embedParams : 0) + (s === S - 1 ? headParams : 0))
+  const tokens = profile.microbatchSize * seqLen
+  return new CostModel({
+    ...DEFAULT_COST,
+    slotComputeS: 6 * blockParams * tokens / profile.flopRate,
+    stageParams,
+    stageBlockParams,
+    embedParams,
+    headParams,
+    hopBytes: tokens * dModel * profile.bytesPerActivation,
+    microbatches: profile.microbatches,
+    bytesPerParam: profile.bytesPerParam,
+    optimizerBytesPerParam: profile.optimizerBytesPerParam,
+    ...overrides
+  })
+}

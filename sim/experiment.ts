@@ -1,0 +1,350 @@
+/**
+ * A model-mode experiment: scenarios (failure rates) x seeds x strategies, every strategy of a
+ * (scenario, seed) on the same trace, written to an output folder:
+ *
+ *   <out>/summary.md, summary.json            every scenario's table, the cost model, the conversions
+ *   <out>/<scenario>/summary.txt|json          time to target and ratios against checkfree-plus
+ *   <out>/<scenario>/val-loss.svg              validation loss against wall-clock, one line per strategy
+ *   <out>/<scenario>/traces/seed<k>.json       the replayable traces
+ *   <out>/<scenario>/runs/<strategy>-seed<k>.csv|json   every attempt, evaluation and recovery
+ *
+ * `none` has no failures and its loss curve does not depend on the trace, so it runs once; its
+ * wall-clock is re-timed per scenario (only the time scale differs). Its curve also sets the target
+ * (its loss at targetFraction of its iterations), so it runs first; runs started before the target is
+ * known learn it on the fly (stopAtTarget as a function; workers get it on stdin).
+ *
+ * With workers > 0 each run is a child process (tfjs keeps one backend per process); otherwise runs
+ * go one after another in this process.
+ */
+import { spawn } from 'node:child_process'
+import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { createInterface } from 'node:readline'
+import { fileURLToPath } from 'node:url'
+import { initBackend, type BackendName } from '../model/backend.js'
+import { resolveModelConfig, resolveTrainConfig, type ModelConfig, type TrainConfig } from '../model/config.js'
+import { loadBrownCorpus } from '../model/data.js'
+import { CostModel, costModelForModel, type CostParams } from './cost-model.js'
+import { SimConfigError, SimWorkerError } from './errors.js'
+import { measureStepS, runModelMode, type RunResult } from './model-mode.js'
+import type { ModelPreset, ScenarioSpec } from './presets.js'
+import { ProgressBar } from './progress.js'
+import { formatSummary, summarize, targetFromReference, writeRunFiles, writeSummaryFiles, type ScenarioSummary } from './report.js'
+import { STRATEGIES, type StrategyName } from './strategies.js'
+import { linePlot, validationSeries } from './svg.js'
+import { generateTrace, impliedIterationS, PAPER_RATES, readTrace, resolveFailureRate, writeTrace, type RateConversion, type Trace } from './trace.js'
+
+export interface ExperimentConfig extends ModelPreset {
+  name: string
+  out: string
+  /** Seconds of one single-process training step; measured on this machine when absent. */
+  stepS?: number
+  cost?: Partial<CostParams>
+  /** Replay this trace file instead of generating traces (one scenario; its seed labels the runs). */
+  traceFile?: string
+  /** Fixed target validation loss instead of the reference rule. */
+  target?: number
+  /** Child processes running in parallel; 0 runs everything in this process. */
+  workers: number
+  backend?: BackendName
+  quiet?: boolean
+}
+
+export interface ScenarioResult {
+  spec: ScenarioSpec
+  dir: string
+  conversion: RateConversion
+  cost: CostModel
+  traces: Trace[]
+  runs: RunResult[]
+  summary: ScenarioSummary
+  svg: string
+}
+
+export interface ExperimentResult {
+  out: string
+  stepS: number
+  target: number
+  targetRule: string
+  scenarios: ScenarioResult[]
+  summaryPath: string
+  /** The text printed at the end: every scenario's table. */
+  text: string
+}
+
+interface Job {
+  scenario: number
+  strategy: StrategyName
+  seed: number
+  tracePath?: string
+  trace?: Trace
+  cost: CostModel
+  iterations: number
+}
+
+/** The time scale and conversion of a scenario, given the plain iteration time at scale 1. */
+export function scenarioClock (spec: ScenarioSpec, plainS: number): { timeScale: number, conversion: RateConversion } {
+  const given = [spec.preset, spec.perIteration, spec.hourlyRate].filter(x => x != null).length
+  if (given !== 1) throw new SimConfigError(`scenario ${spec.name}: give exactly one of preset, perIteration, hourlyRate`)
+  let timeScale = spec.timeScale ?? 1
+  if (spec.matchHourly != null) {
+    const p = spec.preset != null ? PAPER_RATES[spec.preset]?.perIteration : spec.perIteration
+    if (p == null) throw new SimConfigError(`scenario ${spec.name}: matchHourly needs a per-iteration rate (preset or perIteration)`)
+    timeScale = impliedIterationS(p, spec.matchHourly) / plainS
+  }
+  const conversion = resolveFailureRate({ preset: spec.preset, perIteration: spec.perIteration, hourlyRate: spec.hourlyRate, iterationS: plainS * timeScale })
+  if (spec.matchHourly != null) conversion.formula += `; time scale x${timeScale.toPrecision(4)} (one iteration = ${(plainS * timeScale).toPrecision(4)} s) so that p per iteration is ${(spec.matchHourly * 100).toFixed(0)}%/h`
+  else if (timeScale !== 1) conversion.formula += `; time scale x${timeScale.toPrecision(4)}`
+  return { timeScale, conversion }
+}
+
+/** A failure-free run's wall-clock under another iteration time (none: no failures, no saves). */
+export function retimeFailureFree (run: RunResult, iterationS: number): RunResult {
+  return {
+    ...run,
+    iterationS,
+    rows: run.rows.map(r => ({ ...r, wallS: r.iteration * iterationS })),
+    evals: run.evals.map(e => ({ ...e, wallS: e.iteration * iterationS })),
+    totals: { ...run.totals, wallS: run.totals.iterations * iterationS, seconds: { ...run.totals.seconds, iterations: run.totals.iterations * iterationS } }
+  }
+}
+
+function workerEntry (): { file: string, execArgv: string[] } {
+  const ts = import.meta.url.endsWith('.ts')
+  return { file: fileURLToPath(new URL(`./worker.${ts ? 'ts' : 'js'}`, import.meta.url)), execArgv: ts ? ['--import', 'tsx'] : [] }
+}
+
+export async function runModelExperiment (cfg: ExperimentConfig): Promise<ExperimentResult> {
+  const model: ModelConfig = resolveModelConfig(cfg.model)
+  const train: TrainConfig = resolveTrainConfig(cfg.train, model)
+  const strategies = cfg.strategies.length > 0 ? cfg.strategies : [...STRATEGIES]
+  if (cfg.scenarios.length === 0 && cfg.traceFile == null) throw new SimConfigError('an experiment needs at least one scenario or a trace file')
+  mkdirSync(cfg.out, { recursive: true })
+  const log = (s: string): void => { if (cfg.quiet !== true) process.stderr.write(s + '\n') }
+
+  const backend = await initBackend({ backend: cfg.backend })
+  const corpus = loadBrownCorpus()
+  const stepS = cfg.stepS ?? measureStepS({ model, train, corpus })
+  const base = costModelForModel(model, train, stepS, cfg.cost)
+  const plainS = base.iterationS({ swaps: false, redundant: false })
+  log(`sim: ${cfg.name}: step ${(stepS * 1000).toFixed(1)} ms on ${backend} (one process) -> pipeline iteration ${(plainS * 1000).toFixed(1)} ms in the cost model`)
+
+  // Scenarios, their clocks and traces.
+  const given = cfg.traceFile != null ? readTrace(cfg.traceFile) : undefined
+  if (given != null && given.stages !== train.stages) throw new SimConfigError(`trace ${cfg.traceFile as string} has ${given.stages} stages, the model ${train.stages}`)
+  const specs: ScenarioSpec[] = given != null ? [{ name: 'trace', perIteration: given.conversion.perIteration, timeScale: cfg.scenarios[0]?.timeScale ?? 1 }] : cfg.scenarios
+  const maxIterations = Math.ceil(cfg.iterations * cfg.maxIterationsFactor)
+  const scenarios: Array<Omit<ScenarioResult, 'summary' | 'svg'>> = specs.map((spec, i) => {
+    const { timeScale, conversion } = scenarioClock(spec, plainS)
+    const cost = base.with({ timeScale })
+    const dir = join(cfg.out, spec.name)
+    mkdirSync(join(dir, 'traces'), { recursive: true })
+    const traces = given != null
+      ? [given]
+      : cfg.seeds.map(seed => generateTrace({ seed, stages: train.stages, iterations: 3 * maxIterations, conversion, noticeFraction: cfg.noticeFraction }))
+    for (const t of traces) writeTrace(join(dir, 'traces', `seed${t.seed}.json`), t)
+    log(`sim: scenario ${spec.name}${i === 0 ? '' : ''}: ${conversion.formula}`)
+    return { spec, dir, conversion, cost, traces, runs: [] }
+  })
+
+  const jobs: Job[] = []
+  const failing = strategies.filter(s => s !== 'none')
+  const refIterations = cfg.iterations
+  if (strategies.includes('none') || cfg.target == null) jobs.push({ scenario: 0, strategy: 'none', seed: 0, cost: scenarios[0].cost.with({ timeScale: 1 }), iterations: refIterations })
+  scenarios.forEach((sc, i) => {
+    sc.traces.forEach(trace => {
+      for (const strategy of failing) {
+        jobs.push({ scenario: i, strategy, seed: trace.seed, trace, tracePath: join(sc.dir, 'traces', `seed${trace.seed}.json`), cost: sc.cost, iterations: maxIterations })
+      }
+    })
+  })
+
+  let target: number | undefined = cfg.target
+  const targetRule = cfg.target != null ? 'given' : `the failure-free run's validation loss at ${Math.round(cfg.targetFraction * 100)}% of its ${refIterations} iterations`
+  const bar = new ProgressBar(`sim ${cfg.name}`, jobs.length, { quiet: cfg.quiet })
+  const fractions = new Array<number>(jobs.length).fill(0)
+  let finished = 0
+  const report = (): void => bar.update(fractions.reduce((a, b) => a + b, 0), `${finished}/${jobs.length} runs`)
+  let noneRun: RunResult | undefined
+  const onDone = (j: number, run: RunResult): void => {
+    fractions[j] = 1
+    finished++
+    const job = jobs[j]
+    if (job.strategy === 'none') {
+      noneRun = run
+      if (target == null) target = targetFromReference(run.evals, refIterations, cfg.targetFraction)
+    } else scenarios[job.scenario].runs.push(run)
+    report()
+  }
+
+  if (cfg.workers <= 0) {
+    jobs.forEach((job, j) => {
+      const run = runModelMode({
+        model,
+        train,
+        iterations: job.iterations,
+        strategy: job.strategy,
+        options: cfg.options,
+        trace: job.trace,
+        cost: job.cost,
+        corpus,
+        seed: job.seed,
+        stopAtTarget: job.strategy === 'none' || !cfg.stopAtTarget ? undefined : () => target,
+        onProgress: p => { fractions[j] = Math.min(1, p.iteration / job.iterations); report() }
+      })
+      onDone(j, run)
+    })
+  } else {
+    await runInWorkers(cfg, jobs, model, train, backend, () => target, (j, run) => onDone(j, run), (j, f) => { fractions[j] = f; report() })
+  }
+  bar.done(`${jobs.length} runs`)
+  if (target == null) throw new SimConfigError('no target: the experiment needs the none strategy or a given target')
+
+  // Outputs.
+  const results: ScenarioResult[] = []
+  const texts: string[] = []
+  for (const sc of scenarios) {
+    const runs = [...sc.runs]
+    if (noneRun != null && strategies.includes('none')) runs.push(retimeFailureFree(noneRun, sc.cost.iterationS({ swaps: false, redundant: false })))
+    for (const r of runs) writeRunFiles(join(sc.dir, 'runs'), r, { scenario: sc.spec.name, conversion: sc.conversion })
+    const summary = summarize(sc.spec.name, runs, target, targetRule)
+    writeSummaryFiles(sc.dir, summary, { conversion: sc.conversion, cost: sc.cost.describe() })
+    const svgPath = join(sc.dir, 'val-loss.svg')
+    const hours = runs.some(r => r.totals.wallS > 7200)
+    writeFileSync(svgPath, linePlot(validationSeries(runs), {
+      title: `${cfg.name} / ${sc.spec.name}: validation loss vs wall-clock (${sc.conversion.kind === 'hourly' ? `${(sc.conversion.hourlyRate * 100).toFixed(0)}%/h` : `p=${sc.conversion.perIteration}/stage/iter`})`,
+      xLabel: `simulated wall-clock (${hours ? 'hours' : 'seconds'})`,
+      yLabel: 'validation loss (nats/byte)',
+      xScale: hours ? 3600 : 1,
+      hline: { y: target, label: `target ${target.toFixed(3)}` }
+    }))
+    results.push({ ...sc, runs, summary, svg: svgPath })
+    texts.push(formatSummary(summary), `conversion: ${sc.conversion.formula}`, `plot: ${svgPath}`, '')
+  }
+  const md = [
+    `# spotpipe sim: ${cfg.name}`,
+    '',
+    cfg.description,
+    '',
+    `- model: d=${model.dModel}, ${model.nHeads} heads, ${model.nBlocks} blocks, seq ${model.seqLen}; ${train.stages} stages, ${train.microbatches} microbatches of ${train.microbatchSize}; lr ${train.lr}`,
+    `- measured single-process step: ${(stepS * 1000).toFixed(2)} ms on ${backend}; cost-model pipeline iteration at time scale 1: ${(plainS * 1000).toFixed(2)} ms`,
+    `- strategies: ${strategies.join(', ')}; seeds: ${cfg.seeds.join(', ')}; strategy options: ${JSON.stringify({ ...cfg.options })}`,
+    `- target: ${target.toFixed(4)} (${targetRule}); runs stop at the target: ${cfg.stopAtTarget}; failing runs may use up to ${maxIterations} iterations`,
+    '',
+    '```',
+    ...texts,
+    '```',
+    '',
+    'Cost model (time scale 1):',
+    '```',
+    JSON.stringify(base.describe(), null, 1),
+    '```',
+    ''
+  ].join('\n')
+  const summaryPath = join(cfg.out, 'summary.md')
+  writeFileSync(summaryPath, md)
+  writeFileSync(join(cfg.out, 'summary.json'), JSON.stringify({
+    name: cfg.name,
+    stepS,
+    target,
+    targetRule,
+    model,
+    train,
+    scenarios: results.map(r => ({ name: r.spec.name, conversion: r.conversion, cost: r.cost.describe(), summary: r.summary }))
+  }, (_k, v) => v === Infinity ? 'Infinity' : v, 1) + '\n')
+  return { out: cfg.out, stepS, target, targetRule, scenarios: results, summaryPath, text: texts.join('\n') }
+}
+
+/** JSON replacer/reviver pair that keeps Infinity and NaN (results carry both). */
+export function replaceNumbers (_key: string, v: unknown): unknown {
+  return typeof v === 'number' && !Number.isFinite(v) ? String(v) : v
+}
+
+export function reviveNumbers (_key: string, v: unknown): unknown {
+  return v === 'Infinity' ? Infinity : v === '-Infinity' ? -Infinity : v === 'NaN' ? NaN : v
+}
+
+/** What a worker process receives (as a JSON file). */
+export interface WorkerJob {
+  model: ModelConfig
+  train: TrainConfig
+  iterations: number
+  strategy: StrategyName
+  options?: ExperimentConfig['options']
+  cost: CostParams
+  tracePath?: string
+  seed: number
+  stopAtTarget: boolean
+  target?: number
+  backend: BackendName
+  resultPath: string
+  /** Where the parent writes {target} once the reference run has set it. */
+  targetPath: string
+}
+
+async function runInWorkers (cfg: ExperimentConfig, jobs: Job[], model: ModelConfig, train: TrainConfig, backend: BackendName, getTarget: () => number | undefined,
+  onDone: (j: number, run: RunResult) => void, onProgress: (j: number, fraction: number) => void): Promise<void> {
+  const dir = join(cfg.out, '.jobs')
+  mkdirSync(dir, { recursive: true })
+  const entry = workerEntry()
+  const targetPath = join(dir, 'target.json')
+  let nextJob = 0
+  let failed: Error | undefined
+  const runOne = async (j: number): Promise<void> => {
+    const job = jobs[j]
+    const base = join(dir, `job${j}`)
+    const w: WorkerJob = {
+      model,
+      train,
+      iterations: job.iterations,
+      strategy: job.strategy,
+      options: cfg.options,
+      cost: { ...job.cost.p } as CostParams,
+      tracePath: job.tracePath,
+      seed: job.seed,
+      stopAtTarget: cfg.stopAtTarget && job.strategy !== 'none',
+      target: getTarget(),
+      backend,
+      resultPath: `${base}.result.json`,
+      targetPath
+    }
+    writeFileSync(`${base}.json`, JSON.stringify(w))
+    const child = spawn(process.execPath, [...entry.execArgv, entry.file, `${base}.json`], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, SPOTPIPE_QUIET: '1' } })
+    const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream })
+    lines.on('line', line => {
+      try {
+        const m = JSON.parse(line) as { type: string, iteration?: number }
+        if (m.type === 'progress' && m.iteration != null) onProgress(j, Math.min(1, m.iteration / job.iterations))
+      } catch { /* not a protocol line */ }
+    })
+    const code = await new Promise<number | null>(resolve => child.on('exit', c => resolve(c)))
+    if (code !== 0) throw new SimWorkerError(`run ${job.strategy} seed ${job.seed} (job ${j}) exited with code ${String(code)}`)
+    let run: RunResult
+    try {
+      run = JSON.parse(readFileSync(w.resultPath, 'utf8'), reviveNumbers) as RunResult
+    } catch (err) {
+      throw new SimWorkerError(`run ${job.strategy} seed ${job.seed}: unreadable result ${w.resultPath}`, { cause: err })
+    }
+    const before = getTarget()
+    onDone(j, run)
+    const after = getTarget()
+    if (before == null && after != null) {
+      writeFileSync(`${targetPath}.tmp`, JSON.stringify({ target: after }))
+      renameSync(`${targetPath}.tmp`, targetPath)
+    }
+  }
+  const lane = async (): Promise<void> => {
+    while (failed == null && nextJob < jobs.length) {
+      const j = nextJob++
+      try {
+        await runOne(j)
+      } catch (err) {
+        failed = err as Error
+      }
+    }
+  }
+  rmSync(targetPath, { force: true })
+  await Promise.all(Array.from({ length: Math.min(cfg.workers, jobs.length) }, lane))
+  if (failed != null) throw failed
+  rmSync(dir, { recursive: true, force: true })
+}

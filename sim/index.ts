@@ -1,0 +1,22 @@
+/**
+ * Churn simulation: the public surface.
+ *
+ *   traces       generateTrace / forEachFailure / resolveFailureRate / readTrace / writeTrace
+ *   cost model   CostModel, costModelForModel (model mode), costModelForLlm (projections)
+ *   strategies   planRecovery and the strategy traits
+ *   model mode   runModelMode (one strategy on one trace), runModelExperiment (scenarios x seeds x
+ *                strategies with outputs), measureStepS
+ *   projection   runProjection / formatProjection
+ *   outputs      summarize / formatSummary / timeToTarget / writeRunFiles, linePlot, ProgressBar
+ */
+export * from './errors.js'
+export * from './trace.js'
+export * from './cost-model.js'
+export * from './strategies.js'
+export * from './model-mode.js'
+export * from './projection.js'
+export * from './report.js'
+export * from './svg.js'
+export * from './progress.js'
+export * from './presets.js'
+export { runModelExperiment, scenarioClock, retimeFailureFree, type ExperimentConfig, type ExperimentResult, type ScenarioResult } from './experiment.js'

@@ -1,0 +1,89 @@
+import { describe, expect, it } from 'vitest'
+import { mulberry32 } from '../model/rng.js'
+import { UsageError } from '../cli/errors.js'
+import { sim } from '../cli/commands/sim.js'
+import { costModelForLlm, LLM_70B_PROFILE } from '../sim/cost-model.js'
+import { classifyBatch, runProjection } from '../sim/projection.js'
+import { planRecovery, SIM_RUNGS, STRATEGIES, type LostStage } from '../sim/strategies.js'
+
+describe('cost model', () => {
+  const cost = costModelForLlm({ ...LLM_70B_PROFILE, stages: 16, params: 1e9, dModel: 2048, microbatches: 16 })
+  const plain = { swaps: false, redundant: false }
+  it('orders the iteration times: redundant > checkfree-plus > plain', () => {
+    expect(cost.iterationS({ swaps: false, redundant: true })).toBeGreaterThan(cost.iterationS({ swaps: true, redundant: false }))
+    expect(cost.iterationS({ swaps: true, redundant: false })).toBeGreaterThan(cost.iterationS(plain))
+    // (M + S - 1) slots of compute + 2 transfers.
+    const p = cost.p
+    expect(cost.iterationS(plain)).toBeCloseTo((16 + 16 - 1) * (p.slotComputeS + 2 * (p.linkLatencyS + p.hopBytes / p.linkBytesPerS)), 9)
+  })
+  it('the time scale multiplies size-derived durations but not detection', () => {
+    const scaled = cost.with({ timeScale: 10, linkLatencyS: 0 })
+    const base = cost.with({ linkLatencyS: 0 })
+    expect(scaled.iterationS(plain)).toBeCloseTo(10 * base.iterationS(plain), 6)
+    expect(scaled.checkpointLoad([3]).seconds).toBeCloseTo(10 * base.checkpointLoad([3]).seconds, 6)
+    expect(scaled.p.detectionS).toBe(base.p.detectionS)
+  })
+  it('recovery transfers: checkfree moves two neighbours, checkpoints include the optimizer', () => {
+    expect(cost.checkfreeRebuild(5).bytes).toBe(2 * cost.p.stageBlockParams[5] * cost.p.bytesPerParam)
+    expect(cost.checkpointLoad([5]).bytes).toBe(cost.stageBytes(5, true))
+    expect(cost.stageBytes(5, true)).toBeGreaterThan(cost.stageBytes(5, false))
+    // All stages share the store's link: loading all takes longer than loading one.
+    expect(cost.checkpointLoad(Array.from({ length: 16 }, (_, i) => i)).seconds).toBeGreaterThan(cost.checkpointLoad([5]).seconds)
+  })
+})
+
+describe('projection', () => {
+  it('the fast batch classifier agrees with planRecovery', () => {
+    const rand = mulberry32(5)
+    const rungs = new Int32Array(64)
+    for (let trial = 0; trial < 3000; trial++) {
+      const S = 1 + Math.floor(rand() * 9)
+      const lost: LostStage[] = []
+      for (let s = 0; s < S; s++) if (rand() < 0.35) lost.push({ stage: s, kind: rand() < 0.2 ? 'notice' : 'crash' })
+      const ready = [rand() < 0.8, rand() < 0.8]
+      const mirrorReady = (h: number): boolean => h === 1 ? ready[0] : ready[1]
+      for (const name of STRATEGIES) {
+        if (name === 'none') continue
+        const plan = planRecovery(name, lost, { stages: S, mirrorReady })
+        classifyBatch(name, lost.map(l => l.stage), lost.map(l => l.kind === 'crash' ? 1 : 2), lost.length, S, mirrorReady, rungs)
+        expect(lost.map((_, j) => SIM_RUNGS[rungs[j]])).toEqual(plan.map(p => p.rung))
+      }
+    }
+  })
+
+  it('is deterministic and orders strategies sensibly on a small cluster', () => {
+    const cfg = { profile: { stages: 16, params: 1e9, dModel: 2048, microbatches: 16 }, iterations: 20_000, rate: { hourlyRate: 0.33 }, abort: 'iteration' as const }
+    const a = runProjection(cfg)
+    const b = runProjection(cfg)
+    expect(b.strategies).toEqual(a.strategies)
+    const by = Object.fromEntries(a.strategies.map(s => [s.strategy, s]))
+    expect(by.none.wallS).toBeLessThan(by['checkfree-plus'].wallS)
+    expect(by.redundant.iterationS).toBeGreaterThan(by.checkfree.iterationS)
+    expect(by['checkpoint-whole'].iterationsRedone).toBeGreaterThan(0)
+    expect(by.checkpoint.stageIterationsLost).toBeGreaterThan(0)
+    expect(by['checkfree-plus'].recoveries['checkfree-plus']).toBeGreaterThan(0)
+    expect(by.checkfree.recoveries.checkpoint).toBeGreaterThan(by['checkfree-plus'].recoveries.checkpoint)
+  })
+
+  it('projects 1,000 stages x 100k iterations (a 70B model, 500 Mb/s)', () => {
+    const t0 = performance.now()
+    const r = runProjection({ iterations: 100_000 })
+    const secs = (performance.now() - t0) / 1000
+    process.stdout.write(`projection of 1000 stages x 100k iterations: ${secs.toFixed(2)} s, ${r.failures} failures\n`)
+    expect(r.stages).toBe(1000)
+    const ref = r.strategies.find(s => s.strategy === 'checkfree-plus')
+    expect(ref?.completed).toBe(true)
+    expect(ref?.iterations).toBe(100_000)
+    expect(r.failures).toBeGreaterThan(1_000_000)
+  })
+})
+
+describe('spotpipe sim command line', () => {
+  it('rejects bad flags with a UsageError', async () => {
+    await expect(sim(['--mode', 'warp'])).rejects.toThrow(UsageError)
+    await expect(sim(['--strategies', 'checkfree,magic'])).rejects.toThrow(/unknown strategy/)
+    await expect(sim(['--rate', '1.5'])).rejects.toThrow(/--rate/)
+    await expect(sim(['--preset', 'nope'])).rejects.toThrow(/preset/)
+    await expect(sim(['--bogus'])).rejects.toThrow(UsageError)
+  })
+})
