@@ -31,6 +31,14 @@ const COMMANDS: Record<string, Command> = {
   sim: {
     summary: 'simulate stage failures and compare recovery strategies (model mode, projection)',
     run: async (argv) => { await (await import('./commands/sim.js')).sim(argv) }
+  },
+  status: {
+    summary: 'print a snapshot of a running cluster (read-only; --json for a script)',
+    run: async (argv) => { await (await import('./commands/status.js')).status(argv) }
+  },
+  top: {
+    summary: 'live view of a running cluster: stages, loss, heartbeats, recovery events',
+    run: async (argv) => { await (await import('./commands/top.js')).top(argv) }
   }
 }
 

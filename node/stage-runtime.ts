@@ -241,7 +241,6 @@ export class StageRuntime {
     } finally {
       dy?.dispose()
     }
-    if (hop === 0) this.tokensProcessed += this.init.train.microbatchSize * this.init.model.seqLen
     if (dx == null) { this.computeMs += performance.now() - t0; return }
     const data = await dx.data() as Float32Array
     const shape = [...dx.shape]
@@ -252,6 +251,7 @@ export class StageRuntime {
   }
 
   private finish (): void {
+    this.tokensProcessed += this.M * this.init.train.microbatchSize * this.init.model.seqLen
     const t0 = performance.now()
     const r = this.stage.prepareStep(this.M)
     this.computeMs += performance.now() - t0
