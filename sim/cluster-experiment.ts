@@ -29,7 +29,7 @@ export interface ClusterExperimentResult {
   runs: ClusterRun[]
   table: string
   plot: string
-  /** Validation loss every strategy is timed to: what the failure-free run reaches at 80% of its iterations. */
+  /** Validation loss every strategy is timed to: what the failure-free run reaches at 60% of its iterations. */
   target: number
 }
 
@@ -69,11 +69,12 @@ export async function runClusterExperiment (cfg: ClusterExperimentConfig): Promi
     writeFileSync(join(cfg.outDir, `${strategy}.csv`), csv(run))
     writeFileSync(join(cfg.outDir, `${strategy}.json`), JSON.stringify(run, null, 2))
   }
-  // The target: the failure-free run's validation loss at 80% of its iterations (or the
-  // reference strategy's, when `none` was not run).
+  // The target: the failure-free run's validation loss at 60% of its iterations (or the first
+  // strategy's, when `none` was not run). Early enough that a run with failures can still reach it
+  // within the same number of iterations, so the table compares times rather than "not reached".
   const ref = runs.find(r => r.strategy === 'none') ?? runs[0]
   const refEvals = ref.rows.filter(r => r.valLoss != null && r.iteration >= 0)
-  const at = refEvals.find(r => r.iteration + 1 >= 0.8 * cfg.iterations) ?? refEvals[refEvals.length - 1]
+  const at = refEvals.find(r => r.iteration + 1 >= 0.6 * cfg.iterations) ?? refEvals[refEvals.length - 1]
   const target = at?.valLoss ?? NaN
   const reference = runs.find(r => r.strategy === 'checkfree-plus')
   const refTime = reference != null ? clusterTimeToTarget(reference, target) : null

@@ -14,12 +14,14 @@ import { formatProjection, runProjection, type AbortMode } from '../../sim/proje
 import { parseStrategy, STRATEGIES, type StrategyName } from '../../sim/strategies.js'
 import { generateTrace, resolveFailureRate, writeTrace } from '../../sim/trace.js'
 
-const HELP = `usage: spotpipe sim [--mode model|projection|trace] [flags]
+const HELP = `usage: spotpipe sim [--mode cluster|model|projection|trace] [flags]
 
 Simulates stage failures and compares recovery strategies (${STRATEGIES.join(', ')}).
 
 modes
-  model        real training of a small model in one process, wall-clock from the cost model (default)
+  cluster      the demo: every strategy on a real local cluster (coordinator + peer processes on
+               loopback), the same seeded trace replayed as SIGKILL / SIGTERM / new peers (default)
+  model        real training of a small model in one process, wall-clock from the cost model
   projection   the cost model alone for large clusters (default: 70B params, 1000 stages, 500 Mb/s)
   trace        write a failure trace file only
 
@@ -201,6 +203,7 @@ async function traceMode (values: Values): Promise<void> {
 
 /** Simulation runners by mode; `cluster` (real processes) plugs in here. */
 export const runners: Record<string, (values: Values) => Promise<void>> = {
+  cluster: async (values) => { await (await import('./sim-cluster.js')).simCluster(values) },
   model: modelMode,
   projection: projectionMode,
   trace: traceMode
@@ -238,7 +241,7 @@ export async function sim (argv: string[]): Promise<void> {
   })
   if (values.help === true) { process.stdout.write(HELP); return }
   if (positionals.length > 0) throw new UsageError(`unexpected argument "${positionals[0]}"`)
-  const mode = String(values.mode ?? 'model')
+  const mode = String(values.mode ?? 'cluster')
   const runner = runners[mode]
   if (runner == null) throw new UsageError(`unknown --mode "${mode}" (known: ${Object.keys(runners).join(', ')})`)
   await runner(values)
