@@ -3,6 +3,7 @@ import { mulberry32 } from '../model/rng.js'
 import { UsageError } from '../cli/errors.js'
 import { sim } from '../cli/commands/sim.js'
 import { costModelForLlm, LLM_70B_PROFILE } from '../sim/cost-model.js'
+import { scenarioClock } from '../sim/experiment.js'
 import { classifyBatch, runProjection } from '../sim/projection.js'
 import { planRecovery, SIM_RUNGS, STRATEGIES, type LostStage } from '../sim/strategies.js'
 
@@ -22,6 +23,15 @@ describe('cost model', () => {
     expect(scaled.iterationS(plain)).toBeCloseTo(10 * base.iterationS(plain), 6)
     expect(scaled.checkpointLoad([3]).seconds).toBeCloseTo(10 * base.checkpointLoad([3]).seconds, 6)
     expect(scaled.p.detectionS).toBe(base.p.detectionS)
+  })
+  it('a matched time scale makes the scaled iteration last the paper-implied time, latency unscaled', () => {
+    const { timeScale, cost: scaled, conversion } = scenarioClock({ name: 'p16', preset: '500m-16', matchHourly: 0.16 }, cost)
+    expect(scaled.iterationS(plain)).toBeCloseTo(82.76, 1)
+    expect(conversion.iterationS).toBeCloseTo(82.76, 1)
+    expect(conversion.hourlyRate).toBeCloseTo(0.16, 6)
+    expect(conversion.perIteration).toBe(0.004)
+    expect(scaled.p.timeScale).toBe(timeScale)
+    expect(scaled.p.linkLatencyS).toBe(cost.p.linkLatencyS)
   })
   it('recovery transfers: checkfree moves two neighbours, checkpoints include the optimizer', () => {
     expect(cost.checkfreeRebuild(5).bytes).toBe(2 * cost.p.stageBlockParams[5] * cost.p.bytesPerParam)
@@ -81,9 +91,13 @@ describe('projection', () => {
 describe('spotpipe sim command line', () => {
   it('rejects bad flags with a UsageError', async () => {
     await expect(sim(['--mode', 'warp'])).rejects.toThrow(UsageError)
-    await expect(sim(['--strategies', 'checkfree,magic'])).rejects.toThrow(/unknown strategy/)
-    await expect(sim(['--rate', '1.5'])).rejects.toThrow(/--rate/)
-    await expect(sim(['--preset', 'nope'])).rejects.toThrow(/preset/)
+    await expect(sim(['--mode', 'model', '--strategies', 'checkfree,magic'])).rejects.toThrow(/unknown strategy/)
+    await expect(sim(['--mode', 'model', '--rate', '1.5'])).rejects.toThrow(/--rate/)
+    await expect(sim(['--mode', 'model', '--preset', 'nope'])).rejects.toThrow(/preset/)
     await expect(sim(['--bogus'])).rejects.toThrow(UsageError)
+    // Cluster mode (the default) checks its flags before starting any process.
+    await expect(sim(['--rate', '1.5'])).rejects.toThrow(/rate/)
+    await expect(sim(['--preset', 'quick'])).rejects.toThrow(/--preset is for --mode model/)
+    await expect(sim(['--strategies', 'checkfree,magic'])).rejects.toThrow(/unknown strategy/)
   })
 })

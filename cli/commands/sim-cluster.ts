@@ -12,7 +12,7 @@ import { runClusterExperiment } from '../../sim/cluster-experiment.js'
 import { ProgressBar } from '../../sim/progress.js'
 import { generateTrace, readTrace, resolveFailureRate } from '../../sim/trace.js'
 import { UsageError } from '../errors.js'
-import { intFlag } from '../flags.js'
+import { intFlag, numFlag } from '../flags.js'
 
 /** The embedded demo: small enough that five strategies finish in a few minutes on 2 cores. */
 export const CLUSTER_DEMO = {
@@ -37,11 +37,17 @@ export async function simCluster (values: Record<string, unknown>): Promise<void
     ? String(values.strategies).split(',').map(s => s.trim()) as Strategy[]
     : demo.strategies
   for (const s of strategies) if (!(STRATEGIES as readonly string[]).includes(s)) throw new UsageError(`--strategies: unknown strategy "${s}" (known: ${STRATEGIES.join(', ')})`)
+  if (values.preset != null) throw new UsageError('cluster mode runs one embedded demo; --preset is for --mode model')
   const iterations = intFlag(values, 'iterations', demo.iterations)
+  const rate = values.rate != null ? numFlag(values, 'rate', 0) : undefined
+  const pIter = values['p-iter'] != null ? numFlag(values, 'p-iter', 0) : undefined
+  for (const [name, v] of [['rate', rate], ['p-iter', pIter]] as const) {
+    if (v != null && !(v > 0 && v < 1)) throw new UsageError(`--${name} must be a probability in (0, 1), got ${v}`)
+  }
   const seed = values.seeds != null ? intFlag({ seed: String(values.seeds).split(',')[0] }, 'seed', demo.seed, 0) : demo.seed
   const trace = values.trace != null
     ? readTrace(String(values.trace))
-    : generateTrace({ seed, stages: demo.train.stages, iterations, conversion: resolveFailureRate({ perIteration: demo.perIteration, iterationS: demo.iterationS }), noticeFraction: demo.noticeFraction })
+    : generateTrace({ seed, stages: demo.train.stages, iterations, conversion: resolveFailureRate({ perIteration: pIter ?? (rate == null ? demo.perIteration : undefined), hourlyRate: rate, iterationS: demo.iterationS }), noticeFraction: demo.noticeFraction })
   if (trace.stages !== demo.train.stages) throw new UsageError(`the trace is for ${trace.stages} stages; the cluster demo has ${demo.train.stages}`)
   const out = (values.out as string | undefined) ?? join('out', `sim-cluster-${new Date().toISOString().replace(/[:.]/g, '-')}`)
   // The progress bar and the table tell the story; the coordinator's own log lines would interleave.

@@ -16,7 +16,9 @@ export class TestCluster {
   peers: TestPeer[] = []
 
   constructor (init: CoordinatorInit) {
-    this.coord = new Coordinator(init)
+    // Peers on this shared 2-core machine can block their event loop for seconds while building a
+    // stage; killed peers are detected through their closed connection, not the heartbeat timeout.
+    this.coord = new Coordinator({ heartbeatTimeoutMs: 10_000, ...init })
   }
 
   async start (peers: number): Promise<void> {
