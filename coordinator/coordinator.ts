@@ -202,6 +202,8 @@ export class Coordinator extends EventEmitter {
     const prev = this.peers.get(hb.peerId)
     const gaps = prev != null ? [...prev.gaps, now - prev.seenAt].slice(-20) : []
     this.peers.set(hb.peerId, { heartbeat: hb, seenAt: now, gaps })
+    // A peer declared lost that speaks again (it was only slow) can serve as a spare.
+    if (this.detector?.lost.has(hb.peerId) === true && !this.assignedPeers().includes(hb.peerId)) this.detector.forget(hb.peerId)
     if (hb.departing && !this.departing.has(hb.peerId) && this.assignedPeers().includes(hb.peerId)) {
       log.info(`peer ${hb.peerId.slice(-8)} announced its departure`)
       this.departing.add(hb.peerId)

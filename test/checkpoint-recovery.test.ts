@@ -82,7 +82,7 @@ describe('a durable coordinator', () => {
     const dir = await tempDir()
     const port = await freePort()
     const args = ['coordinator', '--cluster', 'dur', '--listen', `/ip4/127.0.0.1/tcp/${port}`, '--identity', join(dir, 'coord.key'), '--create-identity',
-      '--state-dir', join(dir, 'state'), '--iterations', '14', '--d-model', '32', '--heads', '2', '--blocks', '4', '--seq-len', '16', '--microbatches', '2', '--microbatch-size', '4']
+      '--state-dir', join(dir, 'state'), '--iterations', '14', '--heartbeat-timeout', '10000', '--d-model', '32', '--heads', '2', '--blocks', '4', '--seq-len', '16', '--microbatches', '2', '--microbatch-size', '4']
     const first = spotpipe(args)
     const [, addr] = await first.waitFor(/^coordinator (\S+)/)
     for (let i = 0; i < 4; i++) spotpipe(['peer', '--cluster', 'dur', '--coordinator', addr, '--backend', 'wasm'])

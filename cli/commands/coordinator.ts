@@ -1,5 +1,5 @@
 /** `spotpipe coordinator`: assigns stages to the peers that join and drives training iterations. */
-import { Coordinator, STRATEGIES, instrument, serveMetrics, type RecoveryEvent, type Strategy } from '../../coordinator/index.js'
+import { Coordinator, STRATEGIES, StageLostError, instrument, serveMetrics, type RecoveryEvent, type Strategy } from '../../coordinator/index.js'
 import { UsageError } from '../errors.js'
 import { CONFIG_FLAG, CONFIG_HELP, parseFlagsWithConfig } from '../config-file.js'
 import { intFlag } from '../flags.js'
@@ -77,7 +77,13 @@ export async function coordinator (argv: string[]): Promise<void> {
       await c.resume({ signal: stop.signal })
     } else {
       process.stdout.write(`waiting for ${c.train.stages} peers\n`)
-      await c.assignInitial({ signal: stop.signal, timeoutMs: 24 * 3600_000 })
+      try {
+        await c.assignInitial({ signal: stop.signal, timeoutMs: 24 * 3600_000 })
+      } catch (err) {
+        // A peer lost while taking its stage is recovered like any other loss by run() below.
+        if (!(err instanceof StageLostError)) throw err
+        process.stdout.write(`${err.message}; recovering\n`)
+      }
     }
     await c.run(Math.max(0, iterations - c.iteration), {
       signal: stop.signal,
