@@ -6,12 +6,18 @@
  * server hashes every tensor for the manifest, as for a live stage that keeps training); stage 1 is
  * "warm", always version 1 (checksums cached after the first request). The snapshot is the same
  * arrays every time (no copy): the bench measures the transfer, not the trainer's snapshot.
+ *
+ * FRAMES_PROTOCOL streams the same bytes as bare 1 MiB frames with no protocol work on either side:
+ * the ceiling libp2p itself (tcp + noise + yamux + framing) puts on any stream protocol.
  */
 import '../model/polyfill.js'
 import { once } from 'node:events'
+import { pathToFileURL } from 'node:url'
 import type { TensorSet } from '../model/safetensors.js'
-import { createPeerLibp2p } from '../node/transport/index.js'
+import { createPeerLibp2p, endFrames, writeFrame } from '../node/transport/index.js'
 import { serveWeights } from '../node/weights/index.js'
+
+export const FRAMES_PROTOCOL = '/spotpipe/bench-frames/1.0.0'
 
 export interface DonorConfig {
   type: 'start'
@@ -27,10 +33,15 @@ export type DonorReply =
   | { type: 'stats', served: number, bytes: number }
   | { type: 'error', message: string }
 
+// pnet's cipher leaks wasm memory without this (see node/transport/pnet-cipher-fix.ts).
+import { patchPnetCipher } from '../node/transport/pnet-cipher-fix.js'
+export { patchPnetCipher }
+
 const send = (m: DonorReply): void => { process.send?.(m) }
-process.on('disconnect', () => { process.exit(1) }) // the bench is gone
 
 async function main (): Promise<void> {
+  process.on('disconnect', () => { process.exit(1) }) // the bench is gone
+  patchPnetCipher()
   const [cfg] = await once(process, 'message') as [DonorConfig]
   const t0 = performance.now()
   const tensors: TensorSet = new Map()
@@ -54,13 +65,27 @@ async function main (): Promise<void> {
       return undefined
     }
   }, { chunkBytes: cfg.chunkBytes })
+  await node.handle(FRAMES_PROTOCOL, async (stream) => {
+    try {
+      for (const t of tensors.values()) {
+        const bytes = new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength)
+        for (let o = 0; o < bytes.byteLength; o += 1024 * 1024) await writeFrame(stream, bytes.subarray(o, o + 1024 * 1024))
+      }
+      await endFrames(stream)
+    } catch (err) {
+      stream.abort(err as Error)
+    }
+  })
   process.on('message', (m: { type: string }) => {
     if (m.type === 'stats') send({ type: 'stats', served: server.stats.served, bytes: server.stats.bytes })
   })
   send({ type: 'ready', addrs: node.getMultiaddrs().map(a => a.toString()), buildMs: performance.now() - t0 })
 }
 
-main().catch((err: Error) => {
-  send({ type: 'error', message: err.stack ?? err.message })
-  process.exit(1)
-})
+// only as the child entry point: bench/transfer.ts imports patchPnetCipher from here
+if (process.argv[1] != null && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  main().catch((err: Error) => {
+    send({ type: 'error', message: err.stack ?? err.message })
+    process.exit(1)
+  })
+}

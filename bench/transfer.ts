@@ -7,9 +7,12 @@
  * tensors as stage 0; this process fetches them with fetchWeights over libp2p (tcp + noise + yamux),
  * with and without a swarm key (pnet), each fetch fully verified (bounds, NaN/Inf, sha256 per tensor).
  * "cold" fetches get a new version each time, so the donor hashes every tensor before its manifest;
- * "warm" fetches repeat a version whose checksums the donor has cached. MB = 2^20 bytes. Each figure
- * is the median of RUNS runs (best in brackets). The last line is
- * `bench: transfer_ratio=<cold weights without swarm key / sealed raw>`.
+ * "warm" fetches repeat a version whose checksums the donor has cached. Bare 1 MiB frames over the
+ * same libp2p connection give the ceiling libp2p itself sets. The variants run in interleaved
+ * rounds (BENCH_RUNS, default 5); MB/s figures are medians (best and every run in brackets). Each
+ * row also gives the CPU time the puller (this process) and the donor spent, which load from other
+ * processes distorts much less than wall time, and the split below is computed from it.
+ * MB = 2^20 bytes. The last line is `bench: transfer_ratio=<cold weights, no swarm key / sealed raw>`.
  *
  *   npm run bench:transfer [-- MB]
  */
@@ -17,17 +20,20 @@ import '../model/polyfill.js'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { once } from 'node:events'
+import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
-import { MAX_WEIGHTS_CHUNK_BYTES, decodeWeightsMessage, encodeWeightsMessage, firstNonFinite } from '../protocols/index.js'
-import { createPeerLibp2p, generateSwarmKey, type PeerLibp2p } from '../node/transport/index.js'
+import { MAX_WEIGHTS_CHUNK_BYTES, firstNonFinite } from '../protocols/index.js'
+import { createPeerLibp2p, generateSwarmKey, openStream, readFrames, type PeerLibp2p } from '../node/transport/index.js'
 import { fetchWeights } from '../node/weights/index.js'
-import type { DonorConfig, DonorReply } from './transfer-peer.js'
+import { FRAMES_PROTOCOL, patchPnetCipher, type DonorConfig, type DonorReply } from './transfer-peer.js'
 import { measureSealedRawTransfer } from './transfer-raw.js'
 
 const MB = 1024 * 1024
-const RUNS = Number(process.env.BENCH_RUNS ?? 3)
+const RUNS = Number(process.env.BENCH_RUNS ?? 5)
 const TENSOR_BYTES = 8 * MB
+/** USER_HZ, the unit of CPU times in /proc/<pid>/stat (100 on Linux). */
+const CLOCK_TICKS = 100
 const DONOR = fileURLToPath(new URL('./transfer-peer.ts', import.meta.url))
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 
@@ -89,37 +95,73 @@ async function link (totalBytes: number, swarmKey: Uint8Array | undefined, signa
   }
 }
 
-/** One verified fetch; MB/s. Stage 0 is a new version each time (cold), stage 1 a cached one (warm). */
-async function fetchOnce (l: Link, mode: 'cold' | 'warm', totalBytes: number, signal: AbortSignal): Promise<number> {
-  const t0 = performance.now()
-  const got = await fetchWeights(l.node, { donors: [{ peer: l.donor }], stage: mode === 'cold' ? 0 : 1, signal })
-  const s = (performance.now() - t0) / 1000
-  if (got.bytes !== totalBytes || got.tensors.size !== totalBytes / TENSOR_BYTES) throw new Error(`fetched ${got.bytes} bytes, expected ${totalBytes}`)
-  return totalBytes / MB / s
+/** CPU time (user + system) a process has used, in ms; undefined where /proc is not available. */
+function processCpuMs (pid: number): number | undefined {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')
+    return (Number(fields[11]) + Number(fields[12])) * 1000 / CLOCK_TICKS
+  } catch {
+    return undefined
+  }
 }
 
-/** In-process costs of what the puller does per byte besides the network (single-threaded). */
-function localCosts (totalBytes: number): Record<string, number> {
+/** One measured transfer: throughput, and CPU used by this process (the puller) and the donor. */
+interface Sample { mbps: number, pullerCpuMs: number, donorCpuMs?: number }
+
+async function measure (l: Link, totalBytes: number, work: () => Promise<void>): Promise<Sample> {
+  const donor0 = processCpuMs(l.child.pid as number)
+  const cpu0 = process.cpuUsage()
+  const t0 = performance.now()
+  await work()
+  const seconds = (performance.now() - t0) / 1000
+  const cpu = process.cpuUsage(cpu0)
+  const donor1 = processCpuMs(l.child.pid as number)
+  return {
+    mbps: totalBytes / MB / seconds,
+    pullerCpuMs: (cpu.user + cpu.system) / 1000,
+    donorCpuMs: donor0 === undefined || donor1 === undefined ? undefined : donor1 - donor0
+  }
+}
+
+/** One verified fetch. Stage 0 is a new version each time (cold), stage 1 a cached one (warm). */
+async function fetchOnce (l: Link, mode: 'cold' | 'warm', totalBytes: number, signal: AbortSignal): Promise<Sample> {
+  return await measure(l, totalBytes, async () => {
+    const got = await fetchWeights(l.node, { donors: [{ peer: l.donor }], stage: mode === 'cold' ? 0 : 1, signal })
+    if (got.bytes !== totalBytes || got.tensors.size !== totalBytes / TENSOR_BYTES) throw new Error(`fetched ${got.bytes} bytes, expected ${totalBytes}`)
+  })
+}
+
+/** Bare 1 MiB frames from the donor, read and dropped: libp2p's own ceiling. */
+async function framesOnce (l: Link, totalBytes: number, signal: AbortSignal): Promise<Sample> {
+  return await measure(l, totalBytes, async () => {
+    const stream = await openStream(l.node, l.donor, FRAMES_PROTOCOL, { signal })
+    let n = 0
+    for await (const f of readFrames(stream, { maxFrameBytes: 4 * MB, signal })) n += f.byteLength
+    if (n !== totalBytes) throw new Error(`read ${n} bytes of bare frames, expected ${totalBytes}`)
+  })
+}
+
+/** In-process costs of the per-byte checks, on one core (best of two). */
+function localCosts (totalBytes: number): Record<'sha256' | 'finite' | 'copy', number> {
   const src = new Float32Array(totalBytes / 4)
   for (let i = 0; i < src.length; i++) src[i] = (i % 1000) * 1e-3
   const bytes = new Uint8Array(src.buffer)
   const time = (f: () => void): number => { const t0 = performance.now(); f(); return performance.now() - t0 }
   const best = (f: () => void): number => Math.min(time(f), time(f))
+  const chunks = (f: (o: number) => void): void => { for (let o = 0; o < totalBytes; o += MAX_WEIGHTS_CHUNK_BYTES) f(o) }
   const dst = new Uint8Array(totalBytes)
-  const out: Record<string, number> = {}
-  out.sha256 = best(() => {
-    const h = createHash('sha256')
-    for (let o = 0; o < totalBytes; o += MAX_WEIGHTS_CHUNK_BYTES) h.update(bytes.subarray(o, o + MAX_WEIGHTS_CHUNK_BYTES))
-    h.digest()
-  })
-  out.copy = best(() => { for (let o = 0; o < totalBytes; o += MAX_WEIGHTS_CHUNK_BYTES) dst.set(bytes.subarray(o, o + MAX_WEIGHTS_CHUNK_BYTES), o) })
-  out.finiteCheck = best(() => { for (let o = 0; o < totalBytes; o += MAX_WEIGHTS_CHUNK_BYTES) firstNonFinite(bytes.subarray(o, o + MAX_WEIGHTS_CHUNK_BYTES)) })
-  out.encodeChunks = best(() => {
-    for (let o = 0; o < totalBytes; o += MAX_WEIGHTS_CHUNK_BYTES) encodeWeightsMessage({ kind: 'chunk', index: 0, offset: o % (8 * MB), data: bytes.subarray(o, o + MAX_WEIGHTS_CHUNK_BYTES) })
-  })
-  const frame = encodeWeightsMessage({ kind: 'chunk', index: 0, offset: 0, data: bytes.subarray(0, MAX_WEIGHTS_CHUNK_BYTES) })
-  out.decodeChunks = best(() => { for (let o = 0; o < totalBytes; o += MAX_WEIGHTS_CHUNK_BYTES) decodeWeightsMessage(frame) })
-  return out
+  return {
+    sha256: best(() => { const h = createHash('sha256'); chunks(o => h.update(bytes.subarray(o, o + MAX_WEIGHTS_CHUNK_BYTES))); h.digest() }),
+    finite: best(() => { chunks(o => firstNonFinite(bytes.subarray(o, o + MAX_WEIGHTS_CHUNK_BYTES))) }),
+    copy: best(() => { chunks(o => dst.set(bytes.subarray(o, o + MAX_WEIGHTS_CHUNK_BYTES), o)) })
+  }
+}
+
+interface Row { label: string, samples: Sample[] }
+
+function median (xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b)
+  return s[Math.floor(s.length / 2)]
 }
 
 async function main (): Promise<void> {
@@ -127,55 +169,80 @@ async function main (): Promise<void> {
   if (!(mb > 0) || (mb * MB) % TENSOR_BYTES !== 0) throw new Error(`usage: transfer.ts [MB, a multiple of ${TENSOR_BYTES / MB}], got ${process.argv[2]}`)
   const totalBytes = mb * MB
   console.log(`bench:transfer — ${mb} MB of float32 (${totalBytes / TENSOR_BYTES} tensors of ${TENSOR_BYTES / MB} MB), donor in a child process, 127.0.0.1`)
-  console.log(`figures: median of ${RUNS} runs (best and every run in brackets), MB = 2^20 bytes\n`)
+  console.log(`MB/s: median of ${RUNS} interleaved rounds (best, then every run); CPU: median ms per ${mb} MB; MB = 2^20 bytes`)
+  patchPnetCipher()
+  console.log('note: pnet runs include the transport fix for xsalsa20@1.2.0 (a wasm memory leak that kills a process after ~1 GB over pnet)\n')
 
   const costs = localCosts(totalBytes)
-  const rate = (ms: number): string => `${ms.toFixed(0)} ms = ${(mb / (ms / 1000)).toFixed(0)} MB/s`
-  console.log(`in-process cost of ${mb} MB on one core:`)
-  console.log(`  sha256 (1 MiB updates)      ${rate(costs.sha256)}`)
-  console.log(`  copy into destination       ${rate(costs.copy)}`)
-  console.log(`  NaN/Inf check (aligned)     ${rate(costs.finiteCheck)}`)
-  console.log(`  encode chunk frames (donor) ${rate(costs.encodeChunks)}`)
-  console.log(`  decode chunk frames         ${rate(costs.decodeChunks)}\n`)
+  const rate = (ms: number): string => `${ms.toFixed(0).padStart(4)} ms  (${(mb / (ms / 1000)).toFixed(0)} MB/s)`
+  console.log(`in-process, one core, ${mb} MB:`)
+  console.log(`  sha256                        ${rate(costs.sha256)}`)
+  console.log(`  NaN/Inf scan                  ${rate(costs.finite)}`)
+  console.log(`  copy into touched memory      ${rate(costs.copy)}  (new tensors add page faults on top)\n`)
 
   // Interleaved rounds, so that load from other processes on the machine hits every variant alike.
-  const signal = AbortSignal.timeout(600_000)
+  const signal = AbortSignal.timeout(900_000)
   const swarmKey = generateSwarmKey()
   const links: Link[] = []
-  const rates: Record<string, number[]> = { raw: [], cold: [], warm: [], pnetCold: [], pnetWarm: [] }
+  const raw: number[] = []
+  const rows: Record<'frames' | 'cold' | 'warm' | 'pnetCold' | 'pnetWarm', Row> = {
+    frames: { label: 'libp2p, bare 1 MiB frames, no protocol work', samples: [] },
+    cold: { label: 'weights, no swarm key, cold (donor hashes)', samples: [] },
+    warm: { label: 'weights, no swarm key, warm (sums cached)', samples: [] },
+    pnetCold: { label: 'weights, swarm key (pnet), cold', samples: [] },
+    pnetWarm: { label: 'weights, swarm key (pnet), warm', samples: [] }
+  }
   try {
     links.push(await link(totalBytes, undefined, signal), await link(totalBytes, swarmKey, signal))
     const [plain, pnet] = links
     // warm-up: JIT, yamux window growth, and the donors' checksum caches for stage 1
     await fetchOnce(plain, 'warm', totalBytes, signal)
     await fetchOnce(pnet, 'warm', totalBytes, signal)
+    await framesOnce(plain, totalBytes, signal)
     for (let round = 0; round < RUNS; round++) {
-      rates.raw.push(await measureSealedRawTransfer(totalBytes))
-      rates.cold.push(await fetchOnce(plain, 'cold', totalBytes, signal))
-      rates.warm.push(await fetchOnce(plain, 'warm', totalBytes, signal))
-      rates.pnetCold.push(await fetchOnce(pnet, 'cold', totalBytes, signal))
-      rates.pnetWarm.push(await fetchOnce(pnet, 'warm', totalBytes, signal))
+      raw.push(await measureSealedRawTransfer(totalBytes))
+      rows.frames.samples.push(await framesOnce(plain, totalBytes, signal))
+      rows.cold.samples.push(await fetchOnce(plain, 'cold', totalBytes, signal))
+      rows.warm.samples.push(await fetchOnce(plain, 'warm', totalBytes, signal))
+      rows.pnetCold.samples.push(await fetchOnce(pnet, 'cold', totalBytes, signal))
+      rows.pnetWarm.samples.push(await fetchOnce(pnet, 'warm', totalBytes, signal))
     }
   } finally {
     await Promise.allSettled(links.map(async l => { await l.node.stop(); await stopDonor(l.child) }))
   }
 
-  const raw = stats(rates.raw)
-  const cold = stats(rates.cold)
-  const warm = stats(rates.warm)
-  const pnetCold = stats(rates.pnetCold)
-  const pnetWarm = stats(rates.pnetWarm)
-  console.log(`raw TCP + chacha20-poly1305, 64 KiB records, tags verified   ${fmt(raw)}`)
-  console.log(`weights, no swarm key, cold (donor hashes before manifest)   ${fmt(cold)}`)
-  console.log(`weights, no swarm key, warm (donor's checksums cached)       ${fmt(warm)}`)
-  console.log(`weights, swarm key (pnet), cold                              ${fmt(pnetCold)}`)
-  console.log(`weights, swarm key (pnet), warm                              ${fmt(pnetWarm)}`)
+  const rawStats = stats(raw)
+  const mbps = (r: Row): number => median(r.samples.map(s => s.mbps))
+  const cpu = (r: Row, side: 'pullerCpuMs' | 'donorCpuMs'): string => {
+    const xs = r.samples.map(s => s[side]).filter((x): x is number => x !== undefined)
+    return xs.length === 0 ? '   n/a' : median(xs).toFixed(0).padStart(6)
+  }
+  console.log(`${'raw TCP + chacha20-poly1305, 64 KiB records'.padEnd(46)} ${fmt(rawStats)}`)
+  for (const r of Object.values(rows)) {
+    const s = stats(r.samples.map(x => x.mbps))
+    console.log(`${r.label.padEnd(46)} ${fmt(s)}  ratio ${(s.median / rawStats.median).toFixed(3)}  CPU puller ${cpu(r, 'pullerCpuMs')} donor ${cpu(r, 'donorCpuMs')}`)
+  }
+
+  // where the time goes, from CPU time (which load from other processes distorts less than wall time)
+  const pullerCpu = (r: Row): number => median(r.samples.map(s => s.pullerCpuMs))
+  const donorCpu = (r: Row): number | undefined => {
+    const xs = r.samples.map(s => s.donorCpuMs).filter((x): x is number => x !== undefined)
+    return xs.length === 0 ? undefined : median(xs)
+  }
+  const framesCpu = pullerCpu(rows.frames)
+  const warmCpu = pullerCpu(rows.warm)
+  const checks = costs.sha256 + costs.finite
+  const coldDonor = donorCpu(rows.cold)
+  const warmDonor = donorCpu(rows.warm)
   console.log('')
-  const ms = (rate: number): string => `${(mb / rate * 1000).toFixed(0)} ms`
-  console.log(`one ${mb} MB fetch (median): cold ${ms(cold.median)}, warm ${ms(warm.median)}; sha256 of ${mb} MB alone ${costs.sha256.toFixed(0)} ms,`)
-  console.log('  paid twice per cold fetch: by the donor before its manifest (cold - warm), and by the puller, overlapped with the transfer')
-  console.log(`ratios to sealed raw (medians): cold ${(cold.median / raw.median).toFixed(3)}, warm ${(warm.median / raw.median).toFixed(3)}, pnet cold ${(pnetCold.median / raw.median).toFixed(3)}, pnet warm ${(pnetWarm.median / raw.median).toFixed(3)}`)
-  console.log(`bench: transfer_ratio=${(cold.median / raw.median).toFixed(3)}`)
+  console.log(`split (medians): the puller's one thread is the bottleneck; per ${mb} MB it spends`)
+  console.log(`  ${framesCpu.toFixed(0).padStart(5)} ms CPU in libp2p (tcp + noise + yamux + framing: bare frames)`)
+  console.log(`  ${(warmCpu - framesCpu).toFixed(0).padStart(5)} ms CPU more in a verified fetch: sha256 ~${costs.sha256.toFixed(0)} + NaN/Inf ~${costs.finite.toFixed(0)} ms, the rest writing new tensors (page faults, copy)`)
+  if (coldDonor !== undefined && warmDonor !== undefined) {
+    console.log(`  the donor spends ${warmDonor.toFixed(0)} ms CPU per warm fetch, ${coldDonor.toFixed(0)} ms per cold one: hashing ${(coldDonor - warmDonor).toFixed(0)} ms before its manifest, not overlapped`)
+  }
+  console.log(`  verification (sha256 + NaN/Inf, both ends) ~${(checks + costs.sha256).toFixed(0)} ms of CPU per cold ${mb} MB fetch`)
+  console.log(`bench: transfer_ratio=${(mbps(rows.cold) / rawStats.median).toFixed(3)}`)
 }
 
 main().then(() => { killChildren(); process.exit(0) }, (err: Error) => {

@@ -309,4 +309,20 @@ describe('weights protocol over libp2p (tcp, 127.0.0.1)', () => {
     expect(err).toBeInstanceOf(DonorLostError)
     expect(a.server.stats).toMatchObject({ active: 0, queued: 0, aborted: 1 })
   })
+
+  it('caches checksums per version; bytes that change under one version are still caught', async () => {
+    const state = makeState()
+    const cached = await donor(state, 7)
+    const uncached = await donor(state, 7, { cacheChecksums: false })
+    const joiner = await startNode()
+    const from = (d: typeof cached) => ({ donors: [{ peer: d.peer }], stage: STAGE, includeOptimizer: true })
+    await fetchWeights(joiner, from(cached))
+    await fetchWeights(joiner, from(uncached))
+    // a provider bug: different bytes, same version
+    state.all.get('head.w')?.data.set([0.5], 17)
+    const err = await fetchWeights(joiner, from(cached)).catch(e => e)
+    expect(err).toBeInstanceOf(ChecksumMismatchError)
+    expect(err.tensor).toBe('head.w')
+    expectSameTensors((await fetchWeights(joiner, from(uncached))).tensors, state.all)
+  })
 })

@@ -18,6 +18,7 @@ import type { PrivateKey } from '@libp2p/interface'
 import { ConfigError } from '../../model/errors.js'
 import { MessageTooLargeError } from './errors.js'
 import { parseSwarmKey } from './identity.js'
+import { patchPnetCipher } from './pnet-cipher-fix.js'
 
 // a type alias, not an interface: libp2p's ServiceMap needs an implicit index signature
 export type PeerServices = {
@@ -160,7 +161,10 @@ export async function createPeerLibp2p (init: PeerNodeInit = {}): Promise<PeerLi
     }
   }
   if (init.privateKey != null) options.privateKey = init.privateKey
-  if (psk != null) options.connectionProtector = preSharedKey({ psk })
+  if (psk != null) {
+    patchPnetCipher()
+    options.connectionProtector = preSharedKey({ psk })
+  }
   return await createLibp2p(options)
 }
 

@@ -193,7 +193,7 @@ class Fetch {
       }
       const next = this.pick()
       if (next === undefined) throw this.exhausted()
-      log('retrying %d tensors of stage %d on %s', todo.length, this.opts.stage, next.label)
+      log('retrying %d tensors of stage %d on %s', indices.filter(i => !this.slots[i].done).length, this.opts.stage, next.label)
       current = next
     }
   }

@@ -19,7 +19,7 @@ import { HOST_TO_WIRE, StallTimer, chunkFrameParts, clipReason, listNames, sha25
 
 const log = createLog('weights:server')
 
-/** Versions whose checksums are remembered (per stage) when cacheChecksums is on. */
+/** (stage, version) pairs whose checksums are remembered when cacheChecksums is on (LRU). */
 const CHECKSUM_CACHE_VERSIONS = 4
 
 /** A request the server answers with an error message instead of data. */
@@ -90,7 +90,9 @@ export class WeightsServerImpl implements WeightsServer {
     if (this.stopped) { stream.abort(new Error('weights server stopped')); return }
     const controller = new AbortController()
     const entry = { controller, done: Promise.resolve() }
-    entry.done = this.serve(stream, from, controller.signal).finally(() => { this.transfers.delete(entry) })
+    entry.done = this.serve(stream, from, controller.signal)
+      .catch(err => { log.error('serving %s failed: %s', from, (err as Error).message) })
+      .finally(() => { this.transfers.delete(entry) })
     this.transfers.add(entry)
   }
 
@@ -202,9 +204,11 @@ export class WeightsServerImpl implements WeightsServer {
   /** Builds the manifest; hashes tensors not in the cache, yielding between them so other streams progress. */
   private async manifest (stage: number, version: number, entries: Array<[string, HostTensor]>, signal: AbortSignal): Promise<WeightsManifest> {
     const key = `${stage}@${version}`
-    let cache = this.cacheChecksums ? this.checksums.get(key) : undefined
-    if (this.cacheChecksums && cache === undefined) {
-      cache = new Map()
+    let cache: Map<string, string> | undefined
+    if (this.cacheChecksums) {
+      // least recently used first: a version pulled again moves to the back
+      cache = this.checksums.get(key) ?? new Map<string, string>()
+      this.checksums.delete(key)
       this.checksums.set(key, cache)
       while (this.checksums.size > CHECKSUM_CACHE_VERSIONS) this.checksums.delete(this.checksums.keys().next().value as string)
     }
