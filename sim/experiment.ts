@@ -4,7 +4,7 @@
  *
  *   <out>/summary.md, summary.json            every scenario's table, the cost model, the conversions
  *   <out>/<scenario>/summary.txt|json          time to target and ratios against checkfree-plus
- *   <out>/<scenario>/val-loss.svg              validation loss against wall-clock, one line per strategy
+ *   <out>/<scenario>/val-loss.svg|png          validation loss against wall-clock, one line per strategy
  *   <out>/<scenario>/traces/seed<k>.json       the replayable traces
  *   <out>/<scenario>/runs/<strategy>-seed<k>.csv|json   every attempt, evaluation and recovery
  *
@@ -31,6 +31,7 @@ import type { ModelPreset, ScenarioSpec } from './presets.js'
 import { ProgressBar } from './progress.js'
 import { formatSummary, summarize, targetFromReference, writeRunFiles, writeSummaryFiles, type ScenarioSummary } from './report.js'
 import { STRATEGIES, type StrategyName } from './strategies.js'
+import { linePlotPng } from './png.js'
 import { linePlot, validationSeries } from './svg.js'
 import { generateTrace, impliedIterationS, PAPER_RATES, readTrace, resolveFailureRate, writeTrace, type RateConversion, type Trace } from './trace.js'
 
@@ -59,6 +60,7 @@ export interface ScenarioResult {
   runs: RunResult[]
   summary: ScenarioSummary
   svg: string
+  png: string
 }
 
 export interface ExperimentResult {
@@ -82,20 +84,31 @@ interface Job {
   iterations: number
 }
 
-/** The time scale and conversion of a scenario, given the plain iteration time at scale 1. */
-export function scenarioClock (spec: ScenarioSpec, plainS: number): { timeScale: number, conversion: RateConversion } {
+/**
+ * The time scale, cost model and rate conversion of a scenario. With matchHourly the scale is solved
+ * so that the scaled failure-free iteration lasts t* = 3600 ln(1-p) / ln(1-h) exactly (the iteration
+ * time is linear in the scale; latency and other protocol constants do not scale).
+ */
+export function scenarioClock (spec: ScenarioSpec, base: CostModel): { timeScale: number, cost: CostModel, conversion: RateConversion } {
   const given = [spec.preset, spec.perIteration, spec.hourlyRate].filter(x => x != null).length
   if (given !== 1) throw new SimConfigError(`scenario ${spec.name}: give exactly one of preset, perIteration, hourlyRate`)
+  const plain = { swaps: false, redundant: false }
   let timeScale = spec.timeScale ?? 1
   if (spec.matchHourly != null) {
     const p = spec.preset != null ? PAPER_RATES[spec.preset]?.perIteration : spec.perIteration
     if (p == null) throw new SimConfigError(`scenario ${spec.name}: matchHourly needs a per-iteration rate (preset or perIteration)`)
-    timeScale = impliedIterationS(p, spec.matchHourly) / plainS
+    const target = impliedIterationS(p, spec.matchHourly)
+    const i1 = base.with({ timeScale: 1 }).iterationS(plain)
+    const i2 = base.with({ timeScale: 2 }).iterationS(plain)
+    timeScale = 1 + (target - i1) / (i2 - i1)
+    if (!(timeScale > 0)) throw new SimConfigError(`scenario ${spec.name}: no positive time scale gives ${target.toFixed(3)} s per iteration`)
   }
-  const conversion = resolveFailureRate({ preset: spec.preset, perIteration: spec.perIteration, hourlyRate: spec.hourlyRate, iterationS: plainS * timeScale })
-  if (spec.matchHourly != null) conversion.formula += `; time scale x${timeScale.toPrecision(4)} (one iteration = ${(plainS * timeScale).toPrecision(4)} s) so that p per iteration is ${(spec.matchHourly * 100).toFixed(0)}%/h`
+  const cost = base.with({ timeScale })
+  const iterationS = cost.iterationS(plain)
+  const conversion = resolveFailureRate({ preset: spec.preset, perIteration: spec.perIteration, hourlyRate: spec.hourlyRate, iterationS })
+  if (spec.matchHourly != null) conversion.formula += `; time scale x${timeScale.toPrecision(4)} (failure-free iteration ${iterationS.toPrecision(4)} s) so that p per iteration is ${(spec.matchHourly * 100).toFixed(0)}%/h`
   else if (timeScale !== 1) conversion.formula += `; time scale x${timeScale.toPrecision(4)}`
-  return { timeScale, conversion }
+  return { timeScale, cost, conversion }
 }
 
 /** A failure-free run's wall-clock under another iteration time (none: no failures, no saves). */
@@ -134,9 +147,8 @@ export async function runModelExperiment (cfg: ExperimentConfig): Promise<Experi
   if (given != null && given.stages !== train.stages) throw new SimConfigError(`trace ${cfg.traceFile as string} has ${given.stages} stages, the model ${train.stages}`)
   const specs: ScenarioSpec[] = given != null ? [{ name: 'trace', perIteration: given.conversion.perIteration, timeScale: cfg.scenarios[0]?.timeScale ?? 1 }] : cfg.scenarios
   const maxIterations = Math.ceil(cfg.iterations * cfg.maxIterationsFactor)
-  const scenarios: Array<Omit<ScenarioResult, 'summary' | 'svg'>> = specs.map((spec, i) => {
-    const { timeScale, conversion } = scenarioClock(spec, plainS)
-    const cost = base.with({ timeScale })
+  const scenarios: Array<Omit<ScenarioResult, 'summary' | 'svg' | 'png'>> = specs.map((spec, i) => {
+    const { cost, conversion } = scenarioClock(spec, base)
     const dir = join(cfg.out, spec.name)
     mkdirSync(join(dir, 'traces'), { recursive: true })
     const traces = given != null
@@ -210,16 +222,20 @@ export async function runModelExperiment (cfg: ExperimentConfig): Promise<Experi
     const summary = summarize(sc.spec.name, runs, target, targetRule)
     writeSummaryFiles(sc.dir, summary, { conversion: sc.conversion, cost: sc.cost.describe() })
     const svgPath = join(sc.dir, 'val-loss.svg')
+    const pngPath = join(sc.dir, 'val-loss.png')
     const hours = runs.some(r => r.totals.wallS > 7200)
-    writeFileSync(svgPath, linePlot(validationSeries(runs), {
+    const series = validationSeries(runs)
+    const plot = {
       title: `${cfg.name} / ${sc.spec.name}: validation loss vs wall-clock (${sc.conversion.kind === 'hourly' ? `${(sc.conversion.hourlyRate * 100).toFixed(0)}%/h` : `p=${sc.conversion.perIteration}/stage/iter`})`,
       xLabel: `simulated wall-clock (${hours ? 'hours' : 'seconds'})`,
       yLabel: 'validation loss (nats/byte)',
       xScale: hours ? 3600 : 1,
       hline: { y: target, label: `target ${target.toFixed(3)}` }
-    }))
-    results.push({ ...sc, runs, summary, svg: svgPath })
-    texts.push(formatSummary(summary), `conversion: ${sc.conversion.formula}`, `plot: ${svgPath}`, '')
+    }
+    writeFileSync(svgPath, linePlot(series, plot))
+    writeFileSync(pngPath, linePlotPng(series, plot))
+    results.push({ ...sc, runs, summary, svg: svgPath, png: pngPath })
+    texts.push(formatSummary(summary), `conversion: ${sc.conversion.formula}`, `plot: ${svgPath} (and .png)`, '')
   }
   const md = [
     `# spotpipe sim: ${cfg.name}`,

@@ -7,7 +7,7 @@
  *   model mode   runModelMode (one strategy on one trace), runModelExperiment (scenarios x seeds x
  *                strategies with outputs), measureStepS
  *   projection   runProjection / formatProjection
- *   outputs      summarize / formatSummary / timeToTarget / writeRunFiles, linePlot, ProgressBar
+ *   outputs      summarize / formatSummary / timeToTarget / writeRunFiles, linePlot, linePlotPng, ProgressBar
  */
 export * from './errors.js'
 export * from './trace.js'
@@ -17,6 +17,7 @@ export * from './model-mode.js'
 export * from './projection.js'
 export * from './report.js'
 export * from './svg.js'
+export * from './png.js'
 export * from './progress.js'
 export * from './presets.js'
 export { runModelExperiment, scenarioClock, retimeFailureFree, type ExperimentConfig, type ExperimentResult, type ScenarioResult } from './experiment.js'

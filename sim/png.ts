@@ -3,7 +3,7 @@
  * RGB raster (2-px lines, a 3x5 bitmap font scaled x2, upper-case text) and encoded with node:zlib.
  */
 import { deflateSync } from 'node:zlib'
-import { niceTicks, STRATEGY_COLOURS, type PlotOptions, type Series } from './svg.js'
+import { plotLayout, STRATEGY_COLOURS, type PlotOptions, type Series } from './svg.js'
 
 /** 3x5 glyphs, rows top to bottom, 3 bits each (4 = left pixel). Unknown characters are blank. */
 const FONT: Record<string, number[]> = {
@@ -41,13 +41,14 @@ class Raster {
     for (let k = 0; k < 3; k++) this.data[i + k] = Math.round(this.data[i + k] * (1 - alpha) + c[k] * alpha)
   }
 
-  /** A line of the given width (Bresenham, square pen); `dash` = [on, off] in pixels. */
-  line (x0: number, y0: number, x1: number, y1: number, c: RGB, width = 1, alpha = 1, dash?: [number, number]): void {
+  /** A line of the given width (square pen); `dash` = [on, off] in pixels; `clip` keeps it inside a box. */
+  line (x0: number, y0: number, x1: number, y1: number, c: RGB, width = 1, alpha = 1, dash?: [number, number], clip?: { x0: number, y0: number, x1: number, y1: number }): void {
     const n = Math.max(1, Math.ceil(Math.max(Math.abs(x1 - x0), Math.abs(y1 - y0))))
     for (let i = 0; i <= n; i++) {
       if (dash != null && (i % (dash[0] + dash[1])) >= dash[0]) continue
       const x = x0 + (x1 - x0) * i / n
       const y = y0 + (y1 - y0) * i / n
+      if (clip != null && (x < clip.x0 || x > clip.x1 || y < clip.y0 || y > clip.y1)) continue
       for (let dx = 0; dx < width; dx++) for (let dy = 0; dy < width; dy++) this.set(x + dx - (width >> 1), y + dy - (width >> 1), c, alpha)
     }
   }
@@ -113,27 +114,7 @@ export function encodePng (w: number, h: number, rgb: Uint8Array): Buffer {
 
 /** The plot of svg.ts's linePlot, as PNG bytes. */
 export function linePlotPng (series: readonly Series[], opts: PlotOptions): Buffer {
-  const W = opts.width ?? 860
-  const H = opts.height ?? 520
-  const m = { left: 70, right: 190, top: 40, bottom: 55 }
-  const pw = W - m.left - m.right
-  const ph = H - m.top - m.bottom
-  const xs = opts.xScale ?? 1
-  const all = series.flatMap(s => [...s.points, ...(s.runs ?? []).flatMap(r => r.points)])
-  let x0 = 0
-  let x1 = Math.max(1e-9, ...all.map(p => p[0] / xs))
-  const ys = all.map(p => p[1]).filter(Number.isFinite)
-  if (opts.hline != null) ys.push(opts.hline.y)
-  let y0 = ys.length > 0 ? Math.min(...ys) : 0
-  let y1 = ys.length > 0 ? Math.max(...ys) : 1
-  if (y1 - y0 < 1e-9) { y0 -= 0.5; y1 += 0.5 }
-  const padY = (y1 - y0) * 0.04
-  y0 -= padY; y1 += padY
-  const xt = niceTicks(x0, x1)
-  const yt = niceTicks(y0, y1)
-  x0 = Math.min(x0, xt[0]); x1 = Math.max(x1, xt[xt.length - 1])
-  const X = (x: number): number => m.left + (x / xs - x0) / (x1 - x0) * pw
-  const Y = (y: number): number => m.top + (1 - (y - y0) / (y1 - y0)) * ph
+  const { W, H, m, pw, ph, xs, xt, yt, X, Y } = plotLayout(series, opts)
   const r = new Raster(W, H)
   const grey: RGB = [238, 238, 238]
   const ink: RGB = [51, 51, 51]
@@ -142,23 +123,23 @@ export function linePlotPng (series: readonly Series[], opts: PlotOptions): Buff
     r.text(String(Number(v.toPrecision(4))), X(v * xs), m.top + ph + 16, ink, 'middle')
   }
   for (const v of yt) {
-    if (v < y0 || v > y1) continue
     r.line(m.left, Y(v), m.left + pw, Y(v), grey)
     r.text(String(Number(v.toPrecision(4))), m.left - 8, Y(v), ink, 'end')
   }
   r.line(m.left, m.top, m.left + pw, m.top, ink); r.line(m.left, m.top + ph, m.left + pw, m.top + ph, ink)
   r.line(m.left, m.top, m.left, m.top + ph, ink); r.line(m.left + pw, m.top, m.left + pw, m.top + ph, ink)
-  r.text(opts.title, m.left + pw / 2, 20, ink, 'middle')
+  r.text(opts.title, m.left + pw / 2, 14, ink, 'middle')
   r.text(opts.xLabel, m.left + pw / 2, H - 14, ink, 'middle')
-  r.text(opts.yLabel, 8, m.top - 14, ink)
+  r.text(opts.yLabel, 8, m.top - 12, ink)
   if (opts.hline != null) {
     r.line(m.left, Y(opts.hline.y), m.left + pw, Y(opts.hline.y), [136, 136, 136], 1, 1, [6, 4])
     r.text(opts.hline.label, m.left + pw - 4, Y(opts.hline.y) - 9, [102, 102, 102], 'end')
   }
   const colourOf = (name: string): RGB => hex(STRATEGY_COLOURS[name] ?? '#9467bd')
+  const frame = { x0: m.left, y0: m.top, x1: m.left + pw, y1: m.top + ph }
   const draw = (pts: Array<[number, number]>, c: RGB, width: number, alpha: number): void => {
     const ok = pts.filter(p => Number.isFinite(p[1]))
-    for (let i = 1; i < ok.length; i++) r.line(X(ok[i - 1][0]), Y(ok[i - 1][1]), X(ok[i][0]), Y(ok[i][1]), c, width, alpha)
+    for (let i = 1; i < ok.length; i++) r.line(X(ok[i - 1][0]), Y(ok[i - 1][1]), X(ok[i][0]), Y(ok[i][1]), c, width, alpha, undefined, frame)
   }
   for (const s of series) for (const run of s.runs ?? []) draw(run.points, colourOf(s.name), 1, 0.25)
   series.forEach((s, i) => {

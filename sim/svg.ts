@@ -58,18 +58,38 @@ function fmtTick (v: number): string {
   return String(Number(v.toPrecision(4)))
 }
 
-/** The SVG text of a line plot. */
-export function linePlot (series: readonly Series[], opts: PlotOptions): string {
+export interface PlotLayout {
+  W: number
+  H: number
+  m: { left: number, right: number, top: number, bottom: number }
+  pw: number
+  ph: number
+  xs: number
+  xt: number[]
+  yt: number[]
+  y0: number
+  y1: number
+  /** Data x (unscaled) and y to pixels. */
+  X: (x: number) => number
+  Y: (y: number) => number
+}
+
+/**
+ * Axes and scales shared by the SVG and the PNG. The y range leaves out the first 5% of the time
+ * axis (the steep start of training would flatten everything else); lines are clipped to the frame.
+ */
+export function plotLayout (series: readonly Series[], opts: PlotOptions): PlotLayout {
   const W = opts.width ?? 860
   const H = opts.height ?? 520
-  const m = { left: 70, right: 190, top: 40, bottom: 55 }
+  const m = { left: 70, right: 190, top: 48, bottom: 55 }
   const pw = W - m.left - m.right
   const ph = H - m.top - m.bottom
   const xs = opts.xScale ?? 1
   const all = series.flatMap(s => [...s.points, ...(s.runs ?? []).flatMap(r => r.points)])
   let x0 = 0
   let x1 = Math.max(1e-9, ...all.map(p => p[0] / xs))
-  const ys = all.map(p => p[1]).filter(Number.isFinite)
+  const late = all.filter(p => p[0] / xs >= 0.05 * x1 && Number.isFinite(p[1])).map(p => p[1])
+  const ys = late.length > 0 ? late : all.map(p => p[1]).filter(Number.isFinite)
   if (opts.hline != null) ys.push(opts.hline.y)
   let y0 = ys.length > 0 ? Math.min(...ys) : 0
   let y1 = ys.length > 0 ? Math.max(...ys) : 1
@@ -77,13 +97,20 @@ export function linePlot (series: readonly Series[], opts: PlotOptions): string 
   const padY = (y1 - y0) * 0.04
   y0 -= padY; y1 += padY
   const xt = niceTicks(x0, x1)
-  const yt = niceTicks(y0, y1)
+  const yt = niceTicks(y0, y1, 8).filter(v => v >= y0 && v <= y1)
   x0 = Math.min(x0, xt[0]); x1 = Math.max(x1, xt[xt.length - 1])
   const X = (x: number): number => m.left + (x / xs - x0) / (x1 - x0) * pw
   const Y = (y: number): number => m.top + (1 - (y - y0) / (y1 - y0)) * ph
+  return { W, H, m, pw, ph, xs, xt, yt, y0, y1, X, Y }
+}
+
+/** The SVG text of a line plot. */
+export function linePlot (series: readonly Series[], opts: PlotOptions): string {
+  const { W, H, m, pw, ph, xs, xt, yt, X, Y } = plotLayout(series, opts)
   const out: string[] = []
   out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">`)
   out.push(`<rect x="0" y="0" width="${W}" height="${H}" fill="white"/>`)
+  out.push(`<defs><clipPath id="frame"><rect x="${m.left}" y="${m.top}" width="${pw}" height="${ph}"/></clipPath></defs>`)
   out.push(`<text x="${m.left + pw / 2}" y="22" text-anchor="middle" font-size="15">${esc(opts.title)}</text>`)
   // Grid and ticks.
   for (const v of xt) {
@@ -92,7 +119,6 @@ export function linePlot (series: readonly Series[], opts: PlotOptions): string 
     out.push(`<text x="${x}" y="${m.top + ph + 18}" text-anchor="middle">${fmtTick(v)}</text>`)
   }
   for (const v of yt) {
-    if (v < y0 || v > y1) continue
     const y = Y(v).toFixed(1)
     out.push(`<line x1="${m.left}" y1="${y}" x2="${m.left + pw}" y2="${y}" stroke="#eee"/>`)
     out.push(`<text x="${m.left - 8}" y="${y}" text-anchor="end" dominant-baseline="middle">${fmtTick(v)}</text>`)
@@ -108,11 +134,11 @@ export function linePlot (series: readonly Series[], opts: PlotOptions): string 
   const pts = (p: Array<[number, number]>): string => p.filter(q => Number.isFinite(q[1])).map(([x, y]) => `${X(x).toFixed(1)},${Y(y).toFixed(1)}`).join(' ')
   series.forEach((s, i) => {
     const colour = STRATEGY_COLOURS[s.name] ?? FALLBACK_COLOURS[i % FALLBACK_COLOURS.length]
-    for (const r of s.runs ?? []) out.push(`<polyline data-run="${esc(s.name)}:${esc(r.label)}" points="${pts(r.points)}" fill="none" stroke="${colour}" stroke-opacity="0.25" stroke-width="1"/>`)
+    for (const r of s.runs ?? []) out.push(`<polyline data-run="${esc(s.name)}:${esc(r.label)}" points="${pts(r.points)}" fill="none" stroke="${colour}" stroke-opacity="0.25" stroke-width="1" clip-path="url(#frame)"/>`)
   })
   series.forEach((s, i) => {
     const colour = STRATEGY_COLOURS[s.name] ?? FALLBACK_COLOURS[i % FALLBACK_COLOURS.length]
-    out.push(`<polyline data-strategy="${esc(s.name)}" points="${pts(s.points)}" fill="none" stroke="${colour}" stroke-width="2"/>`)
+    out.push(`<polyline data-strategy="${esc(s.name)}" points="${pts(s.points)}" fill="none" stroke="${colour}" stroke-width="2" clip-path="url(#frame)"/>`)
     const ly = m.top + 10 + i * 20
     out.push(`<line x1="${m.left + pw + 15}" y1="${ly}" x2="${m.left + pw + 40}" y2="${ly}" stroke="${colour}" stroke-width="2"/>`)
     out.push(`<text x="${m.left + pw + 46}" y="${ly}" dominant-baseline="middle">${esc(s.name)}</text>`)
