@@ -326,3 +326,22 @@ describe('weights protocol over libp2p (tcp, 127.0.0.1)', () => {
     expectSameTensors((await fetchWeights(joiner, from(uncached))).tensors, state.all)
   })
 })
+
+describe('non-finite weights', () => {
+  it('a donor serving NaN or Inf weights is refused with a typed error, and the server keeps serving', async () => {
+    const state = makeState()
+    const bad = { params: new Map(state.params), all: new Map(state.all) }
+    const w = state.params.get('head.w') as HostTensor
+    const poisoned: HostTensor = { ...w, data: Float32Array.from(w.data as Float32Array) }
+    poisoned.data[17] = NaN
+    poisoned.data[18] = Infinity
+    bad.params.set('head.w', poisoned)
+    const d = await donor(bad)
+    const puller = await startNode()
+    await expect(fetchWeights(puller, { donors: [{ peer: d.peer }], stage: STAGE, timeoutMs: 20_000 }))
+      .rejects.toMatchObject({ code: expect.stringMatching(/^ERR_/), message: expect.stringMatching(/head\.w|NaN|non-finite|finite/i) })
+    // The same server still serves a request for tensors that are fine.
+    const ok = await fetchWeights(puller, { donors: [{ peer: d.peer }], stage: STAGE, names: ['blocks.4.attn.wq'], timeoutMs: 20_000 })
+    expect(ok.tensors.get('blocks.4.attn.wq')?.data).toEqual(state.params.get('blocks.4.attn.wq')?.data)
+  }, 30_000)
+})
