@@ -10,14 +10,14 @@
  *
  * `none` has no failures and its loss curve does not depend on the trace, so it runs once; its
  * wall-clock is re-timed per scenario (only the time scale differs). Its curve also sets the target
- * (its loss at targetFraction of its iterations), so it runs first; runs started before the target is
- * known learn it on the fly (stopAtTarget as a function; workers get it on stdin).
+ * (its loss at targetFraction of its iterations), so when runs stop at the target it runs first, alone,
+ * and every other run starts knowing the target.
  *
  * With workers > 0 each run is a child process (tfjs keeps one backend per process); otherwise runs
  * go one after another in this process.
  */
 import { spawn } from 'node:child_process'
-import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
@@ -294,8 +294,6 @@ export interface WorkerJob {
   target?: number
   backend: BackendName
   resultPath: string
-  /** Where the parent writes {target} once the reference run has set it. */
-  targetPath: string
 }
 
 async function runInWorkers (cfg: ExperimentConfig, jobs: Job[], model: ModelConfig, train: TrainConfig, backend: BackendName, getTarget: () => number | undefined,
@@ -303,7 +301,6 @@ async function runInWorkers (cfg: ExperimentConfig, jobs: Job[], model: ModelCon
   const dir = join(cfg.out, '.jobs')
   mkdirSync(dir, { recursive: true })
   const entry = workerEntry()
-  const targetPath = join(dir, 'target.json')
   let nextJob = 0
   let failed: Error | undefined
   const runOne = async (j: number): Promise<void> => {
@@ -321,8 +318,7 @@ async function runInWorkers (cfg: ExperimentConfig, jobs: Job[], model: ModelCon
       stopAtTarget: cfg.stopAtTarget && job.strategy !== 'none',
       target: getTarget(),
       backend,
-      resultPath: `${base}.result.json`,
-      targetPath
+      resultPath: `${base}.result.json`
     }
     writeFileSync(`${base}.json`, JSON.stringify(w))
     const child = spawn(process.execPath, [...entry.execArgv, entry.file, `${base}.json`], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, SPOTPIPE_QUIET: '1' } })
@@ -341,13 +337,7 @@ async function runInWorkers (cfg: ExperimentConfig, jobs: Job[], model: ModelCon
     } catch (err) {
       throw new SimWorkerError(`run ${job.strategy} seed ${job.seed}: unreadable result ${w.resultPath}`, { cause: err })
     }
-    const before = getTarget()
     onDone(j, run)
-    const after = getTarget()
-    if (before == null && after != null) {
-      writeFileSync(`${targetPath}.tmp`, JSON.stringify({ target: after }))
-      renameSync(`${targetPath}.tmp`, targetPath)
-    }
   }
   const lane = async (): Promise<void> => {
     while (failed == null && nextJob < jobs.length) {
@@ -359,8 +349,12 @@ async function runInWorkers (cfg: ExperimentConfig, jobs: Job[], model: ModelCon
       }
     }
   }
-  rmSync(targetPath, { force: true })
-  await Promise.all(Array.from({ length: Math.min(cfg.workers, jobs.length) }, lane))
+  // Runs that stop at the target need it before they start: the reference runs alone first.
+  if (cfg.stopAtTarget && getTarget() == null && jobs[0]?.strategy === 'none') {
+    nextJob = 1
+    await runOne(0)
+  }
+  await Promise.all(Array.from({ length: Math.min(cfg.workers, jobs.length - nextJob) }, lane))
   if (failed != null) throw failed
   rmSync(dir, { recursive: true, force: true })
 }
