@@ -31,7 +31,7 @@ export class Adam {
   private moment (map: Map<string, tf.Variable>, name: string, shape: number[]): tf.Variable {
     let t = map.get(name)
     if (t == null) {
-      t = tf.variable(tf.zeros(shape), false)
+      t = tf.tidy(() => tf.variable(tf.zeros(shape), false))
       map.set(name, t)
     }
     return t

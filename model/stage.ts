@@ -84,7 +84,9 @@ export class Stage {
         throw new ShapeMismatchError(`${spec.name}: expected ${size} values for shape [${spec.shape.join(',')}], got ${given.length}`)
       }
       const data = given ?? initialValues(spec, init.model.initSeed)
-      this.params.set(spec.name, tf.variable(tf.tensor(data, spec.shape, 'float32'), true, `${spec.name}#${variableCounter++}`))
+      const name = `${spec.name}#${variableCounter++}`
+      // Inside tidy so the starting tensor is freed; the variable itself survives.
+      this.params.set(spec.name, tf.tidy(() => tf.variable(tf.tensor(data, spec.shape, 'float32'), true, name)))
     }
     this.adam = new Adam(init.train, init.lrScale ?? 1)
   }

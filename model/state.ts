@@ -128,8 +128,8 @@ export function loadStageState (stage: Stage, tensors: TensorSet, meta: StageMet
     for (const spec of stage.specs) {
       const m = tensors.get(OPTIM_M + spec.name) as HostTensor
       const v = tensors.get(OPTIM_V + spec.name) as HostTensor
-      stage.adam.m.set(spec.name, tf.variable(tf.tensor(m.data, spec.shape, 'float32'), false))
-      stage.adam.v.set(spec.name, tf.variable(tf.tensor(v.data, spec.shape, 'float32'), false))
+      stage.adam.m.set(spec.name, tf.tidy(() => tf.variable(tf.tensor(m.data, spec.shape, 'float32'), false)))
+      stage.adam.v.set(spec.name, tf.tidy(() => tf.variable(tf.tensor(v.data, spec.shape, 'float32'), false)))
     }
     stage.adam.step = meta.adamStep
     stage.adam.lrScale = meta.lrScale

@@ -53,3 +53,18 @@ describe('stage state serialization', () => {
     } finally { a.dispose() }
   })
 })
+
+describe('stage lifetime', () => {
+  it('building, stepping, loading and disposing stages leaves no tensors behind', async () => {
+    const tf = await import('@tensorflow/tfjs')
+    const before = tf.memory().numTensors
+    for (let i = 0; i < 3; i++) {
+      const a = new Stage({ model: small, train, layout: stageLayout(small, 2, 0) })
+      const b = new Stage({ model: small, train, layout: stageLayout(small, 2, 0) })
+      const st = exportStageState(a)
+      loadStageState(b, st.tensors, st.meta)
+      a.dispose(); b.dispose()
+    }
+    expect(tf.memory().numTensors).toBe(before)
+  })
+})
