@@ -185,6 +185,8 @@ export class ClusterModel {
 
   private onHeartbeat (hb: Heartbeat, now: number): void {
     const prev = this.peers.get(hb.peerId)
+    // Gossip can deliver an older cached heartbeat after a newer one: never go back in time.
+    if (prev != null && hb.timestampMs < prev.hb.timestampMs) return
     const rec: PeerRecord = { hb, seenAt: now, silent: false, departingSeen: prev?.departingSeen ?? false }
     this.peers.set(hb.peerId, rec)
     const where = hb.stage >= 0 ? `stage ${hb.stage}` : hb.role

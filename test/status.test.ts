@@ -124,7 +124,8 @@ describe('spotpipe status', () => {
     await cluster.start(4)
     await cluster.coord.assignInitial({ timeoutMs: 30_000 })
     for (let i = 0; i < 3; i++) await cluster.coord.runIteration({ timeoutMs: 30_000 })
-    const r = await run(['status', '--json', '--cluster', 'status-json', '--coordinator', cluster.coord.addrs[0], '--wait', '3000'])
+    // Listen long enough for every peer's post-iteration heartbeat on a loaded machine.
+    const r = await run(['status', '--json', '--cluster', 'status-json', '--coordinator', cluster.coord.addrs[0], '--wait', '5000'])
     expect(r.code, r.stderr).toBe(0)
     const lines = r.stdout.split('\n').filter(l => l !== '')
     expect(lines).toHaveLength(1)
