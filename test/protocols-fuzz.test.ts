@@ -5,6 +5,7 @@
  */
 import { describe, expect, it } from 'vitest'
 import { SpotpipeError } from '../model/errors.js'
+import { mulberry32 } from '../model/rng.js'
 import {
   ProtocolError, decodeMessage, decodeTensorFrame, decodeWeightsMessage, encodeMessage, encodeTensorFrame,
   encodeWeightsMessage, validateMessage, validateWeightsMessage
@@ -13,17 +14,8 @@ import type { Message, WeightsManifest, WeightsMessage } from '../protocols/inde
 
 const ROUNDS = 3000
 
-/** mulberry32: small, fast, good enough to drive mutations reproducibly. */
-function rng (seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
+/** The project's seeded PRNG drives the mutations, so every run replays. */
+const rng = mulberry32
 
 function mutate (input: Uint8Array, rand: () => number): Uint8Array {
   const int = (n: number): number => Math.floor(rand() * n)
