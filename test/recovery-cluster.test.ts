@@ -87,12 +87,23 @@ describe('recovery with real processes', () => {
     await cluster.coord.assignInitial({ timeoutMs: 30_000 })
     await train_(cluster, 5)
     for (const [lost, neighbour, mirrored] of [[0, 1, 'embed.tok'], [3, 2, 'head.w']] as const) {
-      const owner = await cluster.weightsOf(lost)
-      const n = await cluster.weightsOf(neighbour)
-      const events = await failDuring(cluster, lost)
+      const c = cluster
+      const owner = await c.weightsOf(lost)
+      const n = await c.weightsOf(neighbour)
+      // The neighbour refreshes its mirror in the background after each commit; kill the owner
+      // only once the mirror has caught up, so the test knows which version the rebuild must use.
+      const mirrorPeer = c.holder(neighbour).peerId
+      for (let t = 0; (await c.weightsOf(lost, false, mirrorPeer, [mirrored]).catch(() => ({ version: -1 }))).version !== owner.version; t++) {
+        if (t > 100) throw new Error(`mirror of stage ${lost} never reached version ${owner.version}`)
+        await new Promise(resolve => setTimeout(resolve, 50))
+      }
+      const victim = c.holder(lost)
+      victim.proc.child.kill('SIGKILL')
+      await c.coord.until(() => c.coord.failedStages().includes(lost), 'the failure to be detected', 10_000)
+      const events = await c.coord.recover({ timeoutMs: 60_000 })
       expect(events[0]).toMatchObject({ stage: lost, rung: 'checkfree-plus' })
-      const rebuilt = await cluster.weightsOf(lost)
-      // The mirror was refreshed after the last commit: the lost stage's own embedding/head.
+      const rebuilt = await c.weightsOf(lost)
+      // The rebuilt stage's embedding/head is the mirror, i.e. the lost stage's own at its last commit.
       expect(rebuilt.tensors.get(mirrored)?.data).toEqual(owner.tensors.get(mirrored)?.data)
       // Its blocks are the neighbour's, at the same relative position.
       const L = stageLayout(M, 4, lost)
