@@ -26,6 +26,16 @@ const T2 = (a: tf.Tensor): tf.Tensor2D => tf.transpose(a as tf.Tensor2D)
 const bT = (a: tf.Tensor): tf.Tensor3D => tf.transpose(a as tf.Tensor3D, [0, 2, 1])
 const bmm = (a: tf.Tensor, b: tf.Tensor): tf.Tensor3D => tf.matMul(a as tf.Tensor3D, b as tf.Tensor3D)
 const sumRows = (a: tf.Tensor): tf.Tensor1D => tf.sum(a, 0) as tf.Tensor1D
+/**
+ * a [N,out] @ w^T for a weight w [in,out] -> [N,in]. Transposing w copies in*out numbers every
+ * backward, which dominates when N (tokens per microbatch) is small; then (w @ a^T)^T, which only
+ * transposes the two thin [N,*] matrices, is cheaper. Whichever side moves fewer numbers wins.
+ */
+const mmT = (a: tf.Tensor, w: tf.Tensor): tf.Tensor2D => {
+  const [n, out] = a.shape
+  const inp = w.shape[0]
+  return n * (out + inp) < inp * out ? T2(mm(w, T2(a))) : mm(a, T2(w))
+}
 
 // ---- LayerNorm over the last axis -------------------------------------------------------------
 
@@ -100,7 +110,7 @@ function attentionBwd (m: ModelConfig, dout: tf.Tensor2D, p: Params, pre: string
   const split = (t: tf.Tensor): tf.Tensor3D => t.reshape([B, T, H, hd]).transpose([0, 2, 1, 3]).reshape([B * H, T, hd])
   const merge = (t: tf.Tensor): tf.Tensor2D => t.reshape([B, H, T, hd]).transpose([0, 2, 1, 3]).reshape([B * T, D])
   sink(`${pre}.wo`, mm(T2(y), dout)) //                                 [D,D]
-  const dy = split(mm(dout, T2(p(`${pre}.wo`)))) //                     [BH,T,hd]
+  const dy = split(mmT(dout, p(`${pre}.wo`))) //                     [BH,T,hd]
   const dP = bmm(dy, bT(v)) //                                          [BH,T,T]
   const dv = bmm(bT(P), dy) //                                          [BH,T,hd]
   // softmax backward: dS = P * (dP - sum(dP * P, -1)), then the 1/sqrt(hd) scale
@@ -112,7 +122,7 @@ function attentionBwd (m: ModelConfig, dout: tf.Tensor2D, p: Params, pre: string
   sink(`${pre}.wq`, mm(hT, dq))
   sink(`${pre}.wk`, mm(hT, dk))
   sink(`${pre}.wv`, mm(hT, dvm))
-  return tf.addN([mm(dq, T2(p(`${pre}.wq`))), mm(dk, T2(p(`${pre}.wk`))), mm(dvm, T2(p(`${pre}.wv`)))]) as tf.Tensor2D // [N,D]
+  return tf.addN([mmT(dq, p(`${pre}.wq`)), mmT(dk, p(`${pre}.wk`)), mmT(dvm, p(`${pre}.wv`))]) as tf.Tensor2D // [N,D]
 }
 
 // ---- MLP ----------------------------------------------------------------------------------------
@@ -128,11 +138,11 @@ function mlpFwd (p: Params, pre: string, h: tf.Tensor2D, c: Cache, key: string):
 function mlpBwd (dout: tf.Tensor2D, p: Params, pre: string, c: Cache, key: string, sink: GradSink): tf.Tensor2D {
   sink(`${pre}.w2`, mm(T2(c[`${key}.g`]), dout)) //      [F,D]
   sink(`${pre}.b2`, sumRows(dout)) //                     [D]
-  const dg = mm(dout, T2(p(`${pre}.w2`))) //              [N,F]
+  const dg = mmT(dout, p(`${pre}.w2`)) //              [N,F]
   const da = geluBwd(dg, c, `${key}.gelu`) //             [N,F]
   sink(`${pre}.w1`, mm(T2(c[`${key}.h`]), da)) //         [D,F]
   sink(`${pre}.b1`, sumRows(da)) //                       [F]
-  return mm(da, T2(p(`${pre}.w1`))) //                    [N,D]
+  return mmT(da, p(`${pre}.w1`)) //                    [N,D]
 }
 
 // ---- Block, embedding, head -------------------------------------------------------------------
@@ -184,6 +194,6 @@ export function headFwd (m: ModelConfig, p: Params, x: tf.Tensor2D, targets: tf.
 export function headBwd (m: ModelConfig, p: Params, N: number, c: Cache, sink: GradSink): tf.Tensor2D {
   const dlogits = tf.div(tf.sub(tf.exp(c['head.logp']), c['head.onehot']), N) as tf.Tensor2D // [N,V]
   sink('head.w', mm(T2(c['head.h']), dlogits)) //                                            [D,V]
-  const dh = mm(dlogits, T2(p('head.w'))) //                                                 [N,D]
+  const dh = mmT(dlogits, p('head.w')) //                                                 [N,D]
   return layerNormBwd(dh, p, c, 'head.ln', 'head.ln', sink)
 }
