@@ -1,0 +1,158 @@
+/**
+ * A checkpoint on disk: the directory and file names, the manifest and its validation, and reading
+ * a checkpoint's files with typed errors.
+ *
+ *   <dir>/ckpt-0000000040/stage-0.safetensors   encodeStageState bytes: params, Adam moments, metadata
+ *   <dir>/ckpt-0000000040/stage-1.safetensors
+ *   <dir>/ckpt-0000000040/manifest.json         written last; its presence makes the checkpoint complete
+ *
+ * The manifest records each stage file's size and sha256, so a load detects a flipped byte, a
+ * truncated or missing file and a damaged manifest.
+ */
+import { createHash } from 'node:crypto'
+import { promises as fs } from 'node:fs'
+import { join } from 'node:path'
+import { CheckpointFileMissingError, CheckpointIoError, CheckpointManifestError, errMessage, isAbort } from './checkpoint-errors.js'
+
+export const MANIFEST_FILE = 'manifest.json'
+export const MANIFEST_FORMAT = 'spotpipe-checkpoint'
+export const MANIFEST_VERSION = 1
+/** Matches a checkpoint directory's name; group 1 is the iteration. */
+export const CHECKPOINT_DIR_RE = /^ckpt-(\d+)$/
+/** Most stages a checkpoint may have. */
+export const MAX_STAGES = 4096
+const ITERATION_DIGITS = 10
+const MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+
+/** `ckpt-<iteration, zero-padded to 10 digits>`: directory names sort like iterations. */
+export function checkpointDirName (iteration: number): string {
+  return `ckpt-${String(iteration).padStart(ITERATION_DIGITS, '0')}`
+}
+
+export function stageFileName (stage: number): string {
+  return `stage-${stage}.safetensors`
+}
+
+export interface ManifestFileEntry {
+  stage: number
+  /** Base name inside the checkpoint directory. */
+  file: string
+  /** Size of the whole file. */
+  bytes: number
+  /** sha256 (hex) of the whole file. */
+  sha256: string
+}
+
+export interface CheckpointManifest {
+  format: typeof MANIFEST_FORMAT
+  version: typeof MANIFEST_VERSION
+  /** Last committed iteration the checkpoint snapshots. */
+  iteration: number
+  /** Pipeline stages it was written with. */
+  stages: number
+  /** ISO 8601 time the manifest was written. */
+  createdAt: string
+  /** Model configuration of the run, as given to beginCheckpoint (opaque here). */
+  modelConfig: unknown
+  files: ManifestFileEntry[]
+}
+
+/** A complete checkpoint as listed. Details are undefined when its manifest could not be read at open(). */
+export interface CheckpointInfo {
+  iteration: number
+  /** Absolute or relative path of the checkpoint directory. */
+  dir: string
+  stages?: number
+  /** Total size of the stage files. */
+  bytes?: number
+  createdAt?: string
+}
+
+/** The listing of checkpoint directory `dir`, from its manifest. */
+export function checkpointInfo (manifest: CheckpointManifest, dir: string): CheckpointInfo {
+  return {
+    iteration: manifest.iteration,
+    dir,
+    stages: manifest.stages,
+    bytes: manifest.files.reduce((a, f) => a + f.bytes, 0),
+    createdAt: manifest.createdAt
+  }
+}
+
+export function sha256 (bytes: Uint8Array): string {
+  return createHash('sha256').update(bytes).digest('hex')
+}
+
+/** Validates manifest `text` of checkpoint `iteration`; `file` names it in errors. */
+export function parseManifest (text: string, iteration: number, file: string): CheckpointManifest {
+  const bad = (problem: string): CheckpointManifestError =>
+    new CheckpointManifestError(`checkpoint ${iteration}: ${file}: ${problem}`, { iteration, file })
+  let raw: unknown
+  try {
+    raw = JSON.parse(text)
+  } catch (err) {
+    throw bad(`not valid JSON (${errMessage(err)})`)
+  }
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw bad('not a JSON object')
+  const m = raw as Record<string, unknown>
+  if (m.format !== MANIFEST_FORMAT) throw bad(`field "format" is ${JSON.stringify(m.format)}, expected "${MANIFEST_FORMAT}"`)
+  if (m.version !== MANIFEST_VERSION) throw bad(`field "version" is ${JSON.stringify(m.version)}, expected ${MANIFEST_VERSION}`)
+  if (m.iteration !== iteration) throw bad(`field "iteration" is ${JSON.stringify(m.iteration)}, but the directory is for iteration ${iteration}`)
+  const stages = m.stages
+  if (typeof stages !== 'number' || !Number.isInteger(stages) || stages < 1 || stages > MAX_STAGES) {
+    throw bad(`field "stages" is ${JSON.stringify(stages)}, expected an integer in 1..${MAX_STAGES}`)
+  }
+  if (typeof m.createdAt !== 'string' || Number.isNaN(Date.parse(m.createdAt))) throw bad(`field "createdAt" is ${JSON.stringify(m.createdAt)}, expected an ISO 8601 time`)
+  if (!('modelConfig' in m)) throw bad('field "modelConfig" is missing')
+  if (!Array.isArray(m.files)) throw bad('field "files" is not an array')
+  if (m.files.length !== stages) throw bad(`field "files" lists ${m.files.length} file(s) for ${stages} stage(s)`)
+  const files = m.files.map((f: unknown, s: number): ManifestFileEntry => {
+    const at = `files[${s}]`
+    if (f === null || typeof f !== 'object' || Array.isArray(f)) throw bad(`field "${at}" is not an object`)
+    const e = f as Record<string, unknown>
+    if (e.stage !== s) throw bad(`field "${at}.stage" is ${JSON.stringify(e.stage)}, expected ${s}`)
+    // only the canonical name: a manifest must never point outside its directory
+    if (e.file !== stageFileName(s)) throw bad(`field "${at}.file" is ${JSON.stringify(e.file)}, expected "${stageFileName(s)}"`)
+    if (typeof e.bytes !== 'number' || !Number.isSafeInteger(e.bytes) || e.bytes < 8) throw bad(`field "${at}.bytes" is ${JSON.stringify(e.bytes)}, expected a byte count >= 8`)
+    if (typeof e.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(e.sha256)) throw bad(`field "${at}.sha256" is ${JSON.stringify(e.sha256)}, expected 64 lower-case hex digits`)
+    return { stage: s, file: e.file, bytes: e.bytes, sha256: e.sha256 }
+  })
+  return { format: MANIFEST_FORMAT, version: MANIFEST_VERSION, iteration, stages, createdAt: m.createdAt, modelConfig: m.modelConfig, files }
+}
+
+/** Reads `path`, file `file` of checkpoint `iteration`: CheckpointFileMissingError or CheckpointIoError on failure (an abort propagates). */
+export async function readCheckpointFile (iteration: number, file: string, path: string, signal?: AbortSignal): Promise<Uint8Array> {
+  try {
+    return await fs.readFile(path, { signal })
+  } catch (err) {
+    if (isAbort(err)) throw err
+    const where = { iteration, file, cause: err }
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new CheckpointFileMissingError(`checkpoint ${iteration}: ${path} is missing`, where)
+    throw new CheckpointIoError(`checkpoint ${iteration}: cannot read ${path}: ${errMessage(err)}`, where)
+  }
+}
+
+/** Reads and validates the manifest in `dir`, the directory of checkpoint `iteration`. */
+export async function readManifest (dir: string, iteration: number, signal?: AbortSignal): Promise<CheckpointManifest> {
+  const path = join(dir, MANIFEST_FILE)
+  let size: number
+  try {
+    size = (await fs.stat(path)).size
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+      throw new CheckpointFileMissingError(`checkpoint ${iteration}: ${path} is missing`, { iteration, file: MANIFEST_FILE, cause: err })
+    }
+    throw new CheckpointIoError(`checkpoint ${iteration}: cannot read ${path}: ${errMessage(err)}`, { iteration, file: MANIFEST_FILE, cause: err })
+  }
+  if (size > MAX_MANIFEST_BYTES) {
+    throw new CheckpointManifestError(`checkpoint ${iteration}: ${path}: ${size} bytes, larger than any manifest (limit ${MAX_MANIFEST_BYTES})`, { iteration, file: MANIFEST_FILE })
+  }
+  const bytes = await readCheckpointFile(iteration, MANIFEST_FILE, path, signal)
+  let text: string
+  try {
+    text = new TextDecoder('utf-8', { fatal: true }).decode(bytes)
+  } catch {
+    throw new CheckpointManifestError(`checkpoint ${iteration}: ${path}: not valid UTF-8`, { iteration, file: MANIFEST_FILE })
+  }
+  return parseManifest(text, iteration, path)
+}

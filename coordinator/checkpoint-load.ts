@@ -1,0 +1,126 @@
+/**
+ * Loading a checkpoint: reading and verifying its directory, then taking from it the tensors and
+ * metadata a stage of any layout needs. Parameter names are global, so a checkpoint written with S
+ * stages serves any other split: `tensorsFor` merges all stage files and picks the names a stage of
+ * the new layout owns.
+ */
+import { join } from 'node:path'
+import { createLog } from '../model/log.js'
+import type { HostTensor, TensorSet } from '../model/safetensors.js'
+import { decodeStageState, mergeTensorSets, OPTIM_M, OPTIM_V, type StageMeta, type StageState } from '../model/state.js'
+import { CheckpointCorruptError, CheckpointMissingTensorsError, errMessage } from './checkpoint-errors.js'
+import { readCheckpointFile, readManifest, sha256 } from './checkpoint-format.js'
+
+const log = createLog('checkpoints')
+
+/** A checkpoint read and verified. Its tensors are shared with tensorsFor results: treat them as read-only. */
+export interface LoadedCheckpoint {
+  iteration: number
+  stages: number
+  createdAt: string
+  modelConfig: unknown
+  /** Stage s of the writing layout at index s. */
+  states: StageState[]
+  /** Total size of the stage files. */
+  bytes: number
+}
+
+export interface TensorsForOptions {
+  /** Include the Adam moments `optim.m.<name>` and `optim.v.<name>`. @default true */
+  optimizer?: boolean
+  /** Who asks, for error messages. @default 'the requested layout' */
+  who?: string
+}
+
+/**
+ * Reads checkpoint `iteration` from its directory `dir` and verifies it: manifest fields, every
+ * stage file's size and sha256, and that each decodes with finite values and the stage files agree
+ * on shared names. Throws a CheckpointError subclass naming the file at fault.
+ */
+export async function readCheckpoint (dir: string, iteration: number, signal?: AbortSignal): Promise<LoadedCheckpoint> {
+  const manifest = await readManifest(dir, iteration, signal)
+  const states: StageState[] = []
+  let total = 0
+  for (const f of manifest.files) {
+    const path = join(dir, f.file)
+    const where = { iteration, file: f.file }
+    const bytes = await readCheckpointFile(iteration, f.file, path, signal)
+    if (bytes.length !== f.bytes) {
+      const how = bytes.length < f.bytes ? 'truncated' : 'too long'
+      throw new CheckpointCorruptError(`checkpoint ${iteration}: ${path}: ${how}: ${bytes.length} bytes, manifest says ${f.bytes}`, where)
+    }
+    const digest = sha256(bytes)
+    if (digest !== f.sha256) {
+      throw new CheckpointCorruptError(`checkpoint ${iteration}: ${path}: sha256 mismatch: file hashes to ${digest}, manifest says ${f.sha256}`, where)
+    }
+    try {
+      states.push(decodeStageState(bytes, { requireFinite: true }))
+    } catch (err) {
+      throw new CheckpointCorruptError(`checkpoint ${iteration}: ${path}: does not decode: ${errMessage(err)}`, { ...where, cause: err })
+    }
+    total += bytes.length
+  }
+  const loaded: LoadedCheckpoint = { iteration, stages: manifest.stages, createdAt: manifest.createdAt, modelConfig: manifest.modelConfig, states, bytes: total }
+  mergedTensors(loaded) // stage files that disagree on a shared name make the checkpoint invalid
+  return loaded
+}
+
+// Merged tensor sets, computed once per loaded checkpoint.
+const merged = new WeakMap<StageState[], TensorSet>()
+
+function mergedTensors (checkpoint: Pick<LoadedCheckpoint, 'iteration' | 'states'>): TensorSet {
+  let set = merged.get(checkpoint.states)
+  if (set === undefined) {
+    try {
+      set = mergeTensorSets(checkpoint.states.map(s => s.tensors))
+    } catch (err) {
+      throw new CheckpointCorruptError(`checkpoint ${checkpoint.iteration}: stage files disagree: ${errMessage(err)}`, { iteration: checkpoint.iteration, cause: err })
+    }
+    merged.set(checkpoint.states, set)
+  }
+  return set
+}
+
+/**
+ * The tensors named `names` (parameter names; their Adam moments are added unless `optimizer` is
+ * false), taken from all stage files of `checkpoint` merged. Works for any stage split, since names
+ * are global. Throws CheckpointMissingTensorsError listing every name the checkpoint lacks.
+ */
+export function tensorsFor (names: string[], checkpoint: Pick<LoadedCheckpoint, 'iteration' | 'states'>, opts: TensorsForOptions = {}): TensorSet {
+  const all = mergedTensors(checkpoint)
+  const wanted: string[] = []
+  for (const n of new Set(names)) {
+    wanted.push(n)
+    if (opts.optimizer ?? true) wanted.push(OPTIM_M + n, OPTIM_V + n)
+  }
+  const missing = wanted.filter(n => !all.has(n))
+  if (missing.length > 0) throw new CheckpointMissingTensorsError(checkpoint.iteration, opts.who ?? 'the requested layout', missing)
+  const out: TensorSet = new Map()
+  for (const n of wanted) out.set(n, all.get(n) as HostTensor)
+  return out
+}
+
+/**
+ * Stage metadata (Adam step, lr scale, weight version, gradient norm) to load with `names`: the
+ * meta of the stage file holding exactly those parameters when there is one (same split), else
+ * stage 0's. In synchronous training every stage has taken the same number of Adam steps; a
+ * disagreement is logged.
+ */
+export function metaFor (checkpoint: Pick<LoadedCheckpoint, 'iteration' | 'states'>, names?: string[]): StageMeta {
+  const { states, iteration } = checkpoint
+  if (states.length === 0) throw new CheckpointCorruptError(`checkpoint ${iteration} has no stages`, { iteration })
+  const steps = states.map(s => s.meta.adamStep)
+  if (steps.some(x => x !== steps[0])) {
+    log.info(`warning: checkpoint ${iteration}: stages disagree on the Adam step (${steps.join(', ')}); using stage 0's (${steps[0]})`)
+  }
+  let pick = states[0]
+  if (names !== undefined) {
+    const want = new Set(names)
+    const same = states.find(s => {
+      const params = [...s.tensors.keys()].filter(n => !n.startsWith(OPTIM_M) && !n.startsWith(OPTIM_V))
+      return params.length === want.size && params.every(n => want.has(n))
+    })
+    if (same !== undefined) pick = same
+  }
+  return { ...pick.meta }
+}
