@@ -25,6 +25,11 @@ export function fit (s: string, width: number, align: 'left' | 'right' = 'left')
   return align === 'left' ? t + pad : pad + t
 }
 
+/** `s` on one line (runs of white space folded to one space), at most 200 characters. */
+export function oneLine (s: string): string {
+  return s.replace(/\s+/g, ' ').trim().slice(0, 200)
+}
+
 /** The last characters of a peer id: enough to tell the peers of one cluster apart. */
 export function shortId (peerId: string): string {
   return peerId === '' ? '-' : '…' + peerId.slice(-6)

@@ -3,7 +3,7 @@
  * wider than `width`: columns are dropped by priority as the terminal narrows (the sparkline, the
  * gradient norm, tokens/s and the role go first), and whatever still does not fit is cut.
  */
-import type { ClusterView, ClusterEvent, PeerStatus } from '../observer.js'
+import type { ClusterView, ClusterEvent, PeerStatus } from '../cluster-status.js'
 import { fit, formatAge, formatClock, formatInt, formatLoss, shortId, textWidth, truncate } from './format.js'
 import { sparkline } from './sparkline.js'
 
