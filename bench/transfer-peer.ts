@@ -3,7 +3,7 @@
  * float32 tensors as stage 0, serves them over the weights protocol and reports its multiaddr back.
  *
  * The same tensors are served as two stages: stage 0 is "cold", a new version on every request (the
- * server hashes every tensor for the manifest, as for a live stage that keeps training); stage 1 is
+ * server sums (CRC-32) every tensor for the manifest, as for a live stage that keeps training); stage 1 is
  * "warm", always version 1 (checksums cached after the first request). The snapshot is the same
  * arrays every time (no copy): the bench measures the transfer, not the trainer's snapshot.
  *

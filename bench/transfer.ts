@@ -5,8 +5,8 @@
  *
  * The donor is a child process (bench/transfer-peer.ts) serving N MB (default 256) of float32
  * tensors as stage 0; this process fetches them with fetchWeights over libp2p (tcp + noise + yamux),
- * with and without a swarm key (pnet), each fetch fully verified (bounds, NaN/Inf, sha256 per tensor).
- * "cold" fetches get a new version each time, so the donor hashes every tensor before its manifest;
+ * with and without a swarm key (pnet), each fetch fully verified (bounds, NaN/Inf, CRC-32 per tensor).
+ * "cold" fetches get a new version each time, so the donor sums every tensor before its manifest;
  * "warm" fetches repeat a version whose checksums the donor has cached. Bare 1 MiB frames over the
  * same libp2p connection give the ceiling libp2p itself sets. The variants run in interleaved
  * rounds (BENCH_RUNS, default 5); MB/s figures are medians (best and every run in brackets). Each
@@ -25,7 +25,7 @@ import { fileURLToPath } from 'node:url'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import { MAX_WEIGHTS_CHUNK_BYTES, firstNonFinite } from '../protocols/index.js'
 import { createPeerLibp2p, generateSwarmKey, openStream, readFrames, type PeerLibp2p } from '../node/transport/index.js'
-import { fetchWeights } from '../node/weights/index.js'
+import { fetchWeights, tensorCrc } from '../node/weights/index.js'
 import { FRAMES_PROTOCOL, patchPnetCipher, type DonorConfig, type DonorReply } from './transfer-peer.js'
 import { measureSealedRawTransfer } from './transfer-raw.js'
 
@@ -142,7 +142,7 @@ async function framesOnce (l: Link, totalBytes: number, signal: AbortSignal): Pr
 }
 
 /** In-process costs of the per-byte checks, on one core (best of two). */
-function localCosts (totalBytes: number): Record<'sha256' | 'finite' | 'copy', number> {
+function localCosts (totalBytes: number): Record<'crc32' | 'sha256' | 'finite' | 'copy', number> {
   const src = new Float32Array(totalBytes / 4)
   for (let i = 0; i < src.length; i++) src[i] = (i % 1000) * 1e-3
   const bytes = new Uint8Array(src.buffer)
@@ -151,6 +151,7 @@ function localCosts (totalBytes: number): Record<'sha256' | 'finite' | 'copy', n
   const chunks = (f: (o: number) => void): void => { for (let o = 0; o < totalBytes; o += MAX_WEIGHTS_CHUNK_BYTES) f(o) }
   const dst = new Uint8Array(totalBytes)
   return {
+    crc32: best(() => { let c = 0; chunks(o => { c = tensorCrc(bytes.subarray(o, o + MAX_WEIGHTS_CHUNK_BYTES), c) }) }),
     sha256: best(() => { const h = createHash('sha256'); chunks(o => h.update(bytes.subarray(o, o + MAX_WEIGHTS_CHUNK_BYTES))); h.digest() }),
     finite: best(() => { chunks(o => firstNonFinite(bytes.subarray(o, o + MAX_WEIGHTS_CHUNK_BYTES))) }),
     copy: best(() => { chunks(o => dst.set(bytes.subarray(o, o + MAX_WEIGHTS_CHUNK_BYTES), o)) })
@@ -176,7 +177,8 @@ async function main (): Promise<void> {
   const costs = localCosts(totalBytes)
   const rate = (ms: number): string => `${ms.toFixed(0).padStart(4)} ms  (${(mb / (ms / 1000)).toFixed(0)} MB/s)`
   console.log(`in-process, one core, ${mb} MB:`)
-  console.log(`  sha256                        ${rate(costs.sha256)}`)
+  console.log(`  CRC-32 (the manifest checksum) ${rate(costs.crc32)}`)
+  console.log(`  sha256 (for comparison)       ${rate(costs.sha256)}`)
   console.log(`  NaN/Inf scan                  ${rate(costs.finite)}`)
   console.log(`  copy into touched memory      ${rate(costs.copy)}  (new tensors add page faults on top)\n`)
 
@@ -187,7 +189,7 @@ async function main (): Promise<void> {
   const raw: number[] = []
   const rows: Record<'frames' | 'cold' | 'warm' | 'pnetCold' | 'pnetWarm', Row> = {
     frames: { label: 'libp2p, bare 1 MiB frames, no protocol work', samples: [] },
-    cold: { label: 'weights, no swarm key, cold (donor hashes)', samples: [] },
+    cold: { label: 'weights, no swarm key, cold (donor sums)', samples: [] },
     warm: { label: 'weights, no swarm key, warm (sums cached)', samples: [] },
     pnetCold: { label: 'weights, swarm key (pnet), cold', samples: [] },
     pnetWarm: { label: 'weights, swarm key (pnet), warm', samples: [] }
@@ -231,17 +233,17 @@ async function main (): Promise<void> {
   }
   const framesCpu = pullerCpu(rows.frames)
   const warmCpu = pullerCpu(rows.warm)
-  const checks = costs.sha256 + costs.finite
+  const checks = costs.crc32 + costs.finite
   const coldDonor = donorCpu(rows.cold)
   const warmDonor = donorCpu(rows.warm)
   console.log('')
   console.log(`split (medians): the puller's one thread is the bottleneck; per ${mb} MB it spends`)
   console.log(`  ${framesCpu.toFixed(0).padStart(5)} ms CPU in libp2p (tcp + noise + yamux + framing: bare frames)`)
-  console.log(`  ${(warmCpu - framesCpu).toFixed(0).padStart(5)} ms CPU more in a verified fetch: sha256 ~${costs.sha256.toFixed(0)} + NaN/Inf ~${costs.finite.toFixed(0)} ms, the rest writing new tensors (page faults, copy)`)
+  console.log(`  ${(warmCpu - framesCpu).toFixed(0).padStart(5)} ms CPU more in a verified fetch: CRC-32 ~${costs.crc32.toFixed(0)} + NaN/Inf ~${costs.finite.toFixed(0)} ms, the rest writing new tensors (page faults, copy)`)
   if (coldDonor !== undefined && warmDonor !== undefined) {
-    console.log(`  the donor spends ${warmDonor.toFixed(0)} ms CPU per warm fetch, ${coldDonor.toFixed(0)} ms per cold one: hashing ${(coldDonor - warmDonor).toFixed(0)} ms before its manifest, not overlapped`)
+    console.log(`  the donor spends ${warmDonor.toFixed(0)} ms CPU per warm fetch, ${coldDonor.toFixed(0)} ms per cold one: summing ${(coldDonor - warmDonor).toFixed(0)} ms before its manifest, not overlapped`)
   }
-  console.log(`  verification (sha256 + NaN/Inf, both ends) ~${(checks + costs.sha256).toFixed(0)} ms of CPU per cold ${mb} MB fetch`)
+  console.log(`  verification (CRC-32 + NaN/Inf, both ends) ~${(checks + costs.crc32).toFixed(0)} ms of CPU per cold ${mb} MB fetch`)
   console.log(`bench: transfer_ratio=${(mbps(rows.cold) / rawStats.median).toFixed(3)}`)
 }
 

@@ -12,7 +12,6 @@
  * Only F32 and I32 are supported. The host must be little-endian: we copy bytes verbatim instead of
  * byte-swapping, and every entry point throws on a big-endian host.
  */
-import { createHash } from 'node:crypto'
 import { endianness } from 'node:os'
 import { CorruptStateError, NonFiniteError, ShapeMismatchError, SpotpipeError } from './errors.js'
 
@@ -287,19 +286,6 @@ function assertFinite (name: string, data: Float32Array): void {
   if (count > 0) {
     throw new NonFiniteError(`safetensors: tensor ${JSON.stringify(name)} has ${count} non-finite value(s); first is ${data[first]} at index ${first}`)
   }
-}
-
-/**
- * sha256 (hex) over `"<dtype>[<d0>,<d1>,...]\n"` followed by the raw little-endian data bytes.
- * Throws ShapeMismatchError if the tensor is inconsistent.
- */
-export function tensorChecksum (t: HostTensor): string {
-  assertLittleEndian()
-  checkHostTensor('tensor', t)
-  return createHash('sha256')
-    .update(`${t.dtype}[${t.shape.join(',')}]\n`)
-    .update(rawBytes(t))
-    .digest('hex')
 }
 
 /**

@@ -3126,7 +3126,7 @@ export interface TensorInfo {
   dtype: number
   shape: number[]
   byteLength: number
-  sha256: string
+  crc32: number
 }
 
 export namespace TensorInfo {
@@ -3161,9 +3161,9 @@ export namespace TensorInfo {
           w.uint64Number(obj.byteLength)
         }
 
-        if ((obj.sha256 != null && obj.sha256 !== '')) {
-          w.uint32(42)
-          w.string(obj.sha256)
+        if ((obj.crc32 != null && obj.crc32 !== 0)) {
+          w.uint32(48)
+          w.uint32(obj.crc32)
         }
 
         if (opts.lengthDelimited !== false) {
@@ -3175,7 +3175,7 @@ export namespace TensorInfo {
           dtype: 0,
           shape: [],
           byteLength: 0,
-          sha256: ''
+          crc32: 0
         }
 
         const end = length == null ? reader.len : reader.pos + length
@@ -3208,8 +3208,8 @@ export namespace TensorInfo {
               obj.byteLength = reader.uint64Number()
               break
             }
-            case 5: {
-              obj.sha256 = reader.string()
+            case 6: {
+              obj.crc32 = reader.uint32()
               break
             }
             default: {
@@ -3271,10 +3271,10 @@ export namespace TensorInfo {
               }
               break
             }
-            case 5: {
+            case 6: {
               yield {
-                field: `${prefix}.sha256`,
-                value: reader.string()
+                field: `${prefix}.crc32`,
+                value: reader.uint32()
               }
               break
             }
@@ -3311,9 +3311,9 @@ export namespace TensorInfo {
     value: number
   }
 
-  export interface TensorInfoSha256FieldEvent {
-    field: '$.sha256'
-    value: string
+  export interface TensorInfoCrc32FieldEvent {
+    field: '$.crc32'
+    value: number
   }
 
   export function encode (obj: Partial<TensorInfo>): Uint8Array<ArrayBuffer> {
@@ -3324,7 +3324,7 @@ export namespace TensorInfo {
     return decodeMessage(buf, TensorInfo.codec(), opts)
   }
 
-  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<TensorInfo>): Generator<TensorInfoNameFieldEvent | TensorInfoDtypeFieldEvent | TensorInfoShapeFieldEvent | TensorInfoByteLengthFieldEvent | TensorInfoSha256FieldEvent> {
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<TensorInfo>): Generator<TensorInfoNameFieldEvent | TensorInfoDtypeFieldEvent | TensorInfoShapeFieldEvent | TensorInfoByteLengthFieldEvent | TensorInfoCrc32FieldEvent> {
     return streamMessage(buf, TensorInfo.codec(), opts)
   }
 }
@@ -3519,9 +3519,9 @@ export namespace WeightsManifest {
     index: number
   }
 
-  export interface WeightsManifestTensorsSha256FieldEvent {
-    field: '$.tensors[].sha256'
-    value: string
+  export interface WeightsManifestTensorsCrc32FieldEvent {
+    field: '$.tensors[].crc32'
+    value: number
     index: number
   }
 
@@ -3538,7 +3538,7 @@ export namespace WeightsManifest {
     return decodeMessage(buf, WeightsManifest.codec(), opts)
   }
 
-  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<WeightsManifest>): Generator<WeightsManifestStageFieldEvent | WeightsManifestVersionFieldEvent | WeightsManifestTensorsNameFieldEvent | WeightsManifestTensorsDtypeFieldEvent | WeightsManifestTensorsShapeFieldEvent | WeightsManifestTensorsByteLengthFieldEvent | WeightsManifestTensorsSha256FieldEvent | WeightsManifestTotalBytesFieldEvent> {
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<WeightsManifest>): Generator<WeightsManifestStageFieldEvent | WeightsManifestVersionFieldEvent | WeightsManifestTensorsNameFieldEvent | WeightsManifestTensorsDtypeFieldEvent | WeightsManifestTensorsShapeFieldEvent | WeightsManifestTensorsByteLengthFieldEvent | WeightsManifestTensorsCrc32FieldEvent | WeightsManifestTotalBytesFieldEvent> {
     return streamMessage(buf, WeightsManifest.codec(), opts)
   }
 }
@@ -4105,9 +4105,9 @@ export namespace WeightsEnvelope {
     index: number
   }
 
-  export interface WeightsEnvelopeManifestTensorsSha256FieldEvent {
-    field: '$.manifest.tensors[].sha256'
-    value: string
+  export interface WeightsEnvelopeManifestTensorsCrc32FieldEvent {
+    field: '$.manifest.tensors[].crc32'
+    value: number
     index: number
   }
 
@@ -4154,7 +4154,7 @@ export namespace WeightsEnvelope {
     return decodeMessage(buf, WeightsEnvelope.codec(), opts)
   }
 
-  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<WeightsEnvelope>): Generator<WeightsEnvelopeKindFieldEvent | WeightsEnvelopeRequestStageFieldEvent | WeightsEnvelopeRequestMinVersionFieldEvent | WeightsEnvelopeRequestNamesFieldEvent | WeightsEnvelopeRequestIncludeOptimizerFieldEvent | WeightsEnvelopeManifestStageFieldEvent | WeightsEnvelopeManifestVersionFieldEvent | WeightsEnvelopeManifestTensorsNameFieldEvent | WeightsEnvelopeManifestTensorsDtypeFieldEvent | WeightsEnvelopeManifestTensorsShapeFieldEvent | WeightsEnvelopeManifestTensorsByteLengthFieldEvent | WeightsEnvelopeManifestTensorsSha256FieldEvent | WeightsEnvelopeManifestTotalBytesFieldEvent | WeightsEnvelopeChunkIndexFieldEvent | WeightsEnvelopeChunkOffsetFieldEvent | WeightsEnvelopeChunkDataFieldEvent | WeightsEnvelopeEndTotalBytesFieldEvent | WeightsEnvelopeErrorCodeFieldEvent | WeightsEnvelopeErrorMessageFieldEvent> {
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<WeightsEnvelope>): Generator<WeightsEnvelopeKindFieldEvent | WeightsEnvelopeRequestStageFieldEvent | WeightsEnvelopeRequestMinVersionFieldEvent | WeightsEnvelopeRequestNamesFieldEvent | WeightsEnvelopeRequestIncludeOptimizerFieldEvent | WeightsEnvelopeManifestStageFieldEvent | WeightsEnvelopeManifestVersionFieldEvent | WeightsEnvelopeManifestTensorsNameFieldEvent | WeightsEnvelopeManifestTensorsDtypeFieldEvent | WeightsEnvelopeManifestTensorsShapeFieldEvent | WeightsEnvelopeManifestTensorsByteLengthFieldEvent | WeightsEnvelopeManifestTensorsCrc32FieldEvent | WeightsEnvelopeManifestTotalBytesFieldEvent | WeightsEnvelopeChunkIndexFieldEvent | WeightsEnvelopeChunkOffsetFieldEvent | WeightsEnvelopeChunkDataFieldEvent | WeightsEnvelopeEndTotalBytesFieldEvent | WeightsEnvelopeErrorCodeFieldEvent | WeightsEnvelopeErrorMessageFieldEvent> {
     return streamMessage(buf, WeightsEnvelope.codec(), opts)
   }
 }

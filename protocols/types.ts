@@ -179,8 +179,8 @@ export interface TensorInfo {
   shape: number[]
   /** prod(shape) * 4. */
   byteLength: number
-  /** Lowercase hex sha256 of the tensor's little-endian bytes. */
-  sha256: string
+  /** CRC-32 (zlib's polynomial) of the tensor's little-endian bytes; see WEIGHTS_CHECKSUM in constants.ts. */
+  crc32: number
 }
 
 /** Donor -> puller: what follows. Chunks refer to tensors by index into `tensors`. */

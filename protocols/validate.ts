@@ -25,7 +25,6 @@ export const DTYPES: readonly DType[] = ['float32', 'int32']
 export const BYTES_PER_ELEMENT = 4
 
 const U32_MAX = 0xffffffff
-const SHA256_PATTERN = /^[0-9a-f]{64}$/
 const TOKEN_PATTERN = /^[\x21-\x7e]*$/
 const ERROR_CODE_PATTERN = /^[A-Z0-9_]+$/
 
@@ -351,7 +350,9 @@ function checkTensorInfo (v: unknown, field: string): TensorInfo {
   if (byteLength !== elements * BYTES_PER_ELEMENT) {
     throw new BadShapeError(`${field}.byteLength: ${byteLength} bytes, but shape [${(o.shape as number[]).join(', ')}] needs ${elements * BYTES_PER_ELEMENT}`, { field: `${field}.byteLength` })
   }
-  checkString(o.sha256, `${field}.sha256`, { max: 64, min: 64, pattern: SHA256_PATTERN, alphabet: 'lowercase hex' })
+  if (!Number.isInteger(o.crc32) || (o.crc32 as number) < 0 || (o.crc32 as number) > 0xffffffff) {
+    throw new MalformedMessageError(`${field}.crc32: ${String(o.crc32)} is not an unsigned 32-bit integer`, { field: `${field}.crc32` })
+  }
   return o as unknown as TensorInfo
 }
 
@@ -360,6 +361,29 @@ export interface WeightsValidationContext {
   manifest?: WeightsManifest
   /** Reject NaN/Inf in float32 chunk data (needs `manifest` to know the dtype). Default true. */
   rejectNonFinite?: boolean
+}
+
+/**
+ * Checks where a chunk's data goes: index and offset in range, a positive multiple of 4 bytes up to
+ * the chunk limit, and (with the manifest) inside its tensor. Returns the tensor's manifest entry.
+ */
+export function checkChunkPlacement (index: unknown, offset: unknown, byteLength: number, manifest?: WeightsManifest): TensorInfo | undefined {
+  const i = checkInt(index, 'chunk.index', 0, MAX_WEIGHTS_TENSORS - 1)
+  const at = checkSafeUint(offset, 'chunk.offset', MAX_WEIGHT_TENSOR_BYTES)
+  if (at % BYTES_PER_ELEMENT !== 0) fail('chunk.offset', `${at} is not a multiple of ${BYTES_PER_ELEMENT}`)
+  if (byteLength > MAX_WEIGHTS_CHUNK_BYTES) {
+    throw new LimitExceededError(`chunk.data: ${byteLength} bytes, limit ${MAX_WEIGHTS_CHUNK_BYTES}`, { field: 'chunk.data' })
+  }
+  if (byteLength === 0 || byteLength % BYTES_PER_ELEMENT !== 0) {
+    fail('chunk.data', `${byteLength} bytes is not a positive multiple of ${BYTES_PER_ELEMENT}`)
+  }
+  if (manifest === undefined) return undefined
+  if (i >= manifest.tensors.length) fail('chunk.index', `${i} but the manifest has ${manifest.tensors.length} tensors`)
+  const info = manifest.tensors[i]
+  if (at + byteLength > info.byteLength) {
+    fail('chunk.offset', `bytes [${at}, ${at + byteLength}) run past ${info.name}'s ${info.byteLength} bytes`)
+  }
+  return info
 }
 
 /** Checks a weights-protocol message of any kind; returns it typed. */
@@ -396,27 +420,11 @@ export function validateWeightsMessage (value: unknown, ctx: WeightsValidationCo
       break
     }
     case 'chunk': {
-      const index = checkInt(o.index, 'chunk.index', 0, MAX_WEIGHTS_TENSORS - 1)
-      const offset = checkSafeUint(o.offset, 'chunk.offset', MAX_WEIGHT_TENSOR_BYTES)
-      if (offset % BYTES_PER_ELEMENT !== 0) fail('chunk.offset', `${offset} is not a multiple of ${BYTES_PER_ELEMENT}`)
       if (!(o.data instanceof Uint8Array)) fail('chunk.data', `expected bytes, got ${describe(o.data)}`)
-      const data = o.data
-      if (data.byteLength > MAX_WEIGHTS_CHUNK_BYTES) {
-        throw new LimitExceededError(`chunk.data: ${data.byteLength} bytes, limit ${MAX_WEIGHTS_CHUNK_BYTES}`, { field: 'chunk.data' })
-      }
-      if (data.byteLength === 0 || data.byteLength % BYTES_PER_ELEMENT !== 0) {
-        fail('chunk.data', `${data.byteLength} bytes is not a positive multiple of ${BYTES_PER_ELEMENT}`)
-      }
-      const m = ctx.manifest
-      if (m !== undefined) {
-        if (index >= m.tensors.length) fail('chunk.index', `${index} but the manifest has ${m.tensors.length} tensors`)
-        const info = m.tensors[index]
-        if (offset + data.byteLength > info.byteLength) {
-          fail('chunk.offset', `bytes [${offset}, ${offset + data.byteLength}) run past ${info.name}'s ${info.byteLength} bytes`)
-        }
-        if (info.dtype === 'float32' && ctx.rejectNonFinite !== false) {
-          checkFiniteBytes(data, `chunk.data (${info.name})`, offset / BYTES_PER_ELEMENT)
-        }
+      const data = o.data as Uint8Array
+      const info = checkChunkPlacement(o.index, o.offset, data.byteLength, ctx.manifest)
+      if (info?.dtype === 'float32' && ctx.rejectNonFinite !== false) {
+        checkFiniteBytes(data, `chunk.data (${info.name})`, (o.offset as number) / BYTES_PER_ELEMENT)
       }
       break
     }

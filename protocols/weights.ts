@@ -4,7 +4,7 @@
  * Exchange: the puller sends a `request`; the donor answers with a `manifest`, then `chunk`s in any
  * order, then `end` (or an `error` at any point). A chunk's bytes are the tensor's little-endian
  * bytes at [offset, offset + data.length). Decode chunks with `{ manifest }` so each one is checked
- * against it (index, range, NaN/Inf in float32 data); the sha256 in the manifest is checked by the
+ * against it (index, range, NaN/Inf in float32 data); the CRC-32 in the manifest is checked by the
  * puller once a tensor is complete.
  */
 import type { Uint8ArrayList } from 'uint8arraylist'
@@ -12,8 +12,8 @@ import { MAX_WEIGHTS_FRAME_BYTES } from './constants.js'
 import { BadDTypeError, FrameTooLargeError, MalformedMessageError, UnknownKindError } from './errors.js'
 import * as pb from './messages.js'
 import { checkFrameSize, decodeProtobuf } from './pb-util.js'
-import type { DType, WeightsMessage, WeightsMessageKind } from './types.js'
-import { validateWeightsMessage } from './validate.js'
+import type { DType, TensorInfo, WeightsManifest, WeightsMessage, WeightsMessageKind } from './types.js'
+import { checkChunkPlacement, validateWeightsMessage } from './validate.js'
 import type { WeightsValidationContext } from './validate.js'
 
 export const WEIGHTS_MESSAGE_KINDS: readonly WeightsMessageKind[] = ['request', 'manifest', 'chunk', 'end', 'error']
@@ -37,7 +37,7 @@ function toWire (m: WeightsMessage): pb.WeightsEnvelope {
         stage: m.stage,
         version: m.version,
         tensors: m.tensors.map(t => ({
-          name: t.name, dtype: DTYPE_CODE[t.dtype], shape: [...t.shape], byteLength: t.byteLength, sha256: t.sha256
+          name: t.name, dtype: DTYPE_CODE[t.dtype], shape: [...t.shape], byteLength: t.byteLength, crc32: t.crc32
         })),
         totalBytes: m.totalBytes
       }
@@ -86,7 +86,7 @@ function fromWire (env: pb.WeightsEnvelope): WeightsMessage {
             const field = `manifest.tensors[${i}].dtype`
             throw new BadDTypeError(`${field}: unknown dtype code ${t.dtype}`, { field })
           }
-          return { name: t.name, dtype, shape: t.shape, byteLength: t.byteLength, sha256: t.sha256 }
+          return { name: t.name, dtype, shape: t.shape, byteLength: t.byteLength, crc32: t.crc32 }
         }),
         totalBytes: b.totalBytes
       }
@@ -129,4 +129,53 @@ export function decodeWeightsMessage (bytes: Uint8Array | Uint8ArrayList, option
   checkFrameSize(bytes, 'weights', max)
   const env = decodeProtobuf(() => pb.WeightsEnvelope.decode(bytes), 'weights')
   return validateWeightsMessage(fromWire(env), options)
+}
+
+/** Where a chunk frame's data lies, found without copying it. */
+export interface ChunkView {
+  index: number
+  offset: number
+  /** The tensor's manifest entry. */
+  info: TensorInfo
+  /** The data is frame bytes [dataStart, frame.byteLength). */
+  dataStart: number
+}
+
+/** Longest chunk header: kind (2) + body tag and length (1 + 3) + index (1 + 2) + offset (1 + 5) + data tag and length (1 + 3). */
+const MAX_CHUNK_HEADER = 32
+
+/**
+ * Reads a chunk frame's header in place, for a receiver that copies the data straight from the
+ * transport's buffers into the tensor (one copy instead of two). Recognises the layout every encoder
+ * here produces: `kind = 3` (field 1) first, then the chunk body (field 4) holding index (1),
+ * offset (2) and data (3) in field order, the data running to the end of the frame. Returns
+ * undefined for anything else (another kind, another field order): pass that frame to
+ * decodeWeightsMessage, which handles every valid encoding and reports what is wrong. The placement
+ * is checked against `manifest` as decodeWeightsMessage checks it; NaN/Inf is left to the caller.
+ */
+export function peekChunk (frame: Uint8ArrayList | Uint8Array, manifest: WeightsManifest): ChunkView | undefined {
+  const head = frame.subarray(0, Math.min(frame.byteLength, MAX_CHUNK_HEADER))
+  let pos = 0
+  const varint = (): number | undefined => {
+    let value = 0
+    for (let shift = 0; pos < head.length && shift < 35; shift += 7) {
+      const b = head[pos++]
+      value += (b & 0x7f) * 2 ** shift
+      if ((b & 0x80) === 0) return value
+    }
+    return undefined
+  }
+  if (head[pos++] !== 0x08 || varint() !== KIND_CODE.chunk || head[pos++] !== 0x22) return undefined
+  const bodyLength = varint()
+  if (bodyLength === undefined || pos + bodyLength !== frame.byteLength) return undefined
+  let index = 0
+  let offset = 0
+  let tag = head[pos++]
+  if (tag === 0x08) { const v = varint(); if (v === undefined) return undefined; index = v; tag = head[pos++] }
+  if (tag === 0x10) { const v = varint(); if (v === undefined) return undefined; offset = v; tag = head[pos++] }
+  if (tag !== 0x1a) return undefined
+  const dataLength = varint()
+  if (dataLength === undefined || pos + dataLength !== frame.byteLength) return undefined
+  const info = checkChunkPlacement(index, offset, dataLength, manifest) as TensorInfo
+  return { index, offset, info, dataStart: pos }
 }

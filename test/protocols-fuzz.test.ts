@@ -79,8 +79,8 @@ const manifest: WeightsManifest = {
   stage: 1,
   version: 9,
   tensors: [
-    { name: 'blocks.1.attn.wq', dtype: 'float32', shape: [4, 4], byteLength: 64, sha256: '0f'.repeat(32) },
-    { name: 'opt.step', dtype: 'int32', shape: [], byteLength: 4, sha256: 'a0'.repeat(32) }
+    { name: 'blocks.1.attn.wq', dtype: 'float32', shape: [4, 4], byteLength: 64, crc32: 0x0f0f0f0f },
+    { name: 'opt.step', dtype: 'int32', shape: [], byteLength: 4, crc32: 0xa0a0a0a0 }
   ],
   totalBytes: 68
 }

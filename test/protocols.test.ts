@@ -6,7 +6,7 @@ import {
   MAX_WEIGHTS_CHUNK_BYTES, MAX_WEIGHTS_FRAME_BYTES, CONTROL_TOPIC_KINDS, COORDINATOR_KINDS, HEARTBEAT_TOPIC_KINDS,
   MESSAGE_KINDS, BadDTypeError, BadShapeError, FrameTooLargeError, LimitExceededError, MalformedMessageError,
   NonFiniteTensorError, ProtocolError, TruncatedFrameError, UnknownKindError, controlTopic, decodeMessage,
-  decodeWeightsMessage, encodeMessage, encodeWeightsMessage, heartbeatTopic, validateMessage
+  decodeWeightsMessage, encodeMessage, encodeWeightsMessage, heartbeatTopic, peekChunk, validateMessage
 } from '../protocols/index.js'
 import type {
   Assignment, DoneReport, Heartbeat, Message, RecoveryPlan, WeightsManifest, WeightsMessage
@@ -121,7 +121,7 @@ function expectError (fn: () => unknown, cls: new (...args: any[]) => ProtocolEr
 describe('constants and topics', () => {
   it('names protocols and topics', () => {
     expect(ACTIVATIONS_PROTOCOL).toBe('/spotpipe/activations/1.0.0')
-    expect(WEIGHTS_PROTOCOL).toBe('/spotpipe/weights/1.0.0')
+    expect(WEIGHTS_PROTOCOL).toBe('/spotpipe/weights/2.0.0')
     expect(heartbeatTopic('lab-1')).toBe('spotpipe/lab-1/heartbeat')
     expect(controlTopic('lab-1')).toBe('spotpipe/lab-1/control')
   })
@@ -298,15 +298,15 @@ describe('gossip messages', () => {
 
 // ---------------------------------------------------------------- weights protocol
 
-const SHA = 'ab'.repeat(32)
+const CRC = 0xdeadbeef
 const manifest: WeightsManifest = {
   kind: 'manifest',
   stage: 2,
   version: 1234,
   tensors: [
-    { name: 'blocks.4.attn.wq', dtype: 'float32', shape: [128, 128], byteLength: 65536, sha256: SHA },
-    { name: 'opt.step', dtype: 'int32', shape: [], byteLength: 4, sha256: SHA },
-    { name: 'blocks.4.ln1.g', dtype: 'float32', shape: [128], byteLength: 512, sha256: SHA }
+    { name: 'blocks.4.attn.wq', dtype: 'float32', shape: [128, 128], byteLength: 65536, crc32: CRC },
+    { name: 'opt.step', dtype: 'int32', shape: [], byteLength: 4, crc32: CRC },
+    { name: 'blocks.4.ln1.g', dtype: 'float32', shape: [128], byteLength: 512, crc32: CRC }
   ],
   totalBytes: 65536 + 4 + 512
 }
@@ -338,6 +338,40 @@ describe('weights messages', () => {
     expect(m.data.buffer).toBe(bytes.buffer)
   })
 
+  it('peekChunk reads a chunk in place exactly as the decoder does, split over transport buffers or not', () => {
+    const big: WeightsManifest = { ...manifest, tensors: [{ ...manifest.tensors[0], shape: [1024, 1024], byteLength: 4 * 2 ** 20 }, ...manifest.tensors.slice(1)], totalBytes: 4 * 2 ** 20 + 516 }
+    for (const [index, offset, n] of [[0, 0, 1], [0, 4, 7], [2, 256, 4], [0, 2 ** 21, 2 ** 18], [1, 0, 1]]) {
+      const data = f32Bytes(Array.from({ length: n }, (_, i) => i - 3.5))
+      const bytes = encodeWeightsMessage({ kind: 'chunk', index, offset, data })
+      const list = new Uint8ArrayList()
+      for (let at = 0; at < bytes.byteLength; at += 1000) list.append(bytes.subarray(at, at + 1000))
+      for (const frame of [bytes, list]) {
+        const view = peekChunk(frame, big)
+        expect(view).toMatchObject({ index, offset, info: big.tensors[index] })
+        expect(frame.subarray((view as { dataStart: number }).dataStart)).toEqual(data)
+      }
+    }
+  })
+
+  it('peekChunk leaves other kinds and layouts to the decoder, and rejects a misplaced chunk with a typed error', () => {
+    expect(peekChunk(encodeWeightsMessage({ kind: 'end', totalBytes: 4 }), manifest)).toBeUndefined()
+    expect(peekChunk(encodeWeightsMessage(manifest), manifest)).toBeUndefined()
+    // the same chunk with its fields in another (valid) order: the decoder reads it, peekChunk passes
+    const data = f32Bytes([1, 2])
+    const reordered = Uint8Array.from([0x22, 2 + 2 + data.byteLength, 0x1a, data.byteLength, ...data, 0x08, 0x02, 0x08, 0x03])
+    expect(decodeWeightsMessage(reordered, { manifest })).toMatchObject({ kind: 'chunk', index: 2 })
+    expect(peekChunk(reordered, manifest)).toBeUndefined()
+    // a truncated frame is not a chunk in the usual layout either
+    const ok = encodeWeightsMessage({ kind: 'chunk', index: 2, offset: 0, data })
+    expect(peekChunk(ok.subarray(0, ok.byteLength - 1), manifest)).toBeUndefined()
+    const past = encodeWeightsMessage({ kind: 'chunk', index: 2, offset: 512, data })
+    expect(() => peekChunk(past, manifest)).toThrow(MalformedMessageError)
+    const beyond = encodeWeightsMessage({ kind: 'chunk', index: 3, offset: 0, data })
+    expect(() => peekChunk(beyond, manifest)).toThrow(/manifest has 3 tensors/)
+    const odd = Uint8Array.from([0x08, 0x03, 0x22, 2 + 2 + 2 + 3, 0x08, 0x02, 0x10, 0x02, 0x1a, 3, 1, 2, 3])
+    expect(() => peekChunk(odd, manifest)).toThrow(ProtocolError)
+  })
+
   it('checks a manifest for consistency', () => {
     const t0 = manifest.tensors[0]
     const bad: Array<[WeightsManifest, new (...a: any[]) => ProtocolError, string]> = [
@@ -345,7 +379,8 @@ describe('weights messages', () => {
       [{ ...manifest, tensors: [{ ...t0, shape: [128, 0] }], totalBytes: 0 }, BadShapeError, 'manifest.tensors[0].shape[1]'],
       [{ ...manifest, tensors: [{ ...t0, shape: [1, 1, 1, 1, 1, 1, 1, 1, 1] }], totalBytes: 4 }, LimitExceededError, 'manifest.tensors[0].shape'],
       [{ ...manifest, tensors: [{ ...t0, dtype: 'float16' as 'float32' }] }, BadDTypeError, 'manifest.tensors[0].dtype'],
-      [{ ...manifest, tensors: [{ ...t0, sha256: 'AB'.repeat(32) }], totalBytes: 65536 }, MalformedMessageError, 'manifest.tensors[0].sha256'],
+      [{ ...manifest, tensors: [{ ...t0, crc32: 2 ** 32 }], totalBytes: 65536 }, MalformedMessageError, 'manifest.tensors[0].crc32'],
+      [{ ...manifest, tensors: [{ ...t0, crc32: -1 }], totalBytes: 65536 }, MalformedMessageError, 'manifest.tensors[0].crc32'],
       [{ ...manifest, tensors: [t0, t0], totalBytes: 2 * 65536 }, MalformedMessageError, 'manifest.tensors[1].name'],
       [{ ...manifest, totalBytes: 1 }, MalformedMessageError, 'manifest.totalBytes'],
       [{ ...manifest, tensors: [{ ...t0, name: 'has space' }], totalBytes: 65536 }, MalformedMessageError, 'manifest.tensors[0].name']
@@ -354,7 +389,7 @@ describe('weights messages', () => {
     // an unknown dtype code on the wire
     const wire = pb.WeightsEnvelope.encode({
       kind: 2,
-      manifest: { stage: 2, version: 1, tensors: [{ name: 'w', dtype: 3, shape: [1], byteLength: 4, sha256: SHA }], totalBytes: 4 }
+      manifest: { stage: 2, version: 1, tensors: [{ name: 'w', dtype: 3, shape: [1], byteLength: 4, crc32: CRC }], totalBytes: 4 }
     })
     expectError(() => decodeWeightsMessage(wire), BadDTypeError, 'manifest.tensors[0].dtype')
   })

@@ -5,9 +5,10 @@ import { OPTIM_M, OPTIM_V } from '../model/state.js'
 import { WEIGHTS_PROTOCOL, decodeWeightsMessage, encodeWeightsMessage, type WeightsMessage } from '../protocols/index.js'
 import { createPeerLibp2p, encodeVarint, openStream, readFrames, writeFrame, type PeerLibp2p } from '../node/transport/index.js'
 import { chunkFrameParts } from '../node/weights/util.js'
+import { PREFAULT_MIN_BYTES, prefaultedBuffer } from '../node/weights/prefault.js'
 import {
   ChecksumMismatchError, DonorBusyError, DonorLostError, UnknownTensorError, VersionMismatchError, VersionUnavailableError, fetchWeights,
-  serveWeights, splitByBytes, type WeightsProvider, type WeightsServer, type WeightsServiceInit, type WeightsSnapshot
+  serveWeights, splitByBytes, tensorCrc, type WeightsProvider, type WeightsServer, type WeightsServiceInit, type WeightsSnapshot
 } from '../node/weights/index.js'
 
 const STAGE = 2
@@ -116,6 +117,36 @@ describe('splitByBytes', () => {
     expect(splitByBytes([10, 1, 1, 4, 4], 3)).toEqual([[0], [1, 3], [2, 4]])
     expect(splitByBytes([1], 3)).toEqual([[0], [], []])
     expect(splitByBytes([], 2)).toEqual([[], []])
+  })
+})
+
+describe('tensorCrc (the manifest checksum)', () => {
+  it('is zlib\'s CRC-32, computes piecewise, and changes with any single flipped bit', () => {
+    expect(tensorCrc(new TextEncoder().encode('123456789'))).toBe(0xcbf43926) // the standard check value
+    const bytes = new Uint8Array(randomBytes(4096))
+    const whole = tensorCrc(bytes)
+    expect(tensorCrc(bytes.subarray(1000), tensorCrc(bytes.subarray(0, 1000)))).toBe(whole)
+    const seen = new Set([whole])
+    for (const [byte, bit] of [[0, 0], [0, 7], [2047, 3], [4095, 7]]) {
+      const copy = bytes.slice()
+      copy[byte] ^= 1 << bit
+      seen.add(tensorCrc(copy))
+    }
+    expect(seen.size).toBe(5)
+  })
+})
+
+describe('prefaultedBuffer', () => {
+  it('hands out zeroed shared memory for large tensors once a helper thread has touched it, plain memory for small ones', async () => {
+    const small = prefaultedBuffer(PREFAULT_MIN_BYTES - 4)
+    expect(small.buffer).toBeInstanceOf(ArrayBuffer)
+    const bigs = Array.from({ length: 3 }, () => prefaultedBuffer(8 * 2 ** 20))
+    await Promise.all([small.ready, ...bigs.map(async b => await b.ready)])
+    for (const b of bigs) {
+      expect(b.buffer).toBeInstanceOf(SharedArrayBuffer)
+      expect(b.buffer.byteLength).toBe(8 * 2 ** 20)
+      expect(new Uint8Array(b.buffer).some(x => x !== 0)).toBe(false)
+    }
   })
 })
 

@@ -129,6 +129,15 @@ export interface ReadFramesOptions {
  * The returned arrays are not reused by the reader and may be kept. Only one reader per stream.
  */
 export async function * readFrames (stream: Stream, options: ReadFramesOptions): AsyncGenerator<Uint8Array, void, undefined> {
+  for await (const list of readFrameLists(stream, options)) yield list.subarray()
+}
+
+/**
+ * readFrames without joining each payload into one buffer: yields it as the list of transport
+ * buffers it arrived in (a frame larger than one noise message spans several). For receivers that
+ * copy the payload somewhere anyway, this saves a copy and an allocation per frame. Same errors.
+ */
+export async function * readFrameLists (stream: Stream, options: ReadFramesOptions): AsyncGenerator<Uint8ArrayList, void, undefined> {
   const { maxFrameBytes, signal } = options
   const requireEndFrame = options.requireEndFrame ?? true
   const highWaterMark = options.highWaterMark ?? 1024 * 1024
@@ -201,7 +210,7 @@ export async function * readFrames (stream: Stream, options: ReadFramesOptions):
         buffered.consume(header.headerBytes)
         return
       }
-      const frame = buffered.subarray(header.headerBytes, header.headerBytes + header.length)
+      const frame = buffered.sublist(header.headerBytes, header.headerBytes + header.length)
       buffered.consume(header.headerBytes + header.length)
       consumerBusy = true
       if (buffered.byteLength >= highWaterMark && stream.readStatus === 'readable') stream.pause()

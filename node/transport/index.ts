@@ -11,7 +11,7 @@ export {
   generateSwarmKey, parseSwarmKey, loadSwarmKey, saveSwarmKey, SWARM_KEY_FILE_BYTES
 } from './identity.js'
 export {
-  writeFrame, endFrames, waitForDrain, readFrames, readOneFrame, encodeVarint, openStream, streamEnd,
+  writeFrame, endFrames, waitForDrain, readFrames, readFrameLists, readOneFrame, encodeVarint, openStream, streamEnd,
   type FrameData, type ReadFramesOptions, type OpenStreamOptions, type StreamEndKind
 } from './framed-stream.js'
 export {

@@ -8,20 +8,20 @@
  * retried, for the tensors still missing, on another donor that has not failed.
  *
  * Chunks are decoded against their stream's manifest (index and range), copied once into the
- * tensor's final typed array, checked for NaN/Inf there (aligned, so the fast path), and hashed as
- * they arrive when they come in order (else the tensor is hashed once complete).
+ * tensor's final typed array, checked for NaN/Inf there (aligned, so the fast path), and summed
+ * (CRC-32) as they arrive when they come in order (else the tensor is summed once complete).
  */
-import { createHash, type Hash } from 'node:crypto'
 import type { Libp2p, Stream } from '@libp2p/interface'
+import type { Uint8ArrayList } from 'uint8arraylist'
 import { ConfigError, SpotpipeError } from '../../model/errors.js'
 import { createLog } from '../../model/log.js'
 import type { TensorSet } from '../../model/safetensors.js'
 import {
-  MAX_STAGES, MAX_WEIGHTS_FRAME_BYTES, WEIGHTS_PROTOCOL, decodeWeightsMessage, encodeWeightsMessage, firstNonFinite,
+  MAX_STAGES, MAX_WEIGHTS_FRAME_BYTES, WEIGHTS_PROTOCOL, decodeWeightsMessage, encodeWeightsMessage, firstNonFinite, peekChunk,
   type TensorInfo, type WeightsErrorMessage, type WeightsManifest, type WeightsMessage
 } from '../../protocols/index.js'
 import {
-  FrameTooLargeError, MalformedFrameError, endFrames, openStream, readFrames, writeFrame
+  FrameTooLargeError, MalformedFrameError, endFrames, openStream, readFrameLists, writeFrame
 } from '../transport/index.js'
 import {
   BadWeightsRequestError, ChecksumMismatchError, DonorBusyError, DonorLostError, RemoteWeightsError, UnknownTensorError,
@@ -29,7 +29,8 @@ import {
   WeightsTimeoutError, type DonorFailure
 } from './errors.js'
 import type { DonorReport, FetchWeightsOptions, FetchedWeights, WeightsDonor } from './index.js'
-import { StallTimer, WIRE_TO_HOST, listNames, sha256Hex, splitByBytes } from './util.js'
+import { prefaultedBuffer } from './prefault.js'
+import { StallTimer, WIRE_TO_HOST, crcHex, listNames, splitByBytes, tensorCrc } from './util.js'
 
 const log = createLog('weights:client')
 
@@ -53,9 +54,11 @@ interface Slot {
   readonly info: TensorInfo
   readonly array: Float32Array | Int32Array
   readonly bytes: Uint8Array
-  /** Running sha256 while chunks arrive in order; undefined once one came out of order. */
-  hash: Hash | undefined
-  hashedTo: number
+  /** Resolves when `bytes` may be written (its pages are resident: prefault.ts); then undefined. */
+  ready: Promise<void> | undefined
+  /** Running CRC-32 of bytes [0, summedTo) while chunks arrive in order; undefined once one came out of order. */
+  crc: number | undefined
+  summedTo: number
   /** Received byte ranges [start, end), sorted and merged. */
   ranges: Array<[number, number]>
   received: number
@@ -65,7 +68,7 @@ interface Slot {
 /** An open transfer stream whose manifest has been read. */
 interface Conn {
   readonly stream: Stream
-  readonly frames: AsyncGenerator<Uint8Array, void, undefined>
+  readonly frames: AsyncGenerator<Uint8ArrayList, void, undefined>
   readonly manifest: WeightsManifest
   /** The stream's manifest index -> the fetch's slot index. */
   readonly toSlot: number[]
@@ -136,9 +139,12 @@ class Fetch {
     const ref = first.conn.manifest
     this.version = ref.version
     this.slots = ref.tensors.map(info => {
-      const array = WIRE_TO_HOST[info.dtype] === 'F32' ? new Float32Array(info.byteLength / 4) : new Int32Array(info.byteLength / 4)
-      const bytes = new Uint8Array(array.buffer, array.byteOffset, array.byteLength)
-      return { info, array, bytes, hash: createHash('sha256'), hashedTo: 0, ranges: [], received: 0, done: false }
+      const { buffer, ready } = prefaultedBuffer(info.byteLength)
+      const array = WIRE_TO_HOST[info.dtype] === 'F32' ? new Float32Array(buffer) : new Int32Array(buffer)
+      const bytes = new Uint8Array(buffer)
+      const slot: Slot = { info, array, bytes, ready, crc: 0, summedTo: 0, ranges: [], received: 0, done: false }
+      void ready.then(() => { slot.ready = undefined })
+      return slot
     })
 
     // 2. split by bytes: the manifest donor keeps a prefix, the others share the rest
@@ -225,11 +231,11 @@ class Fetch {
       await writeFrame(stream, request, signal)
       // nothing more to say: close our end so the donor's stream can finish cleanly
       await endFrames(stream, signal)
-      const frames = readFrames(stream, { maxFrameBytes: MAX_WEIGHTS_FRAME_BYTES, signal, highWaterMark: READ_HIGH_WATER_MARK })
+      const frames = readFrameLists(stream, { maxFrameBytes: MAX_WEIGHTS_FRAME_BYTES, signal, highWaterMark: READ_HIGH_WATER_MARK })
       const first = await frames.next()
       if (first.done === true) throw new WeightsProtocolError(donor.label, `${donor.label} ended the stream without answering`)
       stall.touch()
-      const msg = decode(donor, first.value)
+      const msg = decode(donor, first.value.subarray())
       if (msg.kind === 'error') throw remoteError(donor.label, msg)
       if (msg.kind !== 'manifest') throw new WeightsProtocolError(donor.label, `${donor.label} answered with a ${msg.kind} message instead of a manifest`)
       const toSlot = this.checkManifest(donor, msg, names, minVersion, expectVersion)
@@ -260,8 +266,8 @@ class Fetch {
       const i = byName.get(t.name)
       if (i === undefined) return bad(`lists ${t.name}, which is not in the fetch`)
       const want = this.slots[i].info
-      if (t.dtype !== want.dtype || t.byteLength !== want.byteLength || t.sha256 !== want.sha256 || t.shape.join(',') !== want.shape.join(',')) {
-        bad(`${t.name} (${t.dtype} [${t.shape.join(', ')}] sha256 ${t.sha256}) differs from the fetch's manifest at the same version (${want.dtype} [${want.shape.join(', ')}] sha256 ${want.sha256})`)
+      if (t.dtype !== want.dtype || t.byteLength !== want.byteLength || t.crc32 !== want.crc32 || t.shape.join(',') !== want.shape.join(',')) {
+        bad(`${t.name} (${t.dtype} [${t.shape.join(', ')}] CRC-32 ${crcHex(t.crc32)}) differs from the fetch's manifest at the same version (${want.dtype} [${want.shape.join(', ')}] CRC-32 ${crcHex(want.crc32)})`)
       }
       return i
     })
@@ -276,13 +282,17 @@ class Fetch {
     try {
       for await (const frame of conn.frames) {
         conn.stall.touch()
-        const msg = decode(donor, frame, conn.manifest)
+        // chunks are read in place (their data copied once, from the transport's buffers into the
+        // tensor); anything else is decoded in full
+        const view = peek(donor, frame, conn.manifest)
+        const msg = view !== undefined ? { kind: 'chunk' as const, index: view.index, offset: view.offset, data: frame.sublist(view.dataStart) } : decode(donor, frame.subarray(), conn.manifest)
         if (msg.kind === 'chunk') {
           donor.report.receivedBytes += msg.data.byteLength
           const i = conn.toSlot[msg.index]
           if (!wanted.has(i)) continue // beyond this donor's part (the manifest donor streams everything)
           const slot = this.slots[i]
           if (slot.done) throw new WeightsProtocolError(donor.label, `${donor.label} sent more data for ${slot.info.name} after it was complete`)
+          if (slot.ready !== undefined) await slot.ready
           if (this.accept(donor, slot, msg.offset, msg.data)) {
             donor.report.bytes += slot.info.byteLength
             donor.report.tensors++
@@ -323,12 +333,17 @@ class Fetch {
   }
 
   /** Takes one chunk into its slot; true when this completed (and verified) the tensor. */
-  private accept (donor: Donor, slot: Slot, offset: number, data: Uint8Array): boolean {
+  private accept (donor: Donor, slot: Slot, offset: number, data: Uint8Array | Uint8ArrayList): boolean {
     const end = offset + data.byteLength
     if (!addRange(slot.ranges, offset, end)) {
       throw new WeightsProtocolError(donor.label, `${donor.label} sent bytes [${offset}, ${end}) of ${slot.info.name} twice`)
     }
-    slot.bytes.set(data, offset)
+    if (data instanceof Uint8Array) {
+      slot.bytes.set(data, offset)
+    } else {
+      let at = offset
+      for (const part of data) { slot.bytes.set(part, at); at += part.byteLength }
+    }
     if (slot.info.dtype === 'float32') {
       const bad = firstNonFinite(slot.bytes.subarray(offset, end))
       if (bad >= 0) {
@@ -336,20 +351,21 @@ class Fetch {
         throw new WeightsProtocolError(donor.label, `${donor.label} sent a non-finite value (${slot.array[at]}) in ${slot.info.name} at element ${at}`)
       }
     }
-    if (slot.hash !== undefined) {
-      if (offset === slot.hashedTo) {
-        slot.hash.update(data)
-        slot.hashedTo = end
+    if (slot.crc !== undefined) {
+      if (offset === slot.summedTo) {
+        // summed from the destination, which the copy just brought into cache
+        slot.crc = tensorCrc(slot.bytes.subarray(offset, end), slot.crc)
+        slot.summedTo = end
       } else {
-        slot.hash = undefined // out of order: hash the whole tensor once complete
+        slot.crc = undefined // out of order: sum the whole tensor once complete
       }
     }
     slot.received += data.byteLength
     if (slot.received < slot.info.byteLength) return false
-    const actual = slot.hash !== undefined ? slot.hash.digest('hex') : sha256Hex(slot.bytes)
-    slot.hash = undefined
+    const actual = slot.crc ?? tensorCrc(slot.bytes)
+    slot.crc = undefined
     slot.ranges = []
-    if (actual !== slot.info.sha256) throw new ChecksumMismatchError(slot.info.name, donor.label, slot.info.sha256, actual)
+    if (actual !== slot.info.crc32) throw new ChecksumMismatchError(slot.info.name, donor.label, slot.info.crc32, actual)
     slot.done = true
     return true
   }
@@ -390,6 +406,15 @@ class Fetch {
   }
 }
 
+/** The chunk in `frame` read in place, or undefined if it is not a chunk in the usual layout. */
+function peek (donor: Donor, frame: Uint8ArrayList, manifest: WeightsManifest): ReturnType<typeof peekChunk> {
+  try {
+    return peekChunk(frame, manifest)
+  } catch (err) {
+    throw new WeightsProtocolError(donor.label, `${donor.label} sent an invalid message: ${(err as Error).message}`, { cause: err })
+  }
+}
+
 function decode (donor: Donor, frame: Uint8Array, manifest?: WeightsManifest): WeightsMessage {
   try {
     // NaN/Inf is checked after the copy into the (aligned) destination, which is much faster
@@ -426,8 +451,8 @@ function addRange (ranges: Array<[number, number]>, start: number, end: number):
 }
 
 function resetSlot (s: Slot): void {
-  s.hash = createHash('sha256')
-  s.hashedTo = 0
+  s.crc = 0
+  s.summedTo = 0
   s.ranges = []
   s.received = 0
 }

@@ -4,6 +4,7 @@
  * fetch says who sent what.
  */
 import { SpotpipeError } from '../../model/errors.js'
+import { crcHex } from './util.js'
 
 /** Wire codes a server answers with (the `code` of a WeightsErrorMessage). */
 export const WEIGHTS_ERROR_CODES = {
@@ -23,13 +24,13 @@ export class WeightsError extends SpotpipeError {
   }
 }
 
-/** A received tensor does not hash to the sha256 its manifest announced. */
+/** A received tensor's CRC-32 differs from the one its manifest announced. */
 export class ChecksumMismatchError extends WeightsError {
   readonly tensor: string
-  readonly expected: string
-  readonly actual: string
-  constructor (tensor: string, donor: string, expected: string, actual: string) {
-    super('ERR_CHECKSUM_MISMATCH', `tensor ${tensor} from ${donor}: sha256 ${actual}, manifest says ${expected}`, { donor })
+  readonly expected: number
+  readonly actual: number
+  constructor (tensor: string, donor: string, expected: number, actual: number) {
+    super('ERR_CHECKSUM_MISMATCH', `tensor ${tensor} from ${donor}: CRC-32 ${crcHex(actual)}, manifest says ${crcHex(expected)}`, { donor })
     this.tensor = tensor
     this.expected = expected
     this.actual = actual

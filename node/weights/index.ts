@@ -47,7 +47,7 @@ export interface WeightsProvider {
 export interface WeightsFaults {
   /**
    * Flip one byte of the N-th chunk (0-based) of every transfer this server makes. The manifest
-   * keeps the true sha256, so pullers must detect it.
+   * keeps the true checksum, so pullers must detect it.
    */
   corruptChunk?: number
 }
@@ -80,7 +80,7 @@ export interface WeightsServiceInit {
    */
   stallTimeoutMs?: number
   /**
-   * Remember each tensor's sha256 per (stage, version, name) for the last few versions, so a
+   * Remember each tensor's checksum per (stage, version, name) for the last few versions, so a
    * version served to several pullers (or in several parts) is hashed once. A provider that hands
    * out different bytes under one version is still caught: the puller's check then fails.
    * @default true
@@ -165,7 +165,7 @@ export interface FetchedWeights {
   version: number
   /** Exact-size typed arrays (Float32Array for F32), in manifest order. */
   tensors: TensorSet
-  /** The manifest entries of the fetched tensors (with their sha256). */
+  /** The manifest entries of the fetched tensors (with their CRC-32). */
   manifest: TensorInfo[]
   /** Sum of the tensors' byte lengths. */
   bytes: number
@@ -196,4 +196,4 @@ export async function fetchWeights (node: Pick<Libp2p, 'dialProtocol'>, options:
 }
 
 export * from './errors.js'
-export { sha256Hex, splitByBytes } from './util.js'
+export { crcHex, splitByBytes, tensorCrc } from './util.js'

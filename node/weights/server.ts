@@ -1,6 +1,6 @@
 /**
  * Weights server: one transfer per inbound stream. Reads the request, takes a snapshot from the
- * provider, answers with the manifest (sha256 per tensor), the chunks in tensor order, the end
+ * provider, answers with the manifest (a CRC-32 per tensor), the chunks in tensor order, the end
  * message and the end-of-stream frame. Anything wrong with the request is answered with an error
  * message; a puller that goes away or stops reading only ends its own stream.
  */
@@ -15,7 +15,7 @@ import {
 import { FrameTooLargeError, MalformedFrameError, endFrames, readOneFrame, writeFrame } from '../transport/index.js'
 import { WEIGHTS_ERROR_CODES } from './errors.js'
 import type { WeightsProvider, WeightsServer, WeightsServerStats, WeightsServiceInit, WeightsSnapshot } from './index.js'
-import { HOST_TO_WIRE, StallTimer, chunkFrameParts, clipReason, listNames, sha256Hex, tensorBytes } from './util.js'
+import { HOST_TO_WIRE, StallTimer, chunkFrameParts, clipReason, listNames, tensorBytes, tensorCrc } from './util.js'
 
 const log = createLog('weights:server')
 
@@ -37,8 +37,8 @@ export class WeightsServerImpl implements WeightsServer {
   private readonly stallTimeoutMs: number
   private readonly cacheChecksums: boolean
   private readonly corruptChunk: number | undefined
-  /** `${stage}@${version}` -> name -> sha256, oldest first. */
-  private readonly checksums = new Map<string, Map<string, string>>()
+  /** `${stage}@${version}` -> name -> CRC-32, oldest first. */
+  private readonly checksums = new Map<string, Map<string, number>>()
   private readonly transfers = new Set<{ controller: AbortController, done: Promise<void> }>()
   private readonly waiting: Array<(granted: boolean) => void> = []
   private running = 0
@@ -204,10 +204,10 @@ export class WeightsServerImpl implements WeightsServer {
   /** Builds the manifest; hashes tensors not in the cache, yielding between them so other streams progress. */
   private async manifest (stage: number, version: number, entries: Array<[string, HostTensor]>, signal: AbortSignal): Promise<WeightsManifest> {
     const key = `${stage}@${version}`
-    let cache: Map<string, string> | undefined
+    let cache: Map<string, number> | undefined
     if (this.cacheChecksums) {
       // least recently used first: a version pulled again moves to the back
-      cache = this.checksums.get(key) ?? new Map<string, string>()
+      cache = this.checksums.get(key) ?? new Map<string, number>()
       this.checksums.delete(key)
       this.checksums.set(key, cache)
       while (this.checksums.size > CHECKSUM_CACHE_VERSIONS) this.checksums.delete(this.checksums.keys().next().value as string)
@@ -221,14 +221,14 @@ export class WeightsServerImpl implements WeightsServer {
       if (dtype === undefined || !(t.data instanceof want) || t.data.length !== elements) {
         throw new Refusal(WEIGHTS_ERROR_CODES.internal, `tensor ${name} of the snapshot is inconsistent (dtype ${String(t.dtype)}, shape [${t.shape.join(', ')}], ${t.data?.length} elements)`)
       }
-      let sha = cache?.get(name)
-      if (sha === undefined) {
+      let crc = cache?.get(name)
+      if (crc === undefined) {
         signal.throwIfAborted()
-        sha = sha256Hex(tensorBytes(t))
-        cache?.set(name, sha)
+        crc = tensorCrc(tensorBytes(t))
+        cache?.set(name, crc)
         if (t.data.byteLength >= 1024 * 1024) await new Promise(resolve => setImmediate(resolve))
       }
-      tensors.push({ name, dtype, shape: [...t.shape], byteLength: t.data.byteLength, sha256: sha })
+      tensors.push({ name, dtype, shape: [...t.shape], byteLength: t.data.byteLength, crc32: crc })
       totalBytes += t.data.byteLength
     }
     return { kind: 'manifest', stage, version, tensors, totalBytes }

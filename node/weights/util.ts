@@ -2,16 +2,24 @@
  * Small pieces shared by the weights server and client: checksums, dtype names, the byte-balanced
  * split of tensors between donors, and a stall timer.
  */
-import { createHash } from 'node:crypto'
+import { crc32 } from 'node:zlib'
 import type { DType as HostDType, HostTensor } from '../../model/safetensors.js'
 import { MAX_REASON_LENGTH, encodeWeightsMessage, type DType as WireDType } from '../../protocols/index.js'
 
 export const HOST_TO_WIRE: Record<HostDType, WireDType> = { F32: 'float32', I32: 'int32' }
 export const WIRE_TO_HOST: Record<WireDType, HostDType> = { float32: 'F32', int32: 'I32' }
 
-/** Lowercase hex sha256 of `bytes` (the manifest's checksum: the tensor's raw little-endian bytes). */
-export function sha256Hex (bytes: Uint8Array): string {
-  return createHash('sha256').update(bytes).digest('hex')
+/**
+ * The manifest's checksum of a tensor's raw little-endian bytes (WEIGHTS_CHECKSUM: CRC-32). Pass
+ * the previous value to continue over the next piece: crc(a ++ b) = tensorCrc(b, tensorCrc(a)).
+ */
+export function tensorCrc (bytes: Uint8Array, previous = 0): number {
+  return crc32(bytes, previous) >>> 0
+}
+
+/** A CRC-32 as 8 hex digits, for messages. */
+export function crcHex (crc: number): string {
+  return (crc >>> 0).toString(16).padStart(8, '0')
 }
 
 /** The tensor's bytes, without copying. */
