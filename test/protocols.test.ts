@@ -283,7 +283,7 @@ describe('gossip messages', () => {
     const bytes = envelope({ kind: 2, assignment: { ...assignment, stages } })
     expect(bytes.byteLength).toBeLessThan(MAX_GOSSIP_MESSAGE_BYTES)
     expectError(() => decodeMessage(bytes), LimitExceededError, 'stages')
-    const crowded = envelope({ kind: 2, assignment: { ...assignment, stages: [{ stage: 0, peers: Array(9).fill(P1) }] } })
+    const crowded = envelope({ kind: 2, assignment: { ...assignment, stages: [{ stage: 0, peers: Array(9).fill(P1), addrs: [] }] } })
     expectError(() => decodeMessage(crowded), LimitExceededError, 'peers')
   })
 

@@ -15,7 +15,7 @@ import { textWidth } from '../cli/render/format.js'
 import { renderSnapshot, renderTop } from '../cli/render/screen.js'
 import { SPARK_CHARS, sparkline } from '../cli/render/sparkline.js'
 import { frame } from '../cli/render/terminal.js'
-import type { Heartbeat } from '../protocols/index.js'
+import type { Heartbeat, RecoveryPlan } from '../protocols/index.js'
 import { killAll } from './helpers/procs.js'
 import { TestCluster } from './helpers/cluster.js'
 
@@ -178,7 +178,7 @@ describe('top rendering', () => {
   it('re-published control messages make one event each', () => {
     const t0 = 1_000_000
     const m = new ClusterModel({ clusterId: 'c', coordinator: 'x', startedAt: t0 })
-    const plan = { kind: 'recovery-plan', epoch: 2, stage: 1, rung: 'checkfree', targetPeer: ID(9), donors: [], lrScale: 1, weights: [], checkpointId: '' } as const
+    const plan: RecoveryPlan = { kind: 'recovery-plan', epoch: 2, stage: 1, rung: 'checkfree', targetPeer: ID(9), donors: [], lrScale: 1, weights: [], checkpointId: '' }
     expect(m.onMessage(plan, t0)).toBe(true)
     expect(m.onMessage(plan, t0 + 1000)).toBe(false)
     expect(m.events).toHaveLength(1)
