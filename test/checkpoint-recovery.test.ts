@@ -50,7 +50,8 @@ describe('sparse checkpoints', () => {
 
     const victims = [cluster.holder(1), cluster.holder(2)]
     const running = cluster.coord.runIteration({ timeoutMs: 30_000 }).catch(err => err)
-    setTimeout(() => { for (const v of victims) v.proc.child.kill('SIGKILL') }, 20)
+    // killed as soon as the iteration is under way, so it cannot complete (and checkpoint) first
+    for (const v of victims) v.proc.child.kill('SIGKILL')
     expect(await running).toBeInstanceOf(StageLostError)
     await cluster.coord.until(() => cluster?.coord.failedStages().length === 2, 'both losses', 10_000)
     const events = await cluster.coord.recover({ timeoutMs: 60_000 })

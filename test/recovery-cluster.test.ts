@@ -142,7 +142,7 @@ describe('recovery with real processes', () => {
     const it = cluster.coord.iteration
     const victim = cluster.holder(2)
     const running = cluster.coord.runIteration({ timeoutMs: 30_000 }).catch(err => err)
-    setTimeout(() => { victim.proc.child.kill('SIGKILL') }, 20)
+    victim.proc.child.kill('SIGKILL') // as soon as the iteration is under way, so it cannot complete first
     expect(await running).toBeInstanceOf(StageLostError)
     const recovering = cluster.coord.recover({ timeoutMs: 60_000 })
     await new Promise(resolve => setTimeout(resolve, 1500))
