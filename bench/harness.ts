@@ -3,12 +3,10 @@
  * (`spotpipe peer`), every child killed on exit.
  */
 import '../model/polyfill.js'
-import { spawn, type ChildProcess } from 'node:child_process'
-import { createInterface } from 'node:readline'
-import { fileURLToPath } from 'node:url'
+import type { ChildProcess } from 'node:child_process'
 import { Coordinator, type CoordinatorInit } from '../coordinator/index.js'
+import { spawnPeer } from '../sim/peer-process.js'
 
-const CLI = fileURLToPath(new URL('../cli/main-entry.ts', import.meta.url))
 const children = new Set<ChildProcess>()
 
 export function killChildren (): void { for (const c of children) if (c.exitCode == null) c.kill('SIGKILL') }
@@ -18,15 +16,10 @@ process.on('SIGINT', () => { killChildren(); process.exit(130) })
 export interface BenchPeer { child: ChildProcess, peerId: string }
 
 export async function startPeer (coordAddr: string, cluster: string): Promise<BenchPeer> {
-  const child = spawn(process.execPath, ['--import', 'tsx', CLI, 'peer', '--cluster', cluster, '--coordinator', coordAddr, '--backend', 'wasm'], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, SPOTPIPE_QUIET: '1' } })
+  const { child, ready } = spawnPeer({ cluster, coordinator: coordAddr, stderr: 'inherit' })
   children.add(child)
   child.once('exit', () => { children.delete(child) })
-  const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream })
-  const peerId = await new Promise<string>((resolve, reject) => {
-    lines.on('line', (l) => { const m = /^peer \S+\/p2p\/(\S+)/.exec(l); if (m != null) resolve(m[1]) })
-    child.once('exit', (code) => { reject(new Error(`peer exited (${code}) before starting`)) })
-  })
-  return { child, peerId }
+  return { child, peerId: await ready }
 }
 
 export async function startCluster (init: CoordinatorInit, peers: number): Promise<{ coord: Coordinator, peers: BenchPeer[] }> {

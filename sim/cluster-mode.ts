@@ -5,12 +5,10 @@
  * time is real; validation loss is measured by pulling every stage's weights over the weights
  * protocol and evaluating them here (that time is not counted).
  */
-import { spawn, type ChildProcess } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { createInterface } from 'node:readline'
-import { fileURLToPath } from 'node:url'
 import * as tf from '@tensorflow/tfjs'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { Coordinator, StageLostError, type RecoveryEvent, type Strategy } from '../coordinator/index.js'
@@ -21,6 +19,7 @@ import { stageLayout } from '../model/params.js'
 import { Stage } from '../model/stage.js'
 import { batchTensors, evaluateBatch } from '../model/trainer.js'
 import { fetchWeights } from '../node/weights/index.js'
+import { killAndWait, spawnPeer } from './peer-process.js'
 import type { Trace, TraceEvent } from './trace.js'
 
 const log = createLog('sim:cluster')
@@ -63,31 +62,15 @@ export interface ClusterModeConfig {
   signal?: AbortSignal
 }
 
-/** The `spotpipe` entry point to start peers with: the TypeScript sources under tsx, or the build. */
-function peerCommand (): string[] {
-  const here = fileURLToPath(import.meta.url)
-  if (here.endsWith('.ts')) return ['--import', 'tsx', fileURLToPath(new URL('../cli/main-entry.ts', import.meta.url))]
-  return [fileURLToPath(new URL('../cli/main-entry.js', import.meta.url))]
-}
-
 class PeerPool {
   private readonly children = new Map<string, ChildProcess>()
   private readonly all = new Set<ChildProcess>()
   constructor (private readonly cluster: string, private readonly coordAddr: string) {}
 
   async start (): Promise<string> {
-    const child = spawn(process.execPath, [...peerCommand(), 'peer', '--cluster', this.cluster, '--coordinator', this.coordAddr, '--backend', 'wasm'], {
-      stdio: ['ignore', 'pipe', 'ignore'],
-      env: { ...process.env, SPOTPIPE_QUIET: '1' }
-    })
+    const { child, ready } = spawnPeer({ cluster: this.cluster, coordinator: this.coordAddr })
     this.all.add(child)
-    const id = await new Promise<string>((resolve, reject) => {
-      createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', (l) => {
-        const m = /^peer \S+\/p2p\/(\S+)/.exec(l)
-        if (m != null) resolve(m[1])
-      })
-      child.once('exit', (code) => { reject(new Error(`a peer exited (${String(code)}) before it started`)) })
-    })
+    const id = await ready
     this.children.set(id, child)
     return id
   }
@@ -98,13 +81,7 @@ class PeerPool {
     return c.kill(sig)
   }
 
-  async killAll (): Promise<void> {
-    await Promise.all([...this.all].map(async c => await new Promise<void>(resolve => {
-      if (c.exitCode != null || c.signalCode != null) { resolve(); return }
-      c.once('exit', () => { resolve() })
-      c.kill('SIGKILL')
-    })))
-  }
+  async killAll (): Promise<void> { await killAndWait(this.all) }
 }
 
 /** Validation loss of the cluster's current weights, evaluated in this process. */

@@ -7,6 +7,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import { Coordinator, type CoordinatorInit } from '../../coordinator/index.js'
 import { fetchWeights } from '../../node/weights/index.js'
 import type { TensorSet } from '../../model/safetensors.js'
+import { peerArgs, PEER_READY } from '../../sim/peer-process.js'
 import { spotpipe, type Proc } from './procs.js'
 
 export interface TestPeer { proc: Proc, peerId: string }
@@ -27,9 +28,8 @@ export class TestCluster {
   }
 
   async addPeer (extra: string[] = []): Promise<TestPeer> {
-    const proc = spotpipe(['peer', '--cluster', this.coord.init.clusterId, '--coordinator', this.coord.addrs[0], '--backend', 'wasm', ...extra])
-    const [, addr] = await proc.waitFor(/^peer (\S+)/)
-    const peerId = addr.split('/p2p/')[1]
+    const proc = spotpipe([...peerArgs(this.coord.init.clusterId, this.coord.addrs[0]), ...extra])
+    const [, , peerId] = await proc.waitFor(PEER_READY)
     const p = { proc, peerId }
     this.peers.push(p)
     return p

@@ -5,9 +5,9 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { createInterface } from 'node:readline'
+import { killAndWait, spotpipeArgs } from '../../sim/peer-process.js'
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url))
-const CLI = fileURLToPath(new URL('../../cli/main-entry.ts', import.meta.url))
 
 export interface Proc {
   child: ChildProcess
@@ -21,7 +21,7 @@ export interface Proc {
 const live = new Set<ChildProcess>()
 
 export function spotpipe (args: string[], env: Record<string, string> = {}): Proc {
-  const child = spawn(process.execPath, ['--import', 'tsx', CLI, ...args], {
+  const child = spawn(process.execPath, [...spotpipeArgs(), ...args], {
     cwd: ROOT,
     env: { ...process.env, SPOTPIPE_QUIET: '1', ...env },
     stdio: ['ignore', 'pipe', 'pipe']
@@ -55,10 +55,5 @@ export function spotpipe (args: string[], env: Record<string, string> = {}): Pro
 
 /** SIGKILL every process the tests started that is still running. */
 export async function killAll (): Promise<void> {
-  const waits = [...live].map(async c => await new Promise<void>(resolve => {
-    if (c.exitCode != null || c.signalCode != null) { resolve(); return }
-    c.once('exit', () => { resolve() })
-    c.kill('SIGKILL')
-  }))
-  await Promise.all(waits)
+  await killAndWait(live)
 }

@@ -1,0 +1,63 @@
+/**
+ * Stage peers as OS processes: the command line that runs the `spotpipe` CLI, starting
+ * `spotpipe peer` and learning its peer id from the line it prints once it listens, and killing
+ * what was started. Local-cluster mode (cluster-mode.ts), the cluster benchmarks (bench/harness.ts)
+ * and the tests (test/helpers) all start peers this way.
+ */
+import { spawn, type ChildProcess } from 'node:child_process'
+import { createInterface } from 'node:readline'
+import { fileURLToPath } from 'node:url'
+
+/** Node arguments that run the `spotpipe` CLI: the TypeScript sources under tsx, or the build. */
+export function spotpipeArgs (): string[] {
+  const here = fileURLToPath(import.meta.url)
+  if (here.endsWith('.ts')) return ['--import', 'tsx', fileURLToPath(new URL('../cli/main-entry.ts', import.meta.url))]
+  return [fileURLToPath(new URL('../cli/main-entry.js', import.meta.url))]
+}
+
+/** What a peer prints on stdout once it listens: `peer <multiaddr>`; group 1 is the multiaddr, 2 the peer id. */
+export const PEER_READY = /^peer (\S+\/p2p\/(\S+))/
+
+/** `spotpipe` arguments of a stage peer joining `cluster` through `coordinator`, on the wasm backend. */
+export function peerArgs (cluster: string, coordinator: string): string[] {
+  return ['peer', '--cluster', cluster, '--coordinator', coordinator, '--backend', 'wasm']
+}
+
+export interface PeerProcessOptions {
+  cluster: string
+  /** The coordinator's multiaddr. */
+  coordinator: string
+  /** Where the peer's stderr goes. @default 'ignore' */
+  stderr?: 'ignore' | 'inherit'
+}
+
+export interface PeerProcess {
+  child: ChildProcess
+  /** Resolves with the peer id once the peer listens; rejects if it exits first. */
+  ready: Promise<string>
+}
+
+/** Starts `spotpipe peer` (peerArgs) with quiet logs. */
+export function spawnPeer (opts: PeerProcessOptions): PeerProcess {
+  const child = spawn(process.execPath, [...spotpipeArgs(), ...peerArgs(opts.cluster, opts.coordinator)], {
+    stdio: ['ignore', 'pipe', opts.stderr ?? 'ignore'],
+    env: { ...process.env, SPOTPIPE_QUIET: '1' }
+  })
+  const ready = new Promise<string>((resolve, reject) => {
+    createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', (l) => {
+      const m = PEER_READY.exec(l)
+      if (m != null) resolve(m[2])
+    })
+    child.once('exit', (code) => { reject(new Error(`a peer exited (${String(code)}) before it started`)) })
+  })
+  return { child, ready }
+}
+
+/** SIGKILLs every process in `children` still running and waits until each has exited. */
+export async function killAndWait (children: Iterable<ChildProcess>): Promise<void> {
+  await Promise.all([...children].map(async c => await new Promise<void>(resolve => {
+    if (c.exitCode != null || c.signalCode != null) { resolve(); return }
+    c.once('exit', () => { resolve() })
+    c.kill('SIGKILL')
+  })))
+}
