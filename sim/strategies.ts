@@ -20,12 +20,14 @@
  * (two adjacent stages lost at once, a shadow holder lost with its stage, a missing mirror) the
  * stage falls back to the checkpoint rung. So every strategy but `none` keeps sparse checkpoints.
  */
+import { STRATEGIES as COORDINATOR_STRATEGIES, type Strategy } from '../coordinator/ladder.js'
 import { DEFAULT_LR_SCALE, type Weighting } from '../model/recovery.js'
 import { SimConfigError } from './errors.js'
 import type { IterationShape } from './cost-model.js'
 
-export type StrategyName = 'checkfree' | 'checkfree-plus' | 'checkpoint' | 'checkpoint-whole' | 'redundant' | 'none'
-export const STRATEGIES: readonly StrategyName[] = ['checkfree', 'checkfree-plus', 'checkpoint', 'checkpoint-whole', 'redundant', 'none']
+/** The coordinator's strategies (coordinator/ladder.ts): the simulator and a real cluster take the same names. */
+export type StrategyName = Strategy
+export const STRATEGIES: readonly StrategyName[] = COORDINATOR_STRATEGIES
 
 /** The rung that recovered a stage (protocols' RecoveryRung plus the redundant shadow copy). */
 export type SimRung = 'handover' | 'redundant' | 'checkfree' | 'checkfree-plus' | 'checkpoint'
@@ -128,6 +130,19 @@ export interface PlanContext {
 /**
  * The rung for every stage lost in one failure batch (failures handled together: the same iteration).
  * Donors are read before any recovery is applied, so the order inside the batch does not matter.
+ *
+ * This is not the coordinator's planRecovery (coordinator/ladder.ts), on purpose: the rungs are the
+ * same, but the simulator's model of a failure batch differs from what the coordinator sees.
+ *  - A stage whose peer gave notice is still a donor for its neighbours here (its peer is reachable);
+ *    the coordinator counts every lost stage, departing or not, as unavailable, so a notice on stage
+ *    1 and a crash on stage 2 give checkfree here and checkpoint there.
+ *  - CheckFree+ needs the neighbour's mirror to be fresh (`mirrorReady`); the coordinator's ladder
+ *    has no such input.
+ *  - checkpoint-whole plans the lost stages (handover for a notice, scope 'whole' for a crash); the
+ *    coordinator plans every stage, survivors and the departing one included, as a checkpoint reload.
+ *  - There are always spares (joins are traced separately), so there is no 'wait' rung, and the
+ *    redundant shadow copy is the rung 'redundant' (the coordinator's 'replica').
+ * sim/projection-walker.ts's classifyBatch is this function without allocations (a test checks they agree).
  */
 export function planRecovery (name: StrategyName, lost: readonly LostStage[], ctx: PlanContext): PlannedRecovery[] {
   const S = ctx.stages
