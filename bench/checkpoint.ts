@@ -12,6 +12,8 @@ import { DEFAULT_MODEL, DEFAULT_TRAIN } from '../model/config.js'
 import { startPeer, stopCluster } from './harness.js'
 
 const ITERS = Number(process.env.BENCH_ITERS ?? 10)
+/** Paired rounds; the figure is the median round's overhead. */
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5)
 
 /** Median iteration time of one phase, and the checkpoints it left on disk. */
 async function phase (checkpointEvery: number, dir: string): Promise<{ meanMs: number, checkpoints: number }> {
@@ -38,10 +40,10 @@ async function phase (checkpointEvery: number, dir: string): Promise<{ meanMs: n
 
 const dir = await mkdtemp(join(tmpdir(), 'spotpipe-ckpt-bench-'))
 try {
-  console.log(`demo model (d=${DEFAULT_MODEL.dModel}, ${DEFAULT_MODEL.nBlocks} blocks, ${DEFAULT_TRAIN.stages} stages), ${ITERS} timed iterations per phase`)
+  console.log(`demo model (d=${DEFAULT_MODEL.dModel}, ${DEFAULT_MODEL.nBlocks} blocks, ${DEFAULT_TRAIN.stages} stages), ${ITERS} timed iterations per phase, ${ROUNDS} paired rounds`)
   const without: number[] = []
   const withCk: number[] = []
-  for (let round = 0; round < 3; round++) {
+  for (let round = 0; round < ROUNDS; round++) {
     // Alternate which phase goes first, so drift in the machine's load does not favour one.
     const first = round % 2 === 0 ? 0 : 1
     const r1 = await phase(first, dir)

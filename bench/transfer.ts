@@ -239,7 +239,7 @@ async function main (): Promise<void> {
   console.log('')
   console.log(`split (medians): the puller's one thread is the bottleneck; per ${mb} MB it spends`)
   console.log(`  ${framesCpu.toFixed(0).padStart(5)} ms CPU in libp2p (tcp + noise + yamux + framing: bare frames)`)
-  console.log(`  ${(warmCpu - framesCpu).toFixed(0).padStart(5)} ms CPU more in a verified fetch: CRC-32 ~${costs.crc32.toFixed(0)} + NaN/Inf ~${costs.finite.toFixed(0)} ms, the rest writing new tensors (page faults, copy)`)
+  console.log(`  ${(warmCpu - framesCpu).toFixed(0).padStart(5)} ms CPU more in a verified fetch: CRC-32 ~${costs.crc32.toFixed(0)} + NaN/Inf ~${costs.finite.toFixed(0)} ms, the rest writing new tensors (the copy, and page faults taken by the prefault thread, whose CPU counts here too)`)
   if (coldDonor !== undefined && warmDonor !== undefined) {
     console.log(`  the donor spends ${warmDonor.toFixed(0)} ms CPU per warm fetch, ${coldDonor.toFixed(0)} ms per cold one: summing ${(coldDonor - warmDonor).toFixed(0)} ms before its manifest, not overlapped`)
   }
