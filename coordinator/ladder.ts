@@ -7,6 +7,10 @@
  *   2. replica         another live peer holds an up-to-date copy (the `redundant` shadow)
  *   3. checkfree       intermediate stage, both neighbours alive: gradient-norm-weighted average
  *   4. checkfree-plus  first or last stage (strategy checkfree-plus): neighbour copy + mirror
+ *
+ * A neighbour whose peer announced its departure still counts for 3 and 4: it keeps serving its
+ * stage until every recovery that names it as a donor is done (node/peer.ts depart()), so a spot
+ * notice on one stage and a crash of the next cost a handover and a CheckFree, not a checkpoint.
  *   5. checkpoint      the newest sparse checkpoint (the initial weights if none was taken yet);
  *                      strategy checkpoint-whole rolls every stage back instead
  *   6. wait            no spare to take the stage: pause and keep all state
@@ -66,7 +70,9 @@ export function planRecovery (input: LadderInput): LadderResult {
   const lrScale = input.lrScale ?? DEFAULT_LR_SCALE
   const spares = [...input.spares]
   const lostSet = new Set(lost)
-  const alive = (s: number): boolean => s >= 0 && s < S && !lostSet.has(s) && holders.has(s)
+  // the peer that can serve stage s's last committed weights: its live holder, or its departing one
+  const server = (s: number): string | undefined => s < 0 || s >= S ? undefined : lostSet.has(s) ? input.departing.get(s) : holders.get(s)
+  const alive = (s: number): boolean => server(s) != null
   const ckpt = checkpointId(input.checkpoint)
   const plans: StagePlan[] = []
   const base = { weights: [] as number[], lrScale: 1, checkpointId: '' }
@@ -97,14 +103,14 @@ export function planRecovery (input: LadderInput): LadderResult {
         stage: s,
         rung: 'checkfree',
         target,
-        donors: [{ peerId: holders.get(s - 1) as string, stage: s - 1 }, { peerId: holders.get(s + 1) as string, stage: s + 1 }],
+        donors: [{ peerId: server(s - 1) as string, stage: s - 1 }, { peerId: server(s + 1) as string, stage: s + 1 }],
         weights: [input.gradNorms[s - 1] ?? 0, input.gradNorms[s + 1] ?? 0],
         lrScale,
         checkpointId: ''
       }
     } else if (strategy === 'checkfree-plus' && S >= 2 && (s === 0 || s === S - 1) && alive(s === 0 ? 1 : S - 2)) {
       const n = s === 0 ? 1 : S - 2
-      plan = { stage: s, rung: 'checkfree-plus', target, donors: [{ peerId: holders.get(n) as string, stage: n }], ...base, lrScale }
+      plan = { stage: s, rung: 'checkfree-plus', target, donors: [{ peerId: server(n) as string, stage: n }], ...base, lrScale }
     } else {
       plan = { stage: s, rung: 'checkpoint', target, donors: [], ...base, checkpointId: ckpt }
     }

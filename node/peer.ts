@@ -101,6 +101,8 @@ export class Peer {
   /** The stage this departing peer held, served until its successor reports recovery-done. */
   private retiring?: Stage
   private handedOver = false
+  /** Departing: recoveries (`epoch:stage`) that name this peer as a donor and have not reported done. */
+  private readonly owedDonations = new Set<string>()
   private reconnectTimer?: NodeJS.Timeout
 
   constructor (init: PeerInit) {
@@ -230,8 +232,11 @@ export class Peer {
           break
         case 'recovery-done':
           if (this.retiring != null && msg.stage === this.retiring.stage) this.handedOver = true
+          this.owedDonations.delete(`${msg.epoch}:${msg.stage}`)
           break
         case 'recovery-plan':
+          // a departing peer may be a CheckFree donor for its neighbour: it stays until that is done
+          if (this.departing && msg.donors.some(d => d.peerId === this.peerId)) this.owedDonations.add(`${msg.epoch}:${msg.stage}`)
           if (msg.targetPeer === this.peerId) {
             for (const d of msg.donors) if (d.addr != null && d.addr !== '') this.addrs.set(d.peerId, d.addr)
             this.plans.set(`${msg.epoch}:${msg.stage}`, msg)
@@ -290,12 +295,16 @@ export class Peer {
     for (const old of prev?.peers.values() ?? []) if (![...peers.values()].some(p => p.id === old.id)) this.links.drop(old.id)
     let stage = prev?.stage
     if (stage != null && (mine !== stage.stage || stage.layout.stages !== train.stages || rebuild)) {
-      // A departing peer keeps serving its old stage until the peer taking over has pulled it.
-      if (this.departing && mine < 0) this.retiring = stage
+      // A departing peer keeps serving its old stage (and its mirror, which a CheckFree+ rebuild of
+      // its neighbour may need) until the peers rebuilding from them are done.
+      const retiring = this.departing && mine < 0
+      if (retiring) this.retiring = stage
       else stage.dispose()
       stage = undefined
-      this.mirror = undefined
-      this.shadow = undefined
+      if (!retiring) {
+        this.mirror = undefined
+        this.shadow = undefined
+      }
       this.checkpointSnapshot = undefined
     }
     const cur: Current = { assignment: a, model, train, checkfreePlus: options.checkfreePlus, options, peers }
@@ -428,7 +437,8 @@ export class Peer {
 
   /**
    * Announce departure (spot notice, SIGTERM): heartbeats say `departing`, and the peer keeps serving
-   * its weights until the coordinator has handed its stage to another peer (or `timeoutMs` passes).
+   * its weights until the coordinator has handed its stage to another peer and every recovery that
+   * named it as a donor (a CheckFree neighbour) is done, or `timeoutMs` passes.
    */
   async depart (timeoutMs = 30_000): Promise<void> {
     this.departing = true
@@ -439,7 +449,7 @@ export class Peer {
     while (Date.now() < end) {
       const a = this.current?.assignment
       const holding = a != null && this.current?.stage != null && a.stages.some(s => s.peers.includes(me))
-      if (!holding && (this.retiring == null || this.handedOver)) return
+      if (!holding && (this.retiring == null || (this.handedOver && this.owedDonations.size === 0))) return
       await new Promise(resolve => setTimeout(resolve, 50))
       if (Date.now() - beat >= 1000) { beat = Date.now(); await this.heartbeat() }
     }

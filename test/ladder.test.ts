@@ -30,6 +30,14 @@ describe('recovery ladder', () => {
       expect(r.rollbackAll).toBe(false)
     }
   })
+  it('a departing neighbour still donates: a notice on stage 1 and a crash of stage 2 cost a handover and a CheckFree', () => {
+    const r = planRecovery(input('checkfree', [1, 2], { departing: new Map([[1, 'p1']]), checkpoint: 10 }))
+    expect(r.plans.map(p => [p.stage, p.rung, p.target])).toEqual([[1, 'handover', 'spare1'], [2, 'checkfree', 'spare2']])
+    expect(r.plans[1]).toMatchObject({ donors: [{ peerId: 'p1', stage: 1 }, { peerId: 'p3', stage: 3 }], weights: [0.2, 0.4] })
+    // CheckFree+ likewise copies a departing neighbour; two crashes still need the checkpoint
+    expect(planRecovery(input('checkfree-plus', [0, 1], { departing: new Map([[1, 'p1']]) })).plans[0]).toMatchObject({ rung: 'checkfree-plus', donors: [{ peerId: 'p1', stage: 1 }] })
+    expect(planRecovery(input('checkfree', [1, 2], { checkpoint: 10 })).plans.map(p => p.rung)).toEqual(['checkpoint', 'checkpoint'])
+  })
   it('redundant copies the shadow replica; checkpoint strategies reload the checkpoint', () => {
     expect(planRecovery(input('redundant', [2], { replicas: new Map([[2, 'p1']]) })).plans[0]).toMatchObject({ rung: 'replica', donors: [{ peerId: 'p1', stage: 2 }] })
     expect(planRecovery(input('checkpoint', [2], { checkpoint: 5 })).plans[0]).toMatchObject({ rung: 'checkpoint', checkpointId: 'ckpt-5' })

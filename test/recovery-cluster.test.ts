@@ -133,6 +133,37 @@ describe('recovery with real processes', () => {
     await train_(cluster, 2)
   }, 120_000)
 
+  it('a spot notice on stage 1 and a crash of stage 2 at once: handover for 1, CheckFree for 2 with the departing peer as a donor', async () => {
+    cluster = new TestCluster({ clusterId: 'nc', model, train, strategy: 'checkfree' })
+    const c = cluster
+    await c.start(6)
+    await c.coord.assignInitial({ timeoutMs: 30_000 })
+    await train_(c, 5)
+    const [one, three] = await Promise.all([c.weightsOf(1, true), c.weightsOf(3)])
+    const norms = [...c.coord.gradNorms]
+    const departing = c.holder(1)
+    const holder3 = c.holder(3).peerId
+    departing.proc.child.kill('SIGTERM')
+    c.holder(2).proc.child.kill('SIGKILL')
+    await c.coord.until(() => c.coord.failedStages().length === 2, 'the notice and the crash', 10_000)
+    const events = await c.coord.recover({ timeoutMs: 60_000 })
+    expect(events.map(e => [e.stage, e.rung])).toEqual([[1, 'handover'], [2, 'checkfree']])
+    expect(events[1].donors).toEqual([departing.peerId, holder3])
+    // stage 1 moved bit for bit; stage 2 is the average of the departing stage 1 and stage 3
+    const [moved, rebuilt] = await Promise.all([c.weightsOf(1, true), c.weightsOf(2)])
+    for (const [n, t] of one.tensors) expect(Buffer.from(moved.tensors.get(n)?.data.buffer as ArrayBuffer).equals(Buffer.from(t.data.buffer as ArrayBuffer)), n).toBe(true)
+    const want = checkfreeAverage({
+      model: M,
+      lost: stageLayout(M, 4, 2),
+      prev: { layout: stageLayout(M, 4, 1), params: values(one.tensors), gradNorm: norms[1] },
+      next: { layout: stageLayout(M, 4, 3), params: values(three.tensors), gradNorm: norms[3] }
+    })
+    for (const [n, v] of want) expect(rebuilt.tensors.get(n)?.data, n).toEqual(v)
+    // the departing peer left cleanly once both recoveries it donated to were done
+    expect((await departing.proc.exited).code).toBe(0)
+    expect(Number.isFinite((await c.coord.runIteration({ timeoutMs: 30_000 })).loss)).toBe(true)
+  }, 120_000)
+
   it('with no spare the run pauses, keeps its state, and resumes when a peer joins', async () => {
     cluster = new TestCluster({ clusterId: 'ns', model, train, strategy: 'checkfree' })
     await cluster.start(4)
