@@ -133,9 +133,8 @@ export interface PlanContext {
  *
  * This is not the coordinator's planRecovery (coordinator/ladder.ts), on purpose: the rungs are the
  * same, but the simulator's model of a failure batch differs from what the coordinator sees.
- *  - A stage whose peer gave notice is still a donor for its neighbours here (its peer is reachable);
- *    the coordinator counts every lost stage, departing or not, as unavailable, so a notice on stage
- *    1 and a crash on stage 2 give checkfree here and checkpoint there.
+ *  - (Both agree that a stage whose peer gave notice is still a donor for its neighbours: a notice
+ *    on stage 1 and a crash on stage 2 give a handover and a CheckFree.)
  *  - CheckFree+ needs the neighbour's mirror to be fresh (`mirrorReady`); the coordinator's ladder
  *    has no such input.
  *  - checkpoint-whole plans the lost stages (handover for a notice, scope 'whole' for a crash); the
