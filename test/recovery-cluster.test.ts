@@ -24,6 +24,17 @@ function values (t: TensorSet): NamedValues {
   return new Map([...t].filter(([, v]) => v.dtype === 'F32').map(([n, v]) => [n, v.data as Float32Array]))
 }
 
+/** Stage 2 as rebuilt must equal the average of stages 1 and 3, weighted by their gradient norms. */
+function expectCheckfreeAverage (rebuilt: TensorSet, prev: TensorSet, next: TensorSet, norms: number[]): void {
+  const want = checkfreeAverage({
+    model: M,
+    lost: stageLayout(M, 4, 2),
+    prev: { layout: stageLayout(M, 4, 1), params: values(prev), gradNorm: norms[1] },
+    next: { layout: stageLayout(M, 4, 3), params: values(next), gradNorm: norms[3] }
+  })
+  for (const [n, v] of want) expect(rebuilt.get(n)?.data, n).toEqual(v)
+}
+
 async function train_ (c: TestCluster, n: number): Promise<number[]> {
   const losses: number[] = []
   for (let i = 0; i < n; i++) losses.push((await c.coord.runIteration({ timeoutMs: 30_000 })).loss)
@@ -67,13 +78,7 @@ describe('recovery with real processes', () => {
     expect(events[0]).toMatchObject({ stage: 2, rung: 'checkfree' })
     expect(events[0].bytes).toBeGreaterThan(0)
     const rebuilt = await cluster.weightsOf(2)
-    const want = checkfreeAverage({
-      model: M,
-      lost: stageLayout(M, 4, 2),
-      prev: { layout: stageLayout(M, 4, 1), params: values(prev.tensors), gradNorm: norms[1] },
-      next: { layout: stageLayout(M, 4, 3), params: values(next.tensors), gradNorm: norms[3] }
-    })
-    for (const [n, v] of want) expect(rebuilt.tensors.get(n)?.data, n).toEqual(v)
+    expectCheckfreeAverage(rebuilt.tensors, prev.tensors, next.tensors, norms)
     const preFailure = before[before.length - 1]
     const after = await train_(cluster, 50)
     const back = after.findIndex(l => Math.abs(l - preFailure) / preFailure <= 0.1)
@@ -152,13 +157,7 @@ describe('recovery with real processes', () => {
     // stage 1 moved bit for bit; stage 2 is the average of the departing stage 1 and stage 3
     const [moved, rebuilt] = await Promise.all([c.weightsOf(1, true), c.weightsOf(2)])
     for (const [n, t] of one.tensors) expect(Buffer.from(moved.tensors.get(n)?.data.buffer as ArrayBuffer).equals(Buffer.from(t.data.buffer as ArrayBuffer)), n).toBe(true)
-    const want = checkfreeAverage({
-      model: M,
-      lost: stageLayout(M, 4, 2),
-      prev: { layout: stageLayout(M, 4, 1), params: values(one.tensors), gradNorm: norms[1] },
-      next: { layout: stageLayout(M, 4, 3), params: values(three.tensors), gradNorm: norms[3] }
-    })
-    for (const [n, v] of want) expect(rebuilt.tensors.get(n)?.data, n).toEqual(v)
+    expectCheckfreeAverage(rebuilt.tensors, one.tensors, three.tensors, norms)
     // the departing peer left cleanly once both recoveries it donated to were done
     expect((await departing.proc.exited).code).toBe(0)
     expect(Number.isFinite((await c.coord.runIteration({ timeoutMs: 30_000 })).loss)).toBe(true)
