@@ -184,6 +184,20 @@ describe('weights protocol over libp2p (tcp, 127.0.0.1)', () => {
     expectSameTensors(params.tensors, state.params)
   })
 
+  it('passes on what it fetched (large tensors arrive in shared memory), as a mirror or shadow holder does', async () => {
+    const big = randomF32([512, 256]) // 512 KiB: above PREFAULT_MIN_BYTES
+    const state = { params: new Map([['blocks.4.mlp.w1', big], ['blocks.4.ln1.g', randomF32([96])]]), all: new Map() as TensorSet }
+    state.all = state.params
+    const a = await donor(state)
+    const middle = await startNode()
+    const first = await fetchWeights(middle, { donors: [{ peer: a.peer }], stage: STAGE })
+    expect(first.tensors.get('blocks.4.mlp.w1')?.data.buffer).toBeInstanceOf(SharedArrayBuffer)
+    servers.push(await serveWeights(middle, { snapshot: () => ({ version: first.version, tensors: first.tensors }) }, { chunkBytes: CHUNK }))
+    const last = await startNode()
+    const second = await fetchWeights(last, { donors: [{ peer: middle.getMultiaddrs() }], stage: STAGE })
+    expectSameTensors(second.tensors, state.params)
+  })
+
   it('splits the tensors across two donors, each serving part of the bytes', async () => {
     const state = makeState()
     const a = await donor(state)
