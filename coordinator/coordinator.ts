@@ -1,102 +1,34 @@
 /**
  * The coordinator: owns the cluster's truth (membership from heartbeats, the assignment under an
  * epoch, the iteration clock) and drives iterations: begin -> a done report from every stage ->
- * commit. When a stage's peer is lost mid-run it aborts the iteration, picks a recovery rung per
- * lost stage (ladder.ts), publishes the plans and a new assignment under the next epoch, waits for
- * the rebuilt stages, and runs the same iteration again. It takes sparse checkpoints in the
- * background and persists its state after every change, so a restarted coordinator resumes the run.
+ * commit. When a stage's peer is lost mid-run it aborts the iteration, recovers the lost stages
+ * (recovery.ts: a rung per stage from ladder.ts, the plans published with a new assignment under the
+ * next epoch) and runs the same iteration again. It takes sparse checkpoints in the background
+ * (sparse-checkpoints.ts) and persists its state after every change, so a restarted coordinator
+ * resumes the run. Its options and records are in types.ts.
  */
 import { EventEmitter } from 'node:events'
-import type { PrivateKey } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { resolveModelConfig, resolveTrainConfig, type ModelConfig, type TrainConfig } from '../model/config.js'
 import { createLog } from '../model/log.js'
-import type { Assignment, DoneReport, Heartbeat, Message, RecoveryDone, RecoveryPlan } from '../protocols/index.js'
+import type { Assignment, DoneReport, Heartbeat, Message } from '../protocols/index.js'
 import { ClusterGossip } from '../node/gossip.js'
 import { createPeerLibp2p, type PeerLibp2p } from '../node/transport/index.js'
 import { join } from 'node:path'
-import { stageLayout, stageSpecs } from '../model/params.js'
-import { encodeStageState, metaToTensor, META_TENSOR, stateFromTensorSet } from '../model/state.js'
-import { fetchWeights, serveWeights, type WeightsProvider } from '../node/weights/index.js'
-import { CheckpointStore, metaFor, tensorsFor, type LoadedCheckpoint } from './checkpoint-store.js'
+import { serveWeights } from '../node/weights/index.js'
+import { CheckpointStore } from './checkpoint-store.js'
 import { DurableState, type CoordinatorState } from './durable-state.js'
 import { CoordinatorTimeoutError, StageLostError } from './errors.js'
-import { FailureDetector, type LostPeer } from './detector.js'
-import { planRecovery, type Strategy, type StagePlan } from './ladder.js'
+import { FailureDetector } from './detector.js'
+import type { Strategy, StagePlan } from './ladder.js'
+import { Recovery, recoveryPlanMessages } from './recovery.js'
+import { SparseCheckpoints } from './sparse-checkpoints.js'
+import { waitUntil } from './wait.js'
+import type { CoordinatorInit, IterationRecord, PeerView, RecoveryEvent } from './types.js'
+
+export type { CoordinatorInit, IterationRecord, PeerView, RecoveryEvent } from './types.js'
 
 const log = createLog('coordinator')
-
-export interface CoordinatorInit {
-  clusterId: string
-  /** Names this run in frames, so a peer never mixes two runs. @default 'run' */
-  runId?: string
-  model?: Partial<ModelConfig>
-  train?: Partial<TrainConfig>
-  /** Train with CheckFree+ swapped microbatches. @default false */
-  checkfreePlus?: boolean
-  privateKey?: PrivateKey
-  swarmKey?: Uint8Array
-  /** @default ['/ip4/127.0.0.1/tcp/0'] */
-  listen?: string[]
-  /** @default 'tcp' */
-  transport?: 'tcp' | 'memory'
-  /** Re-send begin when no stage has reported for this long (a lost gossip message). @default 5000 */
-  resendMs?: number
-  /** Recovery strategy. @default 'checkfree' */
-  strategy?: Strategy
-  /** A peer silent for this long is lost. @default 3000 */
-  heartbeatTimeoutMs?: number
-  /** CheckFree+ mirrors are refreshed every N iterations. @default 10 */
-  mirrorEvery?: number
-  /**
-   * Directory for the durable coordinator state (`coordinator.json`) and the checkpoint store
-   * (`checkpoints/`). Without it nothing is persisted and no checkpoints are taken.
-   * @default undefined
-   */
-  stateDir?: string
-  /** Take a sparse checkpoint every K iterations (0: never). @default 50 when stateDir is set */
-  checkpointEvery?: number
-  /** Complete checkpoints kept. @default 3 */
-  keepCheckpoints?: number
-}
-
-/** One recovery, as logged, persisted and exported as metrics. */
-export interface RecoveryEvent {
-  at: number
-  epoch: number
-  iteration: number
-  stage: number
-  cause: string
-  rung: StagePlan['rung']
-  lostPeer: string
-  targetPeer: string
-  donors: string[]
-  bytes: number
-  /** Last sign of life -> decision. */
-  detectMs: number
-  transferMs: number
-  rebuildMs: number
-  /** Stage ready -> first committed iteration after the recovery. */
-  resumeMs: number
-}
-
-export interface IterationRecord {
-  iteration: number
-  epoch: number
-  loss: number
-  gradNorms: number[]
-  /** Wall-clock ms from begin to the last done report. */
-  ms: number
-  /** Tokens processed per second in this iteration. */
-  tokensPerSec: number
-}
-
-export interface PeerView {
-  heartbeat: Heartbeat
-  seenAt: number
-  /** Gaps between its last heartbeats (ms), newest last; at most 20. */
-  gaps: number[]
-}
 
 export class Coordinator extends EventEmitter {
   readonly init: CoordinatorInit
@@ -116,18 +48,13 @@ export class Coordinator extends EventEmitter {
   /** Post-clip gradient norm per stage at the last commit (CheckFree weights). */
   gradNorms: number[] = []
   private reports = new Map<number, DoneReport>()
-  private readonly recoveryDone = new Map<string, RecoveryDone>()
+  /** Assigned peers that announced their departure (heartbeat `departing`). */
   private readonly departing = new Set<string>()
-  /** Recoveries whose resume time is measured at the next commit. */
-  private pendingResume: RecoveryEvent[] = []
-  private readyAt = 0
   store?: CheckpointStore
   private durable?: DurableState
-  /** The checkpoint a recovery reads (verified), served to rebuilding peers over the weights protocol. */
-  private recoveryCheckpoint?: LoadedCheckpoint
   private weightsServer?: { stop: () => Promise<void> }
-  /** Checkpoints being pulled in the background. */
-  private checkpointing?: Promise<void>
+  private readonly recovery: Recovery
+  private readonly checkpoints = new SparseCheckpoints(this)
   /** State restored from disk at start(), for resume(). */
   restored?: CoordinatorState
 
@@ -137,6 +64,7 @@ export class Coordinator extends EventEmitter {
     this.model = resolveModelConfig(init.model)
     this.train = resolveTrainConfig(init.train, this.model)
     this.strategy = init.strategy ?? 'checkfree'
+    this.recovery = new Recovery(this, this.departing)
   }
 
   get runId (): string { return this.init.runId ?? 'run' }
@@ -147,7 +75,7 @@ export class Coordinator extends EventEmitter {
     this.node = await createPeerLibp2p({ privateKey: this.init.privateKey, swarmKey: this.init.swarmKey, listen: this.init.listen, transport: this.init.transport })
     this.gossip = new ClusterGossip(this.node, { clusterId: this.init.clusterId, onMessage: (m, from) => { this.onMessage(m, from) } })
     this.gossip.start()
-    this.weightsServer = await serveWeights(this.node, this.checkpointProvider)
+    this.weightsServer = await serveWeights(this.node, this.recovery.checkpoint.provider)
     if (this.init.stateDir != null) {
       this.store = new CheckpointStore({ dir: join(this.init.stateDir, 'checkpoints'), keep: this.init.keepCheckpoints ?? 3 })
       await this.store.open()
@@ -193,7 +121,7 @@ export class Coordinator extends EventEmitter {
     if (msg.kind === 'heartbeat') this.onHeartbeat(msg)
     else if (msg.kind === 'done') this.onDone(msg)
     else if (msg.kind === 'stream-break') this.emit('stream-break', msg, from)
-    else if (msg.kind === 'recovery-done') this.recoveryDone.set(`${msg.epoch}:${msg.stage}`, msg)
+    else if (msg.kind === 'recovery-done') this.recovery.onRecoveryDone(msg)
     this.emit('change')
   }
 
@@ -222,20 +150,7 @@ export class Coordinator extends EventEmitter {
 
   /** Resolves when `check` returns true, re-checking on every message; rejects on timeout or abort. */
   async until (check: () => boolean, what: string, timeoutMs: number, signal?: AbortSignal, onTick?: () => void): Promise<void> {
-    if (check()) return
-    await new Promise<void>((resolve, reject) => {
-      const tick = setInterval(() => { onTick?.(); probe() }, 250)
-      const timer = setTimeout(() => { done(); reject(new CoordinatorTimeoutError(`timed out after ${timeoutMs} ms waiting for ${what}`)) }, timeoutMs)
-      const onAbort = (): void => { done(); reject(signal?.reason) }
-      const probe = (): void => { if (check()) { done(); resolve() } }
-      const done = (): void => {
-        clearInterval(tick); clearTimeout(timer)
-        this.off('change', probe)
-        signal?.removeEventListener('abort', onAbort)
-      }
-      this.on('change', probe)
-      signal?.addEventListener('abort', onAbort)
-    })
+    await waitUntil(this, check, what, timeoutMs, signal, onTick)
   }
 
   /** Peers alive (heard within `windowMs`) and subscribed to the control topic. */
@@ -277,31 +192,20 @@ export class Coordinator extends EventEmitter {
       rebuilt: (opts.plans ?? []).map(p => p.stage)
     }
     this.assignment = a
-    const donorAddr = async (peerId: string): Promise<string> => await this.addressOf(peerId).catch(() => '')
-    const planMsgs: RecoveryPlan[] = await Promise.all((opts.plans ?? []).map(async p => ({
-      kind: 'recovery-plan' as const,
-      epoch: a.epoch,
-      stage: p.stage,
-      rung: p.rung,
-      targetPeer: p.target,
-      donors: await Promise.all(p.donors.map(async d => ({ ...d, addr: await donorAddr(d.peerId) }))),
-      lrScale: p.lrScale,
-      weights: p.weights.some(w => w > 0) ? p.weights : [],
-      checkpointId: p.checkpointId
-    })))
+    const planMsgs = await recoveryPlanMessages(a.epoch, opts.plans ?? [], async peerId => await this.addressOf(peerId).catch(() => ''))
     for (const m of planMsgs) await this.gossip.publish(m)
     await this.gossip.publish(a)
     const taken = (): boolean => a.stages.every(s => s.peers.every(p => {
       const hb = this.peers.get(p)?.heartbeat
       return hb != null && hb.epoch === a.epoch && hb.stage === s.stage
-    })) && a.rebuilt.every(s => this.recoveryDone.has(`${a.epoch}:${s}`))
+    })) && this.recovery.rebuiltDone(a)
     let ticks = 0
     await this.until(() => taken() || this.failedStages().length > 0, `stages to acknowledge epoch ${a.epoch}`, opts.timeoutMs ?? 120_000, opts.signal, () => {
       if (++ticks % 4 !== 0) return
       void (async () => { for (const m of [...planMsgs, a]) await this.gossip.publish(m) })().catch(() => {})
     })
     if (!taken()) throw new StageLostError(this.failedStages(), `stage lost while epoch ${a.epoch} was being taken`)
-    this.readyAt = performance.now()
+    this.recovery.stagesReady()
     await this.persist()
     log.info(`epoch ${a.epoch}: ${a.stages.map(s => `stage ${s.stage} -> ${s.peers.map(p => p.slice(-6)).join(',') || '(none)'}`).join('; ')}`)
     return a
@@ -347,13 +251,9 @@ export class Coordinator extends EventEmitter {
     // Durable before it is announced: a restarted coordinator never forgets a commit peers applied.
     await this.persist()
     await this.gossip.publish({ kind: 'commit', epoch: this.epoch, iteration: it })
-    if (this.checkpointEvery > 0 && (it + 1) % this.checkpointEvery === 0 && this.store != null) {
-      const prev = this.checkpointing ?? Promise.resolve()
-      this.checkpointing = prev.then(async () => { await this.takeCheckpoint(it) })
-    }
-    for (const e of this.pendingResume) e.resumeMs = performance.now() - this.readyAt
-    if (this.pendingResume.length > 0) this.emit('recovered', this.pendingResume)
-    this.pendingResume = []
+    this.checkpoints.afterCommit(it)
+    const resumed = this.recovery.resumed()
+    if (resumed.length > 0) this.emit('recovered', resumed)
     this.emit('iteration', rec)
     return rec
   }
@@ -377,48 +277,8 @@ export class Coordinator extends EventEmitter {
     })
   }
 
-  /** Serves the checkpoint a recovery reads, re-cut to the current stage layout (names are global). */
-  private readonly checkpointProvider: WeightsProvider = {
-    snapshot: (stage: number, _minVersion: number, includeOptimizer: boolean) => {
-      const ck = this.recoveryCheckpoint
-      if (ck == null) return undefined
-      const names = stageSpecs(this.model, stageLayout(this.model, this.train.stages, stage)).map(x => x.name)
-      const tensors = tensorsFor(names, ck, { optimizer: includeOptimizer, who: `stage ${stage}` })
-      const meta = metaFor(ck, names)
-      if (includeOptimizer) tensors.set(META_TENSOR, metaToTensor(meta))
-      return { version: meta.weightVersion, tensors }
-    }
-  }
-
-  /**
-   * Sparse checkpoint of committed iteration `it`: every stage snapshotted its state at the commit;
-   * pull the snapshots in the background (training goes on) and write them to the store.
-   */
-  private async takeCheckpoint (it: number): Promise<void> {
-    const store = this.store
-    const a = this.assignment
-    if (store == null || a == null) return
-    const version = it + 1
-    const t0 = performance.now()
-    const pending = await store.beginCheckpoint(it, a.stages.length, this.model)
-    try {
-      await Promise.all(a.stages.map(async st => {
-        const r = await fetchWeights(this.node, { donors: [{ peer: peerIdFromString(st.peers[0]) }], stage: st.stage, minVersion: version, includeOptimizer: true, timeoutMs: 600_000 })
-        const state = stateFromTensorSet(r.tensors)
-        if (state.meta.weightVersion !== version) throw new CoordinatorTimeoutError(`stage ${st.stage} served version ${state.meta.weightVersion} for checkpoint ${it} (wanted ${version})`)
-        await pending.putStage(st.stage, encodeStageState(state))
-      }))
-      await pending.complete()
-      log.info(`checkpoint ${it} written in ${(performance.now() - t0).toFixed(0)} ms`)
-      await this.persist()
-    } catch (err) {
-      log.info(`checkpoint ${it} abandoned: ${(err as Error).message}`)
-      await pending.abandon((err as Error).message).catch(() => {})
-    }
-  }
-
   /** Waits for background checkpoint writes to finish. */
-  async flushCheckpoints (): Promise<void> { await this.checkpointing }
+  async flushCheckpoints (): Promise<void> { await this.checkpoints.flush() }
 
   /** Cluster-wide options that ride in the assignment's training config (see node/peer.ts). */
   protected clusterOptions (): Record<string, unknown> {
@@ -432,109 +292,11 @@ export class Coordinator extends EventEmitter {
   }
 
   /**
-   * Loads and verifies the newest valid checkpoint for a recovery (a corrupt one is skipped for the
-   * one before, with the reason logged). Returns its iteration, or undefined when there is none.
-   */
-  private async loadRecoveryCheckpoint (): Promise<number | undefined> {
-    if (this.store == null || this.store.latest() == null) return undefined
-    try {
-      const ck = await this.store.loadNewestValid()
-      for (const sk of ck.skipped) log.info(`checkpoint ${sk.iteration} skipped: ${sk.reason}`)
-      this.recoveryCheckpoint = ck
-      return ck.iteration
-    } catch (err) {
-      log.info(`no valid checkpoint: ${(err as Error).message}`)
-      return undefined
-    }
-  }
-
-  /**
    * Recovers every failed stage: picks rungs, waits for spares if needed, publishes the plans and a
    * new assignment under the next epoch, and waits until the rebuilt stages are taken.
    */
   async recover (opts: { signal?: AbortSignal, timeoutMs?: number } = {}): Promise<RecoveryEvent[]> {
-    const a = this.assignment
-    if (a == null) throw new CoordinatorTimeoutError('recover() before any assignment')
-    for (;;) {
-      const failed = this.failedStages()
-      if (failed.length === 0) return []
-      const holders = new Map<number, string>()
-      const departing = new Map<number, string>()
-      const lostInfo = new Map<number, LostPeer | { cause: string, lastSeen: number, detectedAt: number }>()
-      for (const st of a.stages) {
-        const p = st.peers[0]
-        if (p == null) continue
-        const l = this.detector.lost.get(p)
-        if (l != null) lostInfo.set(st.stage, l)
-        else if (this.departing.has(p)) {
-          departing.set(st.stage, p)
-          lostInfo.set(st.stage, { cause: 'peer announced its departure', lastSeen: Date.now(), detectedAt: Date.now() })
-        } else holders.set(st.stage, p)
-      }
-      const assigned = new Set(this.assignedPeers())
-      const spares = this.livePeers().filter(p => !assigned.has(p)).sort()
-      const replicas = new Map<number, string>()
-      if (this.strategy === 'redundant') {
-        for (const s of failed) {
-          const pred = holders.get((s - 1 + a.stages.length) % a.stages.length)
-          if (pred != null) replicas.set(s, pred)
-        }
-      }
-      const ladder = (checkpoint: number | undefined): ReturnType<typeof planRecovery> => planRecovery({
-        strategy: this.strategy, stages: a.stages.length, holders, lost: failed, departing, spares, replicas,
-        gradNorms: this.gradNorms, checkpoint
-      })
-      let { plans, rollbackAll } = ladder(this.store?.latest()?.iteration)
-      if (plans.some(p => p.rung === 'checkpoint' && p.checkpointId !== 'init')) {
-        // Verify before promising a checkpoint: a corrupt newest one falls back to the one before.
-        ({ plans, rollbackAll } = ladder(await this.loadRecoveryCheckpoint()))
-      }
-      if (plans.some(p => p.rung === 'wait')) {
-        log.info(`no spare for stages ${plans.filter(p => p.rung === 'wait').map(p => p.stage).join(', ')}: waiting for a peer to join (state is kept)`)
-        const need = plans.filter(p => p.target === '' || spares.includes(p.target)).length
-        await this.until(() => this.livePeers().filter(p => !assigned.has(p)).length >= need, 'a spare peer to join', opts.timeoutMs ?? 24 * 3600_000, opts.signal)
-        continue
-      }
-      if (rollbackAll) {
-        // Every stage goes back to the checkpoint: so does the iteration clock.
-        const ck = plans[0]?.checkpointId
-        this.iteration = ck != null && ck.startsWith('ckpt-') ? Number(ck.slice(5)) + 1 : 0
-      }
-      const next = a.stages.map(st => [holders.get(st.stage) ?? ''])
-      for (const p of plans) next[p.stage] = [p.target]
-      const t0 = Date.now()
-      await this.assign(next, { ...opts, plans: rollbackAll ? plans : plans })
-      const events: RecoveryEvent[] = plans.filter(p => failed.includes(p.stage)).map(p => {
-        const info = lostInfo.get(p.stage)
-        const done = this.recoveryDone.get(`${this.epoch}:${p.stage}`)
-        return {
-          at: Date.now(),
-          epoch: this.epoch,
-          iteration: this.iteration,
-          stage: p.stage,
-          cause: info?.cause ?? 'unknown',
-          rung: p.rung,
-          lostPeer: a.stages[p.stage].peers[0] ?? '',
-          targetPeer: p.target,
-          donors: p.donors.map(d => d.peerId),
-          bytes: done?.bytes ?? 0,
-          detectMs: info != null ? Math.max(0, info.detectedAt - info.lastSeen) : 0,
-          transferMs: done?.transferMs ?? 0,
-          rebuildMs: done?.rebuildMs ?? (Date.now() - t0),
-          resumeMs: 0
-        }
-      })
-      for (const p of plans) {
-        const old = a.stages[p.stage]?.peers[0]
-        if (old != null) { this.detector.forget(old); this.departing.delete(old) }
-      }
-      for (const e of events) log.info(`recovered stage ${e.stage} by ${e.rung} (${e.cause}): ${e.bytes} bytes, detect ${e.detectMs} ms, transfer ${e.transferMs.toFixed(0)} ms, rebuild ${e.rebuildMs.toFixed(0)} ms`)
-      this.recoveries.push(...events)
-      this.pendingResume.push(...events)
-      this.emit('recovery', events)
-      await this.persist()
-      return events
-    }
+    return await this.recovery.recover(opts)
   }
 
   /**
@@ -577,7 +339,7 @@ export class Coordinator extends EventEmitter {
   }
 
   async stop (): Promise<void> {
-    await this.checkpointing?.catch(() => {})
+    await this.checkpoints.flush().catch(() => {})
     await this.weightsServer?.stop().catch(() => {})
     this.detector?.stop()
     this.gossip?.stop()

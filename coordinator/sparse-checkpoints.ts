@@ -1,0 +1,76 @@
+/**
+ * Sparse checkpoints, taken by the coordinator. Every K committed iterations each stage snapshots its
+ * parameters and optimizer state at the commit; this module pulls those snapshots over the weights
+ * protocol in the background (training does not wait), one checkpoint after another, and writes them
+ * to the checkpoint store. A checkpoint that cannot be completed is abandoned, not retried.
+ */
+import { peerIdFromString } from '@libp2p/peer-id'
+import type { ModelConfig } from '../model/config.js'
+import { createLog } from '../model/log.js'
+import { encodeStageState, stateFromTensorSet } from '../model/state.js'
+import type { PeerLibp2p } from '../node/transport/index.js'
+import { fetchWeights } from '../node/weights/index.js'
+import type { Assignment } from '../protocols/index.js'
+import type { CheckpointStore } from './checkpoint-store.js'
+import { CoordinatorTimeoutError } from './errors.js'
+
+const log = createLog('coordinator')
+
+/** What sparse checkpointing reads from the coordinator. */
+export interface CheckpointHost {
+  readonly node: PeerLibp2p
+  readonly model: ModelConfig
+  /** The assignment when a checkpoint starts: whom to pull each stage from. */
+  readonly assignment?: Assignment
+  /** Without a store no checkpoints are taken. */
+  readonly store?: CheckpointStore
+  /** Take one every K iterations (0: never). */
+  readonly checkpointEvery: number
+  /** Writes the coordinator's durable state (which lists the checkpoints). */
+  persist: () => Promise<void>
+}
+
+export class SparseCheckpoints {
+  private readonly host: CheckpointHost
+  /** Checkpoints being pulled in the background, chained so they run one at a time. */
+  private queue?: Promise<void>
+
+  constructor (host: CheckpointHost) {
+    this.host = host
+  }
+
+  /** Called once iteration `it` is committed: queues its checkpoint when one is due. */
+  afterCommit (it: number): void {
+    const every = this.host.checkpointEvery
+    if (every > 0 && (it + 1) % every === 0 && this.host.store != null) {
+      const prev = this.queue ?? Promise.resolve()
+      this.queue = prev.then(async () => { await this.take(it) })
+    }
+  }
+
+  /** Waits for the queued checkpoints to be written (or abandoned). */
+  async flush (): Promise<void> { await this.queue }
+
+  /** Pulls every stage's snapshot of committed iteration `it` and writes them as one checkpoint. */
+  private async take (it: number): Promise<void> {
+    const { store, assignment: a, node, model } = this.host
+    if (store == null || a == null) return
+    const version = it + 1
+    const t0 = performance.now()
+    const pending = await store.beginCheckpoint(it, a.stages.length, model)
+    try {
+      await Promise.all(a.stages.map(async st => {
+        const r = await fetchWeights(node, { donors: [{ peer: peerIdFromString(st.peers[0]) }], stage: st.stage, minVersion: version, includeOptimizer: true, timeoutMs: 600_000 })
+        const state = stateFromTensorSet(r.tensors)
+        if (state.meta.weightVersion !== version) throw new CoordinatorTimeoutError(`stage ${st.stage} served version ${state.meta.weightVersion} for checkpoint ${it} (wanted ${version})`)
+        await pending.putStage(st.stage, encodeStageState(state))
+      }))
+      await pending.complete()
+      log.info(`checkpoint ${it} written in ${(performance.now() - t0).toFixed(0)} ms`)
+      await this.host.persist()
+    } catch (err) {
+      log.info(`checkpoint ${it} abandoned: ${(err as Error).message}`)
+      await pending.abandon((err as Error).message).catch(() => {})
+    }
+  }
+}

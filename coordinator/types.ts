@@ -1,0 +1,80 @@
+/**
+ * The coordinator's options (CoordinatorInit) and the records it keeps: one per committed iteration,
+ * one per recovery, one per peer it hears from. coordinator.ts re-exports them.
+ */
+import type { PrivateKey } from '@libp2p/interface'
+import type { ModelConfig, TrainConfig } from '../model/config.js'
+import type { Heartbeat } from '../protocols/index.js'
+import type { Strategy, StagePlan } from './ladder.js'
+
+export interface CoordinatorInit {
+  clusterId: string
+  /** Names this run in frames, so a peer never mixes two runs. @default 'run' */
+  runId?: string
+  model?: Partial<ModelConfig>
+  train?: Partial<TrainConfig>
+  /** Train with CheckFree+ swapped microbatches. @default false */
+  checkfreePlus?: boolean
+  privateKey?: PrivateKey
+  swarmKey?: Uint8Array
+  /** @default ['/ip4/127.0.0.1/tcp/0'] */
+  listen?: string[]
+  /** @default 'tcp' */
+  transport?: 'tcp' | 'memory'
+  /** Re-send begin when no stage has reported for this long (a lost gossip message). @default 5000 */
+  resendMs?: number
+  /** Recovery strategy. @default 'checkfree' */
+  strategy?: Strategy
+  /** A peer silent for this long is lost. @default 3000 */
+  heartbeatTimeoutMs?: number
+  /** CheckFree+ mirrors are refreshed every N iterations. @default 10 */
+  mirrorEvery?: number
+  /**
+   * Directory for the durable coordinator state (`coordinator.json`) and the checkpoint store
+   * (`checkpoints/`). Without it nothing is persisted and no checkpoints are taken.
+   * @default undefined
+   */
+  stateDir?: string
+  /** Take a sparse checkpoint every K iterations (0: never). @default 50 when stateDir is set */
+  checkpointEvery?: number
+  /** Complete checkpoints kept. @default 3 */
+  keepCheckpoints?: number
+}
+
+/** One recovery, as logged, persisted and exported as metrics. */
+export interface RecoveryEvent {
+  at: number
+  epoch: number
+  iteration: number
+  stage: number
+  cause: string
+  rung: StagePlan['rung']
+  lostPeer: string
+  targetPeer: string
+  donors: string[]
+  bytes: number
+  /** Last sign of life -> decision. */
+  detectMs: number
+  transferMs: number
+  rebuildMs: number
+  /** Stage ready -> first committed iteration after the recovery. */
+  resumeMs: number
+}
+
+export interface IterationRecord {
+  iteration: number
+  epoch: number
+  loss: number
+  gradNorms: number[]
+  /** Wall-clock ms from begin to the last done report. */
+  ms: number
+  /** Tokens processed per second in this iteration. */
+  tokensPerSec: number
+}
+
+export interface PeerView {
+  heartbeat: Heartbeat
+  seenAt: number
+  /** Gaps between its last heartbeats (ms), newest last; at most 20. */
+  gaps: number[]
+}
