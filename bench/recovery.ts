@@ -24,12 +24,13 @@ async function measure (blocksPerStage: number): Promise<Row> {
   const stageBytes = countParams(stageSpecs(M, stageLayout(M, 4, 1))) * 4
   const { coord, peers } = await startCluster({ clusterId: `rec${blocksPerStage}`, model, train: { stages: 4, microbatches: 1, microbatchSize: 1 }, strategy: 'checkfree', heartbeatTimeoutMs: 10_000 }, 5)
   try {
-    let iterMs = 0
-    for (let i = 0; i < 4; i++) iterMs = (await coord.runIteration({ timeoutMs: 300_000 })).ms
-    // The weights protocol's throughput here, on the same bytes: pull stage 2's parameters once.
+    // The weights protocol's throughput here, on the same bytes: pull stage 2's parameters once,
+    // before training starts (right after an iteration the peers are still applying Adam).
     const t = performance.now()
     const probe = await fetchWeights(coord.node, { donors: [{ peer: peerIdFromString(holder(coord, peers, 2).peerId) }], stage: 2, timeoutMs: 300_000 })
     const protocolMBs = probe.bytes / 2 ** 20 / ((performance.now() - t) / 1000)
+    let iterMs = 0
+    for (let i = 0; i < 4; i++) iterMs = (await coord.runIteration({ timeoutMs: 300_000 })).ms
 
     const victim = holder(coord, peers, 1)
     const running = coord.runIteration({ timeoutMs: 300_000 }).catch(err => err)

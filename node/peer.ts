@@ -362,6 +362,7 @@ export class Peer {
       })
       runtime.iteration = a.iteration - 1
       cur.runtime = runtime
+      stage.prepack()
     }
     cur.stage = stage
     this.current = cur

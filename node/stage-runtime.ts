@@ -277,6 +277,7 @@ export class StageRuntime {
     this.init.tick?.()
     this.state = 'idle'
     this.init.committed?.(it)
+    this.stage.prepack() // the new weights, before the next forward needs them
   }
 
   /** The coordinator aborted `it` (or a new epoch began): drop everything in flight, keep weights. */

@@ -155,6 +155,22 @@ describe('stages', () => {
     }
   })
 
+  it('prepack (weights packed ahead of the forward) changes no result and keeps no tensor', () => {
+    const [a, b] = [makeStages(4), makeStages(4)]
+    const { inputs, targets } = tokens(15, 2, 16)
+    try {
+      const count = tf.memory().numTensors
+      for (const s of b) s.prepack()
+      expect(tf.memory().numTensors).toBe(count)
+      expect(runMicrobatch(b, 0, inputs, targets, false)).toBe(runMicrobatch(a, 0, inputs, targets, false))
+      for (const s of b) s.prepack() // again, after the gradients: still the same weights
+      for (const [s, t] of a.map((x, i) => [x, b[i]] as const)) for (const [n, g] of s.gradients()) expect(t.gradients().get(n)?.dataSync(), n).toEqual(g.dataSync())
+    } finally {
+      inputs.dispose(); targets.dispose()
+      for (const s of [...a, ...b]) s.dispose()
+    }
+  })
+
   it('a CheckFree+ swapped microbatch runs stage 0 twice and trains every part', () => {
     const stages = makeStages(4)
     const { inputs, targets } = tokens(14, 2, 16)
