@@ -201,6 +201,31 @@ describe('framed streams between two nodes', () => {
       `read buffer ${(maxReadBuffer / MiB).toFixed(2)} MiB, RSS delta ${((maxRss - rss0) / MiB).toFixed(1)} MiB`)
   })
 
+  it('a receiver sends a yamux window update per half window consumed, not per data frame (yamux-window-fix.ts)', async () => {
+    const MiB = 1024 * 1024
+    const a = await startNode()
+    const b = await startNode()
+    let updates = 0
+    let received = 0
+    await b.handle(ECHO, async (stream) => {
+      // count the window-update frames (type 1) this receiving stream sends
+      const s = stream as unknown as { sendFrame: (header: { type: number }, ...rest: unknown[]) => unknown }
+      const send = s.sendFrame
+      s.sendFrame = (header, ...rest) => { if (header.type === 1) updates++; return send.call(s, header, ...rest) }
+      for await (const frame of readFrames(stream, { maxFrameBytes: 2 * MiB })) received += frame.byteLength
+      await endFrames(stream)
+    })
+    const stream = await openStream(a, b.getMultiaddrs(), ECHO)
+    const payload = new Uint8Array(MiB).fill(7)
+    for (let i = 0; i < 32; i++) await writeFrame(stream, payload)
+    await endFrames(stream)
+    expect(await collect(stream)).toEqual([])
+    expect(received).toBe(32 * MiB)
+    // one update per yamux data frame (the unpatched behaviour) is ~70 here; per half window, ~10
+    expect(updates).toBeGreaterThan(0)
+    expect(updates).toBeLessThan(30)
+  })
+
   it('reports a SIGKILLed peer as gone, not as a clean end', async () => {
     const a = await startNode()
     const received: string[] = []

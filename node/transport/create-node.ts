@@ -19,6 +19,7 @@ import { ConfigError } from '../../model/errors.js'
 import { MessageTooLargeError } from './errors.js'
 import { parseSwarmKey } from './identity.js'
 import { patchPnetCipher } from './pnet-cipher-fix.js'
+import { patchYamuxWindowUpdates } from './yamux-window-fix.js'
 
 // a type alias, not an interface: libp2p's ServiceMap needs an implicit index signature
 export type PeerServices = {
@@ -131,6 +132,7 @@ export async function createPeerLibp2p (init: PeerNodeInit = {}): Promise<PeerLi
   const psk = init.swarmKey == null ? undefined : parseSwarmKey(init.swarmKey)
 
   const listen = init.listen ?? (transport === 'tcp' ? ['/ip4/127.0.0.1/tcp/0'] : [`/memory/${randomUUID()}`])
+  patchYamuxWindowUpdates()
   const options: Libp2pOptions<PeerServices> = {
     start: init.start ?? true,
     addresses: { listen, announce: init.announce ?? [] },
