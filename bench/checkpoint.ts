@@ -17,7 +17,9 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5)
 
 /** Median iteration time of one phase, and the checkpoints it left on disk. */
 async function phase (checkpointEvery: number, dir: string): Promise<{ meanMs: number, checkpoints: number }> {
-  const coord = new Coordinator({ clusterId: `ckb${checkpointEvery}`, stateDir: join(dir, `s${checkpointEvery}`), checkpointEvery })
+  // a new state directory every phase: one left by an earlier phase would restore that run
+  const stateDir = await mkdtemp(join(dir, `every${checkpointEvery}-`))
+  const coord = new Coordinator({ clusterId: `ckb${checkpointEvery}`, stateDir, checkpointEvery })
   await coord.start()
   try {
     await Promise.all(Array.from({ length: DEFAULT_TRAIN.stages }, async () => await startPeer(coord.addrs[0], coord.init.clusterId)))

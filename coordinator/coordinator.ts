@@ -18,7 +18,7 @@ import { join } from 'node:path'
 import { serveWeights } from '../node/weights/index.js'
 import { CheckpointStore } from './checkpoint-store.js'
 import { DurableState, type CoordinatorState } from './durable-state.js'
-import { CoordinatorTimeoutError, StageLostError } from './errors.js'
+import { CoordinatorTimeoutError, CoordinatorUsageError, StageLostError } from './errors.js'
 import { FailureDetector } from './detector.js'
 import type { Strategy, StagePlan } from './ladder.js'
 import { Recovery, recoveryPlanMessages } from './recovery.js'
@@ -83,7 +83,7 @@ export class Coordinator extends EventEmitter {
       this.durable = await DurableState.load(path) ?? new DurableState(path)
       const st = this.durable.state
       if (st != null) {
-        if (st.clusterId !== this.init.clusterId) throw new CoordinatorTimeoutError(`state in ${path} is for cluster ${st.clusterId}, not ${this.init.clusterId}`)
+        if (st.clusterId !== this.init.clusterId) throw new CoordinatorUsageError(`state in ${path} is for cluster ${st.clusterId}, not ${this.init.clusterId}`)
         this.restored = st
         this.epoch = st.epoch
         this.iteration = st.committedIteration + 1
@@ -170,6 +170,10 @@ export class Coordinator extends EventEmitter {
 
   /** Waits until `count` peers are live, then assigns stages under the next epoch. */
   async assignInitial (opts: { timeoutMs?: number, signal?: AbortSignal } = {}): Promise<Assignment> {
+    if (this.restored != null && this.restored.committedIteration >= 0) {
+      // fresh peers would start from the seeded weights while the iteration clock says otherwise
+      throw new CoordinatorUsageError(`the state directory holds run ${this.restored.runId} with ${this.restored.committedIteration + 1} committed iterations: resume() it (or use a new state directory), do not assign from scratch`)
+    }
     const S = this.train.stages
     await this.until(() => this.livePeers().length >= S, `${S} peers`, opts.timeoutMs ?? 60_000, opts.signal)
     const chosen = this.livePeers().sort().slice(0, S)

@@ -5,6 +5,11 @@ export class CoordinatorTimeoutError extends SpotpipeError {
   constructor (message: string) { super('ERR_COORDINATOR_TIMEOUT', message) }
 }
 
+/** An operation that does not fit the coordinator's state (e.g. a fresh assignment over a restored run). */
+export class CoordinatorUsageError extends SpotpipeError {
+  constructor (message: string) { super('ERR_COORDINATOR_USAGE', message) }
+}
+
 /** A stage's peer was lost: the iteration in flight was aborted and must be recovered. */
 export class StageLostError extends SpotpipeError {
   readonly stages: number[]

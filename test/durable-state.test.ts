@@ -2,6 +2,7 @@ import { promises as fs } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
+import { Coordinator, CoordinatorUsageError } from '../coordinator/index.js'
 import { DurableState, MalformedStateError, StateIoError, type CoordinatorState } from '../coordinator/durable-state.js'
 import { writeFileAtomic } from '../coordinator/fs-atomic.js'
 
@@ -142,6 +143,24 @@ describe('DurableState', () => {
     await fs.mkdir(path, { recursive: true }) // a directory where the file should be
     await expect(DurableState.load(path)).rejects.toBeInstanceOf(StateIoError)
     await expect(DurableState.load(path)).rejects.toMatchObject({ code: 'ERR_STATE_IO', path })
+  })
+})
+
+describe('a coordinator on a state directory', () => {
+  it('refuses a fresh assignment over a restored run (resume() is the way back), and another cluster\'s state', async () => {
+    const dir = join(root, `coord-${n++}`)
+    await fs.mkdir(dir, { recursive: true })
+    await new DurableState(join(dir, 'coordinator.json')).save(sample())
+    const c = new Coordinator({ clusterId: 'cluster-a', stateDir: dir })
+    try {
+      await c.start()
+      expect(c.restored?.committedIteration).toBe(41)
+      await expect(c.assignInitial({ timeoutMs: 1000 })).rejects.toThrow(CoordinatorUsageError)
+    } finally { await c.stop() }
+    const other = new Coordinator({ clusterId: 'cluster-b', stateDir: dir })
+    try {
+      await expect(other.start()).rejects.toThrow(/is for cluster cluster-a, not cluster-b/)
+    } finally { await other.stop().catch(() => {}) }
   })
 })
 
