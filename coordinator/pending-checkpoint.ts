@@ -7,7 +7,9 @@
 import { promises as fs } from 'node:fs'
 import { join } from 'node:path'
 import { createLog } from '../model/log.js'
-import { decodeStageState } from '../model/state.js'
+import { createHash } from 'node:crypto'
+import { assertFinite } from '../model/safetensors.js'
+import { decodeStageState, encodeStageStateParts, type StageState } from '../model/state.js'
 import { CheckpointAbandonedError, CheckpointCorruptError, CheckpointIncompleteError, CheckpointIoError, CheckpointUsageError, errMessage, isAbort } from './checkpoint-errors.js'
 import { MANIFEST_FILE, MANIFEST_FORMAT, MANIFEST_VERSION, sha256, stageFileName, type CheckpointInfo, type CheckpointManifest, type ManifestFileEntry } from './checkpoint-format.js'
 import { writeFileAtomic } from './fs-atomic.js'
@@ -67,13 +69,7 @@ export class PendingCheckpoint {
    * (finite values required) so a bad snapshot is refused here, not discovered at restore time.
    */
   async putStage (stage: number, bytes: Uint8Array, signal?: AbortSignal): Promise<void> {
-    this.assertOpen()
-    if (!Number.isInteger(stage) || stage < 0 || stage >= this.stages) {
-      throw new CheckpointUsageError(`checkpoint ${this.iteration}: stage ${stage} out of range 0..${this.stages - 1}`, this.iteration)
-    }
-    if (this.files[stage] !== undefined || this.writing.has(stage)) {
-      throw new CheckpointUsageError(`checkpoint ${this.iteration}: stage ${stage} was already put`, this.iteration)
-    }
+    this.checkStage(stage)
     if (!(bytes instanceof Uint8Array)) throw new CheckpointUsageError(`checkpoint ${this.iteration}: stage ${stage} bytes must be a Uint8Array`, this.iteration)
     const file = stageFileName(stage)
     try {
@@ -81,9 +77,44 @@ export class PendingCheckpoint {
     } catch (err) {
       throw new CheckpointCorruptError(`checkpoint ${this.iteration}: snapshot for ${file} does not decode: ${errMessage(err)}`, { iteration: this.iteration, file, cause: err })
     }
-    const entry: ManifestFileEntry = { stage, file, bytes: bytes.length, sha256: sha256(bytes) }
+    await this.writeStage(stage, [bytes], { stage, file, bytes: bytes.length, sha256: sha256(bytes) }, signal)
+  }
+
+  /**
+   * Writes stage `stage`'s state as putStage(encodeStageState(state)) would, without building the
+   * file in memory first: the header and the tensors' own bytes go out in one writev, hashed as
+   * they are. Non-finite values are refused (CheckpointCorruptError) as putStage refuses them.
+   */
+  async putState (stage: number, state: StageState, signal?: AbortSignal): Promise<void> {
+    this.checkStage(stage)
+    const file = stageFileName(stage)
+    let parts: Uint8Array[]
+    try {
+      for (const [name, t] of state.tensors) if (t.dtype === 'F32') assertFinite(name, t.data as Float32Array)
+      parts = encodeStageStateParts(state)
+    } catch (err) {
+      throw new CheckpointCorruptError(`checkpoint ${this.iteration}: snapshot for ${file} is not a valid stage state: ${errMessage(err)}`, { iteration: this.iteration, file, cause: err })
+    }
+    const hash = createHash('sha256')
+    let bytes = 0
+    for (const p of parts) { hash.update(p); bytes += p.byteLength }
+    await this.writeStage(stage, parts, { stage, file, bytes, sha256: hash.digest('hex') }, signal)
+  }
+
+  private checkStage (stage: number): void {
+    this.assertOpen()
+    if (!Number.isInteger(stage) || stage < 0 || stage >= this.stages) {
+      throw new CheckpointUsageError(`checkpoint ${this.iteration}: stage ${stage} out of range 0..${this.stages - 1}`, this.iteration)
+    }
+    if (this.files[stage] !== undefined || this.writing.has(stage)) {
+      throw new CheckpointUsageError(`checkpoint ${this.iteration}: stage ${stage} was already put`, this.iteration)
+    }
+  }
+
+  private async writeStage (stage: number, parts: readonly Uint8Array[], entry: ManifestFileEntry, signal?: AbortSignal): Promise<void> {
+    const file = entry.file
     this.writing.add(stage)
-    const task = this.track(writeFileAtomic(join(this.dir, file), bytes, { signal: this.signalWith(signal) }))
+    const task = this.track(writeFileAtomic(join(this.dir, file), parts, { signal: this.signalWith(signal) }))
     try {
       await task
     } catch (err) {

@@ -7,7 +7,7 @@
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { ModelConfig } from '../model/config.js'
 import { createLog } from '../model/log.js'
-import { encodeStageState, stateFromTensorSet } from '../model/state.js'
+import { stateFromTensorSet } from '../model/state.js'
 import type { PeerLibp2p } from '../node/transport/index.js'
 import { fetchWeights } from '../node/weights/index.js'
 import type { Assignment } from '../protocols/index.js'
@@ -63,7 +63,7 @@ export class SparseCheckpoints {
         const r = await fetchWeights(node, { donors: [{ peer: peerIdFromString(st.peers[0]) }], stage: st.stage, minVersion: version, includeOptimizer: true, timeoutMs: 600_000 })
         const state = stateFromTensorSet(r.tensors)
         if (state.meta.weightVersion !== version) throw new CoordinatorTimeoutError(`stage ${st.stage} served version ${state.meta.weightVersion} for checkpoint ${it} (wanted ${version})`)
-        await pending.putStage(st.stage, encodeStageState(state))
+        await pending.putState(st.stage, state)
       }))
       await pending.complete()
       log.info(`checkpoint ${it} written in ${(performance.now() - t0).toFixed(0)} ms`)

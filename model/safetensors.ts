@@ -106,6 +106,19 @@ function byName (a: string, b: string): number {
  * `__metadata__` is written only when `metadata` is given.
  */
 export function encodeSafetensors (tensors: TensorSet, metadata?: Record<string, string>): Uint8Array {
+  const parts = safetensorsParts(tensors, metadata)
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0))
+  let offset = 0
+  for (const p of parts) { out.set(p, offset); offset += p.byteLength }
+  return out
+}
+
+/**
+ * encodeSafetensors without joining: the header (length and padded JSON), then each tensor's bytes
+ * as a view of its data (no copy), in file order. For writing a large file with one writev.
+ * Checks the same things; throws the same errors.
+ */
+export function safetensorsParts (tensors: TensorSet, metadata?: Record<string, string>): Uint8Array[] {
   assertLittleEndian()
   const names = [...tensors.keys()].sort(byName)
 
@@ -132,19 +145,11 @@ export function encodeSafetensors (tensors: TensorSet, metadata?: Record<string,
   }
   const json = new TextEncoder().encode(`{${parts.join(',')}}`)
   const headerLen = Math.ceil(json.length / ALIGN) * ALIGN
-  const dataStart = 8 + headerLen
-
-  const out = new Uint8Array(dataStart + dataLen)
-  new DataView(out.buffer).setBigUint64(0, BigInt(headerLen), true)
-  out.set(json, 8)
-  out.fill(0x20, 8 + json.length, dataStart)
-  let offset = dataStart
-  for (const name of names) {
-    const bytes = rawBytes(tensors.get(name) as HostTensor)
-    out.set(bytes, offset)
-    offset += bytes.length
-  }
-  return out
+  const header = new Uint8Array(8 + headerLen)
+  new DataView(header.buffer).setBigUint64(0, BigInt(headerLen), true)
+  header.set(json, 8)
+  header.fill(0x20, 8 + json.length)
+  return [header, ...names.map(name => rawBytes(tensors.get(name) as HostTensor))]
 }
 
 interface Entry { name: string, dtype: DType, shape: number[], begin: number, end: number }
@@ -272,8 +277,8 @@ function parseEntry (
   return { name, dtype, shape: (shape as number[]).slice(), begin, end }
 }
 
-/** Throws NonFiniteError if any element is NaN or ±Inf (exponent bits all ones). */
-function assertFinite (name: string, data: Float32Array): void {
+/** Throws NonFiniteError naming the tensor, the count and the first bad value if `data` holds NaN or Inf. */
+export function assertFinite (name: string, data: Float32Array): void {
   const bits = new Uint32Array(data.buffer, data.byteOffset, data.length)
   let first = -1
   let count = 0

@@ -7,7 +7,7 @@
  */
 import * as tf from '@tensorflow/tfjs'
 import { CorruptStateError, ShapeMismatchError } from './errors.js'
-import { decodeSafetensors, encodeSafetensors, type DecodeOptions, type HostTensor, type TensorSet } from './safetensors.js'
+import { decodeSafetensors, encodeSafetensors, safetensorsParts, type DecodeOptions, type HostTensor, type TensorSet } from './safetensors.js'
 import type { Stage } from './stage.js'
 
 export const OPTIM_M = 'optim.m.'
@@ -73,6 +73,11 @@ export function metaFromRecord (rec: Record<string, string>): StageMeta {
 
 export function encodeStageState (state: StageState): Uint8Array {
   return encodeSafetensors(state.tensors, metaToRecord(state.meta))
+}
+
+/** encodeStageState as parts (header, then views of the tensors): see safetensorsParts. */
+export function encodeStageStateParts (state: StageState): Uint8Array[] {
+  return safetensorsParts(state.tensors, metaToRecord(state.meta))
 }
 
 export function decodeStageState (bytes: Uint8Array, opts?: DecodeOptions): StageState {

@@ -136,6 +136,30 @@ describe('CheckpointStore writing and retention', () => {
     expect((await store.loadNewestValid()).iteration).toBe(20)
   })
 
+  it('putState writes byte for byte the file putStage(encodeStageState) writes, and refuses NaN', async () => {
+    const dir = freshDir()
+    const store = await openStore(dir)
+    const states = makeStates(2, 9)
+    const a = await store.beginCheckpoint(4, 2, model)
+    await a.putStage(0, encodeStageState(states[0]))
+    await a.putState(1, states[1])
+    await a.complete()
+    const b = await store.beginCheckpoint(6, 2, model)
+    await b.putState(0, states[0])
+    await b.putStage(1, encodeStageState(states[1]))
+    await b.complete()
+    for (const s of [0, 1]) expect((await fs.readFile(stagePath(dir, 4, s))).equals(await fs.readFile(stagePath(dir, 6, s))), `stage ${s}`).toBe(true)
+    const loaded = await store.load(6)
+    expect(loaded.iteration).toBe(6)
+    const bad = makeStates(1, 10)[0]
+    const [name, t] = [...bad.tensors].find(([, x]) => x.dtype === 'F32') as [string, { data: Float32Array }]
+    t.data[3] = NaN
+    const c = await store.beginCheckpoint(8, 1, model)
+    await expect(c.putState(0, bad)).rejects.toThrow(new RegExp(`${name.replace(/\./g, '\\.')}.*non-finite`))
+    await expect(c.putState(0, bad)).rejects.toBeInstanceOf(CheckpointCorruptError)
+    await c.abandon()
+  })
+
   it('completes only when every stage is in, and refuses bad puts', async () => {
     const store = await openStore(freshDir())
     const states = makeStates(2, 4)

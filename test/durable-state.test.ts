@@ -176,4 +176,12 @@ describe('writeFileAtomic', () => {
     await expect(writeFileAtomic(path, 'new', { signal: AbortSignal.abort() })).rejects.toMatchObject({ name: 'AbortError' })
     expect(await fs.readdir(dir)).toEqual(['f.bin'])
   })
+
+  it('writes a list of buffers back to back (empty ones, shared memory, more than IOV_MAX of them)', async () => {
+    const path = join(root, `parts-${n++}.bin`)
+    const shared = new Uint8Array(new SharedArrayBuffer(5000)).fill(9)
+    const parts = [Uint8Array.from([1, 2]), new Uint8Array(0), shared, ...Array.from({ length: 1500 }, (_, i) => Uint8Array.from([i & 255]))]
+    await writeFileAtomic(path, parts)
+    expect((await fs.readFile(path)).equals(Buffer.concat(parts))).toBe(true)
+  })
 })
