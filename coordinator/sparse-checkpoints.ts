@@ -10,7 +10,7 @@ import { createLog } from '../model/log.js'
 import { stateFromTensorSet } from '../model/state.js'
 import type { PeerLibp2p } from '../node/transport/index.js'
 import { fetchWeights } from '../node/weights/index.js'
-import type { Assignment } from '../protocols/index.js'
+import type { Assignment, TensorInfo } from '../protocols/index.js'
 import type { CheckpointStore } from './checkpoint-store.js'
 import { CoordinatorTimeoutError } from './errors.js'
 
@@ -34,6 +34,12 @@ export class SparseCheckpoints {
   private readonly host: CheckpointHost
   /** Checkpoints being pulled in the background, chained so they run one at a time. */
   private queue?: Promise<void>
+  /**
+   * The arrays the last checkpoint was received into (`stage/name`), reused by the next one: its
+   * files are written by then, and the same shapes come back every time. Saves allocating (and
+   * collecting) a checkpoint's worth of memory per checkpoint.
+   */
+  private buffers = new Map<string, Float32Array | Int32Array>()
 
   constructor (host: CheckpointHost) {
     this.host = host
@@ -58,14 +64,24 @@ export class SparseCheckpoints {
     const version = it + 1
     const t0 = performance.now()
     const pending = await store.beginCheckpoint(it, a.stages.length, model)
+    const used = new Map<string, Float32Array | Int32Array>()
+    const destination = (stage: number) => (info: TensorInfo): Float32Array | Int32Array => {
+      const key = `${stage}/${info.name}`
+      const make = info.dtype === 'float32' ? Float32Array : Int32Array
+      let a = this.buffers.get(key)
+      if (!(a instanceof make) || a.byteLength !== info.byteLength) a = new make(info.byteLength / 4)
+      used.set(key, a)
+      return a
+    }
     try {
       await Promise.all(a.stages.map(async st => {
-        const r = await fetchWeights(node, { donors: [{ peer: peerIdFromString(st.peers[0]) }], stage: st.stage, minVersion: version, includeOptimizer: true, timeoutMs: 600_000 })
+        const r = await fetchWeights(node, { donors: [{ peer: peerIdFromString(st.peers[0]) }], stage: st.stage, minVersion: version, includeOptimizer: true, timeoutMs: 600_000, destination: destination(st.stage) })
         const state = stateFromTensorSet(r.tensors)
         if (state.meta.weightVersion !== version) throw new CoordinatorTimeoutError(`stage ${st.stage} served version ${state.meta.weightVersion} for checkpoint ${it} (wanted ${version})`)
         await pending.putState(st.stage, state)
       }))
       await pending.complete()
+      this.buffers = used
       log.info(`checkpoint ${it} written in ${(performance.now() - t0).toFixed(0)} ms`)
       await this.host.persist()
     } catch (err) {

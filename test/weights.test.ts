@@ -198,6 +198,23 @@ describe('weights protocol over libp2p (tcp, 127.0.0.1)', () => {
     expectSameTensors(second.tensors, state.params)
   })
 
+  it('receives into the caller\'s arrays when it gives them (destination), and refuses ones of the wrong size', async () => {
+    const state = makeState()
+    const a = await donor(state)
+    const joiner = await startNode()
+    const mine = new Map<string, Float32Array>()
+    const destination = (info: { name: string, byteLength: number }): Float32Array => {
+      const arr = mine.get(info.name) ?? new Float32Array(info.byteLength / 4).fill(123)
+      mine.set(info.name, arr)
+      return arr
+    }
+    const got = await fetchWeights(joiner, { donors: [{ peer: a.peer }], stage: STAGE, destination })
+    expectSameTensors(got.tensors, state.params)
+    for (const [n, t] of got.tensors) expect(t.data, n).toBe(mine.get(n))
+    const err = await fetchWeights(joiner, { donors: [{ peer: a.peer }], stage: STAGE, destination: () => new Float32Array(3) }).catch(e => e)
+    expect(err.message).toMatch(/destination for \S+ must be a Float32Array of \d+ elements/)
+  })
+
   it('splits the tensors across two donors, each serving part of the bytes', async () => {
     const state = makeState()
     const a = await donor(state)

@@ -139,6 +139,11 @@ class Fetch {
     const ref = first.conn.manifest
     this.version = ref.version
     this.slots = ref.tensors.map(info => {
+      const given = this.destinationFor(info)
+      if (given !== undefined) {
+        const bytes = new Uint8Array(given.buffer, given.byteOffset, given.byteLength)
+        return { info, array: given, bytes, ready: undefined, crc: 0, summedTo: 0, ranges: [], received: 0, done: false }
+      }
       const { buffer, ready } = prefaultedBuffer(info.byteLength)
       const array = WIRE_TO_HOST[info.dtype] === 'F32' ? new Float32Array(buffer) : new Int32Array(buffer)
       const bytes = new Uint8Array(buffer)
@@ -166,6 +171,17 @@ class Fetch {
       perDonor: this.donors.map(d => d.report),
       ms: performance.now() - t0
     }
+  }
+
+  /** The caller's array for `info`, checked against the manifest; undefined to allocate one. */
+  private destinationFor (info: TensorInfo): Float32Array | Int32Array | undefined {
+    const a = this.opts.destination?.(info)
+    if (a === undefined) return undefined
+    const want = WIRE_TO_HOST[info.dtype] === 'F32' ? Float32Array : Int32Array
+    if (!(a instanceof want) || a.byteLength !== info.byteLength) {
+      throw new ConfigError(`fetchWeights: destination for ${info.name} must be a ${want.name} of ${info.byteLength / 4} elements, got ${a?.constructor?.name} of ${(a as { length?: number })?.length}`)
+    }
+    return a
   }
 
   /** Aborts streams still open (the fetch finished or failed). */

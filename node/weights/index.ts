@@ -144,6 +144,14 @@ export interface FetchWeightsOptions {
    * @default 30_000
    */
   stallTimeoutMs?: number
+  /**
+   * Where to put each tensor: return a typed array of the manifest's dtype and element count to
+   * receive it (its previous content is overwritten), or undefined for a new one. A caller that
+   * fetches the same shapes again and again (the coordinator's checkpoints) reuses its arrays
+   * instead of churning through new memory. The arrays belong to the fetch until it settles.
+   * @default undefined (new arrays)
+   */
+  destination?: (info: TensorInfo) => Float32Array | Int32Array | undefined
 }
 
 /** What one donor contributed to a fetch. */
