@@ -97,3 +97,14 @@ export function crossEntropy (logits: tf.Tensor2D, targets: tf.Tensor1D): tf.Sca
   const onehot = tf.oneHot(targets, V) //            [N,V] (constant)
   return tf.neg(tf.mean(tf.sum(tf.mul(logp, onehot), -1))) as tf.Scalar
 }
+
+/**
+ * A float32 tensor from host values. Fetched weights can live in shared memory (node/weights
+ * prefaults pages through a SharedArrayBuffer); the wasm and cpu backends take those as they are,
+ * but the native TensorFlow binding is only known to accept plain ArrayBuffers, so for it they are
+ * copied first.
+ */
+export function hostTensor (data: Float32Array, shape: number[]): tf.Tensor {
+  const shared = typeof SharedArrayBuffer !== 'undefined' && data.buffer instanceof SharedArrayBuffer
+  return tf.tensor(shared && tf.getBackend() === 'tensorflow' ? data.slice() : data, shape, 'float32')
+}

@@ -17,6 +17,7 @@ import type { ModelConfig, TrainConfig } from './config.js'
 import { MissingParameterError, NonFiniteError, ShapeMismatchError, SpotpipeError } from './errors.js'
 import { initialValues, partSpecs, stageSpecs, type ParamSpec, type Part, type StageLayout } from './params.js'
 import { blockBwd, blockFwd, embedBwd, embedFwd, headBwd, headFwd, type Cache, type Params } from './layers.js'
+import { hostTensor } from './ops.js'
 
 interface Saved {
   parts: Part[]
@@ -86,7 +87,7 @@ export class Stage {
       const data = given ?? initialValues(spec, init.model.initSeed)
       const name = `${spec.name}#${variableCounter++}`
       // Inside tidy so the starting tensor is freed; the variable itself survives.
-      this.params.set(spec.name, tf.tidy(() => tf.variable(tf.tensor(data, spec.shape, 'float32'), true, name)))
+      this.params.set(spec.name, tf.tidy(() => tf.variable(hostTensor(data, spec.shape), true, name)))
     }
     this.adam = new Adam(init.train, init.lrScale ?? 1)
   }

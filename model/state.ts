@@ -9,6 +9,7 @@ import * as tf from '@tensorflow/tfjs'
 import { CorruptStateError, ShapeMismatchError } from './errors.js'
 import { decodeSafetensors, encodeSafetensors, safetensorsParts, type DecodeOptions, type HostTensor, type TensorSet } from './safetensors.js'
 import type { Stage } from './stage.js'
+import { hostTensor } from './ops.js'
 
 export const OPTIM_M = 'optim.m.'
 export const OPTIM_V = 'optim.v.'
@@ -126,15 +127,15 @@ export function loadStageState (stage: Stage, tensors: TensorSet, meta: StageMet
   for (const spec of stage.specs) {
     const p = stage.params.get(spec.name) as tf.Variable
     const t = tensors.get(spec.name) as HostTensor
-    tf.tidy(() => p.assign(tf.tensor(t.data, spec.shape, 'float32')))
+    tf.tidy(() => p.assign(hostTensor(t.data as Float32Array, spec.shape)))
   }
   if (withOptim) {
     stage.adam.dispose()
     for (const spec of stage.specs) {
       const m = tensors.get(OPTIM_M + spec.name) as HostTensor
       const v = tensors.get(OPTIM_V + spec.name) as HostTensor
-      stage.adam.m.set(spec.name, tf.tidy(() => tf.variable(tf.tensor(m.data, spec.shape, 'float32'), false)))
-      stage.adam.v.set(spec.name, tf.tidy(() => tf.variable(tf.tensor(v.data, spec.shape, 'float32'), false)))
+      stage.adam.m.set(spec.name, tf.tidy(() => tf.variable(hostTensor(m.data as Float32Array, spec.shape), false)))
+      stage.adam.v.set(spec.name, tf.tidy(() => tf.variable(hostTensor(v.data as Float32Array, spec.shape), false)))
     }
     stage.adam.step = meta.adamStep
     stage.adam.lrScale = meta.lrScale

@@ -155,6 +155,26 @@ describe('stages', () => {
     }
   })
 
+  it('builds a stage from values in shared memory (fetched weights), on wasm and on cpu', async () => {
+    const layout = stageLayout(model, 4, 1)
+    const built = makeStages(4)
+    const values = built[1].readParams()
+    for (const b of built) b.dispose()
+    const shared = new Map([...values].map(([n, v]) => {
+      const a = new Float32Array(new SharedArrayBuffer(v.byteLength))
+      a.set(v)
+      return [n, a]
+    }))
+    for (const backend of ['wasm', 'cpu'] as const) {
+      await tf.setBackend(backend)
+      const s = new Stage({ model, train, layout, values: shared })
+      try {
+        for (const [n, v] of s.readParams()) expect(v, n).toEqual(values.get(n))
+      } finally { s.dispose() }
+    }
+    await tf.setBackend('wasm')
+  })
+
   it('prepack (weights packed ahead of the forward) changes no result and keeps no tensor', () => {
     const [a, b] = [makeStages(4), makeStages(4)]
     const { inputs, targets } = tokens(15, 2, 16)
