@@ -73,9 +73,11 @@ export class SparseCheckpoints {
       used.set(key, a)
       return a
     }
+    // one failed stage ends the others' pulls too: the checkpoint is abandoned either way
+    const stop = new AbortController()
     try {
       await Promise.all(a.stages.map(async st => {
-        const r = await fetchWeights(node, { donors: [{ peer: peerIdFromString(st.peers[0]) }], stage: st.stage, minVersion: version, includeOptimizer: true, timeoutMs: 600_000, destination: destination(st.stage) })
+        const r = await fetchWeights(node, { donors: [{ peer: peerIdFromString(st.peers[0]) }], stage: st.stage, minVersion: version, includeOptimizer: true, timeoutMs: 600_000, signal: stop.signal, destination: destination(st.stage) })
         const state = stateFromTensorSet(r.tensors)
         if (state.meta.weightVersion !== version) throw new CoordinatorTimeoutError(`stage ${st.stage} served version ${state.meta.weightVersion} for checkpoint ${it} (wanted ${version})`)
         await pending.putState(st.stage, state)
@@ -85,6 +87,9 @@ export class SparseCheckpoints {
       log.info(`checkpoint ${it} written in ${(performance.now() - t0).toFixed(0)} ms`)
       await this.host.persist()
     } catch (err) {
+      stop.abort(err)
+      // a pull that was cut off may still hold (and write into) its arrays: start afresh next time
+      this.buffers = new Map()
       log.info(`checkpoint ${it} abandoned: ${(err as Error).message}`)
       await pending.abandon((err as Error).message).catch(() => {})
     }
