@@ -57,6 +57,16 @@ const SMALL_TRAIN: Partial<TrainConfig> = { stages: 4, microbatches: 2, microbat
  */
 const SMALL_STEP_S = 0.0377
 
+/** What every paper-scale preset shares: the small model, 1000 iterations, the target at 80% of them. */
+const PAPER_SCALE = {
+  model: SMALL_MODEL,
+  train: SMALL_TRAIN,
+  stepS: SMALL_STEP_S,
+  iterations: 1000,
+  maxIterationsFactor: 1.6,
+  targetFraction: 0.8
+} satisfies Partial<ModelPreset>
+
 const PAPER_16: ScenarioSpec = { name: 'p16', preset: '500m-16', matchHourly: 0.16 }
 const PAPER_33: ScenarioSpec = { name: 'p33', preset: '500m-33', matchHourly: 0.33 }
 
@@ -76,12 +86,7 @@ export const MODEL_PRESETS: Readonly<Record<string, ModelPreset>> = {
   },
   'paper-16': {
     description: 'paper 500M rate for 16%/h (p = 0.004 per stage per iteration, time matched), 3 seeds, all strategies',
-    model: SMALL_MODEL,
-    train: SMALL_TRAIN,
-    stepS: SMALL_STEP_S,
-    iterations: 1000,
-    maxIterationsFactor: 1.6,
-    targetFraction: 0.8,
+    ...PAPER_SCALE,
     stopAtTarget: true,
     strategies: [...STRATEGIES],
     seeds: [1, 2, 3],
@@ -89,12 +94,7 @@ export const MODEL_PRESETS: Readonly<Record<string, ModelPreset>> = {
   },
   'paper-33': {
     description: 'paper 500M rate for 33%/h (p = 0.01 per stage per iteration, time matched), 3 seeds, all strategies',
-    model: SMALL_MODEL,
-    train: SMALL_TRAIN,
-    stepS: SMALL_STEP_S,
-    iterations: 1000,
-    maxIterationsFactor: 1.6,
-    targetFraction: 0.8,
+    ...PAPER_SCALE,
     stopAtTarget: true,
     strategies: [...STRATEGIES],
     seeds: [1, 2, 3],
@@ -102,12 +102,7 @@ export const MODEL_PRESETS: Readonly<Record<string, ModelPreset>> = {
   },
   acceptance: {
     description: 'the acceptance experiment: 16%/h and 33%/h equivalents (paper 500M per-iteration rates, time matched), 3 seeds, all strategies on the same traces; target = the failure-free loss at 80% of 1000 iterations',
-    model: SMALL_MODEL,
-    train: SMALL_TRAIN,
-    stepS: SMALL_STEP_S,
-    iterations: 1000,
-    maxIterationsFactor: 1.6,
-    targetFraction: 0.8,
+    ...PAPER_SCALE,
     stopAtTarget: true,
     strategies: [...STRATEGIES],
     seeds: [1, 2, 3],
@@ -115,12 +110,7 @@ export const MODEL_PRESETS: Readonly<Record<string, ModelPreset>> = {
   },
   'hourly-16': {
     description: '16%/h converted with our own measured iteration time (no time scale): failures are rare in 1000 iterations',
-    model: SMALL_MODEL,
-    train: SMALL_TRAIN,
-    stepS: SMALL_STEP_S,
-    iterations: 1000,
-    maxIterationsFactor: 1.6,
-    targetFraction: 0.8,
+    ...PAPER_SCALE,
     stopAtTarget: true,
     strategies: [...STRATEGIES],
     seeds: [1, 2, 3],
