@@ -27,7 +27,7 @@ import { exportStageState, loadStageState, type StageState } from '../model/stat
 import { batchTensors, evaluateBatch, LocalPipelineTrainer, runMicrobatch } from '../model/trainer.js'
 import type { CostModel } from './cost-model.js'
 import { SimConfigError } from './errors.js'
-import { iterationShape, planRecovery, resolveStrategyOptions, SIM_RUNGS, strategyTraits, type LostStage, type PlannedRecovery, type SimRung, type StrategyName, type StrategyOptions } from './strategies.js'
+import { iterationShape, planRecovery, resolveStrategyOptions, SIM_RUNGS, strategyTraits, type FailureTally, type LostStage, type PlannedRecovery, type SimRung, type StrategyName, type StrategyOptions } from './strategies.js'
 import { failuresByIteration, offsetInIteration, type Trace, type TraceEvent } from './trace.js'
 
 /** One row per iteration attempt. */
@@ -69,22 +69,12 @@ export interface RecoveryRecord extends PlannedRecovery {
   transferS: number
 }
 
-export interface RunTotals {
+export interface RunTotals extends FailureTally {
   wallS: number
-  attempts: number
   /** Progress iterations at the end. */
   iterations: number
   /** Iterations computed to completion (redone ones included). */
   computedIterations: number
-  abortedAttempts: number
-  crashes: number
-  notices: number
-  recoveries: Record<SimRung, number>
-  wholeRollbacks: number
-  /** Sum over stage-checkpoint recoveries of the iterations that stage lost. */
-  stageIterationsLost: number
-  /** Iterations redone after whole rollbacks. */
-  iterationsRedone: number
   skippedSteps: number
   checkpoints: number
   bytes: { activations: number, checkpointSave: number, checkpointLoad: number, recovery: number, mirrors: number }

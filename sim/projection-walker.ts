@@ -5,25 +5,17 @@
  * classifyBatch is planRecovery's rung choice (strategies.ts) without allocations.
  */
 import type { CostModel } from './cost-model.js'
-import { iterationShape, SIM_RUNGS, strategyTraits, type SimRung, type StrategyName, type StrategyOptions } from './strategies.js'
+import { iterationShape, SIM_RUNGS, strategyTraits, type FailureTally, type SimRung, type StrategyName, type StrategyOptions } from './strategies.js'
 
-export interface ProjectionStrategyResult {
+export interface ProjectionStrategyResult extends FailureTally {
   strategy: StrategyName
   /** Reached `iterations` within the horizon. */
   completed: boolean
   iterations: number
-  attempts: number
   /** Wall-clock to complete the iterations (or at the horizon). */
   wallS: number
   /** Failure-free iteration time. */
   iterationS: number
-  crashes: number
-  notices: number
-  recoveries: Record<SimRung, number>
-  wholeRollbacks: number
-  stageIterationsLost: number
-  iterationsRedone: number
-  abortedAttempts: number
   /** Time spent stalled in detection and recovery. */
   stallS: number
   /** Checkpoint interval in effect: K, stretched when an upload outlasts K iterations. */

@@ -33,6 +33,20 @@ export const STRATEGIES: readonly StrategyName[] = COORDINATOR_STRATEGIES
 export type SimRung = 'handover' | 'redundant' | 'checkfree' | 'checkfree-plus' | 'checkpoint'
 export const SIM_RUNGS: readonly SimRung[] = ['handover', 'redundant', 'checkfree', 'checkfree-plus', 'checkpoint']
 
+/** What a run met and how it recovered: counted alike by model mode and by the projection. */
+export interface FailureTally {
+  attempts: number
+  abortedAttempts: number
+  crashes: number
+  notices: number
+  recoveries: Record<SimRung, number>
+  wholeRollbacks: number
+  /** Sum over stage-checkpoint recoveries of the iterations that stage lost. */
+  stageIterationsLost: number
+  /** Iterations redone after whole rollbacks. */
+  iterationsRedone: number
+}
+
 export interface StrategyOptions {
   /** Checkpoint every K iterations (all strategies but `none`: the ladder's last rung). @default 50
    *  (the paper's reference simulation uses 10, 50 or 100) */
