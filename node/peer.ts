@@ -12,12 +12,12 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import { resolveModelConfig, resolveTrainConfig, type ModelConfig, type TrainConfig } from '../model/config.js'
 import { loadBrownCorpus } from '../model/data.js'
 import { createLog } from '../model/log.js'
-import { embedSpecs, headSpecs, stageLayout } from '../model/params.js'
+import { stageLayout } from '../model/params.js'
 import type { TensorSet } from '../model/safetensors.js'
 import { Stage } from '../model/stage.js'
-import { exportStageState, stateToTensorSet } from '../model/state.js'
 import type { Assignment, Heartbeat, Message, RecoveryPlan, Role, TensorFrameHeader } from '../protocols/index.js'
 import { ActivationLinks } from './activations.js'
+import { HeldCopies } from './held-copies.js'
 import { AssignmentError, NeighbourLostError, UnexpectedFrameError, UnreachableError } from './errors.js'
 import { rebuildStage, type WeightsRequestSpec } from './recovery.js'
 import { fetchWeights, serveWeights, type WeightsProvider } from './weights/index.js'
@@ -59,8 +59,6 @@ export interface ClusterOptions {
   shadow: boolean
 }
 
-interface HostState { stage: number, version: number, tensors: TensorSet }
-
 interface Current {
   assignment: Assignment
   model: ModelConfig
@@ -91,15 +89,10 @@ export class Peer {
   private readonly plans = new Map<string, RecoveryPlan>()
   /** An assignment that waits for its recovery plan (this peer rebuilds a stage). */
   private awaitingPlan?: Assignment
-  /** CheckFree+ mirror of the neighbouring embedding or head. */
-  mirror?: HostState
-  /** Redundant strategy: shadow copy of the successor stage (parameters, moments, metadata). */
-  shadow?: HostState
-  /** State snapshot taken for the current sparse checkpoint, served until the coordinator pulls it. */
-  private checkpointSnapshot?: HostState
+  /** Checkpoint snapshot, mirror, shadow and retiring stage: what this peer serves besides its stage. */
+  private readonly held = new HeldCopies()
   private weightsServer?: { stop: () => Promise<void> }
-  /** The stage this departing peer held, served until its successor reports recovery-done. */
-  private retiring?: Stage
+  /** The successor of this departing peer's old stage reported recovery-done. */
   private handedOver = false
   /** Departing: recoveries (`epoch:stage`) that name this peer as a donor and have not reported done. */
   private readonly owedDonations = new Set<string>()
@@ -157,22 +150,7 @@ export class Peer {
   }
 
   /** What this peer serves over the weights protocol: its stage, its checkpoint snapshot, its mirror or shadow. */
-  readonly provider: WeightsProvider = {
-    snapshot: (stage: number, minVersion: number, includeOptimizer: boolean) => {
-      const own = this.current?.stage ?? this.retiring
-      if (own != null && own.stage === stage) {
-        const snap = this.checkpointSnapshot
-        if (snap != null && snap.version === minVersion && snap.stage === stage) return { version: snap.version, tensors: snap.tensors }
-        if (own.weightVersion < minVersion) return undefined
-        const state = exportStageState(own, { optimizer: includeOptimizer })
-        return { version: own.weightVersion, tensors: includeOptimizer ? stateToTensorSet(state) : state.tensors }
-      }
-      for (const h of [this.shadow, this.mirror]) {
-        if (h != null && h.stage === stage && h.version >= minVersion) return { version: h.version, tensors: h.tensors }
-      }
-      return undefined
-    }
-  }
+  readonly provider: WeightsProvider = this.held.provider(() => this.current?.stage)
 
   /** Pulls weights from a peer named in an assignment (or the coordinator). */
   async fetch (peerId: string, req: WeightsRequestSpec, signal?: AbortSignal): Promise<{ version: number, tensors: TensorSet, bytes: number }> {
@@ -231,7 +209,7 @@ export class Peer {
           if (msg.epoch <= this.epoch) this.current?.runtime?.abort(msg.iteration)
           break
         case 'recovery-done':
-          if (this.retiring != null && msg.stage === this.retiring.stage) this.handedOver = true
+          if (this.held.retiring != null && msg.stage === this.held.retiring.stage) this.handedOver = true
           this.owedDonations.delete(`${msg.epoch}:${msg.stage}`)
           break
         case 'recovery-plan':
@@ -298,14 +276,9 @@ export class Peer {
       // A departing peer keeps serving its old stage (and its mirror, which a CheckFree+ rebuild of
       // its neighbour may need) until the peers rebuilding from them are done.
       const retiring = this.departing && mine < 0
-      if (retiring) this.retiring = stage
-      else stage.dispose()
+      if (!retiring) stage.dispose()
+      this.held.stageChanged(retiring ? stage : undefined)
       stage = undefined
-      if (!retiring) {
-        this.mirror = undefined
-        this.shadow = undefined
-      }
-      this.checkpointSnapshot = undefined
     }
     const cur: Current = { assignment: a, model, train, checkfreePlus: options.checkfreePlus, options, peers }
     if (plan != null) {
@@ -375,11 +348,7 @@ export class Peer {
     const stage = cur.stage
     if (stage == null) return
     const every = cur.options.checkpointEvery
-    if (every > 0 && (it + 1) % every === 0) {
-      // Snapshot to host memory now; the coordinator pulls it in the background while training goes on.
-      const state = exportStageState(stage, { optimizer: true })
-      this.checkpointSnapshot = { stage: stage.stage, version: stage.weightVersion, tensors: stateToTensorSet(state) }
-    }
+    if (every > 0 && (it + 1) % every === 0) this.held.takeCheckpoint(stage)
     this.refreshCopies(cur, false, it)
   }
 
@@ -387,29 +356,18 @@ export class Peer {
   private refreshCopies (cur: Current, force: boolean, it = 0): void {
     const stage = cur.stage
     if (stage == null) return
-    const S = cur.train.stages
-    const s = stage.stage
-    if (cur.options.checkfreePlus && S >= 2 && (force || (it + 1) % cur.options.mirrorEvery === 0)) {
-      const src = s === 1 ? 0 : s === S - 2 ? S - 1 : -1
-      if (src >= 0) {
-        const names = (src === 0 ? embedSpecs(cur.model) : headSpecs(cur.model)).map(x => x.name)
-        const holder = cur.peers.get(src)?.id
-        if (holder != null && holder !== this.peerId) {
-          this.fetch(holder, { stage: src, minVersion: 0, includeOptimizer: false, names })
-            .then(r => { if (this.current === cur) this.mirror = { stage: src, version: r.version, tensors: r.tensors } })
-            .catch(err => { log('mirror refresh from stage %d failed: %s', src, (err as Error).message) })
-        }
-      }
-    }
-    if (cur.options.shadow && S >= 2) {
-      const succ = (s + 1) % S
-      const holder = cur.peers.get(succ)?.id
-      if (holder != null && holder !== this.peerId) {
-        this.fetch(holder, { stage: succ, minVersion: 0, includeOptimizer: true })
-          .then(r => { if (this.current === cur) this.shadow = { stage: succ, version: r.version, tensors: r.tensors } })
-          .catch(err => { log('shadow refresh of stage %d failed: %s', succ, (err as Error).message) })
-      }
-    }
+    this.held.refresh({
+      model: cur.model,
+      stages: cur.train.stages,
+      stage,
+      checkfreePlus: cur.options.checkfreePlus,
+      mirrorEvery: cur.options.mirrorEvery,
+      shadow: cur.options.shadow,
+      holderOf: s => cur.peers.get(s)?.id,
+      self: this.peerId,
+      fetch: async (peerId, req) => await this.fetch(peerId, req),
+      stillCurrent: () => this.current === cur
+    }, force, it)
   }
 
   private async sendFrame (cur: Current, toStage: number, f: OutFrame): Promise<void> {
@@ -450,7 +408,7 @@ export class Peer {
     while (Date.now() < end) {
       const a = this.current?.assignment
       const holding = a != null && this.current?.stage != null && a.stages.some(s => s.peers.includes(me))
-      if (!holding && (this.retiring == null || (this.handedOver && this.owedDonations.size === 0))) return
+      if (!holding && (this.held.retiring == null || (this.handedOver && this.owedDonations.size === 0))) return
       await new Promise(resolve => setTimeout(resolve, 50))
       if (Date.now() - beat >= 1000) { beat = Date.now(); await this.heartbeat() }
     }
@@ -497,7 +455,7 @@ export class Peer {
     await this.links?.stop().catch(() => {})
     this.current?.runtime?.dispose()
     this.current?.stage?.dispose()
-    this.retiring?.dispose()
+    this.held.retiring?.dispose()
     this.current = undefined
     await this.node?.stop()
   }

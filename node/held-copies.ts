@@ -1,0 +1,112 @@
+/**
+ * What a peer holds for others besides the stage it trains, and serves over the weights protocol:
+ *
+ *   checkpoint  its stage's state at a commit, kept until the coordinator has pulled that checkpoint
+ *   mirror      CheckFree+: its neighbour's embedding (stage 1) or head (stage S-2)
+ *   shadow      redundant strategy: the successor stage's parameters and moments
+ *   retiring    a departing peer's old stage, until the peers rebuilding from it are done
+ *
+ * The peer (peer.ts) decides when to refresh or drop them; this module keeps them and answers
+ * weight requests from them.
+ */
+import { createLog } from '../model/log.js'
+import { embedSpecs, headSpecs } from '../model/params.js'
+import type { TensorSet } from '../model/safetensors.js'
+import type { Stage } from '../model/stage.js'
+import { exportStageState, stateToTensorSet } from '../model/state.js'
+import type { ModelConfig } from '../model/config.js'
+import type { WeightsRequestSpec } from './recovery.js'
+import type { WeightsProvider } from './weights/index.js'
+
+const log = createLog('peer')
+
+export interface HeldState { stage: number, version: number, tensors: TensorSet }
+
+/** What a refresh needs to know about the peer's current assignment. */
+export interface RefreshContext {
+  model: ModelConfig
+  stages: number
+  stage: Stage
+  checkfreePlus: boolean
+  mirrorEvery: number
+  shadow: boolean
+  /** Stage -> the peer id holding it. */
+  holderOf: (stage: number) => string | undefined
+  self: string
+  fetch: (peerId: string, req: WeightsRequestSpec) => Promise<{ version: number, tensors: TensorSet }>
+  /** False once the assignment the refresh started under has been replaced: its result is dropped. */
+  stillCurrent: () => boolean
+}
+
+export class HeldCopies {
+  checkpoint?: HeldState
+  mirror?: HeldState
+  shadow?: HeldState
+  retiring?: Stage
+
+  /** Serves `own()` (or the retiring stage), the checkpoint snapshot of it, the shadow and the mirror. */
+  provider (own: () => Stage | undefined): WeightsProvider {
+    return {
+      snapshot: (stage: number, minVersion: number, includeOptimizer: boolean) => {
+        const mine = own() ?? this.retiring
+        if (mine != null && mine.stage === stage) {
+          const snap = this.checkpoint
+          if (snap != null && snap.version === minVersion && snap.stage === stage) return { version: snap.version, tensors: snap.tensors }
+          if (mine.weightVersion < minVersion) return undefined
+          const state = exportStageState(mine, { optimizer: includeOptimizer })
+          return { version: mine.weightVersion, tensors: includeOptimizer ? stateToTensorSet(state) : state.tensors }
+        }
+        for (const h of [this.shadow, this.mirror]) {
+          if (h != null && h.stage === stage && h.version >= minVersion) return { version: h.version, tensors: h.tensors }
+        }
+        return undefined
+      }
+    }
+  }
+
+  /** Snapshot to host memory now; the coordinator pulls it in the background while training goes on. */
+  takeCheckpoint (stage: Stage): void {
+    const state = exportStageState(stage, { optimizer: true })
+    this.checkpoint = { stage: stage.stage, version: stage.weightVersion, tensors: stateToTensorSet(state) }
+  }
+
+  /**
+   * The peer's stage changed: drop the checkpoint snapshot, and the mirror and shadow unless the
+   * peer is retiring (a CheckFree+ rebuild of its neighbour may still need its mirror).
+   */
+  stageChanged (retiring: Stage | undefined): void {
+    if (retiring != null) this.retiring = retiring
+    else {
+      this.mirror = undefined
+      this.shadow = undefined
+    }
+    this.checkpoint = undefined
+  }
+
+  /** Pulls the mirror (CheckFree+) or shadow (redundant) due after iteration `it` (or now, with force), in the background. */
+  refresh (ctx: RefreshContext, force: boolean, it = 0): void {
+    const S = ctx.stages
+    const s = ctx.stage.stage
+    if (ctx.checkfreePlus && S >= 2 && (force || (it + 1) % ctx.mirrorEvery === 0)) {
+      const src = s === 1 ? 0 : s === S - 2 ? S - 1 : -1
+      if (src >= 0) {
+        const names = (src === 0 ? embedSpecs(ctx.model) : headSpecs(ctx.model)).map(x => x.name)
+        const holder = ctx.holderOf(src)
+        if (holder != null && holder !== ctx.self) {
+          ctx.fetch(holder, { stage: src, minVersion: 0, includeOptimizer: false, names })
+            .then(r => { if (ctx.stillCurrent()) this.mirror = { stage: src, version: r.version, tensors: r.tensors } })
+            .catch(err => { log('mirror refresh from stage %d failed: %s', src, (err as Error).message) })
+        }
+      }
+    }
+    if (ctx.shadow && S >= 2) {
+      const succ = (s + 1) % S
+      const holder = ctx.holderOf(succ)
+      if (holder != null && holder !== ctx.self) {
+        ctx.fetch(holder, { stage: succ, minVersion: 0, includeOptimizer: true })
+          .then(r => { if (ctx.stillCurrent()) this.shadow = { stage: succ, version: r.version, tensors: r.tensors } })
+          .catch(err => { log('shadow refresh of stage %d failed: %s', succ, (err as Error).message) })
+      }
+    }
+  }
+}
