@@ -5,7 +5,11 @@
 import '../model/polyfill.js'
 import type { ChildProcess } from 'node:child_process'
 import { Coordinator, type CoordinatorInit } from '../coordinator/index.js'
+import { tuneHeapGrowth } from '../model/heap-tuning.js'
 import { spawnPeer } from '../sim/peer-process.js'
+
+// the benchmarks' coordinator runs in this process: tuned as `spotpipe coordinator` is
+tuneHeapGrowth()
 
 const children = new Set<ChildProcess>()
 

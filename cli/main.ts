@@ -3,6 +3,7 @@
  * into a one-line message and a non-zero exit (a stack trace only with DEBUG set).
  */
 import '../model/polyfill.js'
+import { tuneHeapGrowth } from '../model/heap-tuning.js'
 import { SpotpipeError } from '../model/errors.js'
 import { UsageError } from './errors.js'
 
@@ -58,6 +59,7 @@ export async function main (argv: string[]): Promise<void> {
     }
     const cmd = COMMANDS[name]
     if (cmd == null) throw new UsageError(`unknown command "${name}" (try: ${Object.keys(COMMANDS).join(', ')})`)
+    tuneHeapGrowth()
     await cmd.run(rest)
   } catch (err) {
     const e = err as Error
