@@ -17,7 +17,7 @@ export class CheckpointError extends SpotpipeError {
   }
 }
 
-/** A stage file's size or sha256 differs from the manifest, or its content does not decode. */
+/** A stage file's size or checksum differs from the manifest, or its content does not decode. */
 export class CheckpointCorruptError extends CheckpointError {
   constructor (message: string, where: { iteration?: number, file?: string, cause?: unknown }) { super('ERR_CHECKPOINT_CORRUPT', message, where) }
 }

@@ -9,7 +9,7 @@ import { createLog } from '../model/log.js'
 import type { HostTensor, TensorSet } from '../model/safetensors.js'
 import { decodeStageState, mergeTensorSets, OPTIM_M, OPTIM_V, type StageMeta, type StageState } from '../model/state.js'
 import { CheckpointCorruptError, CheckpointMissingTensorsError, errMessage } from './checkpoint-errors.js'
-import { readCheckpointFile, readManifest, sha256 } from './checkpoint-format.js'
+import { checksumMismatch, readCheckpointFile, readManifest } from './checkpoint-format.js'
 
 const log = createLog('checkpoints')
 
@@ -34,7 +34,7 @@ export interface TensorsForOptions {
 
 /**
  * Reads checkpoint `iteration` from its directory `dir` and verifies it: manifest fields, every
- * stage file's size and sha256, and that each decodes with finite values and the stage files agree
+ * stage file's size and checksum, and that each decodes with finite values and the stage files agree
  * on shared names. Throws a CheckpointError subclass naming the file at fault.
  */
 export async function readCheckpoint (dir: string, iteration: number, signal?: AbortSignal): Promise<LoadedCheckpoint> {
@@ -49,10 +49,8 @@ export async function readCheckpoint (dir: string, iteration: number, signal?: A
       const how = bytes.length < f.bytes ? 'truncated' : 'too long'
       throw new CheckpointCorruptError(`checkpoint ${iteration}: ${path}: ${how}: ${bytes.length} bytes, manifest says ${f.bytes}`, where)
     }
-    const digest = sha256(bytes)
-    if (digest !== f.sha256) {
-      throw new CheckpointCorruptError(`checkpoint ${iteration}: ${path}: sha256 mismatch: file hashes to ${digest}, manifest says ${f.sha256}`, where)
-    }
+    const mismatch = checksumMismatch(f, bytes)
+    if (mismatch !== undefined) throw new CheckpointCorruptError(`checkpoint ${iteration}: ${path}: ${mismatch}`, where)
     try {
       states.push(decodeStageState(bytes, { requireFinite: true }))
     } catch (err) {

@@ -4,7 +4,7 @@
  *
  * Iteration 40 is the last committed iteration the checkpoint snapshots: a run resumed from it
  * starts with iteration 41. Every file is written atomically, and the manifest records each stage
- * file's size and sha256, so a load detects a flipped byte, a truncated or missing file and a
+ * file's size and CRC-32, so a load detects a flipped byte, a truncated or missing file and a
  * damaged manifest, and `loadNewestValid` falls back to the checkpoint before.
  *
  * Writing goes through a PendingCheckpoint handle (pending-checkpoint.ts). At most one checkpoint is

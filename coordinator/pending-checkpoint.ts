@@ -7,11 +7,10 @@
 import { promises as fs } from 'node:fs'
 import { join } from 'node:path'
 import { createLog } from '../model/log.js'
-import { createHash } from 'node:crypto'
 import { assertFinite } from '../model/safetensors.js'
 import { decodeStageState, encodeStageStateParts, type StageState } from '../model/state.js'
 import { CheckpointAbandonedError, CheckpointCorruptError, CheckpointIncompleteError, CheckpointIoError, CheckpointUsageError, errMessage, isAbort } from './checkpoint-errors.js'
-import { MANIFEST_FILE, MANIFEST_FORMAT, MANIFEST_VERSION, sha256, stageFileName, type CheckpointInfo, type CheckpointManifest, type ManifestFileEntry } from './checkpoint-format.js'
+import { MANIFEST_FILE, MANIFEST_FORMAT, MANIFEST_VERSION, crc32Hex, stageFileName, type CheckpointInfo, type CheckpointManifest, type ManifestFileEntry } from './checkpoint-format.js'
 import { writeFileAtomic } from './fs-atomic.js'
 
 const log = createLog('checkpoints')
@@ -77,28 +76,29 @@ export class PendingCheckpoint {
     } catch (err) {
       throw new CheckpointCorruptError(`checkpoint ${this.iteration}: snapshot for ${file} does not decode: ${errMessage(err)}`, { iteration: this.iteration, file, cause: err })
     }
-    await this.writeStage(stage, [bytes], { stage, file, bytes: bytes.length, sha256: sha256(bytes) }, signal)
+    await this.writeStage(stage, [bytes], { stage, file, bytes: bytes.length, crc32: crc32Hex([bytes]) }, signal)
   }
 
   /**
    * Writes stage `stage`'s state as putStage(encodeStageState(state)) would, without building the
-   * file in memory first: the header and the tensors' own bytes go out in one writev, hashed as
-   * they are. Non-finite values are refused (CheckpointCorruptError) as putStage refuses them.
+   * file in memory first: the header and the tensors' own bytes go out in one writev, summed as
+   * they are. Non-finite values are refused (CheckpointCorruptError) as putStage refuses them,
+   * unless `finiteChecked` says the caller has checked every value already (a state fetched over
+   * the weights protocol has been: the fetch refuses a non-finite value as it arrives).
    */
-  async putState (stage: number, state: StageState, signal?: AbortSignal): Promise<void> {
+  async putState (stage: number, state: StageState, opts: { signal?: AbortSignal, finiteChecked?: boolean } = {}): Promise<void> {
+    const signal = opts.signal
     this.checkStage(stage)
     const file = stageFileName(stage)
     let parts: Uint8Array[]
     try {
-      for (const [name, t] of state.tensors) if (t.dtype === 'F32') assertFinite(name, t.data as Float32Array)
+      if (opts.finiteChecked !== true) for (const [name, t] of state.tensors) if (t.dtype === 'F32') assertFinite(name, t.data as Float32Array)
       parts = encodeStageStateParts(state)
     } catch (err) {
       throw new CheckpointCorruptError(`checkpoint ${this.iteration}: snapshot for ${file} is not a valid stage state: ${errMessage(err)}`, { iteration: this.iteration, file, cause: err })
     }
-    const hash = createHash('sha256')
-    let bytes = 0
-    for (const p of parts) { hash.update(p); bytes += p.byteLength }
-    await this.writeStage(stage, parts, { stage, file, bytes, sha256: hash.digest('hex') }, signal)
+    const bytes = parts.reduce((n, p) => n + p.byteLength, 0)
+    await this.writeStage(stage, parts, { stage, file, bytes, crc32: crc32Hex(parts) }, signal)
   }
 
   private checkStage (stage: number): void {

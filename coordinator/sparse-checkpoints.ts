@@ -80,7 +80,7 @@ export class SparseCheckpoints {
         const r = await fetchWeights(node, { donors: [{ peer: peerIdFromString(st.peers[0]) }], stage: st.stage, minVersion: version, includeOptimizer: true, timeoutMs: 600_000, signal: stop.signal, destination: destination(st.stage) })
         const state = stateFromTensorSet(r.tensors)
         if (state.meta.weightVersion !== version) throw new CoordinatorTimeoutError(`stage ${st.stage} served version ${state.meta.weightVersion} for checkpoint ${it} (wanted ${version})`)
-        await pending.putState(st.stage, state)
+        await pending.putState(st.stage, state, { finiteChecked: true }) // fetchWeights refused any non-finite value
       }))
       await pending.complete()
       this.buffers = used

@@ -1,6 +1,8 @@
+import { createHash } from 'node:crypto'
 import { promises as fs } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { crc32 } from 'node:zlib'
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi, type MockInstance } from 'vitest'
 import {
   CheckpointAbandonedError,
@@ -100,7 +102,7 @@ describe('CheckpointStore writing and retention', () => {
     expect(again.list().map(c => c.iteration)).toEqual([20, 15])
   })
 
-  it('round-trips states, metadata and the model config; the manifest records sizes and sha256s', async () => {
+  it('round-trips states, metadata and the model config; the manifest records sizes and CRC-32s', async () => {
     const dir = freshDir()
     const store = await openStore(dir)
     const states = makeStates(4, 7)
@@ -112,9 +114,34 @@ describe('CheckpointStore writing and retention', () => {
       expect(loaded.states[s].meta).toEqual(states[s].meta)
     }
     const manifest = JSON.parse(await fs.readFile(manifestPath(dir, 30), 'utf8'))
-    expect(manifest).toMatchObject({ format: 'spotpipe-checkpoint', version: 1, iteration: 30, stages: 4 })
-    expect(manifest.files[2]).toEqual({ stage: 2, file: 'stage-2.safetensors', bytes: encodeStageState(states[2]).length, sha256: expect.stringMatching(/^[0-9a-f]{64}$/) })
+    expect(manifest).toMatchObject({ format: 'spotpipe-checkpoint', version: 2, iteration: 30, stages: 4 })
+    const file2 = await fs.readFile(stagePath(dir, 30, 2))
+    expect(manifest.files[2]).toEqual({ stage: 2, file: 'stage-2.safetensors', bytes: encodeStageState(states[2]).length, crc32: (crc32(file2) >>> 0).toString(16).padStart(8, '0') })
     expect(loaded.bytes).toBe(manifest.files.reduce((a: number, f: { bytes: number }) => a + f.bytes, 0))
+  })
+
+  it('loads a version-1 checkpoint (a sha256 per file) and still detects a flipped byte in it', async () => {
+    const dir = freshDir()
+    const states = makeStates(2, 9)
+    await write(await openStore(dir), 40, states)
+    // rewrite the manifest as version 1 wrote it
+    const manifest = JSON.parse(await fs.readFile(manifestPath(dir, 40), 'utf8'))
+    manifest.version = 1
+    for (const f of manifest.files) {
+      f.sha256 = createHash('sha256').update(await fs.readFile(join(ckptDir(dir, 40), f.file))).digest('hex')
+      delete f.crc32
+    }
+    await fs.writeFile(manifestPath(dir, 40), JSON.stringify(manifest))
+    const loaded = await (await openStore(dir)).load(40)
+    expectSameTensors(loaded.states[1].tensors, states[1].tensors)
+    const bytes = await fs.readFile(stagePath(dir, 40, 1))
+    bytes[bytes.length - 5] ^= 0x01
+    await fs.writeFile(stagePath(dir, 40, 1), bytes)
+    await expect((await openStore(dir)).load(40)).rejects.toThrow(/stage-1\.safetensors: sha256 mismatch/)
+    // a version-1 entry without its sha256 is a damaged manifest
+    delete manifest.files[0].sha256
+    await fs.writeFile(manifestPath(dir, 40), JSON.stringify(manifest))
+    await expect((await openStore(dir)).load(40)).rejects.toMatchObject({ code: 'ERR_CHECKPOINT_MANIFEST' })
   })
 
   it('ignores a checkpoint without a manifest (crash mid-write) and removes it on open', async () => {
@@ -241,7 +268,7 @@ describe('CheckpointStore verification and fallback', () => {
         await fs.writeFile(stagePath(dir, 20, 1), bytes)
       },
       code: 'ERR_CHECKPOINT_CORRUPT',
-      reason: /checkpoint 20: .*stage-1\.safetensors: sha256 mismatch/
+      reason: /checkpoint 20: .*stage-1\.safetensors: CRC-32 mismatch/
     },
     {
       name: 'a truncated stage file',
