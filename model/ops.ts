@@ -108,3 +108,25 @@ export function hostTensor (data: Float32Array, shape: number[]): tf.Tensor {
   const shared = typeof SharedArrayBuffer !== 'undefined' && data.buffer instanceof SharedArrayBuffer
   return tf.tensor(shared && tf.getBackend() === 'tensorflow' ? data.slice() : data, shape, 'float32')
 }
+
+/** What readInto uses of tfjs-wasm's backend: its public `getMemoryOffset` and the module's heap. */
+interface WasmBackendView { getMemoryOffset?: (dataId: object) => number, wasm?: { HEAPU8?: Uint8Array } }
+
+/**
+ * Copies float32 tensor `t`'s values into `dst` (of `t.size` elements). On wasm they are copied
+ * straight out of the module's memory: dataSync would first copy them into a new array (and the
+ * checkpoint snapshot a peer takes every K iterations would allocate its whole size twice, work
+ * for the garbage collector). Other backends go through dataSync.
+ */
+export function readInto (t: tf.Tensor, dst: Float32Array): void {
+  if (t.dtype !== 'float32' || dst.length !== t.size) {
+    throw new RangeError(`readInto: a ${t.dtype} tensor of ${t.size} elements does not fit a Float32Array of ${dst.length}`)
+  }
+  const b = tf.backend() as unknown as WasmBackendView
+  const heap = b.wasm?.HEAPU8
+  if (tf.getBackend() === 'wasm' && typeof b.getMemoryOffset === 'function' && heap != null) {
+    dst.set(new Float32Array(heap.buffer, b.getMemoryOffset(t.dataId), t.size))
+  } else {
+    dst.set(t.dataSync() as Float32Array)
+  }
+}

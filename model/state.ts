@@ -9,7 +9,7 @@ import * as tf from '@tensorflow/tfjs'
 import { CorruptStateError, ShapeMismatchError } from './errors.js'
 import { decodeSafetensors, encodeSafetensors, safetensorsParts, type DecodeOptions, type HostTensor, type TensorSet } from './safetensors.js'
 import type { Stage } from './stage.js'
-import { hostTensor } from './ops.js'
+import { hostTensor, readInto } from './ops.js'
 
 export const OPTIM_M = 'optim.m.'
 export const OPTIM_V = 'optim.v.'
@@ -29,21 +29,41 @@ export interface StageState {
   meta: StageMeta
 }
 
-function host (t: tf.Tensor): HostTensor {
-  return { dtype: 'F32', shape: [...t.shape], data: Float32Array.from(t.dataSync() as Float32Array) }
+/** `t`'s values in host memory: copied into `reuse`'s array when it has the right size, else a new one. */
+function host (t: tf.Tensor, reuse?: HostTensor): HostTensor {
+  const data = reuse?.dtype === 'F32' && reuse.data instanceof Float32Array && reuse.data.length === t.size ? reuse.data : new Float32Array(t.size)
+  readInto(t, data)
+  return { dtype: 'F32', shape: [...t.shape], data }
+}
+
+/** Zeros of `v`'s shape (in `reuse`'s array when it fits). */
+function zeros (v: tf.Tensor, reuse?: HostTensor): HostTensor {
+  const data = reuse?.dtype === 'F32' && reuse.data instanceof Float32Array && reuse.data.length === v.size ? reuse.data.fill(0) : new Float32Array(v.size)
+  return { dtype: 'F32', shape: [...v.shape], data }
+}
+
+export interface ExportOptions {
+  /** Include the Adam moments. @default true */
+  optimizer?: boolean
+  /**
+   * An earlier snapshot of the stage whose arrays may be overwritten: a tensor goes into the array of
+   * the same name when the sizes agree. Only for a snapshot nobody reads any more.
+   */
+  reuse?: TensorSet
 }
 
 /** Snapshot of a stage (copies to host memory; safe to serialize while training continues). */
-export function exportStageState (stage: Stage, opts: { optimizer?: boolean } = {}): StageState {
+export function exportStageState (stage: Stage, opts: ExportOptions = {}): StageState {
   const tensors: TensorSet = new Map()
-  for (const [n, v] of stage.params) tensors.set(n, host(v))
+  const old = opts.reuse
+  for (const [n, v] of stage.params) tensors.set(n, host(v, old?.get(n)))
   if (opts.optimizer ?? true) {
     for (const [n, v] of stage.params) {
       const m = stage.adam.m.get(n)
       const s = stage.adam.v.get(n)
       // Moments that do not exist yet (no step taken) are zeros, exactly what Adam would start from.
-      tensors.set(OPTIM_M + n, m != null ? host(m) : { dtype: 'F32', shape: [...v.shape], data: new Float32Array(v.size) })
-      tensors.set(OPTIM_V + n, s != null ? host(s) : { dtype: 'F32', shape: [...v.shape], data: new Float32Array(v.size) })
+      tensors.set(OPTIM_M + n, m != null ? host(m, old?.get(OPTIM_M + n)) : zeros(v, old?.get(OPTIM_M + n)))
+      tensors.set(OPTIM_V + n, s != null ? host(s, old?.get(OPTIM_V + n)) : zeros(v, old?.get(OPTIM_V + n)))
     }
   }
   return {

@@ -16,11 +16,17 @@ import type { Stage } from '../model/stage.js'
 import { exportStageState, stateToTensorSet } from '../model/state.js'
 import type { ModelConfig } from '../model/config.js'
 import type { WeightsRequestSpec } from './recovery.js'
-import type { WeightsProvider } from './weights/index.js'
+import type { WeightsProvider, WeightsSnapshot } from './weights/index.js'
 
 const log = createLog('peer')
 
-export interface HeldState { stage: number, version: number, tensors: TensorSet }
+export interface HeldState {
+  stage: number
+  version: number
+  tensors: TensorSet
+  /** Transfers sending `tensors` now (checkpoint snapshots only): while any runs they are not recycled. */
+  readers?: number
+}
 
 /** What a refresh needs to know about the peer's current assignment. */
 export interface RefreshContext {
@@ -38,6 +44,21 @@ export interface RefreshContext {
   stillCurrent: () => boolean
 }
 
+/** `held` handed to one transfer: counted as read until the server releases it. */
+function lease (held: HeldState): WeightsSnapshot {
+  held.readers = (held.readers ?? 0) + 1
+  let released = false
+  return {
+    version: held.version,
+    tensors: held.tensors,
+    release: () => {
+      if (released) return
+      released = true
+      held.readers = (held.readers ?? 1) - 1
+    }
+  }
+}
+
 export class HeldCopies {
   checkpoint?: HeldState
   mirror?: HeldState
@@ -51,7 +72,7 @@ export class HeldCopies {
         const mine = own() ?? this.retiring
         if (mine != null && mine.stage === stage) {
           const snap = this.checkpoint
-          if (snap != null && snap.version === minVersion && snap.stage === stage) return { version: snap.version, tensors: snap.tensors }
+          if (snap != null && snap.version === minVersion && snap.stage === stage) return lease(snap)
           if (mine.weightVersion < minVersion) return undefined
           const state = exportStageState(mine, { optimizer: includeOptimizer })
           return { version: mine.weightVersion, tensors: includeOptimizer ? stateToTensorSet(state) : state.tensors }
@@ -64,9 +85,16 @@ export class HeldCopies {
     }
   }
 
-  /** Snapshot to host memory now; the coordinator pulls it in the background while training goes on. */
+  /**
+   * Snapshot to host memory now; the coordinator pulls it in the background while training goes on.
+   * The previous snapshot's arrays are reused when no transfer is reading them (the coordinator has
+   * usually pulled it long before the next is due), so a checkpoint every iteration does not
+   * allocate the stage's whole state every iteration.
+   */
   takeCheckpoint (stage: Stage): void {
-    const state = exportStageState(stage, { optimizer: true })
+    const old = this.checkpoint
+    const reuse = old != null && old.stage === stage.stage && (old.readers ?? 0) === 0 ? old.tensors : undefined
+    const state = exportStageState(stage, { optimizer: true, reuse })
     this.checkpoint = { stage: stage.stage, version: stage.weightVersion, tensors: stateToTensorSet(state) }
   }
 

@@ -42,6 +42,26 @@ describe('stage state serialization', () => {
     } finally { a.dispose(); w.dispose() }
   })
 
+  it('exports into an earlier snapshot\'s arrays when given them, with the bytes a fresh export has', () => {
+    const a = new Stage({ model: small, train, layout: stageLayout(small, 2, 1) })
+    const other = new Stage({ model: { ...small, initSeed: 99 }, train, layout: stageLayout(small, 2, 1) })
+    try {
+      const first = exportStageState(a)
+      const arrays = new Map([...first.tensors].map(([n, t]) => [n, t.data]))
+      // other weights and non-zero moments, then export over the first snapshot's arrays
+      const moved = exportStageState(other)
+      for (const [n, t] of moved.tensors) t.data.forEach((_, i, d) => { d[i] = n.startsWith('optim.') ? 0.5 + i : d[i] })
+      loadStageState(a, moved.tensors, moved.meta)
+      const fresh = encodeStageState(exportStageState(a))
+      const reused = exportStageState(a, { reuse: first.tensors })
+      expect(encodeStageState(reused)).toEqual(fresh)
+      for (const [n, t] of reused.tensors) expect(t.data).toBe(arrays.get(n))
+      // arrays of another size are not reused
+      const wrongSize = new Map([['head.w', { dtype: 'F32' as const, shape: [3], data: new Float32Array(3) }]])
+      expect(exportStageState(a, { reuse: wrongSize }).tensors.get('head.w')?.data.length).toBe(a.params.get('head.w')?.size)
+    } finally { a.dispose(); other.dispose() }
+  })
+
   it('rejects NaN weights on decode with a typed error naming the tensor', () => {
     const a = new Stage({ model: small, train, layout: stageLayout(small, 2, 1) })
     try {

@@ -184,6 +184,32 @@ describe('weights protocol over libp2p (tcp, 127.0.0.1)', () => {
     expectSameTensors(params.tensors, state.params)
   })
 
+  it('releases every snapshot it takes exactly once: after a transfer, a refused version and a puller that gives up', async () => {
+    const state = makeState()
+    let taken = 0
+    let released = 0
+    const node = await startNode()
+    const server = await serveWeights(node, {
+      snapshot: (_stage, _minVersion, includeOptimizer) => {
+        taken++
+        return { version: 5, tensors: includeOptimizer ? state.all : state.params, release: () => { released++ } }
+      }
+    }, { chunkBytes: CHUNK })
+    servers.push(server)
+    const joiner = await startNode()
+    const req = { donors: [{ peer: node.getMultiaddrs() }], stage: STAGE, includeOptimizer: true }
+    await fetchWeights(joiner, { ...req, minVersion: 5, signal: AbortSignal.timeout(10_000) })
+    expect([taken, released]).toEqual([1, 1])
+    await expect(fetchWeights(joiner, { ...req, minVersion: 6, signal: AbortSignal.timeout(10_000) })).rejects.toBeInstanceOf(VersionUnavailableError)
+    expect([taken, released]).toEqual([2, 2])
+    // a puller that aborts after the first bytes: the server's send fails, and still releases
+    const stop = new AbortController()
+    const cut = fetchWeights(joiner, { ...req, minVersion: 5, signal: stop.signal, destination: (info) => { stop.abort(new Error('enough')); return new Float32Array(info.byteLength / 4) } })
+    await expect(cut).rejects.toThrow()
+    await expect.poll(() => released, { timeout: 10_000 }).toBe(taken)
+    expect(taken).toBe(3)
+  })
+
   it('passes on what it fetched (large tensors arrive in shared memory), as a mirror or shadow holder does', async () => {
     const big = randomF32([512, 256]) // 512 KiB: above PREFAULT_MIN_BYTES
     const state = { params: new Map([['blocks.4.mlp.w1', big], ['blocks.4.ln1.g', randomF32([96])]]), all: new Map() as TensorSet }

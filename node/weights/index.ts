@@ -27,6 +27,11 @@ export interface WeightsSnapshot {
   version: number
   /** Parameters by global name, plus `optim.m.<name>` / `optim.v.<name>` when the optimizer is included. */
   tensors: TensorSet
+  /**
+   * Called once when the server is done with `tensors` (sent, refused or cut off), so a provider
+   * that recycles snapshot arrays knows when it may overwrite them.
+   */
+  release?: () => void
 }
 
 /** Where the server gets its data (e.g. exportStageState of the stage the peer holds). */

@@ -147,6 +147,14 @@ export class WeightsServerImpl implements WeightsServer {
 
   private async send (stream: Stream, req: WeightsRequest, from: string, signal: AbortSignal): Promise<void> {
     const snapshot = await this.snapshot(req)
+    try {
+      await this.sendSnapshot(stream, req, snapshot, from, signal)
+    } finally {
+      snapshot.release?.()
+    }
+  }
+
+  private async sendSnapshot (stream: Stream, req: WeightsRequest, snapshot: WeightsSnapshot, from: string, signal: AbortSignal): Promise<void> {
     const entries = selectTensors(snapshot, req)
     const manifest = await this.manifest(req.stage, snapshot.version, entries, signal)
     let manifestFrame: Uint8Array
@@ -195,6 +203,7 @@ export class WeightsServerImpl implements WeightsServer {
       throw new Refusal(WEIGHTS_ERROR_CODES.internal, `snapshot of stage ${req.stage} failed: ${(err as Error).message}`)
     }
     if (snapshot == null || !(snapshot.version >= req.minVersion)) {
+      snapshot?.release?.()
       const have = snapshot == null ? 'none' : `version ${snapshot.version}`
       throw new Refusal(WEIGHTS_ERROR_CODES.versionUnavailable, `no snapshot of stage ${req.stage} at version >= ${req.minVersion} (have ${have})`)
     }
