@@ -13,7 +13,11 @@ import { fileURLToPath } from 'node:url'
 import { initBackend } from '../model/backend.js'
 import { DEFAULT_MODEL, DEFAULT_TRAIN } from '../model/config.js'
 import { loadBrownCorpus } from '../model/data.js'
+import { tuneHeapGrowth } from '../model/heap-tuning.js'
 import { LocalPipelineTrainer } from '../model/trainer.js'
+
+// the local trainer runs in this process: tuned as the `spotpipe` processes it is compared with are
+tuneHeapGrowth()
 
 const ITERS = Number(process.env.BENCH_ITERS ?? 14)
 const WARMUP = 2
