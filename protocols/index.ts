@@ -25,3 +25,5 @@ export {
   firstNonFinite
 } from './validate.js'
 export type { WeightsValidationContext } from './validate.js'
+export { MAX_VARINT_BYTES, encodeVarint, pushVarint, readVarint } from './varint.js'
+export type { VarintRead } from './varint.js'

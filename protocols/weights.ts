@@ -15,6 +15,7 @@ import { checkFrameSize, decodeProtobuf } from './pb-util.js'
 import type { DType, TensorInfo, WeightsManifest, WeightsMessage, WeightsMessageKind } from './types.js'
 import { checkChunkPlacement, validateWeightsMessage } from './validate.js'
 import type { WeightsValidationContext } from './validate.js'
+import { readVarint } from './varint.js'
 
 export const WEIGHTS_MESSAGE_KINDS: readonly WeightsMessageKind[] = ['request', 'manifest', 'chunk', 'end', 'error']
 
@@ -157,13 +158,9 @@ export function peekChunk (frame: Uint8ArrayList | Uint8Array, manifest: Weights
   const head = frame.subarray(0, Math.min(frame.byteLength, MAX_CHUNK_HEADER))
   let pos = 0
   const varint = (): number | undefined => {
-    let value = 0
-    for (let shift = 0; pos < head.length && shift < 35; shift += 7) {
-      const b = head[pos++]
-      value += (b & 0x7f) * 2 ** shift
-      if ((b & 0x80) === 0) return value
-    }
-    return undefined
+    const r = readVarint(head, pos)
+    pos = r.end
+    return r.complete ? r.value : undefined
   }
   if (head[pos++] !== 0x08 || varint() !== KIND_CODE.chunk || head[pos++] !== 0x22) return undefined
   const bodyLength = varint()

@@ -4,7 +4,7 @@ import { SpotpipeError } from '../model/errors.js'
 import {
   MAX_TENSOR_DIMS, MAX_TENSOR_FRAME_BYTES, BadDTypeError, BadShapeError, FrameTooLargeError, LimitExceededError,
   MalformedMessageError, NonFiniteTensorError, ProtocolError, TruncatedFrameError, UnsupportedVersionError,
-  decodeTensorFrame, decodeTensorFrameHeader, encodeTensorFrame, tensorFrameHeaderLength
+  decodeTensorFrame, decodeTensorFrameHeader, encodeTensorFrame, encodeVarint, pushVarint, readVarint, tensorFrameHeaderLength
 } from '../protocols/index.js'
 import type { TensorFrameHeaderInit } from '../protocols/index.js'
 
@@ -218,5 +218,25 @@ describe('tensor frames', () => {
     const out = decodeTensorFrame(new Uint8ArrayList(...chunks), { shape: [4, 1024, 1024] })
     expect(performance.now() - t0).toBeLessThan(2000)
     expect(out.data[n - 1]).toBe(data[n - 1])
+  })
+})
+
+describe('varints', () => {
+  it('round-trip as protobuf writes them, report incomplete ones, and refuse what they cannot encode', () => {
+    const cases: Array<[number, number[]]> = [[0, [0]], [1, [1]], [127, [0x7f]], [128, [0x80, 0x01]], [300, [0xac, 0x02]], [2 ** 31 + 4, [0x84, 0x80, 0x80, 0x80, 0x08]]]
+    for (const [value, bytes] of cases) {
+      expect([...encodeVarint(value)]).toEqual(bytes)
+      const out = [0xff]
+      pushVarint(value, out)
+      expect(out).toEqual([0xff, ...bytes])
+      // read from the middle of a buffer, with a byte after it
+      expect(readVarint(Uint8Array.from([9, ...bytes, 9]), 1)).toEqual({ value, end: 1 + bytes.length, complete: true })
+    }
+    const max = Number.MAX_SAFE_INTEGER
+    expect(readVarint(encodeVarint(max)).value).toBe(max)
+    expect(readVarint(Uint8Array.from([0x80, 0x80]))).toEqual({ value: 0, end: 2, complete: false })
+    expect(readVarint(Uint8Array.from([0xff, 0xff, 0x01]), 0, 2)).toMatchObject({ complete: false, end: 2 })
+    expect(readVarint(new Uint8Array(0))).toEqual({ value: 0, end: 0, complete: false })
+    for (const bad of [-1, 1.5, 2 ** 53, NaN]) expect(() => encodeVarint(bad)).toThrow(RangeError)
   })
 })

@@ -15,12 +15,11 @@
 import { Uint8ArrayList } from 'uint8arraylist'
 import type { Libp2p, PeerId, Stream, StreamCloseEvent } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
+import { MAX_VARINT_BYTES, encodeVarint, readVarint } from '../../protocols/index.js'
 import {
   DialError, FrameTooLargeError, MalformedFrameError, PeerGoneError, StreamClosedError, TruncatedFrameError
 } from './errors.js'
 
-/** Longest varint we decode: 10 bytes covers any 64-bit length. */
-const MAX_VARINT_BYTES = 10
 const END_FRAME = new Uint8Array([0])
 /** yamux's default largest receive window per stream. */
 const DEFAULT_MAX_STREAM_WINDOW = 16 * 1024 * 1024
@@ -247,32 +246,15 @@ function isReadDone (stream: Stream): boolean {
 
 /** Decodes the length prefix at the start of `buf`; undefined while the varint is incomplete. */
 function peekLength (buf: Uint8ArrayList, max: number): { length: number, headerBytes: number } | undefined {
-  let value = 0
-  const n = Math.min(buf.byteLength, MAX_VARINT_BYTES)
-  for (let i = 0; i < n; i++) {
-    const b = buf.get(i)
-    value += (b & 0x7f) * 2 ** (7 * i)
-    if ((b & 0x80) === 0) {
-      if (value > max) throw new FrameTooLargeError(value > Number.MAX_SAFE_INTEGER ? Infinity : value, max)
-      return { length: value, headerBytes: i + 1 }
-    }
+  const { value, end, complete } = readVarint(buf.subarray(0, Math.min(buf.byteLength, MAX_VARINT_BYTES)))
+  if (complete) {
+    if (value > max) throw new FrameTooLargeError(value > Number.MAX_SAFE_INTEGER ? Infinity : value, max)
+    return { length: value, headerBytes: end }
   }
   if (buf.byteLength >= MAX_VARINT_BYTES) throw new MalformedFrameError(`length prefix is not a varint (more than ${MAX_VARINT_BYTES} bytes)`)
   // incomplete prefix: reject as soon as the bytes so far already exceed the limit
   if (value > max) throw new FrameTooLargeError(value > Number.MAX_SAFE_INTEGER ? Infinity : value, max)
   return undefined
-}
-
-/** Unsigned LEB128 varint. */
-export function encodeVarint (value: number): Uint8Array {
-  if (!Number.isSafeInteger(value) || value < 0) throw new RangeError(`cannot encode ${value} as a varint`)
-  const out: number[] = []
-  while (value >= 0x80) {
-    out.push((value % 0x80) | 0x80)
-    value = Math.floor(value / 0x80)
-  }
-  out.push(value)
-  return Uint8Array.from(out)
 }
 
 function isPartList (frame: FrameData): frame is readonly Uint8Array[] {

@@ -11,9 +11,11 @@ export {
   generateSwarmKey, parseSwarmKey, loadSwarmKey, saveSwarmKey, SWARM_KEY_FILE_BYTES
 } from './identity.js'
 export {
-  writeFrame, endFrames, waitForDrain, readFrames, readFrameLists, readOneFrame, encodeVarint, openStream, streamEnd,
+  writeFrame, endFrames, waitForDrain, readFrames, readFrameLists, readOneFrame, openStream, streamEnd,
   type FrameData, type ReadFramesOptions, type OpenStreamOptions, type StreamEndKind
 } from './framed-stream.js'
+/** The frame length prefix's encoding (for tests that write raw frames). */
+export { encodeVarint } from '../../protocols/index.js'
 export {
   IdentityFileError, SwarmKeyError, StreamClosedError, FrameTooLargeError, TruncatedFrameError,
   MalformedFrameError, PeerGoneError, DialError, MessageTooLargeError, isPeerGone,

@@ -4,7 +4,7 @@
  */
 import { crc32 } from 'node:zlib'
 import type { DType as HostDType, HostTensor } from '../../model/safetensors.js'
-import { MAX_REASON_LENGTH, encodeWeightsMessage, type DType as WireDType } from '../../protocols/index.js'
+import { MAX_REASON_LENGTH, encodeWeightsMessage, pushVarint, type DType as WireDType } from '../../protocols/index.js'
 
 export const HOST_TO_WIRE: Record<HostDType, WireDType> = { F32: 'float32', I32: 'int32' }
 export const WIRE_TO_HOST: Record<WireDType, HostDType> = { float32: 'F32', int32: 'I32' }
@@ -90,15 +90,6 @@ export class StallTimer {
   clear (): void { clearTimeout(this.timer) }
 }
 
-/** Unsigned LEB128 (protobuf varint) of a safe integer. */
-function varint (value: number, out: number[]): void {
-  while (value >= 0x80) {
-    out.push((value % 0x80) | 0x80)
-    value = Math.floor(value / 0x80)
-  }
-  out.push(value)
-}
-
 /**
  * A chunk message as [protobuf header, data]: byte for byte what encodeWeightsMessage produces,
  * without copying `data` into a fresh buffer (writeFrame sends the parts back to back). The caller
@@ -111,12 +102,12 @@ function varint (value: number, out: number[]): void {
 export function chunkFrameParts (index: number, offset: number, data: Uint8Array): [Uint8Array, Uint8Array] {
   if (!layoutChecked) checkChunkLayout()
   const body: number[] = []
-  if (index !== 0) { body.push(0x08); varint(index, body) }
-  if (offset !== 0) { body.push(0x10); varint(offset, body) }
+  if (index !== 0) { body.push(0x08); pushVarint(index, body) }
+  if (offset !== 0) { body.push(0x10); pushVarint(offset, body) }
   body.push(0x1a)
-  varint(data.byteLength, body)
+  pushVarint(data.byteLength, body)
   const head: number[] = [0x08, 0x03, 0x22]
-  varint(body.length + data.byteLength, head)
+  pushVarint(body.length + data.byteLength, head)
   return [Uint8Array.from([...head, ...body]), data]
 }
 
