@@ -40,6 +40,8 @@ export interface RefreshContext {
   holderOf: (stage: number) => string | undefined
   self: string
   fetch: (peerId: string, req: WeightsRequestSpec) => Promise<{ version: number, tensors: TensorSet }>
+  /** Called when the mirror or shadow of `stage` is replaced (its holder may have reloaded it at an old version). */
+  replaced: (stage: number) => void
   /** False once the assignment the refresh started under has been replaced: its result is dropped. */
   stillCurrent: () => boolean
 }
@@ -122,7 +124,11 @@ export class HeldCopies {
         const holder = ctx.holderOf(src)
         if (holder != null && holder !== ctx.self) {
           ctx.fetch(holder, { stage: src, minVersion: 0, includeOptimizer: false, names })
-            .then(r => { if (ctx.stillCurrent()) this.mirror = { stage: src, version: r.version, tensors: r.tensors } })
+            .then(r => {
+              if (!ctx.stillCurrent()) return
+              this.mirror = { stage: src, version: r.version, tensors: r.tensors }
+              ctx.replaced(src)
+            })
             .catch(err => { log('mirror refresh from stage %d failed: %s', src, (err as Error).message) })
         }
       }
@@ -132,7 +138,11 @@ export class HeldCopies {
       const holder = ctx.holderOf(succ)
       if (holder != null && holder !== ctx.self) {
         ctx.fetch(holder, { stage: succ, minVersion: 0, includeOptimizer: true })
-          .then(r => { if (ctx.stillCurrent()) this.shadow = { stage: succ, version: r.version, tensors: r.tensors } })
+          .then(r => {
+            if (!ctx.stillCurrent()) return
+            this.shadow = { stage: succ, version: r.version, tensors: r.tensors }
+            ctx.replaced(succ)
+          })
           .catch(err => { log('shadow refresh of stage %d failed: %s', succ, (err as Error).message) })
       }
     }

@@ -20,7 +20,7 @@ import { ActivationLinks } from './activations.js'
 import { HeldCopies } from './held-copies.js'
 import { AssignmentError, NeighbourLostError, UnexpectedFrameError, UnreachableError } from './errors.js'
 import { rebuildStage, type WeightsRequestSpec } from './recovery.js'
-import { fetchWeights, serveWeights, type WeightsProvider } from './weights/index.js'
+import { fetchWeights, serveWeights, type WeightsProvider, type WeightsServer } from './weights/index.js'
 import { ClusterGossip } from './gossip.js'
 import { StageRuntime, type DoneInfo, type OutFrame } from './stage-runtime.js'
 import { createPeerLibp2p, type PeerLibp2p } from './transport/index.js'
@@ -91,7 +91,7 @@ export class Peer {
   private awaitingPlan?: Assignment
   /** Checkpoint snapshot, mirror, shadow and retiring stage: what this peer serves besides its stage. */
   private readonly held = new HeldCopies()
-  private weightsServer?: { stop: () => Promise<void> }
+  private weightsServer?: WeightsServer
   /** The successor of this departing peer's old stage reported recovery-done. */
   private handedOver = false
   /** Departing: recoveries (`epoch:stage`) that name this peer as a donor and have not reported done. */
@@ -278,6 +278,8 @@ export class Peer {
       const retiring = this.departing && mine < 0
       if (!retiring) stage.dispose()
       this.held.stageChanged(retiring ? stage : undefined)
+      // what this peer serves may now differ under versions it served before (a rebuild or reload)
+      this.weightsServer?.forgetChecksums()
       stage = undefined
     }
     const cur: Current = { assignment: a, model, train, checkfreePlus: options.checkfreePlus, options, peers }
@@ -366,6 +368,7 @@ export class Peer {
       holderOf: s => cur.peers.get(s)?.id,
       self: this.peerId,
       fetch: async (peerId, req) => await this.fetch(peerId, req),
+      replaced: s => { this.weightsServer?.forgetChecksums(s) },
       stillCurrent: () => this.current === cur
     }, force, it)
   }

@@ -112,6 +112,13 @@ export interface WeightsServerStats {
 
 export interface WeightsServer {
   readonly stats: WeightsServerStats
+  /**
+   * Drops the remembered checksums of `stage` (all stages when omitted). Call it when what the
+   * provider serves for a stage changes without a new version: a stage rebuilt or reloaded at an
+   * older version, or a mirror or shadow replaced by a copy from a holder that did so. Without
+   * it the next puller of such a version gets stale checksums and fails its transfer.
+   */
+  forgetChecksums: (stage?: number) => void
   /** Stops accepting streams (unhandles the protocol) and aborts the transfers in progress. */
   stop: () => Promise<void>
 }

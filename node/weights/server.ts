@@ -63,6 +63,11 @@ export class WeightsServerImpl implements WeightsServer {
     chunkFrameParts(0, 0, new Uint8Array(4)) // checks the hand-built framing against the encoder once
   }
 
+  forgetChecksums (stage?: number): void {
+    if (stage === undefined) { this.checksums.clear(); return }
+    for (const key of [...this.checksums.keys()]) if (key.startsWith(`${stage}@`)) this.checksums.delete(key)
+  }
+
   get stats (): WeightsServerStats {
     return { ...this.counters, active: this.running, queued: this.waiting.length }
   }
