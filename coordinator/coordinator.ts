@@ -24,9 +24,9 @@ import type { Strategy, StagePlan } from './ladder.js'
 import { Recovery, recoveryPlanMessages } from './recovery.js'
 import { SparseCheckpoints } from './sparse-checkpoints.js'
 import { waitUntil } from './wait.js'
-import type { CoordinatorInit, IterationRecord, PeerView, RecoveryEvent } from './types.js'
+import type { CheckpointEvent, CoordinatorInit, IterationRecord, PeerView, RecoveryEvent } from './types.js'
 
-export type { CoordinatorInit, IterationRecord, PeerView, RecoveryEvent } from './types.js'
+export type { CheckpointEvent, CoordinatorInit, IterationRecord, PeerView, RecoveryEvent } from './types.js'
 
 const log = createLog('coordinator')
 
@@ -265,6 +265,9 @@ export class Coordinator extends EventEmitter {
   get checkpointEvery (): number { return this.init.checkpointEvery ?? (this.init.stateDir != null ? 50 : 0) }
 
   /** Writes the durable state (atomically); a no-op without stateDir. */
+  /** Called by the sparse checkpoints when one is written or abandoned: emitted as `checkpoint`. */
+  checkpointDone (e: CheckpointEvent): void { this.emit('checkpoint', e) }
+
   async persist (): Promise<void> {
     if (this.durable == null) return
     await this.durable.save({

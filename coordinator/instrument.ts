@@ -1,8 +1,9 @@
 /**
  * Connects a Coordinator's events to the Prometheus metrics of metrics.ts: iteration, epoch, loss,
- * tokens/s, peers by role, recoveries by rung, recovery phase durations and bytes moved.
+ * tokens/s, peers by role, recoveries by rung, recovery phase durations, bytes moved and the sparse
+ * checkpoints (by outcome, their durations and bytes, the newest one's iteration).
  */
-import type { Coordinator, IterationRecord, RecoveryEvent } from './coordinator.js'
+import type { CheckpointEvent, Coordinator, IterationRecord, RecoveryEvent } from './coordinator.js'
 import { createSpotpipeMetrics, type SpotpipeMetrics } from './metrics.js'
 
 export function instrument (c: Coordinator, metrics: SpotpipeMetrics = createSpotpipeMetrics()): SpotpipeMetrics {
@@ -31,6 +32,13 @@ export function instrument (c: Coordinator, metrics: SpotpipeMetrics = createSpo
   })
   c.on('recovered', (events: RecoveryEvent[]) => {
     for (const e of events) metrics.recoverySeconds.observe(e.resumeMs / 1000, { phase: 'resume' })
+  })
+  c.on('checkpoint', (e: CheckpointEvent) => {
+    metrics.checkpoints.inc(1, { outcome: e.outcome })
+    if (e.outcome !== 'written') return
+    metrics.checkpointSeconds.observe(e.ms / 1000)
+    metrics.checkpointBytes.inc(e.bytes)
+    metrics.checkpointIteration.set(e.iteration)
   })
   const timer = setInterval(refreshPeers, 1000)
   timer.unref()

@@ -13,6 +13,7 @@ import { fetchWeights } from '../node/weights/index.js'
 import type { Assignment, TensorInfo } from '../protocols/index.js'
 import type { CheckpointStore } from './checkpoint-store.js'
 import { CoordinatorTimeoutError } from './errors.js'
+import type { CheckpointEvent } from './types.js'
 
 const log = createLog('coordinator')
 
@@ -28,6 +29,8 @@ export interface CheckpointHost {
   readonly checkpointEvery: number
   /** Writes the coordinator's durable state (which lists the checkpoints). */
   persist: () => Promise<void>
+  /** Told of every checkpoint written or abandoned. */
+  checkpointDone: (e: CheckpointEvent) => void
 }
 
 export class SparseCheckpoints {
@@ -82,16 +85,20 @@ export class SparseCheckpoints {
         if (state.meta.weightVersion !== version) throw new CoordinatorTimeoutError(`stage ${st.stage} served version ${state.meta.weightVersion} for checkpoint ${it} (wanted ${version})`)
         await pending.putState(st.stage, state, { finiteChecked: true }) // fetchWeights refused any non-finite value
       }))
-      await pending.complete()
+      const info = await pending.complete()
       this.buffers = used
-      log.info(`checkpoint ${it} written in ${(performance.now() - t0).toFixed(0)} ms`)
+      const ms = performance.now() - t0
+      log.info(`checkpoint ${it} written in ${ms.toFixed(0)} ms`)
       await this.host.persist()
+      this.host.checkpointDone({ iteration: it, outcome: 'written', ms, bytes: info.bytes ?? 0 })
     } catch (err) {
       stop.abort(err)
       // a pull that was cut off may still hold (and write into) its arrays: start afresh next time
       this.buffers = new Map()
-      log.info(`checkpoint ${it} abandoned: ${(err as Error).message}`)
-      await pending.abandon((err as Error).message).catch(() => {})
+      const reason = (err as Error).message
+      log.info(`checkpoint ${it} abandoned: ${reason}`)
+      await pending.abandon(reason).catch(() => {})
+      this.host.checkpointDone({ iteration: it, outcome: 'abandoned', ms: performance.now() - t0, bytes: 0, reason })
     }
   }
 }

@@ -61,6 +61,19 @@ export interface RecoveryEvent {
   resumeMs: number
 }
 
+/** One sparse checkpoint the coordinator took, written or abandoned (event `checkpoint`). */
+export interface CheckpointEvent {
+  /** The committed iteration it snapshots. */
+  iteration: number
+  outcome: 'written' | 'abandoned'
+  /** Wall-clock ms from the first pull to the manifest on disk (or to the abandonment). */
+  ms: number
+  /** Bytes of stage files written (0 when abandoned). */
+  bytes: number
+  /** Why it was abandoned. */
+  reason?: string
+}
+
 export interface IterationRecord {
   iteration: number
   epoch: number

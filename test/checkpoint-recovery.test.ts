@@ -6,7 +6,7 @@ import { afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { initBackend } from '../model/backend.js'
 import { loadBrownCorpus } from '../model/data.js'
 import { LocalPipelineTrainer } from '../model/trainer.js'
-import { StageLostError } from '../coordinator/index.js'
+import { StageLostError, instrument, parsePrometheusText, type CheckpointEvent } from '../coordinator/index.js'
 import { tensorsFor } from '../coordinator/checkpoint-store.js'
 import { killAll, spotpipe } from './helpers/procs.js'
 import { TestCluster } from './helpers/cluster.js'
@@ -35,12 +35,23 @@ describe('sparse checkpoints', () => {
     const stateDir = await tempDir()
     cluster = new TestCluster({ clusterId: 'ck', model, train, strategy: 'checkfree', stateDir, checkpointEvery: 2 })
     await cluster.start(6)
+    const metrics = instrument(cluster.coord)
+    const written: CheckpointEvent[] = []
+    cluster.coord.on('checkpoint', (e: CheckpointEvent) => { written.push(e) })
     await cluster.coord.assignInitial({ timeoutMs: 30_000 })
     for (let i = 0; i < 6; i++) await cluster.coord.runIteration({ timeoutMs: 30_000 })
     await cluster.coord.flushCheckpoints()
     const store = cluster.coord.store
     if (store == null) throw new Error('no store')
     expect(store.list().map(c => c.iteration)).toEqual([5, 3, 1])
+    // each one is an event and shows in the metrics
+    expect(written.map(e => [e.iteration, e.outcome])).toEqual([[1, 'written'], [3, 'written'], [5, 'written']])
+    const onDisk = store.list().reduce((n, c) => n + (c.bytes ?? 0), 0)
+    expect(written.reduce((n, e) => n + e.bytes, 0)).toBe(onDisk)
+    const fams = parsePrometheusText(metrics.registry.render())
+    expect(fams.get('spotpipe_checkpoints_total')?.samples).toEqual([{ name: 'spotpipe_checkpoints_total', labels: { outcome: 'written' }, value: 3 }])
+    expect(fams.get('spotpipe_checkpoint_iteration')?.samples[0].value).toBe(5)
+    expect(fams.get('spotpipe_checkpoint_bytes_total')?.samples[0].value).toBe(onDisk)
     // Flip one byte in the middle of the newest checkpoint's stage-1 file.
     const newest = join(stateDir, 'checkpoints', (await readdir(join(stateDir, 'checkpoints'))).filter(n => n.startsWith('ckpt-')).sort().pop() as string)
     const file = join(newest, 'stage-1.safetensors')

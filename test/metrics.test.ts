@@ -33,6 +33,11 @@ describe('metrics', () => {
     m.recoverySeconds.observe(1.5, { phase: 'detect' })
     m.recoverySeconds.observe(0.25, { phase: 'transfer' })
     m.bytesMoved.inc(1_048_576)
+    m.checkpoints.inc(1, { outcome: 'written' })
+    m.checkpoints.inc(1, { outcome: 'abandoned' })
+    m.checkpointSeconds.observe(0.4)
+    m.checkpointBytes.inc(20_000_000)
+    m.checkpointIteration.set(1229)
 
     const srv = await serveMetrics({ port: 0, registry: m.registry })
     servers.push(srv)
@@ -47,7 +52,8 @@ describe('metrics', () => {
     const fams = parsePrometheusText(text)
     expect([...fams.keys()]).toEqual([
       'spotpipe_iteration', 'spotpipe_epoch', 'spotpipe_loss', 'spotpipe_tokens_per_second', 'spotpipe_peers',
-      'spotpipe_recoveries_total', 'spotpipe_recovery_seconds', 'spotpipe_bytes_moved_total'
+      'spotpipe_recoveries_total', 'spotpipe_recovery_seconds', 'spotpipe_bytes_moved_total',
+      'spotpipe_checkpoints_total', 'spotpipe_checkpoint_seconds', 'spotpipe_checkpoint_bytes_total', 'spotpipe_checkpoint_iteration'
     ])
     for (const f of fams.values()) expect(f.help).toBeTruthy()
     expect(fams.get('spotpipe_iteration')).toMatchObject({ type: 'gauge', samples: [{ name: 'spotpipe_iteration', labels: {}, value: 1234 }] })
@@ -66,6 +72,10 @@ describe('metrics', () => {
     expect(sample(rs, { phase: 'detect' }, 'spotpipe_recovery_seconds_count')).toBe(2)
     expect(sample(rs, { phase: 'transfer' }, 'spotpipe_recovery_seconds_count')).toBe(1)
     expect(sample(fams.get('spotpipe_bytes_moved_total'))).toBe(1_048_576)
+    expect(sample(fams.get('spotpipe_checkpoints_total'), { outcome: 'abandoned' })).toBe(1)
+    expect(sample(fams.get('spotpipe_checkpoint_seconds'), {}, 'spotpipe_checkpoint_seconds_sum')).toBe(0.4)
+    expect(sample(fams.get('spotpipe_checkpoint_bytes_total'))).toBe(20_000_000)
+    expect(sample(fams.get('spotpipe_checkpoint_iteration'))).toBe(1229)
 
     // HEAD has no body; other paths 404, other methods 405
     const head = await fetch(srv.url, { method: 'HEAD' })
