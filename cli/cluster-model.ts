@@ -39,6 +39,8 @@ export class ClusterModel {
   readonly events: ClusterEvent[] = []
   assignment?: Assignment
   private lastCommit?: number
+  /** The newest checkpoint the newest commit announced. */
+  private checkpoint?: number
   private maxEpoch = 0
   private readonly losses = new Map<number, Array<{ iteration: number, loss: number }>>()
   private readonly commits: Array<{ iteration: number, at: number }> = []
@@ -59,6 +61,7 @@ export class ClusterModel {
       case 'heartbeat': this.onHeartbeat(msg, now); return true
       case 'assignment': return this.onAssignment(msg, now)
       case 'commit':
+        if (msg.iteration >= (this.lastCommit ?? -1)) this.checkpoint = msg.checkpoint ?? this.checkpoint
         this.lastCommit = Math.max(this.lastCommit ?? -1, msg.iteration)
         if (this.commits.at(-1)?.iteration !== msg.iteration) this.commits.push({ iteration: msg.iteration, at: now })
         if (this.commits.length > 10) this.commits.shift()
@@ -217,6 +220,7 @@ export class ClusterModel {
       coordinator: this.init.coordinator,
       epoch: this.epoch,
       iteration: Math.max(0, this.lastCommit ?? (holders.length > 0 ? Math.max(...holders) : 0)),
+      checkpoint: this.checkpoint ?? null,
       stages: stages.map(s => ({ stage: s.stage, peers: s.peers.map(id => this.peerStatus(id, now)) })),
       spares: spares.map(id => this.peerStatus(id, now)),
       events: this.events.map(e => ({ ...e }))

@@ -38,6 +38,8 @@ export interface StatusSnapshot {
   coordinator: string
   epoch: number
   iteration: number
+  /** Iteration of the newest complete checkpoint, as the last commit heard announced it; null when none was. */
+  checkpoint: number | null
   stages: StageStatus[]
   spares: PeerStatus[]
   events: ClusterEvent[]

@@ -254,7 +254,9 @@ export class Coordinator extends EventEmitter {
     this.history.push(rec)
     // Durable before it is announced: a restarted coordinator never forgets a commit peers applied.
     await this.persist()
-    await this.gossip.publish({ kind: 'commit', epoch: this.epoch, iteration: it })
+    // the newest complete checkpoint at or below this commit (after a rollback a newer one may be listed)
+    const checkpoint = this.store?.list().find(c => c.iteration <= it)?.iteration
+    await this.gossip.publish(checkpoint !== undefined ? { kind: 'commit', epoch: this.epoch, iteration: it, checkpoint } : { kind: 'commit', epoch: this.epoch, iteration: it })
     this.checkpoints.afterCommit(it)
     const resumed = this.recovery.resumed()
     if (resumed.length > 0) this.emit('recovered', resumed)

@@ -98,7 +98,7 @@ function toWire (m: Message): pb.GossipEnvelope {
       env.abort = { epoch: m.epoch, iteration: m.iteration, reason: m.reason }
       break
     case 'commit':
-      env.commit = { epoch: m.epoch, iteration: m.iteration }
+      env.commit = { epoch: m.epoch, iteration: m.iteration, checkpoint: m.checkpoint }
       break
     case 'done':
       env.done = {
@@ -211,7 +211,7 @@ function fromWire (env: pb.GossipEnvelope): Message {
     }
     case 'commit': {
       const b = env.commit ?? missing()
-      return { kind, epoch: b.epoch, iteration: b.iteration }
+      return b.checkpoint != null ? { kind, epoch: b.epoch, iteration: b.iteration, checkpoint: b.checkpoint } : { kind, epoch: b.epoch, iteration: b.iteration }
     }
     case 'done': {
       const b = env.done ?? missing()

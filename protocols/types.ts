@@ -76,6 +76,8 @@ export interface Commit {
   kind: 'commit'
   epoch: number
   iteration: number
+  /** The newest complete sparse checkpoint's iteration (at most `iteration`), when there is one. */
+  checkpoint?: number
 }
 
 /** Peer: its stage finished an iteration. */

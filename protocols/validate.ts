@@ -251,6 +251,15 @@ function checkEpochIteration (o: Record<string, unknown>, f: string): void {
   checkUint32(o.iteration, `${f}.iteration`)
 }
 
+function checkCommit (o: Record<string, unknown>): Commit {
+  checkEpochIteration(o, 'commit')
+  if (o.checkpoint !== undefined) {
+    checkUint32(o.checkpoint, 'commit.checkpoint')
+    if ((o.checkpoint as number) > (o.iteration as number)) fail('commit.checkpoint', `${String(o.checkpoint)} is newer than the committed iteration ${String(o.iteration)}`)
+  }
+  return o as unknown as Commit
+}
+
 function checkDone (o: Record<string, unknown>): DoneReport {
   const f = 'done'
   checkPeerId(o.peerId, `${f}.peerId`)
@@ -326,7 +335,7 @@ export function validateMessage (value: unknown): Message {
     case 'assignment': return checkAssignment(o)
     case 'begin': checkEpochIteration(o, 'begin'); return o as unknown as Begin
     case 'abort': checkEpochIteration(o, 'abort'); checkReason(o.reason, 'abort.reason'); return o as unknown as Abort
-    case 'commit': checkEpochIteration(o, 'commit'); return o as unknown as Commit
+    case 'commit': return checkCommit(o)
     case 'done': return checkDone(o)
     case 'stream-break': return checkStreamBreak(o)
     case 'recovery-plan': return checkRecoveryPlan(o)

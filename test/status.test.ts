@@ -108,11 +108,13 @@ async function closedPort (): Promise<number> {
 }
 
 let cluster: TestCluster | undefined
+const stateDirs: string[] = []
 afterEach(async () => {
   for (const c of children) c.kill('SIGKILL')
   await killAll()
   await cluster?.stop().catch(() => {})
   cluster = undefined
+  await Promise.all(stateDirs.splice(0).map(async d => { await fs.rm(d, { recursive: true, force: true }) }))
 })
 
 describe('spotpipe status', () => {
@@ -120,23 +122,41 @@ describe('spotpipe status', () => {
     const schema = JSON.parse(await fs.readFile(SCHEMA, 'utf8')) as Schema
     expect(schema.$schema).toBe('https://json-schema.org/draft/2020-12/schema')
     // a loaded CI machine can stall a peer's heartbeats for seconds while it builds its stage
-    cluster = new TestCluster({ clusterId: 'status-json', model: { dModel: 16, nHeads: 2, nBlocks: 4, seqLen: 8 }, train: { stages: 4, microbatches: 2, microbatchSize: 2 }, heartbeatTimeoutMs: 10_000 })
+    const stateDir = await fs.mkdtemp(join(tmpdir(), 'spotpipe-status-state-'))
+    stateDirs.push(stateDir)
+    cluster = new TestCluster({ clusterId: 'status-json', model: { dModel: 16, nHeads: 2, nBlocks: 4, seqLen: 8 }, train: { stages: 4, microbatches: 2, microbatchSize: 2 }, heartbeatTimeoutMs: 10_000, stateDir, checkpointEvery: 2 })
     await cluster.start(4)
     await cluster.coord.assignInitial({ timeoutMs: 30_000 })
     for (let i = 0; i < 3; i++) await cluster.coord.runIteration({ timeoutMs: 30_000 })
-    // Listen long enough for every peer's post-iteration heartbeat on a loaded machine.
-    const r = await run(['status', '--json', '--cluster', 'status-json', '--coordinator', cluster.coord.addrs[0], '--wait', '5000'])
+    await cluster.coord.flushCheckpoints()
+    // Listen long enough for every peer's post-iteration heartbeat on a loaded machine; training
+    // goes on meanwhile, so the observer hears commits (and the checkpoints they announce).
+    const status = run(['status', '--json', '--cluster', 'status-json', '--coordinator', cluster.coord.addrs[0], '--wait', '5000'])
+    let done = false
+    void status.finally(() => { done = true })
+    const c = cluster
+    while (!done) {
+      await c.coord.runIteration({ timeoutMs: 30_000 })
+      await new Promise(resolve => setTimeout(resolve, 200))
+    }
+    const r = await status
     expect(r.code, r.stderr).toBe(0)
     const lines = r.stdout.split('\n').filter(l => l !== '')
     expect(lines).toHaveLength(1)
     const snap = JSON.parse(lines[0]) as {
-      clusterId: string, epoch: number, iteration: number, spares: unknown[]
+      clusterId: string, epoch: number, iteration: number, checkpoint: number | null, spares: unknown[]
       stages: Array<{ stage: number, peers: Array<{ peerId: string, role: string, loss: number | null, heartbeatAgeMs: number | null }> }>
     }
     expect(validate(snap, schema, schema)).toEqual([])
     expect(snap.clusterId).toBe('status-json')
     expect(snap.epoch).toBe(cluster.coord.epoch)
-    expect(snap.iteration).toBe(2)
+    expect(snap.iteration).toBeGreaterThanOrEqual(3)
+    expect(snap.iteration).toBeLessThan(cluster.coord.iteration)
+    // checkpoints every 2 iterations: the newest complete one at the commit heard (1 was written before)
+    expect(snap.checkpoint).not.toBeNull()
+    expect(snap.checkpoint ?? -1).toBeGreaterThanOrEqual(1)
+    expect(snap.checkpoint ?? Infinity).toBeLessThanOrEqual(snap.iteration)
+    expect((snap.checkpoint ?? 0) % 2).toBe(1)
     expect(snap.stages.map(s => s.stage)).toEqual([0, 1, 2, 3])
     for (const s of snap.stages) {
       expect(s.peers).toHaveLength(1)

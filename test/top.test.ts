@@ -168,6 +168,21 @@ describe('top rendering', () => {
     expect(frame(['a', 'b'])).not.toMatch(/\n$/)
   })
 
+  it('shows the newest checkpoint a commit announced, and none before one does', () => {
+    const t0 = Date.UTC(2025, 0, 1, 12)
+    const m = sampleModel(t0)
+    const header = (): string => renderTop(m.view(t0 + 4000, { coordinatorId: '12D3KooWCoord', connected: true }), 140, 40)[0]
+    expect(m.snapshot(t0 + 4000).checkpoint).toBeNull()
+    expect(header()).not.toMatch(/ckpt/)
+    m.onMessage({ kind: 'commit', epoch: 3, iteration: 41 }, t0 + 3300)
+    expect(m.snapshot(t0 + 4000).checkpoint).toBeNull()
+    m.onMessage({ kind: 'commit', epoch: 3, iteration: 42, checkpoint: 39 }, t0 + 3400)
+    // a late copy of an older commit does not move it back
+    m.onMessage({ kind: 'commit', epoch: 3, iteration: 41, checkpoint: 19 }, t0 + 3500)
+    expect(m.snapshot(t0 + 4000)).toMatchObject({ iteration: 42, checkpoint: 39 })
+    expect(header()).toMatch(/iter 42 .*ckpt 39/)
+  })
+
   it('sparklines scale between min and max, newest on the right', () => {
     expect(sparkline([1, 2, 3, 4, 5, 6, 7, 8], 8)).toBe('▁▂▃▄▅▆▇█')
     expect(sparkline([9, 1, 2, 3], 3)).toBe('▁▅█')

@@ -114,6 +114,7 @@ export function renderHeader (v: ClusterView, width: number, title = 'spotpipe t
     `iter ${st.iteration}`,
     `loss ${formatLoss(v.loss)}`,
     `tok/s ${v.tokensPerSec == null ? '-' : formatInt(v.tokensPerSec)}`,
+    st.checkpoint == null ? null : `ckpt ${st.checkpoint}`,
     `cluster ${st.clusterId}`,
     `${stages} stage${stages === 1 ? '' : 's'}, ${spares} spare${spares === 1 ? '' : 's'}`,
     v.connected ? `coordinator ${shortId(v.coordinatorId)}` : null,
