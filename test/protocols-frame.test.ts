@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
+import { expectError } from './helpers/errors.js'
 import { Uint8ArrayList } from 'uint8arraylist'
-import { SpotpipeError } from '../model/errors.js'
 import {
   MAX_TENSOR_DIMS, MAX_TENSOR_FRAME_BYTES, BadDTypeError, BadShapeError, FrameTooLargeError, LimitExceededError,
   MalformedMessageError, NonFiniteTensorError, ProtocolError, TruncatedFrameError, UnsupportedVersionError,
@@ -28,23 +28,6 @@ function frame (header: Partial<TensorFrameHeaderInit> = {}, data?: Float32Array
   const h = { ...base, ...header }
   const n = h.shape.reduce((a, b) => a * b, 1)
   return join(encodeTensorFrame(h, data ?? ramp(n)))
-}
-
-function catchError (fn: () => unknown): unknown {
-  try {
-    fn()
-  } catch (err) {
-    return err
-  }
-  throw new Error('expected a throw')
-}
-
-function expectError (fn: () => unknown, cls: new (...args: any[]) => ProtocolError, field?: string): ProtocolError {
-  const err = catchError(fn)
-  expect(err).toBeInstanceOf(cls)
-  expect(err).toBeInstanceOf(SpotpipeError)
-  if (field !== undefined) expect((err as ProtocolError).field).toBe(field)
-  return err as ProtocolError
 }
 
 /** A copy of `bytes` with byte `i` set to `v`. */

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
+import { catchError, expectError } from './helpers/errors.js'
 import { Uint8ArrayList } from 'uint8arraylist'
-import { SpotpipeError } from '../model/errors.js'
 import {
   ACTIVATIONS_PROTOCOL, WEIGHTS_PROTOCOL, MAX_GOSSIP_MESSAGE_BYTES, MAX_PEER_ID_LENGTH, MAX_STAGES,
   MAX_WEIGHTS_CHUNK_BYTES, MAX_WEIGHTS_FRAME_BYTES, CONTROL_TOPIC_KINDS, COORDINATOR_KINDS, HEARTBEAT_TOPIC_KINDS,
@@ -98,25 +98,6 @@ function varint (n: bigint): number[] {
     out.push(n > 0n ? low | 0x80 : low)
   } while (n > 0n)
   return out
-}
-
-function catchError (fn: () => unknown): unknown {
-  try {
-    fn()
-  } catch (err) {
-    return err
-  }
-  throw new Error('expected a throw')
-}
-
-function expectError (fn: () => unknown, cls: new (...args: any[]) => ProtocolError, field?: string | RegExp): ProtocolError {
-  const err = catchError(fn)
-  expect(err).toBeInstanceOf(cls)
-  expect(err).toBeInstanceOf(SpotpipeError)
-  const e = err as ProtocolError
-  if (typeof field === 'string') expect(e.field).toBe(field)
-  if (field instanceof RegExp) expect(e.message).toMatch(field)
-  return e
 }
 
 describe('constants and topics', () => {
