@@ -109,6 +109,13 @@ export function hostTensor (data: Float32Array, shape: number[]): tf.Tensor {
   return tf.tensor(shared && tf.getBackend() === 'tensorflow' ? data.slice() : data, shape, 'float32')
 }
 
+/** A copy of float32 tensor `t`'s values in a new array (readInto: one copy on every backend). */
+export function hostCopy (t: tf.Tensor): Float32Array {
+  const out = new Float32Array(t.size)
+  readInto(t, out)
+  return out
+}
+
 /** What readInto uses of tfjs-wasm's backend: its public `getMemoryOffset` and the module's heap. */
 interface WasmBackendView { getMemoryOffset?: (dataId: object) => number, wasm?: { HEAPU8?: Uint8Array } }
 

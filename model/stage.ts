@@ -17,7 +17,7 @@ import type { ModelConfig, TrainConfig } from './config.js'
 import { MissingParameterError, NonFiniteError, ShapeMismatchError, SpotpipeError } from './errors.js'
 import { initialValues, partSpecs, stageSpecs, type ParamSpec, type Part, type StageLayout } from './params.js'
 import { blockBwd, blockFwd, embedBwd, embedFwd, headBwd, headFwd, type Cache, type Params } from './layers.js'
-import { hostTensor } from './ops.js'
+import { hostCopy, hostTensor } from './ops.js'
 
 interface Saved {
   parts: Part[]
@@ -334,7 +334,7 @@ export class Stage {
   /** Parameter values copied to the host, by name. */
   readParams (): Map<string, Float32Array> {
     const out = new Map<string, Float32Array>()
-    for (const [n, v] of this.params) out.set(n, v.dataSync() as Float32Array)
+    for (const [n, v] of this.params) out.set(n, hostCopy(v))
     return out
   }
 

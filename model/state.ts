@@ -9,7 +9,7 @@ import * as tf from '@tensorflow/tfjs'
 import { CorruptStateError, ShapeMismatchError } from './errors.js'
 import { decodeSafetensors, encodeSafetensors, safetensorsParts, type DecodeOptions, type HostTensor, type TensorSet } from './safetensors.js'
 import type { Stage } from './stage.js'
-import { hostTensor, readInto } from './ops.js'
+import { hostCopy, hostTensor, readInto } from './ops.js'
 
 export const OPTIM_M = 'optim.m.'
 export const OPTIM_V = 'optim.v.'
@@ -31,9 +31,11 @@ export interface StageState {
 
 /** `t`'s values in host memory: copied into `reuse`'s array when it has the right size, else a new one. */
 function host (t: tf.Tensor, reuse?: HostTensor): HostTensor {
-  const data = reuse?.dtype === 'F32' && reuse.data instanceof Float32Array && reuse.data.length === t.size ? reuse.data : new Float32Array(t.size)
-  readInto(t, data)
-  return { dtype: 'F32', shape: [...t.shape], data }
+  if (reuse?.dtype === 'F32' && reuse.data instanceof Float32Array && reuse.data.length === t.size) {
+    readInto(t, reuse.data)
+    return { dtype: 'F32', shape: [...t.shape], data: reuse.data }
+  }
+  return { dtype: 'F32', shape: [...t.shape], data: hostCopy(t) }
 }
 
 /** Zeros of `v`'s shape (in `reuse`'s array when it fits). */

@@ -23,6 +23,7 @@ import { NonFiniteError } from '../model/errors.js'
 import { stageLayout, stageSpecs } from '../model/params.js'
 import { checkfreeAverage, mirroredNames, neighbourCopy, type NamedValues } from '../model/recovery.js'
 import { Stage } from '../model/stage.js'
+import { hostCopy } from '../model/ops.js'
 import { exportStageState, loadStageState, type StageState } from '../model/state.js'
 import { batchTensors, evaluateBatch, LocalPipelineTrainer, runMicrobatch } from '../model/trainer.js'
 import type { CostModel } from './cost-model.js'
@@ -196,7 +197,7 @@ export function runModelMode (cfg: ModelModeConfig): RunResult {
       const values: NamedValues = new Map()
       for (const n of mirroredNames(model, layouts[h])) {
         const owner = n.startsWith('embed.') ? stages[0] : stages[S - 1]
-        values.set(n, Float32Array.from((owner.params.get(n) as tf.Variable).dataSync() as Float32Array))
+        values.set(n, hostCopy(owner.params.get(n) as tf.Variable))
       }
       mirrors.set(h, values)
     }
