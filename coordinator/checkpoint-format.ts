@@ -16,7 +16,7 @@
 import { createHash } from 'node:crypto'
 import { promises as fs } from 'node:fs'
 import { join } from 'node:path'
-import { crc32 } from 'node:zlib'
+import { crcHex, tensorCrc } from '../node/weights/index.js'
 import { CheckpointFileMissingError, CheckpointIoError, CheckpointManifestError, errMessage, isAbort } from './checkpoint-errors.js'
 
 export const MANIFEST_FILE = 'manifest.json'
@@ -89,11 +89,9 @@ export function checkpointInfo (manifest: CheckpointManifest, dir: string): Chec
   }
 }
 
-/** CRC-32 of the concatenation of `parts`, as 8 hex digits. */
+/** CRC-32 of the concatenation of `parts`, as 8 hex digits (the weights protocol's checksum, continued over the parts). */
 export function crc32Hex (parts: readonly Uint8Array[]): string {
-  let crc = 0
-  for (const p of parts) crc = crc32(p, crc)
-  return (crc >>> 0).toString(16).padStart(8, '0')
+  return crcHex(parts.reduce((crc, p) => tensorCrc(p, crc), 0))
 }
 
 /** Compares file `bytes` with its manifest entry's checksum: undefined when they match, else what differs. */
