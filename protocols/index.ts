@@ -10,7 +10,7 @@ export {
   encodeMessage, decodeMessage
 } from './gossip.js'
 export type { MessageDecodeOptions } from './gossip.js'
-export { WEIGHTS_MESSAGE_KINDS, encodeWeightsMessage, decodeWeightsMessage, peekChunk } from './weights.js'
+export { WEIGHTS_MESSAGE_KINDS, encodeWeightsMessage, decodeWeightsMessage, chunkFrameParts, peekChunk } from './weights.js'
 export type { ChunkView, WeightsDecodeOptions } from './weights.js'
 export {
   TENSOR_FRAME_MAGIC, TENSOR_FRAME_VERSION, tensorFrameHeaderLength,

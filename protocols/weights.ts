@@ -15,7 +15,7 @@ import { checkFrameSize, decodeProtobuf } from './pb-util.js'
 import type { DType, TensorInfo, WeightsManifest, WeightsMessage, WeightsMessageKind } from './types.js'
 import { checkChunkPlacement, validateWeightsMessage } from './validate.js'
 import type { WeightsValidationContext } from './validate.js'
-import { readVarint } from './varint.js'
+import { pushVarint, readVarint } from './varint.js'
 
 export const WEIGHTS_MESSAGE_KINDS: readonly WeightsMessageKind[] = ['request', 'manifest', 'chunk', 'end', 'error']
 
@@ -130,6 +130,42 @@ export function decodeWeightsMessage (bytes: Uint8Array | Uint8ArrayList, option
   checkFrameSize(bytes, 'weights', max)
   const env = decodeProtobuf(() => pb.WeightsEnvelope.decode(bytes), 'weights')
   return validateWeightsMessage(fromWire(env), options)
+}
+
+/**
+ * A chunk message as [protobuf header, data]: byte for byte what encodeWeightsMessage produces,
+ * without copying `data` into a fresh buffer (writeFrame sends the parts back to back). The caller
+ * guarantees what the encoder would check (index in range, 4-byte multiples, data <= the chunk limit);
+ * the layout is checked against the encoder once per process. peekChunk reads this layout back.
+ *
+ * Envelope { kind = 3 (field 1), chunk (field 4) { index (1), offset (2), data (3) } }; zero-valued
+ * scalars are omitted, as protobuf does.
+ */
+export function chunkFrameParts (index: number, offset: number, data: Uint8Array): [Uint8Array, Uint8Array] {
+  if (!layoutChecked) checkChunkLayout()
+  const body: number[] = []
+  if (index !== 0) { body.push(0x08); pushVarint(index, body) }
+  if (offset !== 0) { body.push(0x10); pushVarint(offset, body) }
+  body.push(0x1a)
+  pushVarint(data.byteLength, body)
+  const head: number[] = [0x08, KIND_CODE.chunk, 0x22]
+  pushVarint(body.length + data.byteLength, head)
+  return [Uint8Array.from([...head, ...body]), data]
+}
+
+let layoutChecked = false
+function checkChunkLayout (): void {
+  layoutChecked = true
+  const data = new Uint8Array(300).fill(0x3c)
+  for (const [index, offset] of [[0, 0], [1, 4], [200, 2 ** 31 + 4], [0, 1 << 20]]) {
+    const [head] = chunkFrameParts(index, offset, data)
+    const ours = Buffer.concat([head, data])
+    const theirs = encodeWeightsMessage({ kind: 'chunk', index, offset, data })
+    if (!ours.equals(theirs)) {
+      layoutChecked = false
+      throw new Error(`weights chunk framing differs from the protocol encoder (index ${index}, offset ${offset}): update chunkFrameParts`)
+    }
+  }
 }
 
 /** Where a chunk frame's data lies, found without copying it. */

@@ -2,9 +2,8 @@ import { randomBytes } from 'node:crypto'
 import { afterEach, describe, expect, it } from 'vitest'
 import type { HostTensor, TensorSet } from '../model/safetensors.js'
 import { OPTIM_M, OPTIM_V } from '../model/state.js'
-import { WEIGHTS_PROTOCOL, decodeWeightsMessage, encodeWeightsMessage, type WeightsMessage } from '../protocols/index.js'
+import { WEIGHTS_PROTOCOL, chunkFrameParts, decodeWeightsMessage, encodeWeightsMessage, type WeightsMessage } from '../protocols/index.js'
 import { createPeerLibp2p, encodeVarint, openStream, readFrames, writeFrame, type PeerLibp2p } from '../node/transport/index.js'
-import { chunkFrameParts } from '../node/weights/util.js'
 import { PREFAULT_MIN_BYTES, prefaultedBuffer } from '../node/weights/prefault.js'
 import {
   ChecksumMismatchError, DonorBusyError, DonorLostError, UnknownTensorError, VersionMismatchError, VersionUnavailableError, fetchWeights,

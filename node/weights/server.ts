@@ -9,13 +9,13 @@ import { ConfigError } from '../../model/errors.js'
 import type { HostTensor } from '../../model/safetensors.js'
 import { createLog } from '../../model/log.js'
 import {
-  MAX_WEIGHTS_CHUNK_BYTES, MAX_WEIGHTS_FRAME_BYTES, WEIGHTS_PROTOCOL, decodeWeightsMessage, encodeWeightsMessage,
+  MAX_WEIGHTS_CHUNK_BYTES, MAX_WEIGHTS_FRAME_BYTES, WEIGHTS_PROTOCOL, chunkFrameParts, decodeWeightsMessage, encodeWeightsMessage,
   type TensorInfo, type WeightsManifest, type WeightsMessage, type WeightsRequest
 } from '../../protocols/index.js'
 import { FrameTooLargeError, MalformedFrameError, endFrames, readOneFrame, writeFrame } from '../transport/index.js'
 import { WEIGHTS_ERROR_CODES } from './errors.js'
 import type { WeightsProvider, WeightsServer, WeightsServerStats, WeightsServiceInit, WeightsSnapshot } from './index.js'
-import { HOST_TO_WIRE, StallTimer, chunkFrameParts, clipReason, listNames, tensorBytes, tensorCrc } from './util.js'
+import { HOST_TO_WIRE, StallTimer, clipReason, listNames, tensorBytes, tensorCrc } from './util.js'
 
 const log = createLog('weights:server')
 

@@ -4,7 +4,7 @@
  */
 import { crc32 } from 'node:zlib'
 import type { DType as HostDType, HostTensor } from '../../model/safetensors.js'
-import { MAX_REASON_LENGTH, encodeWeightsMessage, pushVarint, type DType as WireDType } from '../../protocols/index.js'
+import { MAX_REASON_LENGTH, type DType as WireDType } from '../../protocols/index.js'
 
 export const HOST_TO_WIRE: Record<HostDType, WireDType> = { F32: 'float32', I32: 'int32' }
 export const WIRE_TO_HOST: Record<WireDType, HostDType> = { float32: 'F32', int32: 'I32' }
@@ -88,40 +88,4 @@ export class StallTimer {
   touch (): void { this.timer.refresh() }
 
   clear (): void { clearTimeout(this.timer) }
-}
-
-/**
- * A chunk message as [protobuf header, data]: byte for byte what encodeWeightsMessage produces,
- * without copying `data` into a fresh buffer (writeFrame sends the parts back to back). The caller
- * guarantees what the encoder would check (index in range, 4-byte multiples, data <= the chunk limit);
- * the layout is checked against the encoder once per process.
- *
- * Envelope { kind = 3 (field 1), chunk (field 4) { index (1), offset (2), data (3) } }; zero-valued
- * scalars are omitted, as protobuf does.
- */
-export function chunkFrameParts (index: number, offset: number, data: Uint8Array): [Uint8Array, Uint8Array] {
-  if (!layoutChecked) checkChunkLayout()
-  const body: number[] = []
-  if (index !== 0) { body.push(0x08); pushVarint(index, body) }
-  if (offset !== 0) { body.push(0x10); pushVarint(offset, body) }
-  body.push(0x1a)
-  pushVarint(data.byteLength, body)
-  const head: number[] = [0x08, 0x03, 0x22]
-  pushVarint(body.length + data.byteLength, head)
-  return [Uint8Array.from([...head, ...body]), data]
-}
-
-let layoutChecked = false
-function checkChunkLayout (): void {
-  layoutChecked = true
-  const data = new Uint8Array(300).fill(0x3c)
-  for (const [index, offset] of [[0, 0], [1, 4], [200, 2 ** 31 + 4], [0, 1 << 20]]) {
-    const [head] = chunkFrameParts(index, offset, data)
-    const ours = Buffer.concat([head, data])
-    const theirs = encodeWeightsMessage({ kind: 'chunk', index, offset, data })
-    if (!ours.equals(theirs)) {
-      layoutChecked = false
-      throw new Error(`weights chunk framing differs from the protocol encoder (index ${index}, offset ${offset}): update chunkFrameParts`)
-    }
-  }
 }
