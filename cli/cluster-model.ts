@@ -81,6 +81,9 @@ export class ClusterModel {
         return this.once(`break:${msg.epoch}:${msg.iteration}:${msg.reporter}:${msg.suspect}`, now, 'stream-break',
           `stage ${msg.stage} (${shortId(msg.reporter)}) lost its stream to ${shortId(msg.suspect)}${suspectStage != null ? ` (stage ${suspectStage})` : ''}: ${oneLine(msg.reason)}`, suspectStage)
       }
+      case 'recovery-failed':
+        return this.once(`failed:${msg.epoch}:${msg.stage}`, now, 'recovery-failed',
+          `stage ${msg.stage}: rebuild by ${msg.rung} on ${shortId(msg.peerId)} failed (${msg.code}): ${oneLine(msg.reason)}`, msg.stage)
       case 'begin': return false
     }
   }

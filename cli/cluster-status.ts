@@ -4,7 +4,7 @@
  */
 
 export type EventKind =
-  | 'assignment' | 'recovery' | 'recovery-done' | 'abort' | 'stream-break' | 'departing' | 'silent' | 'back' | 'join'
+  | 'assignment' | 'recovery' | 'recovery-done' | 'recovery-failed' | 'abort' | 'stream-break' | 'departing' | 'silent' | 'back' | 'join'
 
 export interface ClusterEvent {
   /** Unix time in ms when the observer heard it. */

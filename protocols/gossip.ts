@@ -16,20 +16,20 @@ import type { Message, MessageKind, RecoveryRung, Role } from './types.js'
 import { validateMessage } from './validate.js'
 
 export const MESSAGE_KINDS: readonly MessageKind[] = [
-  'heartbeat', 'assignment', 'begin', 'abort', 'commit', 'done', 'stream-break', 'recovery-plan', 'recovery-done'
+  'heartbeat', 'assignment', 'begin', 'abort', 'commit', 'done', 'stream-break', 'recovery-plan', 'recovery-done', 'recovery-failed'
 ]
 export const HEARTBEAT_TOPIC_KINDS: ReadonlySet<MessageKind> = new Set(['heartbeat'])
 export const COORDINATOR_KINDS: ReadonlySet<MessageKind> = new Set(['assignment', 'begin', 'abort', 'commit', 'recovery-plan'])
-export const PEER_REPORT_KINDS: ReadonlySet<MessageKind> = new Set(['done', 'stream-break', 'recovery-done'])
+export const PEER_REPORT_KINDS: ReadonlySet<MessageKind> = new Set(['done', 'stream-break', 'recovery-done', 'recovery-failed'])
 export const CONTROL_TOPIC_KINDS: ReadonlySet<MessageKind> = new Set([...COORDINATOR_KINDS, ...PEER_REPORT_KINDS])
 
 // Wire codes. Never renumber; 0 is "unset" and always rejected.
 const KIND_CODE: Record<MessageKind, number> = {
-  heartbeat: 1, assignment: 2, begin: 3, abort: 4, commit: 5, done: 6, 'stream-break': 7, 'recovery-plan': 8, 'recovery-done': 9
+  heartbeat: 1, assignment: 2, begin: 3, abort: 4, commit: 5, done: 6, 'stream-break': 7, 'recovery-plan': 8, 'recovery-done': 9, 'recovery-failed': 10
 }
 const ROLE_CODE: Record<Role, number> = { stage: 1, spare: 2, coordinator: 3, observer: 4 }
 const RUNG_CODE: Record<RecoveryRung, number> = {
-  handover: 1, replica: 2, checkfree: 3, 'checkfree-plus': 4, checkpoint: 5, wait: 6
+  handover: 1, replica: 2, checkfree: 3, 'checkfree-plus': 4, checkpoint: 5, wait: 6, rejoin: 7
 }
 
 type Body = Exclude<keyof pb.GossipEnvelope, 'kind'>
@@ -42,7 +42,8 @@ const BODY: Record<MessageKind, Body> = {
   done: 'done',
   'stream-break': 'streamBreak',
   'recovery-plan': 'recoveryPlan',
-  'recovery-done': 'recoveryDone'
+  'recovery-done': 'recoveryDone',
+  'recovery-failed': 'recoveryFailed'
 }
 const BODIES = Object.values(BODY)
 
@@ -132,6 +133,9 @@ function toWire (m: Message): pb.GossipEnvelope {
         transferMs: m.transferMs,
         rebuildMs: m.rebuildMs
       }
+      break
+    case 'recovery-failed':
+      env.recoveryFailed = { peerId: m.peerId, epoch: m.epoch, stage: m.stage, rung: RUNG_CODE[m.rung], code: m.code, reason: m.reason }
       break
     case 'recovery-plan':
       env.recoveryPlan = {
@@ -250,6 +254,10 @@ function fromWire (env: pb.GossipEnvelope): Message {
         transferMs: b.transferMs,
         rebuildMs: b.rebuildMs
       }
+    }
+    case 'recovery-failed': {
+      const b = env.recoveryFailed ?? missing()
+      return { kind, peerId: b.peerId, epoch: b.epoch, stage: b.stage, rung: lookup(RUNG_BY_CODE, b.rung, 'recovery-failed.rung'), code: b.code, reason: b.reason }
     }
     case 'recovery-plan': {
       const b = env.recoveryPlan ?? missing()

@@ -2385,6 +2385,210 @@ export namespace RecoveryDone {
   }
 }
 
+export interface RecoveryFailed {
+  peerId: string
+  epoch: number
+  stage: number
+  rung: number
+  code: string
+  reason: string
+}
+
+export namespace RecoveryFailed {
+  let _codec: Codec<RecoveryFailed>
+
+  export const codec = (): Codec<RecoveryFailed> => {
+    if (_codec == null) {
+      _codec = message<RecoveryFailed>((obj, w, opts = {}) => {
+        if (opts.lengthDelimited !== false) {
+          w.fork()
+        }
+
+        if ((obj.peerId != null && obj.peerId !== '')) {
+          w.uint32(10)
+          w.string(obj.peerId)
+        }
+
+        if ((obj.epoch != null && obj.epoch !== 0)) {
+          w.uint32(16)
+          w.uint32(obj.epoch)
+        }
+
+        if ((obj.stage != null && obj.stage !== 0)) {
+          w.uint32(24)
+          w.uint32(obj.stage)
+        }
+
+        if ((obj.rung != null && obj.rung !== 0)) {
+          w.uint32(32)
+          w.uint32(obj.rung)
+        }
+
+        if ((obj.code != null && obj.code !== '')) {
+          w.uint32(42)
+          w.string(obj.code)
+        }
+
+        if ((obj.reason != null && obj.reason !== '')) {
+          w.uint32(50)
+          w.string(obj.reason)
+        }
+
+        if (opts.lengthDelimited !== false) {
+          w.ldelim()
+        }
+      }, (reader, length, opts = {}) => {
+        const obj: any = {
+          peerId: '',
+          epoch: 0,
+          stage: 0,
+          rung: 0,
+          code: '',
+          reason: ''
+        }
+
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              obj.peerId = reader.string()
+              break
+            }
+            case 2: {
+              obj.epoch = reader.uint32()
+              break
+            }
+            case 3: {
+              obj.stage = reader.uint32()
+              break
+            }
+            case 4: {
+              obj.rung = reader.uint32()
+              break
+            }
+            case 5: {
+              obj.code = reader.string()
+              break
+            }
+            case 6: {
+              obj.reason = reader.string()
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+
+        return obj
+      }, function * (reader, length, prefix, opts = {}) {
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              yield {
+                field: `${prefix}.peerId`,
+                value: reader.string()
+              }
+              break
+            }
+            case 2: {
+              yield {
+                field: `${prefix}.epoch`,
+                value: reader.uint32()
+              }
+              break
+            }
+            case 3: {
+              yield {
+                field: `${prefix}.stage`,
+                value: reader.uint32()
+              }
+              break
+            }
+            case 4: {
+              yield {
+                field: `${prefix}.rung`,
+                value: reader.uint32()
+              }
+              break
+            }
+            case 5: {
+              yield {
+                field: `${prefix}.code`,
+                value: reader.string()
+              }
+              break
+            }
+            case 6: {
+              yield {
+                field: `${prefix}.reason`,
+                value: reader.string()
+              }
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+      })
+    }
+
+    return _codec
+  }
+
+  export interface RecoveryFailedPeerIdFieldEvent {
+    field: '$.peerId'
+    value: string
+  }
+
+  export interface RecoveryFailedEpochFieldEvent {
+    field: '$.epoch'
+    value: number
+  }
+
+  export interface RecoveryFailedStageFieldEvent {
+    field: '$.stage'
+    value: number
+  }
+
+  export interface RecoveryFailedRungFieldEvent {
+    field: '$.rung'
+    value: number
+  }
+
+  export interface RecoveryFailedCodeFieldEvent {
+    field: '$.code'
+    value: string
+  }
+
+  export interface RecoveryFailedReasonFieldEvent {
+    field: '$.reason'
+    value: string
+  }
+
+  export function encode (obj: Partial<RecoveryFailed>): Uint8Array<ArrayBuffer> {
+    return encodeMessage(obj, RecoveryFailed.codec())
+  }
+
+  export function decode (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<RecoveryFailed>): RecoveryFailed {
+    return decodeMessage(buf, RecoveryFailed.codec(), opts)
+  }
+
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<RecoveryFailed>): Generator<RecoveryFailedPeerIdFieldEvent | RecoveryFailedEpochFieldEvent | RecoveryFailedStageFieldEvent | RecoveryFailedRungFieldEvent | RecoveryFailedCodeFieldEvent | RecoveryFailedReasonFieldEvent> {
+    return streamMessage(buf, RecoveryFailed.codec(), opts)
+  }
+}
+
 export interface GossipEnvelope {
   kind: number
   heartbeat?: Heartbeat
@@ -2396,6 +2600,7 @@ export interface GossipEnvelope {
   streamBreak?: StreamBreak
   recoveryPlan?: RecoveryPlan
   recoveryDone?: RecoveryDone
+  recoveryFailed?: RecoveryFailed
 }
 
 export namespace GossipEnvelope {
@@ -2456,6 +2661,11 @@ export namespace GossipEnvelope {
         if (obj.recoveryDone != null) {
           w.uint32(82)
           RecoveryDone.codec().encode(obj.recoveryDone, w)
+        }
+
+        if (obj.recoveryFailed != null) {
+          w.uint32(90)
+          RecoveryFailed.codec().encode(obj.recoveryFailed, w)
         }
 
         if (opts.lengthDelimited !== false) {
@@ -2527,6 +2737,12 @@ export namespace GossipEnvelope {
             case 10: {
               obj.recoveryDone = RecoveryDone.codec().decode(reader, reader.uint32(), {
                 limits: opts.limits?.recoveryDone
+              })
+              break
+            }
+            case 11: {
+              obj.recoveryFailed = RecoveryFailed.codec().decode(reader, reader.uint32(), {
+                limits: opts.limits?.recoveryFailed
               })
               break
             }
@@ -2611,6 +2827,13 @@ export namespace GossipEnvelope {
             case 10: {
               yield * RecoveryDone.codec().stream(reader, reader.uint32(), `${prefix}.recoveryDone`, {
                 limits: opts.limits?.recoveryDone
+              })
+
+              break
+            }
+            case 11: {
+              yield * RecoveryFailed.codec().stream(reader, reader.uint32(), `${prefix}.recoveryFailed`, {
+                limits: opts.limits?.recoveryFailed
               })
 
               break
@@ -2950,6 +3173,36 @@ export namespace GossipEnvelope {
     value: number
   }
 
+  export interface GossipEnvelopeRecoveryFailedPeerIdFieldEvent {
+    field: '$.recoveryFailed.peerId'
+    value: string
+  }
+
+  export interface GossipEnvelopeRecoveryFailedEpochFieldEvent {
+    field: '$.recoveryFailed.epoch'
+    value: number
+  }
+
+  export interface GossipEnvelopeRecoveryFailedStageFieldEvent {
+    field: '$.recoveryFailed.stage'
+    value: number
+  }
+
+  export interface GossipEnvelopeRecoveryFailedRungFieldEvent {
+    field: '$.recoveryFailed.rung'
+    value: number
+  }
+
+  export interface GossipEnvelopeRecoveryFailedCodeFieldEvent {
+    field: '$.recoveryFailed.code'
+    value: string
+  }
+
+  export interface GossipEnvelopeRecoveryFailedReasonFieldEvent {
+    field: '$.recoveryFailed.reason'
+    value: string
+  }
+
   export function encode (obj: Partial<GossipEnvelope>): Uint8Array<ArrayBuffer> {
     return encodeMessage(obj, GossipEnvelope.codec())
   }
@@ -2958,7 +3211,7 @@ export namespace GossipEnvelope {
     return decodeMessage(buf, GossipEnvelope.codec(), opts)
   }
 
-  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<GossipEnvelope>): Generator<GossipEnvelopeKindFieldEvent | GossipEnvelopeHeartbeatPeerIdFieldEvent | GossipEnvelopeHeartbeatRoleFieldEvent | GossipEnvelopeHeartbeatStageFieldEvent | GossipEnvelopeHeartbeatIterationFieldEvent | GossipEnvelopeHeartbeatLossFieldEvent | GossipEnvelopeHeartbeatGradNormFieldEvent | GossipEnvelopeHeartbeatWeightVersionFieldEvent | GossipEnvelopeHeartbeatWeightDigestFieldEvent | GossipEnvelopeHeartbeatTokensPerSecFieldEvent | GossipEnvelopeHeartbeatRssBytesFieldEvent | GossipEnvelopeHeartbeatEpochFieldEvent | GossipEnvelopeHeartbeatTimestampMsFieldEvent | GossipEnvelopeHeartbeatDepartingFieldEvent | GossipEnvelopeAssignmentClusterIdFieldEvent | GossipEnvelopeAssignmentRunIdFieldEvent | GossipEnvelopeAssignmentEpochFieldEvent | GossipEnvelopeAssignmentIterationFieldEvent | GossipEnvelopeAssignmentStagesStageFieldEvent | GossipEnvelopeAssignmentStagesPeersFieldEvent | GossipEnvelopeAssignmentStagesAddrsFieldEvent | GossipEnvelopeAssignmentModelConfigFieldEvent | GossipEnvelopeAssignmentTrainingConfigFieldEvent | GossipEnvelopeAssignmentRebuiltFieldEvent | GossipEnvelopeBeginEpochFieldEvent | GossipEnvelopeBeginIterationFieldEvent | GossipEnvelopeAbortEpochFieldEvent | GossipEnvelopeAbortIterationFieldEvent | GossipEnvelopeAbortReasonFieldEvent | GossipEnvelopeCommitEpochFieldEvent | GossipEnvelopeCommitIterationFieldEvent | GossipEnvelopeCommitCheckpointFieldEvent | GossipEnvelopeDonePeerIdFieldEvent | GossipEnvelopeDoneStageFieldEvent | GossipEnvelopeDoneEpochFieldEvent | GossipEnvelopeDoneIterationFieldEvent | GossipEnvelopeDoneLossFieldEvent | GossipEnvelopeDoneGradNormFieldEvent | GossipEnvelopeDoneWeightVersionFieldEvent | GossipEnvelopeDoneComputeMsFieldEvent | GossipEnvelopeStreamBreakReporterFieldEvent | GossipEnvelopeStreamBreakStageFieldEvent | GossipEnvelopeStreamBreakSuspectFieldEvent | GossipEnvelopeStreamBreakEpochFieldEvent | GossipEnvelopeStreamBreakIterationFieldEvent | GossipEnvelopeStreamBreakReasonFieldEvent | GossipEnvelopeRecoveryPlanEpochFieldEvent | GossipEnvelopeRecoveryPlanStageFieldEvent | GossipEnvelopeRecoveryPlanRungFieldEvent | GossipEnvelopeRecoveryPlanTargetPeerFieldEvent | GossipEnvelopeRecoveryPlanDonorsPeerIdFieldEvent | GossipEnvelopeRecoveryPlanDonorsStageFieldEvent | GossipEnvelopeRecoveryPlanDonorsAddrFieldEvent | GossipEnvelopeRecoveryPlanLrScaleFieldEvent | GossipEnvelopeRecoveryPlanWeightsFieldEvent | GossipEnvelopeRecoveryPlanCheckpointIdFieldEvent | GossipEnvelopeRecoveryDonePeerIdFieldEvent | GossipEnvelopeRecoveryDoneEpochFieldEvent | GossipEnvelopeRecoveryDoneStageFieldEvent | GossipEnvelopeRecoveryDoneRungFieldEvent | GossipEnvelopeRecoveryDoneBytesFieldEvent | GossipEnvelopeRecoveryDoneTransferMsFieldEvent | GossipEnvelopeRecoveryDoneRebuildMsFieldEvent> {
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<GossipEnvelope>): Generator<GossipEnvelopeKindFieldEvent | GossipEnvelopeHeartbeatPeerIdFieldEvent | GossipEnvelopeHeartbeatRoleFieldEvent | GossipEnvelopeHeartbeatStageFieldEvent | GossipEnvelopeHeartbeatIterationFieldEvent | GossipEnvelopeHeartbeatLossFieldEvent | GossipEnvelopeHeartbeatGradNormFieldEvent | GossipEnvelopeHeartbeatWeightVersionFieldEvent | GossipEnvelopeHeartbeatWeightDigestFieldEvent | GossipEnvelopeHeartbeatTokensPerSecFieldEvent | GossipEnvelopeHeartbeatRssBytesFieldEvent | GossipEnvelopeHeartbeatEpochFieldEvent | GossipEnvelopeHeartbeatTimestampMsFieldEvent | GossipEnvelopeHeartbeatDepartingFieldEvent | GossipEnvelopeAssignmentClusterIdFieldEvent | GossipEnvelopeAssignmentRunIdFieldEvent | GossipEnvelopeAssignmentEpochFieldEvent | GossipEnvelopeAssignmentIterationFieldEvent | GossipEnvelopeAssignmentStagesStageFieldEvent | GossipEnvelopeAssignmentStagesPeersFieldEvent | GossipEnvelopeAssignmentStagesAddrsFieldEvent | GossipEnvelopeAssignmentModelConfigFieldEvent | GossipEnvelopeAssignmentTrainingConfigFieldEvent | GossipEnvelopeAssignmentRebuiltFieldEvent | GossipEnvelopeBeginEpochFieldEvent | GossipEnvelopeBeginIterationFieldEvent | GossipEnvelopeAbortEpochFieldEvent | GossipEnvelopeAbortIterationFieldEvent | GossipEnvelopeAbortReasonFieldEvent | GossipEnvelopeCommitEpochFieldEvent | GossipEnvelopeCommitIterationFieldEvent | GossipEnvelopeCommitCheckpointFieldEvent | GossipEnvelopeDonePeerIdFieldEvent | GossipEnvelopeDoneStageFieldEvent | GossipEnvelopeDoneEpochFieldEvent | GossipEnvelopeDoneIterationFieldEvent | GossipEnvelopeDoneLossFieldEvent | GossipEnvelopeDoneGradNormFieldEvent | GossipEnvelopeDoneWeightVersionFieldEvent | GossipEnvelopeDoneComputeMsFieldEvent | GossipEnvelopeStreamBreakReporterFieldEvent | GossipEnvelopeStreamBreakStageFieldEvent | GossipEnvelopeStreamBreakSuspectFieldEvent | GossipEnvelopeStreamBreakEpochFieldEvent | GossipEnvelopeStreamBreakIterationFieldEvent | GossipEnvelopeStreamBreakReasonFieldEvent | GossipEnvelopeRecoveryPlanEpochFieldEvent | GossipEnvelopeRecoveryPlanStageFieldEvent | GossipEnvelopeRecoveryPlanRungFieldEvent | GossipEnvelopeRecoveryPlanTargetPeerFieldEvent | GossipEnvelopeRecoveryPlanDonorsPeerIdFieldEvent | GossipEnvelopeRecoveryPlanDonorsStageFieldEvent | GossipEnvelopeRecoveryPlanDonorsAddrFieldEvent | GossipEnvelopeRecoveryPlanLrScaleFieldEvent | GossipEnvelopeRecoveryPlanWeightsFieldEvent | GossipEnvelopeRecoveryPlanCheckpointIdFieldEvent | GossipEnvelopeRecoveryDonePeerIdFieldEvent | GossipEnvelopeRecoveryDoneEpochFieldEvent | GossipEnvelopeRecoveryDoneStageFieldEvent | GossipEnvelopeRecoveryDoneRungFieldEvent | GossipEnvelopeRecoveryDoneBytesFieldEvent | GossipEnvelopeRecoveryDoneTransferMsFieldEvent | GossipEnvelopeRecoveryDoneRebuildMsFieldEvent | GossipEnvelopeRecoveryFailedPeerIdFieldEvent | GossipEnvelopeRecoveryFailedEpochFieldEvent | GossipEnvelopeRecoveryFailedStageFieldEvent | GossipEnvelopeRecoveryFailedRungFieldEvent | GossipEnvelopeRecoveryFailedCodeFieldEvent | GossipEnvelopeRecoveryFailedReasonFieldEvent> {
     return streamMessage(buf, GossipEnvelope.codec(), opts)
   }
 }

@@ -7,7 +7,11 @@
 
 export type Role = 'stage' | 'spare' | 'coordinator' | 'observer'
 
-export type RecoveryRung = 'handover' | 'replica' | 'checkfree' | 'checkfree-plus' | 'checkpoint' | 'wait'
+/**
+ * How a lost stage comes back. `rejoin` is the lost peer itself, back with its state intact and
+ * current (no plan is sent: it keeps its stage); `wait` means no peer can take the stage yet.
+ */
+export type RecoveryRung = 'handover' | 'replica' | 'checkfree' | 'checkfree-plus' | 'checkpoint' | 'wait' | 'rejoin'
 
 /** Published by every peer about once a second on the heartbeat topic. */
 export interface Heartbeat {
@@ -144,6 +148,18 @@ export interface RecoveryDone {
   rebuildMs: number
 }
 
+/** Peer: it could not carry out a recovery plan (a donor gone, a copy missing, no state to keep). */
+export interface RecoveryFailed {
+  kind: 'recovery-failed'
+  peerId: string
+  epoch: number
+  stage: number
+  rung: RecoveryRung
+  /** The typed error's code (ERR_...). */
+  code: string
+  reason: string
+}
+
 export type Message =
   | Heartbeat
   | Assignment
@@ -154,6 +170,7 @@ export type Message =
   | StreamBreakReport
   | RecoveryPlan
   | RecoveryDone
+  | RecoveryFailed
 
 export type MessageKind = Message['kind']
 

@@ -15,11 +15,11 @@ import {
 } from './errors.js'
 import type {
   Abort, Assignment, Begin, Commit, DoneReport, DType, Heartbeat, Message, RecoveryPlan, RecoveryRung,
-  Role, RecoveryDone, StreamBreakReport, TensorInfo, WeightsManifest, WeightsMessage
+  Role, RecoveryDone, RecoveryFailed, StreamBreakReport, TensorInfo, WeightsManifest, WeightsMessage
 } from './types.js'
 
 export const ROLES: readonly Role[] = ['stage', 'spare', 'coordinator', 'observer']
-export const RECOVERY_RUNGS: readonly RecoveryRung[] = ['handover', 'replica', 'checkfree', 'checkfree-plus', 'checkpoint', 'wait']
+export const RECOVERY_RUNGS: readonly RecoveryRung[] = ['handover', 'replica', 'checkfree', 'checkfree-plus', 'checkpoint', 'wait', 'rejoin']
 export const DTYPES: readonly DType[] = ['float32', 'int32']
 /** Both dtypes are 4 bytes per element. */
 export const BYTES_PER_ELEMENT = 4
@@ -327,6 +327,17 @@ function checkRecoveryDone (o: Record<string, unknown>): RecoveryDone {
   return o as unknown as RecoveryDone
 }
 
+function checkRecoveryFailed (o: Record<string, unknown>): RecoveryFailed {
+  const f = 'recovery-failed'
+  checkPeerId(o.peerId, `${f}.peerId`)
+  checkUint32(o.epoch, `${f}.epoch`)
+  checkStage(o.stage, `${f}.stage`)
+  if (!RECOVERY_RUNGS.includes(o.rung as RecoveryRung)) fail(`${f}.rung`, `unknown rung ${describe(o.rung)}`)
+  checkString(o.code, `${f}.code`, { max: MAX_ERROR_CODE_LENGTH, min: 1, pattern: /^[A-Z][A-Z0-9_]*$/, alphabet: 'upper-case letters, digits and _' })
+  checkReason(o.reason, `${f}.reason`)
+  return o as unknown as RecoveryFailed
+}
+
 /** Checks a gossip message of any kind; returns it typed. */
 export function validateMessage (value: unknown): Message {
   const o = checkObject(value, 'message')
@@ -340,6 +351,7 @@ export function validateMessage (value: unknown): Message {
     case 'stream-break': return checkStreamBreak(o)
     case 'recovery-plan': return checkRecoveryPlan(o)
     case 'recovery-done': return checkRecoveryDone(o)
+    case 'recovery-failed': return checkRecoveryFailed(o)
     default: throw new UnknownKindError(`message.kind: unknown kind ${describe(o.kind)}`, { field: 'message.kind' })
   }
 }
