@@ -2,8 +2,8 @@
  * The coordinator: owns the cluster's truth (membership from heartbeats, the assignment under an
  * epoch, the iteration clock) and drives iterations: begin -> a done report from every stage ->
  * commit. When a stage's peer is lost mid-run it aborts the iteration, recovers the lost stages
- * (recovery.ts: a rung per stage from ladder.ts, the plans published with a new assignment under the
- * next epoch) and runs the same iteration again. It takes sparse checkpoints in the background
+ * (recovery/machine.ts: the state machine that owns lost stages and recoveries in flight, a rung per
+ * stage from ladder.ts) and runs the same iteration again. It takes sparse checkpoints in the background
  * (sparse-checkpoints.ts) and persists its state after every change, so a restarted coordinator
  * resumes the run. Its options and records are in types.ts.
  */
@@ -11,7 +11,7 @@ import { EventEmitter } from 'node:events'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { resolveModelConfig, resolveTrainConfig, type ModelConfig, type TrainConfig } from '../model/config.js'
 import { createLog } from '../model/log.js'
-import type { Assignment, DoneReport, Heartbeat, Message } from '../protocols/index.js'
+import type { Assignment, DoneReport, Heartbeat, Message, StreamBreakReport } from '../protocols/index.js'
 import { ClusterGossip } from '../node/gossip.js'
 import { createPeerLibp2p, type PeerLibp2p } from '../node/transport/index.js'
 import { join } from 'node:path'
@@ -21,7 +21,7 @@ import { DurableState, type CoordinatorState } from './durable-state.js'
 import { CoordinatorTimeoutError, CoordinatorUsageError, StageLostError } from './errors.js'
 import { FailureDetector } from './detector.js'
 import type { Strategy, StagePlan } from './ladder.js'
-import { Recovery, recoveryPlanMessages } from './recovery.js'
+import { RecoveryMachine, recoveryPlanMessages } from './recovery/index.js'
 import { SparseCheckpoints } from './sparse-checkpoints.js'
 import { waitUntil } from './wait.js'
 import type { CheckpointEvent, CoordinatorInit, IterationRecord, PeerView, RecoveryEvent } from './types.js'
@@ -48,12 +48,10 @@ export class Coordinator extends EventEmitter {
   /** Post-clip gradient norm per stage at the last commit (CheckFree weights). */
   gradNorms: number[] = []
   private reports = new Map<number, DoneReport>()
-  /** Assigned peers that announced their departure (heartbeat `departing`). */
-  private readonly departing = new Set<string>()
   store?: CheckpointStore
   private durable?: DurableState
   private weightsServer?: { stop: () => Promise<void> }
-  private readonly recovery: Recovery
+  private readonly recovery: RecoveryMachine
   private readonly checkpoints = new SparseCheckpoints(this)
   /** State restored from disk at start(), for resume(). */
   restored?: CoordinatorState
@@ -64,7 +62,7 @@ export class Coordinator extends EventEmitter {
     this.model = resolveModelConfig(init.model)
     this.train = resolveTrainConfig(init.train, this.model)
     this.strategy = init.strategy ?? 'checkfree'
-    this.recovery = new Recovery(this, this.departing)
+    this.recovery = new RecoveryMachine(this)
   }
 
   get runId (): string { return this.init.runId ?? 'run' }
@@ -98,10 +96,9 @@ export class Coordinator extends EventEmitter {
       watched: () => this.assignedPeers(),
       lastSeen: (p) => this.peers.get(p)?.seenAt,
       longestGap: (p) => { const g = this.peers.get(p)?.gaps; return g == null || g.length === 0 ? undefined : Math.max(...g) },
-      onLost: () => { this.emit('change') }
+      onLost: (l) => { this.recovery.peerLost(l); this.emit('change') }
     })
     this.detector.start()
-    this.on('stream-break', (m: { suspect: string, reason: string }) => { void this.detector.confirm(m.suspect, `neighbour reported: ${m.reason}`) })
     log.info(`coordinator ${this.peerId} listening on ${this.addrs.join(', ')}`)
   }
 
@@ -111,18 +108,32 @@ export class Coordinator extends EventEmitter {
   }
 
   /** Stages whose peer is lost or departing: the iteration in flight cannot finish as assigned. */
-  failedStages (): number[] {
-    const a = this.assignment
-    if (a == null) return []
-    return a.stages.filter(s => s.peers.some(p => this.detector.lost.has(p) || this.departing.has(p))).map(s => s.stage)
-  }
+  failedStages (): number[] { return this.recovery.failedStages() }
+
+  /** The newest heartbeat of `peerId`, if any. */
+  heartbeatOf (peerId: string): Heartbeat | undefined { return this.peers.get(peerId)?.heartbeat }
+
+  /** The detector no longer counts `peerId` as lost. */
+  forgetLoss (peerId: string): void { this.detector.forget(peerId) }
 
   protected onMessage (msg: Message, from: string): void {
     if (msg.kind === 'heartbeat') this.onHeartbeat(msg)
     else if (msg.kind === 'done') this.onDone(msg)
-    else if (msg.kind === 'stream-break') this.emit('stream-break', msg, from)
-    else if (msg.kind === 'recovery-done') this.recovery.onRecoveryDone(msg)
+    else if (msg.kind === 'stream-break') this.onStreamBreak(msg, from)
+    else if (msg.kind === 'recovery-done') this.recovery.onRecoveryDone(msg, from)
+    else if (msg.kind === 'recovery-failed') this.recovery.onRecoveryFailed(msg, from)
     this.emit('change')
+  }
+
+  /** A neighbour's stream to `suspect` broke: believed only from an assigned reporter, about an assigned peer. */
+  protected onStreamBreak (m: StreamBreakReport, from: string): void {
+    const assigned = this.assignedPeers()
+    if (from !== m.reporter || !assigned.includes(from) || !assigned.includes(m.suspect)) {
+      log.error('stream-break report from %s about %s ignored: the reporter must be the sender and both must hold stages', from, m.suspect)
+      return
+    }
+    this.emit('stream-break', m, from)
+    void this.detector.confirm(m.suspect, `neighbour reported: ${m.reason}`)
   }
 
   protected onHeartbeat (hb: Heartbeat): void {
@@ -130,12 +141,11 @@ export class Coordinator extends EventEmitter {
     const prev = this.peers.get(hb.peerId)
     const gaps = prev != null ? [...prev.gaps, now - prev.seenAt].slice(-20) : []
     this.peers.set(hb.peerId, { heartbeat: hb, seenAt: now, gaps })
-    // A peer declared lost that speaks again (it was only slow) can serve as a spare.
+    // A peer declared lost that speaks again (it was only slow) can serve as a spare; an assigned
+    // one is the recovery machine's to judge (back on its stage, or a spare with fresh state).
     if (this.detector?.lost.has(hb.peerId) === true && !this.assignedPeers().includes(hb.peerId)) this.detector.forget(hb.peerId)
-    if (hb.departing && !this.departing.has(hb.peerId) && this.assignedPeers().includes(hb.peerId)) {
-      log.info(`peer ${hb.peerId.slice(-8)} announced its departure`)
-      this.departing.add(hb.peerId)
-    }
+    if (hb.departing) this.recovery.peerDeparting(hb.peerId)
+    this.recovery.onHeartbeat(hb)
   }
 
   protected onDone (d: DoneReport): void {
@@ -157,7 +167,7 @@ export class Coordinator extends EventEmitter {
   livePeers (windowMs = 3000): string[] {
     const subs = new Set(this.gossip.controlSubscribers())
     const now = Date.now()
-    return [...this.peers.entries()].filter(([id, v]) => now - v.seenAt <= windowMs && subs.has(id) && !v.heartbeat.departing && !this.detector.lost.has(id)).map(([id]) => id)
+    return [...this.peers.entries()].filter(([id, v]) => now - v.seenAt <= windowMs && subs.has(id) && !v.heartbeat.departing && !this.detector.lost.has(id) && !this.recovery.isDeparting(id)).map(([id]) => id)
   }
 
   /** A dialable address of a connected peer (its listen address as learned by identify). */
@@ -180,8 +190,11 @@ export class Coordinator extends EventEmitter {
     return await this.assign(chosen.map(p => [p]), opts)
   }
 
-  /** Publishes a new assignment (stage s -> peers[s]) under epoch + 1 and waits for the stages to take it. */
-  async assign (peers: string[][], opts: { timeoutMs?: number, signal?: AbortSignal, plans?: StagePlan[] } = {}): Promise<Assignment> {
+  /**
+   * Publishes `plans` and a new assignment (stage s -> peers[s]) under epoch + 1, persisted first so
+   * a restarted coordinator never reuses the epoch. Returns without waiting for the stages.
+   */
+  async publishAssignment (peers: string[][], plans: StagePlan[]): Promise<Assignment> {
     const stages = await Promise.all(peers.map(async (ps, stage) => ({ stage, peers: ps, addrs: await Promise.all(ps.map(async p => await this.addressOf(p))) })))
     this.epoch += 1
     const a: Assignment = {
@@ -193,25 +206,56 @@ export class Coordinator extends EventEmitter {
       stages,
       modelConfig: JSON.stringify(this.model),
       trainingConfig: JSON.stringify({ ...this.train, ...this.clusterOptions() }),
-      rebuilt: (opts.plans ?? []).map(p => p.stage)
+      rebuilt: plans.map(p => p.stage)
     }
     this.assignment = a
-    const planMsgs = await recoveryPlanMessages(a.epoch, opts.plans ?? [], async peerId => await this.addressOf(peerId).catch(() => ''))
-    for (const m of planMsgs) await this.gossip.publish(m)
-    await this.gossip.publish(a)
-    const taken = (): boolean => a.stages.every(s => s.peers.every(p => {
+    await this.persist()
+    const planMsgs = await recoveryPlanMessages(a.epoch, plans, async peerId => await this.addressOf(peerId).catch(() => ''))
+    this.announcing = [...planMsgs, a]
+    for (const m of this.announcing) await this.gossip.publish(m)
+    log.info(`epoch ${a.epoch}: ${a.stages.map(s => `stage ${s.stage} -> ${s.peers.map(p => p.slice(-6)).join(',') || '(none)'}`).join('; ')}`)
+    this.emit('epoch', { epoch: a.epoch, iteration: a.iteration, stages: a.stages.map(s => s.peers[0] ?? ''), rebuilt: a.rebuilt })
+    return a
+  }
+
+  /** The newest assignment and its plans, re-published while stages may not have heard them. */
+  private announcing: Message[] = []
+  private announceTicks = 0
+
+  /** Re-publishes the newest assignment and its plans about once a second (a gossip message may be lost). */
+  reannounce (): void {
+    if (++this.announceTicks % 4 !== 0) return
+    const msgs = this.announcing
+    void (async () => { for (const m of msgs) await this.gossip.publish(m) })().catch((err: Error) => { log('re-announcing epoch %d failed: %s', this.epoch, err.message) })
+  }
+
+  /** Whether every stage of `a` heartbeats that it holds its stage under `a`'s epoch. */
+  taken (a: Assignment): boolean {
+    return a.stages.every(s => s.peers.every(p => {
       const hb = this.peers.get(p)?.heartbeat
       return hb != null && hb.epoch === a.epoch && hb.stage === s.stage
-    })) && this.recovery.rebuiltDone(a)
-    let ticks = 0
-    await this.until(() => taken() || this.failedStages().length > 0, `stages to acknowledge epoch ${a.epoch}`, opts.timeoutMs ?? 120_000, opts.signal, () => {
-      if (++ticks % 4 !== 0) return
-      void (async () => { for (const m of [...planMsgs, a]) await this.gossip.publish(m) })().catch(() => {})
-    })
-    if (!taken()) throw new StageLostError(this.failedStages(), `stage lost while epoch ${a.epoch} was being taken`)
+    }))
+  }
+
+  /**
+   * Publishes a new assignment without recovery plans (the first one, or a resume) and waits for the
+   * stages to take it. A peer that does not within `timeoutMs` is marked lost (StageLostError): the
+   * run recovers it like any other loss.
+   */
+  async assign (peers: string[][], opts: { timeoutMs?: number, signal?: AbortSignal } = {}): Promise<Assignment> {
+    const a = await this.publishAssignment(peers, [])
+    const timeoutMs = opts.timeoutMs ?? 120_000
+    try {
+      await this.until(() => this.taken(a) || this.failedStages().length > 0, `stages to acknowledge epoch ${a.epoch}`, timeoutMs, opts.signal, () => { this.reannounce() })
+    } catch (err) {
+      if (!(err instanceof CoordinatorTimeoutError)) throw err
+      for (const s of a.stages) {
+        for (const p of s.peers) if (this.peers.get(p)?.heartbeat.epoch !== a.epoch) this.detector.markLost(p, `did not take epoch ${a.epoch} within ${timeoutMs} ms`)
+      }
+    }
+    if (!this.taken(a)) throw new StageLostError(this.failedStages(), `stage lost while epoch ${a.epoch} was being taken`)
     this.recovery.stagesReady()
     await this.persist()
-    log.info(`epoch ${a.epoch}: ${a.stages.map(s => `stage ${s.stage} -> ${s.peers.map(p => p.slice(-6)).join(',') || '(none)'}`).join('; ')}`)
     return a
   }
 
@@ -224,16 +268,26 @@ export class Coordinator extends EventEmitter {
     const t0 = performance.now()
     const begin = { kind: 'begin' as const, epoch: this.epoch, iteration: it }
     await this.gossip.publish(begin)
+    this.emit('begin', { epoch: this.epoch, iteration: it })
     let lastProgress = Date.now()
     let seen = 0
-    await this.until(() => this.reports.size === a.stages.length || this.failedStages().length > 0, `done reports for iteration ${it}`, opts.timeoutMs ?? 120_000, opts.signal, () => {
-      if (this.reports.size !== seen) { seen = this.reports.size; lastProgress = Date.now() }
-      if (Date.now() - lastProgress > (this.init.resendMs ?? 5000)) {
-        lastProgress = Date.now()
-        log('re-sending begin %d', it)
-        void this.gossip.publish(begin).catch(() => {})
+    const timeoutMs = opts.timeoutMs ?? 120_000
+    try {
+      await this.until(() => this.reports.size === a.stages.length || this.failedStages().length > 0, `done reports for iteration ${it}`, timeoutMs, opts.signal, () => {
+        if (this.reports.size !== seen) { seen = this.reports.size; lastProgress = Date.now() }
+        if (Date.now() - lastProgress > (this.init.resendMs ?? 5000)) {
+          lastProgress = Date.now()
+          log('re-sending begin %d', it)
+          void this.gossip.publish(begin).catch(() => {})
+        }
+      })
+    } catch (err) {
+      if (!(err instanceof CoordinatorTimeoutError)) throw err
+      // A stage that heartbeats but never reports is stuck: recover it like a lost one.
+      for (const st of a.stages) {
+        if (!this.reports.has(st.stage)) for (const p of st.peers) this.detector.markLost(p, `no done report for iteration ${it} within ${timeoutMs} ms`)
       }
-    })
+    }
     if (this.reports.size !== a.stages.length) {
       const failed = this.failedStages()
       await this.gossip.publish({ kind: 'abort', epoch: this.epoch, iteration: it, reason: `stages ${failed.join(', ')} lost` }).catch(() => {})
@@ -341,8 +395,10 @@ export class Coordinator extends EventEmitter {
         const r = await this.runIteration(opts)
         opts.onIteration?.(r)
       } catch (err) {
-        if (!(err instanceof StageLostError)) throw err
-        log.info(err.message)
+        if (err instanceof StageLostError) { log.info(err.message); continue }
+        if (opts.signal?.aborted === true || !(err instanceof CoordinatorTimeoutError)) throw err
+        // a wait that timed out (no spare, a stage that never acknowledged) is retried, never fatal
+        log.error('%s; retrying', err.message)
       }
     }
   }

@@ -18,3 +18,8 @@ export class StageLostError extends SpotpipeError {
     this.stages = stages
   }
 }
+
+/** A recovery record asked to move to a state its state machine does not allow (a bug, not a fault). */
+export class RecoveryStateError extends SpotpipeError {
+  constructor (message: string) { super('ERR_RECOVERY_STATE', message) }
+}

@@ -3,10 +3,13 @@
  * lost, who is alive, which spares exist and what the strategy allows, pick for each lost stage the
  * first rung that applies. No I/O here, so every rule is unit-tested directly.
  *
+ *   0. rejoin          the lost peer itself is back with its state intact and current: it keeps
+ *                      the stage, nothing moves
  *   1. handover        the departing peer is still reachable: copy its exact state
  *   2. replica         another live peer holds an up-to-date copy (the `redundant` shadow)
  *   3. checkfree       intermediate stage, both neighbours alive: gradient-norm-weighted average
- *   4. checkfree-plus  first or last stage (strategy checkfree-plus): neighbour copy + mirror
+ *   4. checkfree-plus  first or last stage (strategy checkfree-plus): neighbour copy + mirror, when
+ *                      a live peer is known to hold the mirror
  *
  * A neighbour whose peer announced its departure still counts for 3 and 4: it keeps serving its
  * stage until every recovery that names it as a donor is done (node/peer.ts depart()), so a spot
@@ -14,6 +17,10 @@
  *   5. checkpoint      the newest sparse checkpoint (the initial weights if none was taken yet);
  *                      strategy checkpoint-whole rolls every stage back instead
  *   6. wait            no spare to take the stage: pause and keep all state
+ *
+ * A rung that already failed for a stage (`excluded`: a donor vanished mid-transfer, the target
+ * reported it could not carry the plan out) is skipped for it; the checkpoint rung is never
+ * skipped, it is the floor that always applies.
  */
 import { DEFAULT_LR_SCALE } from '../model/recovery.js'
 import type { RecoveryRung } from '../protocols/index.js'
@@ -32,8 +39,17 @@ export interface LadderInput {
   departing: Map<number, string>
   /** Live peers holding no stage, in preference order. */
   spares: string[]
-  /** Stage -> live peer holding an up-to-date copy of it (redundant shadows). */
+  /** Stage -> live peer holding a copy of it at the last commit (redundant shadows). */
   replicas: Map<number, string>
+  /**
+   * Stage (first or last) -> live peer holding a mirror of its embedding or head (CheckFree+).
+   * Undefined: assume the neighbour holds one (the simulator's model); the coordinator always passes it.
+   */
+  mirrors?: Map<number, string>
+  /** Lost stage -> its own peer, back with the stage's state intact and current. */
+  rejoined?: Map<number, string>
+  /** Lost stage -> rungs that already failed for it in this recovery. */
+  excluded?: ReadonlyMap<number, ReadonlySet<RecoveryRung>>
   /** Post-clip gradient norm of each stage's last committed step. */
   gradNorms: number[]
   /** Iteration of the newest complete checkpoint, or undefined (then the seeded initial weights serve). */
@@ -88,17 +104,21 @@ export function planRecovery (input: LadderInput): LadderResult {
     return { plans, rollbackAll: true }
   }
 
+  const allowed = (s: number, rung: RecoveryRung): boolean => input.excluded?.get(s)?.has(rung) !== true
   for (const s of lost) {
+    const back = input.rejoined?.get(s)
+    if (back != null) { plans.push({ stage: s, rung: 'rejoin', target: back, donors: [], ...base }); continue }
     const departing = input.departing.get(s)
     const target = spares[0]
     if (target == null) { plans.push({ stage: s, rung: 'wait', target: '', donors: [], ...base }); continue }
     let plan: StagePlan
     const replica = input.replicas.get(s)
-    if (departing != null) {
+    const mirrorHolder = (n: number): string | undefined => input.mirrors == null ? server(n) : input.mirrors.get(s)
+    if (departing != null && allowed(s, 'handover')) {
       plan = { stage: s, rung: 'handover', target, donors: [{ peerId: departing, stage: s }], ...base }
-    } else if (strategy === 'redundant' && replica != null) {
+    } else if (strategy === 'redundant' && replica != null && allowed(s, 'replica')) {
       plan = { stage: s, rung: 'replica', target, donors: [{ peerId: replica, stage: s }], ...base }
-    } else if ((strategy === 'checkfree' || strategy === 'checkfree-plus') && s > 0 && s < S - 1 && alive(s - 1) && alive(s + 1)) {
+    } else if ((strategy === 'checkfree' || strategy === 'checkfree-plus') && s > 0 && s < S - 1 && alive(s - 1) && alive(s + 1) && allowed(s, 'checkfree')) {
       plan = {
         stage: s,
         rung: 'checkfree',
@@ -108,7 +128,9 @@ export function planRecovery (input: LadderInput): LadderResult {
         lrScale,
         checkpointId: ''
       }
-    } else if (strategy === 'checkfree-plus' && S >= 2 && (s === 0 || s === S - 1) && alive(s === 0 ? 1 : S - 2)) {
+    } else if (strategy === 'checkfree-plus' && S >= 2 && (s === 0 || s === S - 1) && alive(s === 0 ? 1 : S - 2) &&
+      mirrorHolder(s === 0 ? 1 : S - 2) === server(s === 0 ? 1 : S - 2) && allowed(s, 'checkfree-plus')) {
+      // the neighbour serves both its blocks and its mirror of the lost embedding or head
       const n = s === 0 ? 1 : S - 2
       plan = { stage: s, rung: 'checkfree-plus', target, donors: [{ peerId: server(n) as string, stage: n }], ...base, lrScale }
     } else {

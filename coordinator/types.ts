@@ -59,6 +59,16 @@ export interface RecoveryEvent {
   rebuildMs: number
   /** Stage ready -> first committed iteration after the recovery. */
   resumeMs: number
+  /** Whether the stage was recovered, or this attempt failed and the stage was planned again. */
+  outcome: 'recovered' | 'failed'
+  /** Why the attempt failed. */
+  reason?: string
+  /** The checkpoint the checkpoint rung read ('ckpt-<iteration>' or 'init'). */
+  checkpointId?: string
+  /** Committed iterations the rebuilt state is behind: 0 except for the checkpoint rung. */
+  iterationsBehind: number
+  /** The states the recovery went through (planned, transferring, installed, resumed or failed). */
+  states?: string[]
 }
 
 /** One sparse checkpoint the coordinator took, written or abandoned (event `checkpoint`). */

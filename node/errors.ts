@@ -23,3 +23,8 @@ export class NeighbourLostError extends SpotpipeError {
 export class UnreachableError extends SpotpipeError {
   constructor (message: string, options?: { cause?: unknown }) { super('ERR_UNREACHABLE', message, options) }
 }
+
+/** Assigned a stage mid-run that this peer holds no state for, and no recovery plan says how to build it. */
+export class NoStageStateError extends SpotpipeError {
+  constructor (message: string) { super('ERR_NO_STATE', message) }
+}

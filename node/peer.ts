@@ -6,6 +6,7 @@
  * gossipsub's strict signature says they come from the coordinator peer id this peer was given.
  * Epochs: every assignment carries an epoch; frames and control from older epochs are dropped.
  */
+import { EventEmitter } from 'node:events'
 import { multiaddr } from '@multiformats/multiaddr'
 import type { PrivateKey } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
@@ -18,7 +19,8 @@ import { Stage } from '../model/stage.js'
 import type { Assignment, Heartbeat, Message, RecoveryPlan, Role, TensorFrameHeader } from '../protocols/index.js'
 import { ActivationLinks } from './activations.js'
 import { HeldCopies } from './held-copies.js'
-import { AssignmentError, NeighbourLostError, UnexpectedFrameError, UnreachableError } from './errors.js'
+import { AssignmentError, NeighbourLostError, NoStageStateError, UnexpectedFrameError, UnreachableError } from './errors.js'
+import { SpotpipeError } from '../model/errors.js'
 import { rebuildStage, type WeightsRequestSpec } from './recovery.js'
 import { fetchWeights, serveWeights, type WeightsProvider, type WeightsServer } from './weights/index.js'
 import { ClusterGossip } from './gossip.js'
@@ -71,7 +73,24 @@ interface Current {
   peers: Map<number, { id: string, addr?: string }>
 }
 
-export class Peer {
+/**
+ * Emitted as 'stage' whenever the peer installs a stage: where its state came from. `seed` is the
+ * seeded initial weights (only ever at iteration 0 or by a recovery plan saying so), `kept` the
+ * stage it already held, `rebuilt` a recovery plan's result.
+ */
+export interface StageEvent {
+  stage: number
+  epoch: number
+  /** The next iteration to run under that epoch. */
+  iteration: number
+  source: 'seed' | 'kept' | 'rebuilt'
+  rung?: string
+}
+
+/** Emitted as 'recovery-failed' when this peer could not carry out a recovery plan. */
+export interface RebuildFailure { stage: number, epoch: number, rung: string, code: string, reason: string }
+
+export class Peer extends EventEmitter {
   readonly init: PeerInit
   node!: PeerLibp2p
   gossip!: ClusterGossip
@@ -99,6 +118,7 @@ export class Peer {
   private reconnectTimer?: NodeJS.Timeout
 
   constructor (init: PeerInit) {
+    super()
     this.init = init
   }
 
@@ -289,11 +309,34 @@ export class Peer {
       void this.rebuild(cur, plan, mine)
       return
     }
+    let source: StageEvent['source'] = 'kept'
     if (mine >= 0 && stage == null) {
+      if (a.iteration > 0) {
+        // Mid-run, seed weights would silently throw the stage's training away: only a recovery
+        // plan (the checkpoint rung's 'init') may ask for them. Say so instead of building them.
+        this.current = { ...cur, stage: undefined }
+        void this.reportRebuildFailure(cur, mine, 'wait', new NoStageStateError(`assigned stage ${mine} at iteration ${a.iteration} under epoch ${a.epoch} without a recovery plan, and this peer holds no state for it`))
+        return
+      }
       stage = new Stage({ model, train, layout: stageLayout(model, train.stages, mine) })
+      source = 'seed'
       log.info(`assigned stage ${mine} of ${train.stages} under epoch ${a.epoch}`)
     }
     this.install(cur, stage)
+    if (stage != null) this.emit('stage', { stage: mine, epoch: a.epoch, iteration: a.iteration, source } satisfies StageEvent)
+  }
+
+  /** Tells the coordinator (and the 'recovery-failed' listeners) that a plan for `stage` could not be carried out. */
+  private async reportRebuildFailure (cur: Current, stage: number, rung: RecoveryPlan['rung'], err: Error): Promise<void> {
+    const code = err instanceof SpotpipeError ? err.code : 'ERR_REBUILD'
+    const reason = err.message.slice(0, 500)
+    log.error('stage %d under epoch %d: %s (%s)', stage, cur.assignment.epoch, reason, code)
+    this.emit('recovery-failed', { stage, epoch: cur.assignment.epoch, rung, code, reason } satisfies RebuildFailure)
+    try {
+      await this.gossip.publish({ kind: 'recovery-failed', peerId: this.peerId, epoch: cur.assignment.epoch, stage, rung, code, reason })
+    } catch (e) {
+      log.error('recovery-failed report for stage %d not published: %s', stage, (e as Error).message)
+    }
   }
 
   /** Epoch whose stage is being rebuilt (heartbeats do not claim the stage until it is ready). */
@@ -313,10 +356,12 @@ export class Peer {
       this.building = undefined
       log.info(`rebuilt stage ${mine} by ${plan.rung} under epoch ${cur.assignment.epoch}: ${r.bytes} bytes, transfer ${r.transferMs.toFixed(0)} ms, rebuild ${r.rebuildMs.toFixed(0)} ms`)
       this.install(cur, r.stage)
+      this.emit('stage', { stage: mine, epoch: cur.assignment.epoch, iteration: cur.assignment.iteration, source: plan.rung === 'checkpoint' && plan.checkpointId === 'init' ? 'seed' : 'rebuilt', rung: plan.rung } satisfies StageEvent)
       await this.gossip.publish({ kind: 'recovery-done', peerId: this.peerId, epoch: cur.assignment.epoch, stage: mine, rung: plan.rung, bytes: r.bytes, transferMs: r.transferMs, rebuildMs: Math.max(0, r.rebuildMs) })
     } catch (err) {
-      if (this.building === cur.assignment.epoch) this.building = undefined
-      log.error('rebuilding stage %d by %s failed: %s', mine, plan.rung, (err as Error).message)
+      if (this.building !== cur.assignment.epoch) return // a newer epoch replaced this rebuild
+      this.building = undefined
+      await this.reportRebuildFailure(cur, mine, plan.rung, err as Error)
     }
   }
 

@@ -54,4 +54,25 @@ describe('recovery ladder', () => {
     const two = planRecovery(input('checkfree', [0, 2], { spares: ['only'] }))
     expect(two.plans.map(p => p.rung)).toEqual(['checkpoint', 'wait'])
   })
+  it('a lost peer back with its state intact keeps its stage (rejoin); nothing else is planned for it', () => {
+    const r = planRecovery(input('checkfree', [1, 2], { rejoined: new Map([[1, 'p1']]), checkpoint: 10 }))
+    expect(r.plans.map(p => [p.stage, p.rung, p.target])).toEqual([[1, 'rejoin', 'p1'], [2, 'checkpoint', 'spare1']])
+    // with no spare at all, the rejoined stage still comes back and only the other waits
+    expect(planRecovery(input('checkfree', [1, 2], { rejoined: new Map([[1, 'p1']]), spares: [] })).plans.map(p => p.rung)).toEqual(['rejoin', 'wait'])
+  })
+  it('CheckFree+ only from a neighbour known to hold the mirror; otherwise the checkpoint', () => {
+    expect(planRecovery(input('checkfree-plus', [0], { mirrors: new Map(), checkpoint: 10 })).plans[0]).toMatchObject({ rung: 'checkpoint', checkpointId: 'ckpt-10' })
+    expect(planRecovery(input('checkfree-plus', [0], { mirrors: new Map([[0, 'p1']]) })).plans[0]).toMatchObject({ rung: 'checkfree-plus', donors: [{ peerId: 'p1', stage: 1 }] })
+    // a mirror on some other peer is not the neighbour's: the neighbour copy would have no embedding
+    expect(planRecovery(input('checkfree-plus', [0], { mirrors: new Map([[0, 'p2']]) })).plans[0].rung).toBe('checkpoint')
+  })
+  it('a rung that failed for a stage is skipped for it; the checkpoint rung is always the floor', () => {
+    const excluded = new Map([[2, new Set(['checkfree'] as const)]])
+    expect(planRecovery(input('checkfree', [2], { excluded, checkpoint: 10 })).plans[0]).toMatchObject({ rung: 'checkpoint', checkpointId: 'ckpt-10' })
+    expect(planRecovery(input('checkfree', [1], { excluded, checkpoint: 10 })).plans[0].rung).toBe('checkfree')
+    const all = new Map([[1, new Set(['handover', 'checkpoint'] as const)]])
+    expect(planRecovery(input('checkfree', [1], { excluded: all, departing: new Map([[1, 'p1']]) })).plans[0]).toMatchObject({ rung: 'checkfree' })
+    const noCf = new Map([[1, new Set(['handover', 'checkfree', 'checkpoint'] as const)]])
+    expect(planRecovery(input('checkfree', [1], { excluded: noCf, departing: new Map([[1, 'p1']]), checkpoint: 4 })).plans[0]).toMatchObject({ rung: 'checkpoint', checkpointId: 'ckpt-4' })
+  })
 })

@@ -75,6 +75,7 @@ const samples: Message[] = [
   { ...done, stage: 2, loss: 2.5 },
   { kind: 'stream-break', reporter: P1, stage: 0, suspect: P2, epoch: 8, iteration: 1235, reason: 'stream reset' },
   { kind: 'recovery-done', peerId: P3, epoch: 9, stage: 2, rung: 'checkfree', bytes: 123_456_789, transferMs: 412.5, rebuildMs: 33.25 },
+  { kind: 'recovery-failed', peerId: P3, epoch: 9, stage: 2, rung: 'checkfree', code: 'ERR_DONOR_LOST', reason: 'donor 12D3...x went silent mid-transfer' },
   plan,
   { ...plan, rung: 'checkpoint', donors: [], weights: [], checkpointId: 'ckpt-000120' },
   { ...plan, rung: 'wait', targetPeer: '', donors: [], weights: [] },
@@ -260,6 +261,10 @@ describe('gossip messages', () => {
     expect(decodeMessage(envelope({ kind: 8, recoveryPlan: rp }))).toEqual(plan)
     expectError(() => decodeMessage(envelope({ kind: 8, recoveryPlan: { ...rp, rung: 0 } })), MalformedMessageError, 'recovery-plan.rung')
     expectError(() => decodeMessage(envelope({ kind: 8, recoveryPlan: { ...rp, lrScale: NaN } })), MalformedMessageError, 'recovery-plan.lrScale')
+    const rf = { peerId: P3, epoch: 9, stage: 2, rung: 3, code: 'ERR_DONOR_LOST', reason: 'gone' }
+    expect(decodeMessage(envelope({ kind: 10, recoveryFailed: rf }))).toMatchObject({ kind: 'recovery-failed', rung: 'checkfree', code: 'ERR_DONOR_LOST' })
+    expectError(() => decodeMessage(envelope({ kind: 10, recoveryFailed: { ...rf, code: 'not a code' } })), MalformedMessageError, 'recovery-failed.code')
+    expectError(() => decodeMessage(envelope({ kind: 10, recoveryFailed: { ...rf, code: '' } })), MalformedMessageError, 'recovery-failed.code')
   })
 
   it('decoder rejects oversized counts while parsing', () => {

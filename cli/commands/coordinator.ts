@@ -58,6 +58,9 @@ export async function coordinator (argv: string[]): Promise<void> {
   c.on('recovery', (events: RecoveryEvent[]) => {
     for (const e of events) process.stdout.write(`recovery stage ${e.stage} rung ${e.rung} cause "${e.cause}" bytes ${e.bytes} detect_ms ${e.detectMs} transfer_ms ${e.transferMs.toFixed(0)} rebuild_ms ${e.rebuildMs.toFixed(0)}\n`)
   })
+  c.on('recovery-failed', (e: RecoveryEvent) => {
+    process.stdout.write(`recovery-failed stage ${e.stage} rung ${e.rung} reason "${e.reason ?? ''}"\n`)
+  })
   c.on('recovered', (events: RecoveryEvent[]) => {
     for (const e of events) process.stdout.write(`resumed stage ${e.stage} resume_ms ${e.resumeMs.toFixed(0)}\n`)
   })

@@ -1,0 +1,44 @@
+/**
+ * What the peers' heartbeats say about the copies they hold for others, and how fresh each is: the
+ * redundant strategy's shadow of the successor stage, CheckFree+'s mirror of the embedding or head,
+ * and the iteration a peer's own stage state belongs to. The ladder plans an exact copy only from
+ * a copy of the last commit, and CheckFree+ only from a mirror that exists.
+ */
+import type { Assignment, Heartbeat } from '../../protocols/index.js'
+
+// Until the heartbeat carries them (the iteration-identity change), an old heartbeat has neither.
+interface HeldCopyWire { kind: 'mirror' | 'shadow' | 'checkpoint', stage: number, iteration: number }
+type HeartbeatWithCopies = Heartbeat & { stateIteration?: number, held?: HeldCopyWire[] }
+
+export interface HeldCopyView {
+  /** The peer holding the copy. */
+  peer: string
+  /** The committed iteration the copy belongs to. */
+  iteration: number
+}
+
+export interface CopiesSurvey {
+  /** Stage -> a live peer holding a shadow of it (redundant strategy). */
+  shadows: Map<number, HeldCopyView>
+  /** Stage (first or last) -> a live peer holding a mirror of its embedding or head (CheckFree+). */
+  mirrors: Map<number, HeldCopyView>
+}
+
+/** The iteration a peer's stage state belongs to, from its heartbeat. */
+export function stateIterationOf (hb: Heartbeat): number { return (hb as HeartbeatWithCopies).stateIteration ?? Number.NaN }
+
+/** The copies the live holders of `a`'s stages announce in their heartbeats. */
+export function heldCopies (a: Assignment, holders: ReadonlyMap<number, string>, heartbeatOf: (peerId: string) => Heartbeat | undefined): CopiesSurvey {
+  const shadows = new Map<number, HeldCopyView>()
+  const mirrors = new Map<number, HeldCopyView>()
+  for (const peer of holders.values()) {
+    const hb = heartbeatOf(peer)
+    if (hb == null || hb.epoch !== a.epoch) continue
+    for (const h of (hb as HeartbeatWithCopies).held ?? []) {
+      const into = h.kind === 'shadow' ? shadows : h.kind === 'mirror' ? mirrors : undefined
+      const prev = into?.get(h.stage)
+      if (into != null && (prev == null || prev.iteration < h.iteration)) into.set(h.stage, { peer, iteration: h.iteration })
+    }
+  }
+  return { shadows, mirrors }
+}

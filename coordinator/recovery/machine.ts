@@ -1,0 +1,465 @@
+/**
+ * The recovery state machine: the one owner of which stages are lost, which peers are departing,
+ * and which recoveries are in flight (docs/architecture.md "Recovery"). The coordinator feeds it
+ * what it hears (a lost peer, a departure notice, a heartbeat, a recovery-done or recovery-failed
+ * report) and asks it two things: which stages need recovering, and to recover them.
+ *
+ * One recovery round, top to bottom (recover()):
+ *   1. survey: the stages to recover (lost, departing, or whose earlier recovery failed), the
+ *      healthy holders, the spares, and the copies other peers hold (how fresh each is)
+ *   2. plan: the ladder (ladder.ts) picks a rung per stage, all affected stages together, skipping
+ *      rungs that already failed for a stage; no spare means wait for one (or for the lost peer)
+ *   3. publish: the plans and a new assignment under the next epoch (persisted first)
+ *   4. watch: each record moves planned -> transferring -> installed; it fails on the target's
+ *      recovery-failed report, on its target's or a donor's loss, or at its deadline (derived from
+ *      the bytes it moves and the throughput measured so far); a new loss supersedes the round
+ *   5. settle: all installed -> the stages are healthy again (resumed at the next commit);
+ *      otherwise the failed ones are recorded with their reason and the loop plans again
+ * No recoverable fault ends the run: the loop only returns once every stage is recovered.
+ */
+import type { ModelConfig, TrainConfig } from '../../model/config.js'
+import { createLog } from '../../model/log.js'
+import { stageLayout, stageSpecs, countParams } from '../../model/params.js'
+import type { Assignment, Heartbeat, RecoveryDone, RecoveryFailed, RecoveryRung } from '../../protocols/index.js'
+import type { CheckpointStore } from '../checkpoint-store.js'
+import type { LostPeer } from '../detector.js'
+import { planRecovery, type LadderInput, type LadderResult, type StagePlan, type Strategy } from '../ladder.js'
+import { RecoveryCheckpoint } from '../recovery-checkpoint.js'
+import type { RecoveryEvent } from '../types.js'
+import { RecoveryRecord, type LossInfo } from './record.js'
+import { heldCopies, stateIterationOf } from './copies.js'
+
+const log = createLog('coordinator')
+
+/** Time a recovery gets beyond moving its bytes: building the stage, installing it, taking the epoch. */
+export const RECOVERY_BASE_DEADLINE_MS = 20_000
+/** Throughput assumed before any transfer was measured (bytes/ms = kB/s): 10 MB/s, a slow WAN link. */
+export const DEFAULT_THROUGHPUT_BYTES_PER_MS = 10_000
+/** A deadline allows this many times the expected transfer time. */
+export const DEADLINE_SLACK = 4
+
+/** What the machine reads from the coordinator and the coordinator methods it calls. */
+export interface RecoveryHost {
+  readonly model: ModelConfig
+  readonly train: TrainConfig
+  readonly strategy: Strategy
+  readonly assignment?: Assignment
+  readonly epoch: number
+  /** The next iteration to run; rolled back when every stage goes back to a checkpoint. */
+  iteration: number
+  readonly gradNorms: number[]
+  readonly store?: CheckpointStore
+  readonly recoveries: RecoveryEvent[]
+  /** Peers heard recently and subscribed to control, not known lost or departing. */
+  livePeers: () => string[]
+  /** The newest heartbeat of a peer. */
+  heartbeatOf: (peerId: string) => Heartbeat | undefined
+  /** The detector no longer counts `peerId` as lost (it is back, or replaced). */
+  forgetLoss: (peerId: string) => void
+  until: (check: () => boolean, what: string, timeoutMs: number, signal?: AbortSignal, onTick?: () => void) => Promise<void>
+  /** Re-publishes the newest assignment and its plans (called on the watch's ticks). */
+  reannounce: () => void
+  /** Persists and publishes `plans` and a new assignment (stage s -> peers[s]) under the next epoch. */
+  publishAssignment: (peers: string[][], plans: StagePlan[]) => Promise<Assignment>
+  persist: () => Promise<void>
+  emit: (event: 'recovery' | 'recovery-failed' | 'recovery-planned', payload: unknown) => boolean
+}
+
+type Outcome = 'installed' | 'failed'
+
+export class RecoveryMachine {
+  private readonly host: RecoveryHost
+  /** The checkpoint a recovery reads, served to rebuilding peers over the weights protocol. */
+  readonly checkpoint: RecoveryCheckpoint
+  /** Stages whose state is gone (their holder lost), until a recovery of them is installed. */
+  private readonly lost = new Map<number, LossInfo>()
+  /** Peers that announced their departure; forgotten once their stage has moved. */
+  private readonly departing = new Set<string>()
+  /** Lost peers that came back with fresh state (a restart): spares now, not holders. */
+  private readonly restarted = new Set<string>()
+  /** The round in flight, by stage. */
+  private active = new Map<number, RecoveryRecord>()
+  /** Rungs that failed for a stage since it was lost: the ladder skips them. */
+  private readonly excluded = new Map<number, Set<RecoveryRung>>()
+  /** recovery-done/-failed reports that arrived before their round was watching, by `epoch:stage`. */
+  private readonly early = new Map<string, RecoveryDone | RecoveryFailed>()
+  /** Installed recoveries whose resume is measured at the next commit. */
+  private pendingResume: RecoveryRecord[] = []
+  private readyAt = 0
+  /** Measured transfer throughput (bytes per ms), an average over recoveries so far. */
+  private throughput = DEFAULT_THROUGHPUT_BYTES_PER_MS
+
+  constructor (host: RecoveryHost) {
+    this.host = host
+    this.checkpoint = new RecoveryCheckpoint(host.model, host.train.stages)
+  }
+
+  // ------------------------------------------------------------------ what the coordinator hears
+
+  /** The detector declared `l.peerId` lost: its stage (if any) is lost; recoveries it serves or targets fail. */
+  peerLost (l: LostPeer): void {
+    const s = this.stageHeldBy(l.peerId)
+    if (s != null && !this.lost.has(s)) this.lost.set(s, { peer: l.peerId, cause: l.cause, lastSeen: l.lastSeen, detectedAt: l.detectedAt })
+    for (const r of this.active.values()) {
+      if (!r.open) continue
+      if (r.target === l.peerId) r.fail(`its target ${short(l.peerId)} was lost (${l.cause})`, 'superseded')
+      else if (r.donors.includes(l.peerId)) r.fail(`donor ${short(l.peerId)} was lost (${l.cause})`, 'rung')
+    }
+  }
+
+  /** `peerId` announced its departure (spot notice, SIGTERM). */
+  peerDeparting (peerId: string): void {
+    if (this.departing.has(peerId) || this.stageHeldBy(peerId) == null) return
+    log.info(`peer ${short(peerId)} announced its departure`)
+    this.departing.add(peerId)
+  }
+
+  /**
+   * A heartbeat. A lost holder that speaks again is taken back: on its stage when its state is
+   * intact and current (same epoch, same stage, the committed iteration), else as a spare with
+   * fresh state (a restart under the same identity).
+   */
+  onHeartbeat (hb: Heartbeat): void {
+    const s = this.lostStageOf(hb.peerId)
+    if (s == null || this.restarted.has(hb.peerId)) return
+    if (this.intact(hb, s)) return // a rejoin candidate: the ladder's first rung takes it back
+    log.info(`peer ${short(hb.peerId)} is back without stage ${s}'s state: it joins as a spare`)
+    this.restarted.add(hb.peerId)
+    this.host.forgetLoss(hb.peerId)
+  }
+
+  onRecoveryDone (msg: RecoveryDone, from: string): void {
+    const r = this.active.get(msg.stage)
+    if (r == null || r.epoch !== msg.epoch) { this.early.set(`${msg.epoch}:${msg.stage}`, msg); return }
+    if (from !== r.target || msg.peerId !== r.target) {
+      log.error('recovery-done for stage %d from %s, but %s rebuilds it: ignored', msg.stage, from, r.target)
+      return
+    }
+    if (!r.open) return
+    r.bytes = msg.bytes
+    r.transferMs = msg.transferMs
+    r.rebuildMs = msg.rebuildMs
+    if (msg.bytes > 0 && msg.transferMs > 0) this.throughput = (this.throughput + msg.bytes / msg.transferMs) / 2
+    r.move('installed')
+  }
+
+  onRecoveryFailed (msg: RecoveryFailed, from: string): void {
+    const r = this.active.get(msg.stage)
+    if (r == null || r.epoch !== msg.epoch) { this.early.set(`${msg.epoch}:${msg.stage}`, msg); return }
+    if (from !== r.target || msg.peerId !== r.target) {
+      log.error('recovery-failed for stage %d from %s, but %s rebuilds it: ignored', msg.stage, from, r.target)
+      return
+    }
+    r.fail(`${msg.code}: ${msg.reason}`, 'rung')
+  }
+
+  // ------------------------------------------------------------------ what the coordinator asks
+
+  /** Stages whose holder is lost or departing: the iteration in flight cannot finish as assigned. */
+  failedStages (): number[] {
+    const a = this.host.assignment
+    if (a == null) return []
+    return a.stages.filter(st => this.lost.has(st.stage) || st.peers.some(p => this.departing.has(p))).map(st => st.stage)
+  }
+
+  /** Whether `peerId` is known lost, departing or restarted (so not a live holder or spare yet). */
+  isDeparting (peerId: string): boolean { return this.departing.has(peerId) }
+
+  /** Every stage took the new assignment: resume times are measured from now. */
+  stagesReady (): void { this.readyAt = performance.now() }
+
+  /** At a commit: recoveries training has now resumed from, with their resume time. */
+  resumed (): RecoveryEvent[] {
+    const out = this.pendingResume.map(r => {
+      r.resumeMs = performance.now() - this.readyAt
+      r.move('resumed')
+      return this.event(r)
+    })
+    this.pendingResume = []
+    return out
+  }
+
+  /**
+   * Recovers every stage that needs it (module comment, steps 1-5) and returns the records of the
+   * recoveries that succeeded. Only an abort (`signal`) ends it early.
+   */
+  async recover (opts: { signal?: AbortSignal, timeoutMs?: number } = {}): Promise<RecoveryEvent[]> {
+    const c = this.host
+    const a0 = c.assignment
+    if (a0 == null) return []
+    const recovered: RecoveryEvent[] = []
+    for (;;) {
+      opts.signal?.throwIfAborted()
+      const stages = this.failedStages()
+      if (stages.length === 0) return recovered
+      // 1-2. survey and plan, every affected stage together
+      let result = this.ladder(stages, c.store?.latest()?.iteration)
+      if (result.plans.some(p => p.rung === 'checkpoint' && p.checkpointId !== 'init')) {
+        // Verify before promising a checkpoint: a corrupt newest one falls back to the one before.
+        result = this.ladder(stages, await this.checkpoint.load(c.store))
+      }
+      if (result.plans.some(p => p.rung === 'wait')) {
+        await this.waitForPeer(result, opts)
+        continue
+      }
+      const rejoins = result.plans.filter(p => p.rung === 'rejoin')
+      const plans = result.plans.filter(p => p.rung !== 'rejoin')
+      if (result.rollbackAll) {
+        const ck = plans[0]?.checkpointId
+        c.iteration = ck != null && ck.startsWith('ckpt-') ? Number(ck.slice(5)) + 1 : 0
+      }
+      // 3. publish
+      const a = c.assignment as Assignment
+      const next = a.stages.map(st => this.lost.has(st.stage) || st.peers.some(p => this.departing.has(p)) ? [] : [...st.peers])
+      for (const p of [...rejoins, ...plans]) next[p.stage] = [p.target]
+      const committed = c.iteration - 1
+      const published = await c.publishAssignment(next, plans)
+      this.active = new Map(plans.map(p => [p.stage, new RecoveryRecord({
+        plan: p, epoch: published.epoch, committed, loss: this.lossOf(p.stage, a), deadlineMs: this.deadlineMs(p)
+      })]))
+      const records = [...this.active.values()]
+      c.emit('recovery-planned', records.map(r => ({ epoch: r.epoch, stage: r.stage, rung: r.rung, target: r.target, donors: r.donors, checkpointId: r.checkpointId, deadlineMs: r.deadlineAt - r.plannedAt })))
+      for (const r of records) this.applyEarly(r)
+      // 4. watch
+      const outcome = await this.watch(published, records, opts.signal)
+      // 5. settle: installed stages are healthy whatever became of the others
+      for (const p of rejoins) this.rejoined(p, a)
+      const installed = records.filter(r => r.state === 'installed')
+      for (const r of installed) this.settle(r, a)
+      const events = installed.map(r => this.event(r))
+      for (const e of events) log.info(`recovered stage ${e.stage} by ${e.rung} (${e.cause}): ${e.bytes} bytes, detect ${e.detectMs} ms, transfer ${e.transferMs.toFixed(0)} ms, rebuild ${e.rebuildMs.toFixed(0)} ms${e.iterationsBehind > 0 ? `, ${e.iterationsBehind} iterations behind` : ''}`)
+      c.recoveries.push(...events)
+      this.pendingResume.push(...installed)
+      recovered.push(...events)
+      if (events.length > 0) c.emit('recovery', events)
+      for (const r of records.filter(r => r.state === 'failed')) {
+        if (r.failure === 'rung') this.exclude(r.stage, r.rung)
+        log.info(`recovery of stage ${r.stage} by ${r.rung} failed: ${r.reason ?? 'unknown'}; planning again`)
+        const e = this.event(r)
+        c.recoveries.push(e)
+        c.emit('recovery-failed', e)
+      }
+      if (outcome === 'installed') this.stagesReady()
+      this.active = new Map()
+      await c.persist()
+      // loop: a stage lost during the round, or one whose recovery failed, is planned again
+    }
+  }
+
+  // ------------------------------------------------------------------ the steps
+
+  /** The ladder over the current survey for `stages` (see LadderInput for each field). */
+  private ladder (stages: number[], checkpoint: number | undefined): LadderResult {
+    return planRecovery(this.ladderInput(stages, checkpoint))
+  }
+
+  /** What the ladder needs, from the assignment, the machine's sets and the peers' heartbeats. */
+  ladderInput (stages: number[], checkpoint: number | undefined): LadderInput {
+    const c = this.host
+    const a = c.assignment as Assignment
+    const lostSet = new Set(stages)
+    const holders = new Map<number, string>()
+    const departing = new Map<number, string>()
+    const rejoined = new Map<number, string>()
+    for (const st of a.stages) {
+      const p = st.peers[0]
+      if (p == null) continue
+      if (this.departing.has(p)) departing.set(st.stage, p)
+      else if (!lostSet.has(st.stage)) holders.set(st.stage, p)
+    }
+    const live = new Set(c.livePeers())
+    for (const s of stages) {
+      const info = this.lost.get(s)
+      const hb = info != null ? c.heartbeatOf(info.peer) : undefined
+      if (info != null && hb != null && !this.restarted.has(info.peer) && this.intact(hb, s) && Date.now() - hb.timestampMs < 5_000) rejoined.set(s, info.peer)
+    }
+    const busy = new Set([...holders.values(), ...departing.values(), ...rejoined.values()])
+    const spares = [...live].filter(p => !busy.has(p)).sort()
+    const committed = c.iteration - 1
+    const copies = heldCopies(a, holders, id => c.heartbeatOf(id))
+    // exact copies must be of the last commit; a mirror only has to exist
+    const replicas = new Map([...copies.shadows].filter(([, v]) => v.iteration === committed).map(([s, v]) => [s, v.peer]))
+    const mirrors = new Map([...copies.mirrors].map(([s, v]) => [s, v.peer]))
+    return {
+      strategy: c.strategy,
+      stages: a.stages.length,
+      holders,
+      lost: [...stages].sort((x, y) => x - y),
+      departing,
+      spares,
+      replicas,
+      mirrors,
+      rejoined,
+      excluded: this.excluded,
+      gradNorms: c.gradNorms,
+      checkpoint
+    }
+  }
+
+  /** No spare for some stage: wait until a peer joins or a lost one comes back (state is kept). */
+  private async waitForPeer (result: LadderResult, opts: { signal?: AbortSignal, timeoutMs?: number }): Promise<void> {
+    const c = this.host
+    const waiting = result.plans.filter(p => p.rung === 'wait').map(p => p.stage)
+    log.info(`no spare for stages ${waiting.join(', ')}: waiting for a peer to join (state is kept)`)
+    const before = this.ladderInput(this.failedStages(), undefined)
+    const candidates = (i: LadderInput): number => i.spares.length + (i.rejoined?.size ?? 0)
+    await c.until(() => {
+      const now = this.ladderInput(this.failedStages(), undefined)
+      return candidates(now) > candidates(before) || now.lost.length !== before.lost.length
+    }, 'a spare peer to join', opts.timeoutMs ?? 30 * 24 * 3600_000, opts.signal)
+  }
+
+  /** Waits until every record is installed and every stage took the epoch, or something fails. */
+  private async watch (a: Assignment, records: RecoveryRecord[], signal?: AbortSignal): Promise<Outcome> {
+    const c = this.host
+    const lostBefore = new Set(this.lost.keys())
+    let outcome: Outcome | undefined
+    const check = (): boolean => {
+      const now = Date.now()
+      for (const r of records) {
+        if (r.state === 'planned' && c.heartbeatOf(r.target)?.epoch === a.epoch) r.move('transferring')
+        if (r.open && now > r.deadlineAt) r.fail(`no progress within its deadline of ${r.deadlineAt - r.plannedAt} ms`, 'rung')
+      }
+      if (records.some(r => r.state === 'failed')) {
+        for (const r of records) if (r.open) r.fail('superseded: another stage of its round failed', 'superseded')
+        outcome = 'failed'
+        return true
+      }
+      // a stage lost during the round: plan every affected stage together
+      const newLoss = [...this.lost.keys()].find(s => !lostBefore.has(s))
+      if (newLoss != null || a.stages.some(st => st.peers.some(p => this.departing.has(p)))) {
+        for (const r of records) if (r.open) r.fail(`superseded: stage ${newLoss ?? '(departing)'} lost during the recovery`, 'superseded')
+        outcome = 'failed'
+        return true
+      }
+      const taken = a.stages.every(st => st.peers.every(p => {
+        const hb = c.heartbeatOf(p)
+        return hb != null && hb.epoch === a.epoch && hb.stage === st.stage
+      }))
+      if (taken && records.every(r => r.state === 'installed')) { outcome = 'installed'; return true }
+      return false
+    }
+    await c.until(check, `the recovery under epoch ${a.epoch}`, 30 * 24 * 3600_000, signal, () => { c.reannounce() })
+    return outcome as Outcome
+  }
+
+  /** A recovery installed: its stage is healthy again; the peer it replaced is forgotten. */
+  private settle (r: RecoveryRecord, old: Assignment): void {
+    const prev = old.stages[r.stage]?.peers[0]
+    this.lost.delete(r.stage)
+    this.excluded.delete(r.stage)
+    this.restarted.delete(r.target)
+    if (prev != null && prev !== r.target) {
+      this.departing.delete(prev)
+      this.host.forgetLoss(prev)
+      this.restarted.delete(prev)
+    }
+  }
+
+  /** A lost peer was taken back on its stage with its own state: record it. */
+  private rejoined (p: StagePlan, old: Assignment): void {
+    const info = this.lossOf(p.stage, old)
+    this.lost.delete(p.stage)
+    this.excluded.delete(p.stage)
+    this.host.forgetLoss(p.target)
+    const e: RecoveryEvent = {
+      ...this.baseEvent(p.stage, info),
+      rung: 'rejoin',
+      targetPeer: p.target,
+      donors: [],
+      outcome: 'recovered',
+      iterationsBehind: 0
+    }
+    log.info(`stage ${p.stage}: peer ${short(p.target)} is back with its state intact: it keeps the stage`)
+    this.host.recoveries.push(e)
+    this.host.emit('recovery', [e])
+  }
+
+  private exclude (stage: number, rung: RecoveryRung): void {
+    const set = this.excluded.get(stage) ?? new Set<RecoveryRung>()
+    set.add(rung)
+    this.excluded.set(stage, set)
+  }
+
+  /** Reports that arrived before the round was recorded (a fast peer) are applied now. */
+  private applyEarly (r: RecoveryRecord): void {
+    const m = this.early.get(`${r.epoch}:${r.stage}`)
+    this.early.clear()
+    if (m == null) return
+    if (m.kind === 'recovery-done') this.onRecoveryDone(m, m.peerId)
+    else this.onRecoveryFailed(m, m.peerId)
+  }
+
+  /** Deadline of a plan: a base for building the stage plus DEADLINE_SLACK x its bytes at the measured throughput. */
+  deadlineMs (p: StagePlan): number {
+    const m = this.host.model
+    const stageBytes = (s: number): number => 4 * countParams(stageSpecs(m, stageLayout(m, this.host.train.stages, s)))
+    const exact = 3 * stageBytes(p.stage) // parameters and both Adam moments
+    const bytes = p.rung === 'checkfree' ? p.donors.reduce((n, d) => n + stageBytes(d.stage), 0)
+      : p.rung === 'checkfree-plus' ? stageBytes(p.donors[0]?.stage ?? p.stage) + stageBytes(p.stage)
+        : p.rung === 'checkpoint' && p.checkpointId === 'init' ? 0 : exact
+    return Math.round(RECOVERY_BASE_DEADLINE_MS + DEADLINE_SLACK * bytes / this.throughput)
+  }
+
+  // ------------------------------------------------------------------ helpers
+
+  private stageHeldBy (peerId: string): number | undefined {
+    return this.host.assignment?.stages.find(st => st.peers.includes(peerId))?.stage
+  }
+
+  private lostStageOf (peerId: string): number | undefined {
+    for (const [s, l] of this.lost) if (l.peer === peerId) return s
+    return undefined
+  }
+
+  /** The peer still holds stage `s` at the current epoch and the last committed iteration. */
+  private intact (hb: Heartbeat, s: number): boolean {
+    return hb.role === 'stage' && hb.stage === s && hb.epoch === this.host.epoch && !hb.departing &&
+      stateIterationOf(hb) === this.host.iteration - 1
+  }
+
+  private lossOf (stage: number, a: Assignment): LossInfo {
+    const l = this.lost.get(stage)
+    if (l != null) return l
+    const p = a.stages[stage]?.peers[0] ?? ''
+    return { peer: p, cause: this.departing.has(p) ? 'peer announced its departure' : 'unknown', lastSeen: Date.now(), detectedAt: Date.now() }
+  }
+
+  private baseEvent (stage: number, info: LossInfo): Pick<RecoveryEvent, 'at' | 'epoch' | 'iteration' | 'stage' | 'cause' | 'lostPeer' | 'bytes' | 'detectMs' | 'transferMs' | 'rebuildMs' | 'resumeMs'> {
+    return {
+      at: Date.now(),
+      epoch: this.host.epoch,
+      iteration: this.host.iteration,
+      stage,
+      cause: info.cause,
+      lostPeer: info.peer,
+      bytes: 0,
+      detectMs: Math.max(0, info.detectedAt - info.lastSeen),
+      transferMs: 0,
+      rebuildMs: 0,
+      resumeMs: 0
+    }
+  }
+
+  /** The persisted, exported form of a record. */
+  private event (r: RecoveryRecord): RecoveryEvent {
+    return {
+      ...this.baseEvent(r.stage, r.loss),
+      epoch: r.epoch,
+      rung: r.rung,
+      targetPeer: r.target,
+      donors: r.donors,
+      bytes: r.bytes,
+      transferMs: r.transferMs,
+      rebuildMs: r.state === 'failed' ? 0 : (r.rebuildMs > 0 ? r.rebuildMs : Date.now() - r.plannedAt),
+      resumeMs: r.resumeMs,
+      outcome: r.state === 'failed' ? 'failed' : 'recovered',
+      ...(r.reason != null ? { reason: r.reason } : {}),
+      ...(r.checkpointId !== '' ? { checkpointId: r.checkpointId } : {}),
+      iterationsBehind: r.iterationsBehind,
+      states: r.history.map(h => h.state)
+    }
+  }
+}
+
+function short (peerId: string): string { return peerId.slice(-8) }
