@@ -22,7 +22,7 @@ import { HeldCopies } from './held-copies.js'
 import { AssignmentError, NeighbourLostError, NoStageStateError, UnexpectedFrameError, UnreachableError } from './errors.js'
 import { SpotpipeError } from '../model/errors.js'
 import { rebuildStage, type WeightsRequestSpec } from './recovery.js'
-import { fetchWeights, serveWeights, type WeightsProvider, type WeightsServer } from './weights/index.js'
+import { fetchWeights, serveWeights, type WeightsFaults, type WeightsProvider, type WeightsServer } from './weights/index.js'
 import { ClusterGossip } from './gossip.js'
 import { StageRuntime, type DoneInfo, type OutFrame } from './stage-runtime.js'
 import { createPeerLibp2p, type PeerLibp2p } from './transport/index.js'
@@ -48,6 +48,11 @@ export interface PeerInit {
   heartbeatMs?: number
   /** Training tokens; default: the Brown corpus train split. */
   trainTokens?: Uint8Array
+  /**
+   * Faults injected on purpose, for fault-injection tests and the chaos suite only (never in a
+   * real run): e.g. the weights server corrupting one chunk of every transfer it makes.
+   */
+  faults?: { weights?: WeightsFaults }
 }
 
 /** Cluster-wide options that ride in the assignment's training config. */
@@ -137,7 +142,7 @@ export class Peer extends EventEmitter {
       onReject: (err, from) => { log('frame from %s rejected: %s', from, err.message) }
     })
     await this.links.start()
-    this.weightsServer = await serveWeights(this.node, this.provider)
+    this.weightsServer = await serveWeights(this.node, this.provider, this.init.faults?.weights != null ? { faults: this.init.faults.weights } : undefined)
     for (const a of this.init.coordinatorAddrs) {
       try {
         await this.node.dial(multiaddr(a), { signal: AbortSignal.timeout(10_000) })

@@ -17,6 +17,18 @@ const HELP = `usage: spotpipe peer --coordinator MULTIADDR [flags]
   --spot-interval MS   metadata poll period (default 5000)
 ${CONFIG_HELP}${NODE_HELP}`
 
+/**
+ * Fault injection for tests and the chaos suite, never for real runs: SPOTPIPE_FAULT_CORRUPT_CHUNK=N
+ * makes this peer's weights server flip a byte of the N-th chunk of every transfer it sends.
+ */
+function faultsFromEnv (): { weights: { corruptChunk: number } } | undefined {
+  const v = process.env.SPOTPIPE_FAULT_CORRUPT_CHUNK
+  if (v == null || v === '') return undefined
+  const n = Number(v)
+  if (!Number.isInteger(n) || n < 0) throw new UsageError(`SPOTPIPE_FAULT_CORRUPT_CHUNK must be a chunk index (0, 1, ...), got "${v}"`)
+  return { weights: { corruptChunk: n } }
+}
+
 export async function peer (argv: string[]): Promise<void> {
   const { values } = await parseFlagsWithConfig(argv, {
     ...CONFIG_FLAG,
@@ -43,7 +55,7 @@ export async function peer (argv: string[]): Promise<void> {
   const node = await nodeFromFlags(values)
   const { initBackend, parseBackendName } = await import('../../model/backend.js')
   await initBackend({ backend: values.backend != null ? parseBackendName(values.backend as string) : undefined, announce: true })
-  const p = new Peer({ ...node, coordinatorId, coordinatorAddrs: [addr] })
+  const p = new Peer({ ...node, coordinatorId, coordinatorAddrs: [addr], faults: faultsFromEnv() })
   await p.start()
   process.stdout.write(`peer ${p.node.getMultiaddrs()[0]?.toString() ?? ''}\n`)
   // A spot notice or SIGTERM (systemd stop) hands the stage over before leaving; SIGINT just leaves.

@@ -27,8 +27,8 @@ export class TestCluster {
     await Promise.all(Array.from({ length: peers }, async () => await this.addPeer()))
   }
 
-  async addPeer (extra: string[] = []): Promise<TestPeer> {
-    const proc = spotpipe([...peerArgs(this.coord.init.clusterId, this.coord.addrs[0]), ...extra])
+  async addPeer (extra: string[] = [], env: Record<string, string> = {}): Promise<TestPeer> {
+    const proc = spotpipe([...peerArgs(this.coord.init.clusterId, this.coord.addrs[0]), ...extra], env)
     const [, , peerId] = await proc.waitFor(PEER_READY)
     const p = { proc, peerId }
     this.peers.push(p)
