@@ -2,9 +2,9 @@
  * Donor process of bench:transfer (not run directly). Receives its config over IPC, builds N MB of
  * float32 tensors as stage 0, serves them over the weights protocol and reports its multiaddr back.
  *
- * The same tensors are served as two stages: stage 0 is "cold", a new version on every request (the
+ * The same tensors are served as two stages: stage 0 is "cold", a new iteration on every request (the
  * server sums (CRC-32) every tensor for the manifest, as for a live stage that keeps training); stage 1 is
- * "warm", always version 1 (checksums cached after the first request). The snapshot is the same
+ * "warm", always iteration 1 (checksums cached after the first request). The snapshot is the same
  * arrays every time (no copy): the bench measures the transfer, not the trainer's snapshot.
  *
  * FRAMES_PROTOCOL streams the same bytes as bare 1 MiB frames with no protocol work on either side:
@@ -57,11 +57,11 @@ async function main (): Promise<void> {
     tensors.set(`blocks.${i}.mlp.w1`, { dtype: 'F32', shape: [rows, cols], data })
   }
   const node = await createPeerLibp2p({ swarmKey: cfg.swarmKey === undefined ? undefined : new TextEncoder().encode(cfg.swarmKey) })
-  let coldVersion = 0
+  let coldIteration = 0
   const server = await serveWeights(node, {
-    snapshot: (stage, minVersion) => {
-      if (stage === 0) return { version: coldVersion = Math.max(coldVersion + 1, minVersion), tensors }
-      if (stage === 1 && minVersion <= 1) return { version: 1, tensors }
+    snapshot: (stage, minIteration) => {
+      if (stage === 0) return { iteration: coldIteration = Math.max(coldIteration + 1, minIteration), tensors }
+      if (stage === 1 && minIteration <= 1) return { iteration: 1, tensors }
       return undefined
     }
   }, { chunkBytes: cfg.chunkBytes })

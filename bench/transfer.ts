@@ -6,8 +6,8 @@
  * The donor is a child process (bench/transfer-peer.ts) serving N MB (default 256) of float32
  * tensors as stage 0; this process fetches them with fetchWeights over libp2p (tcp + noise + yamux),
  * with and without a swarm key (pnet), each fetch fully verified (bounds, NaN/Inf, CRC-32 per tensor).
- * "cold" fetches get a new version each time, so the donor sums every tensor before its manifest;
- * "warm" fetches repeat a version whose checksums the donor has cached. Bare 1 MiB frames over the
+ * "cold" fetches get a new iteration each time, so the donor sums every tensor before its manifest;
+ * "warm" fetches repeat an iteration whose checksums the donor has cached. Bare 1 MiB frames over the
  * same libp2p connection give the ceiling libp2p itself sets. The variants run in interleaved
  * rounds (BENCH_RUNS, default 5); MB/s figures are medians (best and every run in brackets). Each
  * row also gives the CPU time the puller (this process) and the donor spent, which load from other
@@ -123,7 +123,7 @@ async function measure (l: Link, totalBytes: number, work: () => Promise<void>):
   }
 }
 
-/** One verified fetch. Stage 0 is a new version each time (cold), stage 1 a cached one (warm). */
+/** One verified fetch. Stage 0 is a new iteration each time (cold), stage 1 a cached one (warm). */
 async function fetchOnce (l: Link, mode: 'cold' | 'warm', totalBytes: number, signal: AbortSignal): Promise<Sample> {
   return await measure(l, totalBytes, async () => {
     const got = await fetchWeights(l.node, { donors: [{ peer: l.donor }], stage: mode === 'cold' ? 0 : 1, signal })

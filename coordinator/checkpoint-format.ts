@@ -11,7 +11,10 @@
  * checkpoints still load. A CRC-32 catches every burst error up to 32 bits and any other damage but
  * for one in 2^32, which is what a checksum against disk and copy errors is for; nobody outside the
  * coordinator writes this directory. It costs a quarter of a sha256: ~6 vs ~25 ms per 20 MB
- * checkpoint, paid on the coordinator every checkpoint.)
+ * checkpoint, paid on the coordinator every checkpoint.) *
+ * Manifest version 3 has the same layout as 2; it says the stage files record the iteration their
+ * state belongs to (`spotpipe.iteration`), which must equal the checkpoint's. The stage files of
+ * versions 1 and 2 recorded only an optimizer step count: they take the manifest's iteration.
  */
 import { createHash } from 'node:crypto'
 import { promises as fs } from 'node:fs'
@@ -21,9 +24,14 @@ import { CheckpointFileMissingError, CheckpointIoError, CheckpointManifestError,
 
 export const MANIFEST_FILE = 'manifest.json'
 export const MANIFEST_FORMAT = 'spotpipe-checkpoint'
-/** The version written. Version 1 (a sha256 per file instead of a CRC-32) is still read. */
-export const MANIFEST_VERSION = 2
-const READABLE_VERSIONS: readonly number[] = [1, 2]
+/**
+ * The version written. Still read: version 1 (a sha256 per file instead of a CRC-32) and 2 (stage
+ * files without `spotpipe.iteration`).
+ */
+export const MANIFEST_VERSION = 3
+const READABLE_VERSIONS: readonly number[] = [1, 2, 3]
+/** First manifest version whose stage files record their iteration themselves. */
+export const ITERATION_IN_FILES_VERSION = 3
 /** Matches a checkpoint directory's name; group 1 is the iteration. */
 export const CHECKPOINT_DIR_RE = /^ckpt-(\d+)$/
 /** Most stages a checkpoint may have. */
@@ -46,7 +54,7 @@ export interface ManifestFileEntry {
   file: string
   /** Size of the whole file. */
   bytes: number
-  /** CRC-32 (8 hex digits) of the whole file; what manifest version 2 records. */
+  /** CRC-32 (8 hex digits) of the whole file; what manifest versions 2 and 3 record. */
   crc32?: string
   /** sha256 (hex) of the whole file; what manifest version 1 recorded instead. */
   sha256?: string
@@ -54,7 +62,7 @@ export interface ManifestFileEntry {
 
 export interface CheckpointManifest {
   format: typeof MANIFEST_FORMAT
-  /** MANIFEST_VERSION when written; 1 for a checkpoint written before the CRC-32 change. */
+  /** MANIFEST_VERSION when written; 1 or 2 for a checkpoint written by an older spotpipe. */
   version: number
   /** Last committed iteration the checkpoint snapshots. */
   iteration: number

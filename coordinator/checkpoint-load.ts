@@ -9,7 +9,7 @@ import { createLog } from '../model/log.js'
 import type { HostTensor, TensorSet } from '../model/safetensors.js'
 import { decodeStageState, mergeTensorSets, OPTIM_M, OPTIM_V, type StageMeta, type StageState } from '../model/state.js'
 import { CheckpointCorruptError, CheckpointMissingTensorsError, errMessage } from './checkpoint-errors.js'
-import { checksumMismatch, readCheckpointFile, readManifest } from './checkpoint-format.js'
+import { ITERATION_IN_FILES_VERSION, checksumMismatch, readCheckpointFile, readManifest } from './checkpoint-format.js'
 
 const log = createLog('checkpoints')
 
@@ -51,11 +51,15 @@ export async function readCheckpoint (dir: string, iteration: number, signal?: A
     }
     const mismatch = checksumMismatch(f, bytes)
     if (mismatch !== undefined) throw new CheckpointCorruptError(`checkpoint ${iteration}: ${path}: ${mismatch}`, where)
+    let state: StageState
     try {
-      states.push(decodeStageState(bytes, { requireFinite: true }))
+      // stage files of manifest versions 1 and 2 do not say their iteration: it is the checkpoint's
+      state = decodeStageState(bytes, { requireFinite: true, iteration: manifest.version < ITERATION_IN_FILES_VERSION ? iteration : undefined })
     } catch (err) {
       throw new CheckpointCorruptError(`checkpoint ${iteration}: ${path}: does not decode: ${errMessage(err)}`, { ...where, cause: err })
     }
+    if (state.meta.iteration !== iteration) throw new CheckpointCorruptError(`checkpoint ${iteration}: ${path}: holds the state of iteration ${state.meta.iteration}`, where)
+    states.push(state)
     total += bytes.length
   }
   const loaded: LoadedCheckpoint = { iteration, stages: manifest.stages, createdAt: manifest.createdAt, modelConfig: manifest.modelConfig, states, bytes: total }
@@ -99,7 +103,7 @@ export function tensorsFor (names: string[], checkpoint: Pick<LoadedCheckpoint, 
 }
 
 /**
- * Stage metadata (Adam step, lr scale, weight version, gradient norm) to load with `names`: the
+ * Stage metadata (iteration, Adam step, lr scale, gradient norm) to load with `names`: the
  * meta of the stage file holding exactly those parameters when there is one (same split), else
  * stage 0's. In synchronous training every stage has taken the same number of Adam steps; a
  * disagreement is logged.

@@ -71,11 +71,13 @@ export class PendingCheckpoint {
     this.checkStage(stage)
     if (!(bytes instanceof Uint8Array)) throw new CheckpointUsageError(`checkpoint ${this.iteration}: stage ${stage} bytes must be a Uint8Array`, this.iteration)
     const file = stageFileName(stage)
+    let iteration: number
     try {
-      decodeStageState(bytes, { requireFinite: true })
+      iteration = decodeStageState(bytes, { requireFinite: true }).meta.iteration
     } catch (err) {
       throw new CheckpointCorruptError(`checkpoint ${this.iteration}: snapshot for ${file} does not decode: ${errMessage(err)}`, { iteration: this.iteration, file, cause: err })
     }
+    this.checkIteration(iteration, file)
     await this.writeStage(stage, [bytes], { stage, file, bytes: bytes.length, crc32: crc32Hex([bytes]) }, signal)
   }
 
@@ -90,6 +92,7 @@ export class PendingCheckpoint {
     const signal = opts.signal
     this.checkStage(stage)
     const file = stageFileName(stage)
+    this.checkIteration(state.meta.iteration, file)
     let parts: Uint8Array[]
     try {
       if (opts.finiteChecked !== true) for (const [name, t] of state.tensors) if (t.dtype === 'F32') assertFinite(name, t.data as Float32Array)
@@ -99,6 +102,13 @@ export class PendingCheckpoint {
     }
     const bytes = parts.reduce((n, p) => n + p.byteLength, 0)
     await this.writeStage(stage, parts, { stage, file, bytes, crc32: crc32Hex(parts) }, signal)
+  }
+
+  /** A checkpoint of iteration `it` holds states that belong to `it`, nothing older or newer. */
+  private checkIteration (stateIteration: number, file: string): void {
+    if (stateIteration !== this.iteration) {
+      throw new CheckpointCorruptError(`checkpoint ${this.iteration}: snapshot for ${file} is the state of iteration ${stateIteration}`, { iteration: this.iteration, file })
+    }
   }
 
   private checkStage (stage: number): void {

@@ -43,14 +43,15 @@ export class RecoveryCheckpoint {
 
   /** Serves stage `stage` of the loaded checkpoint (nothing before one is loaded). */
   readonly provider: WeightsProvider = {
-    snapshot: (stage: number, _minVersion: number, includeOptimizer: boolean) => {
+    snapshot: (stage: number, minIteration: number, includeOptimizer: boolean) => {
       const ck = this.loaded
-      if (ck == null) return undefined
+      if (ck == null || ck.iteration < minIteration) return undefined
       const names = stageSpecs(this.model, stageLayout(this.model, this.stages, stage)).map(x => x.name)
       const tensors = tensorsFor(names, ck, { optimizer: includeOptimizer, who: `stage ${stage}` })
       const meta = metaFor(ck, names)
       if (includeOptimizer) tensors.set(META_TENSOR, metaToTensor(meta))
-      return { version: meta.weightVersion, tensors }
+      // loading checked that every stage file belongs to the checkpoint's iteration
+      return { iteration: ck.iteration, tensors }
     }
   }
 }

@@ -64,7 +64,6 @@ export class SparseCheckpoints {
   private async take (it: number): Promise<void> {
     const { store, assignment: a, node, model } = this.host
     if (store == null || a == null) return
-    const version = it + 1
     const t0 = performance.now()
     const pending = await store.beginCheckpoint(it, a.stages.length, model)
     const used = new Map<string, Float32Array | Int32Array>()
@@ -80,9 +79,10 @@ export class SparseCheckpoints {
     const stop = new AbortController()
     try {
       await Promise.all(a.stages.map(async st => {
-        const r = await fetchWeights(node, { donors: [{ peer: peerIdFromString(st.peers[0]) }], stage: st.stage, minVersion: version, includeOptimizer: true, timeoutMs: 600_000, signal: stop.signal, destination: destination(st.stage) })
+        const r = await fetchWeights(node, { donors: [{ peer: peerIdFromString(st.peers[0]) }], stage: st.stage, minIteration: it, includeOptimizer: true, timeoutMs: 600_000, signal: stop.signal, destination: destination(st.stage) })
         const state = stateFromTensorSet(r.tensors)
-        if (state.meta.weightVersion !== version) throw new CoordinatorTimeoutError(`stage ${st.stage} served version ${state.meta.weightVersion} for checkpoint ${it} (wanted ${version})`)
+        // a later iteration's state is no checkpoint of `it` (the snapshot of `it` is gone)
+        if (r.iteration !== it || state.meta.iteration !== it) throw new CoordinatorTimeoutError(`stage ${st.stage} served the state of iteration ${state.meta.iteration} (manifest: ${r.iteration}) for checkpoint ${it}`)
         await pending.putState(st.stage, state, { finiteChecked: true }) // fetchWeights refused any non-finite value
       }))
       const info = await pending.complete()

@@ -66,8 +66,13 @@ export class Stage {
   adam: Adam
   /** Post-clip gradient norm of the last optimizer step (0 before the first). */
   lastGradNorm = 0
-  /** Optimizer steps applied to these weights; gossiped as the weight version. */
-  weightVersion = 0
+  /**
+   * The committed iteration this stage's state belongs to: -1 for the seeded initial weights, `it`
+   * after the commit of iteration `it`. Not the optimizer step count (that is `adam.step`): a stage
+   * restored from an older checkpoint, or rebuilt from its neighbours, belongs to the iteration it
+   * was installed at even though its content is older.
+   */
+  iteration = -1
   private readonly grads = new Map<string, tf.Tensor>()
   private readonly saved = new Map<string, Saved>()
   private prepared: StepResult | undefined
@@ -289,14 +294,17 @@ export class Stage {
     }
   }
 
-  /** Second half of a step: Adam on the prepared gradient; bumps the weight version. */
-  commitStep (): StepResult {
+  /**
+   * Second half of a step: Adam on the prepared gradient. With `iteration`, the state then belongs
+   * to that committed iteration; without it (the local trainer) it moves one iteration on.
+   */
+  commitStep (iteration = this.iteration + 1): StepResult {
     const r = this.prepared
     if (r == null) throw new StageStateError(`stage ${this.stage}: commit without a prepared step`)
     try {
       this.adam.apply(this.params, this.grads)
       this.lastGradNorm = r.gradNorm
-      this.weightVersion += 1
+      this.iteration = iteration
       return r
     } finally {
       this.abortStep()

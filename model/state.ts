@@ -1,7 +1,7 @@
 /**
  * Stage state <-> bytes. A stage's state is its parameters (by global name), optionally its Adam
- * moments (`optim.m.<name>`, `optim.v.<name>`), and metadata (Adam step, lr scale, weight version,
- * last gradient norm). Because names are global, the states of 4 stages merged into one set load
+ * moments (`optim.m.<name>`, `optim.v.<name>`), and metadata (the committed iteration the state
+ * belongs to, Adam step, lr scale, last gradient norm). Because names are global, the states of 4 stages merged into one set load
  * into a model split 2 or 8 ways: each stage picks the names it owns.
  * This is the payload of the weights protocol and of checkpoints.
  */
@@ -15,11 +15,12 @@ export const OPTIM_M = 'optim.m.'
 export const OPTIM_V = 'optim.v.'
 
 export interface StageMeta {
-  /** Adam steps taken (bias correction). */
+  /** The committed iteration the state belongs to (-1: the seeded initial weights); see Stage.iteration. */
+  iteration: number
+  /** Adam steps taken (bias correction); not an iteration (steps are skipped, stages restored). */
   adamStep: number
   /** Learning-rate multiplier in force. */
   lrScale: number
-  weightVersion: number
   /** Post-clip gradient norm of the last step. */
   gradNorm: number
 }
@@ -70,28 +71,40 @@ export function exportStageState (stage: Stage, opts: ExportOptions = {}): Stage
   }
   return {
     tensors,
-    meta: { adamStep: stage.adam.step, lrScale: stage.adam.lrScale, weightVersion: stage.weightVersion, gradNorm: stage.lastGradNorm }
+    meta: { iteration: stage.iteration, adamStep: stage.adam.step, lrScale: stage.adam.lrScale, gradNorm: stage.lastGradNorm }
   }
 }
 
 export function metaToRecord (meta: StageMeta): Record<string, string> {
   return {
+    'spotpipe.iteration': String(meta.iteration),
     'spotpipe.adam_step': String(meta.adamStep),
     'spotpipe.lr_scale': String(meta.lrScale),
-    'spotpipe.weight_version': String(meta.weightVersion),
     'spotpipe.grad_norm': String(meta.gradNorm)
   }
 }
 
-export function metaFromRecord (rec: Record<string, string>): StageMeta {
-  const num = (key: string, integer: boolean): number => {
+/**
+ * Metadata from a safetensors header. Files written before the iteration was recorded have
+ * `spotpipe.weight_version` (an optimizer step count) and no `spotpipe.iteration`: for those the
+ * caller says which iteration the file belongs to (`iteration`, e.g. its checkpoint's), else they
+ * are refused.
+ */
+export function metaFromRecord (rec: Record<string, string>, opts: { iteration?: number } = {}): StageMeta {
+  const num = (key: string, integer: boolean, min = 0): number => {
     const raw = rec[`spotpipe.${key}`]
     if (raw == null) throw new CorruptStateError(`state metadata lacks spotpipe.${key}`)
     const v = Number(raw)
-    if (!Number.isFinite(v) || v < 0 || (integer && !Number.isInteger(v))) throw new CorruptStateError(`state metadata spotpipe.${key} is not a valid ${integer ? 'count' : 'number'}: "${raw}"`)
+    if (!Number.isFinite(v) || v < min || (integer && !Number.isInteger(v))) throw new CorruptStateError(`state metadata spotpipe.${key} is not a valid ${integer ? 'count' : 'number'}: "${raw}"`)
     return v
   }
-  return { adamStep: num('adam_step', true), lrScale: num('lr_scale', false), weightVersion: num('weight_version', true), gradNorm: num('grad_norm', false) }
+  let iteration: number
+  if (rec['spotpipe.iteration'] != null || opts.iteration === undefined) iteration = num('iteration', true, -1)
+  else {
+    if (!Number.isSafeInteger(opts.iteration) || opts.iteration < -1) throw new CorruptStateError(`state iteration must be an integer >= -1, got ${opts.iteration}`)
+    iteration = opts.iteration
+  }
+  return { iteration, adamStep: num('adam_step', true), lrScale: num('lr_scale', false), gradNorm: num('grad_norm', false) }
 }
 
 export function encodeStageState (state: StageState): Uint8Array {
@@ -103,9 +116,10 @@ export function encodeStageStateParts (state: StageState): Uint8Array[] {
   return safetensorsParts(state.tensors, metaToRecord(state.meta))
 }
 
-export function decodeStageState (bytes: Uint8Array, opts?: DecodeOptions): StageState {
+/** `iteration`: the iteration a file without `spotpipe.iteration` (older spotpipe) belongs to; see metaFromRecord. */
+export function decodeStageState (bytes: Uint8Array, opts?: DecodeOptions & { iteration?: number }): StageState {
   const { tensors, metadata } = decodeSafetensors(bytes, opts)
-  return { tensors, meta: metaFromRecord(metadata) }
+  return { tensors, meta: metaFromRecord(metadata, { iteration: opts?.iteration }) }
 }
 
 /** Union of several stages' tensor sets; a name present twice must hold identical data. */
@@ -162,13 +176,13 @@ export function loadStageState (stage: Stage, tensors: TensorSet, meta: StageMet
     stage.adam.step = meta.adamStep
     stage.adam.lrScale = meta.lrScale
   }
-  stage.weightVersion = meta.weightVersion
+  stage.iteration = meta.iteration
   stage.lastGradNorm = meta.gradNorm
 }
 
 /**
  * The weights protocol moves tensor sets, not safetensors metadata, so a stage's metadata travels
- * as one small I32 tensor: [adamStep, weightVersion, lrScale as float64 bits (2 words), gradNorm as
+ * as one small I32 tensor: [adamStep, iteration, lrScale as float64 bits (2 words), gradNorm as
  * float64 bits (2 words)]. Float64 bits keep an exact handover bit-identical (lrScale 1.1 does not
  * survive a float32).
  */
@@ -177,7 +191,7 @@ export const META_TENSOR = 'meta.stage_state'
 export function metaToTensor (meta: StageMeta): HostTensor {
   const words = new Int32Array(6)
   words[0] = meta.adamStep
-  words[1] = meta.weightVersion
+  words[1] = meta.iteration
   new Float64Array(words.buffer, 8, 2).set([meta.lrScale, meta.gradNorm])
   return { dtype: 'I32', shape: [6], data: words }
 }
@@ -186,8 +200,8 @@ export function metaFromTensor (t: HostTensor | undefined): StageMeta {
   if (t == null || t.dtype !== 'I32' || t.data.length !== 6) throw new CorruptStateError(`${META_TENSOR} must be an I32 tensor of 6 words`)
   const words = Int32Array.from(t.data)
   const [lrScale, gradNorm] = new Float64Array(words.buffer, 8, 2)
-  const meta = { adamStep: words[0], weightVersion: words[1], lrScale, gradNorm }
-  if (meta.adamStep < 0 || meta.weightVersion < 0 || !(lrScale > 0) || !Number.isFinite(lrScale) || !(gradNorm >= 0) || !Number.isFinite(gradNorm)) {
+  const meta = { iteration: words[1], adamStep: words[0], lrScale, gradNorm }
+  if (meta.adamStep < 0 || meta.iteration < -1 || !(lrScale > 0) || !Number.isFinite(lrScale) || !(gradNorm >= 0) || !Number.isFinite(gradNorm)) {
     throw new CorruptStateError(`${META_TENSOR} holds impossible values: ${JSON.stringify(meta)}`)
   }
   return meta

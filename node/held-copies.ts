@@ -15,6 +15,7 @@ import type { TensorSet } from '../model/safetensors.js'
 import type { Stage } from '../model/stage.js'
 import { exportStageState, stateToTensorSet } from '../model/state.js'
 import type { ModelConfig } from '../model/config.js'
+import type { HeldCopy } from '../protocols/index.js'
 import type { WeightsRequestSpec } from './recovery.js'
 import type { WeightsProvider, WeightsSnapshot } from './weights/index.js'
 
@@ -22,7 +23,8 @@ const log = createLog('peer')
 
 export interface HeldState {
   stage: number
-  version: number
+  /** The committed iteration the copy belongs to (as its holder served it). */
+  iteration: number
   tensors: TensorSet
   /** Transfers sending `tensors` now (checkpoint snapshots only): while any runs they are not recycled. */
   readers?: number
@@ -39,8 +41,8 @@ export interface RefreshContext {
   /** Stage -> the peer id holding it. */
   holderOf: (stage: number) => string | undefined
   self: string
-  fetch: (peerId: string, req: WeightsRequestSpec) => Promise<{ version: number, tensors: TensorSet }>
-  /** Called when the mirror or shadow of `stage` is replaced (its holder may have reloaded it at an old version). */
+  fetch: (peerId: string, req: WeightsRequestSpec) => Promise<{ iteration: number, tensors: TensorSet }>
+  /** Called when the mirror or shadow of `stage` is replaced (its holder may have rebuilt it under an iteration served before). */
   replaced: (stage: number) => void
   /** False once the assignment the refresh started under has been replaced: its result is dropped. */
   stillCurrent: () => boolean
@@ -51,7 +53,7 @@ function lease (held: HeldState): WeightsSnapshot {
   held.readers = (held.readers ?? 0) + 1
   let released = false
   return {
-    version: held.version,
+    iteration: held.iteration,
     tensors: held.tensors,
     release: () => {
       if (released) return
@@ -70,17 +72,18 @@ export class HeldCopies {
   /** Serves `own()` (or the retiring stage), the checkpoint snapshot of it, the shadow and the mirror. */
   provider (own: () => Stage | undefined): WeightsProvider {
     return {
-      snapshot: (stage: number, minVersion: number, includeOptimizer: boolean) => {
+      snapshot: (stage: number, minIteration: number, includeOptimizer: boolean) => {
         const mine = own() ?? this.retiring
         if (mine != null && mine.stage === stage) {
+          // the coordinator asks for exactly the checkpoint's iteration; the snapshot has the optimizer
           const snap = this.checkpoint
-          if (snap != null && snap.version === minVersion && snap.stage === stage) return lease(snap)
-          if (mine.weightVersion < minVersion) return undefined
+          if (snap != null && snap.iteration === minIteration && snap.stage === stage && includeOptimizer) return lease(snap)
+          if (mine.iteration < minIteration) return undefined
           const state = exportStageState(mine, { optimizer: includeOptimizer })
-          return { version: mine.weightVersion, tensors: includeOptimizer ? stateToTensorSet(state) : state.tensors }
+          return { iteration: mine.iteration, tensors: includeOptimizer ? stateToTensorSet(state) : state.tensors }
         }
         for (const h of [this.shadow, this.mirror]) {
-          if (h != null && h.stage === stage && h.version >= minVersion) return { version: h.version, tensors: h.tensors }
+          if (h != null && h.stage === stage && h.iteration >= minIteration) return { iteration: h.iteration, tensors: h.tensors }
         }
         return undefined
       }
@@ -97,7 +100,16 @@ export class HeldCopies {
     const old = this.checkpoint
     const reuse = old != null && old.stage === stage.stage && (old.readers ?? 0) === 0 ? old.tensors : undefined
     const state = exportStageState(stage, { optimizer: true, reuse })
-    this.checkpoint = { stage: stage.stage, version: stage.weightVersion, tensors: stateToTensorSet(state) }
+    this.checkpoint = { stage: stage.stage, iteration: stage.iteration, tensors: stateToTensorSet(state) }
+  }
+
+  /** What the heartbeat says this peer holds for others, with the iteration of each copy. */
+  list (): HeldCopy[] {
+    const out: HeldCopy[] = []
+    if (this.mirror != null) out.push({ kind: 'mirror', stage: this.mirror.stage, iteration: this.mirror.iteration })
+    if (this.shadow != null) out.push({ kind: 'shadow', stage: this.shadow.stage, iteration: this.shadow.iteration })
+    if (this.checkpoint != null) out.push({ kind: 'checkpoint', stage: this.checkpoint.stage, iteration: this.checkpoint.iteration })
+    return out
   }
 
   /**
@@ -123,10 +135,10 @@ export class HeldCopies {
         const names = (src === 0 ? embedSpecs(ctx.model) : headSpecs(ctx.model)).map(x => x.name)
         const holder = ctx.holderOf(src)
         if (holder != null && holder !== ctx.self) {
-          ctx.fetch(holder, { stage: src, minVersion: 0, includeOptimizer: false, names })
+          ctx.fetch(holder, { stage: src, minIteration: -1, includeOptimizer: false, names })
             .then(r => {
               if (!ctx.stillCurrent()) return
-              this.mirror = { stage: src, version: r.version, tensors: r.tensors }
+              this.mirror = { stage: src, iteration: r.iteration, tensors: r.tensors }
               ctx.replaced(src)
             })
             .catch(err => { log('mirror refresh from stage %d failed: %s', src, (err as Error).message) })
@@ -137,10 +149,10 @@ export class HeldCopies {
       const succ = (s + 1) % S
       const holder = ctx.holderOf(succ)
       if (holder != null && holder !== ctx.self) {
-        ctx.fetch(holder, { stage: succ, minVersion: 0, includeOptimizer: true })
+        ctx.fetch(holder, { stage: succ, minIteration: -1, includeOptimizer: true })
           .then(r => {
             if (!ctx.stillCurrent()) return
-            this.shadow = { stage: succ, version: r.version, tensors: r.tensors }
+            this.shadow = { stage: succ, iteration: r.iteration, tensors: r.tensors }
             ctx.replaced(succ)
           })
           .catch(err => { log('shadow refresh of stage %d failed: %s', succ, (err as Error).message) })

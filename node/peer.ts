@@ -178,11 +178,11 @@ export class Peer extends EventEmitter {
   readonly provider: WeightsProvider = this.held.provider(() => this.current?.stage)
 
   /** Pulls weights from a peer named in an assignment (or the coordinator). */
-  async fetch (peerId: string, req: WeightsRequestSpec, signal?: AbortSignal): Promise<{ version: number, tensors: TensorSet, bytes: number }> {
+  async fetch (peerId: string, req: WeightsRequestSpec, signal?: AbortSignal): Promise<{ iteration: number, tensors: TensorSet, bytes: number }> {
     const addr = this.addrs.get(peerId)
     const peer = addr != null ? multiaddr(addr) : peerIdFromString(peerId)
-    const r = await fetchWeights(this.node, { donors: [{ peer }], stage: req.stage, minVersion: req.minVersion, includeOptimizer: req.includeOptimizer, names: req.names, signal, timeoutMs: 120_000 })
-    return { version: r.version, tensors: r.tensors, bytes: r.bytes }
+    const r = await fetchWeights(this.node, { donors: [{ peer }], stage: req.stage, minIteration: req.minIteration, includeOptimizer: req.includeOptimizer, names: req.names, signal, timeoutMs: 120_000 })
+    return { iteration: r.iteration, tensors: r.tensors, bytes: r.bytes }
   }
 
   /** Heartbeat content; the weight digest is left empty until weights are fetched by digest. */
@@ -199,13 +199,14 @@ export class Peer extends EventEmitter {
       iteration: Math.max(0, this.lastDone?.iteration ?? 0),
       ...(this.lastDone?.loss != null ? { loss: this.lastDone.loss } : {}),
       gradNorm: c?.stage?.lastGradNorm ?? 0,
-      weightVersion: c?.stage?.weightVersion ?? 0,
       weightDigest: '',
       tokensPerSec: (c?.runtime?.tokensProcessed ?? 0) / Math.max(secs, 1e-3),
       rssBytes: process.memoryUsage().rss,
       epoch: this.epoch,
       timestampMs: Date.now(),
-      departing: this.departing
+      departing: this.departing,
+      stateIteration: c?.stage?.iteration ?? -1,
+      held: this.held.list()
     }
   }
 
@@ -386,6 +387,9 @@ export class Peer extends EventEmitter {
         failed: (err, it) => { log.error('stage %d iteration %d failed: %s', stage.stage, it, err.message) }
       })
       runtime.iteration = a.iteration - 1
+      // under this assignment the stage's state belongs to the iteration before the next one to run,
+      // whatever its content's origin (a rebuild's source iteration may be older)
+      stage.iteration = a.iteration - 1
       cur.runtime = runtime
       stage.prepack()
     }
@@ -492,7 +496,6 @@ export class Peer extends EventEmitter {
         iteration: info.iteration,
         ...(info.loss != null ? { loss: info.loss } : {}),
         gradNorm: info.gradNorm,
-        weightVersion: info.weightVersion,
         computeMs: info.computeMs
       })
     } catch (err) {

@@ -18,14 +18,15 @@ import { AssignmentError } from './errors.js'
 
 export interface WeightsRequestSpec {
   stage: number
-  minVersion: number
+  /** Oldest acceptable committed iteration (-1: any, the seeded weights too). */
+  minIteration: number
   includeOptimizer: boolean
   /** Only these tensors (empty or undefined: the whole stage). */
   names?: string[]
 }
 
 /** Pulls tensors from one donor peer. */
-export type FetchFn = (donorPeerId: string, req: WeightsRequestSpec, signal?: AbortSignal) => Promise<{ version: number, tensors: TensorSet, bytes: number }>
+export type FetchFn = (donorPeerId: string, req: WeightsRequestSpec, signal?: AbortSignal) => Promise<{ iteration: number, tensors: TensorSet, bytes: number }>
 
 export interface RebuildContext {
   model: ModelConfig
@@ -38,7 +39,17 @@ export interface RebuildContext {
 }
 
 export interface RebuildResult {
+  /**
+   * The rebuilt stage. Its `iteration` is that of its content; the peer installs it under the
+   * assignment, which says the iteration it belongs to from then on.
+   */
   stage: Stage
+  /**
+   * The committed iteration the content came from: the checkpoint's (-1 for the seeded weights),
+   * the donor's for an exact copy, the older donor's for CheckFree, the neighbour's for CheckFree+.
+   * Behind the run's iteration by as many iterations as the rebuild lost.
+   */
+  sourceIteration: number
   bytes: number
   transferMs: number
   rebuildMs: number
@@ -56,7 +67,7 @@ export async function rebuildStage (plan: RecoveryPlan, ctx: RebuildContext): Pr
   const t0 = performance.now()
   let bytes = 0
   let transferMs = 0
-  const pull = async (donor: string, req: WeightsRequestSpec): Promise<{ version: number, tensors: TensorSet }> => {
+  const pull = async (donor: string, req: WeightsRequestSpec): Promise<{ iteration: number, tensors: TensorSet }> => {
     const r = await ctx.fetch(donor, req, ctx.signal)
     bytes += r.bytes
     return r
@@ -67,7 +78,7 @@ export async function rebuildStage (plan: RecoveryPlan, ctx: RebuildContext): Pr
     try { return await f() } finally { transferMs += performance.now() - t }
   }
   const exactCopy = async (donor: string): Promise<Stage> => {
-    const { tensors } = await transfer(async () => await pull(donor, { stage: plan.stage, minVersion: 0, includeOptimizer: true }))
+    const { tensors } = await transfer(async () => await pull(donor, { stage: plan.stage, minIteration: -1, includeOptimizer: true }))
     const state = stateFromTensorSet(tensors)
     const stage = new Stage({ model, train, layout })
     try {
@@ -97,8 +108,8 @@ export async function rebuildStage (plan: RecoveryPlan, ctx: RebuildContext): Pr
       const [p, n] = plan.donors
       if (p == null || n == null) throw new AssignmentError('a CheckFree plan needs two donors')
       const [prev, next] = await transfer(async () => await Promise.all([
-        pull(p.peerId, { stage: p.stage, minVersion: 0, includeOptimizer: false }),
-        pull(n.peerId, { stage: n.stage, minVersion: 0, includeOptimizer: false })
+        pull(p.peerId, { stage: p.stage, minIteration: -1, includeOptimizer: false }),
+        pull(n.peerId, { stage: n.stage, minIteration: -1, includeOptimizer: false })
       ]))
       const averaged = checkfreeAverage({
         model,
@@ -107,23 +118,24 @@ export async function rebuildStage (plan: RecoveryPlan, ctx: RebuildContext): Pr
         next: { layout: stageLayout(model, layout.stages, n.stage), params: values(next.tensors), gradNorm: plan.weights[1] ?? 0 }
       })
       stage = new Stage({ model, train, layout, values: averaged, lrScale: plan.lrScale })
-      stage.weightVersion = Math.min(prev.version, next.version)
+      stage.iteration = Math.min(prev.iteration, next.iteration)
       break
     }
     case 'checkfree-plus': {
       const d = plan.donors[0]
       const mirrorNames = (layout.hasEmbed ? embedSpecs(model) : headSpecs(model)).map(s => s.name)
       const [blocks, mirror] = await transfer(async () => await Promise.all([
-        pull(d.peerId, { stage: d.stage, minVersion: 0, includeOptimizer: false }),
-        pull(d.peerId, { stage: plan.stage, minVersion: 0, includeOptimizer: false, names: mirrorNames })
+        pull(d.peerId, { stage: d.stage, minIteration: -1, includeOptimizer: false }),
+        pull(d.peerId, { stage: plan.stage, minIteration: -1, includeOptimizer: false, names: mirrorNames })
       ]))
       const copied = neighbourCopy({ model, lost: layout, neighbour: { layout: stageLayout(model, layout.stages, d.stage), params: values(blocks.tensors) }, mirror: values(mirror.tensors) })
       stage = new Stage({ model, train, layout, values: copied, lrScale: plan.lrScale })
-      stage.weightVersion = blocks.version
+      // the mirror may be older than the blocks: the content is as old as its oldest part
+      stage.iteration = Math.min(blocks.iteration, mirror.iteration)
       break
     }
     default:
       throw new AssignmentError(`cannot rebuild a stage with rung "${plan.rung}"`)
   }
-  return { stage, bytes, transferMs, rebuildMs: performance.now() - t0 - transferMs }
+  return { stage, sourceIteration: stage.iteration, bytes, transferMs, rebuildMs: performance.now() - t0 - transferMs }
 }

@@ -39,8 +39,6 @@ export interface DoneInfo {
   /** Mean microbatch loss; only on the stage that runs the head. */
   loss?: number
   gradNorm: number
-  /** Weight version after this iteration commits. */
-  weightVersion: number
   computeMs: number
 }
 
@@ -261,19 +259,18 @@ export class StageRuntime {
       iteration: this.iteration,
       loss: hasLoss ? this.losses.reduce((a, b) => a + b, 0) / this.losses.length : undefined,
       gradNorm: r.gradNorm,
-      weightVersion: this.stage.weightVersion + 1,
       computeMs: this.computeMs
     }
     this.init.done(this.lastDone)
   }
 
-  /** The coordinator committed `it`: apply the prepared Adam step. */
+  /** The coordinator committed `it`: apply the prepared Adam step; the stage's state then belongs to `it`. */
   commit (it: number): void {
     if (this.state !== 'prepared' || it !== this.iteration) {
       log('stage %d: ignoring commit %d (iteration %d is %s)', this.stage.stage, it, this.iteration, this.state)
       return
     }
-    this.stage.commitStep()
+    this.stage.commitStep(it)
     this.init.tick?.()
     this.state = 'idle'
     this.init.committed?.(it)

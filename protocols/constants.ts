@@ -12,8 +12,10 @@ export const ACTIVATIONS_PROTOCOL = '/spotpipe/activations/1.0.0'
 /**
  * Fetch a stage's parameters (optionally optimizer state): request, manifest, chunks, end.
  * 2.0.0: the manifest's per-tensor checksum is a CRC-32 instead of a sha256 (see WEIGHTS_CHECKSUM).
+ * 3.0.0: request and manifest name the committed iteration the state belongs to (minIteration,
+ * iteration), not an optimizer step count; the stage-state meta tensor carries it too.
  */
-export const WEIGHTS_PROTOCOL = '/spotpipe/weights/2.0.0'
+export const WEIGHTS_PROTOCOL = '/spotpipe/weights/3.0.0'
 
 /**
  * The weights manifest's per-tensor checksum: CRC-32 with zlib's polynomial (node:zlib crc32).
@@ -69,6 +71,8 @@ export const MAX_STAGES = 1024
 export const MAX_PEERS_PER_STAGE = 8
 /** Donors in one recovery plan: CheckFree uses 2, multi-donor pulls a few more. */
 export const MAX_RECOVERY_DONORS = 8
+/** Copies one peer holds for others: a checkpoint snapshot, a mirror and a shadow today. */
+export const MAX_HELD_COPIES = 8
 /** Upper bound on the learning-rate scale of a recovery plan (CheckFree's default is 1.1). */
 export const MAX_LR_SCALE = 100
 

@@ -12,7 +12,7 @@ import { MAX_GOSSIP_MESSAGE_BYTES } from './constants.js'
 import { FrameTooLargeError, MalformedMessageError, UnknownKindError } from './errors.js'
 import * as pb from './messages.js'
 import { checkFrameSize, decodeProtobuf } from './pb-util.js'
-import type { Message, MessageKind, RecoveryRung, Role } from './types.js'
+import type { HeldCopyKind, Message, MessageKind, RecoveryRung, Role } from './types.js'
 import { validateMessage } from './validate.js'
 
 export const MESSAGE_KINDS: readonly MessageKind[] = [
@@ -31,6 +31,7 @@ const ROLE_CODE: Record<Role, number> = { stage: 1, spare: 2, coordinator: 3, ob
 const RUNG_CODE: Record<RecoveryRung, number> = {
   handover: 1, replica: 2, checkfree: 3, 'checkfree-plus': 4, checkpoint: 5, wait: 6, rejoin: 7
 }
+const HELD_KIND_CODE: Record<HeldCopyKind, number> = { mirror: 1, shadow: 2, checkpoint: 3 }
 
 type Body = Exclude<keyof pb.GossipEnvelope, 'kind'>
 const BODY: Record<MessageKind, Body> = {
@@ -53,6 +54,7 @@ function invert<K extends string> (table: Record<K, number>): Map<number, K> {
 const KIND_BY_CODE = invert(KIND_CODE)
 const ROLE_BY_CODE = invert(ROLE_CODE)
 const RUNG_BY_CODE = invert(RUNG_CODE)
+const HELD_KIND_BY_CODE = invert(HELD_KIND_CODE)
 
 function lookup<K> (table: Map<number, K>, code: number, field: string): K {
   const v = table.get(code)
@@ -71,13 +73,14 @@ function toWire (m: Message): pb.GossipEnvelope {
         iteration: m.iteration,
         loss: m.loss,
         gradNorm: m.gradNorm,
-        weightVersion: m.weightVersion,
         weightDigest: m.weightDigest,
         tokensPerSec: m.tokensPerSec,
         rssBytes: m.rssBytes,
         epoch: m.epoch,
         timestampMs: m.timestampMs,
-        departing: m.departing
+        departing: m.departing,
+        stateIteration: m.stateIteration,
+        held: m.held.map(h => ({ kind: HELD_KIND_CODE[h.kind], stage: h.stage, iteration: h.iteration }))
       }
       break
     case 'assignment':
@@ -109,7 +112,6 @@ function toWire (m: Message): pb.GossipEnvelope {
         iteration: m.iteration,
         loss: m.loss,
         gradNorm: m.gradNorm,
-        weightVersion: m.weightVersion,
         computeMs: m.computeMs
       }
       break
@@ -182,13 +184,14 @@ function fromWire (env: pb.GossipEnvelope): Message {
         stage: b.stage,
         iteration: b.iteration,
         gradNorm: b.gradNorm,
-        weightVersion: b.weightVersion,
         weightDigest: b.weightDigest,
         tokensPerSec: b.tokensPerSec,
         rssBytes: b.rssBytes,
         epoch: b.epoch,
         timestampMs: b.timestampMs,
-        departing: b.departing
+        departing: b.departing,
+        stateIteration: b.stateIteration,
+        held: b.held.map((h, i) => ({ kind: lookup(HELD_KIND_BY_CODE, h.kind, `heartbeat.held[${i}].kind`), stage: h.stage, iteration: h.iteration }))
       }, b.loss)
     }
     case 'assignment': {
@@ -226,7 +229,6 @@ function fromWire (env: pb.GossipEnvelope): Message {
         epoch: b.epoch,
         iteration: b.iteration,
         gradNorm: b.gradNorm,
-        weightVersion: b.weightVersion,
         computeMs: b.computeMs
       }, b.loss)
     }

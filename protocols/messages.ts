@@ -10,13 +10,14 @@ export interface Heartbeat {
   iteration: number
   loss?: number
   gradNorm: number
-  weightVersion: number
   weightDigest: string
   tokensPerSec: number
   rssBytes: number
   epoch: number
   timestampMs: number
   departing: boolean
+  stateIteration: number
+  held: HeldCopy[]
 }
 
 export namespace Heartbeat {
@@ -59,11 +60,6 @@ export namespace Heartbeat {
           w.double(obj.gradNorm)
         }
 
-        if ((obj.weightVersion != null && obj.weightVersion !== 0)) {
-          w.uint32(56)
-          w.uint32(obj.weightVersion)
-        }
-
         if ((obj.weightDigest != null && obj.weightDigest !== '')) {
           w.uint32(66)
           w.string(obj.weightDigest)
@@ -94,6 +90,18 @@ export namespace Heartbeat {
           w.bool(obj.departing)
         }
 
+        if ((obj.stateIteration != null && obj.stateIteration !== 0)) {
+          w.uint32(112)
+          w.sint32(obj.stateIteration)
+        }
+
+        if (obj.held != null && obj.held.length > 0) {
+          for (const value of obj.held) {
+            w.uint32(122)
+            HeldCopy.codec().encode(value, w)
+          }
+        }
+
         if (opts.lengthDelimited !== false) {
           w.ldelim()
         }
@@ -104,13 +112,14 @@ export namespace Heartbeat {
           stage: 0,
           iteration: 0,
           gradNorm: 0,
-          weightVersion: 0,
           weightDigest: '',
           tokensPerSec: 0,
           rssBytes: 0,
           epoch: 0,
           timestampMs: 0,
-          departing: false
+          departing: false,
+          stateIteration: 0,
+          held: []
         }
 
         const end = length == null ? reader.len : reader.pos + length
@@ -143,10 +152,6 @@ export namespace Heartbeat {
               obj.gradNorm = reader.double()
               break
             }
-            case 7: {
-              obj.weightVersion = reader.uint32()
-              break
-            }
             case 8: {
               obj.weightDigest = reader.string()
               break
@@ -171,6 +176,24 @@ export namespace Heartbeat {
               obj.departing = reader.bool()
               break
             }
+            case 14: {
+              obj.stateIteration = reader.sint32()
+              break
+            }
+            case 15: {
+              if (opts.limits?.held != null && obj.held.length === opts.limits.held) {
+                throw new MaxLengthError('Decode error - repeated field "held" had too many elements')
+              }
+
+              if (obj.held.length === 8) {
+                throw new MaxLengthError('Decode error - repeated field "held" had too many elements')
+              }
+
+              obj.held.push(HeldCopy.codec().decode(reader, reader.uint32(), {
+                limits: opts.limits?.held$
+              }))
+              break
+            }
             default: {
               reader.skipType(tag & 7)
               break
@@ -180,6 +203,10 @@ export namespace Heartbeat {
 
         return obj
       }, function * (reader, length, prefix, opts = {}) {
+        const obj = {
+          held: 8
+        }
+
         const end = length == null ? reader.len : reader.pos + length
 
         while (reader.pos < end) {
@@ -228,13 +255,6 @@ export namespace Heartbeat {
               }
               break
             }
-            case 7: {
-              yield {
-                field: `${prefix}.weightVersion`,
-                value: reader.uint32()
-              }
-              break
-            }
             case 8: {
               yield {
                 field: `${prefix}.weightDigest`,
@@ -275,6 +295,35 @@ export namespace Heartbeat {
                 field: `${prefix}.departing`,
                 value: reader.bool()
               }
+              break
+            }
+            case 14: {
+              yield {
+                field: `${prefix}.stateIteration`,
+                value: reader.sint32()
+              }
+              break
+            }
+            case 15: {
+              if (opts.limits?.held != null && obj.held === opts.limits.held) {
+                throw new MaxLengthError('Streaming decode error - repeated field "held" had too many elements')
+              }
+
+              if (obj.held === 8) {
+                throw new MaxLengthError('Streaming decode error - repeated field "held" had too many elements')
+              }
+
+              for (const evt of HeldCopy.codec().stream(reader, reader.uint32(), `${prefix}.held[]`, {
+                limits: opts.limits?.held$
+              })) {
+                yield {
+                  ...evt,
+                  index: obj.held
+                }
+              }
+
+              obj.held++
+
               break
             }
             default: {
@@ -319,11 +368,6 @@ export namespace Heartbeat {
     value: number
   }
 
-  export interface HeartbeatWeightVersionFieldEvent {
-    field: '$.weightVersion'
-    value: number
-  }
-
   export interface HeartbeatWeightDigestFieldEvent {
     field: '$.weightDigest'
     value: string
@@ -354,6 +398,29 @@ export namespace Heartbeat {
     value: boolean
   }
 
+  export interface HeartbeatStateIterationFieldEvent {
+    field: '$.stateIteration'
+    value: number
+  }
+
+  export interface HeartbeatHeldKindFieldEvent {
+    field: '$.held[].kind'
+    value: number
+    index: number
+  }
+
+  export interface HeartbeatHeldStageFieldEvent {
+    field: '$.held[].stage'
+    value: number
+    index: number
+  }
+
+  export interface HeartbeatHeldIterationFieldEvent {
+    field: '$.held[].iteration'
+    value: number
+    index: number
+  }
+
   export function encode (obj: Partial<Heartbeat>): Uint8Array<ArrayBuffer> {
     return encodeMessage(obj, Heartbeat.codec())
   }
@@ -362,8 +429,143 @@ export namespace Heartbeat {
     return decodeMessage(buf, Heartbeat.codec(), opts)
   }
 
-  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Heartbeat>): Generator<HeartbeatPeerIdFieldEvent | HeartbeatRoleFieldEvent | HeartbeatStageFieldEvent | HeartbeatIterationFieldEvent | HeartbeatLossFieldEvent | HeartbeatGradNormFieldEvent | HeartbeatWeightVersionFieldEvent | HeartbeatWeightDigestFieldEvent | HeartbeatTokensPerSecFieldEvent | HeartbeatRssBytesFieldEvent | HeartbeatEpochFieldEvent | HeartbeatTimestampMsFieldEvent | HeartbeatDepartingFieldEvent> {
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Heartbeat>): Generator<HeartbeatPeerIdFieldEvent | HeartbeatRoleFieldEvent | HeartbeatStageFieldEvent | HeartbeatIterationFieldEvent | HeartbeatLossFieldEvent | HeartbeatGradNormFieldEvent | HeartbeatWeightDigestFieldEvent | HeartbeatTokensPerSecFieldEvent | HeartbeatRssBytesFieldEvent | HeartbeatEpochFieldEvent | HeartbeatTimestampMsFieldEvent | HeartbeatDepartingFieldEvent | HeartbeatStateIterationFieldEvent | HeartbeatHeldKindFieldEvent | HeartbeatHeldStageFieldEvent | HeartbeatHeldIterationFieldEvent> {
     return streamMessage(buf, Heartbeat.codec(), opts)
+  }
+}
+
+export interface HeldCopy {
+  kind: number
+  stage: number
+  iteration: number
+}
+
+export namespace HeldCopy {
+  let _codec: Codec<HeldCopy>
+
+  export const codec = (): Codec<HeldCopy> => {
+    if (_codec == null) {
+      _codec = message<HeldCopy>((obj, w, opts = {}) => {
+        if (opts.lengthDelimited !== false) {
+          w.fork()
+        }
+
+        if ((obj.kind != null && obj.kind !== 0)) {
+          w.uint32(8)
+          w.uint32(obj.kind)
+        }
+
+        if ((obj.stage != null && obj.stage !== 0)) {
+          w.uint32(16)
+          w.uint32(obj.stage)
+        }
+
+        if ((obj.iteration != null && obj.iteration !== 0)) {
+          w.uint32(24)
+          w.sint32(obj.iteration)
+        }
+
+        if (opts.lengthDelimited !== false) {
+          w.ldelim()
+        }
+      }, (reader, length, opts = {}) => {
+        const obj: any = {
+          kind: 0,
+          stage: 0,
+          iteration: 0
+        }
+
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              obj.kind = reader.uint32()
+              break
+            }
+            case 2: {
+              obj.stage = reader.uint32()
+              break
+            }
+            case 3: {
+              obj.iteration = reader.sint32()
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+
+        return obj
+      }, function * (reader, length, prefix, opts = {}) {
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              yield {
+                field: `${prefix}.kind`,
+                value: reader.uint32()
+              }
+              break
+            }
+            case 2: {
+              yield {
+                field: `${prefix}.stage`,
+                value: reader.uint32()
+              }
+              break
+            }
+            case 3: {
+              yield {
+                field: `${prefix}.iteration`,
+                value: reader.sint32()
+              }
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+      })
+    }
+
+    return _codec
+  }
+
+  export interface HeldCopyKindFieldEvent {
+    field: '$.kind'
+    value: number
+  }
+
+  export interface HeldCopyStageFieldEvent {
+    field: '$.stage'
+    value: number
+  }
+
+  export interface HeldCopyIterationFieldEvent {
+    field: '$.iteration'
+    value: number
+  }
+
+  export function encode (obj: Partial<HeldCopy>): Uint8Array<ArrayBuffer> {
+    return encodeMessage(obj, HeldCopy.codec())
+  }
+
+  export function decode (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<HeldCopy>): HeldCopy {
+    return decodeMessage(buf, HeldCopy.codec(), opts)
+  }
+
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<HeldCopy>): Generator<HeldCopyKindFieldEvent | HeldCopyStageFieldEvent | HeldCopyIterationFieldEvent> {
+    return streamMessage(buf, HeldCopy.codec(), opts)
   }
 }
 
@@ -1259,7 +1461,6 @@ export interface Done {
   iteration: number
   loss?: number
   gradNorm: number
-  weightVersion: number
   computeMs: number
 }
 
@@ -1303,11 +1504,6 @@ export namespace Done {
           w.double(obj.gradNorm)
         }
 
-        if ((obj.weightVersion != null && obj.weightVersion !== 0)) {
-          w.uint32(56)
-          w.uint32(obj.weightVersion)
-        }
-
         if ((obj.computeMs != null && obj.computeMs !== 0)) {
           w.uint32(65)
           w.double(obj.computeMs)
@@ -1323,7 +1519,6 @@ export namespace Done {
           epoch: 0,
           iteration: 0,
           gradNorm: 0,
-          weightVersion: 0,
           computeMs: 0
         }
 
@@ -1355,10 +1550,6 @@ export namespace Done {
             }
             case 6: {
               obj.gradNorm = reader.double()
-              break
-            }
-            case 7: {
-              obj.weightVersion = reader.uint32()
               break
             }
             case 8: {
@@ -1422,13 +1613,6 @@ export namespace Done {
               }
               break
             }
-            case 7: {
-              yield {
-                field: `${prefix}.weightVersion`,
-                value: reader.uint32()
-              }
-              break
-            }
             case 8: {
               yield {
                 field: `${prefix}.computeMs`,
@@ -1478,11 +1662,6 @@ export namespace Done {
     value: number
   }
 
-  export interface DoneWeightVersionFieldEvent {
-    field: '$.weightVersion'
-    value: number
-  }
-
   export interface DoneComputeMsFieldEvent {
     field: '$.computeMs'
     value: number
@@ -1496,7 +1675,7 @@ export namespace Done {
     return decodeMessage(buf, Done.codec(), opts)
   }
 
-  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Done>): Generator<DonePeerIdFieldEvent | DoneStageFieldEvent | DoneEpochFieldEvent | DoneIterationFieldEvent | DoneLossFieldEvent | DoneGradNormFieldEvent | DoneWeightVersionFieldEvent | DoneComputeMsFieldEvent> {
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Done>): Generator<DonePeerIdFieldEvent | DoneStageFieldEvent | DoneEpochFieldEvent | DoneIterationFieldEvent | DoneLossFieldEvent | DoneGradNormFieldEvent | DoneComputeMsFieldEvent> {
     return streamMessage(buf, Done.codec(), opts)
   }
 }
@@ -2885,11 +3064,6 @@ export namespace GossipEnvelope {
     value: number
   }
 
-  export interface GossipEnvelopeHeartbeatWeightVersionFieldEvent {
-    field: '$.heartbeat.weightVersion'
-    value: number
-  }
-
   export interface GossipEnvelopeHeartbeatWeightDigestFieldEvent {
     field: '$.heartbeat.weightDigest'
     value: string
@@ -2918,6 +3092,29 @@ export namespace GossipEnvelope {
   export interface GossipEnvelopeHeartbeatDepartingFieldEvent {
     field: '$.heartbeat.departing'
     value: boolean
+  }
+
+  export interface GossipEnvelopeHeartbeatStateIterationFieldEvent {
+    field: '$.heartbeat.stateIteration'
+    value: number
+  }
+
+  export interface GossipEnvelopeHeartbeatHeldKindFieldEvent {
+    field: '$.heartbeat.held[].kind'
+    value: number
+    index: number
+  }
+
+  export interface GossipEnvelopeHeartbeatHeldStageFieldEvent {
+    field: '$.heartbeat.held[].stage'
+    value: number
+    index: number
+  }
+
+  export interface GossipEnvelopeHeartbeatHeldIterationFieldEvent {
+    field: '$.heartbeat.held[].iteration'
+    value: number
+    index: number
   }
 
   export interface GossipEnvelopeAssignmentClusterIdFieldEvent {
@@ -3041,11 +3238,6 @@ export namespace GossipEnvelope {
 
   export interface GossipEnvelopeDoneGradNormFieldEvent {
     field: '$.done.gradNorm'
-    value: number
-  }
-
-  export interface GossipEnvelopeDoneWeightVersionFieldEvent {
-    field: '$.done.weightVersion'
     value: number
   }
 
@@ -3211,16 +3403,16 @@ export namespace GossipEnvelope {
     return decodeMessage(buf, GossipEnvelope.codec(), opts)
   }
 
-  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<GossipEnvelope>): Generator<GossipEnvelopeKindFieldEvent | GossipEnvelopeHeartbeatPeerIdFieldEvent | GossipEnvelopeHeartbeatRoleFieldEvent | GossipEnvelopeHeartbeatStageFieldEvent | GossipEnvelopeHeartbeatIterationFieldEvent | GossipEnvelopeHeartbeatLossFieldEvent | GossipEnvelopeHeartbeatGradNormFieldEvent | GossipEnvelopeHeartbeatWeightVersionFieldEvent | GossipEnvelopeHeartbeatWeightDigestFieldEvent | GossipEnvelopeHeartbeatTokensPerSecFieldEvent | GossipEnvelopeHeartbeatRssBytesFieldEvent | GossipEnvelopeHeartbeatEpochFieldEvent | GossipEnvelopeHeartbeatTimestampMsFieldEvent | GossipEnvelopeHeartbeatDepartingFieldEvent | GossipEnvelopeAssignmentClusterIdFieldEvent | GossipEnvelopeAssignmentRunIdFieldEvent | GossipEnvelopeAssignmentEpochFieldEvent | GossipEnvelopeAssignmentIterationFieldEvent | GossipEnvelopeAssignmentStagesStageFieldEvent | GossipEnvelopeAssignmentStagesPeersFieldEvent | GossipEnvelopeAssignmentStagesAddrsFieldEvent | GossipEnvelopeAssignmentModelConfigFieldEvent | GossipEnvelopeAssignmentTrainingConfigFieldEvent | GossipEnvelopeAssignmentRebuiltFieldEvent | GossipEnvelopeBeginEpochFieldEvent | GossipEnvelopeBeginIterationFieldEvent | GossipEnvelopeAbortEpochFieldEvent | GossipEnvelopeAbortIterationFieldEvent | GossipEnvelopeAbortReasonFieldEvent | GossipEnvelopeCommitEpochFieldEvent | GossipEnvelopeCommitIterationFieldEvent | GossipEnvelopeCommitCheckpointFieldEvent | GossipEnvelopeDonePeerIdFieldEvent | GossipEnvelopeDoneStageFieldEvent | GossipEnvelopeDoneEpochFieldEvent | GossipEnvelopeDoneIterationFieldEvent | GossipEnvelopeDoneLossFieldEvent | GossipEnvelopeDoneGradNormFieldEvent | GossipEnvelopeDoneWeightVersionFieldEvent | GossipEnvelopeDoneComputeMsFieldEvent | GossipEnvelopeStreamBreakReporterFieldEvent | GossipEnvelopeStreamBreakStageFieldEvent | GossipEnvelopeStreamBreakSuspectFieldEvent | GossipEnvelopeStreamBreakEpochFieldEvent | GossipEnvelopeStreamBreakIterationFieldEvent | GossipEnvelopeStreamBreakReasonFieldEvent | GossipEnvelopeRecoveryPlanEpochFieldEvent | GossipEnvelopeRecoveryPlanStageFieldEvent | GossipEnvelopeRecoveryPlanRungFieldEvent | GossipEnvelopeRecoveryPlanTargetPeerFieldEvent | GossipEnvelopeRecoveryPlanDonorsPeerIdFieldEvent | GossipEnvelopeRecoveryPlanDonorsStageFieldEvent | GossipEnvelopeRecoveryPlanDonorsAddrFieldEvent | GossipEnvelopeRecoveryPlanLrScaleFieldEvent | GossipEnvelopeRecoveryPlanWeightsFieldEvent | GossipEnvelopeRecoveryPlanCheckpointIdFieldEvent | GossipEnvelopeRecoveryDonePeerIdFieldEvent | GossipEnvelopeRecoveryDoneEpochFieldEvent | GossipEnvelopeRecoveryDoneStageFieldEvent | GossipEnvelopeRecoveryDoneRungFieldEvent | GossipEnvelopeRecoveryDoneBytesFieldEvent | GossipEnvelopeRecoveryDoneTransferMsFieldEvent | GossipEnvelopeRecoveryDoneRebuildMsFieldEvent | GossipEnvelopeRecoveryFailedPeerIdFieldEvent | GossipEnvelopeRecoveryFailedEpochFieldEvent | GossipEnvelopeRecoveryFailedStageFieldEvent | GossipEnvelopeRecoveryFailedRungFieldEvent | GossipEnvelopeRecoveryFailedCodeFieldEvent | GossipEnvelopeRecoveryFailedReasonFieldEvent> {
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<GossipEnvelope>): Generator<GossipEnvelopeKindFieldEvent | GossipEnvelopeHeartbeatPeerIdFieldEvent | GossipEnvelopeHeartbeatRoleFieldEvent | GossipEnvelopeHeartbeatStageFieldEvent | GossipEnvelopeHeartbeatIterationFieldEvent | GossipEnvelopeHeartbeatLossFieldEvent | GossipEnvelopeHeartbeatGradNormFieldEvent | GossipEnvelopeHeartbeatWeightDigestFieldEvent | GossipEnvelopeHeartbeatTokensPerSecFieldEvent | GossipEnvelopeHeartbeatRssBytesFieldEvent | GossipEnvelopeHeartbeatEpochFieldEvent | GossipEnvelopeHeartbeatTimestampMsFieldEvent | GossipEnvelopeHeartbeatDepartingFieldEvent | GossipEnvelopeHeartbeatStateIterationFieldEvent | GossipEnvelopeHeartbeatHeldKindFieldEvent | GossipEnvelopeHeartbeatHeldStageFieldEvent | GossipEnvelopeHeartbeatHeldIterationFieldEvent | GossipEnvelopeAssignmentClusterIdFieldEvent | GossipEnvelopeAssignmentRunIdFieldEvent | GossipEnvelopeAssignmentEpochFieldEvent | GossipEnvelopeAssignmentIterationFieldEvent | GossipEnvelopeAssignmentStagesStageFieldEvent | GossipEnvelopeAssignmentStagesPeersFieldEvent | GossipEnvelopeAssignmentStagesAddrsFieldEvent | GossipEnvelopeAssignmentModelConfigFieldEvent | GossipEnvelopeAssignmentTrainingConfigFieldEvent | GossipEnvelopeAssignmentRebuiltFieldEvent | GossipEnvelopeBeginEpochFieldEvent | GossipEnvelopeBeginIterationFieldEvent | GossipEnvelopeAbortEpochFieldEvent | GossipEnvelopeAbortIterationFieldEvent | GossipEnvelopeAbortReasonFieldEvent | GossipEnvelopeCommitEpochFieldEvent | GossipEnvelopeCommitIterationFieldEvent | GossipEnvelopeCommitCheckpointFieldEvent | GossipEnvelopeDonePeerIdFieldEvent | GossipEnvelopeDoneStageFieldEvent | GossipEnvelopeDoneEpochFieldEvent | GossipEnvelopeDoneIterationFieldEvent | GossipEnvelopeDoneLossFieldEvent | GossipEnvelopeDoneGradNormFieldEvent | GossipEnvelopeDoneComputeMsFieldEvent | GossipEnvelopeStreamBreakReporterFieldEvent | GossipEnvelopeStreamBreakStageFieldEvent | GossipEnvelopeStreamBreakSuspectFieldEvent | GossipEnvelopeStreamBreakEpochFieldEvent | GossipEnvelopeStreamBreakIterationFieldEvent | GossipEnvelopeStreamBreakReasonFieldEvent | GossipEnvelopeRecoveryPlanEpochFieldEvent | GossipEnvelopeRecoveryPlanStageFieldEvent | GossipEnvelopeRecoveryPlanRungFieldEvent | GossipEnvelopeRecoveryPlanTargetPeerFieldEvent | GossipEnvelopeRecoveryPlanDonorsPeerIdFieldEvent | GossipEnvelopeRecoveryPlanDonorsStageFieldEvent | GossipEnvelopeRecoveryPlanDonorsAddrFieldEvent | GossipEnvelopeRecoveryPlanLrScaleFieldEvent | GossipEnvelopeRecoveryPlanWeightsFieldEvent | GossipEnvelopeRecoveryPlanCheckpointIdFieldEvent | GossipEnvelopeRecoveryDonePeerIdFieldEvent | GossipEnvelopeRecoveryDoneEpochFieldEvent | GossipEnvelopeRecoveryDoneStageFieldEvent | GossipEnvelopeRecoveryDoneRungFieldEvent | GossipEnvelopeRecoveryDoneBytesFieldEvent | GossipEnvelopeRecoveryDoneTransferMsFieldEvent | GossipEnvelopeRecoveryDoneRebuildMsFieldEvent | GossipEnvelopeRecoveryFailedPeerIdFieldEvent | GossipEnvelopeRecoveryFailedEpochFieldEvent | GossipEnvelopeRecoveryFailedStageFieldEvent | GossipEnvelopeRecoveryFailedRungFieldEvent | GossipEnvelopeRecoveryFailedCodeFieldEvent | GossipEnvelopeRecoveryFailedReasonFieldEvent> {
     return streamMessage(buf, GossipEnvelope.codec(), opts)
   }
 }
 
 export interface WeightsRequest {
   stage: number
-  minVersion: number
   names: string[]
   includeOptimizer: boolean
+  minIteration: number
 }
 
 export namespace WeightsRequest {
@@ -3238,11 +3430,6 @@ export namespace WeightsRequest {
           w.uint32(obj.stage)
         }
 
-        if ((obj.minVersion != null && obj.minVersion !== 0)) {
-          w.uint32(16)
-          w.uint32(obj.minVersion)
-        }
-
         if (obj.names != null && obj.names.length > 0) {
           for (const value of obj.names) {
             w.uint32(26)
@@ -3255,15 +3442,20 @@ export namespace WeightsRequest {
           w.bool(obj.includeOptimizer)
         }
 
+        if ((obj.minIteration != null && obj.minIteration !== 0)) {
+          w.uint32(40)
+          w.sint32(obj.minIteration)
+        }
+
         if (opts.lengthDelimited !== false) {
           w.ldelim()
         }
       }, (reader, length, opts = {}) => {
         const obj: any = {
           stage: 0,
-          minVersion: 0,
           names: [],
-          includeOptimizer: false
+          includeOptimizer: false,
+          minIteration: 0
         }
 
         const end = length == null ? reader.len : reader.pos + length
@@ -3274,10 +3466,6 @@ export namespace WeightsRequest {
           switch (tag >>> 3) {
             case 1: {
               obj.stage = reader.uint32()
-              break
-            }
-            case 2: {
-              obj.minVersion = reader.uint32()
               break
             }
             case 3: {
@@ -3294,6 +3482,10 @@ export namespace WeightsRequest {
             }
             case 4: {
               obj.includeOptimizer = reader.bool()
+              break
+            }
+            case 5: {
+              obj.minIteration = reader.sint32()
               break
             }
             default: {
@@ -3318,13 +3510,6 @@ export namespace WeightsRequest {
             case 1: {
               yield {
                 field: `${prefix}.stage`,
-                value: reader.uint32()
-              }
-              break
-            }
-            case 2: {
-              yield {
-                field: `${prefix}.minVersion`,
                 value: reader.uint32()
               }
               break
@@ -3355,6 +3540,13 @@ export namespace WeightsRequest {
               }
               break
             }
+            case 5: {
+              yield {
+                field: `${prefix}.minIteration`,
+                value: reader.sint32()
+              }
+              break
+            }
             default: {
               reader.skipType(tag & 7)
               break
@@ -3372,11 +3564,6 @@ export namespace WeightsRequest {
     value: number
   }
 
-  export interface WeightsRequestMinVersionFieldEvent {
-    field: '$.minVersion'
-    value: number
-  }
-
   export interface WeightsRequestNamesFieldEvent {
     field: '$.names[]'
     index: number
@@ -3388,6 +3575,11 @@ export namespace WeightsRequest {
     value: boolean
   }
 
+  export interface WeightsRequestMinIterationFieldEvent {
+    field: '$.minIteration'
+    value: number
+  }
+
   export function encode (obj: Partial<WeightsRequest>): Uint8Array<ArrayBuffer> {
     return encodeMessage(obj, WeightsRequest.codec())
   }
@@ -3396,7 +3588,7 @@ export namespace WeightsRequest {
     return decodeMessage(buf, WeightsRequest.codec(), opts)
   }
 
-  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<WeightsRequest>): Generator<WeightsRequestStageFieldEvent | WeightsRequestMinVersionFieldEvent | WeightsRequestNamesFieldEvent | WeightsRequestIncludeOptimizerFieldEvent> {
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<WeightsRequest>): Generator<WeightsRequestStageFieldEvent | WeightsRequestNamesFieldEvent | WeightsRequestIncludeOptimizerFieldEvent | WeightsRequestMinIterationFieldEvent> {
     return streamMessage(buf, WeightsRequest.codec(), opts)
   }
 }
@@ -3611,9 +3803,9 @@ export namespace TensorInfo {
 
 export interface WeightsManifest {
   stage: number
-  version: number
   tensors: TensorInfo[]
   totalBytes: number
+  iteration: number
 }
 
 export namespace WeightsManifest {
@@ -3631,11 +3823,6 @@ export namespace WeightsManifest {
           w.uint32(obj.stage)
         }
 
-        if ((obj.version != null && obj.version !== 0)) {
-          w.uint32(16)
-          w.uint32(obj.version)
-        }
-
         if (obj.tensors != null && obj.tensors.length > 0) {
           for (const value of obj.tensors) {
             w.uint32(26)
@@ -3648,15 +3835,20 @@ export namespace WeightsManifest {
           w.uint64Number(obj.totalBytes)
         }
 
+        if ((obj.iteration != null && obj.iteration !== 0)) {
+          w.uint32(40)
+          w.sint32(obj.iteration)
+        }
+
         if (opts.lengthDelimited !== false) {
           w.ldelim()
         }
       }, (reader, length, opts = {}) => {
         const obj: any = {
           stage: 0,
-          version: 0,
           tensors: [],
-          totalBytes: 0
+          totalBytes: 0,
+          iteration: 0
         }
 
         const end = length == null ? reader.len : reader.pos + length
@@ -3667,10 +3859,6 @@ export namespace WeightsManifest {
           switch (tag >>> 3) {
             case 1: {
               obj.stage = reader.uint32()
-              break
-            }
-            case 2: {
-              obj.version = reader.uint32()
               break
             }
             case 3: {
@@ -3689,6 +3877,10 @@ export namespace WeightsManifest {
             }
             case 4: {
               obj.totalBytes = reader.uint64Number()
+              break
+            }
+            case 5: {
+              obj.iteration = reader.sint32()
               break
             }
             default: {
@@ -3713,13 +3905,6 @@ export namespace WeightsManifest {
             case 1: {
               yield {
                 field: `${prefix}.stage`,
-                value: reader.uint32()
-              }
-              break
-            }
-            case 2: {
-              yield {
-                field: `${prefix}.version`,
                 value: reader.uint32()
               }
               break
@@ -3753,6 +3938,13 @@ export namespace WeightsManifest {
               }
               break
             }
+            case 5: {
+              yield {
+                field: `${prefix}.iteration`,
+                value: reader.sint32()
+              }
+              break
+            }
             default: {
               reader.skipType(tag & 7)
               break
@@ -3767,11 +3959,6 @@ export namespace WeightsManifest {
 
   export interface WeightsManifestStageFieldEvent {
     field: '$.stage'
-    value: number
-  }
-
-  export interface WeightsManifestVersionFieldEvent {
-    field: '$.version'
     value: number
   }
 
@@ -3810,6 +3997,11 @@ export namespace WeightsManifest {
     value: number
   }
 
+  export interface WeightsManifestIterationFieldEvent {
+    field: '$.iteration'
+    value: number
+  }
+
   export function encode (obj: Partial<WeightsManifest>): Uint8Array<ArrayBuffer> {
     return encodeMessage(obj, WeightsManifest.codec())
   }
@@ -3818,7 +4010,7 @@ export namespace WeightsManifest {
     return decodeMessage(buf, WeightsManifest.codec(), opts)
   }
 
-  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<WeightsManifest>): Generator<WeightsManifestStageFieldEvent | WeightsManifestVersionFieldEvent | WeightsManifestTensorsNameFieldEvent | WeightsManifestTensorsDtypeFieldEvent | WeightsManifestTensorsShapeFieldEvent | WeightsManifestTensorsByteLengthFieldEvent | WeightsManifestTensorsCrc32FieldEvent | WeightsManifestTotalBytesFieldEvent> {
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<WeightsManifest>): Generator<WeightsManifestStageFieldEvent | WeightsManifestTensorsNameFieldEvent | WeightsManifestTensorsDtypeFieldEvent | WeightsManifestTensorsShapeFieldEvent | WeightsManifestTensorsByteLengthFieldEvent | WeightsManifestTensorsCrc32FieldEvent | WeightsManifestTotalBytesFieldEvent | WeightsManifestIterationFieldEvent> {
     return streamMessage(buf, WeightsManifest.codec(), opts)
   }
 }
@@ -4335,11 +4527,6 @@ export namespace WeightsEnvelope {
     value: number
   }
 
-  export interface WeightsEnvelopeRequestMinVersionFieldEvent {
-    field: '$.request.minVersion'
-    value: number
-  }
-
   export interface WeightsEnvelopeRequestNamesFieldEvent {
     field: '$.request.names[]'
     index: number
@@ -4351,13 +4538,13 @@ export namespace WeightsEnvelope {
     value: boolean
   }
 
-  export interface WeightsEnvelopeManifestStageFieldEvent {
-    field: '$.manifest.stage'
+  export interface WeightsEnvelopeRequestMinIterationFieldEvent {
+    field: '$.request.minIteration'
     value: number
   }
 
-  export interface WeightsEnvelopeManifestVersionFieldEvent {
-    field: '$.manifest.version'
+  export interface WeightsEnvelopeManifestStageFieldEvent {
+    field: '$.manifest.stage'
     value: number
   }
 
@@ -4393,6 +4580,11 @@ export namespace WeightsEnvelope {
 
   export interface WeightsEnvelopeManifestTotalBytesFieldEvent {
     field: '$.manifest.totalBytes'
+    value: number
+  }
+
+  export interface WeightsEnvelopeManifestIterationFieldEvent {
+    field: '$.manifest.iteration'
     value: number
   }
 
@@ -4434,7 +4626,7 @@ export namespace WeightsEnvelope {
     return decodeMessage(buf, WeightsEnvelope.codec(), opts)
   }
 
-  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<WeightsEnvelope>): Generator<WeightsEnvelopeKindFieldEvent | WeightsEnvelopeRequestStageFieldEvent | WeightsEnvelopeRequestMinVersionFieldEvent | WeightsEnvelopeRequestNamesFieldEvent | WeightsEnvelopeRequestIncludeOptimizerFieldEvent | WeightsEnvelopeManifestStageFieldEvent | WeightsEnvelopeManifestVersionFieldEvent | WeightsEnvelopeManifestTensorsNameFieldEvent | WeightsEnvelopeManifestTensorsDtypeFieldEvent | WeightsEnvelopeManifestTensorsShapeFieldEvent | WeightsEnvelopeManifestTensorsByteLengthFieldEvent | WeightsEnvelopeManifestTensorsCrc32FieldEvent | WeightsEnvelopeManifestTotalBytesFieldEvent | WeightsEnvelopeChunkIndexFieldEvent | WeightsEnvelopeChunkOffsetFieldEvent | WeightsEnvelopeChunkDataFieldEvent | WeightsEnvelopeEndTotalBytesFieldEvent | WeightsEnvelopeErrorCodeFieldEvent | WeightsEnvelopeErrorMessageFieldEvent> {
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<WeightsEnvelope>): Generator<WeightsEnvelopeKindFieldEvent | WeightsEnvelopeRequestStageFieldEvent | WeightsEnvelopeRequestNamesFieldEvent | WeightsEnvelopeRequestIncludeOptimizerFieldEvent | WeightsEnvelopeRequestMinIterationFieldEvent | WeightsEnvelopeManifestStageFieldEvent | WeightsEnvelopeManifestTensorsNameFieldEvent | WeightsEnvelopeManifestTensorsDtypeFieldEvent | WeightsEnvelopeManifestTensorsShapeFieldEvent | WeightsEnvelopeManifestTensorsByteLengthFieldEvent | WeightsEnvelopeManifestTensorsCrc32FieldEvent | WeightsEnvelopeManifestTotalBytesFieldEvent | WeightsEnvelopeManifestIterationFieldEvent | WeightsEnvelopeChunkIndexFieldEvent | WeightsEnvelopeChunkOffsetFieldEvent | WeightsEnvelopeChunkDataFieldEvent | WeightsEnvelopeEndTotalBytesFieldEvent | WeightsEnvelopeErrorCodeFieldEvent | WeightsEnvelopeErrorMessageFieldEvent> {
     return streamMessage(buf, WeightsEnvelope.codec(), opts)
   }
 }

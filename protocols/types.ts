@@ -13,6 +13,17 @@ export type Role = 'stage' | 'spare' | 'coordinator' | 'observer'
  */
 export type RecoveryRung = 'handover' | 'replica' | 'checkfree' | 'checkfree-plus' | 'checkpoint' | 'wait' | 'rejoin'
 
+/** What a held copy is for: a CheckFree+ mirror, a redundant shadow, a sparse checkpoint's snapshot. */
+export type HeldCopyKind = 'mirror' | 'shadow' | 'checkpoint'
+
+/** A copy of a stage's state a peer holds for others, and the committed iteration it belongs to. */
+export interface HeldCopy {
+  kind: HeldCopyKind
+  stage: number
+  /** -1: the seeded initial weights. */
+  iteration: number
+}
+
 /** Published by every peer about once a second on the heartbeat topic. */
 export interface Heartbeat {
   kind: 'heartbeat'
@@ -25,8 +36,7 @@ export interface Heartbeat {
   /** Loss of that iteration; only the last stage has one. */
   loss?: number
   gradNorm: number
-  weightVersion: number
-  /** Digest of the stage's weights at weightVersion (empty when there are none). */
+  /** Digest of the stage's weights at stateIteration (empty when there are none). */
   weightDigest: string
   tokensPerSec: number
   rssBytes: number
@@ -34,6 +44,13 @@ export interface Heartbeat {
   timestampMs: number
   /** The peer announces it is leaving (spot interruption notice, SIGTERM). */
   departing: boolean
+  /**
+   * The committed iteration its stage's state belongs to (-1: the seeded initial weights, or no
+   * stage). Not `iteration`, the last one it finished: a finished iteration may still be aborted.
+   */
+  stateIteration: number
+  /** Every copy it holds for other stages (mirror, shadow) or for the coordinator (checkpoint snapshot). */
+  held: HeldCopy[]
 }
 
 export interface StageAssignment {
@@ -94,7 +111,6 @@ export interface DoneReport {
   /** Only the last stage computes a loss. */
   loss?: number
   gradNorm: number
-  weightVersion: number
   computeMs: number
 }
 
@@ -182,11 +198,12 @@ export type Direction = 'forward' | 'backward'
 
 // ---------------------------------------------------------------- weights protocol
 
-/** Puller -> donor: send me this stage's tensors at this version or newer. */
+/** Puller -> donor: send me this stage's tensors, of this committed iteration or a later one. */
 export interface WeightsRequest {
   kind: 'request'
   stage: number
-  minVersion: number
+  /** Oldest acceptable iteration the state belongs to; -1 accepts anything (the seeded weights too). */
+  minIteration: number
   /** Subset of tensor names; empty means all of the stage's tensors. */
   names: string[]
   includeOptimizer: boolean
@@ -206,7 +223,8 @@ export interface TensorInfo {
 export interface WeightsManifest {
   kind: 'manifest'
   stage: number
-  version: number
+  /** The committed iteration the served state belongs to (-1: the seeded initial weights). */
+  iteration: number
   tensors: TensorInfo[]
   /** Sum of byteLength. */
   totalBytes: number
@@ -229,7 +247,7 @@ export interface WeightsEnd {
 /** Either side: the transfer cannot go on. */
 export interface WeightsErrorMessage {
   kind: 'error'
-  /** Short upper-case token, e.g. ERR_VERSION_UNAVAILABLE. */
+  /** Short upper-case token, e.g. ERR_ITERATION_UNAVAILABLE. */
   code: string
   message: string
 }

@@ -5,7 +5,7 @@
  */
 import {
   MAX_CONFIG_JSON_BYTES, MAX_DIGEST_LENGTH, MAX_ERROR_CODE_LENGTH, MAX_ID_LENGTH, MAX_LR_SCALE,
-  MAX_ADDR_LENGTH, MAX_PEERS_PER_STAGE, MAX_PEER_ID_LENGTH, MAX_REASON_LENGTH, MAX_RECOVERY_DONORS, MAX_STAGES,
+  MAX_ADDR_LENGTH, MAX_HELD_COPIES, MAX_PEERS_PER_STAGE, MAX_PEER_ID_LENGTH, MAX_REASON_LENGTH, MAX_RECOVERY_DONORS, MAX_STAGES,
   MAX_TENSOR_DIMS, MAX_TENSOR_NAME_LENGTH, MAX_WEIGHTS_CHUNK_BYTES, MAX_WEIGHTS_TENSORS,
   MAX_WEIGHTS_TOTAL_BYTES, MAX_WEIGHT_TENSOR_BYTES, ID_PATTERN, PEER_ID_PATTERN, TENSOR_NAME_PATTERN
 } from './constants.js'
@@ -14,11 +14,12 @@ import {
   UnknownKindError
 } from './errors.js'
 import type {
-  Abort, Assignment, Begin, Commit, DoneReport, DType, Heartbeat, Message, RecoveryPlan, RecoveryRung,
+  Abort, Assignment, Begin, Commit, DoneReport, DType, HeldCopyKind, Heartbeat, Message, RecoveryPlan, RecoveryRung,
   Role, RecoveryDone, RecoveryFailed, StreamBreakReport, TensorInfo, WeightsManifest, WeightsMessage
 } from './types.js'
 
 export const ROLES: readonly Role[] = ['stage', 'spare', 'coordinator', 'observer']
+export const HELD_COPY_KINDS: readonly HeldCopyKind[] = ['mirror', 'shadow', 'checkpoint']
 export const RECOVERY_RUNGS: readonly RecoveryRung[] = ['handover', 'replica', 'checkfree', 'checkfree-plus', 'checkpoint', 'wait', 'rejoin']
 export const DTYPES: readonly DType[] = ['float32', 'int32']
 /** Both dtypes are 4 bytes per element. */
@@ -56,6 +57,11 @@ export function checkInt (v: unknown, field: string, min: number, max: number): 
 
 export function checkUint32 (v: unknown, field: string): number {
   return checkInt(v, field, 0, U32_MAX)
+}
+
+/** A committed iteration a state belongs to: -1 (the seeded initial weights) or more, a sint32 on the wire. */
+export function checkStateIteration (v: unknown, field: string): number {
+  return checkInt(v, field, -1, 0x7fffffff)
 }
 
 /** A non-negative integer that a double represents exactly (byte counts, timestamps). */
@@ -204,13 +210,25 @@ function checkHeartbeat (o: Record<string, unknown>): Heartbeat {
   checkUint32(o.iteration, `${f}.iteration`)
   if (o.loss !== undefined) checkFinite(o.loss, `${f}.loss`)
   checkFinite(o.gradNorm, `${f}.gradNorm`, 0)
-  checkUint32(o.weightVersion, `${f}.weightVersion`)
   checkString(o.weightDigest, `${f}.weightDigest`, { max: MAX_DIGEST_LENGTH, pattern: TOKEN_PATTERN, alphabet: 'printable ASCII' })
   checkFinite(o.tokensPerSec, `${f}.tokensPerSec`, 0)
   checkSafeUint(o.rssBytes, `${f}.rssBytes`)
   checkUint32(o.epoch, `${f}.epoch`)
   checkSafeUint(o.timestampMs, `${f}.timestampMs`)
   checkBool(o.departing, `${f}.departing`)
+  checkStateIteration(o.stateIteration, `${f}.stateIteration`)
+  if (o.role !== 'stage' && o.stateIteration !== -1) fail(`${f}.stateIteration`, `must be -1 for role "${String(o.role)}" (no stage)`)
+  const held = checkList(o.held, `${f}.held`, MAX_HELD_COPIES)
+  const kinds = new Set<unknown>()
+  held.forEach((h, i) => {
+    const hf = `${f}.held[${i}]`
+    const ho = checkObject(h, hf)
+    if (!HELD_COPY_KINDS.includes(ho.kind as HeldCopyKind)) fail(`${hf}.kind`, `unknown kind ${describe(ho.kind)}`)
+    if (kinds.has(ho.kind)) fail(`${hf}.kind`, `a second ${String(ho.kind)} copy`)
+    kinds.add(ho.kind)
+    checkStage(ho.stage, `${hf}.stage`)
+    checkStateIteration(ho.iteration, `${hf}.iteration`)
+  })
   return o as unknown as Heartbeat
 }
 
@@ -267,7 +285,6 @@ function checkDone (o: Record<string, unknown>): DoneReport {
   checkEpochIteration(o, f)
   if (o.loss !== undefined) checkFinite(o.loss, `${f}.loss`)
   checkFinite(o.gradNorm, `${f}.gradNorm`, 0)
-  checkUint32(o.weightVersion, `${f}.weightVersion`)
   checkFinite(o.computeMs, `${f}.computeMs`, 0)
   return o as unknown as DoneReport
 }
@@ -413,7 +430,7 @@ export function validateWeightsMessage (value: unknown, ctx: WeightsValidationCo
   switch (o.kind) {
     case 'request': {
       checkStage(o.stage, 'request.stage')
-      checkUint32(o.minVersion, 'request.minVersion')
+      checkStateIteration(o.minIteration, 'request.minIteration')
       const names = checkList(o.names, 'request.names', MAX_WEIGHTS_TENSORS)
       const seen = new Set<string>()
       names.forEach((n, i) => {
@@ -426,7 +443,7 @@ export function validateWeightsMessage (value: unknown, ctx: WeightsValidationCo
     }
     case 'manifest': {
       checkStage(o.stage, 'manifest.stage')
-      checkUint32(o.version, 'manifest.version')
+      checkStateIteration(o.iteration, 'manifest.iteration')
       const tensors = checkList(o.tensors, 'manifest.tensors', MAX_WEIGHTS_TENSORS)
       const seen = new Set<string>()
       let sum = 0

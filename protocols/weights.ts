@@ -31,12 +31,12 @@ function toWire (m: WeightsMessage): pb.WeightsEnvelope {
   const env: pb.WeightsEnvelope = { kind: KIND_CODE[m.kind] }
   switch (m.kind) {
     case 'request':
-      env.request = { stage: m.stage, minVersion: m.minVersion, names: [...m.names], includeOptimizer: m.includeOptimizer }
+      env.request = { stage: m.stage, minIteration: m.minIteration, names: [...m.names], includeOptimizer: m.includeOptimizer }
       break
     case 'manifest':
       env.manifest = {
         stage: m.stage,
-        version: m.version,
+        iteration: m.iteration,
         tensors: m.tensors.map(t => ({
           name: t.name, dtype: DTYPE_CODE[t.dtype], shape: [...t.shape], byteLength: t.byteLength, crc32: t.crc32
         })),
@@ -73,14 +73,14 @@ function fromWire (env: pb.WeightsEnvelope): WeightsMessage {
   switch (kind) {
     case 'request': {
       const b = env.request ?? missing()
-      return { kind, stage: b.stage, minVersion: b.minVersion, names: b.names, includeOptimizer: b.includeOptimizer }
+      return { kind, stage: b.stage, minIteration: b.minIteration, names: b.names, includeOptimizer: b.includeOptimizer }
     }
     case 'manifest': {
       const b = env.manifest ?? missing()
       return {
         kind,
         stage: b.stage,
-        version: b.version,
+        iteration: b.iteration,
         tensors: b.tensors.map((t, i) => {
           const dtype = DTYPE_BY_CODE.get(t.dtype)
           if (dtype === undefined) {

@@ -20,7 +20,7 @@ import {
 import { resolveModelConfig } from '../model/config.js'
 import { stageLayout, stageSpecs } from '../model/params.js'
 import { mulberry32 } from '../model/rng.js'
-import type { TensorSet } from '../model/safetensors.js'
+import { encodeSafetensors, type TensorSet } from '../model/safetensors.js'
 import { encodeStageState, OPTIM_M, OPTIM_V, type StageState } from '../model/state.js'
 
 const model = resolveModelConfig({ dModel: 8, nHeads: 2, nBlocks: 4, seqLen: 4 })
@@ -50,12 +50,18 @@ function makeStates (stages: number, seed: number, adamStep = 12): StageState[] 
       tensors.set(OPTIM_M + spec.name, { dtype: 'F32', shape: spec.shape, data: random(size) })
       tensors.set(OPTIM_V + spec.name, { dtype: 'F32', shape: spec.shape, data: random(size).map(Math.abs) })
     }
-    return { tensors, meta: { adamStep, lrScale: 1, weightVersion: adamStep, gradNorm: 0.25 + s } }
+    return { tensors, meta: { iteration: -1, adamStep, lrScale: 1, gradNorm: 0.25 + s } }
   })
 }
 
-/** Writes a complete checkpoint, stages put concurrently and out of order. */
+/** `st` as the state of committed iteration `iteration` (a checkpoint of `it` holds only states of `it`). */
+function at (st: StageState, iteration: number): StageState {
+  return { tensors: st.tensors, meta: { ...st.meta, iteration } }
+}
+
+/** Writes a complete checkpoint, stages put concurrently and out of order; the states then belong to `iteration`. */
 async function write (store: CheckpointStore, iteration: number, states: StageState[]): Promise<void> {
+  for (const st of states) st.meta.iteration = iteration
   const h = await store.beginCheckpoint(iteration, states.length, { ...model })
   await Promise.all(states.map((st, s) => ({ st, s })).reverse().map(async ({ st, s }) => { await h.putStage(s, encodeStageState(st)) }))
   await h.complete()
@@ -114,7 +120,7 @@ describe('CheckpointStore writing and retention', () => {
       expect(loaded.states[s].meta).toEqual(states[s].meta)
     }
     const manifest = JSON.parse(await fs.readFile(manifestPath(dir, 30), 'utf8'))
-    expect(manifest).toMatchObject({ format: 'spotpipe-checkpoint', version: 2, iteration: 30, stages: 4 })
+    expect(manifest).toMatchObject({ format: 'spotpipe-checkpoint', version: 3, iteration: 30, stages: 4 })
     const file2 = await fs.readFile(stagePath(dir, 30, 2))
     expect(manifest.files[2]).toEqual({ stage: 2, file: 'stage-2.safetensors', bytes: encodeStageState(states[2]).length, crc32: (crc32(file2) >>> 0).toString(16).padStart(8, '0') })
     expect(loaded.bytes).toBe(manifest.files.reduce((a: number, f: { bytes: number }) => a + f.bytes, 0))
@@ -144,17 +150,58 @@ describe('CheckpointStore writing and retention', () => {
     await expect((await openStore(dir)).load(40)).rejects.toMatchObject({ code: 'ERR_CHECKPOINT_MANIFEST' })
   })
 
+  it('loads a version-2 checkpoint, whose stage files count optimizer steps (weight_version) and take the manifest\'s iteration', async () => {
+    const dir = freshDir()
+    const states = makeStates(2, 14, 7)
+    await write(await openStore(dir), 44, states)
+    // rewrite the stage files and manifest as the code before spotpipe.iteration wrote them
+    const manifest = JSON.parse(await fs.readFile(manifestPath(dir, 44), 'utf8'))
+    manifest.version = 2
+    for (const [s, f] of manifest.files.entries()) {
+      const meta = states[s].meta
+      const bytes = encodeSafetensors(states[s].tensors, { 'spotpipe.adam_step': String(meta.adamStep), 'spotpipe.lr_scale': String(meta.lrScale), 'spotpipe.weight_version': String(meta.adamStep), 'spotpipe.grad_norm': String(meta.gradNorm) })
+      await fs.writeFile(join(ckptDir(dir, 44), f.file), bytes)
+      f.bytes = bytes.length
+      f.crc32 = (crc32(bytes) >>> 0).toString(16).padStart(8, '0')
+    }
+    await fs.writeFile(manifestPath(dir, 44), JSON.stringify(manifest))
+    const loaded = await (await openStore(dir)).load(44)
+    expect(loaded.states.map(st => st.meta)).toEqual(states.map(st => ({ ...st.meta, iteration: 44 })))
+    // as version 3 the same files lack spotpipe.iteration: damaged
+    manifest.version = 3
+    await fs.writeFile(manifestPath(dir, 44), JSON.stringify(manifest))
+    await expect((await openStore(dir)).load(44)).rejects.toThrow(/stage-0\.safetensors: does not decode: state metadata lacks spotpipe\.iteration/)
+  })
+
+  it('refuses, on put and on load, a stage state that belongs to another iteration than the checkpoint', async () => {
+    const dir = freshDir()
+    const store = await openStore(dir)
+    const states = makeStates(2, 15).map(st => at(st, 11))
+    const h = await store.beginCheckpoint(12, 2, model)
+    await expect(h.putState(0, states[0])).rejects.toThrow(/checkpoint 12: snapshot for stage-0\.safetensors is the state of iteration 11/)
+    await expect(h.putStage(1, encodeStageState(states[1]))).rejects.toBeInstanceOf(CheckpointCorruptError)
+    await h.abandon()
+    // a stage file of iteration 11 copied into checkpoint 12 (a valid manifest for it)
+    await write(store, 12, makeStates(2, 16))
+    const bytes = encodeStageState(states[1])
+    await fs.writeFile(stagePath(dir, 12, 1), bytes)
+    const manifest = JSON.parse(await fs.readFile(manifestPath(dir, 12), 'utf8'))
+    manifest.files[1] = { ...manifest.files[1], bytes: bytes.length, crc32: (crc32(bytes) >>> 0).toString(16).padStart(8, '0') }
+    await fs.writeFile(manifestPath(dir, 12), JSON.stringify(manifest))
+    await expect((await openStore(dir)).load(12)).rejects.toThrow(/checkpoint 12: .*stage-1\.safetensors: holds the state of iteration 11/)
+  })
+
   it('ignores a checkpoint without a manifest (crash mid-write) and removes it on open', async () => {
     const { dir } = await twoCheckpoints()
     // crash after two of four stage files: a second process writes them and never completes
     const crashed = await openStore(dir)
     const h = await crashed.beginCheckpoint(30, 4, model)
     const states = makeStates(4, 3)
-    await h.putStage(0, encodeStageState(states[0]))
-    await h.putStage(1, encodeStageState(states[1]))
+    await h.putStage(0, encodeStageState(at(states[0], 30)))
+    await h.putStage(1, encodeStageState(at(states[1], 30)))
     // and a bare directory with a stage file, written by hand
     await fs.mkdir(ckptDir(dir, 40))
-    await fs.writeFile(stagePath(dir, 40, 0), encodeStageState(states[0]))
+    await fs.writeFile(stagePath(dir, 40, 0), encodeStageState(at(states[0], 40)))
 
     const store = await openStore(dir)
     expect(store.list().map(c => c.iteration)).toEqual([20, 10])
@@ -164,21 +211,21 @@ describe('CheckpointStore writing and retention', () => {
   })
 
   it('putState writes byte for byte the file putStage(encodeStageState) writes, and refuses NaN', async () => {
-    const dir = freshDir()
-    const store = await openStore(dir)
-    const states = makeStates(2, 9)
-    const a = await store.beginCheckpoint(4, 2, model)
+    const [dirA, dirB] = [freshDir(), freshDir()]
+    const states = makeStates(2, 9).map(st => at(st, 4))
+    const a = await (await openStore(dirA)).beginCheckpoint(4, 2, model)
     await a.putStage(0, encodeStageState(states[0]))
     await a.putState(1, states[1])
     await a.complete()
-    const b = await store.beginCheckpoint(6, 2, model)
+    const store = await openStore(dirB)
+    const b = await store.beginCheckpoint(4, 2, model)
     await b.putState(0, states[0])
     await b.putStage(1, encodeStageState(states[1]))
     await b.complete()
-    for (const s of [0, 1]) expect((await fs.readFile(stagePath(dir, 4, s))).equals(await fs.readFile(stagePath(dir, 6, s))), `stage ${s}`).toBe(true)
-    const loaded = await store.load(6)
-    expect(loaded.iteration).toBe(6)
-    const bad = makeStates(1, 10)[0]
+    for (const s of [0, 1]) expect((await fs.readFile(stagePath(dirA, 4, s))).equals(await fs.readFile(stagePath(dirB, 4, s))), `stage ${s}`).toBe(true)
+    const loaded = await store.load(4)
+    expect(loaded.iteration).toBe(4)
+    const bad = at(makeStates(1, 10)[0], 8)
     const [name, t] = [...bad.tensors].find(([, x]) => x.dtype === 'F32') as [string, { data: Float32Array }]
     t.data[3] = NaN
     const c = await store.beginCheckpoint(8, 1, model)
@@ -189,7 +236,7 @@ describe('CheckpointStore writing and retention', () => {
 
   it('completes only when every stage is in, and refuses bad puts', async () => {
     const store = await openStore(freshDir())
-    const states = makeStates(2, 4)
+    const states = makeStates(2, 4).map(st => at(st, 8))
     const h = await store.beginCheckpoint(8, 2, model)
     await h.putStage(1, encodeStageState(states[1]))
     await expect(h.complete()).rejects.toBeInstanceOf(CheckpointIncompleteError)
@@ -209,14 +256,14 @@ describe('CheckpointStore writing and retention', () => {
     const store = await openStore(dir)
     const states = makeStates(2, 5)
     const old = await store.beginCheckpoint(8, 2, model)
-    await old.putStage(0, encodeStageState(states[0]))
+    await old.putStage(0, encodeStageState(at(states[0], 8)))
     const cur = await store.beginCheckpoint(9, 2, model)
     expect(old.status).toBe('abandoned')
-    await expect(old.putStage(1, encodeStageState(states[1]))).rejects.toBeInstanceOf(CheckpointAbandonedError)
+    await expect(old.putStage(1, encodeStageState(at(states[1], 8)))).rejects.toBeInstanceOf(CheckpointAbandonedError)
     await expect(old.complete()).rejects.toThrow(/checkpoint 8 was abandoned \(superseded by checkpoint 9\)/)
     await expect(fs.stat(ckptDir(dir, 8))).rejects.toMatchObject({ code: 'ENOENT' })
     expect(store.pendingCheckpoint).toBe(cur)
-    await cur.putStage(0, encodeStageState(states[0]))
+    await cur.putStage(0, encodeStageState(at(states[0], 9)))
     await cur.abandon()
     await expect(fs.stat(ckptDir(dir, 9))).rejects.toMatchObject({ code: 'ENOENT' })
     expect(store.pendingCheckpoint).toBeUndefined()
@@ -226,7 +273,7 @@ describe('CheckpointStore writing and retention', () => {
   it('abandoning while stage writes are in flight fails them and leaves nothing behind', async () => {
     const dir = freshDir()
     const store = await openStore(dir)
-    const states = makeStates(4, 6)
+    const states = makeStates(4, 6).map(st => at(st, 8))
     const h = await store.beginCheckpoint(8, 4, model)
     const puts = states.map(async (st, s) => { await h.putStage(s, encodeStageState(st)) })
     const settled = Promise.allSettled(puts)

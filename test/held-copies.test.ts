@@ -24,19 +24,19 @@ describe('checkpoint snapshots a peer holds', () => {
     try {
       const held = new HeldCopies()
       const provider = held.provider(() => stage)
-      stage.weightVersion = 1
+      stage.iteration = 1
       held.takeCheckpoint(stage)
       const v1 = await provider.snapshot(1, 1, true) as WeightsSnapshot
-      expect(v1.version).toBe(1)
+      expect(v1.iteration).toBe(1)
       const v1Values = copyOf(v1.tensors)
 
-      // the stage trains on (other weights, version 2) while v1 is still being sent
+      // the stage trains on (other weights, iteration 2) while v1 is still being sent
       const next = exportStageState(other)
-      loadStageState(stage, next.tensors, { ...next.meta, weightVersion: 2 })
+      loadStageState(stage, next.tensors, { ...next.meta, iteration: 2 })
       held.takeCheckpoint(stage)
       expect(copyOf(v1.tensors)).toEqual(v1Values)
       const v2 = held.checkpoint
-      expect(v2?.version).toBe(2)
+      expect(v2?.iteration).toBe(2)
       for (const [n, t] of v2?.tensors ?? []) if (n !== '__metadata__' && v1.tensors.has(n)) expect(t.data).not.toBe(v1.tensors.get(n)?.data)
 
       // v2 is served and released (twice: a second call is a no-op); v3 goes into v2's arrays
@@ -45,10 +45,10 @@ describe('checkpoint snapshots a peer holds', () => {
       served.release?.()
       expect(held.checkpoint?.readers).toBe(0)
       const v2Arrays = new Map([...(v2?.tensors ?? [])].map(([n, t]) => [n, t.data]))
-      stage.weightVersion = 3
+      stage.iteration = 3
       held.takeCheckpoint(stage)
       const v3 = held.checkpoint
-      expect(v3?.version).toBe(3)
+      expect(v3?.iteration).toBe(3)
       for (const [n, t] of stage.params) {
         expect(v3?.tensors.get(n)?.data).toBe(v2Arrays.get(n))
         expect(v3?.tensors.get(n)?.data).toEqual(await t.data())
@@ -59,5 +59,36 @@ describe('checkpoint snapshots a peer holds', () => {
       other.dispose()
     }
     expect(tf.memory().numTensors).toBe(tensorsBefore)
+  })
+})
+
+describe('what a peer holds, by iteration', () => {
+  it('serves the checkpoint snapshot for exactly its iteration, the stage for older asks, nothing newer; lists every copy with its iteration', async () => {
+    const stage = new Stage({ model, train, layout: stageLayout(model, 2, 0) })
+    try {
+      const held = new HeldCopies()
+      const provider = held.provider(() => stage)
+      expect(held.list()).toEqual([])
+      stage.iteration = 5
+      held.takeCheckpoint(stage)
+      stage.iteration = 7 // trained on after the snapshot
+      const snap = await provider.snapshot(0, 5, true) as WeightsSnapshot
+      expect(snap.iteration).toBe(5)
+      expect(snap.tensors).toBe(held.checkpoint?.tensors)
+      snap.release?.()
+      expect((await provider.snapshot(0, 6, true))?.iteration).toBe(7)
+      expect((await provider.snapshot(0, -1, false))?.iteration).toBe(7)
+      expect(await provider.snapshot(0, 8, true)).toBeUndefined()
+      held.mirror = { stage: 1, iteration: 4, tensors: new Map() }
+      held.shadow = { stage: 1, iteration: 6, tensors: new Map() }
+      expect(await provider.snapshot(1, 5, false)).toMatchObject({ iteration: 6 })
+      expect(held.list()).toEqual([
+        { kind: 'mirror', stage: 1, iteration: 4 },
+        { kind: 'shadow', stage: 1, iteration: 6 },
+        { kind: 'checkpoint', stage: 0, iteration: 5 }
+      ])
+    } finally {
+      stage.dispose()
+    }
   })
 })

@@ -133,7 +133,7 @@ describe('stages', () => {
     }
   })
 
-  it('step clips to norm 1, records the post-clip norm and bumps the weight version', () => {
+  it('step clips to norm 1, records the post-clip norm, counts the Adam step and moves the state one iteration on', () => {
     const stages = makeStages(4)
     const { inputs, targets } = tokens(13, 3, 16)
     try {
@@ -145,7 +145,8 @@ describe('stages', () => {
         expect(r.gradNorm).toBeCloseTo(Math.min(r.preClipNorm, 1), 6)
         expect(r.gradNorm).toBeGreaterThan(0)
       }
-      expect(stages[1].weightVersion).toBe(1)
+      expect(stages[1].adam.step).toBe(1)
+      expect(stages[1].iteration).toBe(0)
       expect(stages[1].lastGradNorm).toBe(results[1].gradNorm)
       const after = stages[1].params.get('blocks.1.attn.wq')?.dataSync() as Float32Array
       expect(relDiff(after, before)).toBeGreaterThan(0)
@@ -221,7 +222,8 @@ describe('stages', () => {
       expect(() => stages[1].step(1)).toThrow(expect.objectContaining({ code: 'ERR_NON_FINITE' }))
       const after = stages[1].readParams()
       for (const [n, v] of before) expect(after.get(n)).toEqual(v)
-      expect(stages[1].weightVersion).toBe(0)
+      expect(stages[1].iteration).toBe(-1)
+      expect(stages[1].adam.step).toBe(0)
       x.dispose(); out.dispose(); dy.dispose(); dx?.dispose()
     } finally {
       bad.dispose(); ints.dispose()

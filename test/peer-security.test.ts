@@ -121,6 +121,8 @@ describe('malformed activation frames', () => {
     // Training goes on, with the same peer.
     const r = await coord.runIteration({ timeoutMs: 30_000 })
     expect(Number.isFinite(r.loss)).toBe(true)
-    expect(target.stage?.weightVersion).toBeGreaterThanOrEqual(0)
+    // the commit reaches the target: its state belongs to the iteration the coordinator just committed
+    await waitUntil(() => target.stage?.iteration === r.iteration, `stage state of iteration ${r.iteration}`)
+    expect(target.stage?.adam.step).toBe(r.iteration + 1)
   }, 60_000)
 })

@@ -64,12 +64,12 @@ const P1 = '12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA'
 const P2 = 'QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N'
 
 const messages: Message[] = [
-  { kind: 'heartbeat', peerId: P1, role: 'stage', stage: 1, iteration: 9, loss: 3.5, gradNorm: 0.5, weightVersion: 9, weightDigest: 'abc', tokensPerSec: 12.5, rssBytes: 1 << 30, epoch: 2, timestampMs: 1_767_225_600_000, departing: false },
+  { kind: 'heartbeat', peerId: P1, role: 'stage', stage: 1, iteration: 9, loss: 3.5, gradNorm: 0.5, weightDigest: 'abc', tokensPerSec: 12.5, rssBytes: 1 << 30, epoch: 2, timestampMs: 1_767_225_600_000, departing: false, stateIteration: 8, held: [{ kind: 'shadow', stage: 0, iteration: 8 }] },
   { kind: 'assignment', clusterId: 'c', runId: 'r', epoch: 2, iteration: 9, stages: [{ stage: 0, peers: [P1], addrs: ['/ip4/127.0.0.1/tcp/4001'] }, { stage: 1, peers: [P2], addrs: ['/ip4/127.0.0.1/tcp/4001'] }], modelConfig: '{"d":64}', trainingConfig: '{}', rebuilt: [] },
   { kind: 'begin', epoch: 2, iteration: 9 },
   { kind: 'abort', epoch: 2, iteration: 9, reason: 'lost' },
   { kind: 'commit', epoch: 2, iteration: 9 },
-  { kind: 'done', peerId: P2, stage: 1, epoch: 2, iteration: 9, loss: 2.5, gradNorm: 1, weightVersion: 9, computeMs: 30 },
+  { kind: 'done', peerId: P2, stage: 1, epoch: 2, iteration: 9, loss: 2.5, gradNorm: 1, computeMs: 30 },
   { kind: 'stream-break', reporter: P1, stage: 0, suspect: P2, epoch: 2, iteration: 9, reason: 'reset' },
   { kind: 'recovery-plan', epoch: 3, stage: 1, rung: 'checkfree', targetPeer: P2, donors: [{ peerId: P1, stage: 0 }], lrScale: 1.1, weights: [1], checkpointId: '' }
 ]
@@ -77,7 +77,7 @@ const messages: Message[] = [
 const manifest: WeightsManifest = {
   kind: 'manifest',
   stage: 1,
-  version: 9,
+  iteration: 9,
   tensors: [
     { name: 'blocks.1.attn.wq', dtype: 'float32', shape: [4, 4], byteLength: 64, crc32: 0x0f0f0f0f },
     { name: 'opt.step', dtype: 'int32', shape: [], byteLength: 4, crc32: 0xa0a0a0a0 }
@@ -85,7 +85,7 @@ const manifest: WeightsManifest = {
   totalBytes: 68
 }
 const weights: WeightsMessage[] = [
-  { kind: 'request', stage: 1, minVersion: 9, names: ['blocks.1.attn.wq'], includeOptimizer: true },
+  { kind: 'request', stage: 1, minIteration: 9, names: ['blocks.1.attn.wq'], includeOptimizer: true },
   manifest,
   { kind: 'chunk', index: 0, offset: 16, data: new Uint8Array(new Float32Array([1, 2, 3, 4]).buffer) },
   { kind: 'end', totalBytes: 68 },

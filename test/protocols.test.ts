@@ -25,13 +25,14 @@ const heartbeat: Heartbeat = {
   iteration: 1234,
   loss: 2.75,
   gradNorm: 0.8125,
-  weightVersion: 1234,
   weightDigest: 'a3f1c2',
   tokensPerSec: 5321.5,
   rssBytes: 3_221_225_472,
   epoch: 7,
   timestampMs: 1_767_225_600_000,
-  departing: false
+  departing: false,
+  stateIteration: 1233,
+  held: [{ kind: 'mirror', stage: 2, iteration: 1229 }, { kind: 'checkpoint', stage: 3, iteration: 1199 }]
 }
 
 const assignment: Assignment = {
@@ -47,7 +48,7 @@ const assignment: Assignment = {
 }
 
 const done: DoneReport = {
-  kind: 'done', peerId: P2, stage: 1, epoch: 8, iteration: 1235, gradNorm: 1.5, weightVersion: 1235, computeMs: 812.25
+  kind: 'done', peerId: P2, stage: 1, epoch: 8, iteration: 1235, gradNorm: 1.5, computeMs: 812.25
 }
 
 const plan: RecoveryPlan = {
@@ -64,8 +65,9 @@ const plan: RecoveryPlan = {
 
 const samples: Message[] = [
   heartbeat,
-  { ...heartbeat, loss: undefined, role: 'spare', stage: -1, departing: true },
-  { ...heartbeat, role: 'coordinator', stage: -1, weightDigest: '' },
+  { ...heartbeat, loss: undefined, role: 'spare', stage: -1, departing: true, stateIteration: -1 },
+  { ...heartbeat, role: 'coordinator', stage: -1, weightDigest: '', stateIteration: -1, held: [] },
+  { ...heartbeat, stateIteration: -1, held: [{ kind: 'shadow', stage: 0, iteration: -1 }] },
   assignment,
   { kind: 'begin', epoch: 8, iteration: 1235 },
   { kind: 'abort', epoch: 8, iteration: 1235, reason: 'stage 2 lost: heartbeat timeout' },
@@ -104,7 +106,7 @@ function varint (n: bigint): number[] {
 describe('constants and topics', () => {
   it('names protocols and topics', () => {
     expect(ACTIVATIONS_PROTOCOL).toBe('/spotpipe/activations/1.0.0')
-    expect(WEIGHTS_PROTOCOL).toBe('/spotpipe/weights/2.0.0')
+    expect(WEIGHTS_PROTOCOL).toBe('/spotpipe/weights/3.0.0')
     expect(heartbeatTopic('lab-1')).toBe('spotpipe/lab-1/heartbeat')
     expect(controlTopic('lab-1')).toBe('spotpipe/lab-1/control')
   })
@@ -158,7 +160,8 @@ describe('gossip messages', () => {
 
   it('skips unknown fields (newer peers may add some)', () => {
     const bytes = encodeMessage(heartbeat)
-    const extended = new Uint8Array([...bytes, 15 << 3, 42, (16 << 3) | 2, 2, 1, 2])
+    // fields 30 (varint 42) and 31 (2 bytes); their tags take two varint bytes each
+    const extended = new Uint8Array([...bytes, 0xf0, 0x01, 42, 0xfa, 0x01, 2, 1, 2])
     expect(decodeMessage(extended)).toEqual(heartbeat)
   })
 
@@ -177,6 +180,17 @@ describe('gossip messages', () => {
       [{ ...heartbeat, iteration: '3' }, MalformedMessageError, 'heartbeat.iteration'],
       [{ ...heartbeat, rssBytes: 2 ** 53 }, MalformedMessageError, 'heartbeat.rssBytes'],
       [{ ...heartbeat, departing: 1 }, MalformedMessageError, 'heartbeat.departing'],
+      [{ ...heartbeat, stateIteration: -2 }, MalformedMessageError, 'heartbeat.stateIteration'],
+      [{ ...heartbeat, stateIteration: 2.5 }, MalformedMessageError, 'heartbeat.stateIteration'],
+      [{ ...heartbeat, stateIteration: 2 ** 31 }, MalformedMessageError, 'heartbeat.stateIteration'],
+      [{ ...heartbeat, stateIteration: undefined }, MalformedMessageError, 'heartbeat.stateIteration'],
+      [{ ...heartbeat, role: 'spare', stage: -1, stateIteration: 5 }, MalformedMessageError, 'heartbeat.stateIteration'],
+      [{ ...heartbeat, held: undefined }, MalformedMessageError, 'heartbeat.held'],
+      [{ ...heartbeat, held: [{ kind: 'replica', stage: 0, iteration: 1 }] }, MalformedMessageError, 'heartbeat.held[0].kind'],
+      [{ ...heartbeat, held: [{ kind: 'mirror', stage: 0, iteration: -2 }] }, MalformedMessageError, 'heartbeat.held[0].iteration'],
+      [{ ...heartbeat, held: [{ kind: 'mirror', stage: 0, iteration: 1 }, { kind: 'mirror', stage: 1, iteration: 1 }] }, MalformedMessageError, 'heartbeat.held[1].kind'],
+      [{ ...heartbeat, held: [{ kind: 'mirror', stage: -1, iteration: 1 }] }, MalformedMessageError, 'heartbeat.held[0].stage'],
+      [{ ...heartbeat, held: Array.from({ length: 9 }, () => ({ kind: 'mirror', stage: 0, iteration: 0 })) }, LimitExceededError, 'heartbeat.held'],
       [{ kind: 'commit', epoch: 8, iteration: 10, checkpoint: 11 }, MalformedMessageError, 'commit.checkpoint'],
       [{ kind: 'commit', epoch: 8, iteration: 10, checkpoint: -1 }, MalformedMessageError, 'commit.checkpoint'],
       [{ ...heartbeat, peerId: 'x'.repeat(MAX_PEER_ID_LENGTH + 1) }, LimitExceededError, 'heartbeat.peerId'],
@@ -243,8 +257,9 @@ describe('gossip messages', () => {
   })
 
   it('decoder validates every field after parsing', () => {
-    const hb = { ...heartbeat, kind: undefined, role: 1 } as unknown as pb.Heartbeat
+    const hb = { ...heartbeat, kind: undefined, role: 1, held: [{ kind: 1, stage: 2, iteration: 1229 }, { kind: 3, stage: 3, iteration: 1199 }] } as unknown as pb.Heartbeat
     expect(decodeMessage(envelope({ kind: 1, heartbeat: hb }))).toEqual(heartbeat)
+    expectError(() => decodeMessage(envelope({ kind: 1, heartbeat: { ...hb, held: [{ kind: 4, stage: 0, iteration: 0 }] } })), MalformedMessageError, 'heartbeat.held[0].kind')
     expectError(() => decodeMessage(envelope({ kind: 1, heartbeat: { ...hb, role: 9 } })), MalformedMessageError, 'heartbeat.role')
     expectError(() => decodeMessage(envelope({ kind: 1, heartbeat: { ...hb, loss: NaN } })), MalformedMessageError, 'heartbeat.loss')
     expectError(() => decodeMessage(envelope({ kind: 1, heartbeat: { ...hb, tokensPerSec: -Infinity } })), MalformedMessageError, 'heartbeat.tokensPerSec')
@@ -291,7 +306,7 @@ const CRC = 0xdeadbeef
 const manifest: WeightsManifest = {
   kind: 'manifest',
   stage: 2,
-  version: 1234,
+  iteration: 1234,
   tensors: [
     { name: 'blocks.4.attn.wq', dtype: 'float32', shape: [128, 128], byteLength: 65536, crc32: CRC },
     { name: 'opt.step', dtype: 'int32', shape: [], byteLength: 4, crc32: CRC },
@@ -306,12 +321,13 @@ function f32Bytes (values: number[]): Uint8Array {
 
 describe('weights messages', () => {
   const weightSamples: WeightsMessage[] = [
-    { kind: 'request', stage: 2, minVersion: 1200, names: [], includeOptimizer: true },
-    { kind: 'request', stage: 0, minVersion: 0, names: ['embed.tok', 'blocks.0.mlp.w1'], includeOptimizer: false },
+    { kind: 'request', stage: 2, minIteration: 1200, names: [], includeOptimizer: true },
+    { kind: 'request', stage: 0, minIteration: -1, names: ['embed.tok', 'blocks.0.mlp.w1'], includeOptimizer: false },
     manifest,
+    { ...manifest, iteration: -1 },
     { kind: 'chunk', index: 2, offset: 256, data: f32Bytes([1, 2, 3, -4.5]) },
     { kind: 'end', totalBytes: manifest.totalBytes },
-    { kind: 'error', code: 'ERR_VERSION_UNAVAILABLE', message: 'have 1100, asked for >= 1200' }
+    { kind: 'error', code: 'ERR_ITERATION_UNAVAILABLE', message: 'have 1100, asked for >= 1200' }
   ]
 
   it('round-trips every kind', () => {
@@ -372,13 +388,15 @@ describe('weights messages', () => {
       [{ ...manifest, tensors: [{ ...t0, crc32: -1 }], totalBytes: 65536 }, MalformedMessageError, 'manifest.tensors[0].crc32'],
       [{ ...manifest, tensors: [t0, t0], totalBytes: 2 * 65536 }, MalformedMessageError, 'manifest.tensors[1].name'],
       [{ ...manifest, totalBytes: 1 }, MalformedMessageError, 'manifest.totalBytes'],
+      [{ ...manifest, iteration: -2 }, MalformedMessageError, 'manifest.iteration'],
+      [{ ...manifest, iteration: 0.5 }, MalformedMessageError, 'manifest.iteration'],
       [{ ...manifest, tensors: [{ ...t0, name: 'has space' }], totalBytes: 65536 }, MalformedMessageError, 'manifest.tensors[0].name']
     ]
     for (const [m, cls, field] of bad) expectError(() => encodeWeightsMessage(m), cls, field)
     // an unknown dtype code on the wire
     const wire = pb.WeightsEnvelope.encode({
       kind: 2,
-      manifest: { stage: 2, version: 1, tensors: [{ name: 'w', dtype: 3, shape: [1], byteLength: 4, crc32: CRC }], totalBytes: 4 }
+      manifest: { stage: 2, iteration: 1, tensors: [{ name: 'w', dtype: 3, shape: [1], byteLength: 4, crc32: CRC }], totalBytes: 4 }
     })
     expectError(() => decodeWeightsMessage(wire), BadDTypeError, 'manifest.tensors[0].dtype')
   })
@@ -406,9 +424,12 @@ describe('weights messages', () => {
     expectError(() => decodeWeightsMessage(new Uint8Array(MAX_WEIGHTS_FRAME_BYTES + 1)), FrameTooLargeError)
     expectError(() => decodeWeightsMessage(new Uint8Array(0)), TruncatedFrameError)
     const names = Array.from({ length: 4097 }, (_, i) => `t${i}`)
-    expectError(() => encodeWeightsMessage({ kind: 'request', stage: 0, minVersion: 0, names, includeOptimizer: false }), LimitExceededError, 'request.names')
-    expectError(() => decodeWeightsMessage(pb.WeightsEnvelope.encode({ kind: 1, request: { stage: 0, minVersion: 0, names, includeOptimizer: false } })), LimitExceededError, 'names')
-    expectError(() => encodeWeightsMessage({ kind: 'request', stage: 0, minVersion: 0, names: ['a', 'a'], includeOptimizer: false }), MalformedMessageError, 'request.names[1]')
+    expectError(() => encodeWeightsMessage({ kind: 'request', stage: 0, minIteration: -1, names, includeOptimizer: false }), LimitExceededError, 'request.names')
+    expectError(() => decodeWeightsMessage(pb.WeightsEnvelope.encode({ kind: 1, request: { stage: 0, minIteration: -1, names, includeOptimizer: false } })), LimitExceededError, 'names')
+    expectError(() => encodeWeightsMessage({ kind: 'request', stage: 0, minIteration: -1, names: ['a', 'a'], includeOptimizer: false }), MalformedMessageError, 'request.names[1]')
+    expectError(() => encodeWeightsMessage({ kind: 'request', stage: 0, minIteration: -2, names: [], includeOptimizer: false }), MalformedMessageError, 'request.minIteration')
+    expectError(() => encodeWeightsMessage({ kind: 'request', stage: 0, minIteration: 2 ** 31, names: [], includeOptimizer: false }), MalformedMessageError, 'request.minIteration')
+    expectError(() => encodeWeightsMessage({ kind: 'request', stage: 0, minIteration: 0.5, names: [], includeOptimizer: false }), MalformedMessageError, 'request.minIteration')
     expectError(() => encodeWeightsMessage({ kind: 'error', code: 'lower', message: '' }), MalformedMessageError, 'error.code')
     expectError(() => encodeWeightsMessage({ kind: 'end', totalBytes: -1 }), MalformedMessageError, 'end.totalBytes')
   })

@@ -96,10 +96,10 @@ describe('recovery with real processes', () => {
       const owner = await c.weightsOf(lost)
       const n = await c.weightsOf(neighbour)
       // The neighbour refreshes its mirror in the background after each commit; kill the owner
-      // only once the mirror has caught up, so the test knows which version the rebuild must use.
+      // only once the mirror has caught up, so the test knows which iteration the rebuild must use.
       const mirrorPeer = c.holder(neighbour).peerId
-      for (let t = 0; (await c.weightsOf(lost, false, mirrorPeer, [mirrored]).catch(() => ({ version: -1 }))).version !== owner.version; t++) {
-        if (t > 100) throw new Error(`mirror of stage ${lost} never reached version ${owner.version}`)
+      for (let t = 0; (await c.weightsOf(lost, false, mirrorPeer, [mirrored]).catch(() => ({ iteration: -2 }))).iteration !== owner.iteration; t++) {
+        if (t > 100) throw new Error(`mirror of stage ${lost} never reached iteration ${owner.iteration}`)
         await new Promise(resolve => setTimeout(resolve, 50))
       }
       const victim = c.holder(lost)
@@ -178,7 +178,7 @@ describe('recovery with real processes', () => {
     await new Promise(resolve => setTimeout(resolve, 1500))
     expect(cluster.coord.iteration).toBe(it) // paused
     const survivor = await cluster.weightsOf(0)
-    expect(survivor.version).toBe(kept.version)
+    expect(survivor.iteration).toBe(kept.iteration)
     await cluster.addPeer()
     const events = await recovering
     expect(events[0]).toMatchObject({ stage: 2, rung: 'checkfree' })

@@ -3,7 +3,7 @@ import { initBackend } from '../model/backend.js'
 import { resolveModelConfig, resolveTrainConfig } from '../model/config.js'
 import { stageLayout } from '../model/params.js'
 import { Stage } from '../model/stage.js'
-import { decodeStageState, encodeStageState, exportStageState, loadStageState } from '../model/state.js'
+import { decodeStageState, encodeStageState, exportStageState, loadStageState, metaFromRecord, stateFromTensorSet, stateToTensorSet } from '../model/state.js'
 
 beforeAll(async () => { await initBackend({ backend: 'wasm', strict: true }) })
 
@@ -16,13 +16,29 @@ describe('stage state serialization', () => {
     const a = new Stage({ model: small, train, layout: stageLayout(small, 2, 1) })
     const b = new Stage({ model: small, train, layout: stageLayout(small, 2, 1), values: new Map() })
     try {
-      a.weightVersion = 7; a.lastGradNorm = 0.375; a.adam.step = 7; a.adam.lrScale = 1.1
+      // the iteration the state belongs to and the optimizer step count are two facts
+      a.iteration = 41; a.lastGradNorm = 0.375; a.adam.step = 7; a.adam.lrScale = 1.1
       const bytes = encodeStageState(exportStageState(a))
       const back = decodeStageState(bytes)
-      expect(back.meta).toEqual({ adamStep: 7, lrScale: 1.1, weightVersion: 7, gradNorm: 0.375 })
+      expect(back.meta).toEqual({ iteration: 41, adamStep: 7, lrScale: 1.1, gradNorm: 0.375 })
       loadStageState(b, back.tensors, back.meta)
+      expect(b.iteration).toBe(41)
+      expect(b.adam.step).toBe(7)
       expect(encodeStageState(exportStageState(b))).toEqual(bytes)
+      // and both survive the weights protocol's meta tensor, the seeded weights' -1 included
+      a.iteration = -1
+      expect(stateFromTensorSet(stateToTensorSet(exportStageState(a))).meta).toEqual({ iteration: -1, adamStep: 7, lrScale: 1.1, gradNorm: 0.375 })
     } finally { a.dispose(); b.dispose() }
+  })
+
+  it('reads metadata written before the iteration was recorded only when told the iteration', () => {
+    const old = { 'spotpipe.adam_step': '9', 'spotpipe.lr_scale': '1', 'spotpipe.weight_version': '9', 'spotpipe.grad_norm': '0.5' }
+    expect(() => metaFromRecord(old)).toThrow(/lacks spotpipe\.iteration/)
+    expect(metaFromRecord(old, { iteration: 30 })).toEqual({ iteration: 30, adamStep: 9, lrScale: 1, gradNorm: 0.5 })
+    // a file that says its iteration is believed over the caller's guess
+    expect(metaFromRecord({ ...old, 'spotpipe.iteration': '12' }, { iteration: 30 }).iteration).toBe(12)
+    expect(() => metaFromRecord({ ...old, 'spotpipe.iteration': '-2' })).toThrow(/spotpipe\.iteration is not a valid count/)
+    expect(() => metaFromRecord({ ...old, 'spotpipe.iteration': '1.5' })).toThrow(/spotpipe\.iteration/)
   })
 
   it('rejects truncated and corrupted bytes and a state of another shape, leaving the stage untouched', () => {

@@ -113,7 +113,7 @@ const ID = (n: number): string => `12D3KooWPeer${String(n).padStart(4, '0')}abcd
 function hb (n: number, stage: number, over: Partial<Heartbeat> = {}): Heartbeat {
   return {
     kind: 'heartbeat', peerId: ID(n), role: stage >= 0 ? 'stage' : 'spare', stage, iteration: 40, gradNorm: 0.25,
-    weightVersion: 41, weightDigest: '', tokensPerSec: stage === 0 ? 3120 : 0, rssBytes: 1e8, epoch: 2, timestampMs: 0, departing: false, ...over
+    weightDigest: '', tokensPerSec: stage === 0 ? 3120 : 0, rssBytes: 1e8, epoch: 2, timestampMs: 0, departing: false, stateIteration: stage >= 0 ? 40 : -1, held: [], ...over
   }
 }
 

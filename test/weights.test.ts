@@ -6,7 +6,7 @@ import { WEIGHTS_PROTOCOL, chunkFrameParts, decodeWeightsMessage, encodeWeightsM
 import { createPeerLibp2p, encodeVarint, openStream, readFrames, writeFrame, type PeerLibp2p } from '../node/transport/index.js'
 import { PREFAULT_MIN_BYTES, prefaultedBuffer } from '../node/weights/prefault.js'
 import {
-  ChecksumMismatchError, DonorBusyError, DonorLostError, UnknownTensorError, VersionMismatchError, VersionUnavailableError, fetchWeights,
+  ChecksumMismatchError, DonorBusyError, DonorLostError, UnknownTensorError, IterationMismatchError, IterationUnavailableError, fetchWeights,
   serveWeights, splitByBytes, tensorCrc, type WeightsProvider, type WeightsServer, type WeightsServiceInit, type WeightsSnapshot
 } from '../node/weights/index.js'
 
@@ -52,23 +52,23 @@ function makeState (): { params: TensorSet, all: TensorSet } {
   return { params, all }
 }
 
-/** Serves `state` as stage STAGE at `version` (host copies, as exportStageState would hand out). */
-function provider (state: { params: TensorSet, all: TensorSet }, version: number): WeightsProvider & { calls: number } {
+/** Serves `state` as stage STAGE of committed iteration `iteration` (host copies, as exportStageState would hand out). */
+function provider (state: { params: TensorSet, all: TensorSet }, iteration: number): WeightsProvider & { calls: number } {
   const p = {
     calls: 0,
-    snapshot (stage: number, minVersion: number, includeOptimizer: boolean): WeightsSnapshot | undefined {
+    snapshot (stage: number, minIteration: number, includeOptimizer: boolean): WeightsSnapshot | undefined {
       p.calls++
-      if (stage !== STAGE || minVersion > version) return undefined
+      if (stage !== STAGE || minIteration > iteration) return undefined
       const src = includeOptimizer ? state.all : state.params
-      return { version, tensors: new Map([...src].map(([n, t]) => [n, { ...t, shape: [...t.shape], data: t.data.slice() }])) }
+      return { iteration, tensors: new Map([...src].map(([n, t]) => [n, { ...t, shape: [...t.shape], data: t.data.slice() }])) }
     }
   }
   return p
 }
 
-async function donor (state: { params: TensorSet, all: TensorSet }, version = 7, init: WeightsServiceInit = {}): Promise<{ node: PeerLibp2p, server: WeightsServer, peer: ReturnType<PeerLibp2p['getMultiaddrs']> }> {
+async function donor (state: { params: TensorSet, all: TensorSet }, iteration = 7, init: WeightsServiceInit = {}): Promise<{ node: PeerLibp2p, server: WeightsServer, peer: ReturnType<PeerLibp2p['getMultiaddrs']> }> {
   const node = await startNode()
-  const server = await serveWeights(node, provider(state, version), { chunkBytes: CHUNK, ...init })
+  const server = await serveWeights(node, provider(state, iteration), { chunkBytes: CHUNK, ...init })
   servers.push(server)
   return { node, server, peer: node.getMultiaddrs() }
 }
@@ -165,8 +165,8 @@ describe('weights protocol over libp2p (tcp, 127.0.0.1)', () => {
     const state = makeState()
     const a = await donor(state)
     const joiner = await startNode()
-    const got = await fetchWeights(joiner, { donors: [{ peer: a.peer }], stage: STAGE, minVersion: 7, includeOptimizer: true, signal: AbortSignal.timeout(10_000) })
-    expect(got.version).toBe(7)
+    const got = await fetchWeights(joiner, { donors: [{ peer: a.peer }], stage: STAGE, minIteration: 7, includeOptimizer: true, signal: AbortSignal.timeout(10_000) })
+    expect(got.iteration).toBe(7)
     expectSameTensors(got.tensors, state.all)
     expect([...got.tensors.keys()].filter(n => n.startsWith(OPTIM_M) || n.startsWith(OPTIM_V))).toHaveLength(12)
     expect(got.bytes).toBe(totalBytes(state.all))
@@ -183,27 +183,27 @@ describe('weights protocol over libp2p (tcp, 127.0.0.1)', () => {
     expectSameTensors(params.tensors, state.params)
   })
 
-  it('releases every snapshot it takes exactly once: after a transfer, a refused version and a puller that gives up', async () => {
+  it('releases every snapshot it takes exactly once: after a transfer, a refused iteration and a puller that gives up', async () => {
     const state = makeState()
     let taken = 0
     let released = 0
     const node = await startNode()
     const server = await serveWeights(node, {
-      snapshot: (_stage, _minVersion, includeOptimizer) => {
+      snapshot: (_stage, _minIteration, includeOptimizer) => {
         taken++
-        return { version: 5, tensors: includeOptimizer ? state.all : state.params, release: () => { released++ } }
+        return { iteration: 5, tensors: includeOptimizer ? state.all : state.params, release: () => { released++ } }
       }
     }, { chunkBytes: CHUNK })
     servers.push(server)
     const joiner = await startNode()
     const req = { donors: [{ peer: node.getMultiaddrs() }], stage: STAGE, includeOptimizer: true }
-    await fetchWeights(joiner, { ...req, minVersion: 5, signal: AbortSignal.timeout(10_000) })
+    await fetchWeights(joiner, { ...req, minIteration: 5, signal: AbortSignal.timeout(10_000) })
     expect([taken, released]).toEqual([1, 1])
-    await expect(fetchWeights(joiner, { ...req, minVersion: 6, signal: AbortSignal.timeout(10_000) })).rejects.toBeInstanceOf(VersionUnavailableError)
+    await expect(fetchWeights(joiner, { ...req, minIteration: 6, signal: AbortSignal.timeout(10_000) })).rejects.toBeInstanceOf(IterationUnavailableError)
     expect([taken, released]).toEqual([2, 2])
     // a puller that aborts after the first bytes: the server's send fails, and still releases
     const stop = new AbortController()
-    const cut = fetchWeights(joiner, { ...req, minVersion: 5, signal: stop.signal, destination: (info) => { stop.abort(new Error('enough')); return new Float32Array(info.byteLength / 4) } })
+    const cut = fetchWeights(joiner, { ...req, minIteration: 5, signal: stop.signal, destination: (info) => { stop.abort(new Error('enough')); return new Float32Array(info.byteLength / 4) } })
     await expect(cut).rejects.toThrow()
     await expect.poll(() => released, { timeout: 10_000 }).toBe(taken)
     expect(taken).toBe(3)
@@ -217,7 +217,7 @@ describe('weights protocol over libp2p (tcp, 127.0.0.1)', () => {
     const middle = await startNode()
     const first = await fetchWeights(middle, { donors: [{ peer: a.peer }], stage: STAGE })
     expect(first.tensors.get('blocks.4.mlp.w1')?.data.buffer).toBeInstanceOf(SharedArrayBuffer)
-    servers.push(await serveWeights(middle, { snapshot: () => ({ version: first.version, tensors: first.tensors }) }, { chunkBytes: CHUNK }))
+    servers.push(await serveWeights(middle, { snapshot: () => ({ iteration: first.iteration, tensors: first.tensors }) }, { chunkBytes: CHUNK }))
     const last = await startNode()
     const second = await fetchWeights(last, { donors: [{ peer: middle.getMultiaddrs() }], stage: STAGE })
     expectSameTensors(second.tensors, state.params)
@@ -285,22 +285,22 @@ describe('weights protocol over libp2p (tcp, 127.0.0.1)', () => {
     }
   })
 
-  it('answers an unknown stage or version with a typed error and keeps serving', async () => {
+  it('answers an unknown stage or iteration with a typed error and keeps serving', async () => {
     const state = makeState()
     const a = await donor(state, 7)
     const joiner = await startNode()
     const opts = { donors: [{ peer: a.peer }], includeOptimizer: true }
-    await expect(fetchWeights(joiner, { ...opts, stage: STAGE + 1 })).rejects.toBeInstanceOf(VersionUnavailableError)
-    const err = await fetchWeights(joiner, { ...opts, stage: STAGE, minVersion: 8 }).catch(e => e)
-    expect(err).toBeInstanceOf(VersionUnavailableError)
-    expect(err.code).toBe('ERR_VERSION_UNAVAILABLE')
-    expect(err.message).toMatch(/stage 2 at version >= 8/)
+    await expect(fetchWeights(joiner, { ...opts, stage: STAGE + 1 })).rejects.toBeInstanceOf(IterationUnavailableError)
+    const err = await fetchWeights(joiner, { ...opts, stage: STAGE, minIteration: 8 }).catch(e => e)
+    expect(err).toBeInstanceOf(IterationUnavailableError)
+    expect(err.code).toBe('ERR_ITERATION_UNAVAILABLE')
+    expect(err.message).toMatch(/stage 2 of iteration >= 8/)
     await expect(fetchWeights(joiner, { ...opts, stage: STAGE, names: ['nope.w'] })).rejects.toBeInstanceOf(UnknownTensorError)
     // the moments exist only when asked for
     await expect(fetchWeights(joiner, { ...opts, includeOptimizer: false, stage: STAGE, names: [OPTIM_M + 'head.w'] })).rejects.toBeInstanceOf(UnknownTensorError)
     expect(a.server.stats.refused).toBe(4)
 
-    const got = await fetchWeights(joiner, { ...opts, stage: STAGE, minVersion: 7 })
+    const got = await fetchWeights(joiner, { ...opts, stage: STAGE, minIteration: 7 })
     expectSameTensors(got.tensors, state.all)
   })
 
@@ -332,7 +332,7 @@ describe('weights protocol over libp2p (tcp, 127.0.0.1)', () => {
     const huge = await rawExchange(joiner, a.node, [], encodeVarint(1024 * 1024 * 1024))
     expect(huge).toEqual([expect.objectContaining({ kind: 'error', code: 'ERR_BAD_REQUEST' })])
     // a request with an out-of-range stage is caught by the decoder
-    const badStage = encodeWeightsMessage({ kind: 'request', stage: 0, minVersion: 0, names: [], includeOptimizer: false })
+    const badStage = encodeWeightsMessage({ kind: 'request', stage: 0, minIteration: 0, names: [], includeOptimizer: false })
     const tampered = Uint8Array.from(badStage)
     const sub = await rawExchange(joiner, a.node, [tampered.subarray(0, tampered.length - 1)])
     expect(sub[0].kind).toBe('error')
@@ -342,7 +342,7 @@ describe('weights protocol over libp2p (tcp, 127.0.0.1)', () => {
     expectSameTensors(got.tensors, state.all)
   })
 
-  it('falls back when a donor is unreachable or serves another version', async () => {
+  it('falls back when a donor is unreachable or serves another iteration', async () => {
     const state = makeState()
     const gone = await startNode()
     const goneAddrs = gone.getMultiaddrs()
@@ -351,14 +351,14 @@ describe('weights protocol over libp2p (tcp, 127.0.0.1)', () => {
     const newer = await donor(state, 9)
     const joiner = await startNode()
     const got = await fetchWeights(joiner, {
-      donors: [{ peer: goneAddrs }, { peer: a.peer }, { peer: newer.peer }], stage: STAGE, minVersion: 7, includeOptimizer: true, dialTimeoutMs: 3000
+      donors: [{ peer: goneAddrs }, { peer: a.peer }, { peer: newer.peer }], stage: STAGE, minIteration: 7, includeOptimizer: true, dialTimeoutMs: 3000
     })
-    expect(got.version).toBe(7)
+    expect(got.iteration).toBe(7)
     expectSameTensors(got.tensors, state.all)
     expect(got.perDonor[0].failure).toBeInstanceOf(DonorLostError)
     expect(got.perDonor[1].bytes).toBe(got.bytes)
-    expect(got.perDonor[2].failure).toBeInstanceOf(VersionMismatchError)
-    expect(got.perDonor[2].failure).toMatchObject({ code: 'ERR_VERSION_MISMATCH', expected: 7, actual: 9 })
+    expect(got.perDonor[2].failure).toBeInstanceOf(IterationMismatchError)
+    expect(got.perDonor[2].failure).toMatchObject({ code: 'ERR_ITERATION_MISMATCH', expected: 7, actual: 9 })
   })
 
   it('answers ERR_BUSY past its queue, and gives up on a donor that goes silent', async () => {
@@ -397,7 +397,7 @@ describe('weights protocol over libp2p (tcp, 127.0.0.1)', () => {
     expect(a.server.stats).toMatchObject({ active: 0, queued: 0, aborted: 1 })
   })
 
-  it('caches checksums per version; bytes that change under one version are still caught', async () => {
+  it('caches checksums per iteration; bytes that change under one iteration are still caught', async () => {
     const state = makeState()
     const cached = await donor(state, 7)
     const uncached = await donor(state, 7, { cacheChecksums: false })
@@ -405,7 +405,7 @@ describe('weights protocol over libp2p (tcp, 127.0.0.1)', () => {
     const from = (d: typeof cached) => ({ donors: [{ peer: d.peer }], stage: STAGE, includeOptimizer: true })
     await fetchWeights(joiner, from(cached))
     await fetchWeights(joiner, from(uncached))
-    // a provider bug: different bytes, same version
+    // a provider bug: different bytes, same iteration
     state.all.get('head.w')?.data.set([0.5], 17)
     const err = await fetchWeights(joiner, from(cached)).catch(e => e)
     expect(err).toBeInstanceOf(ChecksumMismatchError)

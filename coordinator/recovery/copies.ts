@@ -6,10 +6,6 @@
  */
 import type { Assignment, Heartbeat } from '../../protocols/index.js'
 
-// Until the heartbeat carries them (the iteration-identity change), an old heartbeat has neither.
-interface HeldCopyWire { kind: 'mirror' | 'shadow' | 'checkpoint', stage: number, iteration: number }
-type HeartbeatWithCopies = Heartbeat & { stateIteration?: number, held?: HeldCopyWire[] }
-
 export interface HeldCopyView {
   /** The peer holding the copy. */
   peer: string
@@ -25,7 +21,7 @@ export interface CopiesSurvey {
 }
 
 /** The iteration a peer's stage state belongs to, from its heartbeat. */
-export function stateIterationOf (hb: Heartbeat): number { return (hb as HeartbeatWithCopies).stateIteration ?? Number.NaN }
+export function stateIterationOf (hb: Heartbeat): number { return hb.stateIteration }
 
 /** The copies the live holders of `a`'s stages announce in their heartbeats. */
 export function heldCopies (a: Assignment, holders: ReadonlyMap<number, string>, heartbeatOf: (peerId: string) => Heartbeat | undefined): CopiesSurvey {
@@ -34,7 +30,7 @@ export function heldCopies (a: Assignment, holders: ReadonlyMap<number, string>,
   for (const peer of holders.values()) {
     const hb = heartbeatOf(peer)
     if (hb == null || hb.epoch !== a.epoch) continue
-    for (const h of (hb as HeartbeatWithCopies).held ?? []) {
+    for (const h of hb.held) {
       const into = h.kind === 'shadow' ? shadows : h.kind === 'mirror' ? mirrors : undefined
       const prev = into?.get(h.stage)
       if (into != null && (prev == null || prev.iteration < h.iteration)) into.set(h.stage, { peer, iteration: h.iteration })

@@ -4,7 +4,7 @@
  * The first donor that answers sends the full manifest and keeps streaming in manifest order; the
  * tensors are split by bytes so that it keeps a prefix (its stream is cut once that is complete)
  * and the other donors each get a subset request for the rest, pulled in parallel. Every part must
- * come at the manifest's version, with identical manifest entries. A part whose donor fails is
+ * come at the manifest's iteration, with identical manifest entries. A part whose donor fails is
  * retried, for the tensors still missing, on another donor that has not failed.
  *
  * Chunks are decoded against their stream's manifest (index and range), copied once into the
@@ -25,7 +25,7 @@ import {
 } from '../transport/index.js'
 import {
   BadWeightsRequestError, ChecksumMismatchError, DonorBusyError, DonorLostError, RemoteWeightsError, UnknownTensorError,
-  VersionMismatchError, VersionUnavailableError, WEIGHTS_ERROR_CODES, WeightsError, WeightsFetchError, WeightsProtocolError,
+  IterationMismatchError, IterationUnavailableError, WEIGHTS_ERROR_CODES, WeightsError, WeightsFetchError, WeightsProtocolError,
   WeightsTimeoutError, type DonorFailure
 } from './errors.js'
 import type { DonorReport, FetchWeightsOptions, FetchedWeights, WeightsDonor } from './index.js'
@@ -107,7 +107,7 @@ class Fetch {
   private readonly dialTimeoutMs: number
   private readonly stallTimeoutMs: number
   private slots: Slot[] = []
-  private version = -1
+  private iteration = -1
 
   constructor (node: Pick<Libp2p, 'dialProtocol'>, opts: FetchWeightsOptions, signal: AbortSignal) {
     this.node = node
@@ -129,7 +129,7 @@ class Fetch {
     let first: { donor: Donor, conn: Conn } | undefined
     for (const donor of this.donors) {
       try {
-        first = { donor, conn: await this.open(donor, requested, this.opts.minVersion ?? 0) }
+        first = { donor, conn: await this.open(donor, requested, this.opts.minIteration ?? -1) }
         break
       } catch (err) {
         this.fail(donor, err, requested)
@@ -137,7 +137,7 @@ class Fetch {
     }
     if (first === undefined) throw this.exhausted()
     const ref = first.conn.manifest
-    this.version = ref.version
+    this.iteration = ref.iteration
     this.slots = ref.tensors.map(info => {
       const given = this.destinationFor(info)
       if (given !== undefined) {
@@ -155,7 +155,7 @@ class Fetch {
     // 2. split by bytes: the manifest donor keeps a prefix, the others share the rest
     const helpers = this.donors.filter(d => !d.failed && d !== first?.donor)
     const groups = splitByBytes(ref.tensors.map(t => t.byteLength), 1 + helpers.length)
-    log('stage %d version %d: %d tensors, %d bytes from %d donor(s)', ref.stage, ref.version, ref.tensors.length, ref.totalBytes, 1 + helpers.length)
+    log('stage %d iteration %d: %d tensors, %d bytes from %d donor(s)', ref.stage, ref.iteration, ref.tensors.length, ref.totalBytes, 1 + helpers.length)
     const parts = [this.part(first.donor, groups[0], first.conn)]
     helpers.forEach((d, i) => { if (groups[i + 1].length > 0) parts.push(this.part(d, groups[i + 1])) })
     await Promise.all(parts)
@@ -164,7 +164,7 @@ class Fetch {
     for (const s of this.slots) tensors.set(s.info.name, { dtype: WIRE_TO_HOST[s.info.dtype], shape: [...s.info.shape], data: s.array })
     return {
       stage: this.opts.stage,
-      version: ref.version,
+      iteration: ref.iteration,
       tensors,
       manifest: ref.tensors,
       bytes: ref.totalBytes,
@@ -202,7 +202,7 @@ class Fetch {
       }
       current.active++
       try {
-        conn ??= await this.open(current, todo.map(i => this.slots[i].info.name), this.version, this.version)
+        conn ??= await this.open(current, todo.map(i => this.slots[i].info.name), this.iteration, this.iteration)
         await this.receive(current, conn, todo)
         return
       } catch (err) {
@@ -228,10 +228,10 @@ class Fetch {
   }
 
   /**
-   * Opens a stream, sends the request and reads the manifest. With `expectVersion` (a part after the
-   * manifest is known) the donor must serve exactly that version and the fetch's manifest entries.
+   * Opens a stream, sends the request and reads the manifest. With `expectIteration` (a part after the
+   * manifest is known) the donor must serve exactly that iteration and the fetch's manifest entries.
    */
-  private async open (donor: Donor, names: string[], minVersion: number, expectVersion?: number): Promise<Conn> {
+  private async open (donor: Donor, names: string[], minIteration: number, expectIteration?: number): Promise<Conn> {
     let stream: Stream
     try {
       stream = await openStream(this.node, donor.peer, WEIGHTS_PROTOCOL, { signal: this.signal, timeoutMs: this.dialTimeoutMs })
@@ -243,7 +243,7 @@ class Fetch {
     const stall = new StallTimer(this.stallTimeoutMs, () => new DonorLostError(donor.label, `${donor.label} sent nothing for ${this.stallTimeoutMs} ms`))
     const signal = AbortSignal.any([this.signal, stall.signal])
     try {
-      const request = encodeWeightsMessage({ kind: 'request', stage: this.opts.stage, minVersion, names, includeOptimizer: this.includeOptimizer })
+      const request = encodeWeightsMessage({ kind: 'request', stage: this.opts.stage, minIteration, names, includeOptimizer: this.includeOptimizer })
       await writeFrame(stream, request, signal)
       // nothing more to say: close our end so the donor's stream can finish cleanly
       await endFrames(stream, signal)
@@ -254,7 +254,7 @@ class Fetch {
       const msg = decode(donor, first.value.subarray())
       if (msg.kind === 'error') throw remoteError(donor.label, msg)
       if (msg.kind !== 'manifest') throw new WeightsProtocolError(donor.label, `${donor.label} answered with a ${msg.kind} message instead of a manifest`)
-      const toSlot = this.checkManifest(donor, msg, names, minVersion, expectVersion)
+      const toSlot = this.checkManifest(donor, msg, names, minIteration, expectIteration)
       return { stream, frames, manifest: msg, toSlot, stall }
     } catch (err) {
       stall.clear()
@@ -264,11 +264,11 @@ class Fetch {
     }
   }
 
-  private checkManifest (donor: Donor, m: WeightsManifest, names: string[], minVersion: number, expectVersion?: number): number[] {
+  private checkManifest (donor: Donor, m: WeightsManifest, names: string[], minIteration: number, expectIteration?: number): number[] {
     const bad = (why: string): never => { throw new WeightsProtocolError(donor.label, `manifest from ${donor.label}: ${why}`) }
     if (m.stage !== this.opts.stage) bad(`stage ${m.stage}, asked for ${this.opts.stage}`)
-    if (expectVersion !== undefined && m.version !== expectVersion) throw new VersionMismatchError(donor.label, expectVersion, m.version)
-    if (m.version < minVersion) bad(`version ${m.version}, asked for >= ${minVersion}`)
+    if (expectIteration !== undefined && m.iteration !== expectIteration) throw new IterationMismatchError(donor.label, expectIteration, m.iteration)
+    if (m.iteration < minIteration) bad(`iteration ${m.iteration}, asked for >= ${minIteration}`)
     if (names.length > 0) {
       const got = new Set(m.tensors.map(t => t.name))
       const missing = names.filter(n => !got.has(n))
@@ -276,14 +276,14 @@ class Fetch {
         bad(`does not list exactly the requested tensors${missing.length > 0 ? ` (missing ${listNames(missing)})` : ''}`)
       }
     }
-    if (expectVersion === undefined) return m.tensors.map((_, i) => i)
+    if (expectIteration === undefined) return m.tensors.map((_, i) => i)
     const byName = new Map(this.slots.map((s, i) => [s.info.name, i]))
     return m.tensors.map(t => {
       const i = byName.get(t.name)
       if (i === undefined) return bad(`lists ${t.name}, which is not in the fetch`)
       const want = this.slots[i].info
       if (t.dtype !== want.dtype || t.byteLength !== want.byteLength || t.crc32 !== want.crc32 || t.shape.join(',') !== want.shape.join(',')) {
-        bad(`${t.name} (${t.dtype} [${t.shape.join(', ')}] CRC-32 ${crcHex(t.crc32)}) differs from the fetch's manifest at the same version (${want.dtype} [${want.shape.join(', ')}] CRC-32 ${crcHex(want.crc32)})`)
+        bad(`${t.name} (${t.dtype} [${t.shape.join(', ')}] CRC-32 ${crcHex(t.crc32)}) differs from the fetch's manifest at the same iteration (${want.dtype} [${want.shape.join(', ')}] CRC-32 ${crcHex(want.crc32)})`)
       }
       return i
     })
@@ -443,7 +443,7 @@ function decode (donor: Donor, frame: Uint8Array, manifest?: WeightsManifest): W
 function remoteError (donor: string, msg: WeightsErrorMessage): WeightsError {
   const text = `${donor} refused (${msg.code}): ${msg.message}`
   switch (msg.code) {
-    case WEIGHTS_ERROR_CODES.versionUnavailable: return new VersionUnavailableError(text, { donor })
+    case WEIGHTS_ERROR_CODES.iterationUnavailable: return new IterationUnavailableError(text, { donor })
     case WEIGHTS_ERROR_CODES.unknownTensor: return new UnknownTensorError(text, { donor })
     case WEIGHTS_ERROR_CODES.badRequest: return new BadWeightsRequestError(text, { donor })
     case WEIGHTS_ERROR_CODES.busy: return new DonorBusyError(text, { donor })
@@ -484,8 +484,8 @@ function checkOptions (o: FetchWeightsOptions): void {
     if (d?.peer == null || (Array.isArray(d.peer) && d.peer.length === 0)) throw new ConfigError('fetchWeights: every donor needs a peer id or multiaddr')
   }
   if (!Number.isSafeInteger(o.stage) || o.stage < 0 || o.stage >= MAX_STAGES) throw new ConfigError(`fetchWeights: stage must be an integer in [0, ${MAX_STAGES}), got ${o.stage}`)
-  const min = o.minVersion ?? 0
-  if (!Number.isSafeInteger(min) || min < 0 || min > 0xffffffff) throw new ConfigError(`fetchWeights: minVersion must be a uint32, got ${min}`)
+  const min = o.minIteration ?? -1
+  if (!Number.isSafeInteger(min) || min < -1 || min > 0x7fffffff) throw new ConfigError(`fetchWeights: minIteration must be an integer in [-1, ${0x7fffffff}], got ${min}`)
   if (o.names !== undefined && new Set(o.names).size !== o.names.length) throw new ConfigError('fetchWeights: names must not repeat')
   for (const [k, v] of [['timeoutMs', o.timeoutMs], ['dialTimeoutMs', o.dialTimeoutMs], ['stallTimeoutMs', o.stallTimeoutMs]] as const) {
     if (v !== undefined && !(Number.isFinite(v) && v > 0)) throw new ConfigError(`fetchWeights: ${k} must be a positive number, got ${v}`)

@@ -9,7 +9,7 @@ import { crcHex } from './util.js'
 /** Wire codes a server answers with (the `code` of a WeightsErrorMessage). */
 export const WEIGHTS_ERROR_CODES = {
   badRequest: 'ERR_BAD_REQUEST',
-  versionUnavailable: 'ERR_VERSION_UNAVAILABLE',
+  iterationUnavailable: 'ERR_ITERATION_UNAVAILABLE',
   unknownTensor: 'ERR_UNKNOWN_TENSOR',
   busy: 'ERR_BUSY',
   internal: 'ERR_INTERNAL'
@@ -37,17 +37,17 @@ export class ChecksumMismatchError extends WeightsError {
   }
 }
 
-/** The donor has no snapshot of the stage at (or above) the requested version. */
-export class VersionUnavailableError extends WeightsError {
-  constructor (message: string, options: { donor?: string } = {}) { super('ERR_VERSION_UNAVAILABLE', message, options) }
+/** The donor has no snapshot of the stage of the requested committed iteration or a later one. */
+export class IterationUnavailableError extends WeightsError {
+  constructor (message: string, options: { donor?: string } = {}) { super('ERR_ITERATION_UNAVAILABLE', message, options) }
 }
 
-/** A donor serves another version than the one the fetch settled on (all parts must match). */
-export class VersionMismatchError extends WeightsError {
+/** A donor serves another iteration than the one the fetch settled on (all parts must match). */
+export class IterationMismatchError extends WeightsError {
   readonly expected: number
   readonly actual: number
   constructor (donor: string, expected: number, actual: number) {
-    super('ERR_VERSION_MISMATCH', `${donor} serves version ${actual}, the fetch needs version ${expected}`, { donor })
+    super('ERR_ITERATION_MISMATCH', `${donor} serves iteration ${actual}, the fetch needs iteration ${expected}`, { donor })
     this.expected = expected
     this.actual = actual
   }

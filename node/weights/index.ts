@@ -1,6 +1,6 @@
 /**
  * The weights protocol (DESIGN.md "Weight gossip", "Wire"): a puller fetches a stage's tensors
- * (optionally the Adam moments) at a version, from one donor or split across several.
+ * (optionally the Adam moments) of a committed iteration, from one donor or split across several.
  *
  * One stream per transfer: request -> manifest (names, dtype, shape, byteLength, sha256), chunks in
  * tensor order, end, then the end-of-stream frame. The puller bounds-checks every chunk against the
@@ -9,8 +9,8 @@
  * @example
  * ```ts
  * const server = await serveWeights(donorNode, { snapshot: (stage, min, opt) => mySnapshot(stage, min, opt) })
- * const { version, tensors } = await fetchWeights(joinerNode, {
- *   donors: [{ peer: donorA }, { peer: donorB }], stage: 3, minVersion: 120, includeOptimizer: true
+ * const { iteration, tensors } = await fetchWeights(joinerNode, {
+ *   donors: [{ peer: donorA }, { peer: donorB }], stage: 3, minIteration: 120, includeOptimizer: true
  * })
  * await server.stop()
  * ```
@@ -24,7 +24,7 @@ import { WeightsServerImpl } from './server.js'
 
 /** What a donor serves: a host copy of a stage's tensors, which the server may read for as long as it sends. */
 export interface WeightsSnapshot {
-  version: number
+  iteration: number
   /** Parameters by global name, plus `optim.m.<name>` / `optim.v.<name>` when the optimizer is included. */
   tensors: TensorSet
   /**
@@ -37,11 +37,11 @@ export interface WeightsSnapshot {
 /** Where the server gets its data (e.g. exportStageState of the stage the peer holds). */
 export interface WeightsProvider {
   /**
-   * A snapshot of `stage` at `minVersion` or newer, or undefined when there is none (the puller then
-   * gets ERR_VERSION_UNAVAILABLE). The server never modifies the tensors it is given; they must not
+   * A snapshot of `stage` belonging to committed iteration `minIteration` or a later one, or undefined when there is none (the puller then
+   * gets ERR_ITERATION_UNAVAILABLE). The server never modifies the tensors it is given; they must not
    * change while it sends them, so hand out copies if training goes on.
    */
-  snapshot: (stage: number, minVersion: number, includeOptimizer: boolean) =>
+  snapshot: (stage: number, minIteration: number, includeOptimizer: boolean) =>
   WeightsSnapshot | undefined | Promise<WeightsSnapshot | undefined>
 }
 
@@ -85,9 +85,9 @@ export interface WeightsServiceInit {
    */
   stallTimeoutMs?: number
   /**
-   * Remember each tensor's checksum per (stage, version, name) for the last few versions, so a
-   * version served to several pullers (or in several parts) is hashed once. A provider that hands
-   * out different bytes under one version is still caught: the puller's check then fails.
+   * Remember each tensor's checksum per (stage, iteration, name) for the last few iterations, so an
+   * iteration served to several pullers (or in several parts) is hashed once. A provider that hands
+   * out different bytes under one iteration is still caught: the puller's check then fails.
    * @default true
    */
   cacheChecksums?: boolean
@@ -99,7 +99,7 @@ export interface WeightsServiceInit {
 export interface WeightsServerStats {
   /** Transfers that reached their end frame. */
   served: number
-  /** Requests answered with an error message (bad request, unknown version or tensor, busy). */
+  /** Requests answered with an error message (bad request, unavailable iteration, unknown tensor, busy). */
   refused: number
   /** Transfers cut short (the puller went away, stalled, or a write failed). */
   aborted: number
@@ -114,9 +114,9 @@ export interface WeightsServer {
   readonly stats: WeightsServerStats
   /**
    * Drops the remembered checksums of `stage` (all stages when omitted). Call it when what the
-   * provider serves for a stage changes without a new version: a stage rebuilt or reloaded at an
-   * older version, or a mirror or shadow replaced by a copy from a holder that did so. Without
-   * it the next puller of such a version gets stale checksums and fails its transfer.
+   * provider serves for a stage changes under an iteration it served before: a stage rebuilt or
+   * reloaded, or a mirror or shadow replaced by a copy from a holder that did so. Without
+   * it the next puller of such an iteration gets stale checksums and fails its transfer.
    */
   forgetChecksums: (stage?: number) => void
   /** Stops accepting streams (unhandles the protocol) and aborts the transfers in progress. */
@@ -132,8 +132,8 @@ export interface FetchWeightsOptions {
   /** Donors to pull from, in order of preference; the first that answers provides the manifest. */
   donors: WeightsDonor[]
   stage: number
-  /** Oldest acceptable version. @default 0 */
-  minVersion?: number
+  /** Oldest acceptable committed iteration (-1: the seeded weights too). @default -1 */
+  minIteration?: number
   /** Also pull the Adam moments (`optim.m.*`, `optim.v.*`). @default false */
   includeOptimizer?: boolean
   /** Only these tensors (by full name, e.g. `optim.m.head.w`). @default all of the stage's tensors */
@@ -182,7 +182,7 @@ export interface DonorReport {
 
 export interface FetchedWeights {
   stage: number
-  version: number
+  iteration: number
   /** Exact-size typed arrays (Float32Array for F32), in manifest order. */
   tensors: TensorSet
   /** The manifest entries of the fetched tensors (with their CRC-32). */
@@ -208,7 +208,7 @@ export async function serveWeights (
 /**
  * Pulls a stage's tensors. With several donors the tensors are split between them by bytes and
  * pulled in parallel; a donor that fails (unreachable, stream dies, checksum mismatch, other
- * version) has its unfinished part retried on another donor. Throws the failure's typed error when
+ * iteration) has its unfinished part retried on another donor. Throws the failure's typed error when
  * every donor failed for the same reason, else WeightsFetchError listing them.
  */
 export async function fetchWeights (node: Pick<Libp2p, 'dialProtocol'>, options: FetchWeightsOptions): Promise<FetchedWeights> {

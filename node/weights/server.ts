@@ -19,8 +19,8 @@ import { HOST_TO_WIRE, StallTimer, clipReason, listNames, tensorBytes, tensorCrc
 
 const log = createLog('weights:server')
 
-/** (stage, version) pairs whose checksums are remembered when cacheChecksums is on (LRU). */
-const CHECKSUM_CACHE_VERSIONS = 4
+/** (stage, iteration) pairs whose checksums are remembered when cacheChecksums is on (LRU). */
+const CHECKSUM_CACHE_ITERATIONS = 4
 
 /** A request the server answers with an error message instead of data. */
 class Refusal extends Error {
@@ -37,7 +37,7 @@ export class WeightsServerImpl implements WeightsServer {
   private readonly stallTimeoutMs: number
   private readonly cacheChecksums: boolean
   private readonly corruptChunk: number | undefined
-  /** `${stage}@${version}` -> name -> CRC-32, oldest first. */
+  /** `${stage}@${iteration}` -> name -> CRC-32, oldest first. */
   private readonly checksums = new Map<string, Map<string, number>>()
   private readonly transfers = new Set<{ controller: AbortController, done: Promise<void> }>()
   private readonly waiting: Array<(granted: boolean) => void> = []
@@ -161,14 +161,14 @@ export class WeightsServerImpl implements WeightsServer {
 
   private async sendSnapshot (stream: Stream, req: WeightsRequest, snapshot: WeightsSnapshot, from: string, signal: AbortSignal): Promise<void> {
     const entries = selectTensors(snapshot, req)
-    const manifest = await this.manifest(req.stage, snapshot.version, entries, signal)
+    const manifest = await this.manifest(req.stage, snapshot.iteration, entries, signal)
     let manifestFrame: Uint8Array
     try {
       manifestFrame = encodeWeightsMessage(manifest)
     } catch (err) {
-      throw new Refusal(WEIGHTS_ERROR_CODES.internal, `cannot describe stage ${req.stage} version ${snapshot.version}: ${(err as Error).message}`)
+      throw new Refusal(WEIGHTS_ERROR_CODES.internal, `cannot describe stage ${req.stage} iteration ${snapshot.iteration}: ${(err as Error).message}`)
     }
-    log('sending stage %d version %d to %s: %d tensors, %d bytes', req.stage, snapshot.version, from, entries.length, manifest.totalBytes)
+    log('sending stage %d iteration %d to %s: %d tensors, %d bytes', req.stage, snapshot.iteration, from, entries.length, manifest.totalBytes)
 
     // a reader that stops taking data for stallTimeoutMs loses the stream
     const stall = new StallTimer(this.stallTimeoutMs, () => new Error(`puller ${from} took nothing for ${this.stallTimeoutMs} ms`))
@@ -202,29 +202,29 @@ export class WeightsServerImpl implements WeightsServer {
   private async snapshot (req: WeightsRequest): Promise<WeightsSnapshot> {
     let snapshot: WeightsSnapshot | undefined
     try {
-      snapshot = await this.provider.snapshot(req.stage, req.minVersion, req.includeOptimizer)
+      snapshot = await this.provider.snapshot(req.stage, req.minIteration, req.includeOptimizer)
     } catch (err) {
       log.error('snapshot of stage %d failed: %s', req.stage, (err as Error).message)
       throw new Refusal(WEIGHTS_ERROR_CODES.internal, `snapshot of stage ${req.stage} failed: ${(err as Error).message}`)
     }
-    if (snapshot == null || !(snapshot.version >= req.minVersion)) {
+    if (snapshot == null || !(snapshot.iteration >= req.minIteration)) {
       snapshot?.release?.()
-      const have = snapshot == null ? 'none' : `version ${snapshot.version}`
-      throw new Refusal(WEIGHTS_ERROR_CODES.versionUnavailable, `no snapshot of stage ${req.stage} at version >= ${req.minVersion} (have ${have})`)
+      const have = snapshot == null ? 'none' : `iteration ${snapshot.iteration}`
+      throw new Refusal(WEIGHTS_ERROR_CODES.iterationUnavailable, `no snapshot of stage ${req.stage} of iteration >= ${req.minIteration} (have ${have})`)
     }
     return snapshot
   }
 
   /** Builds the manifest; hashes tensors not in the cache, yielding between them so other streams progress. */
-  private async manifest (stage: number, version: number, entries: Array<[string, HostTensor]>, signal: AbortSignal): Promise<WeightsManifest> {
-    const key = `${stage}@${version}`
+  private async manifest (stage: number, iteration: number, entries: Array<[string, HostTensor]>, signal: AbortSignal): Promise<WeightsManifest> {
+    const key = `${stage}@${iteration}`
     let cache: Map<string, number> | undefined
     if (this.cacheChecksums) {
-      // least recently used first: a version pulled again moves to the back
+      // least recently used first: an iteration pulled again moves to the back
       cache = this.checksums.get(key) ?? new Map<string, number>()
       this.checksums.delete(key)
       this.checksums.set(key, cache)
-      while (this.checksums.size > CHECKSUM_CACHE_VERSIONS) this.checksums.delete(this.checksums.keys().next().value as string)
+      while (this.checksums.size > CHECKSUM_CACHE_ITERATIONS) this.checksums.delete(this.checksums.keys().next().value as string)
     }
     const tensors: TensorInfo[] = []
     let totalBytes = 0
@@ -245,7 +245,7 @@ export class WeightsServerImpl implements WeightsServer {
       tensors.push({ name, dtype, shape: [...t.shape], byteLength: t.data.byteLength, crc32: crc })
       totalBytes += t.data.byteLength
     }
-    return { kind: 'manifest', stage, version, tensors, totalBytes }
+    return { kind: 'manifest', stage, iteration, tensors, totalBytes }
   }
 
   private async refuse (stream: Stream, from: string, refusal: Refusal, signal: AbortSignal): Promise<void> {
@@ -308,7 +308,7 @@ function selectTensors (snapshot: WeightsSnapshot, req: WeightsRequest): Array<[
   const unknown = req.names.filter(n => !snapshot.tensors.has(n))
   if (unknown.length > 0) {
     const scope = req.includeOptimizer ? '' : ' (optimizer state not requested)'
-    throw new Refusal(WEIGHTS_ERROR_CODES.unknownTensor, `stage ${req.stage} version ${snapshot.version} has no tensor ${listNames(unknown)}${scope}`)
+    throw new Refusal(WEIGHTS_ERROR_CODES.unknownTensor, `stage ${req.stage} iteration ${snapshot.iteration} has no tensor ${listNames(unknown)}${scope}`)
   }
   const wanted = new Set(req.names)
   return all.filter(([name]) => wanted.has(name))

@@ -44,9 +44,9 @@ export class TestCluster {
   }
 
   /** Pulls a stage's tensors from the peer holding it (through the coordinator's libp2p node). */
-  async weightsOf (stage: number, includeOptimizer = false, peerId = this.holder(stage).peerId, names?: string[]): Promise<{ version: number, tensors: TensorSet }> {
+  async weightsOf (stage: number, includeOptimizer = false, peerId = this.holder(stage).peerId, names?: string[]): Promise<{ iteration: number, tensors: TensorSet }> {
     const r = await fetchWeights(this.coord.node, { donors: [{ peer: peerIdFromString(peerId) }], stage, includeOptimizer, names, timeoutMs: 30_000 })
-    return { version: r.version, tensors: r.tensors }
+    return { iteration: r.iteration, tensors: r.tensors }
   }
 
   async stop (): Promise<void> { await this.coord.stop() }
