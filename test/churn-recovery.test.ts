@@ -99,9 +99,10 @@ describe('churn-proof recovery (real processes, real signals)', () => {
     await cluster.coord.start()
     const c = cluster
     // Stage 1's future holder serves corrupt weights: a CheckFree rebuild of stage 2 from it must fail its checksum.
-    const peers = await Promise.all(Array.from({ length: 5 }, async (_, i) => await c.addPeer([], i === 0 ? { SPOTPIPE_FAULT_CORRUPT_CHUNK: '0' } : {})))
+    const peers = await Promise.all(Array.from({ length: 4 }, async (_, i) => await c.addPeer([], i === 0 ? { SPOTPIPE_FAULT_CORRUPT_CHUNK: '0' } : {})))
     const log = recorder(c)
     await c.coord.assignInitial({ timeoutMs: 30_000 })
+    await c.addPeer() // the spare that will rebuild
     const corrupt = peers[0]
     const corruptStage = c.coord.assignment?.stages.findIndex(s => s.peers.includes(corrupt.peerId)) ?? -1
     expect(corruptStage).toBeGreaterThanOrEqual(0)

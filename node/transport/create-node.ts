@@ -147,6 +147,11 @@ export async function createPeerLibp2p (init: PeerNodeInit = {}): Promise<PeerLi
       maxParallelDials: init.maxParallelDials ?? 128,
       dialTimeout: init.dialTimeoutMs ?? 10_000
     },
+    // libp2p's connection monitor aborts a connection whose ping misses an adaptive timeout. A peer
+    // computing a big stage on its main thread, or a CPU-starved VM, misses pings while healthy; the
+    // abort then looked like a crash to the coordinator ("connection closed"), and healthy peers were
+    // declared lost in cascades under load. Liveness is the coordinator's failure detector's call.
+    connectionMonitor: { abortConnectionOnPingFailure: false },
     services: {
       identify: identify(),
       ping: ping(),
