@@ -93,11 +93,10 @@ export class Coordinator extends EventEmitter {
       }
     }
     this.detector = new FailureDetector({
+      ...this.init.detector,
       node: this.node,
       heartbeatTimeoutMs: this.init.heartbeatTimeoutMs,
       watched: () => this.assignedPeers(),
-      lastSeen: (p) => this.peers.get(p)?.seenAt,
-      longestGap: (p) => { const g = this.peers.get(p)?.gaps; return g == null || g.length === 0 ? undefined : Math.max(...g) },
       onLost: () => { this.emit('change') }
     })
     this.detector.start()
@@ -126,10 +125,8 @@ export class Coordinator extends EventEmitter {
   }
 
   protected onHeartbeat (hb: Heartbeat): void {
-    const now = Date.now()
-    const prev = this.peers.get(hb.peerId)
-    const gaps = prev != null ? [...prev.gaps, now - prev.seenAt].slice(-20) : []
-    this.peers.set(hb.peerId, { heartbeat: hb, seenAt: now, gaps })
+    this.detector?.heartbeat(hb.peerId)
+    this.peers.set(hb.peerId, { heartbeat: hb, seenAt: Date.now() })
     // A peer declared lost that speaks again (it was only slow) can serve as a spare.
     if (this.detector?.lost.has(hb.peerId) === true && !this.assignedPeers().includes(hb.peerId)) this.detector.forget(hb.peerId)
     if (hb.departing && !this.departing.has(hb.peerId) && this.assignedPeers().includes(hb.peerId)) {
