@@ -16,6 +16,8 @@
  * silence at which phi crosses a threshold is computed directly rather than searched for.
  */
 
+import { ConfigError } from '../model/errors.js'
+
 /** Logistic-approximation coefficients: CDF(y) ~ 1 / (1 + exp(-z)), z = y * (A + B * y^2). */
 const A = 1.5976
 const B = 0.070566
@@ -30,7 +32,7 @@ export function phi (elapsedMs: number, meanMs: number, stdDevMs: number): numbe
 
 /** The silence (ms) at which phi reaches `threshold` (> 0): the inverse of phi(). */
 export function elapsedAtPhi (threshold: number, meanMs: number, stdDevMs: number): number {
-  if (!(threshold > 0)) throw new RangeError(`phi threshold must be > 0, got ${threshold}`)
+  if (!(threshold > 0)) throw new ConfigError(`phi threshold must be > 0, got ${threshold}`)
   // phi = log10(1 + e^z)  =>  z = ln(10^phi - 1), kept finite for large phi
   const z = threshold * Math.LN10 + Math.log1p(-Math.pow(10, -threshold))
   // solve B y^3 + A y - z = 0 (one real root: A, B > 0) by Cardano's formula
@@ -70,9 +72,9 @@ export class ArrivalWindow {
     this.size = opts.size ?? 100
     this.minStdDevMs = opts.minStdDevMs ?? 100
     const period = opts.bootstrapIntervalMs ?? 1000
-    if (!Number.isInteger(this.size) || this.size < 2) throw new RangeError(`window size must be an integer >= 2, got ${this.size}`)
-    if (!(this.minStdDevMs > 0)) throw new RangeError(`minimum deviation must be > 0, got ${this.minStdDevMs}`)
-    if (!(period > 0)) throw new RangeError(`bootstrap interval must be > 0, got ${period}`)
+    if (!Number.isInteger(this.size) || this.size < 2) throw new ConfigError(`window size must be an integer >= 2, got ${this.size}`)
+    if (!(this.minStdDevMs > 0)) throw new ConfigError(`minimum deviation must be > 0, got ${this.minStdDevMs}`)
+    if (!(period > 0)) throw new ConfigError(`bootstrap interval must be > 0, got ${period}`)
     this.add(period * 0.75)
     this.add(period * 1.25)
   }

@@ -14,6 +14,7 @@
  * are not added to any peer's history.
  */
 import { peerIdFromString } from '@libp2p/peer-id'
+import { ConfigError } from '../model/errors.js'
 import { createLog } from '../model/log.js'
 import type { PeerLibp2p } from '../node/transport/index.js'
 import { ArrivalWindow } from './accrual.js'
@@ -100,11 +101,11 @@ export class FailureDetector {
   constructor (init: DetectorInit) {
     this.init = init
     const o = this.options = resolveDetectorOptions(init)
-    if (!(o.heartbeatTimeoutMs > 0)) throw new RangeError(`heartbeat timeout (floor) must be > 0, got ${o.heartbeatTimeoutMs}`)
-    if (!(o.maxHeartbeatTimeoutMs >= o.heartbeatTimeoutMs)) throw new RangeError(`heartbeat timeout ceiling ${o.maxHeartbeatTimeoutMs} ms is below the floor ${o.heartbeatTimeoutMs} ms`)
-    if (!(o.phiThreshold > 0)) throw new RangeError(`phi threshold must be > 0, got ${o.phiThreshold}`)
-    if (!(o.heartbeatPeriodMs > 0)) throw new RangeError(`heartbeat period must be > 0, got ${o.heartbeatPeriodMs}`)
-    if (!(o.pauseGraceMs >= 0)) throw new RangeError(`pause grace must be >= 0, got ${o.pauseGraceMs}`)
+    if (!(o.heartbeatTimeoutMs > 0)) throw new ConfigError(`heartbeat timeout (floor) must be > 0, got ${o.heartbeatTimeoutMs}`)
+    if (!(o.maxHeartbeatTimeoutMs >= o.heartbeatTimeoutMs)) throw new ConfigError(`heartbeat timeout ceiling ${o.maxHeartbeatTimeoutMs} ms is below the floor ${o.heartbeatTimeoutMs} ms`)
+    if (!(o.phiThreshold > 0)) throw new ConfigError(`phi threshold must be > 0, got ${o.phiThreshold}`)
+    if (!(o.heartbeatPeriodMs > 0)) throw new ConfigError(`heartbeat period must be > 0, got ${o.heartbeatPeriodMs}`)
+    if (!(o.pauseGraceMs >= 0)) throw new ConfigError(`pause grace must be >= 0, got ${o.pauseGraceMs}`)
     this.pauses = new PauseDetector({ intervalMs: SWEEP_MS, thresholdMs: o.pauseThresholdMs })
   }
 

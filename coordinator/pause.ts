@@ -8,6 +8,7 @@
  *     and so does a wall-clock step (NTP, an operator).
  * Either way, silence the coordinator measured across it says nothing about its peers.
  */
+import { ConfigError } from '../model/errors.js'
 
 export interface Pause {
   kind: 'stall' | 'clock-jump'
@@ -32,8 +33,8 @@ export class PauseDetector {
   constructor (opts: PauseDetectorOptions) {
     this.intervalMs = opts.intervalMs
     this.thresholdMs = opts.thresholdMs ?? 1000
-    if (!(this.intervalMs > 0)) throw new RangeError(`pause detector interval must be > 0, got ${this.intervalMs}`)
-    if (!(this.thresholdMs > 0)) throw new RangeError(`pause threshold must be > 0, got ${this.thresholdMs}`)
+    if (!(this.intervalMs > 0)) throw new ConfigError(`pause detector interval must be > 0, got ${this.intervalMs}`)
+    if (!(this.thresholdMs > 0)) throw new ConfigError(`pause threshold must be > 0, got ${this.thresholdMs}`)
   }
 
   /**

@@ -9,6 +9,7 @@ import { afterEach, beforeAll, afterAll, describe, expect, it, vi } from 'vitest
 import { ArrivalWindow, elapsedAtPhi, phi } from '../coordinator/accrual.js'
 import { FailureDetector, type LostPeer } from '../coordinator/detector.js'
 import { PauseDetector } from '../coordinator/pause.js'
+import { ConfigError } from '../model/errors.js'
 import { createPeerLibp2p, type PeerLibp2p } from '../node/transport/index.js'
 
 // P(Z > y) for a standard normal Z (reference values from the normal table)
@@ -38,7 +39,7 @@ describe('phi (accrual.ts)', () => {
     }
     // a wider spread puts the same suspicion further out
     expect(elapsedAtPhi(8, 1000, 400)).toBeGreaterThan(elapsedAtPhi(8, 1000, 100) + 1000)
-    expect(() => elapsedAtPhi(0, 1000, 100)).toThrow(RangeError)
+    expect(() => elapsedAtPhi(0, 1000, 100)).toThrow(ConfigError)
   })
 })
 
@@ -203,6 +204,7 @@ describe('FailureDetector on a real node, in real time', () => {
   })
 
   it('refuses a ceiling below the floor', () => {
+    expect(() => new FailureDetector({ node, heartbeatTimeoutMs: 3000, maxHeartbeatTimeoutMs: 1000, watched: () => [], onLost: () => {} })).toThrow(ConfigError)
     expect(() => new FailureDetector({ node, heartbeatTimeoutMs: 3000, maxHeartbeatTimeoutMs: 1000, watched: () => [], onLost: () => {} })).toThrow(/below the floor/)
   })
 })
