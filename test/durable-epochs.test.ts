@@ -13,6 +13,8 @@ import { join } from 'node:path'
 import { multiaddr } from '@multiformats/multiaddr'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { afterEach, describe, expect, it } from 'vitest'
+import { Coordinator } from '../coordinator/index.js'
+import { DurableState } from '../coordinator/durable-state.js'
 import { ClusterGossip } from '../node/gossip.js'
 import { createPeerLibp2p, type PeerLibp2p } from '../node/transport/index.js'
 import { killAll, spotpipe, type Proc } from './helpers/procs.js'
@@ -66,6 +68,20 @@ function stateEpoch (stateDir: string): number | undefined {
 }
 
 describe('durable epochs', () => {
+  it('a state saved before its first assignment was taken restores the epoch only (nothing to resume)', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'spotpipe-epochs-'))
+    dirs.push(dir)
+    await new DurableState(join(dir, 'coordinator.json')).save({
+      version: 1, clusterId: CLUSTER, runId: 'run', epoch: 7, committedIteration: -1, assignment: null, checkpoints: [], recoveries: [], model: {}, train: {}
+    })
+    const c = new Coordinator({ clusterId: CLUSTER, stateDir: dir })
+    try {
+      await c.start()
+      expect(c.epoch).toBe(7)
+      expect(c.restored).toBeUndefined()
+    } finally { await c.stop() }
+  })
+
   it('a coordinator killed as it publishes an epoch never reuses it; one started without its state says so in one line', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'spotpipe-epochs-'))
     dirs.push(dir)
