@@ -82,8 +82,11 @@ export class Coordinator extends EventEmitter {
       const st = this.durable.state
       if (st != null) {
         if (st.clusterId !== this.init.clusterId) throw new CoordinatorUsageError(`state in ${path} is for cluster ${st.clusterId}, not ${this.init.clusterId}`)
-        this.restored = st
         this.epoch = st.epoch
+      }
+      // an epoch persisted before its first assignment was taken: nothing to resume, but its number is used
+      if (st != null && st.assignment != null) {
+        this.restored = st
         this.iteration = st.committedIteration + 1
         this.assignment = st.assignment as Assignment
         this.recoveries.push(...st.recoveries as unknown as RecoveryEvent[])
@@ -91,11 +94,10 @@ export class Coordinator extends EventEmitter {
       }
     }
     this.detector = new FailureDetector({
+      ...this.init.detector,
       node: this.node,
       heartbeatTimeoutMs: this.init.heartbeatTimeoutMs,
       watched: () => this.assignedPeers(),
-      lastSeen: (p) => this.peers.get(p)?.seenAt,
-      longestGap: (p) => { const g = this.peers.get(p)?.gaps; return g == null || g.length === 0 ? undefined : Math.max(...g) },
       onLost: (l) => { this.recovery.peerLost(l); this.emit('change') }
     })
     this.detector.start()
@@ -137,10 +139,11 @@ export class Coordinator extends EventEmitter {
   }
 
   protected onHeartbeat (hb: Heartbeat): void {
-    const now = Date.now()
-    const prev = this.peers.get(hb.peerId)
-    const gaps = prev != null ? [...prev.gaps, now - prev.seenAt].slice(-20) : []
-    this.peers.set(hb.peerId, { heartbeat: hb, seenAt: now, gaps })
+    this.detector?.heartbeat(hb.peerId)
+    this.peers.set(hb.peerId, { heartbeat: hb, seenAt: Date.now() })
+    // Peers never run ahead of the coordinator's epoch; if they do, it lost its state (see behind()).
+    // (Checked once start() has loaded the state: the detector is made after that.)
+    if (this.detector != null && hb.epoch > this.epoch && (hb.role === 'stage' || hb.role === 'spare')) this.behind(hb)
     // A peer declared lost that speaks again (it was only slow) can serve as a spare; an assigned
     // one is the recovery machine's to judge (back on its stage, or a spare with fresh state).
     if (this.detector?.lost.has(hb.peerId) === true && !this.assignedPeers().includes(hb.peerId)) this.detector.forget(hb.peerId)
@@ -160,7 +163,26 @@ export class Coordinator extends EventEmitter {
 
   /** Resolves when `check` returns true, re-checking on every message; rejects on timeout or abort. */
   async until (check: () => boolean, what: string, timeoutMs: number, signal?: AbortSignal, onTick?: () => void): Promise<void> {
-    await waitUntil(this, check, what, timeoutMs, signal, onTick)
+    await waitUntil(this, () => this.behindError != null || check(), what, timeoutMs, signal, onTick)
+    if (this.behindError != null) throw this.behindError
+  }
+
+  /** Set when peers heartbeat under an epoch this coordinator never reached: every wait fails with it. */
+  private behindError?: CoordinatorUsageError
+
+  /**
+   * A peer is at an epoch above this coordinator's. Epochs are persisted before they are published,
+   * so this coordinator lost (or never had) the state of the run those peers are in: waiting for
+   * them to take its lower epochs would wait forever, so it stops with one line saying why.
+   */
+  private behind (hb: Heartbeat): void {
+    if (this.behindError != null) return
+    const dir = this.init.stateDir
+    const why = dir == null
+      ? 'it was started without the state directory of their run'
+      : this.epoch > 0 ? `the state in ${dir} is older than the run they are in` : `its state directory ${dir} is fresh`
+    this.behindError = new CoordinatorUsageError(`peer ${hb.peerId} heartbeats under epoch ${hb.epoch}, beyond this coordinator's epoch ${this.epoch}: ${why}; restart it with that run's state directory, or restart the peers to begin a new run`)
+    this.emit('change')
   }
 
   /** Peers alive (heard within `windowMs`) and subscribed to the control topic. */
@@ -197,6 +219,9 @@ export class Coordinator extends EventEmitter {
   async publishAssignment (peers: string[][], plans: StagePlan[]): Promise<Assignment> {
     const stages = await Promise.all(peers.map(async (ps, stage) => ({ stage, peers: ps, addrs: await Promise.all(ps.map(async p => await this.addressOf(p))) })))
     this.epoch += 1
+    // Durable before it is published, so a restarted coordinator never reuses an epoch a peer may
+    // have seen. (The state keeps the last assignment the stages took until this one is taken.)
+    await this.persist()
     const a: Assignment = {
       kind: 'assignment',
       clusterId: this.init.clusterId,
@@ -209,7 +234,6 @@ export class Coordinator extends EventEmitter {
       rebuilt: plans.map(p => p.stage)
     }
     this.assignment = a
-    await this.persist()
     const planMsgs = await recoveryPlanMessages(a.epoch, plans, async peerId => await this.addressOf(peerId).catch(() => ''))
     this.announcing = [...planMsgs, a]
     for (const m of this.announcing) await this.gossip.publish(m)

@@ -44,10 +44,14 @@ export interface CoordinatorState {
   version: typeof STATE_VERSION
   clusterId: string
   runId: string
+  /**
+   * The highest epoch used: saved before an assignment under it is published, so a restarted
+   * coordinator never reuses one. It may be above `assignment`'s epoch (one published, not yet taken).
+   */
   epoch: number
   /** Last committed iteration; -1 before the first commit. */
   committedIteration: number
-  /** The last Assignment message published (null before the first). */
+  /** The last Assignment message (null before the first); saved once taken, so `epoch` may be ahead of it. */
   assignment: unknown
   /** Iterations of the complete checkpoints. */
   checkpoints: number[]

@@ -5,6 +5,7 @@
 import type { PrivateKey } from '@libp2p/interface'
 import type { ModelConfig, TrainConfig } from '../model/config.js'
 import type { Heartbeat } from '../protocols/index.js'
+import type { DetectorOptions } from './detector.js'
 import type { Strategy, StagePlan } from './ladder.js'
 
 export interface CoordinatorInit {
@@ -25,8 +26,13 @@ export interface CoordinatorInit {
   resendMs?: number
   /** Recovery strategy. @default 'checkfree' */
   strategy?: Strategy
-  /** A peer silent for this long is lost. @default 3000 */
+  /**
+   * The failure detector's floor: no peer is declared lost for a silence shorter than this (ms);
+   * beyond it, its own heartbeat rhythm decides (detector.ts). @default 3000
+   */
   heartbeatTimeoutMs?: number
+  /** The rest of the failure detector's settings (ceiling, phi threshold, pause handling); see DetectorOptions. */
+  detector?: Omit<DetectorOptions, 'heartbeatTimeoutMs'>
   /** CheckFree+ mirrors are refreshed every N iterations. @default 10 */
   mirrorEvery?: number
   /**
@@ -98,6 +104,4 @@ export interface IterationRecord {
 export interface PeerView {
   heartbeat: Heartbeat
   seenAt: number
-  /** Gaps between its last heartbeats (ms), newest last; at most 20. */
-  gaps: number[]
 }

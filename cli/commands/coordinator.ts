@@ -2,7 +2,7 @@
 import { Coordinator, STRATEGIES, StageLostError, instrument, serveMetrics, type RecoveryEvent, type Strategy } from '../../coordinator/index.js'
 import { UsageError } from '../errors.js'
 import { CONFIG_FLAG, CONFIG_HELP, parseFlagsWithConfig } from '../config-file.js'
-import { intFlag } from '../flags.js'
+import { intFlag, numFlag } from '../flags.js'
 import { MODEL_FLAGS, MODEL_HELP, modelFromFlags } from '../model-flags.js'
 import { NODE_FLAGS, NODE_HELP, nodeFromFlags } from '../node-flags.js'
 
@@ -18,7 +18,14 @@ ${CONFIG_HELP}${NODE_HELP}  --iterations N       train until N iterations are co
   --metrics-port PORT  serve Prometheus metrics on http://<metrics-host>:PORT/metrics (default: off)
   --metrics-host HOST  address for the metrics server (default 127.0.0.1)
   --strategy NAME      recovery strategy: checkfree | checkfree-plus | checkpoint | checkpoint-whole | redundant | none (default checkfree)
-  --heartbeat-timeout MS  a peer silent this long is lost (default 3000)
+  --heartbeat-timeout MS  floor: no peer is lost for a shorter silence (default 3000); beyond it the
+                       peer's own heartbeat rhythm decides (phi accrual)
+  --heartbeat-timeout-max MS  ceiling: a peer silent this long is lost, whatever its rhythm
+                       (default 30000, or the floor if that is higher)
+  --phi-threshold X    suspicion at which a silent peer is lost, between floor and ceiling: 8 means
+                       a 1-in-10^8 chance it is only late (default 8; lower detects sooner)
+  --pause-grace MS     after the coordinator itself stalled (SIGSTOP, GC, a suspended VM), each peer
+                       has this long to be heard again before a ping decides (default 5000)
   --checkfree-plus     train with CheckFree+ swapped microbatches (implied by --strategy checkfree-plus)
 ${MODEL_HELP}`
 
@@ -30,6 +37,9 @@ export async function coordinator (argv: string[]): Promise<void> {
     iterations: { type: 'string' },
     strategy: { type: 'string' },
     'heartbeat-timeout': { type: 'string' },
+    'heartbeat-timeout-max': { type: 'string' },
+    'phi-threshold': { type: 'string' },
+    'pause-grace': { type: 'string' },
     'state-dir': { type: 'string' },
     'checkpoint-every': { type: 'string' },
     'keep-checkpoints': { type: 'string' },
@@ -44,12 +54,20 @@ export async function coordinator (argv: string[]): Promise<void> {
   const iterations = intFlag(values, 'iterations', Number.MAX_SAFE_INTEGER)
   const strategy = (values.strategy as string | undefined) ?? 'checkfree'
   if (!(STRATEGIES as readonly string[]).includes(strategy)) throw new UsageError(`--strategy must be one of ${STRATEGIES.join(', ')}, got "${strategy}"`)
+  const floor = intFlag(values, 'heartbeat-timeout', 3000)
+  const ceiling = values['heartbeat-timeout-max'] != null ? intFlag(values, 'heartbeat-timeout-max', 0) : undefined
+  if (ceiling != null && ceiling < floor) throw new UsageError(`--heartbeat-timeout-max (${ceiling}) must be at least --heartbeat-timeout (${floor})`)
   const c = new Coordinator({
     ...node,
     model,
     train,
     strategy: strategy as Strategy,
-    heartbeatTimeoutMs: intFlag(values, 'heartbeat-timeout', 3000),
+    heartbeatTimeoutMs: floor,
+    detector: {
+      maxHeartbeatTimeoutMs: ceiling,
+      phiThreshold: values['phi-threshold'] != null ? numFlag(values, 'phi-threshold', 0) : undefined,
+      pauseGraceMs: values['pause-grace'] != null ? intFlag(values, 'pause-grace', 0, 0) : undefined
+    },
     stateDir: values['state-dir'] as string | undefined,
     checkpointEvery: values['checkpoint-every'] != null ? intFlag(values, 'checkpoint-every', 0, 0) : undefined,
     keepCheckpoints: intFlag(values, 'keep-checkpoints', 3),
