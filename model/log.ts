@@ -1,7 +1,9 @@
 /**
  * One logger per component, enabled with DEBUG=spotpipe:* (the same convention libp2p uses).
- * `info` lines always print to stderr; `debug` lines only when DEBUG matches.
+ * `info` and `error` lines always print to stderr (unless SPOTPIPE_QUIET=1); `debug` lines only
+ * when DEBUG matches.
  */
+import { format } from 'node:util'
 import { logger } from '@libp2p/logger'
 
 export interface Log {
@@ -17,6 +19,10 @@ export function createLog (component: string): Log {
     if (process.env.SPOTPIPE_QUIET !== '1') process.stderr.write(`[${component}] ${message}\n`)
     l(message)
   }
-  log.error = (formatter: string, ...args: unknown[]) => { l.error(formatter, ...args) }
+  log.error = (formatter: string, ...args: unknown[]) => {
+    // errors are never only a debug line: whoever runs the process sees them
+    if (process.env.SPOTPIPE_QUIET !== '1') process.stderr.write(`[${component}] error: ${format(formatter, ...args)}\n`)
+    l.error(formatter, ...args)
+  }
   return log
 }

@@ -96,12 +96,24 @@ export class ActivationLinks {
 
   /** Sends one tensor frame to `peerId` (dialling `addr` the first time). */
   async send (peerId: string, addr: string | undefined, header: Omit<TensorFrameHeader, 'dtype' | 'flags'>, data: Float32Array, signal?: AbortSignal): Promise<void> {
+    const frame = encodeTensorFrame(header, data)
+    const cached = this.out.has(peerId)
     try {
-      const stream = await this.stream(peerId, addr)
-      await writeFrame(stream, encodeTensorFrame(header, data), signal)
-    } catch (err) {
+      await writeFrame(await this.stream(peerId, addr), frame, signal)
+    } catch (first) {
       this.out.delete(peerId)
-      throw new NeighbourLostError(peerId, `cannot send ${header.direction} tensor to ${peerId}: ${(err as Error).message}`, { cause: err })
+      // A cached stream may lead to an earlier incarnation of the peer (it restarted under the same
+      // identity) or to a connection that has since closed: one fresh stream decides.
+      if (cached && signal?.aborted !== true) {
+        try {
+          await writeFrame(await this.stream(peerId, addr), frame, signal)
+          return
+        } catch (err) {
+          this.out.delete(peerId)
+          throw new NeighbourLostError(peerId, `cannot send ${header.direction} tensor to ${peerId}: ${(err as Error).message}`, { cause: err })
+        }
+      }
+      throw new NeighbourLostError(peerId, `cannot send ${header.direction} tensor to ${peerId}: ${(first as Error).message}`, { cause: first })
     }
   }
 

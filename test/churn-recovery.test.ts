@@ -108,7 +108,7 @@ describe('churn-proof recovery (real processes, real signals)', () => {
     expect(corruptStage).toBeGreaterThanOrEqual(0)
     await trainFor(c, 3)
     // Lose a neighbour of the corrupt donor that CheckFree can rebuild (an intermediate stage).
-    const lost = corruptStage <= 1 ? 2 : 1
+    const lost = corruptStage <= 1 ? corruptStage + 1 : corruptStage - 1
     c.holder(lost).proc.child.kill('SIGKILL')
     const t0 = Date.now()
     await Promise.race([trainFor(c, 2), new Promise((_resolve, reject) => setTimeout(() => { reject(new Error('the run did not go on within 90 s of the failed rebuild')) }, 90_000))])
