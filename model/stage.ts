@@ -66,7 +66,10 @@ export class Stage {
   adam: Adam
   /** Post-clip gradient norm of the last optimizer step (0 before the first). */
   lastGradNorm = 0
-  /** Optimizer steps applied to these weights; gossiped as the weight version. */
+  /**
+   * Committed iterations these weights went through: optimizer steps plus skipped steps
+   * (skipStep); gossiped as the weight version.
+   */
   weightVersion = 0
   private readonly grads = new Map<string, tf.Tensor>()
   private readonly saved = new Map<string, Saved>()
@@ -307,6 +310,16 @@ export class Stage {
   abortStep (): void {
     this.prepared = undefined
     this.discardGradients()
+  }
+
+  /**
+   * Commit an iteration without its step: the pipeline met a non-finite loss or gradient, so the
+   * gradient is dropped and weights and optimizer stay as they are, but the iteration counts in the
+   * weight version (which follows the committed iterations: sparse checkpoints ask for it).
+   */
+  skipStep (): void {
+    this.abortStep()
+    this.weightVersion += 1
   }
 
   /** True between prepareStep() and commitStep()/abortStep(). */

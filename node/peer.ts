@@ -17,6 +17,7 @@ import type { TensorSet } from '../model/safetensors.js'
 import { Stage } from '../model/stage.js'
 import type { Assignment, Heartbeat, Message, RecoveryPlan, Role, TensorFrameHeader } from '../protocols/index.js'
 import { ActivationLinks } from './activations.js'
+import type { NonFiniteFaults } from './faults.js'
 import { HeldCopies } from './held-copies.js'
 import { AssignmentError, NeighbourLostError, UnexpectedFrameError, UnreachableError } from './errors.js'
 import { rebuildStage, type WeightsRequestSpec } from './recovery.js'
@@ -46,6 +47,8 @@ export interface PeerInit {
   heartbeatMs?: number
   /** Training tokens; default: the Brown corpus train split. */
   trainTokens?: Uint8Array
+  /** Test-only: non-finite steps to inject (node/faults.ts). */
+  faults?: NonFiniteFaults
 }
 
 /** Cluster-wide options that ride in the assignment's training config. */
@@ -203,7 +206,7 @@ export class Peer {
           if (msg.epoch === this.epoch) this.current?.runtime?.begin(msg.iteration)
           break
         case 'commit':
-          if (msg.epoch === this.epoch) this.current?.runtime?.commit(msg.iteration)
+          if (msg.epoch === this.epoch) this.current?.runtime?.commit(msg.iteration, msg.skipped === true)
           break
         case 'abort':
           if (msg.epoch <= this.epoch) this.current?.runtime?.abort(msg.iteration)
@@ -332,6 +335,7 @@ export class Peer {
         send: async (toStage, f) => { await this.sendFrame(cur, toStage, f) },
         done: (info) => { void this.reportDone(cur, info) },
         committed: (it) => { this.afterCommit(cur, it) },
+        beforeStep: (it) => { if (this.init.faults?.apply(stage, it) === true) log.info(`FAULT INJECTION: stage ${stage.stage}'s gradient made non-finite at iteration ${it}`) },
         tick: () => { if (Date.now() - this.lastBeat >= (this.init.heartbeatMs ?? 1000)) void this.heartbeat() },
         failed: (err, it) => { log.error('stage %d iteration %d failed: %s', stage.stage, it, err.message) }
       })
@@ -443,7 +447,8 @@ export class Peer {
         ...(info.loss != null ? { loss: info.loss } : {}),
         gradNorm: info.gradNorm,
         weightVersion: info.weightVersion,
-        computeMs: info.computeMs
+        computeMs: info.computeMs,
+        ...(info.nonFinite != null ? { nonFinite: true, nonFiniteWhat: info.nonFinite } : {})
       })
     } catch (err) {
       log.error('done report for iteration %d not published: %s', info.iteration, (err as Error).message)

@@ -5,6 +5,7 @@ import { UsageError } from '../errors.js'
 import { CONFIG_FLAG, CONFIG_HELP, parseFlagsWithConfig } from '../config-file.js'
 import { intFlag } from '../flags.js'
 import { SpotWatcher } from '../../node/spot-watcher.js'
+import { FAULT_NONFINITE_ENV, NonFiniteFaults, parseNonFiniteFaults } from '../../node/faults.js'
 import { NODE_FLAGS, NODE_HELP, nodeFromFlags } from '../node-flags.js'
 
 const HELP = `usage: spotpipe peer --coordinator MULTIADDR [flags]
@@ -43,7 +44,11 @@ export async function peer (argv: string[]): Promise<void> {
   const node = await nodeFromFlags(values)
   const { initBackend, parseBackendName } = await import('../../model/backend.js')
   await initBackend({ backend: values.backend != null ? parseBackendName(values.backend as string) : undefined, announce: true })
-  const p = new Peer({ ...node, coordinatorId, coordinatorAddrs: [addr] })
+  // test-only fault injection (node/faults.ts), read once here; loud so it is never on by accident
+  const faultSpec = process.env[FAULT_NONFINITE_ENV] ?? ''
+  const faults = faultSpec !== '' ? new NonFiniteFaults(parseNonFiniteFaults(faultSpec)) : undefined
+  if (faults != null) process.stderr.write(`FAULT INJECTION: ${FAULT_NONFINITE_ENV}=${faultSpec}: non-finite gradients will be injected\n`)
+  const p = new Peer({ ...node, coordinatorId, coordinatorAddrs: [addr], faults })
   await p.start()
   process.stdout.write(`peer ${p.node.getMultiaddrs()[0]?.toString() ?? ''}\n`)
   // A spot notice or SIGTERM (systemd stop) hands the stage over before leaving; SIGINT just leaves.
