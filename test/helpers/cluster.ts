@@ -22,13 +22,14 @@ export class TestCluster {
     this.coord = new Coordinator({ heartbeatTimeoutMs: 10_000, ...init })
   }
 
-  async start (peers: number): Promise<void> {
+  /** Starts the coordinator and `peers` peer processes (with `env` added to their environment). */
+  async start (peers: number, env: Record<string, string> = {}): Promise<void> {
     await this.coord.start()
-    await Promise.all(Array.from({ length: peers }, async () => await this.addPeer()))
+    await Promise.all(Array.from({ length: peers }, async () => await this.addPeer([], env)))
   }
 
-  async addPeer (extra: string[] = []): Promise<TestPeer> {
-    const proc = spotpipe([...peerArgs(this.coord.init.clusterId, this.coord.addrs[0]), ...extra])
+  async addPeer (extra: string[] = [], env: Record<string, string> = {}): Promise<TestPeer> {
+    const proc = spotpipe([...peerArgs(this.coord.init.clusterId, this.coord.addrs[0]), ...extra], env)
     const [, , peerId] = await proc.waitFor(PEER_READY)
     const p = { proc, peerId }
     this.peers.push(p)
