@@ -24,7 +24,7 @@ ${CONFIG_HELP}${NODE_HELP}  --iterations N       train until N iterations are co
                        (each one's step is skipped): rollback = every stage reloads the newest checkpoint
                        from before them (the seeded weights if none) at a lower learning rate;
                        stop = exit with one line naming the cause
-                       (default: rollback with --state-dir, else stop)
+                       (default: rollback when checkpoints are taken, i.e. with --state-dir, else stop)
   --divergence-limit N non-finite iterations in a row before --on-divergence acts (default 3)
   --divergence-lr-factor X  learning-rate multiplier per rollback, compounding, in (0, 1] (default 0.5)
 ${MODEL_HELP}`
