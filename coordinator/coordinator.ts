@@ -3,7 +3,9 @@
  * epoch, the iteration clock) and drives iterations: begin -> a done report from every stage ->
  * commit. When a stage's peer is lost mid-run it aborts the iteration, recovers the lost stages
  * (recovery/machine.ts: the state machine that owns lost stages and recoveries in flight, a rung per
- * stage from ladder.ts) and runs the same iteration again. It takes sparse checkpoints in the background
+ * stage from ladder.ts) and runs the same iteration again. An iteration in which a stage meets a
+ * non-finite value is committed as skipped, and too many in a row roll back or stop the run
+ * (divergence.ts). It takes sparse checkpoints in the background
  * (sparse-checkpoints.ts) and persists its state after every change, so a restarted coordinator
  * resumes the run. Its options and records are in types.ts.
  */
@@ -17,6 +19,7 @@ import { createPeerLibp2p, type PeerLibp2p } from '../node/transport/index.js'
 import { join } from 'node:path'
 import { serveWeights } from '../node/weights/index.js'
 import { CheckpointStore } from './checkpoint-store.js'
+import { Divergence, nonFiniteReport } from './divergence.js'
 import { DurableState, type CoordinatorState } from './durable-state.js'
 import { CoordinatorTimeoutError, CoordinatorUsageError, StageLostError } from './errors.js'
 import { FailureDetector } from './detector.js'
@@ -26,7 +29,7 @@ import { SparseCheckpoints } from './sparse-checkpoints.js'
 import { waitUntil } from './wait.js'
 import type { CheckpointEvent, CoordinatorInit, IterationRecord, PeerView, RecoveryEvent } from './types.js'
 
-export type { CheckpointEvent, CoordinatorInit, IterationRecord, PeerView, RecoveryEvent } from './types.js'
+export type { CheckpointEvent, CoordinatorInit, DivergenceEvent, IterationRecord, PeerView, RecoveryEvent } from './types.js'
 
 const log = createLog('coordinator')
 
@@ -53,6 +56,7 @@ export class Coordinator extends EventEmitter {
   private weightsServer?: { stop: () => Promise<void> }
   private readonly recovery: RecoveryMachine
   private readonly checkpoints = new SparseCheckpoints(this)
+  private readonly divergence: Divergence
   /** State restored from disk at start(), for resume(). */
   restored?: CoordinatorState
 
@@ -63,6 +67,13 @@ export class Coordinator extends EventEmitter {
     this.train = resolveTrainConfig(init.train, this.model)
     this.strategy = init.strategy ?? 'checkfree'
     this.recovery = new RecoveryMachine(this)
+    this.divergence = new Divergence(this, {
+      onDivergence: init.onDivergence,
+      limit: init.divergenceLimit,
+      lrFactor: init.divergenceLrFactor,
+      checkpoints: init.stateDir != null && this.checkpointEvery > 0,
+      loadCheckpoint: async () => await this.recovery.checkpoint.load(this.store)
+    })
   }
 
   get runId (): string { return this.init.runId ?? 'run' }
@@ -230,7 +241,8 @@ export class Coordinator extends EventEmitter {
       iteration: this.iteration,
       stages,
       modelConfig: JSON.stringify(this.model),
-      trainingConfig: JSON.stringify({ ...this.train, ...this.clusterOptions() }),
+      // lr: reduced after a divergence rollback (divergence.ts)
+      trainingConfig: JSON.stringify({ ...this.train, lr: this.divergence.lr, ...this.clusterOptions() }),
       rebuilt: plans.map(p => p.stage)
     }
     this.assignment = a
@@ -297,7 +309,8 @@ export class Coordinator extends EventEmitter {
     let seen = 0
     const timeoutMs = opts.timeoutMs ?? 120_000
     try {
-      await this.until(() => this.reports.size === a.stages.length || this.failedStages().length > 0, `done reports for iteration ${it}`, timeoutMs, opts.signal, () => {
+      // a non-finite report ends the iteration at once: the stages downstream of it wait for nothing
+      await this.until(() => this.reports.size === a.stages.length || this.failedStages().length > 0 || nonFiniteReport(this.reports.values()) != null, `done reports for iteration ${it}`, timeoutMs, opts.signal, () => {
         if (this.reports.size !== seen) { seen = this.reports.size; lastProgress = Date.now() }
         if (Date.now() - lastProgress > (this.init.resendMs ?? 5000)) {
           lastProgress = Date.now()
@@ -312,33 +325,41 @@ export class Coordinator extends EventEmitter {
         if (!this.reports.has(st.stage)) for (const p of st.peers) this.detector.markLost(p, `no done report for iteration ${it} within ${timeoutMs} ms`)
       }
     }
-    if (this.reports.size !== a.stages.length) {
+    const nonFinite = nonFiniteReport(this.reports.values())
+    if (nonFinite == null && this.reports.size !== a.stages.length) {
       const failed = this.failedStages()
       await this.gossip.publish({ kind: 'abort', epoch: this.epoch, iteration: it, reason: `stages ${failed.join(', ')} lost` }).catch(() => {})
       throw new StageLostError(failed, `iteration ${it} aborted: stages ${failed.join(', ')} lost`)
     }
     const ms = performance.now() - t0
-    const last = this.reports.get(a.stages.length - 1) as DoneReport
     const rec: IterationRecord = {
       iteration: it,
       epoch: this.epoch,
-      loss: last.loss ?? NaN,
+      loss: nonFinite == null ? this.reports.get(a.stages.length - 1)?.loss ?? NaN : NaN,
       gradNorms: a.stages.map(s => this.reports.get(s.stage)?.gradNorm ?? NaN),
       ms,
-      tokensPerSec: this.train.microbatches * this.train.microbatchSize * this.model.seqLen / (ms / 1000)
+      tokensPerSec: this.train.microbatches * this.train.microbatchSize * this.model.seqLen / (ms / 1000),
+      ...(nonFinite != null ? { skipped: { stage: nonFinite.stage, what: nonFinite.nonFiniteWhat ?? '' } } : {})
     }
     this.iteration = it + 1
-    this.gradNorms = rec.gradNorms
-    this.history.push(rec)
+    if (nonFinite == null) {
+      this.gradNorms = rec.gradNorms
+      this.history.push(rec)
+    }
     // Durable before it is announced: a restarted coordinator never forgets a commit peers applied.
     await this.persist()
     // the newest complete checkpoint at or below this commit (after a rollback a newer one may be listed)
     const checkpoint = this.store?.list().find(c => c.iteration <= it)?.iteration
-    await this.gossip.publish(checkpoint !== undefined ? { kind: 'commit', epoch: this.epoch, iteration: it, checkpoint } : { kind: 'commit', epoch: this.epoch, iteration: it })
+    await this.gossip.publish({ kind: 'commit', epoch: this.epoch, iteration: it, ...(checkpoint !== undefined ? { checkpoint } : {}), ...(nonFinite != null ? { skipped: true } : {}) })
     this.checkpoints.afterCommit(it)
     const resumed = this.recovery.resumed()
     if (resumed.length > 0) this.emit('recovered', resumed)
-    this.emit('iteration', rec)
+    // skipped: no 'iteration' event (nothing was trained) but a 'divergence' one; may roll back or throw
+    if (nonFinite != null) await this.divergence.skipped(it, nonFinite, opts)
+    else {
+      this.divergence.committed()
+      this.emit('iteration', rec)
+    }
     return rec
   }
 
@@ -362,6 +383,11 @@ export class Coordinator extends EventEmitter {
       model: this.model,
       train: this.train
     })
+  }
+
+  /** Every stage reloads checkpoint `checkpointId` on its own peer (a divergence rollback), as recorded recoveries. */
+  async reloadAll (checkpointId: string, cause: string, signal?: AbortSignal): Promise<RecoveryEvent[]> {
+    return await this.recovery.reloadAll(checkpointId, cause, signal)
   }
 
   /** Waits for background checkpoint writes to finish. */

@@ -1,5 +1,6 @@
 /** The coordinator: membership, assignment under epochs, failure detection, recovery, checkpoints. */
-export { Coordinator, type CheckpointEvent, type CoordinatorInit, type IterationRecord, type PeerView, type RecoveryEvent } from './coordinator.js'
+export { Coordinator, type CheckpointEvent, type CoordinatorInit, type DivergenceEvent, type IterationRecord, type PeerView, type RecoveryEvent } from './coordinator.js'
+export { DIVERGENCE_ACTIONS, DivergenceError, type DivergenceAction } from './divergence.js'
 export { CoordinatorTimeoutError, CoordinatorUsageError, StageLostError } from './errors.js'
 export { FailureDetector, type LostPeer } from './detector.js'
 export { planRecovery, STRATEGIES, type Strategy, type StagePlan, type LadderInput, type LadderResult } from './ladder.js'

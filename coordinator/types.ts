@@ -45,6 +45,18 @@ export interface CoordinatorInit {
   checkpointEvery?: number
   /** Complete checkpoints kept. @default 3 */
   keepCheckpoints?: number
+  /**
+   * What the run does after `divergenceLimit` iterations in a row met a non-finite loss or gradient
+   * (each is committed as skipped): 'rollback' every stage to the newest checkpoint from before the
+   * streak (the seeded initial weights if none) at a reduced learning rate, or 'stop' with a
+   * DivergenceError (divergence.ts).
+   * @default 'rollback' when checkpoints are taken (stateDir and checkpointEvery > 0), else 'stop'
+   */
+  onDivergence?: 'rollback' | 'stop'
+  /** Non-finite iterations in a row that trigger onDivergence. @default 3 */
+  divergenceLimit?: number
+  /** Learning-rate multiplier applied at each divergence rollback (compounding), in (0, 1]. @default 0.5 */
+  divergenceLrFactor?: number
 }
 
 /** One recovery, as logged, persisted and exported as metrics. */
@@ -99,6 +111,26 @@ export interface IterationRecord {
   ms: number
   /** Tokens processed per second in this iteration. */
   tokensPerSec: number
+  /** Set when the iteration was committed without a step: a stage met a non-finite value (loss is NaN). */
+  skipped?: { stage: number, what: string }
+}
+
+/** An iteration committed as skipped because a stage met a non-finite value (event `divergence`). */
+export interface DivergenceEvent {
+  at: number
+  iteration: number
+  /** The stage that reported it (the loss's stage when several did). */
+  stage: number
+  /** What was non-finite: 'loss', 'gradient' or 'activation'. */
+  what: string
+  /** Non-finite iterations in a row, this one included. */
+  consecutive: number
+  /** skip: only this step was dropped; rollback or stop: the divergence limit was reached. */
+  action: 'skip' | 'rollback' | 'stop'
+  /** Learning-rate multiplier in force after this event (divergence rollbacks compound). */
+  lrFactor: number
+  /** With action rollback: the checkpoint every stage went back to (-1: the seeded initial weights). */
+  rollbackTo?: number
 }
 
 export interface PeerView {

@@ -317,6 +317,16 @@ export class Stage {
     this.discardGradients()
   }
 
+  /**
+   * Commit iteration `iteration` without its step: the pipeline met a non-finite loss or gradient,
+   * so the gradient is dropped and weights and optimizer stay as they are, but the state now belongs
+   * to that iteration (sparse checkpoints ask for it).
+   */
+  skipStep (iteration = this.iteration + 1): void {
+    this.abortStep()
+    this.iteration = iteration
+  }
+
   /** True between prepareStep() and commitStep()/abortStep(). */
   get hasPreparedStep (): boolean { return this.prepared != null }
 

@@ -18,6 +18,7 @@ import type { TensorSet } from '../model/safetensors.js'
 import { Stage } from '../model/stage.js'
 import type { Assignment, Heartbeat, Message, RecoveryPlan, Role, TensorFrameHeader } from '../protocols/index.js'
 import { ActivationLinks } from './activations.js'
+import type { NonFiniteFaults } from './faults.js'
 import { HeldCopies } from './held-copies.js'
 import { AssignmentError, NeighbourLostError, NoStageStateError, UnexpectedFrameError, UnreachableError } from './errors.js'
 import { SpotpipeError } from '../model/errors.js'
@@ -50,9 +51,10 @@ export interface PeerInit {
   trainTokens?: Uint8Array
   /**
    * Faults injected on purpose, for fault-injection tests and the chaos suite only (never in a
-   * real run): e.g. the weights server corrupting one chunk of every transfer it makes.
+   * real run): the weights server corrupting one chunk of every transfer, non-finite steps
+   * (node/faults.ts).
    */
-  faults?: { weights?: WeightsFaults }
+  faults?: { weights?: WeightsFaults, nonFinite?: NonFiniteFaults }
 }
 
 /** Cluster-wide options that ride in the assignment's training config. */
@@ -229,7 +231,7 @@ export class Peer extends EventEmitter {
           if (msg.epoch === this.epoch) this.current?.runtime?.begin(msg.iteration)
           break
         case 'commit':
-          if (msg.epoch === this.epoch) this.current?.runtime?.commit(msg.iteration)
+          if (msg.epoch === this.epoch) this.current?.runtime?.commit(msg.iteration, msg.skipped === true)
           break
         case 'abort':
           if (msg.epoch <= this.epoch) this.current?.runtime?.abort(msg.iteration)
@@ -383,6 +385,7 @@ export class Peer extends EventEmitter {
         send: async (toStage, f) => { await this.sendFrame(cur, toStage, f) },
         done: (info) => { void this.reportDone(cur, info) },
         committed: (it) => { this.afterCommit(cur, it) },
+        beforeStep: (it) => { if (this.init.faults?.nonFinite?.apply(stage, it) === true) log.info(`FAULT INJECTION: stage ${stage.stage}'s gradient made non-finite at iteration ${it}`) },
         tick: () => { if (Date.now() - this.lastBeat >= (this.init.heartbeatMs ?? 1000)) void this.heartbeat() },
         failed: (err, it) => { log.error('stage %d iteration %d failed: %s', stage.stage, it, err.message) }
       })
@@ -496,7 +499,8 @@ export class Peer extends EventEmitter {
         iteration: info.iteration,
         ...(info.loss != null ? { loss: info.loss } : {}),
         gradNorm: info.gradNorm,
-        computeMs: info.computeMs
+        computeMs: info.computeMs,
+        ...(info.nonFinite != null ? { nonFinite: true, nonFiniteWhat: info.nonFinite } : {})
       })
     } catch (err) {
       log.error('done report for iteration %d not published: %s', info.iteration, (err as Error).message)

@@ -11,14 +11,20 @@
  * (prepareStep) and reports; the Adam update happens on the coordinator's commit (or on the next
  * begin, which implies it). An abort discards the gradients and leaves weights untouched, so a
  * redone iteration starts from the same state.
+ *
+ * Non-finite values: a NaN/Inf loss, parameter gradient, or tensor about to be sent ends the stage's
+ * part of the iteration at once. It drops the iteration's work and reports done with `nonFinite`;
+ * the coordinator then commits the iteration as skipped, and every stage drops its step (weights and
+ * optimizer unchanged) but counts the iteration as committed and moves on to the next one's data.
  */
 import * as tf from '@tensorflow/tfjs'
 import type { ModelConfig, TrainConfig } from '../model/config.js'
 import { sampleBatch } from '../model/data.js'
 import { createLog } from '../model/log.js'
+import { NonFiniteError } from '../model/errors.js'
 import { route, type Hop } from '../model/schedule.js'
-import type { Stage } from '../model/stage.js'
-import type { Direction } from '../protocols/index.js'
+import type { Stage, StepResult } from '../model/stage.js'
+import { firstNonFinite, type Direction, type NonFiniteWhat } from '../protocols/index.js'
 import { UnexpectedFrameError } from './errors.js'
 
 const log = createLog('runtime')
@@ -40,6 +46,8 @@ export interface DoneInfo {
   loss?: number
   gradNorm: number
   computeMs: number
+  /** The stage met a non-finite value: its step must not be applied (loss is then absent, gradNorm 0). */
+  nonFinite?: NonFiniteWhat
 }
 
 export interface StageRuntimeInit {
@@ -53,8 +61,10 @@ export interface StageRuntimeInit {
   send: (toStage: number, frame: OutFrame) => Promise<void>
   /** Called when the stage finished its part of an iteration. */
   done: (info: DoneInfo) => void
-  /** Called after the Adam step of a committed iteration. */
+  /** Called after the Adam step of a committed iteration (or after a skipped one, weights unchanged). */
   committed?: (iteration: number) => void
+  /** Called just before the stage prepares its step: test-only fault injection (node/faults.ts) poisons the gradient here. */
+  beforeStep?: (iteration: number) => void
   /** Called between tasks, so the peer can publish a heartbeat that a long compute would delay. */
   tick?: () => void
   /** Called when processing fails (bad frame, non-finite gradient, send failure). */
@@ -67,7 +77,12 @@ export class StageRuntime {
   private readonly init: StageRuntimeInit
   /** Iteration in progress (or prepared and waiting for commit); -1 before the first. */
   iteration = -1
+  /** 'prepared': done reported, waiting for the commit (with a step, or with nothing when nonFinite). */
   state: 'idle' | 'running' | 'prepared' = 'idle'
+  /** What this stage found non-finite in the current iteration; its commit then skips the step. */
+  private nonFinite?: NonFiniteWhat
+  /** Bumped whenever the current iteration's work is dropped: a task resuming after an await checks it. */
+  private generation = 0
   /** Frames that arrived for an iteration this stage has not begun yet. */
   private early: Array<{ iteration: number, direction: Direction, mb: number, hop: number, shape: number[], data: Float32Array }> = []
   private forwards: ForwardTask[] = []
@@ -93,6 +108,10 @@ export class StageRuntime {
   begin (it: number): void {
     if (this.state === 'prepared' && it === this.iteration + 1) this.commit(this.iteration)
     if (it === this.iteration && this.state === 'running') return // duplicate begin
+    if (it <= this.iteration && this.state === 'idle') {
+      log('stage %d: ignoring begin %d, iteration %d is committed', this.stage.stage, it, this.iteration)
+      return
+    }
     if (it === this.iteration && this.state === 'prepared') {
       // The coordinator re-sent begin because our done report was lost: report again.
       if (this.lastDone != null) this.init.done(this.lastDone)
@@ -195,6 +214,8 @@ export class StageRuntime {
         this.init.failed(err as Error, it)
       } finally {
         this.pumping = false
+        // the next iteration began while this one's last task was awaited; its begin found us busy
+        if (this.state === 'running' && this.iteration !== it) this.pump()
       }
     })()
   }
@@ -204,6 +225,7 @@ export class StageRuntime {
     const hops = this.routeOf(mb)
     const last = hop === hops.length - 1
     const t0 = performance.now()
+    const generation = this.generation
     let out: tf.Tensor
     let targets: tf.Tensor2D | undefined
     try {
@@ -217,22 +239,28 @@ export class StageRuntime {
       targets?.dispose()
     }
     if (last) {
-      this.losses[mb] = (await out.data())[0]
+      const loss = (await out.data())[0]
       out.dispose()
-      this.ready.set(`${mb}:${hop}`, null) // the loss hop's backward needs no upstream gradient
+      if (generation !== this.generation) return // the iteration was dropped meanwhile
       this.computeMs += performance.now() - t0
+      if (!Number.isFinite(loss)) { this.reportNonFinite('loss', `microbatch ${mb} has loss ${loss}`); return }
+      this.losses[mb] = loss
+      this.ready.set(`${mb}:${hop}`, null) // the loss hop's backward needs no upstream gradient
       return
     }
     const data = await out.data() as Float32Array
     const shape = [...out.shape]
     out.dispose()
+    if (generation !== this.generation) return
     this.computeMs += performance.now() - t0
+    if (!this.sendable('activation', data, mb, hop + 1)) return
     await this.init.send(hops[hop + 1].stage, { iteration: this.iteration, microbatch: mb, hop: hop + 1, direction: 'forward', shape, data })
   }
 
   private async runBackward (key: string, dy: tf.Tensor | null): Promise<void> {
     const [mb, hop] = key.split(':').map(Number)
     const t0 = performance.now()
+    const generation = this.generation
     let dx: tf.Tensor | null
     try {
       dx = this.stage.backward(key, dy ?? undefined)
@@ -243,15 +271,49 @@ export class StageRuntime {
     const data = await dx.data() as Float32Array
     const shape = [...dx.shape]
     dx.dispose()
+    if (generation !== this.generation) return
     this.computeMs += performance.now() - t0
+    if (!this.sendable('gradient', data, mb, hop - 1)) return
     const prev = this.routeOf(mb)[hop - 1]
     await this.init.send(prev.stage, { iteration: this.iteration, microbatch: mb, hop: hop - 1, direction: 'backward', shape, data })
+  }
+
+  /** True when `data`, about to be sent for `hop`, is finite; otherwise reports the iteration non-finite. */
+  private sendable (what: NonFiniteWhat, data: Float32Array, mb: number, hop: number): boolean {
+    const i = firstNonFinite(new Uint8Array(data.buffer, data.byteOffset, data.byteLength))
+    if (i < 0) return true
+    this.reportNonFinite(what, `the ${what} for hop ${hop} of microbatch ${mb} holds ${data[i]} at element ${i}`)
+    return false
+  }
+
+  /**
+   * This stage met a non-finite value in the current iteration: drop the iteration's work (its step
+   * must not be applied) and report at once, so that the coordinator commits the iteration as
+   * skipped instead of waiting for reports that cannot come.
+   */
+  private reportNonFinite (what: NonFiniteWhat, detail: string): void {
+    log.info(`stage ${this.stage.stage} iteration ${this.iteration}: non-finite ${what} (${detail}): step not applied, reported to the coordinator`)
+    this.dropIteration()
+    this.stage.abortStep()
+    this.nonFinite = what
+    this.state = 'prepared'
+    this.lastDone = { iteration: this.iteration, gradNorm: 0, computeMs: this.computeMs, nonFinite: what }
+    this.init.done(this.lastDone)
   }
 
   private finish (): void {
     this.tokensProcessed += this.M * this.init.train.microbatchSize * this.init.model.seqLen
     const t0 = performance.now()
-    const r = this.stage.prepareStep(this.M)
+    this.init.beforeStep?.(this.iteration)
+    let r: StepResult
+    try {
+      r = this.stage.prepareStep(this.M)
+    } catch (err) {
+      if (!(err instanceof NonFiniteError)) throw err
+      this.computeMs += performance.now() - t0
+      this.reportNonFinite('gradient', err.message)
+      return
+    }
     this.computeMs += performance.now() - t0
     this.state = 'prepared'
     const hasLoss = this.losses.length > 0
@@ -264,8 +326,13 @@ export class StageRuntime {
     this.init.done(this.lastDone)
   }
 
-  /** The coordinator committed `it`: apply the prepared Adam step; the stage's state then belongs to `it`. */
-  commit (it: number): void {
+  /**
+   * The coordinator committed `it`: apply the prepared Adam step (the stage's state then belongs to
+   * `it`); or, when the iteration is skipped (a stage, this one or another, met a non-finite value),
+   * drop its work and keep the weights.
+   */
+  commit (it: number, skipped = false): void {
+    if (skipped || (this.nonFinite != null && it === this.iteration)) { this.skip(it); return }
     if (this.state !== 'prepared' || it !== this.iteration) {
       log('stage %d: ignoring commit %d (iteration %d is %s)', this.stage.stage, it, this.iteration, this.state)
       return
@@ -277,22 +344,47 @@ export class StageRuntime {
     this.stage.prepack() // the new weights, before the next forward needs them
   }
 
+  /** A skipped commit of `it`, which this stage is running, has prepared, or never began (its begin was lost). */
+  private skip (it: number): void {
+    const current = it === this.iteration && this.state !== 'idle'
+    const notBegun = it === this.iteration + 1 && this.state === 'idle'
+    if (!current && !notBegun) {
+      log('stage %d: ignoring skipped commit %d (iteration %d is %s)', this.stage.stage, it, this.iteration, this.state)
+      return
+    }
+    this.iteration = it
+    this.dropIteration()
+    this.stage.skipStep(it)
+    this.nonFinite = undefined
+    this.state = 'idle'
+    this.init.tick?.()
+    this.init.committed?.(it)
+  }
+
   /** The coordinator aborted `it` (or a new epoch began): drop everything in flight, keep weights. */
   abort (it: number): void {
     if (it !== this.iteration || this.state === 'idle') return
     this.clearInFlight()
     this.stage.abortStep()
+    this.nonFinite = undefined
     this.state = 'idle'
     this.iteration = it - 1
   }
 
-  private clearInFlight (): void {
+  /** Drops the current iteration's tasks, received gradients and kept activations; frames for later iterations stay. */
+  private dropIteration (): void {
+    this.generation += 1
     for (const f of this.forwards) f.x.dispose()
     this.forwards = []
     for (const t of this.ready.values()) t?.dispose()
     this.ready.clear()
-    this.early = []
+    this.early = this.early.filter(f => f.iteration > this.iteration)
     this.stage.dropSaved()
+  }
+
+  private clearInFlight (): void {
+    this.dropIteration()
+    this.early = []
   }
 
   dispose (): void {

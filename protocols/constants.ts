@@ -50,6 +50,8 @@ export const PEER_ID_PATTERN = /^[A-Za-z0-9]+$/
 
 /** Free-text reasons (abort, stream break, weights error): enough for a sentence and an error code. */
 export const MAX_REASON_LENGTH = 512
+/** A done report's nonFiniteWhat: one short word ('gradient'). */
+export const MAX_NON_FINITE_WHAT_LENGTH = 32
 /** Weight digests and error codes are short tokens (a sha256 hex is 64). */
 export const MAX_DIGEST_LENGTH = 128
 export const MAX_ERROR_CODE_LENGTH = 64

@@ -102,7 +102,7 @@ function toWire (m: Message): pb.GossipEnvelope {
       env.abort = { epoch: m.epoch, iteration: m.iteration, reason: m.reason }
       break
     case 'commit':
-      env.commit = { epoch: m.epoch, iteration: m.iteration, checkpoint: m.checkpoint }
+      env.commit = { epoch: m.epoch, iteration: m.iteration, checkpoint: m.checkpoint, skipped: m.skipped === true }
       break
     case 'done':
       env.done = {
@@ -112,7 +112,9 @@ function toWire (m: Message): pb.GossipEnvelope {
         iteration: m.iteration,
         loss: m.loss,
         gradNorm: m.gradNorm,
-        computeMs: m.computeMs
+        computeMs: m.computeMs,
+        nonFinite: m.nonFinite === true,
+        nonFiniteWhat: m.nonFiniteWhat ?? ''
       }
       break
     case 'stream-break':
@@ -218,7 +220,13 @@ function fromWire (env: pb.GossipEnvelope): Message {
     }
     case 'commit': {
       const b = env.commit ?? missing()
-      return b.checkpoint != null ? { kind, epoch: b.epoch, iteration: b.iteration, checkpoint: b.checkpoint } : { kind, epoch: b.epoch, iteration: b.iteration }
+      return {
+        kind,
+        epoch: b.epoch,
+        iteration: b.iteration,
+        ...(b.checkpoint != null ? { checkpoint: b.checkpoint } : {}),
+        ...(b.skipped ? { skipped: true } : {})
+      }
     }
     case 'done': {
       const b = env.done ?? missing()
@@ -229,7 +237,8 @@ function fromWire (env: pb.GossipEnvelope): Message {
         epoch: b.epoch,
         iteration: b.iteration,
         gradNorm: b.gradNorm,
-        computeMs: b.computeMs
+        computeMs: b.computeMs,
+        ...(b.nonFinite || b.nonFiniteWhat !== '' ? { nonFinite: b.nonFinite, nonFiniteWhat: b.nonFiniteWhat } : {})
       }, b.loss)
     }
     case 'stream-break': {

@@ -1324,6 +1324,7 @@ export interface Commit {
   epoch: number
   iteration: number
   checkpoint?: number
+  skipped: boolean
 }
 
 export namespace Commit {
@@ -1351,13 +1352,19 @@ export namespace Commit {
           w.uint32(obj.checkpoint)
         }
 
+        if ((obj.skipped != null && obj.skipped !== false)) {
+          w.uint32(32)
+          w.bool(obj.skipped)
+        }
+
         if (opts.lengthDelimited !== false) {
           w.ldelim()
         }
       }, (reader, length, opts = {}) => {
         const obj: any = {
           epoch: 0,
-          iteration: 0
+          iteration: 0,
+          skipped: false
         }
 
         const end = length == null ? reader.len : reader.pos + length
@@ -1376,6 +1383,10 @@ export namespace Commit {
             }
             case 3: {
               obj.checkpoint = reader.uint32()
+              break
+            }
+            case 4: {
+              obj.skipped = reader.bool()
               break
             }
             default: {
@@ -1414,6 +1425,13 @@ export namespace Commit {
               }
               break
             }
+            case 4: {
+              yield {
+                field: `${prefix}.skipped`,
+                value: reader.bool()
+              }
+              break
+            }
             default: {
               reader.skipType(tag & 7)
               break
@@ -1441,6 +1459,11 @@ export namespace Commit {
     value: number
   }
 
+  export interface CommitSkippedFieldEvent {
+    field: '$.skipped'
+    value: boolean
+  }
+
   export function encode (obj: Partial<Commit>): Uint8Array<ArrayBuffer> {
     return encodeMessage(obj, Commit.codec())
   }
@@ -1449,7 +1472,7 @@ export namespace Commit {
     return decodeMessage(buf, Commit.codec(), opts)
   }
 
-  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Commit>): Generator<CommitEpochFieldEvent | CommitIterationFieldEvent | CommitCheckpointFieldEvent> {
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Commit>): Generator<CommitEpochFieldEvent | CommitIterationFieldEvent | CommitCheckpointFieldEvent | CommitSkippedFieldEvent> {
     return streamMessage(buf, Commit.codec(), opts)
   }
 }
@@ -1462,6 +1485,8 @@ export interface Done {
   loss?: number
   gradNorm: number
   computeMs: number
+  nonFinite: boolean
+  nonFiniteWhat: string
 }
 
 export namespace Done {
@@ -1509,6 +1534,16 @@ export namespace Done {
           w.double(obj.computeMs)
         }
 
+        if ((obj.nonFinite != null && obj.nonFinite !== false)) {
+          w.uint32(72)
+          w.bool(obj.nonFinite)
+        }
+
+        if ((obj.nonFiniteWhat != null && obj.nonFiniteWhat !== '')) {
+          w.uint32(82)
+          w.string(obj.nonFiniteWhat)
+        }
+
         if (opts.lengthDelimited !== false) {
           w.ldelim()
         }
@@ -1519,7 +1554,9 @@ export namespace Done {
           epoch: 0,
           iteration: 0,
           gradNorm: 0,
-          computeMs: 0
+          computeMs: 0,
+          nonFinite: false,
+          nonFiniteWhat: ''
         }
 
         const end = length == null ? reader.len : reader.pos + length
@@ -1554,6 +1591,14 @@ export namespace Done {
             }
             case 8: {
               obj.computeMs = reader.double()
+              break
+            }
+            case 9: {
+              obj.nonFinite = reader.bool()
+              break
+            }
+            case 10: {
+              obj.nonFiniteWhat = reader.string()
               break
             }
             default: {
@@ -1620,6 +1665,20 @@ export namespace Done {
               }
               break
             }
+            case 9: {
+              yield {
+                field: `${prefix}.nonFinite`,
+                value: reader.bool()
+              }
+              break
+            }
+            case 10: {
+              yield {
+                field: `${prefix}.nonFiniteWhat`,
+                value: reader.string()
+              }
+              break
+            }
             default: {
               reader.skipType(tag & 7)
               break
@@ -1667,6 +1726,16 @@ export namespace Done {
     value: number
   }
 
+  export interface DoneNonFiniteFieldEvent {
+    field: '$.nonFinite'
+    value: boolean
+  }
+
+  export interface DoneNonFiniteWhatFieldEvent {
+    field: '$.nonFiniteWhat'
+    value: string
+  }
+
   export function encode (obj: Partial<Done>): Uint8Array<ArrayBuffer> {
     return encodeMessage(obj, Done.codec())
   }
@@ -1675,7 +1744,7 @@ export namespace Done {
     return decodeMessage(buf, Done.codec(), opts)
   }
 
-  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Done>): Generator<DonePeerIdFieldEvent | DoneStageFieldEvent | DoneEpochFieldEvent | DoneIterationFieldEvent | DoneLossFieldEvent | DoneGradNormFieldEvent | DoneComputeMsFieldEvent> {
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Done>): Generator<DonePeerIdFieldEvent | DoneStageFieldEvent | DoneEpochFieldEvent | DoneIterationFieldEvent | DoneLossFieldEvent | DoneGradNormFieldEvent | DoneComputeMsFieldEvent | DoneNonFiniteFieldEvent | DoneNonFiniteWhatFieldEvent> {
     return streamMessage(buf, Done.codec(), opts)
   }
 }
@@ -3211,6 +3280,11 @@ export namespace GossipEnvelope {
     value: number
   }
 
+  export interface GossipEnvelopeCommitSkippedFieldEvent {
+    field: '$.commit.skipped'
+    value: boolean
+  }
+
   export interface GossipEnvelopeDonePeerIdFieldEvent {
     field: '$.done.peerId'
     value: string
@@ -3244,6 +3318,16 @@ export namespace GossipEnvelope {
   export interface GossipEnvelopeDoneComputeMsFieldEvent {
     field: '$.done.computeMs'
     value: number
+  }
+
+  export interface GossipEnvelopeDoneNonFiniteFieldEvent {
+    field: '$.done.nonFinite'
+    value: boolean
+  }
+
+  export interface GossipEnvelopeDoneNonFiniteWhatFieldEvent {
+    field: '$.done.nonFiniteWhat'
+    value: string
   }
 
   export interface GossipEnvelopeStreamBreakReporterFieldEvent {
@@ -3403,7 +3487,7 @@ export namespace GossipEnvelope {
     return decodeMessage(buf, GossipEnvelope.codec(), opts)
   }
 
-  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<GossipEnvelope>): Generator<GossipEnvelopeKindFieldEvent | GossipEnvelopeHeartbeatPeerIdFieldEvent | GossipEnvelopeHeartbeatRoleFieldEvent | GossipEnvelopeHeartbeatStageFieldEvent | GossipEnvelopeHeartbeatIterationFieldEvent | GossipEnvelopeHeartbeatLossFieldEvent | GossipEnvelopeHeartbeatGradNormFieldEvent | GossipEnvelopeHeartbeatWeightDigestFieldEvent | GossipEnvelopeHeartbeatTokensPerSecFieldEvent | GossipEnvelopeHeartbeatRssBytesFieldEvent | GossipEnvelopeHeartbeatEpochFieldEvent | GossipEnvelopeHeartbeatTimestampMsFieldEvent | GossipEnvelopeHeartbeatDepartingFieldEvent | GossipEnvelopeHeartbeatStateIterationFieldEvent | GossipEnvelopeHeartbeatHeldKindFieldEvent | GossipEnvelopeHeartbeatHeldStageFieldEvent | GossipEnvelopeHeartbeatHeldIterationFieldEvent | GossipEnvelopeAssignmentClusterIdFieldEvent | GossipEnvelopeAssignmentRunIdFieldEvent | GossipEnvelopeAssignmentEpochFieldEvent | GossipEnvelopeAssignmentIterationFieldEvent | GossipEnvelopeAssignmentStagesStageFieldEvent | GossipEnvelopeAssignmentStagesPeersFieldEvent | GossipEnvelopeAssignmentStagesAddrsFieldEvent | GossipEnvelopeAssignmentModelConfigFieldEvent | GossipEnvelopeAssignmentTrainingConfigFieldEvent | GossipEnvelopeAssignmentRebuiltFieldEvent | GossipEnvelopeBeginEpochFieldEvent | GossipEnvelopeBeginIterationFieldEvent | GossipEnvelopeAbortEpochFieldEvent | GossipEnvelopeAbortIterationFieldEvent | GossipEnvelopeAbortReasonFieldEvent | GossipEnvelopeCommitEpochFieldEvent | GossipEnvelopeCommitIterationFieldEvent | GossipEnvelopeCommitCheckpointFieldEvent | GossipEnvelopeDonePeerIdFieldEvent | GossipEnvelopeDoneStageFieldEvent | GossipEnvelopeDoneEpochFieldEvent | GossipEnvelopeDoneIterationFieldEvent | GossipEnvelopeDoneLossFieldEvent | GossipEnvelopeDoneGradNormFieldEvent | GossipEnvelopeDoneComputeMsFieldEvent | GossipEnvelopeStreamBreakReporterFieldEvent | GossipEnvelopeStreamBreakStageFieldEvent | GossipEnvelopeStreamBreakSuspectFieldEvent | GossipEnvelopeStreamBreakEpochFieldEvent | GossipEnvelopeStreamBreakIterationFieldEvent | GossipEnvelopeStreamBreakReasonFieldEvent | GossipEnvelopeRecoveryPlanEpochFieldEvent | GossipEnvelopeRecoveryPlanStageFieldEvent | GossipEnvelopeRecoveryPlanRungFieldEvent | GossipEnvelopeRecoveryPlanTargetPeerFieldEvent | GossipEnvelopeRecoveryPlanDonorsPeerIdFieldEvent | GossipEnvelopeRecoveryPlanDonorsStageFieldEvent | GossipEnvelopeRecoveryPlanDonorsAddrFieldEvent | GossipEnvelopeRecoveryPlanLrScaleFieldEvent | GossipEnvelopeRecoveryPlanWeightsFieldEvent | GossipEnvelopeRecoveryPlanCheckpointIdFieldEvent | GossipEnvelopeRecoveryDonePeerIdFieldEvent | GossipEnvelopeRecoveryDoneEpochFieldEvent | GossipEnvelopeRecoveryDoneStageFieldEvent | GossipEnvelopeRecoveryDoneRungFieldEvent | GossipEnvelopeRecoveryDoneBytesFieldEvent | GossipEnvelopeRecoveryDoneTransferMsFieldEvent | GossipEnvelopeRecoveryDoneRebuildMsFieldEvent | GossipEnvelopeRecoveryFailedPeerIdFieldEvent | GossipEnvelopeRecoveryFailedEpochFieldEvent | GossipEnvelopeRecoveryFailedStageFieldEvent | GossipEnvelopeRecoveryFailedRungFieldEvent | GossipEnvelopeRecoveryFailedCodeFieldEvent | GossipEnvelopeRecoveryFailedReasonFieldEvent> {
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<GossipEnvelope>): Generator<GossipEnvelopeKindFieldEvent | GossipEnvelopeHeartbeatPeerIdFieldEvent | GossipEnvelopeHeartbeatRoleFieldEvent | GossipEnvelopeHeartbeatStageFieldEvent | GossipEnvelopeHeartbeatIterationFieldEvent | GossipEnvelopeHeartbeatLossFieldEvent | GossipEnvelopeHeartbeatGradNormFieldEvent | GossipEnvelopeHeartbeatWeightDigestFieldEvent | GossipEnvelopeHeartbeatTokensPerSecFieldEvent | GossipEnvelopeHeartbeatRssBytesFieldEvent | GossipEnvelopeHeartbeatEpochFieldEvent | GossipEnvelopeHeartbeatTimestampMsFieldEvent | GossipEnvelopeHeartbeatDepartingFieldEvent | GossipEnvelopeHeartbeatStateIterationFieldEvent | GossipEnvelopeHeartbeatHeldKindFieldEvent | GossipEnvelopeHeartbeatHeldStageFieldEvent | GossipEnvelopeHeartbeatHeldIterationFieldEvent | GossipEnvelopeAssignmentClusterIdFieldEvent | GossipEnvelopeAssignmentRunIdFieldEvent | GossipEnvelopeAssignmentEpochFieldEvent | GossipEnvelopeAssignmentIterationFieldEvent | GossipEnvelopeAssignmentStagesStageFieldEvent | GossipEnvelopeAssignmentStagesPeersFieldEvent | GossipEnvelopeAssignmentStagesAddrsFieldEvent | GossipEnvelopeAssignmentModelConfigFieldEvent | GossipEnvelopeAssignmentTrainingConfigFieldEvent | GossipEnvelopeAssignmentRebuiltFieldEvent | GossipEnvelopeBeginEpochFieldEvent | GossipEnvelopeBeginIterationFieldEvent | GossipEnvelopeAbortEpochFieldEvent | GossipEnvelopeAbortIterationFieldEvent | GossipEnvelopeAbortReasonFieldEvent | GossipEnvelopeCommitEpochFieldEvent | GossipEnvelopeCommitIterationFieldEvent | GossipEnvelopeCommitCheckpointFieldEvent | GossipEnvelopeCommitSkippedFieldEvent | GossipEnvelopeDonePeerIdFieldEvent | GossipEnvelopeDoneStageFieldEvent | GossipEnvelopeDoneEpochFieldEvent | GossipEnvelopeDoneIterationFieldEvent | GossipEnvelopeDoneLossFieldEvent | GossipEnvelopeDoneGradNormFieldEvent | GossipEnvelopeDoneComputeMsFieldEvent | GossipEnvelopeDoneNonFiniteFieldEvent | GossipEnvelopeDoneNonFiniteWhatFieldEvent | GossipEnvelopeStreamBreakReporterFieldEvent | GossipEnvelopeStreamBreakStageFieldEvent | GossipEnvelopeStreamBreakSuspectFieldEvent | GossipEnvelopeStreamBreakEpochFieldEvent | GossipEnvelopeStreamBreakIterationFieldEvent | GossipEnvelopeStreamBreakReasonFieldEvent | GossipEnvelopeRecoveryPlanEpochFieldEvent | GossipEnvelopeRecoveryPlanStageFieldEvent | GossipEnvelopeRecoveryPlanRungFieldEvent | GossipEnvelopeRecoveryPlanTargetPeerFieldEvent | GossipEnvelopeRecoveryPlanDonorsPeerIdFieldEvent | GossipEnvelopeRecoveryPlanDonorsStageFieldEvent | GossipEnvelopeRecoveryPlanDonorsAddrFieldEvent | GossipEnvelopeRecoveryPlanLrScaleFieldEvent | GossipEnvelopeRecoveryPlanWeightsFieldEvent | GossipEnvelopeRecoveryPlanCheckpointIdFieldEvent | GossipEnvelopeRecoveryDonePeerIdFieldEvent | GossipEnvelopeRecoveryDoneEpochFieldEvent | GossipEnvelopeRecoveryDoneStageFieldEvent | GossipEnvelopeRecoveryDoneRungFieldEvent | GossipEnvelopeRecoveryDoneBytesFieldEvent | GossipEnvelopeRecoveryDoneTransferMsFieldEvent | GossipEnvelopeRecoveryDoneRebuildMsFieldEvent | GossipEnvelopeRecoveryFailedPeerIdFieldEvent | GossipEnvelopeRecoveryFailedEpochFieldEvent | GossipEnvelopeRecoveryFailedStageFieldEvent | GossipEnvelopeRecoveryFailedRungFieldEvent | GossipEnvelopeRecoveryFailedCodeFieldEvent | GossipEnvelopeRecoveryFailedReasonFieldEvent> {
     return streamMessage(buf, GossipEnvelope.codec(), opts)
   }
 }

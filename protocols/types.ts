@@ -99,6 +99,11 @@ export interface Commit {
   iteration: number
   /** The newest complete sparse checkpoint's iteration (at most `iteration`), when there is one. */
   checkpoint?: number
+  /**
+   * A stage reported a non-finite value: every stage drops its step (weights and optimizer stay as
+   * they are) but counts the iteration as committed and goes on to the next one.
+   */
+  skipped?: boolean
 }
 
 /** Peer: its stage finished an iteration. */
@@ -112,7 +117,17 @@ export interface DoneReport {
   loss?: number
   gradNorm: number
   computeMs: number
+  /** The stage met a non-finite value this iteration; its step must not be applied (gradNorm is then 0). */
+  nonFinite?: boolean
+  /** With nonFinite: which value (a NonFiniteWhat; a newer peer may name another). */
+  nonFiniteWhat?: string
 }
+
+/**
+ * What a stage reports as non-finite: the head's loss, a gradient (of its parameters, or the one it
+ * would send upstream) or an activation it would send downstream.
+ */
+export type NonFiniteWhat = 'loss' | 'gradient' | 'activation'
 
 /** Peer: its stream to a neighbour broke; the suspect may be gone. */
 export interface StreamBreakReport {

@@ -5,7 +5,7 @@
  */
 import {
   MAX_CONFIG_JSON_BYTES, MAX_DIGEST_LENGTH, MAX_ERROR_CODE_LENGTH, MAX_ID_LENGTH, MAX_LR_SCALE,
-  MAX_ADDR_LENGTH, MAX_HELD_COPIES, MAX_PEERS_PER_STAGE, MAX_PEER_ID_LENGTH, MAX_REASON_LENGTH, MAX_RECOVERY_DONORS, MAX_STAGES,
+  MAX_ADDR_LENGTH, MAX_HELD_COPIES, MAX_PEERS_PER_STAGE, MAX_PEER_ID_LENGTH, MAX_NON_FINITE_WHAT_LENGTH, MAX_REASON_LENGTH, MAX_RECOVERY_DONORS, MAX_STAGES,
   MAX_TENSOR_DIMS, MAX_TENSOR_NAME_LENGTH, MAX_WEIGHTS_CHUNK_BYTES, MAX_WEIGHTS_TENSORS,
   MAX_WEIGHTS_TOTAL_BYTES, MAX_WEIGHT_TENSOR_BYTES, ID_PATTERN, PEER_ID_PATTERN, TENSOR_NAME_PATTERN
 } from './constants.js'
@@ -275,6 +275,7 @@ function checkCommit (o: Record<string, unknown>): Commit {
     checkUint32(o.checkpoint, 'commit.checkpoint')
     if ((o.checkpoint as number) > (o.iteration as number)) fail('commit.checkpoint', `${String(o.checkpoint)} is newer than the committed iteration ${String(o.iteration)}`)
   }
+  if (o.skipped !== undefined) checkBool(o.skipped, 'commit.skipped')
   return o as unknown as Commit
 }
 
@@ -286,6 +287,12 @@ function checkDone (o: Record<string, unknown>): DoneReport {
   if (o.loss !== undefined) checkFinite(o.loss, `${f}.loss`)
   checkFinite(o.gradNorm, `${f}.gradNorm`, 0)
   checkFinite(o.computeMs, `${f}.computeMs`, 0)
+  if (o.nonFinite !== undefined || o.nonFiniteWhat !== undefined) {
+    // a short word, not a closed set: a newer peer may name a value this coordinator does not know
+    const bad = checkBool(o.nonFinite, `${f}.nonFinite`)
+    checkString(o.nonFiniteWhat, `${f}.nonFiniteWhat`, { max: MAX_NON_FINITE_WHAT_LENGTH, min: bad ? 1 : 0, pattern: /^[a-z-]+$/, alphabet: '[a-z-]' })
+    if (!bad && o.nonFiniteWhat !== '') fail(`${f}.nonFiniteWhat`, 'set without nonFinite')
+  }
   return o as unknown as DoneReport
 }
 

@@ -73,8 +73,10 @@ const samples: Message[] = [
   { kind: 'abort', epoch: 8, iteration: 1235, reason: 'stage 2 lost: heartbeat timeout' },
   { kind: 'commit', epoch: 8, iteration: 1235 },
   { kind: 'commit', epoch: 8, iteration: 1235, checkpoint: 1199 },
+  { kind: 'commit', epoch: 8, iteration: 1235, skipped: true },
   done,
   { ...done, stage: 2, loss: 2.5 },
+  { ...done, gradNorm: 0, nonFinite: true, nonFiniteWhat: 'gradient' },
   { kind: 'stream-break', reporter: P1, stage: 0, suspect: P2, epoch: 8, iteration: 1235, reason: 'stream reset' },
   { kind: 'recovery-done', peerId: P3, epoch: 9, stage: 2, rung: 'checkfree', bytes: 123_456_789, transferMs: 412.5, rebuildMs: 33.25 },
   { kind: 'recovery-failed', peerId: P3, epoch: 9, stage: 2, rung: 'checkfree', code: 'ERR_DONOR_LOST', reason: 'donor 12D3...x went silent mid-transfer' },
@@ -151,6 +153,11 @@ describe('gossip messages', () => {
     expect(decodeMessage(list)).toEqual(assignment)
   })
 
+  it('keeps nonFinite and skipped absent unless set', () => {
+    expect('nonFinite' in (decodeMessage(encodeMessage(done)) as DoneReport)).toBe(false)
+    expect('skipped' in decodeMessage(encodeMessage({ kind: 'commit', epoch: 8, iteration: 3, skipped: false }))).toBe(false)
+  })
+
   it('keeps loss absent rather than zero or NaN', () => {
     const m = decodeMessage(encodeMessage({ ...done, loss: undefined })) as DoneReport
     expect('loss' in m).toBe(false)
@@ -210,6 +217,11 @@ describe('gossip messages', () => {
       [{ kind: 'begin', epoch: 1 }, MalformedMessageError, 'begin.iteration'],
       [{ ...done, stage: -1 }, MalformedMessageError, 'done.stage'],
       [{ ...done, computeMs: NaN }, MalformedMessageError, 'done.computeMs'],
+      [{ ...done, nonFinite: true, nonFiniteWhat: '' }, MalformedMessageError, 'done.nonFiniteWhat'],
+      [{ ...done, nonFinite: true, nonFiniteWhat: 'Gradient!' }, MalformedMessageError, 'done.nonFiniteWhat'],
+      [{ ...done, nonFinite: true, nonFiniteWhat: 'g'.repeat(33) }, LimitExceededError, 'done.nonFiniteWhat'],
+      [{ ...done, nonFinite: false, nonFiniteWhat: 'loss' }, MalformedMessageError, 'done.nonFiniteWhat'],
+      [{ kind: 'commit', epoch: 8, iteration: 10, skipped: 1 }, MalformedMessageError, 'commit.skipped'],
       [{ kind: 'stream-break', reporter: P1, stage: 0, suspect: P1, epoch: 1, iteration: 1, reason: '' }, MalformedMessageError, 'stream-break.suspect'],
       [{ ...plan, weights: [1] }, MalformedMessageError, 'recovery-plan.weights'],
       [{ ...plan, weights: [0, 0] }, MalformedMessageError, 'recovery-plan.weights'],
@@ -252,7 +264,7 @@ describe('gossip messages', () => {
     expectError(() => decodeMessage(envelope({ kind: 99, begin: { epoch: 1, iteration: 1 } })), UnknownKindError, 'message.kind')
     expectError(() => decodeMessage(envelope({ begin: { epoch: 1, iteration: 1 } })), UnknownKindError)
     expectError(() => decodeMessage(envelope({ kind: 3 })), MalformedMessageError, 'message.begin')
-    expectError(() => decodeMessage(envelope({ kind: 3, commit: { epoch: 1, iteration: 1 } })), MalformedMessageError, 'message.commit')
+    expectError(() => decodeMessage(envelope({ kind: 3, commit: { epoch: 1, iteration: 1, skipped: false } })), MalformedMessageError, 'message.commit')
     expectError(() => decodeMessage(envelope({ kind: 3, begin: { epoch: 1, iteration: 1 }, abort: { epoch: 1, iteration: 1, reason: '' } })), MalformedMessageError, 'message.abort')
   })
 

@@ -1,5 +1,5 @@
 /** `spotpipe coordinator`: assigns stages to the peers that join and drives training iterations. */
-import { Coordinator, STRATEGIES, StageLostError, instrument, serveMetrics, type RecoveryEvent, type Strategy } from '../../coordinator/index.js'
+import { Coordinator, DIVERGENCE_ACTIONS, STRATEGIES, StageLostError, instrument, serveMetrics, type DivergenceAction, type DivergenceEvent, type RecoveryEvent, type Strategy } from '../../coordinator/index.js'
 import { UsageError } from '../errors.js'
 import { CONFIG_FLAG, CONFIG_HELP, parseFlagsWithConfig } from '../config-file.js'
 import { intFlag, numFlag } from '../flags.js'
@@ -27,6 +27,13 @@ ${CONFIG_HELP}${NODE_HELP}  --iterations N       train until N iterations are co
   --pause-grace MS     after the coordinator itself stalled (SIGSTOP, GC, a suspended VM), each peer
                        has this long to be heard again before a ping decides (default 5000)
   --checkfree-plus     train with CheckFree+ swapped microbatches (implied by --strategy checkfree-plus)
+  --on-divergence WHAT after --divergence-limit iterations in a row with a non-finite loss or gradient
+                       (each one's step is skipped): rollback = every stage reloads the newest checkpoint
+                       from before them (the seeded weights if none) at a lower learning rate;
+                       stop = exit with one line naming the cause
+                       (default: rollback when checkpoints are taken, i.e. with --state-dir, else stop)
+  --divergence-limit N non-finite iterations in a row before --on-divergence acts (default 3)
+  --divergence-lr-factor X  learning-rate multiplier per rollback, compounding, in (0, 1] (default 0.5)
 ${MODEL_HELP}`
 
 export async function coordinator (argv: string[]): Promise<void> {
@@ -46,6 +53,9 @@ export async function coordinator (argv: string[]): Promise<void> {
     'metrics-port': { type: 'string' },
     'metrics-host': { type: 'string' },
     'checkfree-plus': { type: 'boolean' },
+    'on-divergence': { type: 'string' },
+    'divergence-limit': { type: 'string' },
+    'divergence-lr-factor': { type: 'string' },
     help: { type: 'boolean', short: 'h' }
   })
   if (values.help === true) { process.stdout.write(HELP); return }
@@ -57,6 +67,10 @@ export async function coordinator (argv: string[]): Promise<void> {
   const floor = intFlag(values, 'heartbeat-timeout', 3000)
   const ceiling = values['heartbeat-timeout-max'] != null ? intFlag(values, 'heartbeat-timeout-max', 0) : undefined
   if (ceiling != null && ceiling < floor) throw new UsageError(`--heartbeat-timeout-max (${ceiling}) must be at least --heartbeat-timeout (${floor})`)
+  const onDivergence = values['on-divergence'] as string | undefined
+  if (onDivergence != null && !(DIVERGENCE_ACTIONS as readonly string[]).includes(onDivergence)) throw new UsageError(`--on-divergence must be ${DIVERGENCE_ACTIONS.join(' or ')}, got "${onDivergence}"`)
+  const lrFactor = values['divergence-lr-factor'] != null ? numFlag(values, 'divergence-lr-factor', 0.5) : undefined
+  if (lrFactor != null && lrFactor > 1) throw new UsageError(`--divergence-lr-factor must be in (0, 1], got "${String(values['divergence-lr-factor'])}"`)
   const c = new Coordinator({
     ...node,
     model,
@@ -71,13 +85,20 @@ export async function coordinator (argv: string[]): Promise<void> {
     stateDir: values['state-dir'] as string | undefined,
     checkpointEvery: values['checkpoint-every'] != null ? intFlag(values, 'checkpoint-every', 0, 0) : undefined,
     keepCheckpoints: intFlag(values, 'keep-checkpoints', 3),
-    checkfreePlus: values['checkfree-plus'] === true ? true : undefined
+    checkfreePlus: values['checkfree-plus'] === true ? true : undefined,
+    onDivergence: onDivergence as DivergenceAction | undefined,
+    divergenceLimit: values['divergence-limit'] != null ? intFlag(values, 'divergence-limit', 3) : undefined,
+    divergenceLrFactor: lrFactor
   })
   c.on('recovery', (events: RecoveryEvent[]) => {
     for (const e of events) process.stdout.write(`recovery stage ${e.stage} rung ${e.rung} cause "${e.cause}" bytes ${e.bytes} detect_ms ${e.detectMs} transfer_ms ${e.transferMs.toFixed(0)} rebuild_ms ${e.rebuildMs.toFixed(0)}\n`)
   })
   c.on('recovery-failed', (e: RecoveryEvent) => {
     process.stdout.write(`recovery-failed stage ${e.stage} rung ${e.rung} reason "${e.reason ?? ''}"\n`)
+  })
+  c.on('divergence', (e: DivergenceEvent) => {
+    const act = e.action === 'rollback' ? `rollback to ${e.rollbackTo === -1 ? 'the seeded initial weights' : `checkpoint ${String(e.rollbackTo)}`} at lr x${e.lrFactor}` : e.action
+    process.stdout.write(`divergence iteration ${e.iteration} stage ${e.stage} non-finite ${e.what}: step skipped (${e.consecutive} in a row) action ${act}\n`)
   })
   c.on('recovered', (events: RecoveryEvent[]) => {
     for (const e of events) process.stdout.write(`resumed stage ${e.stage} resume_ms ${e.resumeMs.toFixed(0)}\n`)
@@ -108,7 +129,7 @@ export async function coordinator (argv: string[]): Promise<void> {
     }
     await c.run(Math.max(0, iterations - c.iteration), {
       signal: stop.signal,
-      onIteration: (r) => { process.stdout.write(`iter ${r.iteration} loss ${r.loss.toPrecision(10)} ms ${r.ms.toFixed(0)} tok/s ${r.tokensPerSec.toFixed(0)} epoch ${r.epoch}\n`) }
+      onIteration: (r) => { if (r.skipped == null) process.stdout.write(`iter ${r.iteration} loss ${r.loss.toPrecision(10)} ms ${r.ms.toFixed(0)} tok/s ${r.tokensPerSec.toFixed(0)} epoch ${r.epoch}\n`) }
     })
   } catch (err) {
     if (!stop.signal.aborted) throw err

@@ -5,6 +5,7 @@ import { UsageError } from '../errors.js'
 import { CONFIG_FLAG, CONFIG_HELP, parseFlagsWithConfig } from '../config-file.js'
 import { intFlag } from '../flags.js'
 import { SpotWatcher } from '../../node/spot-watcher.js'
+import { FAULT_NONFINITE_ENV, NonFiniteFaults, parseNonFiniteFaults } from '../../node/faults.js'
 import { NODE_FLAGS, NODE_HELP, nodeFromFlags } from '../node-flags.js'
 
 const HELP = `usage: spotpipe peer --coordinator MULTIADDR [flags]
@@ -21,12 +22,12 @@ ${CONFIG_HELP}${NODE_HELP}`
  * Fault injection for tests and the chaos suite, never for real runs: SPOTPIPE_FAULT_CORRUPT_CHUNK=N
  * makes this peer's weights server flip a byte of the N-th chunk of every transfer it sends.
  */
-function faultsFromEnv (): { weights: { corruptChunk: number } } | undefined {
+function weightsFaultsFromEnv (): { corruptChunk: number } | undefined {
   const v = process.env.SPOTPIPE_FAULT_CORRUPT_CHUNK
   if (v == null || v === '') return undefined
   const n = Number(v)
   if (!Number.isInteger(n) || n < 0) throw new UsageError(`SPOTPIPE_FAULT_CORRUPT_CHUNK must be a chunk index (0, 1, ...), got "${v}"`)
-  return { weights: { corruptChunk: n } }
+  return { corruptChunk: n }
 }
 
 export async function peer (argv: string[]): Promise<void> {
@@ -55,7 +56,12 @@ export async function peer (argv: string[]): Promise<void> {
   const node = await nodeFromFlags(values)
   const { initBackend, parseBackendName } = await import('../../model/backend.js')
   await initBackend({ backend: values.backend != null ? parseBackendName(values.backend as string) : undefined, announce: true })
-  const p = new Peer({ ...node, coordinatorId, coordinatorAddrs: [addr], faults: faultsFromEnv() })
+  // test-only fault injection (node/faults.ts), read once here; loud so it is never on by accident
+  const faultSpec = process.env[FAULT_NONFINITE_ENV] ?? ''
+  const faults = faultSpec !== '' ? new NonFiniteFaults(parseNonFiniteFaults(faultSpec)) : undefined
+  if (faults != null) process.stderr.write(`FAULT INJECTION: ${FAULT_NONFINITE_ENV}=${faultSpec}: non-finite gradients will be injected\n`)
+  const weights = weightsFaultsFromEnv()
+  const p = new Peer({ ...node, coordinatorId, coordinatorAddrs: [addr], faults: { nonFinite: faults, weights } })
   await p.start()
   process.stdout.write(`peer ${p.node.getMultiaddrs()[0]?.toString() ?? ''}\n`)
   // A spot notice or SIGTERM (systemd stop) hands the stage over before leaving; SIGINT just leaves.

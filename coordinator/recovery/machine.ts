@@ -208,42 +208,70 @@ export class RecoveryMachine {
         const ck = plans[0]?.checkpointId
         c.iteration = ck != null && ck.startsWith('ckpt-') ? Number(ck.slice(5)) + 1 : 0
       }
-      // 3. publish
-      const a = c.assignment as Assignment
-      const next = a.stages.map(st => this.lost.has(st.stage) || st.peers.some(p => this.departing.has(p)) ? [] : [...st.peers])
-      for (const p of [...rejoins, ...plans]) next[p.stage] = [p.target]
-      const committed = c.iteration - 1
-      const published = await c.publishAssignment(next, plans)
-      this.active = new Map(plans.map(p => [p.stage, new RecoveryRecord({
-        plan: p, epoch: published.epoch, committed, loss: this.lossOf(p.stage, a), deadlineMs: this.deadlineMs(p)
-      })]))
-      const records = [...this.active.values()]
-      c.emit('recovery-planned', records.map(r => ({ epoch: r.epoch, stage: r.stage, rung: r.rung, target: r.target, donors: r.donors, checkpointId: r.checkpointId, deadlineMs: r.deadlineAt - r.plannedAt })))
-      for (const r of records) this.applyEarly(r)
-      // 4. watch
-      const outcome = await this.watch(published, records, opts.signal)
-      // 5. settle: installed stages are healthy whatever became of the others
-      for (const p of rejoins) this.rejoined(p, a)
-      const installed = records.filter(r => r.state === 'installed')
-      for (const r of installed) this.settle(r, a)
-      const events = installed.map(r => this.event(r))
-      for (const e of events) log.info(`recovered stage ${e.stage} by ${e.rung} (${e.cause}): ${e.bytes} bytes, detect ${e.detectMs} ms, transfer ${e.transferMs.toFixed(0)} ms, rebuild ${e.rebuildMs.toFixed(0)} ms${e.iterationsBehind > 0 ? `, ${e.iterationsBehind} iterations behind` : ''}`)
-      c.recoveries.push(...events)
-      this.pendingResume.push(...installed)
-      recovered.push(...events)
-      if (events.length > 0) c.emit('recovery', events)
-      for (const r of records.filter(r => r.state === 'failed')) {
-        if (r.failure === 'rung') this.exclude(r.stage, r.rung)
-        log.info(`recovery of stage ${r.stage} by ${r.rung} failed: ${r.reason ?? 'unknown'}; planning again`)
-        const e = this.event(r)
-        c.recoveries.push(e)
-        c.emit('recovery-failed', e)
-      }
-      if (outcome === 'installed') this.stagesReady()
-      this.active = new Map()
-      await c.persist()
+      recovered.push(...await this.round(plans, rejoins, opts.signal))
       // loop: a stage lost during the round, or one whose recovery failed, is planned again
     }
+  }
+
+  /**
+   * Steps 3-5 for one round of `plans` (and rejoins): publish, watch, settle. Returns the records of
+   * the recoveries installed; failed ones are recorded, and their stages stay lost for the next round.
+   */
+  private async round (plans: StagePlan[], rejoins: StagePlan[], signal?: AbortSignal): Promise<RecoveryEvent[]> {
+    const c = this.host
+    const opts = { signal }
+    const a = c.assignment as Assignment
+    const next = a.stages.map(st => this.lost.has(st.stage) || st.peers.some(p => this.departing.has(p)) ? [] : [...st.peers])
+    for (const p of [...rejoins, ...plans]) next[p.stage] = [p.target]
+    const committed = c.iteration - 1
+    const published = await c.publishAssignment(next, plans)
+    this.active = new Map(plans.map(p => [p.stage, new RecoveryRecord({
+      plan: p, epoch: published.epoch, committed, loss: this.lossOf(p.stage, a), deadlineMs: this.deadlineMs(p)
+    })]))
+    const records = [...this.active.values()]
+    c.emit('recovery-planned', records.map(r => ({ epoch: r.epoch, stage: r.stage, rung: r.rung, target: r.target, donors: r.donors, checkpointId: r.checkpointId, deadlineMs: r.deadlineAt - r.plannedAt })))
+    for (const r of records) this.applyEarly(r)
+    // 4. watch
+    const outcome = await this.watch(published, records, opts.signal)
+    // 5. settle: installed stages are healthy whatever became of the others
+    for (const p of rejoins) this.rejoined(p, a)
+    const installed = records.filter(r => r.state === 'installed')
+    for (const r of installed) this.settle(r, a)
+    const events = installed.map(r => this.event(r))
+    for (const e of events) log.info(`recovered stage ${e.stage} by ${e.rung} (${e.cause}): ${e.bytes} bytes, detect ${e.detectMs} ms, transfer ${e.transferMs.toFixed(0)} ms, rebuild ${e.rebuildMs.toFixed(0)} ms${e.iterationsBehind > 0 ? `, ${e.iterationsBehind} iterations behind` : ''}`)
+    c.recoveries.push(...events)
+    this.pendingResume.push(...installed)
+    if (events.length > 0) c.emit('recovery', events)
+    for (const r of records.filter(r => r.state === 'failed')) {
+      if (r.failure === 'rung') this.exclude(r.stage, r.rung)
+      log.info(`recovery of stage ${r.stage} by ${r.rung} failed: ${r.reason ?? 'unknown'}; planning again`)
+      const e = this.event(r)
+      c.recoveries.push(e)
+      c.emit('recovery-failed', e)
+    }
+    if (outcome === 'installed') this.stagesReady()
+    this.active = new Map()
+    await c.persist()
+    return events
+  }
+
+  /**
+   * Every stage reloads checkpoint `checkpointId` on its own peer (a divergence rollback): one
+   * recorded round of checkpoint-rung recoveries with `cause`. A stage whose reload fails stays lost
+   * and is recovered by the ladder like any other.
+   */
+  async reloadAll (checkpointId: string, cause: string, signal?: AbortSignal): Promise<RecoveryEvent[]> {
+    const a = this.host.assignment
+    if (a == null) return []
+    const now = Date.now()
+    const plans: StagePlan[] = []
+    for (const st of a.stages) {
+      const peer = st.peers[0]
+      if (peer == null) continue
+      if (!this.lost.has(st.stage)) this.lost.set(st.stage, { peer, cause, lastSeen: now, detectedAt: now })
+      plans.push({ stage: st.stage, rung: 'checkpoint', target: peer, donors: [], weights: [], lrScale: 1, checkpointId })
+    }
+    return await this.round(plans.filter(p => !this.departing.has(p.target) && this.host.livePeers().includes(p.target)), [], signal)
   }
 
   // ------------------------------------------------------------------ the steps

@@ -22,9 +22,10 @@ export class TestCluster {
     this.coord = new Coordinator({ heartbeatTimeoutMs: 10_000, ...init })
   }
 
-  async start (peers: number): Promise<void> {
+  /** Starts the coordinator and `peers` peer processes (with `env` added to their environment). */
+  async start (peers: number, env: Record<string, string> = {}): Promise<void> {
     await this.coord.start()
-    await Promise.all(Array.from({ length: peers }, async () => await this.addPeer()))
+    await Promise.all(Array.from({ length: peers }, async () => await this.addPeer([], env)))
   }
 
   async addPeer (extra: string[] = [], env: Record<string, string> = {}): Promise<TestPeer> {
