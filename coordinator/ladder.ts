@@ -15,7 +15,7 @@
  *                      strategy checkpoint-whole rolls every stage back instead
  *   6. wait            no spare to take the stage: pause and keep all state
  */
-import { DEFAULT_LR_SCALE } from '../model/recovery.js'
+import { DEFAULT_LR_SCALE, mirrorHolder } from '../model/recovery.js'
 import type { RecoveryRung } from '../protocols/index.js'
 
 export type Strategy = 'checkfree' | 'checkfree-plus' | 'checkpoint' | 'checkpoint-whole' | 'redundant' | 'none'
@@ -108,8 +108,8 @@ export function planRecovery (input: LadderInput): LadderResult {
         lrScale,
         checkpointId: ''
       }
-    } else if (strategy === 'checkfree-plus' && S >= 2 && (s === 0 || s === S - 1) && alive(s === 0 ? 1 : S - 2)) {
-      const n = s === 0 ? 1 : S - 2
+    } else if (strategy === 'checkfree-plus' && mirrorHolder(s, S) != null && alive(mirrorHolder(s, S) as number)) {
+      const n = mirrorHolder(s, S) as number
       plan = { stage: s, rung: 'checkfree-plus', target, donors: [{ peerId: server(n) as string, stage: n }], ...base, lrScale }
     } else {
       plan = { stage: s, rung: 'checkpoint', target, donors: [], ...base, checkpointId: ckpt }
