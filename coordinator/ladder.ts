@@ -22,7 +22,7 @@
  * reported it could not carry the plan out) is skipped for it; the checkpoint rung is never
  * skipped, it is the floor that always applies.
  */
-import { DEFAULT_LR_SCALE } from '../model/recovery.js'
+import { DEFAULT_LR_SCALE, mirrorHolder } from '../model/recovery.js'
 import type { RecoveryRung } from '../protocols/index.js'
 
 export type Strategy = 'checkfree' | 'checkfree-plus' | 'checkpoint' | 'checkpoint-whole' | 'redundant' | 'none'
@@ -113,7 +113,8 @@ export function planRecovery (input: LadderInput): LadderResult {
     if (target == null) { plans.push({ stage: s, rung: 'wait', target: '', donors: [], ...base }); continue }
     let plan: StagePlan
     const replica = input.replicas.get(s)
-    const mirrorHolder = (n: number): string | undefined => input.mirrors == null ? server(n) : input.mirrors.get(s)
+    /** The peer known to hold stage s's mirror (the holder stage's server when the caller does not say). */
+    const mirrorPeer = (n: number): string | undefined => input.mirrors == null ? server(n) : input.mirrors.get(s)
     if (departing != null && allowed(s, 'handover')) {
       plan = { stage: s, rung: 'handover', target, donors: [{ peerId: departing, stage: s }], ...base }
     } else if (strategy === 'redundant' && replica != null && allowed(s, 'replica')) {
@@ -128,10 +129,10 @@ export function planRecovery (input: LadderInput): LadderResult {
         lrScale,
         checkpointId: ''
       }
-    } else if (strategy === 'checkfree-plus' && S >= 2 && (s === 0 || s === S - 1) && alive(s === 0 ? 1 : S - 2) &&
-      mirrorHolder(s === 0 ? 1 : S - 2) === server(s === 0 ? 1 : S - 2) && allowed(s, 'checkfree-plus')) {
+    } else if (strategy === 'checkfree-plus' && mirrorHolder(s, S) != null && alive(mirrorHolder(s, S) as number) &&
+      mirrorPeer(mirrorHolder(s, S) as number) === server(mirrorHolder(s, S) as number) && allowed(s, 'checkfree-plus')) {
       // the neighbour serves both its blocks and its mirror of the lost embedding or head
-      const n = s === 0 ? 1 : S - 2
+      const n = mirrorHolder(s, S) as number
       plan = { stage: s, rung: 'checkfree-plus', target, donors: [{ peerId: server(n) as string, stage: n }], ...base, lrScale }
     } else {
       plan = { stage: s, rung: 'checkpoint', target, donors: [], ...base, checkpointId: ckpt }

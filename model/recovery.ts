@@ -91,14 +91,40 @@ export function checkfreeAverage (input: CheckFreeInput): NamedValues {
   return out
 }
 
+/**
+ * Who keeps which copy of another stage (one rule each, used by the ladder, the peers and the
+ * simulator alike).
+ *
+ * CheckFree+: the first stage's embedding and the last stage's head are mirrored by their only
+ * neighbour (stage 1 and stage S-2), which is also the donor of the blocks when that stage is lost.
+ * Undefined for an intermediate stage or a one-stage pipeline.
+ */
+export function mirrorHolder (owner: number, stages: number): number | undefined {
+  if (stages < 2) return undefined
+  if (owner === 0) return 1
+  if (owner === stages - 1) return stages - 2
+  return undefined
+}
+
+/** The stages whose embedding or head stage `holder` mirrors, ascending (both ends for the middle of three stages). */
+export function mirroredOwners (holder: number, stages: number): number[] {
+  const owners = stages < 2 ? [] : [...new Set([0, stages - 1])]
+  return owners.filter(owner => mirrorHolder(owner, stages) === holder)
+}
+
+/** redundant: the stage whose peer keeps the shadow copy of `stage`, its predecessor (stage S-1 shadows stage 0). */
+export function shadowHolder (stage: number, stages: number): number | undefined {
+  return stages < 2 ? undefined : (stage - 1 + stages) % stages
+}
+
+/** redundant: the stage that stage `holder` shadows, its successor (the inverse of shadowHolder). */
+export function shadowedStage (holder: number, stages: number): number | undefined {
+  return stages < 2 ? undefined : (holder + 1) % stages
+}
+
 /** Which parameters stage `layout.stage` mirrors under CheckFree+: stage 1 the embedding, stage S-2 the head. */
 export function mirroredNames (model: ModelConfig, layout: StageLayout): string[] {
-  const S = layout.stages
-  if (S < 2) return []
-  const names: string[] = []
-  if (layout.stage === 1) names.push(...embedSpecs(model).map(s => s.name))
-  if (layout.stage === S - 2) names.push(...headSpecs(model).map(s => s.name))
-  return names
+  return mirroredOwners(layout.stage, layout.stages).flatMap(owner => (owner === 0 ? embedSpecs(model) : headSpecs(model)).map(s => s.name))
 }
 
 export interface NeighbourCopyInput {
@@ -114,7 +140,8 @@ export interface NeighbourCopyInput {
 export function neighbourCopy (input: NeighbourCopyInput): NamedValues {
   const { model, lost, neighbour, mirror } = input
   if (!lost.hasEmbed && !lost.hasHead) throw new RecoveryError(`CheckFree+ neighbour copy is for the first or last stage; stage ${lost.stage} is intermediate`)
-  const expected = lost.hasEmbed ? 1 : lost.stages - 2
+  const expected = mirrorHolder(lost.stage, lost.stages)
+  if (expected == null) throw new RecoveryError(`stage ${lost.stage} of a ${lost.stages}-stage pipeline has no neighbour to copy`)
   if (neighbour.layout.stage !== expected) throw new RecoveryError(`stage ${lost.stage} is copied from stage ${expected}, got stage ${neighbour.layout.stage}`)
   const out: NamedValues = new Map()
   for (const spec of stageSpecs(model, lost)) {

@@ -11,6 +11,7 @@
  */
 import { createLog } from '../model/log.js'
 import { embedSpecs, headSpecs } from '../model/params.js'
+import { mirroredOwners, shadowedStage } from '../model/recovery.js'
 import type { TensorSet } from '../model/safetensors.js'
 import type { Stage } from '../model/stage.js'
 import { exportStageState, stateToTensorSet } from '../model/state.js'
@@ -130,7 +131,7 @@ export class HeldCopies {
     const S = ctx.stages
     const s = ctx.stage.stage
     if (ctx.checkfreePlus && S >= 2 && (force || (it + 1) % ctx.mirrorEvery === 0)) {
-      const src = s === 1 ? 0 : s === S - 2 ? S - 1 : -1
+      const src = mirroredOwners(s, S)[0] ?? -1 // one mirror slot: with three stages, stage 1 keeps only the embedding's
       if (src >= 0) {
         const names = (src === 0 ? embedSpecs(ctx.model) : headSpecs(ctx.model)).map(x => x.name)
         const holder = ctx.holderOf(src)
@@ -146,7 +147,7 @@ export class HeldCopies {
       }
     }
     if (ctx.shadow && S >= 2) {
-      const succ = (s + 1) % S
+      const succ = shadowedStage(s, S) as number
       const holder = ctx.holderOf(succ)
       if (holder != null && holder !== ctx.self) {
         ctx.fetch(holder, { stage: succ, minIteration: -1, includeOptimizer: true })

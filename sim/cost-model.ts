@@ -17,7 +17,8 @@
  * CheckFree+ runs odd microbatches through the swapped route 0(embed) -> 1 -> 0 -> 2 ... S-3 ->
  * S-1 -> S-2 -> S-1(head): 2 more hops forward and 2 backward on the critical path (S >= 4, M >= 2).
  *
- * Redundant computation (Bamboo-style): each stage also runs its successor's forward and backward and
+ * Redundant computation (Bamboo-style, strategy redundant-compute; the cluster's `redundant` copies
+ * instead, see shadowRefresh): each stage also runs its successor's forward and backward and
  * applies the same optimizer step to that shadow copy, so computeS grows by `redundantComputeFactor`
  * (1.0 = +100%: the successor's layers cost what one's own do); to run the successor's backward it
  * needs the gradient from two stages down, one more hop per slot. The shadow stays in sync without
@@ -33,7 +34,7 @@
  *
  * Recoveries (DESIGN "Recovery ladder"); a crash is noticed after `detectionS` (heartbeat timeout),
  * a spot notice at once, and the in-flight iteration is lost (its elapsed part is charged):
- *   handover, redundant : the exact stage state (params + Adam) over one link
+ *   handover, replica   : the exact stage state (params + Adam) over one link
  *   checkfree           : both neighbours' weights of the lost stage's size into the new peer's link
  *   checkfree-plus      : the neighbour's blocks plus the mirrored embedding or head
  *   checkpoint (stage)  : the stage's state from the store
@@ -116,8 +117,8 @@ export const DEFAULT_COST: Omit<CostParams, 'slotComputeS' | 'stageParams' | 'st
 export interface IterationShape {
   /** CheckFree+ swapped routes on odd microbatches. */
   swaps: boolean
-  /** Bamboo-style redundant computation of the successor. */
-  redundant: boolean
+  /** Bamboo-style redundant computation of the successor (strategy redundant-compute). */
+  redundantCompute: boolean
 }
 
 export interface TransferCost {
@@ -172,8 +173,8 @@ export class CostModel {
   /** One pipeline slot: a microbatch's forward+backward on one stage and its transfers. */
   slotS (shape: IterationShape): number {
     const p = this.p
-    const compute = p.slotComputeS * p.timeScale * (1 + (shape.redundant ? p.redundantComputeFactor : 0))
-    const transfers = (2 + (shape.redundant ? p.redundantExtraHops : 0)) * this.hopS
+    const compute = p.slotComputeS * p.timeScale * (1 + (shape.redundantCompute ? p.redundantComputeFactor : 0))
+    const transfers = (2 + (shape.redundantCompute ? p.redundantExtraHops : 0)) * this.hopS
     return p.overlapTransfers ? Math.max(compute, transfers) : compute + transfers
   }
 
@@ -193,7 +194,7 @@ export class CostModel {
   linkBusyFraction (shape: IterationShape): number {
     const M = this.p.microbatches
     const S = this.stages
-    const transfers = (M + S - 1) * (2 + (shape.redundant ? this.p.redundantExtraHops : 0)) * this.hopS + this.swapExtraS(shape)
+    const transfers = (M + S - 1) * (2 + (shape.redundantCompute ? this.p.redundantExtraHops : 0)) * this.hopS + this.swapExtraS(shape)
     return Math.min(1, transfers / this.iterationS(shape))
   }
 
@@ -202,7 +203,7 @@ export class CostModel {
     const M = this.p.microbatches
     const S = this.stages
     const swapped = shape.swaps && S >= 4 ? Math.floor(M / 2) : 0
-    const perMb = 2 * (S - 1) + (shape.redundant ? this.p.redundantExtraHops * Math.max(0, S - 2) : 0)
+    const perMb = 2 * (S - 1) + (shape.redundantCompute ? this.p.redundantExtraHops * Math.max(0, S - 2) : 0)
     return (M * perMb + swapped * 4) * this.p.hopBytes
   }
 
@@ -242,7 +243,7 @@ export class CostModel {
     return { seconds: p.linkLatencyS + Math.max(largest / p.linkBytesPerS, total / p.storageBytesPerS) * p.timeScale, bytes: total }
   }
 
-  /** Exact copy of a stage's state (handover, redundant shadow). */
+  /** Exact copy of a stage's state (handover, replica: a shadow copied to the new peer). */
   exactCopy (stage: number): TransferCost {
     const bytes = this.stageBytes(stage, true)
     return { seconds: this.linkS(bytes), bytes }
@@ -268,9 +269,23 @@ export class CostModel {
     return { seconds, bytes, contentionS: seconds * this.linkBusyFraction(shape) }
   }
 
+  /**
+   * Strategy redundant (the cluster's shadow copy): after every commit each peer pulls its
+   * successor's parameters and Adam moments in the background (stage S-1 pulls stage 0's).
+   * `pullS(stage)` is how long the pull of that stage's state takes (its shadow is current only
+   * once it is done); per iteration every stage's state crosses one link, and the pulls share the
+   * links with activations like a checkpoint upload does.
+   */
+  shadowRefresh (shape: IterationShape): TransferCost & { contentionS: number } {
+    if (this.stages < 2) return { seconds: 0, bytes: 0, contentionS: 0 }
+    let seconds = 0
+    for (let s = 0; s < this.stages; s++) seconds = Math.max(seconds, this.exactCopy(s).seconds)
+    return { seconds, bytes: this.totalBytes(true), contentionS: seconds * this.linkBusyFraction(shape) }
+  }
+
   /** Plain-object summary of the parameters and the main derived times, for reports. */
   describe (): Record<string, number | boolean | string> {
-    const plain: IterationShape = { swaps: false, redundant: false }
+    const plain: IterationShape = { swaps: false, redundantCompute: false }
     const p = this.p
     return {
       stages: this.stages,
@@ -289,8 +304,9 @@ export class CostModel {
       redundantExtraHops: p.redundantExtraHops,
       overlapTransfers: p.overlapTransfers,
       iterationS_plain: this.iterationS(plain),
-      iterationS_checkfreePlus: this.iterationS({ swaps: true, redundant: false }),
-      iterationS_redundant: this.iterationS({ swaps: false, redundant: true }),
+      iterationS_checkfreePlus: this.iterationS({ swaps: true, redundantCompute: false }),
+      iterationS_redundantCompute: this.iterationS({ swaps: false, redundantCompute: true }),
+      shadowRefreshS: this.shadowRefresh(plain).seconds,
       checkpointUploadS: this.checkpointSave(plain).uploadS,
       checkpointLoadStageS: this.checkpointLoad([Math.min(1, this.stages - 1)]).seconds,
       checkfreeRebuildS: this.checkfreeRebuild(Math.min(1, this.stages - 1)).seconds

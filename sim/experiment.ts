@@ -92,7 +92,7 @@ interface Job {
 export function scenarioClock (spec: ScenarioSpec, base: CostModel): { timeScale: number, cost: CostModel, conversion: RateConversion } {
   const given = [spec.preset, spec.perIteration, spec.hourlyRate].filter(x => x != null).length
   if (given !== 1) throw new SimConfigError(`scenario ${spec.name}: give exactly one of preset, perIteration, hourlyRate`)
-  const plain = { swaps: false, redundant: false }
+  const plain = { swaps: false, redundantCompute: false }
   let timeScale = spec.timeScale ?? 1
   if (spec.matchHourly != null) {
     const p = spec.preset != null ? PAPER_RATES[spec.preset]?.perIteration : spec.perIteration
@@ -139,7 +139,7 @@ export async function runModelExperiment (cfg: ExperimentConfig): Promise<Experi
   const corpus = loadBrownCorpus()
   const stepS = cfg.stepS ?? measureStepS({ model, train, corpus })
   const base = costModelForModel(model, train, stepS, cfg.cost)
-  const plainS = base.iterationS({ swaps: false, redundant: false })
+  const plainS = base.iterationS({ swaps: false, redundantCompute: false })
   log(`sim: ${cfg.name}: step ${(stepS * 1000).toFixed(1)} ms on ${backend} (one process) -> pipeline iteration ${(plainS * 1000).toFixed(1)} ms in the cost model`)
 
   // Scenarios, their clocks and traces.
@@ -217,7 +217,7 @@ export async function runModelExperiment (cfg: ExperimentConfig): Promise<Experi
   const texts: string[] = []
   for (const sc of scenarios) {
     const runs = [...sc.runs]
-    if (noneRun != null && strategies.includes('none')) runs.push(retimeFailureFree(noneRun, sc.cost.iterationS({ swaps: false, redundant: false })))
+    if (noneRun != null && strategies.includes('none')) runs.push(retimeFailureFree(noneRun, sc.cost.iterationS({ swaps: false, redundantCompute: false })))
     for (const r of runs) writeRunFiles(join(sc.dir, 'runs'), r, { scenario: sc.spec.name, conversion: sc.conversion })
     const summary = summarize(sc.spec.name, runs, target, targetRule)
     writeSummaryFiles(sc.dir, summary, { conversion: sc.conversion, cost: sc.cost.describe() })

@@ -3,7 +3,8 @@
  *
  *   traces       generateTrace / forEachFailure / resolveFailureRate / readTrace / writeTrace
  *   cost model   CostModel, costModelForModel (model mode), costModelForLlm (projections)
- *   strategies   planRecovery and the strategy traits
+ *   strategies   names (the cluster's, plus redundant-compute) and traits
+ *   ladder       planBatch: the coordinator's planRecovery on a simulated failure batch (ladder-adapter)
  *   model mode   runModelMode (one strategy on one trace), runModelExperiment (scenarios x seeds x
  *                strategies with outputs), measureStepS
  *   projection   runProjection / formatProjection
@@ -13,6 +14,7 @@ export * from './errors.js'
 export * from './trace.js'
 export * from './cost-model.js'
 export * from './strategies.js'
+export * from './ladder-adapter.js'
 export * from './model-mode.js'
 export * from './projection.js'
 export * from './report.js'

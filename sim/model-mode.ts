@@ -21,14 +21,15 @@ import { resolveModelConfig, resolveTrainConfig, type ModelConfig, type TrainCon
 import { loadBrownCorpus, sampleBatch, validationBatches, type Batch } from '../model/data.js'
 import { NonFiniteError } from '../model/errors.js'
 import { stageLayout, stageSpecs } from '../model/params.js'
-import { checkfreeAverage, mirroredNames, neighbourCopy, type NamedValues } from '../model/recovery.js'
+import { checkfreeAverage, mirrorHolder, mirroredNames, mirroredOwners, neighbourCopy, shadowedStage, type NamedValues } from '../model/recovery.js'
 import { Stage } from '../model/stage.js'
 import { hostCopy } from '../model/ops.js'
 import { exportStageState, loadStageState, type StageState } from '../model/state.js'
 import { batchTensors, evaluateBatch, LocalPipelineTrainer, runMicrobatch } from '../model/trainer.js'
 import type { CostModel } from './cost-model.js'
 import { SimConfigError } from './errors.js'
-import { iterationShape, planRecovery, resolveStrategyOptions, SIM_RUNGS, strategyTraits, type FailureTally, type LostStage, type PlannedRecovery, type SimRung, type StrategyName, type StrategyOptions } from './strategies.js'
+import { planBatch, type LostStage, type PlannedRecovery } from './ladder-adapter.js'
+import { iterationShape, resolveStrategyOptions, SIM_RUNGS, strategyTraits, type FailureTally, type SimRung, type StrategyName, type StrategyOptions } from './strategies.js'
 import { failuresByIteration, offsetInIteration, type Trace, type TraceEvent } from './trace.js'
 
 /** One row per iteration attempt. */
@@ -78,7 +79,8 @@ export interface RunTotals extends FailureTally {
   computedIterations: number
   skippedSteps: number
   checkpoints: number
-  bytes: { activations: number, checkpointSave: number, checkpointLoad: number, recovery: number, mirrors: number }
+  /** shadows: the redundant strategy's shadow pulls after every commit. */
+  bytes: { activations: number, checkpointSave: number, checkpointLoad: number, recovery: number, mirrors: number, shadows: number }
   seconds: { iterations: number, wasted: number, detection: number, recovery: number, checkpointCopy: number, contention: number, handover: number }
   finalValLoss: number
   minValLoss: number
@@ -189,20 +191,26 @@ export function runModelMode (cfg: ModelModeConfig): RunResult {
   }
   const stages: Stage[] = layouts.map((_, s) => newStage(s))
 
-  // CheckFree+ mirrors: holder stage -> copy of the embedding (stage 1) / head (stage S-2).
-  const mirrorHolders = traits.mirrors ? [...new Set([1, S - 2])].filter(h => h >= 0 && h < S && mirroredNames(model, layouts[h]).length > 0) : []
+  // CheckFree+ mirrors: holder stage -> copy of the embedding / head it mirrors (model/recovery.ts).
+  const mirrorHolders = traits.mirrors ? [...new Set([mirrorHolder(0, S), mirrorHolder(S - 1, S)])].filter((h): h is number => h != null) : []
   const mirrors = new Map<number, NamedValues>()
   const refreshMirrors = (): void => {
     for (const h of mirrorHolders) {
       const values: NamedValues = new Map()
-      for (const n of mirroredNames(model, layouts[h])) {
-        const owner = n.startsWith('embed.') ? stages[0] : stages[S - 1]
-        values.set(n, hostCopy(owner.params.get(n) as tf.Variable))
-      }
+      const names = new Set(mirroredNames(model, layouts[h]))
+      for (const owner of mirroredOwners(h, S)) for (const [n, v] of stages[owner].params) if (names.has(n)) values.set(n, hostCopy(v))
       mirrors.set(h, values)
     }
   }
   refreshMirrors() // the seeded initial weights: every peer can compute them, nothing moves
+
+  // Shadows (redundant: pulled after every commit; redundant-compute: computed, always current). The
+  // shadow of stage s is of its current state unless s was rebuilt otherwise than exactly, or the
+  // holder's peer was replaced, since the last commit; and a pull is done exactCopy(s) seconds after it.
+  const shadowStale = new Set<number>()
+  let lastCommitS = 0
+  const shadowCost = cost.shadowRefresh(shape)
+  const shadowReady = (s: number, atS: number): boolean => traits.redundantCompute || (!shadowStale.has(s) && atS - lastCommitS >= cost.exactCopy(s).seconds)
 
   const checkpoints: Checkpoint[] = [{ iteration: 0, availableAtS: 0, states: null }]
   const newestAvailable = (atS: number): Checkpoint => {
@@ -240,7 +248,7 @@ export function runModelMode (cfg: ModelModeConfig): RunResult {
     iterationsRedone: 0,
     skippedSteps: 0,
     checkpoints: 0,
-    bytes: { activations: 0, checkpointSave: 0, checkpointLoad: 0, recovery: 0, mirrors: 0 },
+    bytes: { activations: 0, checkpointSave: 0, checkpointLoad: 0, recovery: 0, mirrors: 0, shadows: 0 },
     seconds: { iterations: 0, wasted: 0, detection: 0, recovery: 0, checkpointCopy: 0, contention: 0, handover: 0 },
     finalValLoss: NaN,
     minValLoss: Infinity,
@@ -260,16 +268,38 @@ export function runModelMode (cfg: ModelModeConfig): RunResult {
     return v
   }
 
+  /** The ladder's plans for the stages lost at wall-clock `atS` (coordinator/ladder.ts, through the adapter). */
+  const plan = (lost: LostStage[], atS: number): { plans: PlannedRecovery[], rollbackAll: boolean } => {
+    const r = planBatch({
+      strategy: cfg.strategy,
+      stages: S,
+      lost,
+      mirrorReady: h => mirrors.has(h),
+      shadowReady: s => shadowReady(s, atS),
+      gradNorms: stages.map(st => st.lastGradNorm),
+      checkpoint: newestAvailable(atS).iteration,
+      lrScale: opts.lrScale
+    })
+    if (r.waiting.length > 0) throw new SimConfigError(`no spare for stages ${r.waiting.join(', ')}: the simulator assumes one`)
+    return r
+  }
+
+  const checkpointAt = (iteration: number): Checkpoint => {
+    const c = checkpoints.find(x => x.iteration === iteration)
+    if (c == null) throw new SimConfigError(`the ladder chose checkpoint ${iteration}, which this run does not hold`)
+    return c
+  }
+
   /** Applies a batch's plans; returns the batch's recovery time and a short description. */
-  const recover = (plans: PlannedRecovery[], step: number, atS: number): { seconds: number, text: string[] } => {
+  const recover = (batch: { plans: PlannedRecovery[], rollbackAll: boolean }, step: number, atS: number): { seconds: number, text: string[] } => {
+    const { plans, rollbackAll } = batch
     // Read every donor before replacing anything: the order inside a batch must not matter.
     const built: Array<{ s: number, make: () => Stage, rec: RecoveryRecord }> = []
-    const whole = plans.some(p => p.rung === 'checkpoint' && p.scope === 'whole')
-    const ckpt = newestAvailable(atS)
     for (const p of plans) {
       const s = p.stage
       const base = { ...p, step, iteration: progress, wallS: atS, iterationsLost: 0, bytes: 0, transferS: 0 }
-      if (p.rung === 'handover' || p.rung === 'redundant') {
+      if (p.rung === 'handover' || p.rung === 'replica') {
+        // The departing peer's state, or the shadow: both exactly the stage's last committed state.
         const state = exportStageState(stages[s], { optimizer: true })
         const c = cost.exactCopy(s)
         built.push({ s, make: () => fromState(s, state), rec: { ...base, bytes: c.bytes, transferS: c.seconds } })
@@ -278,18 +308,19 @@ export function runModelMode (cfg: ModelModeConfig): RunResult {
         const values = checkfreeAverage({
           model,
           lost: layouts[s],
-          prev: { layout: layouts[a], params: stages[a].readParams(), gradNorm: stages[a].lastGradNorm },
-          next: { layout: layouts[b], params: stages[b].readParams(), gradNorm: stages[b].lastGradNorm },
+          prev: { layout: layouts[a], params: stages[a].readParams(), gradNorm: p.weights[0] },
+          next: { layout: layouts[b], params: stages[b].readParams(), gradNorm: p.weights[1] },
           weighting: opts.weighting
         })
         const c = cost.checkfreeRebuild(s)
-        built.push({ s, make: () => newStage(s, values, opts.lrScale), rec: { ...base, bytes: c.bytes, transferS: c.seconds } })
+        built.push({ s, make: () => newStage(s, values, p.lrScale), rec: { ...base, bytes: c.bytes, transferS: c.seconds } })
       } else if (p.rung === 'checkfree-plus') {
         const n = p.donors[0]
         const values = neighbourCopy({ model, lost: layouts[s], neighbour: { layout: layouts[n], params: stages[n].readParams() }, mirror: mirrors.get(n) as NamedValues })
         const c = cost.checkfreePlusCopy(s)
-        built.push({ s, make: () => newStage(s, values, opts.plusLrScale ?? opts.lrScale), rec: { ...base, bytes: c.bytes, transferS: c.seconds } })
-      } else if (!whole) {
+        built.push({ s, make: () => newStage(s, values, p.lrScale), rec: { ...base, bytes: c.bytes, transferS: c.seconds } })
+      } else if (!rollbackAll) {
+        const ckpt = checkpointAt(p.checkpointIteration ?? 0)
         const c = ckpt.states == null ? { seconds: 0, bytes: 0 } : cost.checkpointLoad([s])
         const state = ckpt.states?.[s]
         built.push({
@@ -305,6 +336,9 @@ export function runModelMode (cfg: ModelModeConfig): RunResult {
       stages[b.s].dispose()
       stages[b.s] = b.make()
       mirrors.delete(b.s) // a replaced holder's mirror went with its peer
+      const held = shadowedStage(b.s, S)
+      if (held != null) shadowStale.add(held) // and so did its shadow
+      if (b.rec.rung !== 'handover' && b.rec.rung !== 'replica') shadowStale.add(b.s) // the stage's shadow is of its old state
       seconds = Math.max(seconds, b.rec.transferS)
       totals.recoveries[b.rec.rung] += 1
       if (b.rec.rung === 'checkpoint') {
@@ -314,7 +348,9 @@ export function runModelMode (cfg: ModelModeConfig): RunResult {
       recoveries.push(b.rec)
       text.push(`${b.rec.kind} s${b.s} -> ${b.rec.rung}${b.rec.rung === 'checkpoint' ? `@${b.rec.checkpointIteration ?? 0}` : ''}`)
     }
-    if (whole) {
+    if (rollbackAll) {
+      // Every stage reloads the checkpoint the ladder chose, survivors included.
+      const ckpt = checkpointAt(plans.find(p => p.rung === 'checkpoint')?.checkpointIteration ?? 0)
       const all = Array.from({ length: S }, (_, s) => s)
       const c = ckpt.states == null ? { seconds: 0, bytes: 0 } : cost.checkpointLoad(all)
       const lost = progress - ckpt.iteration
@@ -322,6 +358,7 @@ export function runModelMode (cfg: ModelModeConfig): RunResult {
         stages[s].dispose()
         const state = ckpt.states?.[s]
         stages[s] = state == null ? newStage(s) : fromState(s, state)
+        shadowStale.add(s)
       }
       for (const p of plans.filter(q => q.rung === 'checkpoint')) {
         const rec: RecoveryRecord = { ...p, step, iteration: progress, wallS: atS, iterationsLost: lost, checkpointIteration: ckpt.iteration, bytes: c.bytes, transferS: c.seconds }
@@ -377,13 +414,11 @@ export function runModelMode (cfg: ModelModeConfig): RunResult {
       totals.crashes += crashes.length
       totals.notices += notices.length
       const lostOf = (list: typeof evs): LostStage[] => list.map(e => ({ stage: e.stage, kind: e.kind as 'crash' | 'notice' }))
-      const mirrorReady = (h: number): boolean => mirrors.has(h)
       if (crashes.length > 0) {
         const u = Math.min(...crashes.map(e => offsetInIteration(trace as Trace, e)))
         const wasted = u * iterS
         wall += wasted
-        const plans = planRecovery(cfg.strategy, lostOf([...crashes, ...notices]), { stages: S, mirrorReady })
-        const { seconds, text } = recover(plans, attempt, wall)
+        const { seconds, text } = recover(plan(lostOf([...crashes, ...notices]), wall), attempt, wall)
         wall += cost.p.detectionS + seconds
         totals.seconds.wasted += wasted
         totals.seconds.detection += cost.p.detectionS
@@ -396,14 +431,15 @@ export function runModelMode (cfg: ModelModeConfig): RunResult {
       const loss = trainIteration()
       wall += iterS
       progress += 1
+      lastCommitS = wall
+      shadowStale.clear()
       totals.computedIterations += 1
       totals.seconds.iterations += iterS
       totals.bytes.activations += actBytes
       const notes: string[] = []
       if (notices.length > 0) {
         // The departing peers finish the iteration, then hand their exact state over.
-        const plans = planRecovery(cfg.strategy, lostOf(notices), { stages: S, mirrorReady })
-        const { seconds, text } = recover(plans, attempt, wall)
+        const { seconds, text } = recover(plan(lostOf(notices), wall), attempt, wall)
         const blocking = Math.max(0, seconds - cost.p.noticeLeadS)
         wall += blocking
         totals.seconds.handover += blocking
@@ -423,6 +459,12 @@ export function runModelMode (cfg: ModelModeConfig): RunResult {
         const keep = newestAvailable(wall)
         for (let i = checkpoints.length - 1; i >= 0; i--) if (checkpoints[i].iteration < keep.iteration) checkpoints.splice(i, 1)
         notes.push(`checkpoint@${progress}`)
+      }
+      if (traits.shadowCopy) {
+        // Every peer pulls its successor's state in the background; the pulls share the links.
+        wall += shadowCost.contentionS
+        totals.seconds.contention += shadowCost.contentionS
+        totals.bytes.shadows += shadowCost.bytes
       }
       if (traits.mirrors && progress % opts.mirrorEvery === 0) {
         refreshMirrors()

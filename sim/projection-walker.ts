@@ -1,11 +1,15 @@
 /**
  * Projection arithmetic for one strategy: the Walker keeps a strategy's progress, wall-clock,
- * checkpoints and mirrors as the projection (projection.ts) walks the failure stream, applying a
- * stretch of failure-free attempts in O(1) and a failure batch in proportion to its events.
- * classifyBatch is planRecovery's rung choice (strategies.ts) without allocations.
+ * checkpoints, mirrors and shadows as the projection (projection.ts) walks the failure stream,
+ * applying a stretch of failure-free attempts in O(1) and a failure batch in proportion to its events.
+ * The rungs come from the coordinator's ladder, through the memo of ladder-memo.ts.
  */
+import { mirrorHolder, shadowedStage } from '../model/recovery.js'
 import type { CostModel } from './cost-model.js'
+import { CRASH, LadderMemo, type HeldCopyState } from './ladder-memo.js'
 import { iterationShape, SIM_RUNGS, strategyTraits, type FailureTally, type SimRung, type StrategyName, type StrategyOptions } from './strategies.js'
+
+export { CRASH, NOTICE } from './ladder-memo.js'
 
 export interface ProjectionStrategyResult extends FailureTally {
   strategy: StrategyName
@@ -24,51 +28,13 @@ export interface ProjectionStrategyResult extends FailureTally {
   activationBytes: number
 }
 
-/** Failure kinds in the typed arrays of a batch. */
-export const CRASH = 1
-export const NOTICE = 2
-
 /** Rung codes, in SIM_RUNGS order. */
-const R_HANDOVER = 0
-const R_REDUNDANT = 1
-const R_CHECKFREE = 2
-const R_PLUS = 3
-const R_CHECKPOINT = 4
-
-/**
- * Rungs of one failure batch, written to `out` (codes in SIM_RUNGS order): the arithmetic of
- * planRecovery without allocations. `stages` ascending, `kinds` CRASH or NOTICE.
- */
-export function classifyBatch (name: StrategyName, stages: ArrayLike<number>, kinds: ArrayLike<number>, n: number, S: number, mirrorReady: (holder: number) => boolean, out: Int32Array | number[], off = 0): void {
-  const end = off + n
-  const redundant = name === 'redundant'
-  const cf = name === 'checkfree' || name === 'checkfree-plus'
-  const plus = name === 'checkfree-plus' && S >= 2
-  for (let j = off; j < end; j++) {
-    const s = stages[j]
-    if (kinds[j] === NOTICE) { out[j - off] = R_HANDOVER; continue }
-    const prevCrashed = j > off && stages[j - 1] === s - 1 && kinds[j - 1] === CRASH
-    const nextCrashed = j < end - 1 && stages[j + 1] === s + 1 && kinds[j + 1] === CRASH
-    let rung = R_CHECKPOINT
-    if (redundant) {
-      if (S > 1) {
-        const holderCrashed = s > 0 ? prevCrashed : (stages[end - 1] === S - 1 && kinds[end - 1] === CRASH)
-        if (!holderCrashed) rung = R_REDUNDANT
-      }
-    } else if (cf) {
-      if (s > 0 && s < S - 1) {
-        if (!prevCrashed && !nextCrashed) rung = R_CHECKFREE
-      } else if (plus) {
-        if (s === 0 && !nextCrashed && mirrorReady(1)) rung = R_PLUS
-        else if (s === S - 1 && !prevCrashed && mirrorReady(S - 2)) rung = R_PLUS
-      }
-    }
-    out[j - off] = rung
-  }
-}
+const R_HANDOVER = SIM_RUNGS.indexOf('handover')
+const R_REPLICA = SIM_RUNGS.indexOf('replica')
+const R_CHECKPOINT = SIM_RUNGS.indexOf('checkpoint')
 
 /** Per-strategy state of the walk. */
-export class Walker {
+export class Walker implements HeldCopyState {
   readonly traits
   readonly iterS: number
   readonly saveBlockS: number
@@ -79,6 +45,9 @@ export class Walker {
   readonly actBytes: number
   readonly keff: number
   readonly mirrorEvery: number
+  /** Per iteration, strategy redundant: the shadow pulls' share of the links, and their bytes. */
+  readonly shadowS: number
+  readonly shadowBytes: number
   progress = 0
   wall = 0
   attempts = 0
@@ -98,14 +67,23 @@ export class Walker {
   lastAt = 0
   prevIt = 0
   prevAt = 0
-  readonly mirrorOk: Map<number, boolean>
+  /** Per stage: 1 when it holds a usable CheckFree+ mirror. */
+  readonly mirrorOk: Uint8Array
+  private readonly mirrorHolders: number[]
+  /** Commits so far (never rolled back), and per stage the commit count at which its shadow went stale
+   *  (a shadow is current again from the next commit on, once its pull is done). */
+  commits = 0
+  readonly shadowStaleAt: Int32Array
+  /** Seconds after a commit until the pull of each stage's shadow is done. */
+  readonly shadowPullS: Float64Array
+  private sinceCommitS = 0
+  private readonly memo: LadderMemo
   /** Per rung (SIM_RUNGS order) and stage: recovery seconds and bytes (checkpoint: the stage's state bytes). */
   readonly rungS: Float64Array[]
   readonly rungBytes: Float64Array[]
   /** Loading one stage's checkpoint, per stage. */
   readonly ckptOneS: Float64Array
   readonly detectionS: number
-  private readonly mirrorReady = (h: number): boolean => this.mirrorOk.get(h) ?? false
 
   constructor (readonly name: StrategyName, readonly cost: CostModel, opts: StrategyOptions, readonly target: number) {
     this.traits = strategyTraits(name)
@@ -124,17 +102,38 @@ export class Walker {
     this.mirrorEvery = this.traits.mirrors ? opts.mirrorEvery : Infinity
     this.actBytes = cost.activationBytes(shape)
     const S = cost.stages
-    this.mirrorOk = new Map([[1, true], [S - 2, true]])
+    const shadow = cost.shadowRefresh(shape)
+    this.shadowS = this.traits.shadowCopy ? shadow.contentionS : 0
+    this.shadowBytes = this.traits.shadowCopy ? shadow.bytes : 0
+    this.shadowStaleAt = new Int32Array(S).fill(-1)
+    this.shadowPullS = Float64Array.from({ length: S }, (_, st) => this.traits.shadowCopy ? cost.exactCopy(st).seconds : 0)
+    // Mirrors of the seeded initial weights exist from the start.
+    this.mirrorHolders = this.traits.mirrors ? [mirrorHolder(0, S), mirrorHolder(S - 1, S)].filter((h): h is number => h != null) : []
+    this.mirrorOk = new Uint8Array(S)
+    for (const h of this.mirrorHolders) this.mirrorOk[h] = 1
+    this.memo = new LadderMemo(name, S, opts.lrScale)
     this.detectionS = cost.p.detectionS
     this.ckptOneS = Float64Array.from({ length: S }, (_, st) => cost.checkpointLoad([st]).seconds)
     this.rungS = SIM_RUNGS.map(() => new Float64Array(S))
     this.rungBytes = SIM_RUNGS.map(() => new Float64Array(S))
     for (let st = 0; st < S; st++) {
-      const costs = [cost.exactCopy(st), cost.exactCopy(st), cost.checkfreeRebuild(st), cost.checkfreePlusCopy(st)]
-      costs.forEach((c, r) => { this.rungS[r][st] = c.seconds; this.rungBytes[r][st] = c.bytes })
-      this.rungS[R_HANDOVER][st] = Math.max(0, costs[R_HANDOVER].seconds - cost.p.noticeLeadS)
-      this.rungBytes[R_CHECKPOINT][st] = cost.stageBytes(st, true)
+      const costs: Record<SimRung, { seconds: number, bytes: number }> = {
+        handover: cost.exactCopy(st),
+        replica: cost.exactCopy(st),
+        checkfree: cost.checkfreeRebuild(st),
+        'checkfree-plus': cost.checkfreePlusCopy(st),
+        checkpoint: { seconds: this.ckptOneS[st], bytes: cost.stageBytes(st, true) }
+      }
+      SIM_RUNGS.forEach((r, i) => { this.rungS[i][st] = costs[r].seconds; this.rungBytes[i][st] = costs[r].bytes })
+      // The handover transfer hides behind the notice's lead time.
+      this.rungS[R_HANDOVER][st] = Math.max(0, costs.handover.seconds - cost.p.noticeLeadS)
     }
+  }
+
+  // The held copies the ladder asks about (methods, not closures: one call target for every walker).
+  mirrorReady (h: number): boolean { return this.mirrorOk[h] === 1 }
+  shadowReady (st: number): boolean {
+    return this.traits.redundantCompute || (this.shadowStaleAt[st] < this.commits && this.sinceCommitS >= this.shadowPullS[st])
   }
 
   private multiples (every: number, from: number, to: number): number {
@@ -150,7 +149,7 @@ export class Walker {
     const w0 = this.wall
     const saves = this.multiples(this.keff, p0, p1)
     const refreshes = this.multiples(this.mirrorEvery, p0, p1)
-    const wallAt = (c: number): number => w0 + (c - p0) * this.iterS + this.multiples(this.keff, p0, c) * this.saveBlockS + this.multiples(this.mirrorEvery, p0, c) * this.mirrorS
+    const wallAt = (c: number): number => w0 + (c - p0) * (this.iterS + this.shadowS) + this.multiples(this.keff, p0, c) * this.saveBlockS + this.multiples(this.mirrorEvery, p0, c) * this.mirrorS
     if (saves >= 1) {
       const c1 = Math.floor(p1 / this.keff) * this.keff
       const c0 = c1 - this.keff
@@ -160,9 +159,11 @@ export class Walker {
       this.stateBytes += saves * this.saveBytes
     }
     if (refreshes >= 1) {
-      for (const h of this.mirrorOk.keys()) this.mirrorOk.set(h, true)
+      for (const h of this.mirrorHolders) this.mirrorOk[h] = 1
       this.stateBytes += refreshes * this.mirrorBytes
     }
+    this.stateBytes += run * this.shadowBytes
+    this.commits += run
     this.wall = wallAt(p1)
     this.progress = p1
     this.attempts += run
@@ -170,31 +171,44 @@ export class Walker {
     if (this.progress >= this.target) this.done = true
   }
 
+  /** Stage `s` was recovered by rung `r`: the copies its old peer held went with it. */
+  private replaced (s: number, r: number): void {
+    if (this.mirrorOk[s] === 1) this.mirrorOk[s] = 0
+    if (this.traits.shadows) {
+      const held = shadowedStage(s, this.cost.stages)
+      if (held != null) this.shadowStaleAt[held] = this.commits
+      if (r !== R_HANDOVER && r !== R_REPLICA) this.shadowStaleAt[s] = this.commits // its shadow is of its old state
+    }
+  }
+
   /**
-   * One failure batch at wall-clock `t`: returns the stall (detection + the longest recovery) and
-   * applies rollbacks. `stages` ascending.
+   * One failure batch at wall-clock `t`, `sinceCommitS` after the last commit (how far the shadow
+   * pulls got): returns the stall (detection + the longest recovery) and applies rollbacks.
+   * `stages` ascending.
    */
-  batch (stages: Int32Array, kinds: Uint8Array, off: number, n: number, rungs: Int32Array, t: number): number {
+  batch (stages: Int32Array, kinds: Uint8Array, off: number, n: number, rungs: Int32Array, t: number, sinceCommitS: number): number {
     const cost = this.cost
     const S = cost.stages
-    if (n === 1 && !this.traits.wholeRollback) {
+    this.sinceCommitS = sinceCommitS
+    const rollback = this.memo.classify(stages, kinds, off, n, this, rungs)
+    // Newest checkpoint loadable at wall-clock t.
+    const ckptIt = this.lastAt <= t ? this.lastIt : this.prevIt
+    const ckptAt = this.lastAt <= t ? this.lastAt : this.prevAt
+    if (n === 1 && !rollback) {
       // The common case: one failure on its own. Same arithmetic as below, without the loop.
       const s = stages[off]
-      classifyBatch(this.name, stages, kinds, 1, S, this.mirrorReady, rungs, off)
       const r = rungs[0]
       const crash = kinds[off] === CRASH
       if (crash) this.crashes++
       else this.notices++
       this.recoveries[r] += 1
-      if (s === 1 || s === S - 2) this.mirrorOk.set(s, false)
+      this.replaced(s, r)
       let seconds: number
       if (r === R_CHECKPOINT) {
-        const ckptIt = this.lastAt <= t ? this.lastIt : this.prevIt
         this.stageIterationsLost += this.progress - ckptIt
         if (ckptIt > 0) {
-          const b = this.rungBytes[R_CHECKPOINT][s]
-          seconds = this.ckptOneS[s]
-          this.stateBytes += b
+          seconds = this.rungS[R_CHECKPOINT][s]
+          this.stateBytes += this.rungBytes[R_CHECKPOINT][s]
         } else seconds = 0
       } else {
         seconds = this.rungS[r][s]
@@ -204,25 +218,20 @@ export class Walker {
       this.stallS += stall
       return stall
     }
-    classifyBatch(this.name, stages, kinds, n, S, this.mirrorReady, rungs, off)
     let anyCrash = false
     let longest = 0
     let ckptLargest = 0
     let ckptTotal = 0
     let ckptCount = 0
-    // Newest checkpoint loadable at wall-clock t.
-    const ckptIt = this.lastAt <= t ? this.lastIt : this.prevIt
-    const ckptAt = this.lastAt <= t ? this.lastAt : this.prevAt
-    const whole = this.traits.wholeRollback
     for (let j = 0; j < n; j++) {
       const s = stages[off + j]
       const r = rungs[j]
       if (kinds[off + j] === CRASH) { anyCrash = true; this.crashes++ } else this.notices++
       this.recoveries[r] += 1
-      if (s === 1 || s === S - 2) { if (this.mirrorOk.has(s)) this.mirrorOk.set(s, false) }
+      this.replaced(s, r)
       if (r === R_CHECKPOINT) {
         ckptCount++
-        if (!whole) {
+        if (!rollback) {
           this.stageIterationsLost += this.progress - ckptIt
           const b = this.rungBytes[R_CHECKPOINT][s]
           if (b > ckptLargest) ckptLargest = b
@@ -234,16 +243,17 @@ export class Walker {
       if (seconds > longest) longest = seconds
       this.stateBytes += this.rungBytes[r][s]
     }
-    if (ckptCount > 0 && whole) {
+    if (rollback) {
+      // Every stage reloads the checkpoint: the iterations since are redone.
       this.wholeRollbacks++
       this.iterationsRedone += this.progress - ckptIt
       if (ckptIt > 0) {
-        const all = cost.totalBytes(true)
         let largest = 0
         for (let s = 0; s < S; s++) largest = Math.max(largest, cost.stageBytes(s, true))
         ckptLargest = largest
-        ckptTotal = all
+        ckptTotal = cost.totalBytes(true)
       }
+      if (this.traits.shadows) this.shadowStaleAt.fill(this.commits)
       this.progress = ckptIt
       this.lastIt = this.prevIt = ckptIt
       this.lastAt = this.prevAt = ckptAt

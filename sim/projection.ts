@@ -28,7 +28,7 @@ import { fmtBytes, fmtSeconds, REFERENCE_STRATEGY } from './report.js'
 import { resolveStrategyOptions, SIM_RUNGS, STRATEGIES, type StrategyName, type StrategyOptions } from './strategies.js'
 import { forEachFailure, resolveFailureRate, type RateConversion } from './trace.js'
 
-export { classifyBatch, type ProjectionStrategyResult } from './projection-walker.js'
+export type { ProjectionStrategyResult } from './projection-walker.js'
 
 export type AbortMode = 'iteration' | 'microbatch'
 
@@ -81,7 +81,7 @@ export function runProjection (cfg: ProjectionConfig = {}): ProjectionResult {
   const seed = cfg.seed ?? 1
   const opts = resolveStrategyOptions(cfg.options)
   const names = (cfg.strategies ?? [...STRATEGIES]).filter(n => n !== 'none')
-  const plainS = cost.iterationS({ swaps: false, redundant: false })
+  const plainS = cost.iterationS({ swaps: false, redundantCompute: false })
   const rate = cfg.rate ?? { hourlyRate: 0.16 }
   const conversion = resolveFailureRate({ ...rate, iterationS: plainS })
   const walkers = names.map(n => new Walker(n, cost, opts, N))
@@ -157,17 +157,17 @@ export function runProjection (cfg: ProjectionConfig = {}): ProjectionResult {
           w.attempts++
           w.aborted++
           w.wall += uMin * w.iterS
-          w.wall += w.batch(bStage, bKind, 0, gN, rungs, w.wall)
+          w.wall += w.batch(bStage, bKind, 0, gN, rungs, w.wall, uMin * w.iterS)
         } else {
           w.clean(1) // notices only: the iteration completes, then the handovers
-          w.wall += w.batch(bStage, bKind, 0, gN, rungs, w.wall)
+          w.wall += w.batch(bStage, bKind, 0, gN, rungs, w.wall, 0)
         }
         continue
       }
       // microbatch: the iteration completes; each batch stalls the pipeline.
       const startWall = w.wall
       w.clean(1)
-      for (let b = 0; b < nb; b++) w.wall += w.batch(bStage, bKind, bStart[b], bStart[b + 1] - bStart[b], rungs, startWall + bU[b] * w.iterS)
+      for (let b = 0; b < nb; b++) w.wall += w.batch(bStage, bKind, bStart[b], bStart[b + 1] - bStart[b], rungs, startWall + bU[b] * w.iterS, bU[b] * w.iterS)
     }
     gN = 0
   }

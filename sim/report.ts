@@ -131,12 +131,12 @@ export function summarize (scenario: string, runs: readonly RunResult[], target:
       stageIterationsLost: mean(list.map(r => r.totals.stageIterationsLost)),
       iterationsRedone: mean(list.map(r => r.totals.iterationsRedone)),
       recoveries,
-      stateBytes: mean(list.map(r => r.totals.bytes.checkpointSave + r.totals.bytes.checkpointLoad + r.totals.bytes.recovery + r.totals.bytes.mirrors)),
+      stateBytes: mean(list.map(r => r.totals.bytes.checkpointSave + r.totals.bytes.checkpointLoad + r.totals.bytes.recovery + r.totals.bytes.mirrors + r.totals.bytes.shadows)),
       activationBytes: mean(list.map(r => r.totals.bytes.activations)),
       iterationS: list[0].iterationS
     })
   }
-  const order = ['checkfree-plus', 'checkfree', 'checkpoint', 'checkpoint-whole', 'redundant', 'none']
+  const order = ['checkfree-plus', 'checkfree', 'checkpoint', 'checkpoint-whole', 'redundant', 'redundant-compute', 'none']
   strategies.sort((a, b) => order.indexOf(a.strategy) - order.indexOf(b.strategy))
   return { scenario, target, targetRule, reference, strategies }
 }
@@ -191,7 +191,7 @@ export function formatSummary (s: ScenarioSummary): string {
     pad(header, widths),
     widths.map(w => '-'.repeat(w)).join('  '),
     ...rows.map(r => pad(r, widths)),
-    '(crashes, stage-its lost and its redone: means per run; state moved: checkpoint saves and loads, recovery transfers, mirror refreshes, mean per run)'
+    '(crashes, stage-its lost and its redone: means per run; state moved: checkpoint saves and loads, recovery transfers, mirror refreshes, shadow pulls, mean per run; redundant = shadow copy, redundant-compute = redundant computation)'
   ]
   return lines.join('\n')
 }

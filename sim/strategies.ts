@@ -1,37 +1,52 @@
 /**
- * Recovery strategies: what each one trains with, what it keeps around, and which rung of the
- * recovery ladder (DESIGN "Recovery ladder") recovers each lost stage. Pure decisions; model mode and
- * the projection both apply them.
+ * Recovery strategies: what each one trains with and keeps around, and so what it costs. Which rung
+ * of the recovery ladder recovers a lost stage is not decided here: the coordinator's planRecovery
+ * (coordinator/ladder.ts) decides it, through sim/ladder-adapter.ts, for model mode and the
+ * projection alike.
  *
- *   checkfree        intermediate stage: weighted average of its two neighbours (fresh Adam, lr x lrScale);
- *                    first/last stage: checkpoint
- *   checkfree-plus   trains with the CheckFree+ swaps; first/last stage: copy of the neighbour plus the
- *                    mirrored embedding/head (mirrors refreshed every mirrorEvery iterations);
- *                    intermediate: as checkfree
- *   checkpoint       every K iterations every stage's state goes to the store; a lost stage reloads
- *                    its newest complete checkpoint, the other stages keep going
- *   checkpoint-whole as checkpoint, but every stage rolls back: the iterations since are redone
- *   redundant        Bamboo-style: stage i-1 shadows stage i (stage S-1 shadows stage 0); a lost stage
- *                    is an exact copy of its shadow; every iteration pays the redundant compute
- *   none             no failures: the reference curve
+ *   checkfree         intermediate stage: weighted average of its two neighbours (fresh Adam, lr x lrScale);
+ *                     first/last stage: checkpoint
+ *   checkfree-plus    trains with the CheckFree+ swaps; first/last stage: copy of the neighbour plus the
+ *                     mirrored embedding/head (mirrors refreshed every mirrorEvery iterations);
+ *                     intermediate: as checkfree
+ *   checkpoint        every K iterations every stage's state goes to the store; a lost stage reloads
+ *                     its newest complete checkpoint, the other stages keep going
+ *   checkpoint-whole  as checkpoint, but every stage rolls back: the iterations since are redone
+ *   redundant         the cluster's strategy of that name (shadow COPY): after every commit each stage
+ *                     pulls its successor's parameters and Adam moments (stage S-1 shadows stage 0); a
+ *                     lost stage is the shadow, exactly (rung replica). Costs traffic (the successor's
+ *                     state per peer per iteration) and memory, not compute
+ *   redundant-compute simulator only (the paper's Bamboo-style baseline, redundant COMPUTATION): each
+ *                     stage also computes its successor's forward and backward and steps the same copy,
+ *                     so the shadow is always current (rung replica); costs compute every iteration
+ *   none              no failures: the reference curve
  *
- * The ladder is shared: a spot notice (the peer is still reachable) is always a graceful handover
- * (exact copy), and whenever a strategy's rung needs a donor that crashed in the same failure batch
- * (two adjacent stages lost at once, a shadow holder lost with its stage, a missing mirror) the
- * stage falls back to the checkpoint rung. So every strategy but `none` keeps sparse checkpoints.
+ * A spot notice (the peer is still reachable) is a graceful handover, and a rung whose donor is gone
+ * (two adjacent stages lost at once, a shadow holder lost with its stage, a missing mirror) falls to
+ * the checkpoint rung, so every strategy but `none` keeps sparse checkpoints.
  */
 import { STRATEGIES as COORDINATOR_STRATEGIES, type Strategy } from '../coordinator/ladder.js'
 import { DEFAULT_LR_SCALE, type Weighting } from '../model/recovery.js'
+import type { RecoveryRung } from '../protocols/index.js'
 import { SimConfigError } from './errors.js'
 import type { IterationShape } from './cost-model.js'
 
-/** The coordinator's strategies (coordinator/ladder.ts): the simulator and a real cluster take the same names. */
-export type StrategyName = Strategy
-export const STRATEGIES: readonly StrategyName[] = COORDINATOR_STRATEGIES
+/** The coordinator's strategies (coordinator/ladder.ts), which a real cluster runs, plus the simulated-only
+ *  redundant computation. The same name means the same thing in the cluster and here. */
+export type StrategyName = Strategy | 'redundant-compute'
+export const STRATEGIES: readonly StrategyName[] = [...COORDINATOR_STRATEGIES.filter(s => s !== 'none'), 'redundant-compute', 'none']
 
-/** The rung that recovered a stage (protocols' RecoveryRung plus the redundant shadow copy). */
-export type SimRung = 'handover' | 'redundant' | 'checkfree' | 'checkfree-plus' | 'checkpoint'
-export const SIM_RUNGS: readonly SimRung[] = ['handover', 'redundant', 'checkfree', 'checkfree-plus', 'checkpoint']
+/** The strategy the coordinator's ladder plans with: redundant computation keeps its exact copy on the
+ *  predecessor like `redundant` does, so the ladder treats both alike (rung replica); only how the
+ *  copy is kept current, and what that costs, differ. */
+export function ladderStrategy (name: StrategyName): Strategy {
+  return name === 'redundant-compute' ? 'redundant' : name
+}
+
+/** The rungs a simulated stage is recovered by: the coordinator's rungs but `wait` (the simulator
+ *  always has a spare, as the paper assumes). */
+export type SimRung = Extract<RecoveryRung, 'handover' | 'replica' | 'checkfree' | 'checkfree-plus' | 'checkpoint'>
+export const SIM_RUNGS: readonly SimRung[] = ['handover', 'replica', 'checkfree', 'checkfree-plus', 'checkpoint']
 
 /** What a run met and how it recovered: counted alike by model mode and by the projection. */
 export interface FailureTally {
@@ -53,10 +68,9 @@ export interface StrategyOptions {
   checkpointEvery: number
   /** Refresh the CheckFree+ embedding/head mirrors every N iterations. @default 10 */
   mirrorEvery: number
-  /** Learning-rate multiplier of a CheckFree-rebuilt stage. @default 1.1 (DEFAULT_LR_SCALE) */
+  /** Learning-rate multiplier of a stage rebuilt by CheckFree or CheckFree+ (the ladder's lrScale).
+   *  @default 1.1 (DEFAULT_LR_SCALE) */
   lrScale: number
-  /** Learning-rate multiplier of a CheckFree+ neighbour copy (also a fresh Adam). @default lrScale */
-  plusLrScale?: number
   /** Neighbour weighting of the CheckFree average. @default 'norm' */
   weighting: Weighting
 }
@@ -73,10 +87,7 @@ export function resolveStrategyOptions (partial: Partial<StrategyOptions> = {}):
   for (const k of ['checkpointEvery', 'mirrorEvery'] as const) {
     if (!Number.isInteger(o[k]) || o[k] < 1) throw new SimConfigError(`${k} must be a positive integer, got ${String(o[k])}`)
   }
-  for (const k of ['lrScale', 'plusLrScale'] as const) {
-    const v = o[k]
-    if (v != null && !(Number.isFinite(v) && v > 0)) throw new SimConfigError(`${k} must be a positive number, got ${String(v)}`)
-  }
+  if (!(Number.isFinite(o.lrScale) && o.lrScale > 0)) throw new SimConfigError(`lrScale must be a positive number, got ${String(o.lrScale)}`)
   if (!['norm', 'squared', 'uniform'].includes(o.weighting)) throw new SimConfigError(`weighting must be norm, squared or uniform, got ${String(o.weighting)}`)
   return o
 }
@@ -85,14 +96,16 @@ export interface StrategyTraits {
   name: StrategyName
   /** Trains with the CheckFree+ swapped microbatches. */
   swaps: boolean
-  /** Pays redundant computation every iteration. */
-  redundant: boolean
+  /** Pays redundant computation every iteration (redundant-compute). */
+  redundantCompute: boolean
+  /** Pulls the successor's state after every commit as a shadow copy (redundant). */
+  shadowCopy: boolean
+  /** Keeps a shadow of each stage on its predecessor, recoverable by the replica rung. */
+  shadows: boolean
   /** Keeps sparse checkpoints (the ladder's fallback). */
   checkpoints: boolean
   /** Keeps CheckFree+ mirrors of the embedding and head. */
   mirrors: boolean
-  /** A checkpoint recovery rolls every stage back. */
-  wholeRollback: boolean
   /** Sees the trace's failures at all. */
   failures: boolean
 }
@@ -107,85 +120,16 @@ export function strategyTraits (name: StrategyName): StrategyTraits {
   return {
     name,
     swaps: plus,
-    redundant: name === 'redundant',
+    redundantCompute: name === 'redundant-compute',
+    shadowCopy: name === 'redundant',
+    shadows: name === 'redundant' || name === 'redundant-compute',
     checkpoints: name !== 'none',
     mirrors: plus,
-    wholeRollback: name === 'checkpoint-whole',
     failures: name !== 'none'
   }
 }
 
 export function iterationShape (name: StrategyName): IterationShape {
   const t = strategyTraits(name)
-  return { swaps: t.swaps, redundant: t.redundant }
-}
-
-export interface LostStage {
-  stage: number
-  kind: 'crash' | 'notice'
-}
-
-export interface PlannedRecovery {
-  stage: number
-  kind: 'crash' | 'notice'
-  rung: SimRung
-  /** 'whole': every stage rolls back to the checkpoint (checkpoint-whole). */
-  scope: 'stage' | 'whole'
-  /** Stages whose state the recovery reads (the stage itself for handover; none for checkpoint). */
-  donors: number[]
-}
-
-export interface PlanContext {
-  stages: number
-  /** True when stage `holder` has a usable CheckFree+ mirror (of the embedding or the head). */
-  mirrorReady?: (holder: number) => boolean
-}
-
-/**
- * The rung for every stage lost in one failure batch (failures handled together: the same iteration).
- * Donors are read before any recovery is applied, so the order inside the batch does not matter.
- *
- * This is not the coordinator's planRecovery (coordinator/ladder.ts), on purpose: the rungs are the
- * same, but the simulator's model of a failure batch differs from what the coordinator sees.
- *  - (Both agree that a stage whose peer gave notice is still a donor for its neighbours: a notice
- *    on stage 1 and a crash on stage 2 give a handover and a CheckFree.)
- *  - CheckFree+ needs the neighbour's mirror to be fresh (`mirrorReady`); the coordinator's ladder
- *    has no such input.
- *  - checkpoint-whole plans the lost stages (handover for a notice, scope 'whole' for a crash); the
- *    coordinator plans every stage, survivors and the departing one included, as a checkpoint reload.
- *  - There are always spares (joins are traced separately), so there is no 'wait' rung, and the
- *    redundant shadow copy is the rung 'redundant' (the coordinator's 'replica').
- * sim/projection-walker.ts's classifyBatch is this function without allocations (a test checks they agree).
- */
-export function planRecovery (name: StrategyName, lost: readonly LostStage[], ctx: PlanContext): PlannedRecovery[] {
-  const S = ctx.stages
-  const t = strategyTraits(name)
-  if (!t.failures && lost.length > 0) throw new SimConfigError('strategy "none" has no failures to recover from')
-  const crashed = new Set(lost.filter(l => l.kind === 'crash').map(l => l.stage))
-  const alive = (s: number): boolean => s >= 0 && s < S && !crashed.has(s)
-  const seen = new Set<number>()
-  const plans: PlannedRecovery[] = []
-  for (const l of lost) {
-    if (seen.has(l.stage)) continue // one recovery per stage per batch
-    seen.add(l.stage)
-    if (l.stage < 0 || l.stage >= S) throw new SimConfigError(`lost stage ${l.stage} is outside 0..${S - 1}`)
-    const plan = (rung: SimRung, donors: number[], scope: 'stage' | 'whole' = 'stage'): PlannedRecovery => ({ stage: l.stage, kind: l.kind, rung, scope, donors })
-    if (l.kind === 'notice') { plans.push(plan('handover', [l.stage])); continue }
-    const s = l.stage
-    const fallback = plan('checkpoint', [], t.wholeRollback ? 'whole' : 'stage')
-    if (name === 'redundant') {
-      const holder = (s - 1 + S) % S
-      plans.push(S > 1 && alive(holder) ? plan('redundant', [holder]) : fallback)
-    } else if (name === 'checkfree' || name === 'checkfree-plus') {
-      const intermediate = s > 0 && s < S - 1
-      if (intermediate) {
-        plans.push(alive(s - 1) && alive(s + 1) ? plan('checkfree', [s - 1, s + 1]) : fallback)
-      } else if (name === 'checkfree-plus' && S >= 2) {
-        const neighbour = s === 0 ? 1 : S - 2
-        const ready = ctx.mirrorReady?.(neighbour) ?? true
-        plans.push(alive(neighbour) && ready ? plan('checkfree-plus', [neighbour]) : fallback)
-      } else plans.push(fallback)
-    } else plans.push(fallback)
-  }
-  return plans
+  return { swaps: t.swaps, redundantCompute: t.redundantCompute }
 }

@@ -32,9 +32,10 @@ export const STRATEGY_COLOURS: Record<string, string> = {
   checkpoint: '#1f77b4',
   'checkpoint-whole': '#17becf',
   redundant: '#2ca02c',
+  'redundant-compute': '#9467bd',
   none: '#444444'
 }
-const FALLBACK_COLOURS = ['#9467bd', '#8c564b', '#e377c2', '#7f7f7f', '#bcbd22']
+const FALLBACK_COLOURS = ['#8c564b', '#e377c2', '#7f7f7f', '#bcbd22']
 
 function esc (s: string): string {
   return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;')

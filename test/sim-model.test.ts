@@ -65,15 +65,17 @@ describe('model mode', () => {
     // Not adjacent: each keeps its own rung.
     expect(rungsOf(run('checkfree-plus', crashAt(6, 0, 2)))).toEqual(['0:checkfree-plus', '2:checkfree'])
     // Redundant: the lost stage's shadow holder crashed too.
-    expect(rungsOf(run('redundant', crashAt(6, 1, 2)))).toEqual(['1:redundant', '2:checkpoint'])
+    expect(rungsOf(run('redundant', crashAt(6, 1, 2)))).toEqual(['1:replica', '2:checkpoint'])
   })
 
   it('redundant recovery is exact: its loss curve is the failure-free one, only slower', () => {
     const none = run('none', undefined)
-    const red = run('redundant', crashAt(7, 2))
-    expect(rungsOf(red)).toEqual(['2:redundant'])
-    expect(red.evals.map(e => e.valLoss)).toEqual(none.evals.map(e => e.valLoss))
-    expect(red.totals.wallS).toBeGreaterThan(none.totals.wallS)
+    for (const strategy of ['redundant', 'redundant-compute'] as const) {
+      const red = run(strategy, crashAt(7, 2))
+      expect(rungsOf(red)).toEqual(['2:replica'])
+      expect(red.evals.map(e => e.valLoss)).toEqual(none.evals.map(e => e.valLoss))
+      expect(red.totals.wallS).toBeGreaterThan(none.totals.wallS)
+    }
     // A spot notice is a graceful handover, also exact.
     const notice = run('checkfree', makeTrace({ stages: 4, iterations: 100, events: [{ iteration: 5, stage: 1, kind: 'notice' }] }))
     expect(rungsOf(notice)).toEqual(['1:handover'])
@@ -93,12 +95,19 @@ describe('model mode', () => {
     expect(s.totals.attempts).toBe(21)
   })
 
-  it('charges detection, the wasted part of the attempt and the redundant overhead in wall-clock', () => {
+  it('charges detection, the wasted part of the attempt and the redundant overheads in wall-clock', () => {
     const none = run('none', undefined)
     const cf = run('checkfree', crashAt(6, 2))
     expect(cf.totals.seconds.detection).toBe(cost.p.detectionS)
     expect(cf.totals.wallS).toBeGreaterThan(none.totals.wallS + cost.p.detectionS)
-    expect(run('redundant', undefined, 20, { trace: makeTrace({ stages: 4, iterations: 100, events: [] }) }).iterationS).toBeGreaterThan(none.iterationS)
+    const noFailures = makeTrace({ stages: 4, iterations: 100, events: [] })
+    // Redundant computation: a longer iteration. The shadow copy: the same iteration, plus the pulls
+    // of every stage's state after each commit, sharing the links.
+    expect(run('redundant-compute', undefined, 20, { trace: noFailures }).iterationS).toBeGreaterThan(none.iterationS)
+    const copy = run('redundant', undefined, 20, { trace: noFailures })
+    expect(copy.iterationS).toBe(none.iterationS)
+    expect(copy.totals.bytes.shadows).toBe(20 * cost.totalBytes(true))
+    expect(copy.totals.wallS).toBeGreaterThan(none.totals.wallS)
   })
 
   it('stops at a target loss, and leaves no tensors behind', () => {

@@ -58,7 +58,7 @@ function totals (over: Partial<RunTotals> = {}): RunTotals {
     iterationsRedone: 0,
     skippedSteps: 0,
     checkpoints: 0,
-    bytes: { activations: 1, checkpointSave: 0, checkpointLoad: 0, recovery: 0, mirrors: 0 },
+    bytes: { activations: 1, checkpointSave: 0, checkpointLoad: 0, recovery: 0, mirrors: 0, shadows: 0 },
     seconds: { iterations: 100, wasted: 0, detection: 0, recovery: 0, checkpointCopy: 0, contention: 0, handover: 0 },
     finalValLoss: 2,
     minValLoss: 2,
@@ -143,7 +143,7 @@ describe('SVG plot', () => {
       for (const [x, y] of pts) { expect(Number.isFinite(x)).toBe(true); expect(Number.isFinite(y)).toBe(true) }
     }
     // Per-seed lines are there too, but without data-strategy.
-    expect(els.filter(e => 'data-run' in e.attrs).length).toBe(15)
+    expect(els.filter(e => 'data-run' in e.attrs).length).toBe((STRATEGIES.length - 1) * 3)
     const texts = els.filter(e => e.name === 'text').length
     expect(texts).toBeGreaterThan(STRATEGIES.length + 6) // legend entries, tick labels, title, axis labels
   })
