@@ -1,6 +1,6 @@
 /**
  * The recovery state machine: the one owner of which stages are lost, which peers are departing,
- * and which recoveries are in flight (docs/architecture.md "Recovery"). The coordinator feeds it
+ * and which recoveries are in flight (README "Recovery"). The coordinator feeds it
  * what it hears (a lost peer, a departure notice, a heartbeat, a recovery-done or recovery-failed
  * report) and asks it two things: which stages need recovering, and to recover them.
  *

@@ -1,5 +1,5 @@
 /**
- * One recovery of one stage, as a record with an explicit state (docs/architecture.md "Recovery"):
+ * One recovery of one stage, as a record with an explicit state (README "Recovery"):
  *
  *   planned -> transferring -> installed -> resumed
  *      \            \              \
