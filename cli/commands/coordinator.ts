@@ -5,6 +5,7 @@ import { CONFIG_FLAG, CONFIG_HELP, parseFlagsWithConfig } from '../config-file.j
 import { intFlag } from '../flags.js'
 import { MODEL_FLAGS, MODEL_HELP, modelFromFlags } from '../model-flags.js'
 import { NODE_FLAGS, NODE_HELP, nodeFromFlags } from '../node-flags.js'
+import { COORDINATOR_EVENTS, EventsFile } from '../events-file.js'
 
 const HELP = `usage: spotpipe coordinator [flags]
 
@@ -20,6 +21,7 @@ ${CONFIG_HELP}${NODE_HELP}  --iterations N       train until N iterations are co
   --strategy NAME      recovery strategy: checkfree | checkfree-plus | checkpoint | checkpoint-whole | redundant | none (default checkfree)
   --heartbeat-timeout MS  a peer silent this long is lost (default 3000)
   --checkfree-plus     train with CheckFree+ swapped microbatches (implied by --strategy checkfree-plus)
+  --events FILE        append every coordinator event (begin, iteration, recovery, checkpoint, ...) as a JSON line
 ${MODEL_HELP}`
 
 export async function coordinator (argv: string[]): Promise<void> {
@@ -36,6 +38,7 @@ export async function coordinator (argv: string[]): Promise<void> {
     'metrics-port': { type: 'string' },
     'metrics-host': { type: 'string' },
     'checkfree-plus': { type: 'boolean' },
+    events: { type: 'string' },
     help: { type: 'boolean', short: 'h' }
   })
   if (values.help === true) { process.stdout.write(HELP); return }
@@ -55,6 +58,8 @@ export async function coordinator (argv: string[]): Promise<void> {
     keepCheckpoints: intFlag(values, 'keep-checkpoints', 3),
     checkfreePlus: values['checkfree-plus'] === true ? true : undefined
   })
+  const eventsFile = values.events != null ? new EventsFile(values.events as string) : undefined
+  eventsFile?.record(c, COORDINATOR_EVENTS)
   c.on('recovery', (events: RecoveryEvent[]) => {
     for (const e of events) process.stdout.write(`recovery stage ${e.stage} rung ${e.rung} cause "${e.cause}" bytes ${e.bytes} detect_ms ${e.detectMs} transfer_ms ${e.transferMs.toFixed(0)} rebuild_ms ${e.rebuildMs.toFixed(0)}\n`)
   })
@@ -62,6 +67,7 @@ export async function coordinator (argv: string[]): Promise<void> {
     for (const e of events) process.stdout.write(`resumed stage ${e.stage} resume_ms ${e.resumeMs.toFixed(0)}\n`)
   })
   await c.start()
+  eventsFile?.write('start', { pid: process.pid, peerId: c.peerId, addrs: c.addrs, restored: c.restored != null, iteration: c.iteration, epoch: c.epoch })
   const metricsServer = values['metrics-port'] != null
     ? await serveMetrics({ port: intFlag(values, 'metrics-port', 0, 0), host: (values['metrics-host'] as string | undefined) ?? '127.0.0.1', registry: instrument(c).registry })
     : undefined
@@ -90,11 +96,16 @@ export async function coordinator (argv: string[]): Promise<void> {
       onIteration: (r) => { process.stdout.write(`iter ${r.iteration} loss ${r.loss.toPrecision(10)} ms ${r.ms.toFixed(0)} tok/s ${r.tokensPerSec.toFixed(0)} epoch ${r.epoch}\n`) }
     })
   } catch (err) {
-    if (!stop.signal.aborted) throw err
+    if (!stop.signal.aborted) {
+      eventsFile?.write('error', { message: (err as Error).message, code: (err as { code?: string }).code })
+      throw err
+    }
   } finally {
     process.off('SIGINT', onSignal)
     process.off('SIGTERM', onSignal)
     await metricsServer?.close()
     await c.stop()
+    eventsFile?.write('stop', { iteration: c.iteration })
+    eventsFile?.close()
   }
 }
