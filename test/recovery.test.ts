@@ -105,8 +105,11 @@ describe('CheckFree weighted average', () => {
     const train = resolveTrainConfig({ stages: 4, lr: 1e-3 }, model)
     const prev = { layout: L(1), params: values(1, L(1)), gradNorm: 0.3 }
     const next = { layout: L(3), params: values(3, L(3)), gradNorm: 0.6 }
-    const rebuilt = new Stage({ model, train, layout: L(2), values: checkfreeAverage({ model, lost: L(2), prev, next }), lrScale: DEFAULT_LR_SCALE })
+    const averaged = checkfreeAverage({ model, lost: L(2), prev, next })
+    const before = tf.memory().numTensors
+    const rebuilt = new Stage({ model, train, layout: L(2), values: averaged, lrScale: DEFAULT_LR_SCALE })
     try {
+      expect(tf.memory().numTensors).toBeGreaterThan(before)
       expect(rebuilt.adam.step).toBe(0)
       expect(rebuilt.adam.m.size).toBe(0)
       expect(rebuilt.adam.lr).toBeCloseTo(1.1e-3, 12)
@@ -116,7 +119,8 @@ describe('CheckFree weighted average', () => {
       const want = (next.params.get('blocks.3.mlp.w1') as Float32Array).map((x, i) => (a * x + b * (prev.params.get('blocks.1.mlp.w1') as Float32Array)[i]) / (a + b))
       for (let i = 0; i < got.length; i++) expect(got[i]).toBeCloseTo(want[i], 6)
     } finally { rebuilt.dispose() }
-    expect(tf.memory().numTensors).toBeGreaterThanOrEqual(0)
+    // the rebuilt stage's parameters (and anything readParams made) are all released again
+    expect(tf.memory().numTensors).toBe(before)
   })
 })
 

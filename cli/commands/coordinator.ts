@@ -5,6 +5,7 @@ import { CONFIG_FLAG, CONFIG_HELP, parseFlagsWithConfig } from '../config-file.j
 import { intFlag, numFlag } from '../flags.js'
 import { MODEL_FLAGS, MODEL_HELP, modelFromFlags } from '../model-flags.js'
 import { NODE_FLAGS, NODE_HELP, nodeFromFlags } from '../node-flags.js'
+import { COORDINATOR_EVENTS, EventsFile } from '../events-file.js'
 
 const HELP = `usage: spotpipe coordinator [flags]
 
@@ -34,6 +35,7 @@ ${CONFIG_HELP}${NODE_HELP}  --iterations N       train until N iterations are co
                        (default: rollback when checkpoints are taken, i.e. with --state-dir, else stop)
   --divergence-limit N non-finite iterations in a row before --on-divergence acts (default 3)
   --divergence-lr-factor X  learning-rate multiplier per rollback, compounding, in (0, 1] (default 0.5)
+  --events FILE        append every coordinator event (begin, iteration, recovery, checkpoint, ...) as a JSON line
 ${MODEL_HELP}`
 
 export async function coordinator (argv: string[]): Promise<void> {
@@ -56,6 +58,7 @@ export async function coordinator (argv: string[]): Promise<void> {
     'on-divergence': { type: 'string' },
     'divergence-limit': { type: 'string' },
     'divergence-lr-factor': { type: 'string' },
+    events: { type: 'string' },
     help: { type: 'boolean', short: 'h' }
   })
   if (values.help === true) { process.stdout.write(HELP); return }
@@ -90,6 +93,8 @@ export async function coordinator (argv: string[]): Promise<void> {
     divergenceLimit: values['divergence-limit'] != null ? intFlag(values, 'divergence-limit', 3) : undefined,
     divergenceLrFactor: lrFactor
   })
+  const eventsFile = values.events != null ? new EventsFile(values.events as string) : undefined
+  eventsFile?.record(c, COORDINATOR_EVENTS)
   c.on('recovery', (events: RecoveryEvent[]) => {
     for (const e of events) process.stdout.write(`recovery stage ${e.stage} rung ${e.rung} cause "${e.cause}" bytes ${e.bytes} detect_ms ${e.detectMs} transfer_ms ${e.transferMs.toFixed(0)} rebuild_ms ${e.rebuildMs.toFixed(0)}\n`)
   })
@@ -104,6 +109,7 @@ export async function coordinator (argv: string[]): Promise<void> {
     for (const e of events) process.stdout.write(`resumed stage ${e.stage} resume_ms ${e.resumeMs.toFixed(0)}\n`)
   })
   await c.start()
+  eventsFile?.write('start', { pid: process.pid, peerId: c.peerId, addrs: c.addrs, restored: c.restored != null, iteration: c.iteration, epoch: c.epoch })
   const metricsServer = values['metrics-port'] != null
     ? await serveMetrics({ port: intFlag(values, 'metrics-port', 0, 0), host: (values['metrics-host'] as string | undefined) ?? '127.0.0.1', registry: instrument(c).registry })
     : undefined
@@ -132,11 +138,16 @@ export async function coordinator (argv: string[]): Promise<void> {
       onIteration: (r) => { if (r.skipped == null) process.stdout.write(`iter ${r.iteration} loss ${r.loss.toPrecision(10)} ms ${r.ms.toFixed(0)} tok/s ${r.tokensPerSec.toFixed(0)} epoch ${r.epoch}\n`) }
     })
   } catch (err) {
-    if (!stop.signal.aborted) throw err
+    if (!stop.signal.aborted) {
+      eventsFile?.write('error', { message: (err as Error).message, code: (err as { code?: string }).code })
+      throw err
+    }
   } finally {
     process.off('SIGINT', onSignal)
     process.off('SIGTERM', onSignal)
     await metricsServer?.close()
     await c.stop()
+    eventsFile?.write('stop', { iteration: c.iteration })
+    eventsFile?.close()
   }
 }

@@ -7,6 +7,7 @@ import { intFlag } from '../flags.js'
 import { SpotWatcher } from '../../node/spot-watcher.js'
 import { FAULT_NONFINITE_ENV, NonFiniteFaults, parseNonFiniteFaults } from '../../node/faults.js'
 import { NODE_FLAGS, NODE_HELP, nodeFromFlags } from '../node-flags.js'
+import { EventsFile, PEER_EVENTS, type EventSource } from '../events-file.js'
 
 const HELP = `usage: spotpipe peer --coordinator MULTIADDR [flags]
 
@@ -16,6 +17,7 @@ const HELP = `usage: spotpipe peer --coordinator MULTIADDR [flags]
                        on a notice (or SIGTERM) the peer hands its stage to a spare, then exits
   --metadata-url URL   base URL of the metadata service (default: the provider's own)
   --spot-interval MS   metadata poll period (default 5000)
+  --events FILE        append this peer's events (start, stage installs, departure) as JSON lines
 ${CONFIG_HELP}${NODE_HELP}`
 
 /**
@@ -39,6 +41,7 @@ export async function peer (argv: string[]): Promise<void> {
     spot: { type: 'string' },
     'metadata-url': { type: 'string' },
     'spot-interval': { type: 'string' },
+    events: { type: 'string' },
     help: { type: 'boolean', short: 'h' }
   })
   const spot = (values.spot as string | undefined) ?? 'none'
@@ -62,7 +65,12 @@ export async function peer (argv: string[]): Promise<void> {
   if (faults != null) process.stderr.write(`FAULT INJECTION: ${FAULT_NONFINITE_ENV}=${faultSpec}: non-finite gradients will be injected\n`)
   const weights = weightsFaultsFromEnv()
   const p = new Peer({ ...node, coordinatorId, coordinatorAddrs: [addr], faults: { nonFinite: faults, weights } })
+  const eventsFile = values.events != null ? new EventsFile(values.events as string) : undefined
+  // the Peer raises events only once it is an emitter (stage installs): record them when it is
+  const source = p as unknown as Partial<EventSource>
+  if (eventsFile != null && typeof source.on === 'function' && typeof source.off === 'function') eventsFile.record(source as EventSource, PEER_EVENTS)
   await p.start()
+  eventsFile?.write('start', { pid: process.pid, peerId: p.peerId, addr: p.node.getMultiaddrs()[0]?.toString() ?? '' })
   process.stdout.write(`peer ${p.node.getMultiaddrs()[0]?.toString() ?? ''}\n`)
   // A spot notice or SIGTERM (systemd stop) hands the stage over before leaving; SIGINT just leaves.
   let watcher: SpotWatcher | undefined
@@ -81,9 +89,12 @@ export async function peer (argv: string[]): Promise<void> {
     }
   })
   watcher?.stop()
+  eventsFile?.write('departing', { reason })
   if (reason !== 'SIGINT') {
     process.stdout.write(`departing: ${reason}\n`)
     await p.depart()
   }
   await p.stop()
+  eventsFile?.write('stop', {})
+  eventsFile?.close()
 }

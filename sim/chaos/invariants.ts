@@ -1,0 +1,274 @@
+/**
+ * The invariants a chaos run must keep, checked over its whole history (history.ts). Pure: no I/O,
+ * so each rule is tested on hand-made histories as well as on real runs.
+ *
+ *   no-exit               no process exits unless the harness killed it; the coordinator is running at the end
+ *   no-stall              no gap between commits longer than the allowance (stallAllowance)
+ *   lost-stage-recorded   every fault that took a stage from its holder is followed by a recovery record for that stage
+ *   no-unrecorded-reinit  once training started, a stage built from the seed matches a recorded rung
+ *                         (checkpoint from 'init')
+ *   checkpoints-written   a checkpoint is written again after every recovery (within 3 intervals) and
+ *                         the newest one stays within 3 intervals of the last commit
+ *   checkpoints-abandoned at most 5% of the checkpoints taken are abandoned
+ *   staleness             a stage restored from a checkpoint is at most the interval + 1 iterations behind
+ *   rung-loss             what each rung may lose: handover, replica and CheckFree at most the
+ *                         in-flight iteration (nothing committed); checkpoint the iterations since
+ *                         the newest checkpoint written before the recovery
+ *   commits-contiguous    the committed iterations go up by one (none committed twice, none skipped)
+ *   no-nan                every stage's final weights and optimizer state are finite
+ */
+import type { ChaosHistory, CoordinatorEvent, DeadTime, RecoveryRecordView } from './history.js'
+
+export const INVARIANTS = [
+  'no-exit', 'no-stall', 'lost-stage-recorded', 'no-unrecorded-reinit', 'checkpoints-written',
+  'checkpoints-abandoned', 'staleness', 'rung-loss', 'commits-contiguous', 'no-nan'
+] as const
+export type InvariantName = typeof INVARIANTS[number]
+
+export interface Violation {
+  invariant: InvariantName
+  at?: number
+  detail: string
+}
+
+export interface ChaosFigures {
+  faults: number
+  exits: number
+  stalls: number
+  unrecordedReinits: number
+  /** abandoned / (written + abandoned); 0 when none was taken. */
+  checkpointsAbandonedFraction: number
+  checkpointsWritten: number
+  checkpointsAbandoned: number
+  maxStalenessIters: number
+  commits: number
+  recoveries: number
+  lostStages: number
+  longestGapMs: number
+  /** Peers that exited before they were ready (e.g. started while the coordinator was down); retried, not counted as exits. */
+  startFailures: number
+  recoveryFailures: number
+  divergences: number
+}
+
+export interface ChaosReport {
+  violations: Violation[]
+  figures: ChaosFigures
+  /** How stalls are judged, in words, with the numbers. */
+  stallRule: string
+  notes: string[]
+}
+
+/** Max ms of [from, to] covered by the union of `spans`. */
+function covered (spans: DeadTime[], from: number, to: number): number {
+  const parts = spans.map(s => [Math.max(from, s.from), Math.min(to, s.to)]).filter(([a, b]) => b > a).sort((x, y) => x[0] - y[0])
+  let sum = 0
+  let end = -Infinity
+  for (const [a, b] of parts) {
+    if (b <= end) continue
+    sum += b - Math.max(a, end)
+    end = b
+  }
+  return sum
+}
+
+/** Every recovery record, from the events file and the persisted state, without duplicates. */
+export function recoveryRecords (h: ChaosHistory): RecoveryRecordView[] {
+  const out = new Map<string, RecoveryRecordView>()
+  const fromEvents = h.events.filter(e => e.type === 'recovery') as unknown as RecoveryRecordView[]
+  for (const r of [...h.persistedRecoveries, ...fromEvents]) {
+    if (typeof r.stage !== 'number' || typeof r.at !== 'number') continue
+    const key = `${r.epoch ?? '?'}:${r.stage}:${r.rung}:${r.iteration ?? '?'}`
+    if (!out.has(key)) out.set(key, r)
+  }
+  return [...out.values()].sort((a, b) => a.at - b.at)
+}
+
+/** Iteration of the newest checkpoint written before `t`, or undefined. */
+function newestWrittenBefore (checkpoints: CoordinatorEvent[], t: number): number | undefined {
+  let best: number | undefined
+  for (const c of checkpoints) if (c.outcome === 'written' && c.at < t && typeof c.iteration === 'number' && (best == null || c.iteration > best)) best = c.iteration
+  return best
+}
+
+/**
+ * How many committed iterations a checkpoint-rung recovery lost: its own `iterationsBehind`, else
+ * from its `checkpointId` ('ckpt-N' or 'init'), else inferred from the newest checkpoint written
+ * before it was planned (today's records name neither).
+ */
+export function iterationsBehind (r: RecoveryRecordView, checkpoints: CoordinatorEvent[], plannedAt = r.at): { behind: number, from: 'record' | 'checkpointId' | 'inferred', checkpoint?: number } | undefined {
+  if (typeof r.iterationsBehind === 'number') return { behind: r.iterationsBehind, from: 'record' }
+  if (typeof r.iteration !== 'number') return undefined
+  const committed = r.iteration - 1
+  if (typeof r.checkpointId === 'string') {
+    if (r.checkpointId === 'init') return { behind: committed + 1, from: 'checkpointId' }
+    const m = /^ckpt-(\d+)$/.exec(r.checkpointId)
+    if (m != null) return { behind: committed - Number(m[1]), from: 'checkpointId', checkpoint: Number(m[1]) }
+  }
+  const ck = newestWrittenBefore(checkpoints, plannedAt)
+  return ck == null ? { behind: committed + 1, from: 'inferred' } : { behind: committed - ck, from: 'inferred', checkpoint: ck }
+}
+
+/** A record saying a stage was (re)built from the seeded initial weights. */
+function isInitRecord (r: RecoveryRecordView, checkpoints: CoordinatorEvent[]): boolean {
+  if (r.checkpointId === 'init' || r.rung === 'init' || r.rung === 'seed') return true
+  return r.rung === 'checkpoint' && r.checkpointId == null && newestWrittenBefore(checkpoints, r.at) == null
+}
+
+const IN_FLIGHT_RUNGS = new Set(['handover', 'replica', 'checkfree', 'checkfree-plus'])
+
+/** The stall allowance for a gap between commits, and its parts. */
+export function stallAllowance (h: ChaosHistory, from: number, to: number): { ms: number, faults: number, deadMs: number, restarts: number } {
+  const b = h.bounds
+  const faults = h.faults.filter(f => f.at >= from - b.detectionMs && f.at <= to).length
+  const deadMs = covered(h.deadTimes, from, to)
+  const restarts = h.coordinatorRestarts.filter(r => r.at >= from && r.at <= to).length
+  // a fault and a second one during its recovery each cost a detection and a transfer; more faults
+  // in one gap mean the cluster did not recover in between, which is what a stall is
+  const ms = b.boundMs + (b.detectionMs + b.transferMs) * Math.min(2, Math.max(1, faults)) + deadMs + restarts * b.resumeGraceMs
+  return { ms, faults, deadMs, restarts }
+}
+
+export function checkInvariants (h: ChaosHistory): ChaosReport {
+  const v: Violation[] = []
+  const notes: string[] = []
+  const b = h.bounds
+  const K = b.checkpointEvery
+  const commits = h.events.filter(e => e.type === 'iteration' && typeof e.iteration === 'number').sort((x, y) => x.at - y.at)
+  const checkpoints = h.events.filter(e => e.type === 'checkpoint')
+  const records = recoveryRecords(h)
+  const firstCommit = h.firstCommitAt ?? commits[0]?.at ?? Infinity
+
+  // no-exit
+  let exits = 0
+  let startFailures = 0
+  for (const p of h.processes) {
+    if (p.exitAt == null || p.atShutdown === true || p.harnessSignal != null) continue
+    if (p.role === 'peer' && p.readyAt == null) { startFailures += 1; continue }
+    exits += 1
+    v.push({ invariant: 'no-exit', at: p.exitAt, detail: `${p.name} (${p.peerId?.slice(-8) ?? 'no id'}) exited on its own (${p.exitCode ?? p.exitSignal ?? '?'}): ${p.stderrTail.slice(-3).join(' | ')}` })
+  }
+  const lastCoordinator = h.processes.filter(p => p.role === 'coordinator').at(-1)
+  if (lastCoordinator == null || (lastCoordinator.exitAt != null && lastCoordinator.atShutdown !== true) || lastCoordinator.readyAt == null) {
+    v.push({ invariant: 'no-exit', detail: 'the coordinator was not running at the end of the run' })
+  }
+  if (startFailures > 0) notes.push(`${startFailures} peer start(s) failed before the peer was ready (retried by the fleet)`)
+
+  // no-stall: from the start of the chaos phase to the end of settling
+  let stalls = 0
+  let longest = 0
+  const times = [h.chaosStart, ...commits.map(c => c.at).filter(t => t > h.chaosStart && t <= h.settledAt), h.settledAt]
+  for (let i = 1; i < times.length; i++) {
+    const gap = times[i] - times[i - 1]
+    longest = Math.max(longest, gap)
+    const a = stallAllowance(h, times[i - 1], times[i])
+    if (gap > a.ms) {
+      stalls += 1
+      const end = i === times.length - 1 ? 'the end of the run' : 'the next commit'
+      v.push({ invariant: 'no-stall', at: times[i - 1], detail: `no commit for ${(gap / 1000).toFixed(1)} s until ${end} (allowed ${(a.ms / 1000).toFixed(1)} s: ${a.faults} fault(s), ${(a.deadMs / 1000).toFixed(1)} s harness dead time, ${a.restarts} coordinator restart(s))` })
+    }
+  }
+  const stallRule = `a gap between commits is a stall above bound ${b.boundMs} ms + (detection ${b.detectionMs} ms + transfer ${b.transferMs} ms) x min(2, faults in the gap) + harness dead time (coordinator paused or down, fleet short of ${b.stages} running peers) + ${b.resumeGraceMs} ms per coordinator restart`
+
+  // lost-stage-recorded
+  const removals = h.faults.filter(f => f.removedStage != null)
+  for (const f of removals) {
+    const r = records.find(x => x.stage === f.removedStage && x.at >= f.at - 500 && x.at <= h.endedAt)
+    if (r == null) v.push({ invariant: 'lost-stage-recorded', at: f.at, detail: `${f.kind} of ${f.target} (${f.peerId?.slice(-8) ?? '?'}) took stage ${f.removedStage ?? '?'} away, and no recovery record for stage ${f.removedStage ?? '?'} followed` })
+  }
+
+  // no-unrecorded-reinit
+  let unrecorded = 0
+  for (const s of h.installs) {
+    if (s.source !== 'seed' || s.at <= firstCommit) continue
+    const ok = records.some(r => r.stage === s.stage && isInitRecord(r, checkpoints) && (r.epoch === s.epoch || Math.abs(r.at - s.at) <= 30_000))
+    if (!ok) {
+      unrecorded += 1
+      v.push({ invariant: 'no-unrecorded-reinit', at: s.at, detail: `peer ${s.peerId.slice(-8)} built stage ${s.stage} from the seed under epoch ${s.epoch} after training started (seen in its ${s.via}), and no recovery record says so` })
+    }
+  }
+
+  // checkpoints-written and checkpoints-abandoned
+  const written = checkpoints.filter(c => c.outcome === 'written')
+  const abandoned = checkpoints.filter(c => c.outcome === 'abandoned')
+  const fraction = checkpoints.length === 0 ? 0 : abandoned.length / checkpoints.length
+  const lastIt = commits.at(-1)?.iteration as number | undefined
+  if (K > 0 && lastIt != null) {
+    for (const r of records) {
+      const itAt = typeof r.iteration === 'number' ? r.iteration : undefined
+      if (itAt == null || lastIt < itAt + 3 * K) continue
+      if (!written.some(c => c.at > r.at)) v.push({ invariant: 'checkpoints-written', at: r.at, detail: `no checkpoint written after the ${r.rung} recovery of stage ${r.stage} at iteration ${itAt}, though the run reached iteration ${lastIt}` })
+    }
+    const newest = written.reduce<number>((m, c) => Math.max(m, c.iteration as number), -1)
+    if (lastIt >= 3 * K && lastIt - newest > 3 * K) v.push({ invariant: 'checkpoints-written', detail: `the newest checkpoint written is of iteration ${newest}, the last commit ${lastIt}: more than 3 intervals (${3 * K}) behind` })
+    if (fraction > 0.05) v.push({ invariant: 'checkpoints-abandoned', detail: `${abandoned.length} of ${checkpoints.length} checkpoints abandoned (${(fraction * 100).toFixed(0)}%, allowed 5%): ${[...new Set(abandoned.map(c => String(c.reason ?? '')))].slice(0, 3).join(' | ')}` })
+  }
+
+  // staleness and rung-loss
+  let maxStale = 0
+  let inferred = 0
+  const planned = h.events.filter(e => e.type === 'recovery-planned')
+  for (const r of records) {
+    if (r.rung === 'checkpoint') {
+      // the newest checkpoint written before this recovery was planned bounds what it may lose
+      const plannedAt = planned.filter(p => p.at <= r.at && p.stage === r.stage).at(-1)?.at ?? r.at - (r.transferMs ?? 0) - 1000
+      const st = iterationsBehind(r, checkpoints, plannedAt)
+      if (st == null) continue
+      if (st.from === 'inferred') inferred += 1
+      maxStale = Math.max(maxStale, st.behind)
+      if (K > 0 && st.behind > K + 1) v.push({ invariant: 'staleness', at: r.at, detail: `stage ${r.stage} restored ${st.behind} iterations behind (checkpoint ${st.checkpoint ?? 'init'}, ${st.from}; allowed ${K + 1})` })
+      const newest = newestWrittenBefore(checkpoints, plannedAt)
+      if (newest != null && typeof r.iteration === 'number' && st.from !== 'inferred' && st.behind > r.iteration - 1 - newest) {
+        v.push({ invariant: 'rung-loss', at: r.at, detail: `stage ${r.stage} lost ${st.behind} iterations by the checkpoint rung, but checkpoint ${newest} was written before: at most ${r.iteration - 1 - newest} may be lost` })
+      }
+    } else if (IN_FLIGHT_RUNGS.has(r.rung) && typeof r.iterationsBehind === 'number' && r.iterationsBehind > 0) {
+      v.push({ invariant: 'rung-loss', at: r.at, detail: `stage ${r.stage} recovered by ${r.rung} ${r.iterationsBehind} committed iterations behind: this rung may lose only the in-flight iteration` })
+    }
+  }
+  if (inferred > 0) notes.push(`${inferred} checkpoint-rung record(s) name neither iterationsBehind nor checkpointId: their checkpoint is inferred as the newest written before them`)
+
+  // commits-contiguous (a rung that loses only the in-flight iteration never rewinds the clock)
+  if (b.strategy !== 'checkpoint-whole') {
+    for (let i = 1; i < commits.length; i++) {
+      const prev = commits[i - 1].iteration as number
+      const it = commits[i].iteration as number
+      if (it !== prev + 1) v.push({ invariant: 'commits-contiguous', at: commits[i].at, detail: it <= prev ? `iteration ${it} committed after ${prev}: committed progress was lost` : `iteration ${it} committed after ${prev}: ${it - prev - 1} iteration(s) skipped` })
+    }
+  }
+
+  // no-nan
+  // a stage whose holder could not serve is unchecked: a violation when the run ended settled (then
+  // every holder should serve), else a note (the stall is the violation)
+  const settled = commits.some(c => c.at > h.chaosEnd)
+  if (h.weights.length === 0) (settled ? v.push({ invariant: 'no-nan', detail: 'no stage\'s weights could be checked at the end (no assignment)' }) : notes.push('weights not checked: no assignment at the end'))
+  for (const w of h.weights) {
+    if (w.ok) continue
+    const nonFinite = /non-finite|NaN|Infinity/i.test(w.error ?? '')
+    const detail = `stage ${w.stage} on ${w.peerId.slice(-8)}: ${w.error ?? 'not finite'}`
+    if (nonFinite || settled) v.push({ invariant: 'no-nan', detail: nonFinite ? detail : `could not be checked: ${detail}` })
+    else notes.push(`weights of ${detail} (the run did not settle, so not counted)`)
+  }
+
+  return {
+    violations: v,
+    stallRule,
+    notes,
+    figures: {
+      faults: h.faults.length,
+      exits,
+      stalls,
+      unrecordedReinits: unrecorded,
+      checkpointsAbandonedFraction: fraction,
+      checkpointsWritten: written.length,
+      checkpointsAbandoned: abandoned.length,
+      maxStalenessIters: maxStale,
+      commits: commits.length,
+      recoveries: records.length,
+      lostStages: removals.length,
+      longestGapMs: longest,
+      startFailures,
+      recoveryFailures: h.events.filter(e => e.type === 'recovery-failed').length,
+      divergences: h.events.filter(e => e.type === 'divergence').length
+    }
+  }
+}
