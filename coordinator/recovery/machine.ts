@@ -121,7 +121,7 @@ export class RecoveryMachine {
    */
   onHeartbeat (hb: Heartbeat): void {
     const s = this.lostStageOf(hb.peerId)
-    if (s == null || this.restarted.has(hb.peerId)) return
+    if (s == null || this.restarted.has(hb.peerId) || hb.departing || this.departing.has(hb.peerId)) return
     if (this.intact(hb, s)) return // a rejoin candidate: the ladder's first rung takes it back
     log.info(`peer ${short(hb.peerId)} is back without stage ${s}'s state: it joins as a spare`)
     this.restarted.add(hb.peerId)
@@ -145,6 +145,14 @@ export class RecoveryMachine {
 
   onRecoveryFailed (msg: RecoveryFailed, from: string): void {
     const r = this.active.get(msg.stage)
+    const holder = this.host.assignment?.stages[msg.stage]?.peers[0]
+    if (r == null && msg.epoch === this.host.epoch && holder === from && msg.peerId === from && !this.lost.has(msg.stage)) {
+      // a holder with no state for its stage (NoStageStateError): the stage is lost, not waiting
+      const now = Date.now()
+      log.info(`stage ${msg.stage}: its holder ${short(from)} reports ${msg.code}: ${msg.reason}`)
+      this.lost.set(msg.stage, { peer: from, cause: `${msg.code}: ${msg.reason}`, lastSeen: now, detectedAt: now })
+      return
+    }
     if (r == null || r.epoch !== msg.epoch) { this.early.set(`${msg.epoch}:${msg.stage}`, msg); return }
     if (from !== r.target || msg.peerId !== r.target) {
       log.error('recovery-failed for stage %d from %s, but %s rebuilds it: ignored', msg.stage, from, r.target)
@@ -192,6 +200,9 @@ export class RecoveryMachine {
       opts.signal?.throwIfAborted()
       const stages = this.failedStages()
       if (stages.length === 0) return recovered
+      // every stage planned stays lost until a recovery of it is installed (a departing one too:
+      // once the next assignment no longer names its peer, only this says it still needs one)
+      for (const st of stages) if (!this.lost.has(st)) this.lost.set(st, this.lossOf(st, c.assignment ?? a0))
       // 1-2. survey and plan, every affected stage together
       let result = this.ladder(stages, c.store?.latest()?.iteration)
       if (result.plans.some(p => p.rung === 'checkpoint' && p.checkpointId !== 'init')) {
@@ -296,6 +307,11 @@ export class RecoveryMachine {
       else if (!lostSet.has(st.stage)) holders.set(st.stage, p)
     }
     const live = new Set(c.livePeers())
+    for (const s of stages) {
+      // a departing holder keeps serving its stage's exact state until the handover is installed
+      const from = this.lost.get(s)?.peer
+      if (from != null && this.departing.has(from) && !departing.has(s)) departing.set(s, from)
+    }
     for (const s of stages) {
       const info = this.lost.get(s)
       const hb = info != null ? c.heartbeatOf(info.peer) : undefined
