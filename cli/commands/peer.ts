@@ -7,7 +7,7 @@ import { intFlag } from '../flags.js'
 import { SpotWatcher } from '../../node/spot-watcher.js'
 import { NODE_FLAGS, NODE_HELP, nodeFromFlags } from '../node-flags.js'
 
-const HELP = `usage: spotpipe peer --coordinator MULTIADDR [flags]
+const HELP = `usage: spotpipe peer --coordinator MULTIADDR (--swarm-key FILE | --open) [flags]
 
   --coordinator ADDR   the coordinator's multiaddr, ending in /p2p/<peer id> (printed by spotpipe coordinator)
   --backend NAME       tensorflow | wasm | cpu (default: SPOTPIPE_BACKEND, else best available)
