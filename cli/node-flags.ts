@@ -28,7 +28,8 @@ export const NODE_FLAGS = {
 
 export const ACCESS_HELP = `  --swarm-key FILE     the cluster secret (printed by the coordinator, or spotpipe keygen --swarm-key):
                        only nodes holding the same file can connect
-  --open               join an open cluster instead: any host that can reach it can connect
+  --open               an open cluster instead (coordinator, peers, status and top alike):
+                       any host that can reach a node can connect to it
 `
 
 export const NODE_HELP = `  --cluster ID         cluster name, selects the gossip topics (default "spotpipe")

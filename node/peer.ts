@@ -36,7 +36,7 @@ export interface PeerInit {
   coordinatorAddrs: string[]
   /** Identity; without it the peer id is fresh on every start. */
   privateKey?: PrivateKey
-  /** Private-network key file contents (pnet); peers without it cannot connect. */
+  /** The cluster secret (swarm-key file contents); nodes without it cannot connect. Absent: an open peer. */
   swarmKey?: Uint8Array
   /** @default ['/ip4/127.0.0.1/tcp/0'] */
   listen?: string[]
