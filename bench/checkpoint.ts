@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Coordinator } from '../coordinator/index.js'
 import { DEFAULT_MODEL, DEFAULT_TRAIN } from '../model/config.js'
-import { startPeer, stopCluster } from './harness.js'
+import { benchSecret, startPeer, stopCluster } from './harness.js'
 
 const ITERS = Number(process.env.BENCH_ITERS ?? 10)
 /** Clock ticks per second of /proc/<pid>/stat's utime and stime (USER_HZ: 100 on Linux). */
@@ -43,10 +43,11 @@ interface PhaseResult {
 async function phase (checkpointEvery: number, dir: string): Promise<PhaseResult> {
   // a new state directory every phase: one left by an earlier phase would restore that run
   const stateDir = await mkdtemp(join(dir, `every${checkpointEvery}-`))
-  const coord = new Coordinator({ clusterId: `ckb${checkpointEvery}`, stateDir, checkpointEvery })
+  const secret = await benchSecret()
+  const coord = new Coordinator({ clusterId: `ckb${checkpointEvery}`, stateDir, checkpointEvery, swarmKey: secret.swarmKey })
   await coord.start()
   try {
-    const peers = await Promise.all(Array.from({ length: DEFAULT_TRAIN.stages }, async () => await startPeer(coord.addrs[0], coord.init.clusterId)))
+    const peers = await Promise.all(Array.from({ length: DEFAULT_TRAIN.stages }, async () => await startPeer(coord.addrs[0], coord.init.clusterId, secret.access)))
     await coord.assignInitial({ timeoutMs: 120_000 })
     for (let i = 0; i < 2; i++) await coord.runIteration() // warm-up
     const peersCpu = (): number | undefined => peers.reduce<number | undefined>((sum, p) => { const c = cpuMs(p.child.pid); return sum === undefined || c === undefined ? undefined : sum + c }, 0)

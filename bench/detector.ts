@@ -21,7 +21,7 @@ import { FailureDetector, type DetectorOptions, type LostPeer } from '../coordin
 import { mulberry32 } from '../model/rng.js'
 import { ClusterGossip } from '../node/gossip.js'
 import { createPeerLibp2p } from '../node/transport/index.js'
-import { killChildren, startPeer, type BenchPeer } from './harness.js'
+import { benchSecret, killChildren, startPeer, type BenchPeer } from './harness.js'
 
 const CLUSTER = 'bench-detector'
 const DURATION_S = Number(process.env.DETECTOR_BENCH_SECONDS ?? 100)
@@ -34,7 +34,8 @@ const median = (xs: number[]): number => { const s = [...xs].sort((a, b) => a - 
 
 // ------------------------------------------------------------------------ the listening side
 
-const node = await createPeerLibp2p({ listen: ['/ip4/127.0.0.1/tcp/0'] })
+const secret = await benchSecret()
+const node = await createPeerLibp2p({ listen: ['/ip4/127.0.0.1/tcp/0'], swarmKey: secret.swarmKey })
 const coordAddr = `${node.getMultiaddrs()[0].toString()}`
 type Listener = (peerId: string) => void
 const listeners = new Set<Listener>()
@@ -90,7 +91,7 @@ class OldRule {
 async function peers (n: number): Promise<BenchPeer[]> {
   const out: BenchPeer[] = []
   // two at a time: starting a peer loads tfjs, and this machine has two cores
-  for (let i = 0; i < n; i += 2) out.push(...await Promise.all(Array.from({ length: Math.min(2, n - i) }, async () => await startPeer(coordAddr, CLUSTER))))
+  for (let i = 0; i < n; i += 2) out.push(...await Promise.all(Array.from({ length: Math.min(2, n - i) }, async () => await startPeer(coordAddr, CLUSTER, secret.access))))
   return out
 }
 

@@ -4,32 +4,48 @@
  */
 import '../model/polyfill.js'
 import type { ChildProcess } from 'node:child_process'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { Coordinator, type CoordinatorInit } from '../coordinator/index.js'
 import { tuneHeapGrowth } from '../model/heap-tuning.js'
-import { spawnPeer } from '../sim/peer-process.js'
+import { createClusterSecret, spawnPeer, type PeerAccess } from '../sim/peer-process.js'
 
 // the benchmarks' coordinator runs in this process: tuned as `spotpipe coordinator` is
 tuneHeapGrowth()
 
 const children = new Set<ChildProcess>()
+const secretDirs = new Set<string>()
 
 export function killChildren (): void { for (const c of children) if (c.exitCode == null) c.kill('SIGKILL') }
-process.on('exit', killChildren)
+process.on('exit', () => {
+  killChildren()
+  for (const d of secretDirs) rmSync(d, { recursive: true, force: true })
+})
 process.on('SIGINT', () => { killChildren(); process.exit(130) })
+
+/** A cluster secret for a benchmark's coordinator (swarmKey) and its peers (access); deleted on exit. */
+export async function benchSecret (): Promise<{ swarmKey: Uint8Array, access: { swarmKeyFile: string } }> {
+  const dir = mkdtempSync(join(tmpdir(), 'spotpipe-bench-'))
+  secretDirs.add(dir)
+  return await createClusterSecret(dir)
+}
 
 export interface BenchPeer { child: ChildProcess, peerId: string }
 
-export async function startPeer (coordAddr: string, cluster: string): Promise<BenchPeer> {
-  const { child, ready } = spawnPeer({ cluster, coordinator: coordAddr, stderr: 'inherit' })
+export async function startPeer (coordAddr: string, cluster: string, access: PeerAccess): Promise<BenchPeer> {
+  const { child, ready } = spawnPeer({ cluster, coordinator: coordAddr, access, stderr: 'inherit' })
   children.add(child)
   child.once('exit', () => { children.delete(child) })
   return { child, peerId: await ready }
 }
 
+/** A private cluster: a coordinator here and `peers` peer processes, all holding a fresh secret. */
 export async function startCluster (init: CoordinatorInit, peers: number): Promise<{ coord: Coordinator, peers: BenchPeer[] }> {
-  const coord = new Coordinator(init)
+  const secret = await benchSecret()
+  const coord = new Coordinator({ ...init, swarmKey: secret.swarmKey })
   await coord.start()
-  const list = await Promise.all(Array.from({ length: peers }, async () => await startPeer(coord.addrs[0], init.clusterId)))
+  const list = await Promise.all(Array.from({ length: peers }, async () => await startPeer(coord.addrs[0], init.clusterId, secret.access)))
   await coord.assignInitial({ timeoutMs: 300_000 })
   return { coord, peers: list }
 }

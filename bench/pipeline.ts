@@ -15,6 +15,8 @@ import { DEFAULT_MODEL, DEFAULT_TRAIN } from '../model/config.js'
 import { loadBrownCorpus } from '../model/data.js'
 import { tuneHeapGrowth } from '../model/heap-tuning.js'
 import { LocalPipelineTrainer } from '../model/trainer.js'
+import { accessArgs } from '../sim/peer-process.js'
+import { benchSecret } from './harness.js'
 
 // the local trainer runs in this process: tuned as the `spotpipe` processes it is compared with are
 tuneHeapGrowth()
@@ -35,10 +37,12 @@ process.on('exit', killAll)
 process.on('SIGINT', () => { killAll(); process.exit(130) })
 
 async function distributed (): Promise<number> {
-  const coord = start(['coordinator', '--cluster', 'bench', '--iterations', String(ITERS)])
+  const { access } = await benchSecret()
+  const secret = accessArgs(access)
+  const coord = start(['coordinator', '--cluster', 'bench', '--iterations', String(ITERS), ...secret])
   const first = await coord.lines.next()
   const addr = String(first.value).split(' ')[1]
-  for (let i = 0; i < DEFAULT_TRAIN.stages; i++) start(['peer', '--cluster', 'bench', '--coordinator', addr, '--backend', 'wasm'])
+  for (let i = 0; i < DEFAULT_TRAIN.stages; i++) start(['peer', '--cluster', 'bench', '--coordinator', addr, '--backend', 'wasm', ...secret])
   const times: number[] = []
   for await (const line of coord.lines) {
     const m = /^iter (\d+) loss \S+ ms (\d+)/.exec(line)

@@ -23,7 +23,7 @@ export interface DonorConfig {
   type: 'start'
   totalBytes: number
   tensorBytes: number
-  /** pnet key file text, or undefined for no private network */
+  /** swarm key file text (a private cluster), or undefined for an open one */
   swarmKey?: string
   chunkBytes?: number
 }
@@ -33,15 +33,10 @@ export type DonorReply =
   | { type: 'stats', served: number, bytes: number }
   | { type: 'error', message: string }
 
-// pnet's cipher leaks wasm memory without this (see node/transport/pnet-cipher-fix.ts).
-import { patchPnetCipher } from '../node/transport/pnet-cipher-fix.js'
-export { patchPnetCipher }
-
 const send = (m: DonorReply): void => { process.send?.(m) }
 
 async function main (): Promise<void> {
   process.on('disconnect', () => { process.exit(1) }) // the bench is gone
-  patchPnetCipher()
   const [cfg] = await once(process, 'message') as [DonorConfig]
   const t0 = performance.now()
   const tensors: TensorSet = new Map()
@@ -82,7 +77,7 @@ async function main (): Promise<void> {
   send({ type: 'ready', addrs: node.getMultiaddrs().map(a => a.toString()), buildMs: performance.now() - t0 })
 }
 
-// only as the child entry point: bench/transfer.ts imports patchPnetCipher from here
+// only as the child entry point: bench/transfer.ts imports FRAMES_PROTOCOL from here
 if (process.argv[1] != null && import.meta.url === pathToFileURL(process.argv[1]).href) {
   main().catch((err: Error) => {
     send({ type: 'error', message: err.stack ?? err.message })

@@ -5,14 +5,18 @@
  *
  * The donor is a child process (bench/transfer-peer.ts) serving N MB (default 256) of float32
  * tensors as stage 0; this process fetches them with fetchWeights over libp2p (tcp + noise + yamux),
- * with and without a swarm key (pnet), each fetch fully verified (bounds, NaN/Inf, CRC-32 per tensor).
+ * in an open cluster and in a private one (a swarm key: the cluster secret, mixed into the noise
+ * handshake), each fetch fully verified (bounds, NaN/Inf, CRC-32 per tensor).
  * "cold" fetches get a new iteration each time, so the donor sums every tensor before its manifest;
  * "warm" fetches repeat an iteration whose checksums the donor has cached. Bare 1 MiB frames over the
  * same libp2p connection give the ceiling libp2p itself sets. The variants run in interleaved
  * rounds (BENCH_RUNS, default 5); MB/s figures are medians (best and every run in brackets). Each
  * row also gives the CPU time the puller (this process) and the donor spent, which load from other
  * processes distorts much less than wall time, and the split below is computed from it.
- * MB = 2^20 bytes. The last line is `bench: transfer_ratio=<cold weights, no swarm key / sealed raw>`.
+ * MB = 2^20 bytes. The last lines are `bench: transfer_ratio=<cold weights, open / sealed raw>` and
+ * `bench: private_transfer_ratio=<private / open>`: the median over rounds of each round's private
+ * MB/s over its open MB/s, cold and warm fetches together (within a round the two alternate, in
+ * ABBA order, so a load change on the machine hits both alike).
  *
  *   npm run bench:transfer [-- MB]
  */
@@ -26,7 +30,7 @@ import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import { MAX_WEIGHTS_CHUNK_BYTES, firstNonFinite } from '../protocols/index.js'
 import { createPeerLibp2p, generateSwarmKey, openStream, readFrames, type PeerLibp2p } from '../node/transport/index.js'
 import { fetchWeights, tensorCrc } from '../node/weights/index.js'
-import { FRAMES_PROTOCOL, patchPnetCipher, type DonorConfig, type DonorReply } from './transfer-peer.js'
+import { FRAMES_PROTOCOL, type DonorConfig, type DonorReply } from './transfer-peer.js'
 import { measureSealedRawTransfer } from './transfer-raw.js'
 
 const MB = 1024 * 1024
@@ -171,8 +175,7 @@ async function main (): Promise<void> {
   const totalBytes = mb * MB
   console.log(`bench:transfer — ${mb} MB of float32 (${totalBytes / TENSOR_BYTES} tensors of ${TENSOR_BYTES / MB} MB), donor in a child process, 127.0.0.1`)
   console.log(`MB/s: median of ${RUNS} interleaved rounds (best, then every run); CPU: median ms per ${mb} MB; MB = 2^20 bytes`)
-  patchPnetCipher()
-  console.log('note: pnet runs include the transport fix for xsalsa20@1.2.0 (a wasm memory leak that kills a process after ~1 GB over pnet)\n')
+  console.log('')
 
   const costs = localCosts(totalBytes)
   const rate = (ms: number): string => `${ms.toFixed(0).padStart(4)} ms  (${(mb / (ms / 1000)).toFixed(0)} MB/s)`
@@ -187,27 +190,36 @@ async function main (): Promise<void> {
   const swarmKey = generateSwarmKey()
   const links: Link[] = []
   const raw: number[] = []
-  const rows: Record<'frames' | 'cold' | 'warm' | 'pnetCold' | 'pnetWarm', Row> = {
+  const rows: Record<'frames' | 'cold' | 'warm' | 'privateCold' | 'privateWarm', Row> = {
     frames: { label: 'libp2p, bare 1 MiB frames, no protocol work', samples: [] },
-    cold: { label: 'weights, no swarm key, cold (donor sums)', samples: [] },
-    warm: { label: 'weights, no swarm key, warm (sums cached)', samples: [] },
-    pnetCold: { label: 'weights, swarm key (pnet), cold', samples: [] },
-    pnetWarm: { label: 'weights, swarm key (pnet), warm', samples: [] }
+    cold: { label: 'weights, open cluster, cold (donor sums)', samples: [] },
+    warm: { label: 'weights, open cluster, warm (sums cached)', samples: [] },
+    privateCold: { label: 'weights, private cluster (swarm key), cold', samples: [] },
+    privateWarm: { label: 'weights, private cluster (swarm key), warm', samples: [] }
   }
+  // each round's private/open throughput ratio, cold and warm
+  const privateRatios: number[] = []
   try {
     links.push(await link(totalBytes, undefined, signal), await link(totalBytes, swarmKey, signal))
-    const [plain, pnet] = links
+    const [open, closed] = links
     // warm-up: JIT, yamux window growth, and the donors' checksum caches for stage 1
-    await fetchOnce(plain, 'warm', totalBytes, signal)
-    await fetchOnce(pnet, 'warm', totalBytes, signal)
-    await framesOnce(plain, totalBytes, signal)
+    await fetchOnce(open, 'warm', totalBytes, signal)
+    await fetchOnce(closed, 'warm', totalBytes, signal)
+    await framesOnce(open, totalBytes, signal)
     for (let round = 0; round < RUNS; round++) {
       raw.push(await measureSealedRawTransfer(totalBytes))
-      rows.frames.samples.push(await framesOnce(plain, totalBytes, signal))
-      rows.cold.samples.push(await fetchOnce(plain, 'cold', totalBytes, signal))
-      rows.warm.samples.push(await fetchOnce(plain, 'warm', totalBytes, signal))
-      rows.pnetCold.samples.push(await fetchOnce(pnet, 'cold', totalBytes, signal))
-      rows.pnetWarm.samples.push(await fetchOnce(pnet, 'warm', totalBytes, signal))
+      rows.frames.samples.push(await framesOnce(open, totalBytes, signal))
+      for (const mode of ['cold', 'warm'] as const) {
+        // ABBA across the two modes: open, private, then private, open
+        const pair = mode === 'cold' ? [open, closed] : [closed, open]
+        const got = new Map<Link, Sample>()
+        for (const l of pair) got.set(l, await fetchOnce(l, mode, totalBytes, signal))
+        const o = got.get(open) as Sample
+        const p = got.get(closed) as Sample
+        rows[mode].samples.push(o)
+        rows[mode === 'cold' ? 'privateCold' : 'privateWarm'].samples.push(p)
+        privateRatios.push(p.mbps / o.mbps)
+      }
     }
   } finally {
     await Promise.allSettled(links.map(async l => { await l.node.stop(); await stopDonor(l.child) }))
@@ -244,7 +256,9 @@ async function main (): Promise<void> {
     console.log(`  the donor spends ${warmDonor.toFixed(0)} ms CPU per warm fetch, ${coldDonor.toFixed(0)} ms per cold one: summing ${(coldDonor - warmDonor).toFixed(0)} ms before its manifest, not overlapped`)
   }
   console.log(`  verification (CRC-32 + NaN/Inf, both ends) ~${(checks + costs.crc32).toFixed(0)} ms of CPU per cold ${mb} MB fetch`)
+  console.log(`  private/open, each round (cold, warm): ${privateRatios.map(r => r.toFixed(2)).join(', ')}`)
   console.log(`bench: transfer_ratio=${(mbps(rows.cold) / rawStats.median).toFixed(3)}`)
+  console.log(`bench: private_transfer_ratio=${median(privateRatios).toFixed(3)}`)
 }
 
 main().then(() => { killChildren(); process.exit(0) }, (err: Error) => {

@@ -10,11 +10,12 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { SpotpipeError } from '../model/errors.js'
 import { createLog } from '../model/log.js'
 import { ClusterGossip } from '../node/gossip.js'
-import { createPeerLibp2p, loadSwarmKey, type PeerLibp2p } from '../node/transport/index.js'
+import { createPeerLibp2p, secretMismatchHint, type PeerLibp2p } from '../node/transport/index.js'
 import { ClusterModel } from './cluster-model.js'
 import type { ClusterView, StatusSnapshot } from './cluster-status.js'
 import { UsageError } from './errors.js'
 import type { FlagSpec } from './flags.js'
+import { ACCESS_FLAGS, ACCESS_HELP, accessFromFlags } from './node-flags.js'
 import { oneLine } from './render/format.js'
 
 export { ClusterModel, type ClusterModelInit } from './cluster-model.js'
@@ -97,7 +98,7 @@ export class Observer extends EventEmitter {
     } catch (err) {
       await this.stop()
       const e = err as Error
-      const detail = e.name === 'TimeoutError' || e.name === 'AbortError' ? `no answer within ${timeout} ms (a firewall, or a different --swarm-key?)` : oneLine(e.message)
+      const detail = e.name === 'TimeoutError' || e.name === 'AbortError' ? `no answer within ${timeout} ms (a firewall, or a different --swarm-key?)` : oneLine(e.message + secretMismatchHint(e))
       throw new UnreachableError(this.init.coordinator, detail, { cause: err })
     }
     this.model.init.startedAt = Date.now()
@@ -149,23 +150,22 @@ export class Observer extends EventEmitter {
 export const OBSERVER_FLAGS = {
   coordinator: { type: 'string' },
   cluster: { type: 'string' },
-  'swarm-key': { type: 'string' }
+  ...ACCESS_FLAGS
 } as const satisfies FlagSpec
 
 export const OBSERVER_HELP = `  --coordinator ADDR   the coordinator's multiaddr, ending in /p2p/<peer id> (printed by spotpipe coordinator)
   --cluster ID         cluster name, selects the gossip topics (default "spotpipe")
-  --swarm-key FILE     the cluster's private-network key, if it uses one
-`
+${ACCESS_HELP}`
 
 /** Validates the observer flags and loads the swarm key (SwarmKeyError when missing or malformed). */
 export async function observerFromFlags (v: Record<string, unknown>): Promise<ObserverInit> {
   const coordinator = v.coordinator as string | undefined
   if (coordinator == null) throw new UsageError('--coordinator is required (the multiaddr printed by spotpipe coordinator)')
   coordinatorIdOf(coordinator)
-  const key = v['swarm-key'] as string | undefined
+  const access = await accessFromFlags(v)
   return {
     clusterId: (v.cluster as string | undefined) ?? 'spotpipe',
     coordinator,
-    swarmKey: key != null ? await loadSwarmKey(key) : undefined
+    swarmKey: access.open ? undefined : access.swarmKey
   }
 }

@@ -28,3 +28,26 @@ export class UnreachableError extends SpotpipeError {
 export class NoStageStateError extends SpotpipeError {
   constructor (message: string) { super('ERR_NO_STATE', message) }
 }
+
+/** Activations from a peer that does not feed this peer's stage under the current epoch. */
+export class NotNeighbourError extends SpotpipeError {
+  readonly peerId: string
+  constructor (peerId: string, message: string) {
+    super('ERR_NOT_NEIGHBOUR', message)
+    this.peerId = peerId
+  }
+}
+
+/** A sender went over what one neighbour may have in flight: streams, or buffered frame bytes. */
+export class ActivationBudgetError extends SpotpipeError {
+  readonly peerId: string
+  constructor (peerId: string, message: string) {
+    super('ERR_ACTIVATION_BUDGET', message)
+    this.peerId = peerId
+  }
+}
+
+/** A frame for a later iteration that cannot be kept: too far ahead, a duplicate, or too many waiting. */
+export class EarlyFrameError extends SpotpipeError {
+  constructor (message: string) { super('ERR_EARLY_FRAME', message) }
+}

@@ -17,7 +17,7 @@ import { stageLayout } from '../model/params.js'
 import type { TensorSet } from '../model/safetensors.js'
 import { Stage } from '../model/stage.js'
 import type { Assignment, Heartbeat, Message, RecoveryPlan, Role, TensorFrameHeader } from '../protocols/index.js'
-import { ActivationLinks } from './activations.js'
+import { ActivationLinks, activationPolicy, type ActivationPolicy } from './activations.js'
 import type { NonFiniteFaults } from './faults.js'
 import { HeldCopies } from './held-copies.js'
 import { AssignmentError, NeighbourLostError, NoStageStateError, UnexpectedFrameError, UnreachableError } from './errors.js'
@@ -26,7 +26,7 @@ import { rebuildStage, type WeightsRequestSpec } from './recovery.js'
 import { fetchWeights, serveWeights, type WeightsFaults, type WeightsProvider, type WeightsServer } from './weights/index.js'
 import { ClusterGossip } from './gossip.js'
 import { StageRuntime, type DoneInfo, type OutFrame } from './stage-runtime.js'
-import { createPeerLibp2p, type PeerLibp2p } from './transport/index.js'
+import { createPeerLibp2p, secretMismatchHint, type PeerLibp2p } from './transport/index.js'
 
 const log = createLog('peer')
 
@@ -39,7 +39,7 @@ export interface PeerInit {
   coordinatorAddrs: string[]
   /** Identity; without it the peer id is fresh on every start. */
   privateKey?: PrivateKey
-  /** Private-network key file contents (pnet); peers without it cannot connect. */
+  /** The cluster secret (swarm-key file contents); nodes without it cannot connect. Absent: an open peer. */
   swarmKey?: Uint8Array
   /** @default ['/ip4/127.0.0.1/tcp/0'] */
   listen?: string[]
@@ -139,7 +139,18 @@ export class Peer extends EventEmitter {
     this.node = await createPeerLibp2p({ privateKey: this.init.privateKey, swarmKey: this.init.swarmKey, listen: this.init.listen, transport: this.init.transport })
     this.gossip = new ClusterGossip(this.node, { clusterId: this.init.clusterId, coordinatorId: this.init.coordinatorId, onMessage: (m) => { this.onMessage(m) } })
     this.gossip.start()
+    // Activations only from the peers that feed this stage under the current epoch, no frame larger
+    // than the model's (computed once per assignment).
+    let admission: { of?: Current, policy?: ActivationPolicy } = {}
     this.links = new ActivationLinks(this.node, {
+      policy: () => {
+        const c = this.current
+        if (c?.stage == null) return undefined
+        if (admission.of !== c) {
+          admission = { of: c, policy: activationPolicy({ self: this.peerId, peers: c.peers, stages: c.train.stages, microbatches: c.train.microbatches, checkfreePlus: c.checkfreePlus, shape: [c.train.microbatchSize, c.model.seqLen, c.model.dModel] }) }
+        }
+        return admission.policy
+      },
       onFrame: (h, d, from) => { this.onFrame(h, d, from) },
       onReject: (err, from) => { log('frame from %s rejected: %s', from, err.message) }
     })
@@ -150,7 +161,7 @@ export class Peer extends EventEmitter {
         await this.node.dial(multiaddr(a), { signal: AbortSignal.timeout(10_000) })
       } catch (err) {
         await this.stop().catch(() => {})
-        throw new UnreachableError(`cannot reach the coordinator at ${a}: ${(err as Error).message}`, { cause: err })
+        throw new UnreachableError(`cannot reach the coordinator at ${a}: ${(err as Error).message}${secretMismatchHint(err)}`, { cause: err })
       }
     }
     this.heartbeatTimer = setInterval(() => { void this.heartbeat() }, this.init.heartbeatMs ?? 1000)

@@ -24,8 +24,8 @@ import { createLog } from '../model/log.js'
 import { NonFiniteError } from '../model/errors.js'
 import { route, type Hop } from '../model/schedule.js'
 import type { Stage, StepResult } from '../model/stage.js'
-import { firstNonFinite, type Direction, type NonFiniteWhat } from '../protocols/index.js'
-import { UnexpectedFrameError } from './errors.js'
+import { firstNonFinite, MAX_EARLY_ITERATIONS, type Direction, type NonFiniteWhat } from '../protocols/index.js'
+import { EarlyFrameError, UnexpectedFrameError } from './errors.js'
 
 const log = createLog('runtime')
 
@@ -83,9 +83,14 @@ export class StageRuntime {
   private nonFinite?: NonFiniteWhat
   /** Bumped whenever the current iteration's work is dropped: a task resuming after an await checks it. */
   private generation = 0
-  /** Frames that arrived for an iteration this stage has not begun yet. */
+  /**
+   * Frames that arrived for an iteration this stage has not begun yet: at most MAX_EARLY_ITERATIONS
+   * ahead, each (iteration, direction, microbatch, hop) once, so at most that many iterations' frames.
+   */
   private early: Array<{ iteration: number, direction: Direction, mb: number, hop: number, shape: number[], data: Float32Array }> = []
   private forwards: ForwardTask[] = []
+  /** Forward inputs taken in the running iteration (`mb:hop`): a repeat is refused, not queued. */
+  private forwardsTaken = new Set<string>()
   private readonly ready = new Map<string, tf.Tensor | null>()
   private expected: string[] = []
   private next = 0
@@ -124,6 +129,7 @@ export class StageRuntime {
     this.computeMs = 0
     this.next = 0
     this.expected = []
+    this.forwardsTaken = new Set()
     const me = this.stage.stage
     for (let mb = 0; mb < this.M; mb++) {
       const hops = this.routeOf(mb)
@@ -173,14 +179,44 @@ export class StageRuntime {
     const want = [this.init.train.microbatchSize, this.init.model.seqLen, this.init.model.dModel]
     if (shape.join(',') !== want.join(',')) throw new UnexpectedFrameError(`${direction} tensor shape [${shape.join(',')}], expected [${want.join(',')}]`)
     if (iteration > this.iteration || this.state !== 'running') {
-      this.early.push({ iteration, direction, mb, hop, shape, data })
+      this.keepEarly({ iteration, direction, mb, hop, shape, data })
       return
     }
     this.accept(direction, mb, hop, shape, data)
     this.pump()
   }
 
+  /** Keeps a frame for a later iteration until its begin; EarlyFrameError if it cannot be kept. */
+  private keepEarly (f: StageRuntime['early'][number]): void {
+    const what = `${f.direction} frame for iteration ${f.iteration} (microbatch ${f.mb}, hop ${f.hop})`
+    const ahead = f.iteration - this.iteration
+    if (ahead > MAX_EARLY_ITERATIONS) {
+      throw new EarlyFrameError(`stage ${this.stage.stage}: ${what} is ${ahead} iterations ahead of iteration ${this.iteration}; frames are kept for at most ${MAX_EARLY_ITERATIONS} ahead`)
+    }
+    if (this.early.some(e => e.iteration === f.iteration && e.direction === f.direction && e.mb === f.mb && e.hop === f.hop)) {
+      throw new EarlyFrameError(`stage ${this.stage.stage}: duplicate ${what}`)
+    }
+    // implied by the two checks above (receive validated microbatch and hop); kept as the stated bound
+    const limit = MAX_EARLY_ITERATIONS * this.framesPerIteration()
+    if (this.early.length >= limit) throw new EarlyFrameError(`stage ${this.stage.stage}: ${what} refused, ${this.early.length} early frames are waiting (limit ${limit})`)
+    this.early.push(f)
+  }
+
+  /** Tensors this stage receives in one iteration: a forward input per hop but the first, a gradient per hop but the last. */
+  private framesPerIteration (): number {
+    let n = 0
+    for (let mb = 0; mb < this.M; mb++) {
+      const hops = this.routeOf(mb)
+      hops.forEach((h, i) => { if (h.stage === this.stage.stage) n += (i > 0 ? 1 : 0) + (i < hops.length - 1 ? 1 : 0) })
+    }
+    return n
+  }
+
   private accept (direction: Direction, mb: number, hop: number, shape: number[], data: Float32Array): void {
+    if (direction === 'forward') {
+      if (this.forwardsTaken.has(`${mb}:${hop}`)) throw new UnexpectedFrameError(`duplicate activations for ${mb}:${hop}`)
+      this.forwardsTaken.add(`${mb}:${hop}`)
+    }
     const t = tf.tensor(data, shape, 'float32')
     if (direction === 'forward') this.forwards.push({ mb, hop, x: t })
     else {

@@ -86,6 +86,24 @@ export const MAX_LR_SCALE = 100
  * Node Buffer. Streams must pass this as it-length-prefixed's maxDataLength (default only 4 MiB).
  */
 export const MAX_TENSOR_FRAME_BYTES = 512 * 1024 * 1024
+/**
+ * Activation streams one peer may have open to another at once (also libp2p's per-connection
+ * inbound limit for the protocol). A sender keeps one long-lived stream per destination; the rest
+ * cover re-dials while an old stream is still closing. Streams beyond it are refused at open.
+ */
+export const MAX_ACTIVATION_STREAMS_PER_PEER = 4
+/**
+ * Frames of one sender that a receiver buffers at once, over all its streams: a neighbour writes
+ * one frame at a time on its one stream, and a re-dial may overlap a frame cut short on the old
+ * stream. A frame announced beyond this is discarded unread (node/activations.ts).
+ */
+export const ACTIVATION_FRAMES_IN_FLIGHT = 2
+/**
+ * How many iterations past its current one a stage keeps frames for, until their begin. The
+ * coordinator begins iteration i+1 only once every stage has finished i, so a neighbour is at most
+ * one ahead; two leave room for a begin or commit that is slow to arrive. Later frames are refused.
+ */
+export const MAX_EARLY_ITERATIONS = 2
 /** Rank of a tensor on the wire: activations are rank 2-3; 8 covers anything reasonable. */
 export const MAX_TENSOR_DIMS = 8
 /** Run id in a tensor frame header (same rule as MAX_ID_LENGTH; its length is one byte). */

@@ -13,7 +13,7 @@ export type { MessageDecodeOptions } from './gossip.js'
 export { WEIGHTS_MESSAGE_KINDS, encodeWeightsMessage, decodeWeightsMessage, chunkFrameParts, peekChunk } from './weights.js'
 export type { ChunkView, WeightsDecodeOptions } from './weights.js'
 export {
-  TENSOR_FRAME_MAGIC, TENSOR_FRAME_VERSION, tensorFrameHeaderLength,
+  TENSOR_FRAME_MAGIC, TENSOR_FRAME_VERSION, tensorFrameHeaderLength, tensorFrameBytes,
   encodeTensorFrame, decodeTensorFrame, decodeTensorFrameHeader
 } from './tensor-frame.js'
 export type {

@@ -92,6 +92,14 @@ export function tensorFrameHeaderLength (runIdLength: number, ndims: number): nu
   return align4(FIXED_HEADER_BYTES + runIdLength) + 4 * ndims
 }
 
+/**
+ * Largest tensor frame with this shape (float32 or int32 data, the longest run id): what a receiver
+ * that knows the model's tensor shape may accept instead of MAX_TENSOR_FRAME_BYTES.
+ */
+export function tensorFrameBytes (shape: readonly number[]): number {
+  return tensorFrameHeaderLength(MAX_RUN_ID_LENGTH, shape.length) + 4 * shape.reduce((a, b) => a * b, 1)
+}
+
 function align4 (n: number): number {
   return (n + 3) & ~3
 }

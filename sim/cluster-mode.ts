@@ -19,7 +19,7 @@ import { stageLayout } from '../model/params.js'
 import { Stage } from '../model/stage.js'
 import { batchTensors, evaluateBatch } from '../model/trainer.js'
 import { fetchWeights } from '../node/weights/index.js'
-import { killAndWait, spawnPeer } from './peer-process.js'
+import { createClusterSecret, killAndWait, spawnPeer, type PeerAccess } from './peer-process.js'
 import type { Trace, TraceEvent } from './trace.js'
 
 const log = createLog('sim:cluster')
@@ -65,10 +65,10 @@ export interface ClusterModeConfig {
 class PeerPool {
   private readonly children = new Map<string, ChildProcess>()
   private readonly all = new Set<ChildProcess>()
-  constructor (private readonly cluster: string, private readonly coordAddr: string) {}
+  constructor (private readonly cluster: string, private readonly coordAddr: string, private readonly access: PeerAccess) {}
 
   async start (): Promise<string> {
-    const { child, ready } = spawnPeer({ cluster: this.cluster, coordinator: this.coordAddr })
+    const { child, ready } = spawnPeer({ cluster: this.cluster, coordinator: this.coordAddr, access: this.access })
     this.all.add(child)
     const id = await ready
     this.children.set(id, child)
@@ -111,10 +111,12 @@ export async function runClusterStrategy (cfg: ClusterModeConfig): Promise<Clust
   const train = resolveTrainConfig(cfg.train, model)
   const stateDir = await mkdtemp(join(tmpdir(), 'spotpipe-sim-'))
   const clusterId = `sim-${cfg.strategy}-${process.pid}`
-  const coord = new Coordinator({ clusterId, model, train, strategy: cfg.strategy, stateDir, checkpointEvery: cfg.checkpointEvery ?? 10, heartbeatTimeoutMs: 5000 })
+  // a private cluster, as the CLI makes by default: its secret lives (and dies) with the state dir
+  const { swarmKey, access } = await createClusterSecret(stateDir)
+  const coord = new Coordinator({ clusterId, model, train, strategy: cfg.strategy, stateDir, swarmKey, checkpointEvery: cfg.checkpointEvery ?? 10, heartbeatTimeoutMs: 5000 })
   const run: ClusterRun = { strategy: cfg.strategy, rows: [], recoveries: [], applied: 0, skipped: 0, aborted: 0, wallS: 0 }
   await coord.start()
-  const pool = new PeerPool(clusterId, coord.addrs[0])
+  const pool = new PeerPool(clusterId, coord.addrs[0], access)
   try {
     await Promise.all(Array.from({ length: train.stages + (cfg.spares ?? 1) }, async () => await pool.start()))
     await coord.assignInitial({ timeoutMs: 120_000 })

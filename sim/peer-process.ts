@@ -5,8 +5,10 @@
  * and the tests (test/helpers) all start peers this way.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
+import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
+import { loadOrCreateSwarmKey } from '../node/transport/index.js'
 
 /** Node arguments that run the `spotpipe` CLI: the TypeScript sources under tsx, or the build. */
 export function spotpipeArgs (): string[] {
@@ -18,15 +20,34 @@ export function spotpipeArgs (): string[] {
 /** What a peer prints on stdout once it listens: `peer <multiaddr>`; group 1 is the multiaddr, 2 the peer id. */
 export const PEER_READY = /^peer (\S+\/p2p\/(\S+))/
 
+/**
+ * How a launched peer gets into its cluster: the cluster secret's file (what the coordinator was
+ * given as swarmKey), or 'open' for an open cluster.
+ */
+export type PeerAccess = { swarmKeyFile: string } | 'open'
+
+/** A fresh cluster secret in `dir`/swarm.key (mode 0600), for a coordinator and the peers it launches. */
+export async function createClusterSecret (dir: string): Promise<{ swarmKey: Uint8Array, access: { swarmKeyFile: string } }> {
+  const swarmKeyFile = join(dir, 'swarm.key')
+  const { key } = await loadOrCreateSwarmKey(swarmKeyFile)
+  return { swarmKey: key, access: { swarmKeyFile } }
+}
+
+/** The flags that give a `spotpipe` command (peer, status, top) this access. */
+export function accessArgs (access: PeerAccess): string[] {
+  return access === 'open' ? ['--open'] : ['--swarm-key', access.swarmKeyFile]
+}
+
 /** `spotpipe` arguments of a stage peer joining `cluster` through `coordinator`, on the wasm backend. */
-export function peerArgs (cluster: string, coordinator: string): string[] {
-  return ['peer', '--cluster', cluster, '--coordinator', coordinator, '--backend', 'wasm']
+export function peerArgs (cluster: string, coordinator: string, access: PeerAccess): string[] {
+  return ['peer', '--cluster', cluster, '--coordinator', coordinator, '--backend', 'wasm', ...accessArgs(access)]
 }
 
 export interface PeerProcessOptions {
   cluster: string
   /** The coordinator's multiaddr. */
   coordinator: string
+  access: PeerAccess
   /** Where the peer's stderr goes. @default 'ignore' */
   stderr?: 'ignore' | 'inherit'
 }
@@ -39,7 +60,7 @@ export interface PeerProcess {
 
 /** Starts `spotpipe peer` (peerArgs) with quiet logs. */
 export function spawnPeer (opts: PeerProcessOptions): PeerProcess {
-  const child = spawn(process.execPath, [...spotpipeArgs(), ...peerArgs(opts.cluster, opts.coordinator)], {
+  const child = spawn(process.execPath, [...spotpipeArgs(), ...peerArgs(opts.cluster, opts.coordinator, opts.access)], {
     stdio: ['ignore', 'pipe', opts.stderr ?? 'ignore'],
     env: { ...process.env, SPOTPIPE_QUIET: '1' }
   })

@@ -97,7 +97,8 @@ describe('a durable coordinator', () => {
       '--state-dir', join(dir, 'state'), '--iterations', '14', '--heartbeat-timeout', '10000', '--d-model', '32', '--heads', '2', '--blocks', '4', '--seq-len', '16', '--microbatches', '2', '--microbatch-size', '4']
     const first = spotpipe(args)
     const [, addr] = await first.waitFor(/^coordinator (\S+)/)
-    for (let i = 0; i < 4; i++) spotpipe(['peer', '--cluster', 'dur', '--coordinator', addr, '--backend', 'wasm'])
+    // the coordinator created the cluster secret in its state dir; the restarted one reuses it
+    for (let i = 0; i < 4; i++) spotpipe(['peer', '--cluster', 'dur', '--coordinator', addr, '--backend', 'wasm', '--swarm-key', join(dir, 'state', 'swarm.key')])
     await first.waitFor(/^iter 5 /, 60_000)
     first.child.kill('SIGKILL')
     await first.exited

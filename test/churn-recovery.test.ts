@@ -42,7 +42,7 @@ describe('churn-proof recovery (real processes, real signals)', () => {
   it('failure 1: a SIGKILLed stage peer restarted under its old identity, with no other spare, is taken back and the run resumes', async () => {
     dir = mkdtempSync(join(tmpdir(), 'spotpipe-rejoin-'))
     cluster = new TestCluster({ clusterId: 'rejoin', model, train, strategy: 'checkfree' })
-    await cluster.coord.start()
+    await cluster.startCoordinator()
     const c = cluster
     const peers: TestPeer[] = []
     for (let i = 0; i < 4; i++) peers.push(await c.addPeer(['--identity', join(dir, `p${i}.key`), '--create-identity']))
@@ -96,7 +96,7 @@ describe('churn-proof recovery (real processes, real signals)', () => {
 
   it('failure 5: a rebuild that fails on the peer is reported, and the coordinator falls to the next rung instead of exiting', async () => {
     cluster = new TestCluster({ clusterId: 'failrebuild', model, train, strategy: 'checkfree' })
-    await cluster.coord.start()
+    await cluster.startCoordinator()
     const c = cluster
     // Stage 1's future holder serves corrupt weights: a CheckFree rebuild of stage 2 from it must fail its checksum.
     const peers = await Promise.all(Array.from({ length: 4 }, async (_, i) => await c.addPeer([], i === 0 ? { SPOTPIPE_FAULT_CORRUPT_CHUNK: '0' } : {})))

@@ -32,6 +32,13 @@ describe('the spotpipe command on bad input', () => {
     await fails(['frobnicate'], /unknown command "frobnicate"/, 2)
   }, 60_000)
 
+  it('a peer without the cluster secret or --open: a usage error naming both, exit 2', async () => {
+    await Promise.all([
+      fails(['peer', '--coordinator', COORD], /private by default: give --swarm-key FILE .* or --open/, 2),
+      fails(['peer', '--coordinator', COORD, '--open', '--swarm-key', 'x.key'], /--open and --swarm-key/, 2)
+    ])
+  }, 60_000)
+
   it('missing and malformed key files name the file', async () => {
     await fails(['peer', '--coordinator', COORD, '--identity', join(dir, 'missing.key')], /missing\.key/)
     const bad = join(dir, 'bad.key')
@@ -41,6 +48,6 @@ describe('the spotpipe command on bad input', () => {
   }, 60_000)
 
   it('an unreachable coordinator: one line naming the address', async () => {
-    await fails(['peer', '--coordinator', COORD], /cannot reach the coordinator at \/ip4\/127\.0\.0\.1\/tcp\/1\//)
+    await fails(['peer', '--coordinator', COORD, '--open'], /cannot reach the coordinator at \/ip4\/127\.0\.0\.1\/tcp\/1\//)
   }, 60_000)
 })

@@ -1,5 +1,9 @@
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { initBackend } from '../model/backend.js'
+import { generateSwarmKey, saveSwarmKey } from '../node/transport/index.js'
 import { loadBrownCorpus } from '../model/data.js'
 import { LocalPipelineTrainer } from '../model/trainer.js'
 import { killAll, spotpipe } from './helpers/procs.js'
@@ -11,10 +15,15 @@ afterEach(async () => { await killAll() })
 
 describe('a coordinator and 4 peers as separate processes', () => {
   it('train 20 iterations with the same losses as the local pipeline trainer', async () => {
-    const coord = spotpipe(['coordinator', '--cluster', 'eq', '--iterations', '20', ...MODEL])
+    // a private cluster, as a user would run it: one secret file for all of them
+    const dir = await mkdtemp(join(tmpdir(), 'spotpipe-eq-'))
+    const key = ['--swarm-key', join(dir, 'swarm.key')]
+    await saveSwarmKey(key[1], generateSwarmKey())
+    const coord = spotpipe(['coordinator', '--cluster', 'eq', '--iterations', '20', ...key, ...MODEL])
     const [, addr] = await coord.waitFor(/^coordinator (\S+)/)
-    const peers = Array.from({ length: 4 }, () => spotpipe(['peer', '--cluster', 'eq', '--coordinator', addr, '--backend', 'wasm']))
+    const peers = Array.from({ length: 4 }, () => spotpipe(['peer', '--cluster', 'eq', '--coordinator', addr, '--backend', 'wasm', ...key]))
     await coord.exited
+    await rm(dir, { recursive: true, force: true })
     const losses = coord.lines.filter(l => l.startsWith('iter ')).map(l => Number(l.split(' ')[3]))
     expect(losses.length, coord.stderr.join('\n')).toBe(20)
 

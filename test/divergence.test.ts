@@ -21,6 +21,7 @@ import { Stage } from '../model/stage.js'
 import { NonFiniteFaults, parseNonFiniteFaults } from '../node/faults.js'
 import { StageRuntime, type DoneInfo } from '../node/stage-runtime.js'
 import { fetchWeights } from '../node/weights/index.js'
+import { generateSwarmKey, saveSwarmKey } from '../node/transport/index.js'
 import type { DivergenceEvent, RecoveryEvent } from '../coordinator/index.js'
 import { peerArgs, PEER_READY } from '../sim/peer-process.js'
 import { TestCluster } from './helpers/cluster.js'
@@ -68,11 +69,19 @@ async function within<T> (p: Promise<T>, ms: number, what: string): Promise<T> {
  * A coordinator CLI process and 4 peer processes (with `peerEnv`) on loopback. Peers on this shared
  * machine can block their event loop for seconds while they start: a long heartbeat timeout.
  */
+const keyDirs: string[] = []
+afterEach(async () => { for (const d of keyDirs.splice(0)) await rm(d, { recursive: true, force: true }) })
+
 async function cliCluster (coordFlags: string[], peerEnv: Record<string, string> = {}): Promise<Proc> {
   const name = `div-${process.pid}-${clusters++}`
-  const coord = spotpipe(['coordinator', '--cluster', name, '--listen', '/ip4/127.0.0.1/tcp/0', '--heartbeat-timeout', '20000', ...TINY_FLAGS, ...coordFlags])
+  // a private cluster (the default) with its secret in a temporary directory
+  const keyDir = await mkdtemp(join(tmpdir(), 'spotpipe-div-key-'))
+  keyDirs.push(keyDir)
+  const key = join(keyDir, 'swarm.key')
+  await saveSwarmKey(key, generateSwarmKey())
+  const coord = spotpipe(['coordinator', '--cluster', name, '--listen', '/ip4/127.0.0.1/tcp/0', '--swarm-key', key, '--heartbeat-timeout', '20000', ...TINY_FLAGS, ...coordFlags])
   const [, addr] = await coord.waitFor(/^coordinator (\S+)/, 30_000)
-  const peers = Array.from({ length: 4 }, () => spotpipe(peerArgs(name, addr), peerEnv))
+  const peers = Array.from({ length: 4 }, () => spotpipe(peerArgs(name, addr, { swarmKeyFile: key }), peerEnv))
   await Promise.all(peers.map(async p => await p.waitFor(PEER_READY, 60_000)))
   return coord
 }

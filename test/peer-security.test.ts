@@ -87,6 +87,8 @@ describe('malformed activation frames', () => {
   it('are rejected with typed errors and the receiving peer keeps serving', async () => {
     const { coord, peers } = await cluster()
     const target = peers.find(p => p.stageIndex === 1) as Peer
+    // Only the neighbour that feeds stage 1 may open an activations stream: it sends the bad frames.
+    const source = peers.find(p => p.stageIndex === 0) as Peer
     const { multiaddr } = await import('@multiformats/multiaddr')
     const evil = await createPeerLibp2p({})
     cleanup.push(async () => { await evil.stop() })
@@ -97,25 +99,28 @@ describe('malformed activation frames', () => {
     const inf = good.slice(); inf[3] = Infinity
     const full = encodeTensorFrame(header, good)
     const fullBytes = new Uint8Array(full[0].length + full[1].length); fullBytes.set(full[0]); fullBytes.set(full[1], full[0].length)
-    const cases: Array<{ name: string, code: string, send: (s: Awaited<ReturnType<typeof openStream>>) => Promise<void> }> = [
+    const cases: Array<{ name: string, code: string, from?: PeerLibp2p, send: (s: Awaited<ReturnType<typeof openStream>>) => Promise<void> }> = [
       { name: 'truncated frame', code: 'ERR_TRUNCATED_FRAME', send: async s => { await writeFrame(s, fullBytes.subarray(0, fullBytes.length - 10)) } },
       { name: 'wrong shape', code: 'ERR_UNEXPECTED_FRAME', send: async s => { await writeFrame(s, encodeTensorFrame({ ...header, shape: [2, 8, 15] }, new Float32Array(2 * 8 * 15))) } },
       { name: 'wrong dtype', code: 'ERR_BAD_DTYPE', send: async s => { await writeFrame(s, encodeTensorFrame(header, new Int32Array(2 * 8 * 16))) } },
       { name: 'NaN', code: 'ERR_NON_FINITE_TENSOR', send: async s => { await writeFrame(s, [full[0], new Uint8Array(nan.buffer)]) } },
       { name: 'Inf', code: 'ERR_NON_FINITE_TENSOR', send: async s => { await writeFrame(s, [full[0], new Uint8Array(inf.buffer)]) } },
       { name: 'garbage', code: 'ERR_', send: async s => { await writeFrame(s, new TextEncoder().encode('not a tensor frame at all')) } },
-      // Well-formed, but the sender does not hold the stage that feeds this hop.
-      { name: 'frame from a non-neighbour', code: 'ERR_UNEXPECTED_FRAME', send: async s => { await writeFrame(s, full) } },
+      // Well-formed, but the sender does not hold the stage that feeds this hop: refused at open.
+      { name: 'frame from a non-neighbour', code: 'ERR_NOT_NEIGHBOUR', from: evil, send: async s => { await writeFrame(s, full).catch(() => {}) } },
       // A length prefix of 1 GiB: rejected from the prefix alone, before buffering anything.
-      { name: 'oversized length prefix', code: 'ERR_FRAME_TOO_LARGE', send: async s => { s.send(encodeVarint(1024 * 1024 * 1024)); s.send(new Uint8Array(64)) } }
+      { name: 'oversized length prefix', code: 'ERR_FRAME_TOO_LARGE', send: async s => { s.send(encodeVarint(1024 * 1024 * 1024)); s.send(new Uint8Array(64)) } },
+      // Within the protocol's limit but larger than this model's frames: also refused from the prefix.
+      { name: 'frame larger than the model\'s', code: 'ERR_FRAME_TOO_LARGE', send: async s => { s.send(encodeVarint(fullBytes.length * 4)); s.send(new Uint8Array(64)) } }
     ]
     for (const c of cases) {
       const before = target.links.rejected
-      const s = await openStream(evil, addr, ACTIVATIONS_PROTOCOL)
+      const s = await openStream(c.from ?? source.node, addr, ACTIVATIONS_PROTOCOL)
       await c.send(s)
       await waitUntil(() => target.links.rejected > before, `rejection of the ${c.name}`)
       expect(target.links.lastRejection, c.name).toMatchObject({ code: expect.stringContaining(c.code) })
       s.abort(new Error('done'))
+      await waitUntil(() => target.links.streamsFrom(source.peerId) === 0, `the ${c.name} stream to close`)
     }
     expect(target.stage?.pending).toBe(0)
     // Training goes on, with the same peer.

@@ -48,7 +48,7 @@ describe('spot interruption notices', () => {
   for (const provider of ['aws', 'gcp'] as const) {
     it(`a ${provider} notice leads to a graceful handover with bit-identical weights and optimizer state`, async () => {
       cluster = new TestCluster({ clusterId: `spot-${provider}`, model, train })
-      await cluster.coord.start()
+      await cluster.startCoordinator()
       const metas = new Map<TestPeer, Awaited<ReturnType<typeof fakeMetadata>>>()
       await Promise.all(Array.from({ length: 5 }, async () => {
         const meta = await fakeMetadata(provider)

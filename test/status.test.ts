@@ -131,7 +131,7 @@ describe('spotpipe status', () => {
     await cluster.coord.flushCheckpoints()
     // Listen long enough for every peer's post-iteration heartbeat on a loaded machine; training
     // goes on meanwhile, so the observer hears commits (and the checkpoints they announce).
-    const status = run(['status', '--json', '--cluster', 'status-json', '--coordinator', cluster.coord.addrs[0], '--wait', '5000'])
+    const status = run(['status', '--json', '--cluster', 'status-json', '--coordinator', cluster.coord.addrs[0], '--wait', '5000', ...cluster.accessArgs()])
     let done = false
     void status.finally(() => { done = true })
     const c = cluster
@@ -171,7 +171,7 @@ describe('spotpipe status', () => {
     expect(validate({ ...snap, extra: 1 }, schema, schema)).toHaveLength(1)
     expect(validate({ ...snap, stages: [{ stage: 0, peers: [{ peerId: 'x' }] }] }, schema, schema).length).toBeGreaterThan(0)
     // the plain table names every stage's peer
-    const table = await run(['status', '--cluster', 'status-json', '--coordinator', cluster.coord.addrs[0], '--wait', '2000'])
+    const table = await run(['status', '--cluster', 'status-json', '--coordinator', cluster.coord.addrs[0], '--wait', '2000', ...cluster.accessArgs()])
     expect(table.code, table.stderr).toBe(0)
     expect(table.stdout).toMatch(/^spotpipe status/)
     expect(table.stdout).toMatch(/STAGE\s+PEER/)
@@ -194,12 +194,15 @@ describe('spotpipe status errors: one line, no stack trace, non-zero exit', () =
       run(['status', '--bogus']),
       run(['status']),
       run(['status', '--coordinator', '/ip4/127.0.0.1/tcp/4001']),
-      run(['status', '--coordinator', addr, '--wait', 'soon'])
+      run(['status', '--coordinator', addr, '--wait', 'soon']),
+      run(['top', '--coordinator', addr])
     ])
     expectOneLineError(runs[0], /--bogus/)
     expectOneLineError(runs[1], /--coordinator is required/)
     expectOneLineError(runs[2], /must end in \/p2p\//)
     expectOneLineError(runs[3], /--wait/)
+    // clusters are private: an observer needs the secret, or --open
+    expectOneLineError(runs[4], /--swarm-key FILE.*--open/)
     for (const r of runs) expect(r.code).toBe(2)
   })
 
@@ -216,8 +219,8 @@ describe('spotpipe status errors: one line, no stack trace, non-zero exit', () =
 
   it('an unreachable coordinator', async () => {
     const [s, t] = await Promise.all([
-      run(['status', '--json', '--coordinator', addr]),
-      run(['top', '--coordinator', addr])
+      run(['status', '--json', '--coordinator', addr, '--open']),
+      run(['top', '--coordinator', addr, '--open'])
     ])
     for (const r of [s, t]) {
       expectOneLineError(r, /cannot reach the coordinator at \/ip4\/127\.0\.0\.1\/tcp\/\d+\/p2p\/\w+.*ERR_UNREACHABLE/)

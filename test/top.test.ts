@@ -62,7 +62,7 @@ describe('spotpipe top in a terminal', () => {
       await c.coord.assignInitial({ timeoutMs: 30_000 })
       for (let i = 0; i < 2; i++) await c.coord.runIteration({ timeoutMs: 30_000 })
 
-      const cmd = `cd ${sq(ROOT)} && env -u DEBUG SPOTPIPE_QUIET=1 ${sq(process.execPath)} --import tsx cli/main-entry.ts top --cluster top-live --coordinator ${sq(c.coord.addrs[0])} 2>${sq(join(dir, 'stderr'))}; echo $? >${sq(join(dir, 'rc'))}`
+      const cmd = `cd ${sq(ROOT)} && env -u DEBUG SPOTPIPE_QUIET=1 ${sq(process.execPath)} --import tsx cli/main-entry.ts top --cluster top-live --coordinator ${sq(c.coord.addrs[0])} ${c.accessArgs().map(sq).join(' ')} 2>${sq(join(dir, 'stderr'))}; echo $? >${sq(join(dir, 'rc'))}`
       const started = await tmux('-u', 'new-session', '-d', '-s', 'top', '-x', '120', '-y', '40', cmd)
       expect(started.ok, 'tmux new-session (is tmux installed? .ci/run installs it)').toBe(true)
       const screen = async (): Promise<string> => (await tmux('capture-pane', '-p', '-t', 'top')).stdout

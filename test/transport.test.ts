@@ -311,9 +311,8 @@ describe('private network (swarm key)', () => {
     ])
     const conn = await a.dial(b.getMultiaddrs(), { signal: AbortSignal.timeout(5000) })
     expect(conn.remotePeer.equals(b.peerId)).toBe(true)
-    // A wrong key garbles the noise handshake, which then waits for bytes that never come: those
-    // dials fail by timeout. Without any key the handshake fails at once.
-    // (pairs dialling each other at the same time interfere, so one direction at a time)
+    // Another key, or none, is another noise prologue: the handshake fails at its first encrypted
+    // field. (pairs dialling each other at the same time interfere, so one direction at a time)
     const timeout = (): { signal: AbortSignal } => ({ signal: AbortSignal.timeout(1000) })
     await Promise.all([
       expect(c.dial(a.getMultiaddrs(), timeout())).rejects.toThrow(),

@@ -4,13 +4,17 @@ import { UsageError } from '../errors.js'
 import { CONFIG_FLAG, CONFIG_HELP, parseFlagsWithConfig } from '../config-file.js'
 import { intFlag, numFlag } from '../flags.js'
 import { MODEL_FLAGS, MODEL_HELP, modelFromFlags } from '../model-flags.js'
-import { NODE_FLAGS, NODE_HELP, nodeFromFlags } from '../node-flags.js'
+import { join } from 'node:path'
+import { NODE_FLAGS, NODE_HELP, accessArgs, nodeFromFlags } from '../node-flags.js'
 import { COORDINATOR_EVENTS, EventsFile } from '../events-file.js'
 
 const HELP = `usage: spotpipe coordinator [flags]
 
 Waits for one peer per stage, assigns stages, then runs training iterations and prints the loss.
 The first stdout line is "coordinator <multiaddr>": give it to every peer with --coordinator.
+The cluster is private: without --swarm-key (or --open) the coordinator uses the secret in
+<state-dir>/swarm.key, or ./swarm.key without --state-dir, creating it if needed; the second line,
+"peers join with: spotpipe peer ...", names the file every peer needs.
 
 ${CONFIG_HELP}${NODE_HELP}  --iterations N       train until N iterations are committed, then exit (default: run until stopped)
   --state-dir DIR      durable coordinator state and checkpoints; a restarted coordinator resumes from it
@@ -62,7 +66,7 @@ export async function coordinator (argv: string[]): Promise<void> {
     help: { type: 'boolean', short: 'h' }
   })
   if (values.help === true) { process.stdout.write(HELP); return }
-  const node = await nodeFromFlags(values)
+  const node = await nodeFromFlags(values, join((values['state-dir'] as string | undefined) ?? '.', 'swarm.key'))
   const { model, train } = modelFromFlags(values)
   const iterations = intFlag(values, 'iterations', Number.MAX_SAFE_INTEGER)
   const strategy = (values.strategy as string | undefined) ?? 'checkfree'
@@ -120,6 +124,9 @@ export async function coordinator (argv: string[]): Promise<void> {
   process.once('SIGTERM', onSignal)
   try {
     process.stdout.write(`coordinator ${c.addrs[0]}\n`)
+    process.stdout.write(`peers join with: spotpipe peer --coordinator ${c.addrs[0]} ${accessArgs(node.access).join(' ')}\n`)
+    if (node.access.open) process.stdout.write('open cluster (--open): any host that can reach this address can join it\n')
+    else if (node.access.created) process.stdout.write(`created the cluster secret ${node.access.file} (mode 0600): copy it to every peer over a secure channel\n`)
     if (c.restored != null) {
       process.stdout.write(`resuming at iteration ${c.iteration} (epoch ${c.epoch})\n`)
       await c.resume({ signal: stop.signal })

@@ -22,7 +22,8 @@ Writes a new peer identity and/or a new swarm key (at least one of the two; both
 written with mode 0600) and prints the new peer id.
 
   --identity FILE      write a new Ed25519 peer identity here; the peer id it gives goes to stdout
-  --swarm-key FILE     write a new private-network key here; copy this same file to every node
+  --swarm-key FILE     write a new cluster secret here; copy this same file to every node
+                       (spotpipe coordinator creates one itself when given no --swarm-key)
   --force              replace files that already exist (a new identity is a new peer id)
 `
 

@@ -9,7 +9,7 @@ import { FAULT_NONFINITE_ENV, NonFiniteFaults, parseNonFiniteFaults } from '../.
 import { NODE_FLAGS, NODE_HELP, nodeFromFlags } from '../node-flags.js'
 import { EventsFile, PEER_EVENTS, type EventSource } from '../events-file.js'
 
-const HELP = `usage: spotpipe peer --coordinator MULTIADDR [flags]
+const HELP = `usage: spotpipe peer --coordinator MULTIADDR (--swarm-key FILE | --open) [flags]
 
   --coordinator ADDR   the coordinator's multiaddr, ending in /p2p/<peer id> (printed by spotpipe coordinator)
   --backend NAME       tensorflow | wasm | cpu (default: SPOTPIPE_BACKEND, else best available)

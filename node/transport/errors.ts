@@ -93,3 +93,18 @@ export function isPeerGone (err: unknown): boolean {
   if (err instanceof PeerGoneError || err instanceof TruncatedFrameError) return true
   return err instanceof StreamClosedError && err.reason !== 'aborted'
 }
+
+/**
+ * Why a dial failed, when it is the cluster secret: the noise handshake fails to authenticate when
+ * the two nodes hold different swarm keys, or one holds none. '' for any other failure.
+ */
+export function secretMismatchHint (err: unknown, depth = 0): string {
+  if (err == null || typeof err !== 'object' || depth > 4) return ''
+  const e = err as { name?: string, cause?: unknown, errors?: unknown[] }
+  if (e.name === 'EncryptionFailedError') return ' (the handshake failed: the two nodes hold different --swarm-key files, or one of them is --open)'
+  for (const inner of [e.cause, ...(Array.isArray(e.errors) ? e.errors : [])]) {
+    const hint = secretMismatchHint(inner, depth + 1)
+    if (hint !== '') return hint
+  }
+  return ''
+}

@@ -17,7 +17,8 @@ import type { Libp2p, PeerId, Stream, StreamCloseEvent } from '@libp2p/interface
 import type { Multiaddr } from '@multiformats/multiaddr'
 import { MAX_VARINT_BYTES, encodeVarint, readVarint } from '../../protocols/index.js'
 import {
-  DialError, FrameTooLargeError, MalformedFrameError, PeerGoneError, StreamClosedError, TruncatedFrameError
+  DialError, FrameTooLargeError, MalformedFrameError, PeerGoneError, StreamClosedError, TruncatedFrameError,
+  secretMismatchHint
 } from './errors.js'
 
 const END_FRAME = new Uint8Array([0])
@@ -117,6 +118,14 @@ export interface ReadFramesOptions {
    * @default 1 MiB
    */
   highWaterMark?: number
+  /**
+   * Admission control: called with each frame's length as soon as its length prefix has arrived,
+   * before any of its body is buffered. Return false to discard the frame (its body is dropped as
+   * it arrives, never buffered or yielded; the next frame is read as usual); throw to end the read
+   * with that error. Called again only after the consumer has asked for the next frame.
+   * @default every frame within maxFrameBytes is read
+   */
+  admit?: (length: number) => boolean
 }
 
 /**
@@ -137,7 +146,7 @@ export async function * readFrames (stream: Stream, options: ReadFramesOptions):
  * copy the payload somewhere anyway, this saves a copy and an allocation per frame. Same errors.
  */
 export async function * readFrameLists (stream: Stream, options: ReadFramesOptions): AsyncGenerator<Uint8ArrayList, void, undefined> {
-  const { maxFrameBytes, signal } = options
+  const { maxFrameBytes, signal, admit } = options
   const requireEndFrame = options.requireEndFrame ?? true
   const highWaterMark = options.highWaterMark ?? 1024 * 1024
   if (!(Number.isSafeInteger(maxFrameBytes) && maxFrameBytes > 0)) throw new RangeError(`maxFrameBytes must be a positive integer, got ${maxFrameBytes}`)
@@ -198,10 +207,20 @@ export async function * readFrameLists (stream: Stream, options: ReadFramesOptio
   stream.addEventListener('end', onEnd)
   stream.addEventListener('close', onClose)
   signal?.addEventListener('abort', onAbort)
+  // bytes of a discarded frame's body still to arrive; whether the frame at the head was admitted
+  let discarding = 0
+  let admitted = false
   try {
     while (true) {
+      if (discarding > 0) {
+        const n = Math.min(discarding, buffered.byteLength)
+        buffered.consume(n)
+        discarding -= n
+        if (discarding > 0 && !(await needMore())) return
+        continue
+      }
       const header = peekLength(buffered, maxFrameBytes)
-      if (header === undefined || (header.length > 0 && buffered.byteLength < header.headerBytes + header.length)) {
+      if (header === undefined) {
         if (!(await needMore())) return
         continue
       }
@@ -209,6 +228,19 @@ export async function * readFrameLists (stream: Stream, options: ReadFramesOptio
         buffered.consume(header.headerBytes)
         return
       }
+      if (admit != null && !admitted) {
+        if (!admit(header.length)) {
+          buffered.consume(header.headerBytes)
+          discarding = header.length
+          continue
+        }
+        admitted = true
+      }
+      if (buffered.byteLength < header.headerBytes + header.length) {
+        if (!(await needMore())) return
+        continue
+      }
+      admitted = false
       const frame = buffered.sublist(header.headerBytes, header.headerBytes + header.length)
       buffered.consume(header.headerBytes + header.length)
       consumerBusy = true
@@ -292,7 +324,7 @@ export async function openStream (
     return await node.dialProtocol(peer, protocol, { signal })
   } catch (err) {
     options.signal?.throwIfAborted()
-    const why = timeout.aborted ? `timed out after ${timeoutMs} ms` : (err as Error).message
+    const why = timeout.aborted ? `timed out after ${timeoutMs} ms` : `${(err as Error).message}${secretMismatchHint(err)}`
     throw new DialError(`cannot open ${String(protocol)} to ${String(peer)}: ${why}`, { cause: err })
   }
 }

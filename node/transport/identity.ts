@@ -3,7 +3,8 @@
  *
  * Identity: an Ed25519 private key, protobuf-marshalled (libp2p's key format) and stored as one
  * line of base64 (raw protobuf bytes are accepted on load too). Swarm key: the standard
- * `/key/swarm/psk/1.0.0/` + `/base16/` + 64 hex digits text used by @libp2p/pnet and IPFS.
+ * `/key/swarm/psk/1.0.0/` + `/base16/` + 64 hex digits text of @libp2p/pnet and IPFS; spotpipe
+ * uses its 32 bytes as the cluster secret (create-node.ts clusterPrologue), not for pnet.
  * Both are secrets: written with mode 0600, atomically (temp file, fsync, rename) so a crash never
  * leaves a half-written key behind.
  */
@@ -124,10 +125,37 @@ export function parseSwarmKey (bytes: Uint8Array, source?: string): Uint8Array {
   return new TextEncoder().encode(`${SWARM_KEY_TAG}\n${SWARM_KEY_CODEC}\n${lines[2].toLowerCase()}`)
 }
 
+/** The 32 secret bytes of a swarm key (validated as by parseSwarmKey). */
+export function swarmKeySecret (bytes: Uint8Array, source?: string): Uint8Array {
+  const text = new TextDecoder().decode(parseSwarmKey(bytes, source))
+  return new Uint8Array(Buffer.from(text.slice(text.lastIndexOf('\n') + 1), 'hex'))
+}
+
 /** Reads and validates the swarm key file at `path`. Throws SwarmKeyError if missing or malformed. */
 export async function loadSwarmKey (path: string): Promise<Uint8Array> {
   const bytes = await readKeyFile(path, (problem, detail, cause) => new SwarmKeyError(path, problem, detail, { cause }))
   return parseSwarmKey(bytes, path)
+}
+
+/**
+ * Loads the swarm key at `path`, or writes a fresh one there if the file does not exist (`created`
+ * says which). A malformed file is an error, never replaced; creation never clobbers a file another
+ * process wrote first.
+ */
+export async function loadOrCreateSwarmKey (path: string): Promise<{ key: Uint8Array, created: boolean }> {
+  try {
+    return { key: await loadSwarmKey(path), created: false }
+  } catch (err) {
+    if (!(err instanceof SwarmKeyError) || err.problem !== 'missing') throw err
+  }
+  let created: boolean
+  try {
+    created = await writeFileAtomic(path, Buffer.concat([parseSwarmKey(generateSwarmKey()), Buffer.from('\n')]), true)
+  } catch (err) {
+    throw new SwarmKeyError(path, 'unwritable', `cannot create: ${errMessage(err)}`, { cause: err })
+  }
+  if (created) log('created swarm key %s', path)
+  return { key: await loadSwarmKey(path), created }
 }
 
 /** Writes a swarm key to `path` (validated first; mode 0600, atomic replace). */

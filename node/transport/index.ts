@@ -3,12 +3,12 @@
  * streams and the typed errors they raise.
  */
 export {
-  createPeerLibp2p, publishChecked, MAX_GOSSIP_PAYLOAD_BYTES,
+  createPeerLibp2p, publishChecked, clusterPrologue, MAX_GOSSIP_PAYLOAD_BYTES,
   type PeerNodeInit, type PeerLibp2p, type PeerServices
 } from './create-node.js'
 export {
   loadIdentity, saveIdentity, loadOrCreateIdentity,
-  generateSwarmKey, parseSwarmKey, loadSwarmKey, saveSwarmKey, SWARM_KEY_FILE_BYTES
+  generateSwarmKey, parseSwarmKey, swarmKeySecret, loadSwarmKey, loadOrCreateSwarmKey, saveSwarmKey, SWARM_KEY_FILE_BYTES
 } from './identity.js'
 export {
   writeFrame, endFrames, waitForDrain, readFrames, readFrameLists, readOneFrame, openStream, streamEnd,
@@ -18,6 +18,6 @@ export {
 export { encodeVarint } from '../../protocols/index.js'
 export {
   IdentityFileError, SwarmKeyError, StreamClosedError, FrameTooLargeError, TruncatedFrameError,
-  MalformedFrameError, PeerGoneError, DialError, MessageTooLargeError, isPeerGone,
+  MalformedFrameError, PeerGoneError, DialError, MessageTooLargeError, isPeerGone, secretMismatchHint,
   type KeyFileProblem, type StreamCloseReason
 } from './errors.js'
