@@ -422,10 +422,24 @@ export class Coordinator extends EventEmitter {
     if (a == null) throw new CoordinatorTimeoutError('nothing to resume')
     const peers = a.stages.map(s => s.peers)
     const all = peers.flat()
-    try {
-      await this.until(() => all.every(p => this.livePeers().includes(p)), 'the assigned peers to reconnect', opts.graceMs ?? 15_000, opts.signal)
-    } catch (err) {
-      if (!(err instanceof CoordinatorTimeoutError)) throw err
+    const graceMs = opts.graceMs ?? 15_000
+    const back = (): boolean => all.every(p => this.livePeers().includes(p))
+    for (const half of [1, 2]) {
+      try {
+        await this.until(back, 'the assigned peers to reconnect', graceMs / 2, opts.signal)
+        break
+      } catch (err) {
+        if (!(err instanceof CoordinatorTimeoutError)) throw err
+      }
+      if (half === 2) break
+      // Connected but unheard: the connection may carry stale pub/sub state from before the restart
+      // (the same peer ids on both sides). Reset it; the peer re-dials within a second.
+      for (const p of all) {
+        const id = peerIdFromString(p)
+        if (this.livePeers().includes(p) || this.node.getConnections(id).length === 0) continue
+        log.info(`peer ${p.slice(-8)} is connected but not heard since the restart: resetting its connection`)
+        await this.node.hangUp(id).catch((err: Error) => { log.error('hang-up of %s failed: %s', p, err.message) })
+      }
     }
     const live = new Set(this.livePeers())
     for (const p of all) if (!live.has(p)) this.detector.markLost(p, 'did not return after the coordinator restarted')

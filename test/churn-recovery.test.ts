@@ -67,7 +67,7 @@ describe('churn-proof recovery (real processes, real signals)', () => {
   }, 180_000)
 
   it('failure 3: a stage SIGKILLed while its CheckFree donor hangs: both stages get a recovery record, none is silently re-initialised', async () => {
-    cluster = new TestCluster({ clusterId: 'compound', model, train, strategy: 'checkfree', heartbeatTimeoutMs: 4000 })
+    cluster = new TestCluster({ clusterId: 'compound', model, train, strategy: 'checkfree', heartbeatTimeoutMs: 8000 })
     await cluster.start(6)
     const c = cluster
     const log = recorder(c)
