@@ -220,7 +220,14 @@ export class Coordinator extends EventEmitter {
     const S = this.train.stages
     await this.until(() => this.livePeers().length >= S, `${S} peers`, opts.timeoutMs ?? 60_000, opts.signal)
     const chosen = this.livePeers().sort().slice(0, S)
-    return await this.assign(chosen.map(p => [p]), opts)
+    try {
+      return await this.assign(chosen.map(p => [p]), opts)
+    } catch (err) {
+      // a peer lost while taking its stage is recovered by run() like any other loss
+      if (!(err instanceof StageLostError)) throw err
+      log.info(`${err.message}; it will be recovered`)
+      return this.assignment as Assignment
+    }
   }
 
   /**

@@ -4,13 +4,22 @@
  * SIGSTOP for 20 s (a VM hiccup, a long GC) and continued with SIGCONT. Training must go on under
  * the same epoch, with no peer declared lost and no recovery.
  */
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
+import { generateSwarmKey, saveSwarmKey } from '../node/transport/index.js'
 import { killAll, spotpipe } from './helpers/procs.js'
 
 const MODEL = ['--d-model', '32', '--heads', '2', '--blocks', '4', '--seq-len', '16', '--stages', '4', '--microbatches', '2', '--microbatch-size', '4']
 const PAUSE_MS = 20_000
 
-afterEach(async () => { await killAll() })
+let dir: string | undefined
+afterEach(async () => {
+  await killAll()
+  if (dir != null) await rm(dir, { recursive: true, force: true })
+  dir = undefined
+})
 
 const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
 
@@ -28,9 +37,12 @@ describe('a coordinator paused with SIGSTOP', () => {
   it('keeps training under the same epoch after SIGCONT: no peer lost, no recovery', async () => {
     // A 10 s floor, as the other cluster tests use: a peer building its stage on this shared machine
     // can block its heartbeats for seconds. The pause (20 s) is still twice the floor.
-    const coord = spotpipe(['coordinator', '--cluster', 'pause', '--heartbeat-timeout', '10000', ...MODEL], { SPOTPIPE_QUIET: '0' })
+    dir = await mkdtemp(join(tmpdir(), 'spotpipe-pause-'))
+    const key = join(dir, 'swarm.key')
+    await saveSwarmKey(key, generateSwarmKey())
+    const coord = spotpipe(['coordinator', '--cluster', 'pause', '--swarm-key', key, '--heartbeat-timeout', '10000', ...MODEL], { SPOTPIPE_QUIET: '0' })
     const [, addr] = await coord.waitFor(/^coordinator (\S+)/)
-    for (let i = 0; i < 4; i++) spotpipe(['peer', '--cluster', 'pause', '--coordinator', addr, '--backend', 'wasm'])
+    for (let i = 0; i < 4; i++) spotpipe(['peer', '--cluster', 'pause', '--coordinator', addr, '--swarm-key', key, '--backend', 'wasm'])
     await coord.waitFor(/^iter 2 /, 90_000)
 
     coord.child.kill('SIGSTOP')
