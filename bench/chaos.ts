@@ -32,6 +32,9 @@ function num (name: string, raw: string | undefined, min: number): number {
   return v
 }
 
+// Ctrl-C runs the exit handlers, which kill the fleet
+process.once('SIGINT', () => { process.exit(130) })
+
 const minutes = num('minutes', values.minutes, 0.1)
 const seed = num('seed', values.seed, 0)
 const every = num('fault-every', values['fault-every'], 1)

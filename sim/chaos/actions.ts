@@ -17,6 +17,8 @@ export interface ActionContext {
   state: StateWatcher
   history: Pick<ChaosHistory, 'faults' | 'deadTimes' | 'coordinatorRestarts' | 'skipped'>
   stages: number
+  /** Peer processes the fleet keeps (stages + spares): a top-up never goes beyond it. */
+  fleetSize: number
   medianIterationMs: () => number
   /** Median ms from a peer's start to its ready line, measured so far. */
   medianPeerStartMs: () => number
@@ -35,7 +37,8 @@ interface Resolved {
   note?: string
 }
 
-const usable = (p: FleetProcess | undefined): p is FleetProcess => p != null && p.isReady && !p.stopped
+/** Ready, running, and not already on its way out (a process the harness signalled is nobody's target again). */
+const usable = (p: FleetProcess | undefined): p is FleetProcess => p != null && p.isReady && !p.stopped && p.record.harnessSignal == null
 const short = (id: string | undefined): string => id?.slice(-8) ?? '?'
 
 async function resolve (ctx: ActionContext, f: Fault, baseStage: number | undefined): Promise<Resolved | string> {
@@ -66,6 +69,11 @@ function topUp (ctx: ActionContext, gone: FleetProcess, how: TopUp, env: Record<
     await gone.exited
     await sleep(how.delayMs)
     if (ctx.fleet.shuttingDown) return undefined
+    const alive = ctx.fleet.peers.filter(p => p.alive).length
+    if (alive >= ctx.fleetSize) {
+      ctx.log(`    fleet: ${gone.record.name} not replaced, ${alive} peers are running already`)
+      return undefined
+    }
     const name = how.mode === 'restart' ? ctx.fleet.identityName(gone) : ctx.fleet.newIdentity()
     const p = ctx.fleet.startPeer(name, env)
     ctx.log(`    fleet: ${how.mode === 'restart' ? 'restarted' : 'replaced'} ${gone.record.name} -> ${p.record.name}`)

@@ -211,7 +211,7 @@ export function checkInvariants (h: ChaosHistory): ChaosReport {
   for (const r of records) {
     if (r.rung === 'checkpoint') {
       // the newest checkpoint written before this recovery was planned bounds what it may lose
-      const plannedAt = planned.filter(p => p.at <= r.at && p.stage === r.stage).at(-1)?.at ?? r.at - (r.transferMs ?? 0) - 1000
+      const plannedAt = planned.filter(p => p.at <= r.at && (p.stage === r.stage || p.stage == null)).at(-1)?.at ?? r.at - (r.transferMs ?? 0) - 1000
       const st = iterationsBehind(r, checkpoints, plannedAt)
       if (st == null) continue
       if (st.from === 'inferred') inferred += 1
@@ -247,6 +247,16 @@ export function checkInvariants (h: ChaosHistory): ChaosReport {
     const detail = `stage ${w.stage} on ${w.peerId.slice(-8)}: ${w.error ?? 'not finite'}`
     if (nonFinite || settled) v.push({ invariant: 'no-nan', detail: nonFinite ? detail : `could not be checked: ${detail}` })
     else notes.push(`weights of ${detail} (the run did not settle, so not counted)`)
+  }
+
+  // the planted non-finite steps: did one land, and was it reported (a note: today's peers ignore the variable)
+  for (const p of h.processes) {
+    const plant = /^(\d+):(\d+)$/.exec(p.env?.SPOTPIPE_FAULT_NONFINITE ?? '')
+    if (plant == null) continue
+    const s = Number(plant[1])
+    const took = h.installs.some(x => x.peerId === p.peerId && x.stage === s && x.at >= p.startedAt)
+    const reported = h.events.some(e => e.type === 'divergence' && e.stage === s)
+    notes.push(`non-finite step planted at stage ${s} iteration ${plant[2]} on ${p.name}: ${took ? 'it took that stage' : 'it never took that stage'}, ${reported ? 'a divergence was reported' : 'no divergence was reported'}`)
   }
 
   return {

@@ -62,6 +62,7 @@ export interface ChaosOptions {
   /** Commits before the first fault. @default 10 */
   warmupCommits?: number
   log?: (line: string) => void
+  /** Aborting kills every process of the fleet and ends the run with an error. */
   signal?: AbortSignal
 }
 
@@ -154,7 +155,7 @@ export async function runChaos (o: ChaosOptions): Promise<ChaosHistory> {
   const iterationMs = (): number => median(tail.events.filter(e => e.type === 'iteration').slice(-20).map(e => e.ms as number), 300)
   const peerStartMs = (): number => median(fleet.peers.filter(p => p.record.readyAt != null).map(p => (p.record.readyAt as number) - p.record.startedAt), 8000)
   const ctx: ActionContext & PointContext = {
-    fleet, state, tail, history: h, stages, checkpointEvery: bounds.checkpointEvery,
+    fleet, state, tail, history: h, stages, fleetSize: stages + spares, checkpointEvery: bounds.checkpointEvery,
     medianIterationMs: iterationMs, medianPeerStartMs: peerStartMs, track, log, elapsed
   }
 
@@ -177,7 +178,7 @@ export async function runChaos (o: ChaosOptions): Promise<ChaosHistory> {
         const next = fleet.startCoordinator()
         await next.ready.catch(() => {})
         r.readyAt = next.record.readyAt
-      } else {
+      } else if (fleet.peers.filter(x => x.alive).length < stages + spares) {
         fleet.startPeer(name, p.record.env ?? {})
       }
     })())
@@ -195,6 +196,8 @@ export async function runChaos (o: ChaosOptions): Promise<ChaosHistory> {
   }, 250)
   const killOnExit = (): void => { fleet.killNow() }
   process.once('exit', killOnExit)
+  // an abort ends the run at once: every process is killed, and the waits below run out
+  o.signal?.addEventListener('abort', killOnExit, { once: true })
   try {
     tail.start()
     state.start()
@@ -254,6 +257,7 @@ export async function runChaos (o: ChaosOptions): Promise<ChaosHistory> {
     await fleet.shutdown()
     await tail.stop()
     process.off('exit', killOnExit)
+    o.signal?.removeEventListener('abort', killOnExit)
     h.endedAt = Date.now()
     if (h.chaosEnd === 0) h.chaosEnd = h.endedAt
     if (h.settledAt === 0) h.settledAt = h.endedAt
