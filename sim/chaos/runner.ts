@@ -6,6 +6,7 @@
  * checkInvariants. Every process is killed at the end, pass or fail.
  */
 import { mkdtemp, rm } from 'node:fs/promises'
+import { createClusterSecret } from '../peer-process.js'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { resolveModelConfig, resolveTrainConfig, type ModelConfig, type TrainConfig } from '../../model/config.js'
@@ -55,7 +56,7 @@ export interface ChaosOptions {
   resumeGraceMs?: number
   /** Throughput floor for the transfer part of the stall bound, bytes/s. @default 20e6 */
   transferFloorBytesPerSec?: number
-  /** Private cluster: every process and the weights check use this swarm key file. */
+  /** The cluster secret every process and the weights check use. @default a fresh one in `dir` */
   swarmKeyFile?: string
   /** Working directory (kept); default a temporary one, removed afterwards. */
   dir?: string
@@ -116,6 +117,8 @@ export async function runChaos (o: ChaosOptions): Promise<ChaosHistory> {
   resolveTrainConfig({ ...train, stages }, resolveModelConfig(model)) // bad settings fail here, before any process starts
   const log = o.log ?? (() => {})
   const dir = o.dir ?? await mkdtemp(join(tmpdir(), 'spotpipe-chaos-'))
+  // a private cluster, as every cluster is by default: a fresh secret unless one is given
+  const swarmKeyFile = o.swarmKeyFile ?? (await createClusterSecret(dir)).access.swarmKeyFile
   const fleet = new Fleet({
     dir,
     clusterId: `chaos-${o.seed}-${process.pid}`,
@@ -123,7 +126,7 @@ export async function runChaos (o: ChaosOptions): Promise<ChaosHistory> {
     checkpointEvery: bounds.checkpointEvery,
     modelArgs: cliArgs(model, train),
     coordinatorArgs: ['--strategy', bounds.strategy, '--heartbeat-timeout', String(o.heartbeatTimeoutMs ?? 6000)],
-    swarmKeyFile: o.swarmKeyFile
+    swarmKeyFile
   })
   const tail = new EventTail(fleet.coordinatorEventsFile)
   const state = new StateWatcher(fleet.stateDir)
@@ -249,7 +252,7 @@ export async function runChaos (o: ChaosOptions): Promise<ChaosHistory> {
     h.weights = await checkWeights({
       holders: persisted?.holders ?? [],
       addrOf: id => fleet.byPeerId(id)?.record.addr,
-      swarmKeyFile: o.swarmKeyFile
+      swarmKeyFile
     })
   } finally {
     clearInterval(shortfall)
