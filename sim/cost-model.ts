@@ -272,9 +272,10 @@ export class CostModel {
   /**
    * Strategy redundant (the cluster's shadow copy): after every commit each peer pulls its
    * successor's parameters and Adam moments in the background (stage S-1 pulls stage 0's).
-   * `pullS(stage)` is how long the pull of that stage's state takes (its shadow is current only
-   * once it is done); per iteration every stage's state crosses one link, and the pulls share the
-   * links with activations like a checkpoint upload does.
+   * The pull of stage s's state takes exactCopy(s) (its shadow is current only once that is done);
+   * per iteration every stage's state crosses one link (12P bytes per peer with fp32 weights and
+   * Adam), and the pulls share the links with activations like a checkpoint upload does. Memory per
+   * peer doubles (reported, not timed). Compute is unchanged.
    */
   shadowRefresh (shape: IterationShape): TransferCost & { contentionS: number } {
     if (this.stages < 2) return { seconds: 0, bytes: 0, contentionS: 0 }

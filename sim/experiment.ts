@@ -24,9 +24,10 @@ import { fileURLToPath } from 'node:url'
 import { initBackend, type BackendName } from '../model/backend.js'
 import { resolveModelConfig, resolveTrainConfig, type ModelConfig, type TrainConfig } from '../model/config.js'
 import { loadBrownCorpus } from '../model/data.js'
+import { LocalPipelineTrainer } from '../model/trainer.js'
 import { CostModel, costModelForModel, type CostParams } from './cost-model.js'
 import { SimConfigError, SimWorkerError } from './errors.js'
-import { measureStepS, runModelMode, type RunResult } from './model-mode.js'
+import { runModelMode, type RunResult } from './model-mode.js'
 import type { ModelPreset, ScenarioSpec } from './presets.js'
 import { ProgressBar } from './progress.js'
 import { formatSummary, summarize, targetFromReference, writeRunFiles, writeSummaryFiles, type ScenarioSummary } from './report.js'
@@ -190,7 +191,9 @@ export async function runModelExperiment (cfg: ExperimentConfig): Promise<Experi
   }
 
   if (cfg.workers <= 0) {
-    jobs.forEach((job, j) => {
+    for (const [j, job] of jobs.entries()) {
+      // Between runs, let pending I/O (progress, a test runner's messages) through.
+      await new Promise(resolve => setImmediate(resolve))
       const run = runModelMode({
         model,
         train,
@@ -205,7 +208,7 @@ export async function runModelExperiment (cfg: ExperimentConfig): Promise<Experi
         onProgress: p => { fractions[j] = Math.min(1, p.iteration / job.iterations); report() }
       })
       onDone(j, run)
-    })
+    }
   } else {
     await runInWorkers(cfg, jobs, model, train, backend, () => target, (j, run) => onDone(j, run), (j, f) => { fractions[j] = f; report() })
   }
@@ -357,4 +360,23 @@ async function runInWorkers (cfg: ExperimentConfig, jobs: Job[], model: ModelCon
   await Promise.all(Array.from({ length: Math.min(cfg.workers, jobs.length - nextJob) }, lane))
   if (failed != null) throw failed
   rmSync(dir, { recursive: true, force: true })
+}
+
+/**
+ * Median seconds of one single-process training step of this configuration (all stages, all
+ * microbatches) on the active backend: the compute input of costModelForModel.
+ */
+export function measureStepS (init: { model?: Partial<ModelConfig>, train?: Partial<TrainConfig>, corpus?: { train: Uint8Array, validation: Uint8Array }, steps?: number, warmup?: number }): number {
+  const corpus = init.corpus ?? loadBrownCorpus()
+  const trainer = new LocalPipelineTrainer({ model: init.model, train: init.train, trainTokens: corpus.train, validationTokens: corpus.validation })
+  try {
+    const steps = init.steps ?? 12
+    for (let i = 0; i < (init.warmup ?? 3); i++) trainer.step()
+    const times: number[] = []
+    for (let i = 0; i < steps; i++) times.push(trainer.step().ms)
+    times.sort((a, b) => a - b)
+    return times[Math.floor(times.length / 2)] / 1000
+  } finally {
+    trainer.dispose()
+  }
 }

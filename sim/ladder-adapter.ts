@@ -101,9 +101,9 @@ export function normaliseBatch (lost: readonly LostStage[], stages: number): Los
  * Whether the ladder may copy `stage` from its shadow (for a strategy that keeps shadows): the shadow
  * holder's peer is a live holder (`held`) and its shadow is current.
  */
-export function replicaAvailable (stage: number, stages: number, held: (s: number) => boolean, shadowReady: (s: number) => boolean): boolean {
+export function replicaAvailable (stage: number, stages: number, held: (s: number) => boolean, copies: { shadowReady: (s: number) => boolean }): boolean {
   const h = shadowHolder(stage, stages)
-  return h != null && held(h) && shadowReady(stage)
+  return h != null && held(h) && copies.shadowReady(stage)
 }
 
 /**
@@ -138,11 +138,11 @@ function inputOf (state: BatchState, batch: LostStage[], pipeline: HeldPipeline)
   const departing = new Map(batch.filter(l => l.kind === 'notice').map(l => [l.stage, peerOf(l.stage)]))
   const spareCount = state.spares ?? batch.length
   if (!Number.isInteger(spareCount) || spareCount < 0) throw new SimConfigError(`spares must be a non-negative integer, got ${String(spareCount)}`)
-  const shadowReady = state.shadowReady ?? (() => true)
+  const copies = { shadowReady: state.shadowReady ?? (() => true) }
   const replicas = new Map<number, string>()
   if (strategyTraits(state.strategy).shadows) {
     for (const { stage } of batch) {
-      if (replicaAvailable(stage, S, h => holders.has(h), shadowReady)) replicas.set(stage, peerOf(shadowHolder(stage, S) as number))
+      if (replicaAvailable(stage, S, h => holders.has(h), copies)) replicas.set(stage, peerOf(shadowHolder(stage, S) as number))
     }
   }
   return {

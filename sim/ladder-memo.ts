@@ -27,6 +27,8 @@ export const NOTICE = 2
 const CHECKPOINT = SIM_RUNGS.indexOf('checkpoint')
 /** A cached answer: rung code + 1, plus this bit when the cluster rolls every stage back. */
 const ROLLBACK = 16
+/** classifyOne's flag: the ladder rolls every stage back. */
+export const ROLLS = 16
 
 export interface HeldCopyState {
   /** True when stage `holder` keeps a usable CheckFree+ mirror. */
@@ -49,8 +51,9 @@ export class LadderMemo {
   private bStages: ArrayLike<number> = []
   private bOff = 0
   private bEnd = 0
-  private copies: HeldCopyState = { mirrorReady: () => false, shadowReady: () => false }
-  private readonly shadowReady = (s: number): boolean => this.copies.shadowReady(s)
+  private lone = -1
+  /** Whether stage h is held when only `lone` is lost. */
+  private readonly heldAlone = (h: number): boolean => h !== this.lone
   /** Whether stage h is held, i.e. not in the batch being classified. */
   private readonly held = (h: number): boolean => {
     for (let j = this.bOff; j < this.bEnd; j++) if (this.bStages[j] === h) return false
@@ -70,10 +73,32 @@ export class LadderMemo {
   misses = 0
 
   /**
+   * The rung (SIM_RUNGS code) of `stage` lost alone by `kind` (CRASH or NOTICE), plus ROLLS when the
+   * ladder rolls every stage back: the projection's common case, kept cheap.
+   */
+  classifyOne (stage: number, kind: number, held: HeldCopyState): number {
+    const bits = (this.mirrorFirst != null && held.mirrorReady(this.mirrorFirst) ? 1 : 0) | (this.mirrorLast != null && held.mirrorReady(this.mirrorLast) ? 2 : 0)
+    this.lone = stage
+    const replica = this.shadows && replicaAvailable(stage, this.stages, this.heldAlone, held) ? 1 : 0
+    const key = ((stage * 2 + (kind === CRASH ? 0 : 1)) * 2 + replica) * 4 + bits
+    if (this.single[key] === 0) {
+      this.replica[0] = replica
+      this.single[key] = this.ask([stage], [kind], 0, 1, 0, bits)[0]
+    }
+    const answer = this.single[key]
+    return (answer & ROLLS) !== 0 ? CHECKPOINT | ROLLS : answer - 1
+  }
+
+  /**
    * Rungs of one failure batch (SIM_RUNGS codes) into out[0..n); `stages[off..off+n)` ascending,
    * `kinds` CRASH or NOTICE. Returns whether the batch rolls every stage back to the checkpoint.
    */
   classify (stages: ArrayLike<number>, kinds: ArrayLike<number>, off: number, n: number, held: HeldCopyState, out: Int32Array | number[]): boolean {
+    if (n === 1) {
+      const r = this.classifyOne(stages[off], kinds[off], held)
+      out[0] = r & (ROLLS - 1)
+      return (r & ROLLS) !== 0
+    }
     const S = this.stages
     const end = off + n
     const bits = (this.mirrorFirst != null && held.mirrorReady(this.mirrorFirst) ? 1 : 0) | (this.mirrorLast != null && held.mirrorReady(this.mirrorLast) ? 2 : 0)
@@ -83,18 +108,8 @@ export class LadderMemo {
       this.bStages = stages
       this.bOff = off
       this.bEnd = end
-      this.copies = held
-      for (let j = off; j < end; j++) this.replica[j - off] = replicaAvailable(stages[j], S, this.held, this.shadowReady) ? 1 : 0
+      for (let j = off; j < end; j++) this.replica[j - off] = replicaAvailable(stages[j], S, this.held, held) ? 1 : 0
     } // (without shadows `replica` stays all zeros)
-    if (n === 1) {
-      // The common case, without the clustering.
-      const key = ((stages[off] * 2 + (kinds[off] === CRASH ? 0 : 1)) * 2 + this.replica[0]) * 4 + bits
-      if (this.single[key] === 0) this.single[key] = this.ask(stages, kinds, off, end, off, bits)[0]
-      out[0] = (this.single[key] - 1) & (ROLLBACK - 1)
-      const rolls = (this.single[key] & ROLLBACK) !== 0
-      if (rolls) out[0] = CHECKPOINT
-      return rolls
-    }
     let rollback = false
     let j = off
     while (j < end) {

@@ -4,7 +4,7 @@
  *
  * Clock. Trace events are keyed by iteration attempt: attempt a meets the failures whose `iteration`
  * is a, in every strategy (as in the paper's simulation), so all strategies see the same failures at
- * the same points of their run. A strategy with slower iterations (redundant) therefore sees fewer
+ * the same points of their run. A strategy with slower iterations (redundant-compute) therefore sees fewer
  * failures per wall-clock hour than the nominal rate; that bias favours it.
  *
  * One attempt:
@@ -25,7 +25,7 @@ import { checkfreeAverage, mirrorHolder, mirroredNames, mirroredOwners, neighbou
 import { Stage } from '../model/stage.js'
 import { hostCopy } from '../model/ops.js'
 import { exportStageState, loadStageState, type StageState } from '../model/state.js'
-import { batchTensors, evaluateBatch, LocalPipelineTrainer, runMicrobatch } from '../model/trainer.js'
+import { batchTensors, evaluateBatch, runMicrobatch } from '../model/trainer.js'
 import type { CostModel } from './cost-model.js'
 import { SimConfigError } from './errors.js'
 import { planBatch, type LostStage, type PlannedRecovery } from './ladder-adapter.js'
@@ -489,23 +489,4 @@ export function runModelMode (cfg: ModelModeConfig): RunResult {
     for (const st of stages) st.dispose()
   }
   return { strategy: cfg.strategy, seed, rows, evals, recoveries, totals, iterationS: iterS, options: opts }
-}
-
-/**
- * Median seconds of one single-process training step of this configuration (all stages, all
- * microbatches) on the active backend: the compute input of costModelForModel.
- */
-export function measureStepS (init: { model?: Partial<ModelConfig>, train?: Partial<TrainConfig>, corpus?: { train: Uint8Array, validation: Uint8Array }, steps?: number, warmup?: number }): number {
-  const corpus = init.corpus ?? loadBrownCorpus()
-  const trainer = new LocalPipelineTrainer({ model: init.model, train: init.train, trainTokens: corpus.train, validationTokens: corpus.validation })
-  try {
-    const steps = init.steps ?? 12
-    for (let i = 0; i < (init.warmup ?? 3); i++) trainer.step()
-    const times: number[] = []
-    for (let i = 0; i < steps; i++) times.push(trainer.step().ms)
-    times.sort((a, b) => a - b)
-    return times[Math.floor(times.length / 2)] / 1000
-  } finally {
-    trainer.dispose()
-  }
 }

@@ -6,7 +6,7 @@
  */
 import { mirrorHolder, shadowedStage } from '../model/recovery.js'
 import type { CostModel } from './cost-model.js'
-import { CRASH, LadderMemo, type HeldCopyState } from './ladder-memo.js'
+import { CRASH, LadderMemo, ROLLS, type HeldCopyState } from './ladder-memo.js'
 import { iterationShape, SIM_RUNGS, strategyTraits, type FailureTally, type SimRung, type StrategyName, type StrategyOptions } from './strategies.js'
 
 export { CRASH, NOTICE } from './ladder-memo.js'
@@ -190,14 +190,15 @@ export class Walker implements HeldCopyState {
     const cost = this.cost
     const S = cost.stages
     this.sinceCommitS = sinceCommitS
-    const rollback = this.memo.classify(stages, kinds, off, n, this, rungs)
     // Newest checkpoint loadable at wall-clock t.
     const ckptIt = this.lastAt <= t ? this.lastIt : this.prevIt
     const ckptAt = this.lastAt <= t ? this.lastAt : this.prevAt
-    if (n === 1 && !rollback) {
-      // The common case: one failure on its own. Same arithmetic as below, without the loop.
+    const one = n === 1 ? this.memo.classifyOne(stages[off], kinds[off], this) : -1
+    if (one >= 0 && (one & ROLLS) === 0) {
+      // The common case: one failure on its own, not rolling back. Same arithmetic as below, without the loop.
       const s = stages[off]
-      const r = rungs[0]
+      const r = one
+      rungs[0] = r
       const crash = kinds[off] === CRASH
       if (crash) this.crashes++
       else this.notices++
@@ -218,6 +219,9 @@ export class Walker implements HeldCopyState {
       this.stallS += stall
       return stall
     }
+    let rollback = true
+    if (one >= 0) rungs[0] = one & (ROLLS - 1)
+    else rollback = this.memo.classify(stages, kinds, off, n, this, rungs)
     let anyCrash = false
     let longest = 0
     let ckptLargest = 0

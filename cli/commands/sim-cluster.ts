@@ -36,7 +36,10 @@ export async function simCluster (values: Record<string, unknown>): Promise<void
   const strategies = values.strategies != null
     ? String(values.strategies).split(',').map(s => s.trim()) as Strategy[]
     : demo.strategies
-  for (const s of strategies) if (!(STRATEGIES as readonly string[]).includes(s)) throw new UsageError(`--strategies: unknown strategy "${s}" (known: ${STRATEGIES.join(', ')})`)
+  for (const s of strategies) {
+    if ((s as string) === 'redundant-compute') throw new UsageError('--strategies: redundant-compute (redundant computation) is simulated only: use --mode model or --mode projection; the cluster\'s redundant keeps a shadow copy')
+    if (!(STRATEGIES as readonly string[]).includes(s)) throw new UsageError(`--strategies: unknown strategy "${s}" (known: ${STRATEGIES.join(', ')})`)
+  }
   if (values.preset != null) throw new UsageError('cluster mode runs one embedded demo; --preset is for --mode model')
   const iterations = intFlag(values, 'iterations', demo.iterations)
   const rate = values.rate != null ? numFlag(values, 'rate', 0) : undefined
