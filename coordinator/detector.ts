@@ -11,7 +11,7 @@
  * it stalled (SIGSTOP, a long GC) or its clocks jumped (a suspended VM), silence it caused itself
  * is not evidence. Every watched peer then has `pauseGraceMs` to be heard again; one that is not
  * is pinged, and only a failed ping makes it lost. Intervals that span or directly follow a pause
- * are not added to any peer's history.
+ * are not added to any peer's history, nor is the silence of a peer declared lost that speaks again.
  */
 import { peerIdFromString } from '@libp2p/peer-id'
 import { ConfigError } from '../model/errors.js'
@@ -135,7 +135,8 @@ export class FailureDetector {
       this.rhythms.set(peerId, { window: new ArrivalWindow({ bootstrapIntervalMs: heartbeatPeriodMs, minStdDevMs: heartbeatPeriodMs / 10 }), lastMono: now, lastWall: Date.now(), countFrom: -Infinity })
       return
     }
-    if (r.lastMono >= r.countFrom) r.window.add(now - r.lastMono)
+    // the silence that got a peer declared lost is an outage, not its rhythm: what follows is a new life
+    if (r.lastMono >= r.countFrom && !this.lost.has(peerId)) r.window.add(now - r.lastMono)
     r.lastMono = now
     r.lastWall = Date.now()
     if (r.reconfirm != null) {

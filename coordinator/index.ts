@@ -2,7 +2,7 @@
 export { Coordinator, type CheckpointEvent, type CoordinatorInit, type DivergenceEvent, type IterationRecord, type PeerView, type RecoveryEvent } from './coordinator.js'
 export { DIVERGENCE_ACTIONS, DivergenceError, type DivergenceAction } from './divergence.js'
 export { CoordinatorTimeoutError, CoordinatorUsageError, StageLostError } from './errors.js'
-export { FailureDetector, type LostPeer } from './detector.js'
+export { FailureDetector, type DetectorOptions, type LostPeer } from './detector.js'
 export { planRecovery, STRATEGIES, type Strategy, type StagePlan, type LadderInput, type LadderResult } from './ladder.js'
 export { instrument } from './instrument.js'
 export { createSpotpipeMetrics, serveMetrics, MetricsRegistry, parsePrometheusText, type SpotpipeMetrics } from './metrics.js'

@@ -201,6 +201,9 @@ describe('FailureDetector on a real node, in real time', () => {
       expect(l.detectedAt - l.lastSeen).toBeGreaterThanOrEqual(limit)
       expect(l.detectedAt - l.lastSeen).toBeLessThan(limit + 400)
     }
+    // a lost peer that speaks again: the outage is not added to its rhythm
+    d.heartbeat(steady)
+    expect(Math.max(...(d.intervalsOf(steady) ?? []))).toBeLessThan(400)
   })
 
   it('refuses a ceiling below the floor', () => {
