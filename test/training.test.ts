@@ -33,7 +33,7 @@ describe('local pipeline training on the Brown corpus', () => {
     } finally {
       trainer.dispose()
     }
-  })
+  }, 300_000) // ~30 s alone; CPU-bound, so on 2 shared cores beside a cluster test it can take 4x that
 
   it('does not leak tensors: the count after 1 and after 50 steps is the same', () => {
     const corpus = loadBrownCorpus()
