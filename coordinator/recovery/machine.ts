@@ -122,6 +122,7 @@ export class RecoveryMachine {
   onHeartbeat (hb: Heartbeat): void {
     const s = this.lostStageOf(hb.peerId)
     if (s == null || this.restarted.has(hb.peerId) || hb.departing || this.departing.has(hb.peerId)) return
+    if (hb.timestampMs <= (this.lost.get(s)?.detectedAt ?? 0)) return // sent before the loss: says nothing
     if (this.intact(hb, s)) return // a rejoin candidate: the ladder's first rung takes it back
     log.info(`peer ${short(hb.peerId)} is back without stage ${s}'s state: it joins as a spare`)
     this.restarted.add(hb.peerId)
@@ -315,7 +316,9 @@ export class RecoveryMachine {
     for (const s of stages) {
       const info = this.lost.get(s)
       const hb = info != null ? c.heartbeatOf(info.peer) : undefined
-      if (info != null && hb != null && !this.restarted.has(info.peer) && this.intact(hb, s) && Date.now() - hb.timestampMs < 5_000) rejoined.set(s, info.peer)
+      // a rejoin is a heartbeat sent after the loss was decided: one sent just before a crash and
+      // relayed late by gossip must not bring a dead peer back
+      if (info != null && hb != null && !this.restarted.has(info.peer) && this.intact(hb, s) && hb.timestampMs > info.detectedAt && Date.now() - hb.timestampMs < 5_000) rejoined.set(s, info.peer)
     }
     const busy = new Set([...holders.values(), ...departing.values(), ...rejoined.values()])
     const spares = [...live].filter(p => !busy.has(p)).sort()
