@@ -16,7 +16,7 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { Coordinator } from '../coordinator/index.js'
 import { DurableState } from '../coordinator/durable-state.js'
 import { ClusterGossip } from '../node/gossip.js'
-import { createPeerLibp2p, type PeerLibp2p } from '../node/transport/index.js'
+import { createPeerLibp2p, generateSwarmKey, saveSwarmKey, type PeerLibp2p } from '../node/transport/index.js'
 import { killAll, spotpipe, type Proc } from './helpers/procs.js'
 
 const MODEL = ['--d-model', '32', '--heads', '2', '--blocks', '4', '--seq-len', '16', '--stages', '4', '--microbatches', '2', '--microbatch-size', '4']
@@ -45,8 +45,8 @@ async function freePort (): Promise<number> {
 }
 
 /** A node that listens to the cluster's control topic (coordinator-signed only) and keeps dialling `addr`. */
-async function observe (addr: string, onAssignment: (epoch: number) => void): Promise<void> {
-  const node = await createPeerLibp2p({ listen: [] })
+async function observe (addr: string, swarmKey: Uint8Array, onAssignment: (epoch: number) => void): Promise<void> {
+  const node = await createPeerLibp2p({ listen: [], swarmKey })
   observer = node
   const coordinatorId = addr.split('/p2p/')[1]
   const gossip = new ClusterGossip(node, { clusterId: CLUSTER, coordinatorId, onMessage: (m) => { if (m.kind === 'assignment') onAssignment(m.epoch) } })
@@ -87,7 +87,11 @@ describe('durable epochs', () => {
     dirs.push(dir)
     const stateDir = join(dir, 'state')
     const port = await freePort()
-    const base = ['coordinator', '--cluster', CLUSTER, '--listen', `/ip4/127.0.0.1/tcp/${port}`, '--identity', join(dir, 'coord.key'), '--create-identity', '--heartbeat-timeout', '10000', ...MODEL]
+    // a private cluster: one secret for all three coordinators, the peers and the observer
+    const key = join(dir, 'swarm.key')
+    const secret = generateSwarmKey()
+    await saveSwarmKey(key, secret)
+    const base = ['coordinator', '--cluster', CLUSTER, '--listen', `/ip4/127.0.0.1/tcp/${port}`, '--swarm-key', key, '--identity', join(dir, 'coord.key'), '--create-identity', '--heartbeat-timeout', '10000', ...MODEL]
 
     // 1. the first coordinator is SIGKILLed the moment its first assignment reaches the observer
     const first = spotpipe([...base, '--state-dir', stateDir])
@@ -95,14 +99,14 @@ describe('durable epochs', () => {
     const published = new Map<Proc, number[]>([[first, []]])
     let current = first
     let onDisk: number | undefined
-    await observe(addr, (epoch) => {
+    await observe(addr, secret, (epoch) => {
       published.get(current)?.push(epoch)
       if (current === first && onDisk === undefined) {
         first.child.kill('SIGKILL')
         onDisk = stateEpoch(stateDir) ?? -1
       }
     })
-    for (let i = 0; i < 4; i++) spotpipe(['peer', '--cluster', CLUSTER, '--coordinator', addr, '--backend', 'wasm'])
+    for (let i = 0; i < 4; i++) spotpipe(['peer', '--cluster', CLUSTER, '--coordinator', addr, '--swarm-key', key, '--backend', 'wasm'])
     await first.exited
     const firstEpochs = published.get(first) ?? []
     expect(firstEpochs.length).toBeGreaterThan(0)
