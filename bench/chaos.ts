@@ -32,8 +32,10 @@ function num (name: string, raw: string | undefined, min: number): number {
   return v
 }
 
-// Ctrl-C runs the exit handlers, which kill the fleet
+// Ctrl-C or a kill runs the exit handlers, which kill the fleet (without these, a SIGTERMed soak
+// left its seven peers and the coordinator running)
 process.once('SIGINT', () => { process.exit(130) })
+process.once('SIGTERM', () => { process.exit(143) })
 
 const minutes = num('minutes', values.minutes, 0.1)
 const seed = num('seed', values.seed, 0)
