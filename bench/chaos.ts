@@ -9,7 +9,7 @@
  */
 import '../model/polyfill.js'
 import { parseArgs } from 'node:util'
-import { benchLines, checkInvariants, formatReport, runChaos } from '../sim/chaos/index.js'
+import { ChaosConfigError, benchLines, checkInvariants, formatReport, runChaos } from '../sim/chaos/index.js'
 
 const { values } = parseArgs({
   options: {
@@ -51,6 +51,12 @@ const history = await runChaos({
   heartbeatTimeoutMs: values['heartbeat-timeout'] != null ? num('heartbeat-timeout', values['heartbeat-timeout'], 100) : undefined,
   dir: values.dir,
   log
+}).catch((err: unknown) => {
+  if (err instanceof ChaosConfigError) {
+    process.stderr.write(`chaos: ${err.message} [${err.code}]\n`)
+    process.exit(2)
+  }
+  throw err
 })
 const report = checkInvariants(history)
 for (const l of formatReport(history, report)) log(l)

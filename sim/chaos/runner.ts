@@ -5,6 +5,7 @@
  * spot fleet would; settle; pull every stage's weights; stop everything; and return the history for
  * checkInvariants. Every process is killed at the end, pass or fail.
  */
+import { existsSync, readdirSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { createClusterSecret } from '../peer-process.js'
 import { tmpdir } from 'node:os'
@@ -116,6 +117,9 @@ export async function runChaos (o: ChaosOptions): Promise<ChaosHistory> {
   const train = { microbatches: 2, microbatchSize: 4, ...o.train }
   resolveTrainConfig({ ...train, stages }, resolveModelConfig(model)) // bad settings fail here, before any process starts
   const log = o.log ?? (() => {})
+  // a kept dir must be fresh: a previous run's coordinator state belongs to another cluster, and the
+  // restarted coordinator would refuse it mid-run
+  if (o.dir != null && existsSync(o.dir) && readdirSync(o.dir).length > 0) throw new ChaosConfigError(`--dir ${o.dir} is not empty (a previous run's files?): give a new or empty directory`)
   const dir = o.dir ?? await mkdtemp(join(tmpdir(), 'spotpipe-chaos-'))
   // a private cluster, as every cluster is by default: a fresh secret unless one is given
   const swarmKeyFile = o.swarmKeyFile ?? (await createClusterSecret(dir)).access.swarmKeyFile
