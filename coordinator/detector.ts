@@ -161,7 +161,10 @@ export class FailureDetector {
 
   private mark (peerId: string, cause: string): void {
     if (this.lost.has(peerId) || !this.isWatched(peerId)) return
-    const l: LostPeer = { peerId, cause, detectedAt: Date.now(), lastSeen: this.lastSeen(peerId) ?? 0 }
+    const now = Date.now()
+    // never heard (a peer that did not come back after a coordinator restart): no silence to measure,
+    // so its detection time is 0, not the time since 1970
+    const l: LostPeer = { peerId, cause, detectedAt: now, lastSeen: this.lastSeen(peerId) ?? now }
     this.lost.set(peerId, l)
     log.info(`peer ${peerId.slice(-8)} lost: ${cause}`)
     this.init.onLost(l)

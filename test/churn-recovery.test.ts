@@ -66,6 +66,36 @@ describe('churn-proof recovery (real processes, real signals)', () => {
     expect(c.coord.iteration).toBe(6)
   }, 180_000)
 
+  it('a peer that announced its departure, died and came back under its identity before its stage moved is taken as a spare', async () => {
+    // found by the chaos suite: the departure was never forgotten, so the restarted peer was never a
+    // spare and the run waited for one while it sat idle
+    dir = mkdtempSync(join(tmpdir(), 'spotpipe-departed-'))
+    cluster = new TestCluster({ clusterId: 'departed', model, train, strategy: 'checkfree' })
+    await cluster.startCoordinator()
+    const c = cluster
+    const peers: TestPeer[] = []
+    for (let i = 0; i < 4; i++) peers.push(await c.addPeer(['--identity', join(dir, `p${i}.key`), '--create-identity']))
+    const log = recorder(c)
+    await c.coord.assignInitial({ timeoutMs: 30_000 })
+    await trainFor(c, 3)
+    const victim = c.holder(2)
+    const key = join(dir, `p${peers.indexOf(victim)}.key`)
+    // a spot notice: it announces its departure, but there is no spare to hand stage 2 to
+    victim.proc.child.kill('SIGTERM')
+    await c.coord.until(() => c.coord.failedStages().includes(2), 'the departure to be heard', 15_000)
+    const running = c.coord.run(3, {})
+    // the VM goes away before the handover, and systemd brings the peer back with the same key
+    await new Promise(resolve => setTimeout(resolve, 500))
+    victim.proc.child.kill('SIGKILL')
+    await victim.proc.exited
+    const back = await c.addPeer(['--identity', key])
+    expect(back.peerId).toBe(victim.peerId)
+    await Promise.race([running, new Promise((_resolve, reject) => setTimeout(() => { reject(new Error(`the run did not resume within 60 s after the peer came back; recoveries: ${JSON.stringify(log.recovered.map(e => [e.stage, e.rung]))}, failed: ${JSON.stringify(log.failed.map(e => [e.stage, e.rung, e.reason]))}`)) }, 60_000))])
+    const rec = log.recovered.find(e => e.stage === 2)
+    expect(rec, 'a recovery record for stage 2').toMatchObject({ targetPeer: victim.peerId, rung: 'checkfree' })
+    expect(c.coord.iteration).toBe(6)
+  }, 180_000)
+
   it('failure 3: a stage SIGKILLed while its CheckFree donor hangs: both stages get a recovery record, none is silently re-initialised', async () => {
     dir = mkdtempSync(join(tmpdir(), 'spotpipe-compound-'))
     cluster = new TestCluster({ clusterId: 'compound', model, train, strategy: 'checkfree', heartbeatTimeoutMs: 8000 })

@@ -120,6 +120,17 @@ export class RecoveryMachine {
    * fresh state (a restart under the same identity).
    */
   onHeartbeat (hb: Heartbeat): void {
+    if (this.departing.has(hb.peerId) && !hb.departing && hb.role === 'spare') {
+      // it announced its departure, left, and came back under the same identity (systemd restarts
+      // the peer) before its stage moved: a fresh process, so whatever it held is gone
+      log.info(`peer ${short(hb.peerId)} is back after its departure, with no state: it joins as a spare`)
+      this.departing.delete(hb.peerId)
+      const now = Date.now()
+      this.peerLost({ peerId: hb.peerId, cause: 'restarted after announcing its departure', lastSeen: now, detectedAt: now })
+      this.restarted.add(hb.peerId)
+      this.host.forgetLoss(hb.peerId)
+      return
+    }
     const s = this.lostStageOf(hb.peerId)
     if (s == null || this.restarted.has(hb.peerId) || hb.departing || this.departing.has(hb.peerId)) return
     if (hb.timestampMs <= (this.lost.get(s)?.detectedAt ?? 0)) return // sent before the loss: says nothing
@@ -392,11 +403,14 @@ export class RecoveryMachine {
 
   /** A recovery installed: its stage is healthy again; the peer it replaced is forgotten. */
   private settle (r: RecoveryRecord, old: Assignment): void {
-    const prev = old.stages[r.stage]?.peers[0]
     this.lost.delete(r.stage)
     this.excluded.delete(r.stage)
     this.restarted.delete(r.target)
-    if (prev != null && prev !== r.target) {
+    // the peer the stage was lost from, and the one the round before named (a re-planned round's
+    // `old` already names an earlier target): a departing one is done, a lost one is replaced.
+    // Only `old` once left a departed peer marked departing forever, so it never became a spare again.
+    for (const prev of new Set([r.loss.peer, old.stages[r.stage]?.peers[0]])) {
+      if (prev == null || prev === '' || prev === r.target) continue
       this.departing.delete(prev)
       this.host.forgetLoss(prev)
       this.restarted.delete(prev)
