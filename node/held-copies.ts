@@ -18,7 +18,7 @@ import { exportStageState, stateToTensorSet } from '../model/state.js'
 import type { ModelConfig } from '../model/config.js'
 import type { HeldCopy } from '../protocols/index.js'
 import type { WeightsRequestSpec } from './recovery.js'
-import type { WeightsProvider, WeightsSnapshot } from './weights/index.js'
+import { IterationUnavailableError, type WeightsProvider, type WeightsSnapshot } from './weights/index.js'
 
 const log = createLog('peer')
 
@@ -150,9 +150,13 @@ export class HeldCopies {
       const succ = shadowedStage(s, S) as number
       const holder = ctx.holderOf(succ)
       if (holder != null && holder !== ctx.self) {
-        ctx.fetch(holder, { stage: succ, minIteration: -1, includeOptimizer: true })
+        // after a commit, ask for that commit's state: the successor applies the same commit at about
+        // the same moment, and a shadow one iteration old is not an exact copy (the ladder will not use
+        // it), so wait briefly for it rather than take the state before the commit
+        const minIteration = force ? -1 : it
+        this.pullShadow(ctx, holder, succ, minIteration)
           .then(r => {
-            if (!ctx.stillCurrent()) return
+            if (r == null || !ctx.stillCurrent()) return
             this.shadow = { stage: succ, iteration: r.iteration, tensors: r.tensors }
             ctx.replaced(succ)
           })
@@ -160,4 +164,25 @@ export class HeldCopies {
       }
     }
   }
+
+  /**
+   * Fetches the successor's state of `minIteration` or later, retrying while the successor has not
+   * applied that commit yet (SHADOW_RETRIES times, SHADOW_RETRY_MS apart); undefined when the
+   * assignment changed meanwhile.
+   */
+  private async pullShadow (ctx: RefreshContext, holder: string, stage: number, minIteration: number): Promise<{ iteration: number, tensors: TensorSet } | undefined> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await ctx.fetch(holder, { stage, minIteration, includeOptimizer: true })
+      } catch (err) {
+        if (!(err instanceof IterationUnavailableError) || attempt >= SHADOW_RETRIES) throw err
+      }
+      await new Promise(resolve => setTimeout(resolve, SHADOW_RETRY_MS))
+      if (!ctx.stillCurrent()) return undefined
+    }
+  }
 }
+
+/** How often a shadow pull asks again for a commit its holder has not applied yet, and how far apart. */
+const SHADOW_RETRIES = 20
+const SHADOW_RETRY_MS = 25

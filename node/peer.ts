@@ -436,7 +436,9 @@ export class Peer extends EventEmitter {
       holderOf: s => cur.peers.get(s)?.id,
       self: this.peerId,
       fetch: async (peerId, req) => await this.fetch(peerId, req),
-      replaced: s => { this.weightsServer?.forgetChecksums(s) },
+      // say so at once: the coordinator plans an exact copy only from a shadow its heartbeats show
+      // to be of the last commit, and a loss right after the refresh would otherwise find it a beat old
+      replaced: s => { this.weightsServer?.forgetChecksums(s); void this.heartbeat() },
       stillCurrent: () => this.current === cur
     }, force, it)
   }

@@ -119,6 +119,34 @@ describe('recovery with real processes', () => {
     }
   }, 180_000)
 
+  it('redundant: a stage SIGKILLed after a commit comes back by the replica rung, bit-identical to that commit', async () => {
+    cluster = new TestCluster({ clusterId: 'rd', model, train, strategy: 'redundant' })
+    const c = cluster
+    await c.start(6)
+    await c.coord.assignInitial({ timeoutMs: 30_000 })
+    // twice, an intermediate and the last stage: one replica recovery could be luck
+    for (const lost of [2, 3]) {
+      await train_(c, 3)
+      const old = await c.weightsOf(lost, true)
+      // The predecessor pulls its shadow of `lost` right after each commit. It must be the state of
+      // that commit, not the one before (the successor applies the commit at about the same moment):
+      // with nothing training, a stale shadow would stay stale and the replica rung could not apply.
+      const shadowPeer = c.holder(lost - 1).peerId
+      for (let t = 0; (await c.weightsOf(lost, true, shadowPeer).catch(() => ({ iteration: -2 }))).iteration !== old.iteration; t++) {
+        if (t > 60) throw new Error(`the shadow of stage ${lost} never reached iteration ${old.iteration}`)
+        await new Promise(resolve => setTimeout(resolve, 50))
+      }
+      c.holder(lost).proc.child.kill('SIGKILL')
+      await c.coord.until(() => c.coord.failedStages().includes(lost), 'the failure to be detected', 10_000)
+      const events = await c.coord.recover({ timeoutMs: 60_000 })
+      expect(events[0]).toMatchObject({ stage: lost, rung: 'replica', iterationsBehind: 0 })
+      const now = await c.weightsOf(lost, true)
+      for (const [n, t] of old.tensors) expect(Buffer.from(now.tensors.get(n)?.data.buffer as ArrayBuffer).equals(Buffer.from(t.data.buffer as ArrayBuffer)), n).toBe(true)
+    }
+    const r = await c.coord.runIteration({ timeoutMs: 30_000 })
+    expect(Number.isFinite(r.loss)).toBe(true)
+  }, 180_000)
+
   it('SIGTERM hands the stage over gracefully: weights and optimizer state bit-identical', async () => {
     cluster = new TestCluster({ clusterId: 'ho', model, train, strategy: 'checkfree' })
     await cluster.start(5)
