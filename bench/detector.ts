@@ -15,6 +15,7 @@
  *     connection and a failed ping) and SIGSTOP at a random point between heartbeats (silence
  *     alone: the connection stays up). Medians of 3 trials.
  */
+import '../common/polyfill.js'
 import { performance } from 'node:perf_hooks'
 import type { ChildProcess } from 'node:child_process'
 import { FailureDetector, type DetectorOptions, type LostPeer } from '../coordinator/detector.js'

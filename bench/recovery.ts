@@ -8,6 +8,7 @@
  * seconds on this shared 2-core machine. Detection of a SIGKILL does not depend on it (the closed
  * connection is noticed within milliseconds and confirmed by a failed ping).
  */
+import '../common/polyfill.js'
 import { performance } from 'node:perf_hooks'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { StageLostError } from '../coordinator/index.js'

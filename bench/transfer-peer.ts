@@ -10,7 +10,7 @@
  * FRAMES_PROTOCOL streams the same bytes as bare 1 MiB frames with no protocol work on either side:
  * the ceiling libp2p itself (tcp + noise + yamux + framing) puts on any stream protocol.
  */
-import '../model/polyfill.js'
+import '../common/polyfill.js'
 import { once } from 'node:events'
 import { pathToFileURL } from 'node:url'
 import type { TensorSet } from '../model/safetensors.js'

@@ -20,7 +20,7 @@
  *
  *   npm run bench:transfer [-- MB]
  */
-import '../model/polyfill.js'
+import '../common/polyfill.js'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { once } from 'node:events'

@@ -5,7 +5,7 @@
  * the new layout owns.
  */
 import { join } from 'node:path'
-import { createLog } from '../model/log.js'
+import { createLog } from '../common/index.js'
 import type { HostTensor, TensorSet } from '../model/safetensors.js'
 import { decodeStageState, mergeTensorSets, OPTIM_M, OPTIM_V, type StageMeta, type StageState } from '../model/state.js'
 import { CheckpointCorruptError, CheckpointMissingTensorsError, errMessage } from './checkpoint-errors.js'

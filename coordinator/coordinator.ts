@@ -12,7 +12,7 @@
 import { EventEmitter } from 'node:events'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { resolveModelConfig, resolveTrainConfig, type ModelConfig, type TrainConfig } from '../model/config.js'
-import { createLog } from '../model/log.js'
+import { createLog } from '../common/index.js'
 import type { Assignment, DoneReport, Heartbeat, Message, StreamBreakReport } from '../protocols/index.js'
 import { ClusterGossip } from '../node/gossip.js'
 import { createPeerLibp2p, type PeerLibp2p } from '../node/transport/index.js'

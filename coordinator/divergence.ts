@@ -25,8 +25,8 @@
  * coordinator starts again from the learning rate it is given.
  */
 import type { TrainConfig } from '../model/config.js'
-import { SpotpipeError } from '../model/errors.js'
-import { createLog } from '../model/log.js'
+import { SpotpipeError } from '../common/index.js'
+import { createLog } from '../common/index.js'
 import type { Assignment, DoneReport } from '../protocols/index.js'
 import type { CheckpointStore } from './checkpoint-store.js'
 import { CoordinatorUsageError } from './errors.js'

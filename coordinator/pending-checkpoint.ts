@@ -6,7 +6,7 @@
  */
 import { promises as fs } from 'node:fs'
 import { join } from 'node:path'
-import { createLog } from '../model/log.js'
+import { createLog } from '../common/index.js'
 import { assertFinite } from '../model/safetensors.js'
 import { decodeStageState, encodeStageStateParts, type StageState } from '../model/state.js'
 import { CheckpointAbandonedError, CheckpointCorruptError, CheckpointIncompleteError, CheckpointIoError, CheckpointUsageError, errMessage, isAbort } from './checkpoint-errors.js'

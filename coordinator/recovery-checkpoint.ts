@@ -5,7 +5,7 @@
  * re-cut to the current stage layout (tensor names are global, so any layout can be served).
  */
 import type { ModelConfig } from '../model/config.js'
-import { createLog } from '../model/log.js'
+import { createLog } from '../common/index.js'
 import { stageLayout, stageSpecs } from '../model/params.js'
 import { metaToTensor, META_TENSOR } from '../model/state.js'
 import type { WeightsProvider } from '../node/weights/index.js'

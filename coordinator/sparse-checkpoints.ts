@@ -6,7 +6,7 @@
  */
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { ModelConfig } from '../model/config.js'
-import { createLog } from '../model/log.js'
+import { createLog } from '../common/index.js'
 import { stateFromTensorSet } from '../model/state.js'
 import type { PeerLibp2p } from '../node/transport/index.js'
 import { fetchWeights } from '../node/weights/index.js'

@@ -11,7 +11,7 @@
  * once: an iteration run again after a rollback is not poisoned a second time.
  */
 import * as tf from '@tensorflow/tfjs'
-import { ConfigError } from '../model/errors.js'
+import { ConfigError } from '../common/index.js'
 import type { Stage } from '../model/stage.js'
 
 /** The environment variable the peer CLI reads. */

@@ -9,7 +9,7 @@
  * The peer (peer.ts) decides when to refresh or drop them; this module keeps them and answers
  * weight requests from them.
  */
-import { createLog } from '../model/log.js'
+import { createLog } from '../common/index.js'
 import { embedSpecs, headSpecs } from '../model/params.js'
 import { mirroredOwners, shadowedStage } from '../model/recovery.js'
 import type { TensorSet } from '../model/safetensors.js'

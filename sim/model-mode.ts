@@ -19,7 +19,7 @@
 import * as tf from '@tensorflow/tfjs'
 import { resolveModelConfig, resolveTrainConfig, type ModelConfig, type TrainConfig } from '../model/config.js'
 import { loadBrownCorpus, sampleBatch, validationBatches, type Batch } from '../model/data.js'
-import { NonFiniteError } from '../model/errors.js'
+import { NonFiniteError } from '../common/index.js'
 import { stageLayout, stageSpecs } from '../model/params.js'
 import { checkfreeAverage, mirrorHolder, mirroredNames, mirroredOwners, neighbourCopy, shadowedStage, type NamedValues } from '../model/recovery.js'
 import { Stage } from '../model/stage.js'

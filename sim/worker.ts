@@ -4,7 +4,7 @@
  * ({type: 'progress', attempt, iteration, wallS}, then {type: 'done'}). The RunResult goes to
  * job.resultPath.
  */
-import '../model/polyfill.js'
+import '../common/polyfill.js'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { initBackend } from '../model/backend.js'
 import { CostModel } from './cost-model.js'

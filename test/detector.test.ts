@@ -9,7 +9,7 @@ import { afterEach, beforeAll, afterAll, describe, expect, it, vi } from 'vitest
 import { ArrivalWindow, elapsedAtPhi, phi } from '../coordinator/accrual.js'
 import { FailureDetector, type LostPeer } from '../coordinator/detector.js'
 import { PauseDetector } from '../coordinator/pause.js'
-import { ConfigError } from '../model/errors.js'
+import { ConfigError } from '../common/index.js'
 import { createPeerLibp2p, type PeerLibp2p } from '../node/transport/index.js'
 
 // P(Z > y) for a standard normal Z (reference values from the normal table)

@@ -260,7 +260,7 @@ describe('framed streams between two nodes', () => {
 function spawnPeer (addr: string): ChildProcess {
   const root = fileURLToPath(new URL('..', import.meta.url))
   const code = `
-    import '${join(root, 'model/polyfill.ts')}'
+    import '${join(root, 'common/polyfill.ts')}'
     import { multiaddr } from '@multiformats/multiaddr'
     import { createPeerLibp2p, openStream, writeFrame } from '${join(root, 'node/transport/index.ts')}'
     const node = await createPeerLibp2p()
