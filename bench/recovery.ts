@@ -14,7 +14,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import { StageLostError } from '../coordinator/index.js'
 import { resolveModelConfig } from '../model/config.js'
 import { countParams, stageLayout, stageSpecs } from '../model/params.js'
-import { fetchWeights } from '../node/weights/index.js'
+import { fetchWeights } from '../net/index.js'
 import { holder, startCluster, stopCluster } from './harness.js'
 
 interface Row { iterMs: number, mb: number, detect: number, transfer: number, rebuild: number, resume: number, total: number, bytes: number, transferMBs: number, protocolMBs: number }

@@ -14,8 +14,8 @@ import '../common/polyfill.js'
 import { once } from 'node:events'
 import { pathToFileURL } from 'node:url'
 import type { TensorSet } from '../model/safetensors.js'
-import { createPeerLibp2p, endFrames, writeFrame } from '../node/transport/index.js'
-import { serveWeights } from '../node/weights/index.js'
+import { createPeerLibp2p, endFrames, writeFrame } from '../net/index.js'
+import { serveWeights } from '../net/index.js'
 
 export const FRAMES_PROTOCOL = '/spotpipe/bench-frames/1.0.0'
 

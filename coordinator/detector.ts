@@ -16,7 +16,7 @@
 import { peerIdFromString } from '@libp2p/peer-id'
 import { ConfigError } from '../common/index.js'
 import { createLog } from '../common/index.js'
-import type { PeerLibp2p } from '../node/transport/index.js'
+import type { PeerLibp2p } from '../net/index.js'
 import { ArrivalWindow } from './accrual.js'
 import { PauseDetector, type Pause } from './pause.js'
 

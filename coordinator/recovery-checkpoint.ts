@@ -8,7 +8,7 @@ import type { ModelConfig } from '../model/config.js'
 import { createLog } from '../common/index.js'
 import { stageLayout, stageSpecs } from '../model/params.js'
 import { metaToTensor, META_TENSOR } from '../model/state.js'
-import type { WeightsProvider } from '../node/weights/index.js'
+import type { WeightsProvider } from '../net/index.js'
 import { metaFor, tensorsFor, type CheckpointStore, type LoadedCheckpoint } from './checkpoint-store.js'
 
 const log = createLog('coordinator')

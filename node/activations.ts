@@ -20,7 +20,7 @@ import {
   ACTIVATIONS_PROTOCOL, ACTIVATION_FRAMES_IN_FLIGHT, MAX_ACTIVATION_STREAMS_PER_PEER, MAX_TENSOR_FRAME_BYTES,
   decodeTensorFrame, encodeTensorFrame, tensorFrameBytes, type TensorFrameHeader
 } from '../protocols/index.js'
-import { FrameTooLargeError, StreamClosedError, endFrames, openStream, readFrames, writeFrame, type PeerLibp2p } from './transport/index.js'
+import { FrameTooLargeError, StreamClosedError, endFrames, openStream, readFrames, writeFrame, type PeerLibp2p } from '../net/index.js'
 import { ActivationBudgetError, NeighbourLostError, NotNeighbourError } from './errors.js'
 
 const log = createLog('activations')

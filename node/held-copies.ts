@@ -18,7 +18,7 @@ import { exportStageState, stateToTensorSet } from '../model/state.js'
 import type { ModelConfig } from '../model/config.js'
 import type { HeldCopy } from '../protocols/index.js'
 import type { WeightsRequestSpec } from './recovery.js'
-import type { WeightsProvider, WeightsSnapshot } from './weights/index.js'
+import type { WeightsProvider, WeightsSnapshot } from '../net/index.js'
 
 const log = createLog('peer')
 

@@ -23,10 +23,10 @@ import { HeldCopies } from './held-copies.js'
 import { AssignmentError, NeighbourLostError, NoStageStateError, UnexpectedFrameError, UnreachableError } from './errors.js'
 import { SpotpipeError } from '../common/index.js'
 import { rebuildStage, type WeightsRequestSpec } from './recovery.js'
-import { fetchWeights, serveWeights, type WeightsFaults, type WeightsProvider, type WeightsServer } from './weights/index.js'
-import { ClusterGossip } from './gossip.js'
+import { fetchWeights, serveWeights, type WeightsFaults, type WeightsProvider, type WeightsServer } from '../net/index.js'
+import { ClusterGossip } from '../net/index.js'
 import { StageRuntime, type DoneInfo, type OutFrame } from './stage-runtime.js'
-import { createPeerLibp2p, secretMismatchHint, type PeerLibp2p } from './transport/index.js'
+import { createPeerLibp2p, secretMismatchHint, type PeerLibp2p } from '../net/index.js'
 
 const log = createLog('peer')
 

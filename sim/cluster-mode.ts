@@ -18,7 +18,7 @@ import { createLog } from '../common/index.js'
 import { stageLayout } from '../model/params.js'
 import { Stage } from '../model/stage.js'
 import { batchTensors, evaluateBatch } from '../model/trainer.js'
-import { fetchWeights } from '../node/weights/index.js'
+import { fetchWeights } from '../net/index.js'
 import { createClusterSecret, killAndWait, spawnPeer, type PeerAccess } from './peer-process.js'
 import type { Trace, TraceEvent } from './trace.js'
 

@@ -10,7 +10,7 @@ import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { SpotpipeError } from '../../common/index.js'
 import { createLog } from '../../common/index.js'
-import { generateSwarmKey, saveIdentity, saveSwarmKey } from '../../node/transport/identity.js'
+import { generateSwarmKey, saveIdentity, saveSwarmKey } from '../../net/index.js'
 import { UsageError } from '../errors.js'
 import { parseFlags } from '../flags.js'
 

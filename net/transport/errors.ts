@@ -1,6 +1,6 @@
 /**
  * Typed errors for the transport layer (identity/swarm-key files, framed streams, dialing,
- * pub/sub). Same convention as model/errors.ts: branch on `code`, not on messages.
+ * pub/sub). Same convention as common/errors.ts: branch on `code`, not on messages.
  */
 import { SpotpipeError } from '../../common/index.js'
 
