@@ -11,7 +11,7 @@
  */
 import { EventEmitter } from 'node:events'
 import { peerIdFromString } from '@libp2p/peer-id'
-import { resolveModelConfig, resolveTrainConfig, type ModelConfig, type TrainConfig } from '../model/config.js'
+import { resolveModelConfig, resolveTrainConfig, type ModelConfig, type TrainConfig } from '../model/index.js'
 import { createLog } from '../common/index.js'
 import type { Assignment, DoneReport, Heartbeat, Message, StreamBreakReport } from '../protocols/index.js'
 import { ClusterGossip } from '../net/index.js'

@@ -12,7 +12,7 @@
  */
 import * as tf from '@tensorflow/tfjs'
 import { ConfigError } from '../common/index.js'
-import type { Stage } from '../model/stage.js'
+import type { Stage } from '../model/index.js'
 
 /** The environment variable the peer CLI reads. */
 export const FAULT_NONFINITE_ENV = 'SPOTPIPE_FAULT_NONFINITE'

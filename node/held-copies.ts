@@ -10,12 +10,12 @@
  * weight requests from them.
  */
 import { createLog } from '../common/index.js'
-import { embedSpecs, headSpecs } from '../model/params.js'
-import { mirroredOwners, shadowedStage } from '../model/recovery.js'
-import type { TensorSet } from '../model/safetensors.js'
-import type { Stage } from '../model/stage.js'
-import { exportStageState, stateToTensorSet } from '../model/state.js'
-import type { ModelConfig } from '../model/config.js'
+import { embedSpecs, headSpecs } from '../model/index.js'
+import { mirroredOwners, shadowedStage } from '../model/index.js'
+import type { TensorSet } from '../model/index.js'
+import type { Stage } from '../model/index.js'
+import { exportStageState, stateToTensorSet } from '../model/index.js'
+import type { ModelConfig } from '../model/index.js'
 import type { HeldCopy } from '../protocols/index.js'
 import type { WeightsRequestSpec } from './recovery.js'
 import type { WeightsProvider, WeightsSnapshot } from '../net/index.js'

@@ -6,3 +6,7 @@ export {
   AssignmentError, NeighbourLostError, UnexpectedFrameError, UnreachableError, NotNeighbourError,
   ActivationBudgetError, EarlyFrameError
 } from './errors.js'
+export {
+  SpotWatcher, type SpotNotice, type SpotProvider, type SpotProviderSetting, type SpotWatcherEvents, type SpotWatcherInit
+} from './spot-watcher.js'
+export { FAULT_NONFINITE_ENV, NonFiniteFaults, parseNonFiniteFaults, type NonFiniteFault } from './faults.js'

@@ -6,7 +6,7 @@
  */
 import '../common/polyfill.js'
 import { readFileSync, writeFileSync } from 'node:fs'
-import { initBackend } from '../model/backend.js'
+import { initBackend } from '../model/index.js'
 import { CostModel } from './cost-model.js'
 import { replaceNumbers, type WorkerJob } from './experiment.js'
 import { runModelMode } from './model-mode.js'

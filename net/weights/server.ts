@@ -6,7 +6,7 @@
  */
 import type { Libp2p, Stream } from '@libp2p/interface'
 import { ConfigError } from '../../common/index.js'
-import type { HostTensor } from '../../model/safetensors.js'
+import type { HostTensor } from '../../model/index.js'
 import { createLog } from '../../common/index.js'
 import {
   MAX_WEIGHTS_CHUNK_BYTES, MAX_WEIGHTS_FRAME_BYTES, WEIGHTS_PROTOCOL, chunkFrameParts, decodeWeightsMessage, encodeWeightsMessage,
