@@ -7,7 +7,7 @@
  * ends with the figures as bench lines. The baseline is the same cluster before the first fault: its
  * median iteration time is printed before the faults start.
  */
-import '../model/polyfill.js'
+import '../common/polyfill.js'
 import { parseArgs } from 'node:util'
 import { ChaosConfigError, benchLines, checkInvariants, formatReport, runChaos } from '../sim/chaos/index.js'
 

@@ -4,6 +4,7 @@
  * the commit and are pulled and written in the background. Ends with
  * `bench: checkpoint_overhead=<(with - without) / without>`.
  */
+import '../common/polyfill.js'
 import { readFileSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'

@@ -8,7 +8,7 @@
  * figure is comparable to the usual MFU-style numbers. Hardware FLOP/s is 4/3 of it for the matmuls.
  * Runs each backend in a child process, since tfjs keeps one backend per process.
  */
-import '../model/polyfill.js'
+import '../common/polyfill.js'
 import { spawnSync } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import * as tf from '@tensorflow/tfjs'

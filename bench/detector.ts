@@ -15,12 +15,13 @@
  *     connection and a failed ping) and SIGSTOP at a random point between heartbeats (silence
  *     alone: the connection stays up). Medians of 3 trials.
  */
+import '../common/polyfill.js'
 import { performance } from 'node:perf_hooks'
 import type { ChildProcess } from 'node:child_process'
 import { FailureDetector, type DetectorOptions, type LostPeer } from '../coordinator/detector.js'
 import { mulberry32 } from '../model/rng.js'
-import { ClusterGossip } from '../node/gossip.js'
-import { createPeerLibp2p } from '../node/transport/index.js'
+import { ClusterGossip } from '../net/index.js'
+import { createPeerLibp2p } from '../net/index.js'
 import { benchSecret, killChildren, startPeer, type BenchPeer } from './harness.js'
 
 const CLUSTER = 'bench-detector'

@@ -2,13 +2,13 @@
  * Shared by the cluster benchmarks: a coordinator in this process and peers as child processes
  * (`spotpipe peer`), every child killed on exit.
  */
-import '../model/polyfill.js'
+import '../common/polyfill.js'
 import type { ChildProcess } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Coordinator, type CoordinatorInit } from '../coordinator/index.js'
-import { tuneHeapGrowth } from '../model/heap-tuning.js'
+import { tuneHeapGrowth } from '../common/index.js'
 import { createClusterSecret, spawnPeer, type PeerAccess } from '../sim/peer-process.js'
 
 // the benchmarks' coordinator runs in this process: tuned as `spotpipe coordinator` is

@@ -6,14 +6,14 @@
  * On this 2-core machine the 4 peers share 2 cores, so the distributed run can overlap two stages'
  * compute while the local trainer runs everything on one core: efficiency above 1 is possible.
  */
-import '../model/polyfill.js'
+import '../common/polyfill.js'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { initBackend } from '../model/backend.js'
 import { DEFAULT_MODEL, DEFAULT_TRAIN } from '../model/config.js'
 import { loadBrownCorpus } from '../model/data.js'
-import { tuneHeapGrowth } from '../model/heap-tuning.js'
+import { tuneHeapGrowth } from '../common/index.js'
 import { LocalPipelineTrainer } from '../model/trainer.js'
 import { accessArgs } from '../sim/peer-process.js'
 import { benchSecret } from './harness.js'

@@ -8,12 +8,13 @@
  * seconds on this shared 2-core machine. Detection of a SIGKILL does not depend on it (the closed
  * connection is noticed within milliseconds and confirmed by a failed ping).
  */
+import '../common/polyfill.js'
 import { performance } from 'node:perf_hooks'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { StageLostError } from '../coordinator/index.js'
 import { resolveModelConfig } from '../model/config.js'
 import { countParams, stageLayout, stageSpecs } from '../model/params.js'
-import { fetchWeights } from '../node/weights/index.js'
+import { fetchWeights } from '../net/index.js'
 import { holder, startCluster, stopCluster } from './harness.js'
 
 interface Row { iterMs: number, mb: number, detect: number, transfer: number, rebuild: number, resume: number, total: number, bytes: number, transferMBs: number, protocolMBs: number }

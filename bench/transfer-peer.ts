@@ -10,12 +10,12 @@
  * FRAMES_PROTOCOL streams the same bytes as bare 1 MiB frames with no protocol work on either side:
  * the ceiling libp2p itself (tcp + noise + yamux + framing) puts on any stream protocol.
  */
-import '../model/polyfill.js'
+import '../common/polyfill.js'
 import { once } from 'node:events'
 import { pathToFileURL } from 'node:url'
 import type { TensorSet } from '../model/safetensors.js'
-import { createPeerLibp2p, endFrames, writeFrame } from '../node/transport/index.js'
-import { serveWeights } from '../node/weights/index.js'
+import { createPeerLibp2p, endFrames, writeFrame } from '../net/index.js'
+import { serveWeights } from '../net/index.js'
 
 export const FRAMES_PROTOCOL = '/spotpipe/bench-frames/1.0.0'
 

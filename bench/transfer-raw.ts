@@ -13,7 +13,7 @@
  *
  *   npx tsx bench/transfer-raw.ts [MB]
  */
-import '../model/polyfill.js'
+import '../common/polyfill.js'
 import { fork, type ChildProcess } from 'node:child_process'
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto'
 import { once } from 'node:events'

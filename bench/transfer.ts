@@ -20,7 +20,7 @@
  *
  *   npm run bench:transfer [-- MB]
  */
-import '../model/polyfill.js'
+import '../common/polyfill.js'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { once } from 'node:events'
@@ -28,8 +28,8 @@ import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import { MAX_WEIGHTS_CHUNK_BYTES, firstNonFinite } from '../protocols/index.js'
-import { createPeerLibp2p, generateSwarmKey, openStream, readFrames, type PeerLibp2p } from '../node/transport/index.js'
-import { fetchWeights, tensorCrc } from '../node/weights/index.js'
+import { createPeerLibp2p, generateSwarmKey, openStream, readFrames, type PeerLibp2p } from '../net/index.js'
+import { fetchWeights, tensorCrc } from '../net/index.js'
 import { FRAMES_PROTOCOL, type DonorConfig, type DonorReply } from './transfer-peer.js'
 import { measureSealedRawTransfer } from './transfer-raw.js'
 

@@ -19,7 +19,7 @@
  * ...), whose messages name the flag (--stages), not the variable or the key.
  */
 import { promises as fs } from 'node:fs'
-import { SpotpipeError } from '../model/errors.js'
+import { SpotpipeError } from '../common/index.js'
 import { parseFlags, type FlagSpec } from './flags.js'
 
 /** A config file is missing, unreadable, not JSON, or has an unknown key or a wrongly typed value. */

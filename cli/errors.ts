@@ -1,4 +1,4 @@
-import { SpotpipeError } from '../model/errors.js'
+import { SpotpipeError } from '../common/index.js'
 
 /** A command line the CLI cannot act on: unknown command or flag, a bad value. */
 export class UsageError extends SpotpipeError {

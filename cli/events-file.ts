@@ -7,7 +7,7 @@
  * as the chaos suite (sim/chaos/) read these files instead of parsing log text.
  */
 import { closeSync, openSync, writeSync } from 'node:fs'
-import { SpotpipeError } from '../model/errors.js'
+import { SpotpipeError } from '../common/index.js'
 
 /** The events file cannot be opened or written. */
 export class EventsFileError extends SpotpipeError {

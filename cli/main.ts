@@ -2,9 +2,9 @@
  * The `spotpipe` command: dispatches to commands/<name>.ts. One top-level handler turns any error
  * into a one-line message and a non-zero exit (a stack trace only with DEBUG set).
  */
-import '../model/polyfill.js'
-import { tuneHeapGrowth } from '../model/heap-tuning.js'
-import { SpotpipeError } from '../model/errors.js'
+import '../common/polyfill.js'
+import { tuneHeapGrowth } from '../common/index.js'
+import { SpotpipeError } from '../common/index.js'
 import { UsageError } from './errors.js'
 
 interface Command {

@@ -2,7 +2,7 @@
  * Model and training flags shared by `train`, `coordinator` and `sim`, mapped onto ModelConfig and
  * TrainConfig (whose defaults and comments live in model/config.ts).
  */
-import type { ModelConfig, TrainConfig } from '../model/config.js'
+import type { ModelConfig, TrainConfig } from '../model/index.js'
 import { intFlag, numFlag, type FlagSpec } from './flags.js'
 
 export const MODEL_FLAGS = {

@@ -7,7 +7,7 @@
  * part in an open cluster (any host that can reach it may connect) on purpose.
  */
 import { resolve } from 'node:path'
-import { loadOrCreateIdentity, loadOrCreateSwarmKey, loadSwarmKey, loadIdentity } from '../node/transport/index.js'
+import { loadOrCreateIdentity, loadOrCreateSwarmKey, loadSwarmKey, loadIdentity } from '../net/index.js'
 import type { PrivateKey } from '@libp2p/interface'
 import { UsageError } from './errors.js'
 import type { FlagSpec } from './flags.js'

@@ -16,7 +16,7 @@
  * silence at which phi crosses a threshold is computed directly rather than searched for.
  */
 
-import { ConfigError } from '../model/errors.js'
+import { ConfigError } from '../common/index.js'
 
 /** Logistic-approximation coefficients: CDF(y) ~ 1 / (1 + exp(-z)), z = y * (A + B * y^2). */
 const A = 1.5976

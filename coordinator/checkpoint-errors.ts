@@ -2,7 +2,7 @@
  * The checkpoint store's typed errors. Every one is a CheckpointError with a stable `code`, and
  * names the checkpoint (`iteration`) and the file at fault when known.
  */
-import { SpotpipeError } from '../model/errors.js'
+import { SpotpipeError } from '../common/index.js'
 
 const LIST_LIMIT = 8
 

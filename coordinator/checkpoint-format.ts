@@ -19,7 +19,7 @@
 import { createHash } from 'node:crypto'
 import { promises as fs } from 'node:fs'
 import { join } from 'node:path'
-import { crcHex, tensorCrc } from '../node/weights/index.js'
+import { crcHex, tensorCrc } from '../net/index.js'
 import { CheckpointFileMissingError, CheckpointIoError, CheckpointManifestError, errMessage, isAbort } from './checkpoint-errors.js'
 
 export const MANIFEST_FILE = 'manifest.json'

@@ -5,9 +5,9 @@
  * the new layout owns.
  */
 import { join } from 'node:path'
-import { createLog } from '../model/log.js'
-import type { HostTensor, TensorSet } from '../model/safetensors.js'
-import { decodeStageState, mergeTensorSets, OPTIM_M, OPTIM_V, type StageMeta, type StageState } from '../model/state.js'
+import { createLog } from '../common/index.js'
+import type { HostTensor, TensorSet } from '../model/index.js'
+import { decodeStageState, mergeTensorSets, OPTIM_M, OPTIM_V, type StageMeta, type StageState } from '../model/index.js'
 import { CheckpointCorruptError, CheckpointMissingTensorsError, errMessage } from './checkpoint-errors.js'
 import { ITERATION_IN_FILES_VERSION, checksumMismatch, readCheckpointFile, readManifest } from './checkpoint-format.js'
 

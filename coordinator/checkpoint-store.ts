@@ -16,9 +16,9 @@
  */
 import { promises as fs, type Dirent } from 'node:fs'
 import { join } from 'node:path'
-import { ConfigError } from '../model/errors.js'
-import { createLog } from '../model/log.js'
-import type { StageState } from '../model/state.js'
+import { ConfigError } from '../common/index.js'
+import { createLog } from '../common/index.js'
+import type { StageState } from '../model/index.js'
 import { CheckpointError, CheckpointIoError, CheckpointNotFoundError, CheckpointUsageError, errMessage, NoValidCheckpointError, type SkippedCheckpoint } from './checkpoint-errors.js'
 import { CHECKPOINT_DIR_RE, checkpointDirName, checkpointInfo, MANIFEST_FILE, MAX_STAGES, readManifest, type CheckpointInfo, type CheckpointManifest } from './checkpoint-format.js'
 import { metaFor, readCheckpoint, tensorsFor, type LoadedCheckpoint } from './checkpoint-load.js'

@@ -14,9 +14,9 @@
  * are not added to any peer's history, nor is the silence of a peer declared lost that speaks again.
  */
 import { peerIdFromString } from '@libp2p/peer-id'
-import { ConfigError } from '../model/errors.js'
-import { createLog } from '../model/log.js'
-import type { PeerLibp2p } from '../node/transport/index.js'
+import { ConfigError } from '../common/index.js'
+import { createLog } from '../common/index.js'
+import type { PeerLibp2p } from '../net/index.js'
 import { ArrivalWindow } from './accrual.js'
 import { PauseDetector, type Pause } from './pause.js'
 

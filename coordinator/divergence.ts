@@ -24,9 +24,9 @@
  * rebuilt by any rung later still trains at the reduced rate. It is not persisted: a restarted
  * coordinator starts again from the learning rate it is given.
  */
-import type { TrainConfig } from '../model/config.js'
-import { SpotpipeError } from '../model/errors.js'
-import { createLog } from '../model/log.js'
+import type { TrainConfig } from '../model/index.js'
+import { SpotpipeError } from '../common/index.js'
+import { createLog } from '../common/index.js'
 import type { Assignment, DoneReport } from '../protocols/index.js'
 import type { CheckpointStore } from './checkpoint-store.js'
 import { CoordinatorUsageError } from './errors.js'

@@ -7,8 +7,8 @@
  */
 import { promises as fs } from 'node:fs'
 import { dirname } from 'node:path'
-import { SpotpipeError } from '../model/errors.js'
-import { createLog } from '../model/log.js'
+import { SpotpipeError } from '../common/index.js'
+import { createLog } from '../common/index.js'
 import { removeStaleTemps, writeFileAtomic } from './fs-atomic.js'
 
 const log = createLog('coordinator:state')

@@ -1,4 +1,4 @@
-import { SpotpipeError } from '../model/errors.js'
+import { SpotpipeError } from '../common/index.js'
 
 /** Waiting for peers, acknowledgements or reports took longer than allowed. */
 export class CoordinatorTimeoutError extends SpotpipeError {

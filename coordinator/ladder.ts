@@ -22,7 +22,7 @@
  * reported it could not carry the plan out) is skipped for it; the checkpoint rung is never
  * skipped, it is the floor that always applies.
  */
-import { DEFAULT_LR_SCALE, mirrorHolder } from '../model/recovery.js'
+import { DEFAULT_LR_SCALE, mirrorHolder } from '../model/index.js'
 import type { RecoveryRung } from '../protocols/index.js'
 
 export type Strategy = 'checkfree' | 'checkfree-plus' | 'checkpoint' | 'checkpoint-whole' | 'redundant' | 'none'

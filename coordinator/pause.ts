@@ -8,7 +8,7 @@
  *     and so does a wall-clock step (NTP, an operator).
  * Either way, silence the coordinator measured across it says nothing about its peers.
  */
-import { ConfigError } from '../model/errors.js'
+import { ConfigError } from '../common/index.js'
 
 export interface Pause {
   kind: 'stall' | 'clock-jump'

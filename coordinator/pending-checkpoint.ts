@@ -6,9 +6,9 @@
  */
 import { promises as fs } from 'node:fs'
 import { join } from 'node:path'
-import { createLog } from '../model/log.js'
-import { assertFinite } from '../model/safetensors.js'
-import { decodeStageState, encodeStageStateParts, type StageState } from '../model/state.js'
+import { createLog } from '../common/index.js'
+import { assertFinite } from '../model/index.js'
+import { decodeStageState, encodeStageStateParts, type StageState } from '../model/index.js'
 import { CheckpointAbandonedError, CheckpointCorruptError, CheckpointIncompleteError, CheckpointIoError, CheckpointUsageError, errMessage, isAbort } from './checkpoint-errors.js'
 import { MANIFEST_FILE, MANIFEST_FORMAT, MANIFEST_VERSION, crc32Hex, stageFileName, type CheckpointInfo, type CheckpointManifest, type ManifestFileEntry } from './checkpoint-format.js'
 import { writeFileAtomic } from './fs-atomic.js'

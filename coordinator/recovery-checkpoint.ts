@@ -4,11 +4,11 @@
  * rebuilding peers then fetch their stage from it over the weights protocol, through `provider`,
  * re-cut to the current stage layout (tensor names are global, so any layout can be served).
  */
-import type { ModelConfig } from '../model/config.js'
-import { createLog } from '../model/log.js'
-import { stageLayout, stageSpecs } from '../model/params.js'
-import { metaToTensor, META_TENSOR } from '../model/state.js'
-import type { WeightsProvider } from '../node/weights/index.js'
+import type { ModelConfig } from '../model/index.js'
+import { createLog } from '../common/index.js'
+import { stageLayout, stageSpecs } from '../model/index.js'
+import { metaToTensor, META_TENSOR } from '../model/index.js'
+import type { WeightsProvider } from '../net/index.js'
 import { metaFor, tensorsFor, type CheckpointStore, type LoadedCheckpoint } from './checkpoint-store.js'
 
 const log = createLog('coordinator')

@@ -5,11 +5,11 @@
  * to the checkpoint store. A checkpoint that cannot be completed is abandoned, not retried.
  */
 import { peerIdFromString } from '@libp2p/peer-id'
-import type { ModelConfig } from '../model/config.js'
-import { createLog } from '../model/log.js'
-import { stateFromTensorSet } from '../model/state.js'
-import type { PeerLibp2p } from '../node/transport/index.js'
-import { fetchWeights } from '../node/weights/index.js'
+import type { ModelConfig } from '../model/index.js'
+import { createLog } from '../common/index.js'
+import { stateFromTensorSet } from '../model/index.js'
+import type { PeerLibp2p } from '../net/index.js'
+import { fetchWeights } from '../net/index.js'
 import type { Assignment, TensorInfo } from '../protocols/index.js'
 import type { CheckpointStore } from './checkpoint-store.js'
 import { CoordinatorTimeoutError } from './errors.js'

@@ -3,7 +3,7 @@
  * one per recovery, one per peer it hears from. coordinator.ts re-exports them.
  */
 import type { PrivateKey } from '@libp2p/interface'
-import type { ModelConfig, TrainConfig } from '../model/config.js'
+import type { ModelConfig, TrainConfig } from '../model/index.js'
 import type { Heartbeat } from '../protocols/index.js'
 import type { DetectorOptions } from './detector.js'
 import type { Strategy, StagePlan } from './ladder.js'

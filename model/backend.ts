@@ -6,8 +6,8 @@
  * load falls back to the next one with a logged reason, unless `strict` is set.
  */
 import * as tf from '@tensorflow/tfjs'
-import { BackendError } from './errors.js'
-import { createLog } from './log.js'
+import { BackendError } from '../common/index.js'
+import { createLog } from '../common/index.js'
 
 const log = createLog('backend')
 

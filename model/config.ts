@@ -2,7 +2,7 @@
  * The one configuration type of the model and its training, with a comment on every default.
  * Sizes are chosen so the default demo trains visibly in minutes on a 2-core CPU with tfjs-wasm.
  */
-import { ConfigError } from './errors.js'
+import { ConfigError } from '../common/index.js'
 
 export interface ModelConfig {
   /** Vocabulary size: bytes. @default 256 */

@@ -8,7 +8,7 @@
 import { readFileSync, readdirSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { dirname, join } from 'node:path'
-import { ConfigError, DataError } from './errors.js'
+import { ConfigError, DataError } from '../common/index.js'
 import { hashKey, mulberry32 } from './rng.js'
 
 /** Byte-level vocabulary: every UTF-8 byte is a token. */

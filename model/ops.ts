@@ -99,7 +99,7 @@ export function crossEntropy (logits: tf.Tensor2D, targets: tf.Tensor1D): tf.Sca
 }
 
 /**
- * A float32 tensor from host values. Fetched weights can live in shared memory (node/weights
+ * A float32 tensor from host values. Fetched weights can live in shared memory (net/weights
  * prefaults pages through a SharedArrayBuffer); the wasm and cpu backends take those as they are,
  * but the native TensorFlow binding is only known to accept plain ArrayBuffers, so for it they are
  * copied first.

@@ -6,7 +6,7 @@
  * on (initSeed, name), never on how the model is split.
  */
 import type { ModelConfig } from './config.js'
-import { ConfigError } from './errors.js'
+import { ConfigError } from '../common/index.js'
 import { hashKey, mulberry32, normalSampler } from './rng.js'
 
 export type Part = 'embed' | 'blocks' | 'head'

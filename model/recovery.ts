@@ -15,7 +15,7 @@
  * position, floor(r * n_neighbour / n_lost), so uneven partitions still map every block.
  */
 import type { ModelConfig } from './config.js'
-import { RecoveryError, ShapeMismatchError } from './errors.js'
+import { RecoveryError, ShapeMismatchError } from '../common/index.js'
 import { embedSpecs, headSpecs, stageSpecs, type StageLayout } from './params.js'
 
 export type NamedValues = Map<string, Float32Array>

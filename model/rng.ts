@@ -11,7 +11,7 @@
  *   const gauss = normalSampler(rand)
  *   const w = gauss() * std
  */
-import { ConfigError } from './errors.js'
+import { ConfigError } from '../common/index.js'
 
 const TWO_POW_32 = 4294967296
 

@@ -13,7 +13,7 @@
  * byte-swapping, and every entry point throws on a big-endian host.
  */
 import { endianness } from 'node:os'
-import { CorruptStateError, NonFiniteError, ShapeMismatchError, SpotpipeError } from './errors.js'
+import { CorruptStateError, NonFiniteError, ShapeMismatchError, SpotpipeError } from '../common/index.js'
 
 export type DType = 'F32' | 'I32'
 

@@ -14,7 +14,7 @@
 import * as tf from '@tensorflow/tfjs'
 import { Adam } from './adam.js'
 import type { ModelConfig, TrainConfig } from './config.js'
-import { MissingParameterError, NonFiniteError, ShapeMismatchError, SpotpipeError } from './errors.js'
+import { MissingParameterError, NonFiniteError, ShapeMismatchError, SpotpipeError } from '../common/index.js'
 import { initialValues, partSpecs, stageSpecs, type ParamSpec, type Part, type StageLayout } from './params.js'
 import { blockBwd, blockFwd, embedBwd, embedFwd, headBwd, headFwd, type Cache, type Params } from './layers.js'
 import { hostCopy, hostTensor } from './ops.js'

@@ -6,7 +6,7 @@
  * This is the payload of the weights protocol and of checkpoints.
  */
 import * as tf from '@tensorflow/tfjs'
-import { CorruptStateError, ShapeMismatchError } from './errors.js'
+import { CorruptStateError, ShapeMismatchError } from '../common/index.js'
 import { decodeSafetensors, encodeSafetensors, safetensorsParts, type DecodeOptions, type HostTensor, type TensorSet } from './safetensors.js'
 import type { Stage } from './stage.js'
 import { hostCopy, hostTensor, readInto } from './ops.js'

@@ -14,13 +14,13 @@
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import type { Stream } from '@libp2p/interface'
-import { createLog } from '../model/log.js'
-import { route } from '../model/schedule.js'
+import { createLog } from '../common/index.js'
+import { route } from '../model/index.js'
 import {
   ACTIVATIONS_PROTOCOL, ACTIVATION_FRAMES_IN_FLIGHT, MAX_ACTIVATION_STREAMS_PER_PEER, MAX_TENSOR_FRAME_BYTES,
   decodeTensorFrame, encodeTensorFrame, tensorFrameBytes, type TensorFrameHeader
 } from '../protocols/index.js'
-import { FrameTooLargeError, StreamClosedError, endFrames, openStream, readFrames, writeFrame, type PeerLibp2p } from './transport/index.js'
+import { FrameTooLargeError, StreamClosedError, endFrames, openStream, readFrames, writeFrame, type PeerLibp2p } from '../net/index.js'
 import { ActivationBudgetError, NeighbourLostError, NotNeighbourError } from './errors.js'
 
 const log = createLog('activations')

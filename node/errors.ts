@@ -1,4 +1,4 @@
-import { SpotpipeError } from '../model/errors.js'
+import { SpotpipeError } from '../common/index.js'
 
 /** A tensor frame or control message that does not fit the current iteration (wrong hop, stage, shape). */
 export class UnexpectedFrameError extends SpotpipeError {

@@ -11,8 +11,8 @@
  * once: an iteration run again after a rollback is not poisoned a second time.
  */
 import * as tf from '@tensorflow/tfjs'
-import { ConfigError } from '../model/errors.js'
-import type { Stage } from '../model/stage.js'
+import { ConfigError } from '../common/index.js'
+import type { Stage } from '../model/index.js'
 
 /** The environment variable the peer CLI reads. */
 export const FAULT_NONFINITE_ENV = 'SPOTPIPE_FAULT_NONFINITE'

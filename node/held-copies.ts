@@ -9,16 +9,16 @@
  * The peer (peer.ts) decides when to refresh or drop them; this module keeps them and answers
  * weight requests from them.
  */
-import { createLog } from '../model/log.js'
-import { embedSpecs, headSpecs } from '../model/params.js'
-import { mirroredOwners, shadowedStage } from '../model/recovery.js'
-import type { TensorSet } from '../model/safetensors.js'
-import type { Stage } from '../model/stage.js'
-import { exportStageState, stateToTensorSet } from '../model/state.js'
-import type { ModelConfig } from '../model/config.js'
+import { createLog } from '../common/index.js'
+import { embedSpecs, headSpecs } from '../model/index.js'
+import { mirroredOwners, shadowedStage } from '../model/index.js'
+import type { TensorSet } from '../model/index.js'
+import type { Stage } from '../model/index.js'
+import { exportStageState, stateToTensorSet } from '../model/index.js'
+import type { ModelConfig } from '../model/index.js'
 import type { HeldCopy } from '../protocols/index.js'
 import type { WeightsRequestSpec } from './recovery.js'
-import { IterationUnavailableError, type WeightsProvider, type WeightsSnapshot } from './weights/index.js'
+import { IterationUnavailableError, type WeightsProvider, type WeightsSnapshot } from '../net/index.js'
 
 const log = createLog('peer')
 

@@ -1,10 +1,12 @@
-/** The peer: its libp2p node, gossip, activations protocol and per-stage runtime. */
+/** The peer: activations protocol, per-stage runtime and recovery (its networking is net/). */
 export { Peer, type PeerInit } from './peer.js'
-export { ClusterGossip, type GossipInit } from './gossip.js'
 export { ActivationLinks, activationPolicy, activationMemoryBudget, type ActivationsInit, type ActivationPolicy } from './activations.js'
 export { StageRuntime, type StageRuntimeInit, type DoneInfo, type OutFrame } from './stage-runtime.js'
 export {
   AssignmentError, NeighbourLostError, UnexpectedFrameError, UnreachableError, NotNeighbourError,
   ActivationBudgetError, EarlyFrameError
 } from './errors.js'
-export * from './transport/index.js'
+export {
+  SpotWatcher, type SpotNotice, type SpotProvider, type SpotProviderSetting, type SpotWatcherEvents, type SpotWatcherInit
+} from './spot-watcher.js'
+export { FAULT_NONFINITE_ENV, NonFiniteFaults, parseNonFiniteFaults, type NonFiniteFault } from './faults.js'

@@ -7,12 +7,12 @@
  *   checkfree          both neighbours' parameters, averaged by their gradient norms; fresh Adam at lr x lrScale
  *   checkfree-plus     the neighbour's blocks plus its mirror of the embedding or head; fresh Adam
  */
-import type { ModelConfig, TrainConfig } from '../model/config.js'
-import { embedSpecs, headSpecs, stageLayout, type StageLayout } from '../model/params.js'
-import { checkfreeAverage, neighbourCopy, type NamedValues } from '../model/recovery.js'
-import type { TensorSet } from '../model/safetensors.js'
-import { Stage } from '../model/stage.js'
-import { loadStageState, stateFromTensorSet } from '../model/state.js'
+import type { ModelConfig, TrainConfig } from '../model/index.js'
+import { embedSpecs, headSpecs, stageLayout, type StageLayout } from '../model/index.js'
+import { checkfreeAverage, neighbourCopy, type NamedValues } from '../model/index.js'
+import type { TensorSet } from '../model/index.js'
+import { Stage } from '../model/index.js'
+import { loadStageState, stateFromTensorSet } from '../model/index.js'
 import type { RecoveryPlan } from '../protocols/index.js'
 import { AssignmentError } from './errors.js'
 

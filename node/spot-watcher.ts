@@ -24,8 +24,8 @@
  * of exiting at once: whoever listens for the notice decides when the process ends.
  */
 import { EventEmitter } from 'node:events'
-import { ConfigError } from '../model/errors.js'
-import { createLog } from '../model/log.js'
+import { ConfigError } from '../common/index.js'
+import { createLog } from '../common/index.js'
 
 const log = createLog('spot-watcher')
 

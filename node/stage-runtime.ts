@@ -18,12 +18,12 @@
  * optimizer unchanged) but counts the iteration as committed and moves on to the next one's data.
  */
 import * as tf from '@tensorflow/tfjs'
-import type { ModelConfig, TrainConfig } from '../model/config.js'
-import { sampleBatch } from '../model/data.js'
-import { createLog } from '../model/log.js'
-import { NonFiniteError } from '../model/errors.js'
-import { route, type Hop } from '../model/schedule.js'
-import type { Stage, StepResult } from '../model/stage.js'
+import type { ModelConfig, TrainConfig } from '../model/index.js'
+import { sampleBatch } from '../model/index.js'
+import { createLog } from '../common/index.js'
+import { NonFiniteError } from '../common/index.js'
+import { route, type Hop } from '../model/index.js'
+import type { Stage, StepResult } from '../model/index.js'
 import { firstNonFinite, MAX_EARLY_ITERATIONS, type Direction, type NonFiniteWhat } from '../protocols/index.js'
 import { EarlyFrameError, UnexpectedFrameError } from './errors.js'
 

@@ -3,7 +3,7 @@
  * can catch `ProtocolError`, drop the frame or the stream, and carry on. `field` names the offending
  * field where there is one (`heartbeat.stage`, `frame.shape[2]`, ...).
  */
-import { SpotpipeError } from '../model/errors.js'
+import { SpotpipeError } from '../common/index.js'
 
 export interface ProtocolErrorOptions {
   field?: string

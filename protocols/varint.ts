@@ -1,6 +1,6 @@
 /**
  * Unsigned LEB128 varints: protobuf's integers, and the length prefix of every framed stream here
- * (node/transport). One definition for the frame writer and reader and for the weights protocol's
+ * (net/transport). One definition for the frame writer and reader and for the weights protocol's
  * chunk fast path (peekChunk, chunkFrameParts), which read and write protobuf by hand.
  * Values are JavaScript safe integers (< 2^53).
  */

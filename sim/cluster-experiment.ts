@@ -6,7 +6,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { Strategy } from '../coordinator/index.js'
-import type { ModelConfig, TrainConfig } from '../model/config.js'
+import type { ModelConfig, TrainConfig } from '../model/index.js'
 import { runClusterStrategy, type ClusterRow, type ClusterRun } from './cluster-mode.js'
 import { linePlot } from './svg.js'
 import { serializeTrace, type Trace } from './trace.js'

@@ -46,8 +46,8 @@
  * model of model mode stand for one whose iteration is timeScale times longer, so that a paper
  * per-iteration failure probability and an hourly rate describe the same clock.
  */
-import type { ModelConfig, TrainConfig } from '../model/config.js'
-import { countParams, embedSpecs, headSpecs, partSpecs, stageLayout, stageSpecs } from '../model/params.js'
+import type { ModelConfig, TrainConfig } from '../model/index.js'
+import { countParams, embedSpecs, headSpecs, partSpecs, stageLayout, stageSpecs } from '../model/index.js'
 import { SimConfigError } from './errors.js'
 
 /** Named parameters, each with its default and where the default comes from. */

@@ -1,7 +1,7 @@
 /**
  * Typed errors of the churn simulator. Each carries a stable code, like the model layer's errors.
  */
-import { SpotpipeError } from '../model/errors.js'
+import { SpotpipeError } from '../common/index.js'
 
 /** A trace file or trace object is malformed; the message names the field and the problem. */
 export class TraceError extends SpotpipeError {

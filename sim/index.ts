@@ -8,6 +8,7 @@
  *   model mode   runModelMode (one strategy on one trace), runModelExperiment (scenarios x seeds x
  *                strategies with outputs), measureStepS
  *   projection   runProjection / formatProjection
+ *   cluster mode runClusterExperiment: a real coordinator and peer processes on one machine
  *   outputs      summarize / formatSummary / timeToTarget / writeRunFiles, linePlot, linePlotPng, ProgressBar
  */
 export * from './errors.js'
@@ -23,3 +24,7 @@ export * from './png.js'
 export * from './progress.js'
 export * from './presets.js'
 export { measureStepS, runModelExperiment, scenarioClock, retimeFailureFree, type ExperimentConfig, type ExperimentResult, type ScenarioResult } from './experiment.js'
+export {
+  runClusterExperiment, clusterTimeToTarget, type ClusterExperimentConfig, type ClusterExperimentResult
+} from './cluster-experiment.js'
+export type { ClusterRow, ClusterRun } from './cluster-mode.js'

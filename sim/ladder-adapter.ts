@@ -22,7 +22,7 @@
  * rung that follows. (Once LadderInput carries held-copy freshness, pass it instead.)
  */
 import { planRecovery, type LadderInput, type StagePlan } from '../coordinator/ladder.js'
-import { shadowHolder } from '../model/recovery.js'
+import { shadowHolder } from '../model/index.js'
 import { SimConfigError } from './errors.js'
 import { ladderStrategy, SIM_RUNGS, strategyTraits, type SimRung, type StrategyName } from './strategies.js'
 

@@ -15,7 +15,7 @@
  * rollback being all or nothing). test/sim-ladder.test.ts checks the memo against planBatch on the
  * whole batch over random batches, so a ladder change that breaks the assumption fails there.
  */
-import { mirrorHolder } from '../model/recovery.js'
+import { mirrorHolder } from '../model/index.js'
 import { SimConfigError } from './errors.js'
 import { HeldPipeline, planBatch, replicaAvailable, type LostStage } from './ladder-adapter.js'
 import { SIM_RUNGS, strategyTraits, type StrategyName } from './strategies.js'

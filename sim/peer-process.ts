@@ -8,7 +8,7 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
-import { loadOrCreateSwarmKey } from '../node/transport/index.js'
+import { loadOrCreateSwarmKey } from '../net/index.js'
 
 /** Node arguments that run the `spotpipe` CLI: the TypeScript sources under tsx, or the build. */
 export function spotpipeArgs (): string[] {

@@ -11,7 +11,7 @@
  * p per iteration is then exactly h per hour on our clock. `hourly-16` converts 16%/h with our own
  * (unscaled) iteration time instead: honest, but failures are then rare in a short run.
  */
-import type { ModelConfig, TrainConfig } from '../model/config.js'
+import type { ModelConfig, TrainConfig } from '../model/index.js'
 import { SimConfigError } from './errors.js'
 import { STRATEGIES, type StrategyName, type StrategyOptions } from './strategies.js'
 

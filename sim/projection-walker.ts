@@ -4,7 +4,7 @@
  * applying a stretch of failure-free attempts in O(1) and a failure batch in proportion to its events.
  * The rungs come from the coordinator's ladder, through the memo of ladder-memo.ts.
  */
-import { mirrorHolder, shadowedStage } from '../model/recovery.js'
+import { mirrorHolder, shadowedStage } from '../model/index.js'
 import type { CostModel } from './cost-model.js'
 import { CRASH, LadderMemo, ROLLS, type HeldCopyState } from './ladder-memo.js'
 import { iterationShape, SIM_RUNGS, strategyTraits, type FailureTally, type SimRung, type StrategyName, type StrategyOptions } from './strategies.js'

@@ -26,7 +26,7 @@
  * the checkpoint rung, so every strategy but `none` keeps sparse checkpoints.
  */
 import { STRATEGIES as COORDINATOR_STRATEGIES, type Strategy } from '../coordinator/ladder.js'
-import { DEFAULT_LR_SCALE, type Weighting } from '../model/recovery.js'
+import { DEFAULT_LR_SCALE, type Weighting } from '../model/index.js'
 import type { RecoveryRung } from '../protocols/index.js'
 import { SimConfigError } from './errors.js'
 import type { IterationShape } from './cost-model.js'

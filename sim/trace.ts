@@ -23,7 +23,7 @@
  * conversion, events: [{ iteration, timeS, stage, peer, kind }] }, events sorted by (iteration, timeS).
  */
 import { readFileSync, writeFileSync } from 'node:fs'
-import { hashKey, mulberry32 } from '../model/rng.js'
+import { hashKey, mulberry32 } from '../model/index.js'
 import { SimConfigError, TraceError } from './errors.js'
 
 export type TraceEventKind = 'crash' | 'notice' | 'join'

@@ -4,9 +4,9 @@
  * ({type: 'progress', attempt, iteration, wallS}, then {type: 'done'}). The RunResult goes to
  * job.resultPath.
  */
-import '../model/polyfill.js'
+import '../common/polyfill.js'
 import { readFileSync, writeFileSync } from 'node:fs'
-import { initBackend } from '../model/backend.js'
+import { initBackend } from '../model/index.js'
 import { CostModel } from './cost-model.js'
 import { replaceNumbers, type WorkerJob } from './experiment.js'
 import { runModelMode } from './model-mode.js'

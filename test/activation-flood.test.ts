@@ -12,7 +12,7 @@ import { multiaddr } from '@multiformats/multiaddr'
 import type { Stream } from '@libp2p/interface'
 import { initBackend } from '../model/backend.js'
 import { ActivationLinks, activationMemoryBudget, type ActivationPolicy } from '../node/activations.js'
-import { createPeerLibp2p, encodeVarint, openStream, waitForDrain, type PeerLibp2p } from '../node/transport/index.js'
+import { createPeerLibp2p, encodeVarint, openStream, waitForDrain, type PeerLibp2p } from '../net/index.js'
 import {
   ACTIVATIONS_PROTOCOL, ACTIVATION_FRAMES_IN_FLIGHT, MAX_ACTIVATION_STREAMS_PER_PEER, MAX_TENSOR_FRAME_BYTES, tensorFrameBytes
 } from '../protocols/index.js'

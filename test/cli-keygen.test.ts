@@ -11,7 +11,7 @@ import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { ConfigEnvError, ConfigFileError, envVarName, mergeConfig, parseFlagsWithConfig, readConfigFile, CONFIG_FLAG } from '../cli/config-file.js'
 import type { FlagSpec } from '../cli/flags.js'
-import { loadIdentity, loadSwarmKey } from '../node/transport/identity.js'
+import { loadIdentity, loadSwarmKey } from '../net/index.js'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const CLI = fileURLToPath(new URL('../cli/main-entry.ts', import.meta.url))

@@ -8,7 +8,7 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
-import { generateSwarmKey, saveSwarmKey } from '../node/transport/index.js'
+import { generateSwarmKey, saveSwarmKey } from '../net/index.js'
 import { killAll, spotpipe } from './helpers/procs.js'
 
 const MODEL = ['--d-model', '32', '--heads', '2', '--blocks', '4', '--seq-len', '16', '--stages', '4', '--microbatches', '2', '--microbatch-size', '4']

@@ -4,7 +4,7 @@ import {
   validationBatches, VOCAB_SIZE
 } from '../model/data.js'
 import { hashKey, mulberry32, normalSampler } from '../model/rng.js'
-import { ConfigError, DataError, SpotpipeError } from '../model/errors.js'
+import { ConfigError, DataError, SpotpipeError } from '../common/index.js'
 
 const key = { seed: 7, iteration: 3, microbatch: 1, replica: 0 }
 

@@ -9,8 +9,8 @@ import { afterEach, beforeAll, afterAll, describe, expect, it, vi } from 'vitest
 import { ArrivalWindow, elapsedAtPhi, phi } from '../coordinator/accrual.js'
 import { FailureDetector, type LostPeer } from '../coordinator/detector.js'
 import { PauseDetector } from '../coordinator/pause.js'
-import { ConfigError } from '../model/errors.js'
-import { createPeerLibp2p, type PeerLibp2p } from '../node/transport/index.js'
+import { ConfigError } from '../common/index.js'
+import { createPeerLibp2p, type PeerLibp2p } from '../net/index.js'
 
 // P(Z > y) for a standard normal Z (reference values from the normal table)
 const NORMAL_TAIL: Array<[number, number]> = [[0, 0.5], [1, 0.15865525393], [2, 0.02275013195], [3, 0.00134989803], [4, 3.16712418e-5]]

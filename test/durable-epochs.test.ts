@@ -15,8 +15,8 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import { afterEach, describe, expect, it } from 'vitest'
 import { Coordinator } from '../coordinator/index.js'
 import { DurableState } from '../coordinator/durable-state.js'
-import { ClusterGossip } from '../node/gossip.js'
-import { createPeerLibp2p, generateSwarmKey, saveSwarmKey, type PeerLibp2p } from '../node/transport/index.js'
+import { ClusterGossip } from '../net/index.js'
+import { createPeerLibp2p, generateSwarmKey, saveSwarmKey, type PeerLibp2p } from '../net/index.js'
 import { killAll, spotpipe, type Proc } from './helpers/procs.js'
 
 const MODEL = ['--d-model', '32', '--heads', '2', '--blocks', '4', '--seq-len', '16', '--stages', '4', '--microbatches', '2', '--microbatch-size', '4']

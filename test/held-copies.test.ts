@@ -5,7 +5,7 @@ import { stageLayout } from '../model/params.js'
 import { Stage } from '../model/stage.js'
 import { exportStageState, loadStageState } from '../model/state.js'
 import { HeldCopies } from '../node/held-copies.js'
-import type { WeightsSnapshot } from '../node/weights/index.js'
+import type { WeightsSnapshot } from '../net/index.js'
 
 beforeAll(async () => { await initBackend({ backend: 'wasm', strict: true }) })
 

@@ -3,7 +3,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import { initBackend } from '../model/backend.js'
 import { Coordinator } from '../coordinator/index.js'
 import { Peer } from '../node/index.js'
-import { createPeerLibp2p, encodeVarint, generateSwarmKey, openStream, writeFrame, type PeerLibp2p } from '../node/transport/index.js'
+import { createPeerLibp2p, encodeVarint, generateSwarmKey, openStream, writeFrame, type PeerLibp2p } from '../net/index.js'
 import { ACTIVATIONS_PROTOCOL, controlTopic, encodeMessage, encodeTensorFrame } from '../protocols/index.js'
 
 const model = { dModel: 16, nHeads: 2, nBlocks: 2, seqLen: 8 }

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { multiaddr } from '@multiformats/multiaddr'
-import { createPeerLibp2p, generateSwarmKey, loadSwarmKey, type PeerLibp2p } from '../node/transport/index.js'
+import { createPeerLibp2p, generateSwarmKey, loadSwarmKey, type PeerLibp2p } from '../net/index.js'
 import { controlTopic } from '../protocols/index.js'
 import { killAll, spotpipe } from './helpers/procs.js'
 

@@ -4,7 +4,7 @@
  * Nothing else, and it always returns.
  */
 import { describe, expect, it } from 'vitest'
-import { SpotpipeError } from '../model/errors.js'
+import { SpotpipeError } from '../common/index.js'
 import { mulberry32 } from '../model/rng.js'
 import {
   ProtocolError, decodeMessage, decodeTensorFrame, decodeWeightsMessage, encodeMessage, encodeTensorFrame,

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { CorruptStateError, NonFiniteError, ShapeMismatchError } from '../model/errors.js'
+import { CorruptStateError, NonFiniteError, ShapeMismatchError } from '../common/index.js'
 import {
   assertSameLayout,
   decodeSafetensors,

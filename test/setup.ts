@@ -1,1 +1,1 @@
-import '../model/polyfill.js'
+import '../common/polyfill.js'

@@ -14,7 +14,7 @@ import {
   openStream, parseSwarmKey, PeerGoneError, publishChecked, readFrames, readOneFrame, saveIdentity, saveSwarmKey,
   StreamClosedError, streamEnd, SwarmKeyError, TruncatedFrameError, writeFrame,
   type PeerLibp2p, type PeerNodeInit
-} from '../node/transport/index.js'
+} from '../net/index.js'
 
 const ECHO = '/spotpipe/test/echo/1.0.0'
 const enc = new TextEncoder()
@@ -260,9 +260,9 @@ describe('framed streams between two nodes', () => {
 function spawnPeer (addr: string): ChildProcess {
   const root = fileURLToPath(new URL('..', import.meta.url))
   const code = `
-    import '${join(root, 'model/polyfill.ts')}'
+    import '${join(root, 'common/polyfill.ts')}'
     import { multiaddr } from '@multiformats/multiaddr'
-    import { createPeerLibp2p, openStream, writeFrame } from '${join(root, 'node/transport/index.ts')}'
+    import { createPeerLibp2p, openStream, writeFrame } from '${join(root, 'net/index.ts')}'
     const node = await createPeerLibp2p()
     const stream = await openStream(node, multiaddr(${JSON.stringify(addr)}), '${ECHO}')
     await writeFrame(stream, new TextEncoder().encode('alive'))

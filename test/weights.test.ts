@@ -3,12 +3,12 @@ import { afterEach, describe, expect, it } from 'vitest'
 import type { HostTensor, TensorSet } from '../model/safetensors.js'
 import { OPTIM_M, OPTIM_V } from '../model/state.js'
 import { WEIGHTS_PROTOCOL, chunkFrameParts, decodeWeightsMessage, encodeWeightsMessage, type WeightsMessage } from '../protocols/index.js'
-import { createPeerLibp2p, encodeVarint, openStream, readFrames, writeFrame, type PeerLibp2p } from '../node/transport/index.js'
-import { PREFAULT_MIN_BYTES, prefaultedBuffer } from '../node/weights/prefault.js'
+import { createPeerLibp2p, encodeVarint, openStream, readFrames, writeFrame, type PeerLibp2p } from '../net/index.js'
+import { PREFAULT_MIN_BYTES, prefaultedBuffer } from '../net/weights/prefault.js'
 import {
   ChecksumMismatchError, DonorBusyError, DonorLostError, UnknownTensorError, IterationMismatchError, IterationUnavailableError, fetchWeights,
   serveWeights, splitByBytes, tensorCrc, type WeightsProvider, type WeightsServer, type WeightsServiceInit, type WeightsSnapshot
-} from '../node/weights/index.js'
+} from '../net/index.js'
 
 const STAGE = 2
 const CHUNK = 64 * 1024

@@ -4,8 +4,8 @@ import { Peer } from '../../node/index.js'
 import { UsageError } from '../errors.js'
 import { CONFIG_FLAG, CONFIG_HELP, parseFlagsWithConfig } from '../config-file.js'
 import { intFlag } from '../flags.js'
-import { SpotWatcher } from '../../node/spot-watcher.js'
-import { FAULT_NONFINITE_ENV, NonFiniteFaults, parseNonFiniteFaults } from '../../node/faults.js'
+import { SpotWatcher } from '../../node/index.js'
+import { FAULT_NONFINITE_ENV, NonFiniteFaults, parseNonFiniteFaults } from '../../node/index.js'
 import { NODE_FLAGS, NODE_HELP, nodeFromFlags } from '../node-flags.js'
 import { EventsFile, PEER_EVENTS, type EventSource } from '../events-file.js'
 
@@ -57,7 +57,7 @@ export async function peer (argv: string[]): Promise<void> {
   }
   if (coordinatorId == null) throw new UsageError(`--coordinator "${addr}" must end in /p2p/<coordinator peer id>`)
   const node = await nodeFromFlags(values)
-  const { initBackend, parseBackendName } = await import('../../model/backend.js')
+  const { initBackend, parseBackendName } = await import('../../model/index.js')
   await initBackend({ backend: values.backend != null ? parseBackendName(values.backend as string) : undefined, announce: true })
   // test-only fault injection (node/faults.ts), read once here; loud so it is never on by accident
   const faultSpec = process.env[FAULT_NONFINITE_ENV] ?? ''

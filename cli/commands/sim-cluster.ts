@@ -6,11 +6,11 @@
  */
 import { join } from 'node:path'
 import { STRATEGIES, type Strategy } from '../../coordinator/index.js'
-import { initBackend } from '../../model/backend.js'
-import { loadBrownCorpus } from '../../model/data.js'
-import { runClusterExperiment } from '../../sim/cluster-experiment.js'
-import { ProgressBar } from '../../sim/progress.js'
-import { generateTrace, readTrace, resolveFailureRate } from '../../sim/trace.js'
+import { initBackend } from '../../model/index.js'
+import { loadBrownCorpus } from '../../model/index.js'
+import { runClusterExperiment } from '../../sim/index.js'
+import { ProgressBar } from '../../sim/index.js'
+import { generateTrace, readTrace, resolveFailureRate } from '../../sim/index.js'
 import { UsageError } from '../errors.js'
 import { intFlag, numFlag } from '../flags.js'
 

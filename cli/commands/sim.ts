@@ -5,14 +5,14 @@
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { availableParallelism } from 'node:os'
 import { join } from 'node:path'
-import { parseBackendName } from '../../model/backend.js'
+import { parseBackendName } from '../../model/index.js'
 import { intFlag, numFlag, parseFlags } from '../flags.js'
 import { UsageError } from '../errors.js'
-import { runModelExperiment, type ExperimentConfig } from '../../sim/experiment.js'
-import { MODEL_PRESETS, modelPreset, type ScenarioSpec } from '../../sim/presets.js'
-import { formatProjection, runProjection, type AbortMode } from '../../sim/projection.js'
-import { parseStrategy, STRATEGIES, type StrategyName } from '../../sim/strategies.js'
-import { generateTrace, resolveFailureRate, writeTrace } from '../../sim/trace.js'
+import { runModelExperiment, type ExperimentConfig } from '../../sim/index.js'
+import { MODEL_PRESETS, modelPreset, type ScenarioSpec } from '../../sim/index.js'
+import { formatProjection, runProjection, type AbortMode } from '../../sim/index.js'
+import { parseStrategy, STRATEGIES, type StrategyName } from '../../sim/index.js'
+import { generateTrace, resolveFailureRate, writeTrace } from '../../sim/index.js'
 
 const HELP = `usage: spotpipe sim [--mode cluster|model|projection|trace] [flags]
 

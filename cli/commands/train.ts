@@ -2,9 +2,9 @@
  * `spotpipe train`: a local pipeline training run on the Brown corpus, printing progress and the
  * validation loss. Every stage runs in this process; the distributed run does the same arithmetic.
  */
-import { initBackend, parseBackendName } from '../../model/backend.js'
-import { loadBrownCorpus } from '../../model/data.js'
-import { LocalPipelineTrainer } from '../../model/trainer.js'
+import { initBackend, parseBackendName } from '../../model/index.js'
+import { loadBrownCorpus } from '../../model/index.js'
+import { LocalPipelineTrainer } from '../../model/index.js'
 import { intFlag, numFlag, parseFlags } from '../flags.js'
 
 const HELP = `usage: spotpipe train [flags]

@@ -17,9 +17,9 @@
  *      otherwise the failed ones are recorded with their reason and the loop plans again
  * No recoverable fault ends the run: the loop only returns once every stage is recovered.
  */
-import type { ModelConfig, TrainConfig } from '../../model/config.js'
-import { createLog } from '../../model/log.js'
-import { stageLayout, stageSpecs, countParams } from '../../model/params.js'
+import type { ModelConfig, TrainConfig } from '../../model/index.js'
+import { createLog } from '../../common/index.js'
+import { stageLayout, stageSpecs, countParams } from '../../model/index.js'
 import type { Assignment, Heartbeat, RecoveryDone, RecoveryFailed, RecoveryRung } from '../../protocols/index.js'
 import type { CheckpointStore } from '../checkpoint-store.js'
 import type { LostPeer } from '../detector.js'

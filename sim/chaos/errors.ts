@@ -1,5 +1,5 @@
 /** Typed errors of the chaos suite. */
-import { SpotpipeError } from '../../model/errors.js'
+import { SpotpipeError } from '../../common/index.js'
 
 /** A chaos option is out of range (duration, fault period, unknown fault kind, ...). */
 export class ChaosConfigError extends SpotpipeError {

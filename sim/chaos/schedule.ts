@@ -5,7 +5,7 @@
  * falls due; a share of them are pairs (two faults at once, or a second one during the recovery the
  * first one causes).
  */
-import { hashKey, mulberry32, randInt } from '../../model/rng.js'
+import { hashKey, mulberry32, randInt } from '../../model/index.js'
 import { ChaosConfigError } from './errors.js'
 import {
   COORDINATOR_FAULTS, FAULT_KINDS, ITERATION_POINTS, REMOVING_FAULTS, RECOVERY_POINTS,

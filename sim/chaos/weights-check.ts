@@ -1,11 +1,11 @@
 /**
  * The end-of-run weights check: a libp2p node of the harness's own (with the swarm key when the
  * cluster is private) pulls every stage's parameters and Adam moments from its holder over the
- * weights protocol. The fetch refuses any NaN or Inf (node/weights), so a stage that fetches is finite.
+ * weights protocol. The fetch refuses any NaN or Inf (net/weights), so a stage that fetches is finite.
  */
 import { multiaddr } from '@multiformats/multiaddr'
-import { loadSwarmKey, createPeerLibp2p } from '../../node/transport/index.js'
-import { fetchWeights } from '../../node/weights/index.js'
+import { loadSwarmKey, createPeerLibp2p } from '../../net/index.js'
+import { fetchWeights } from '../../net/index.js'
 import type { WeightsCheck } from './history.js'
 
 export interface WeightsCheckInput {

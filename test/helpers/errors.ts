@@ -1,6 +1,6 @@
 /** Assertions on the typed errors the protocol codecs throw, shared by the protocol tests. */
 import { expect } from 'vitest'
-import { SpotpipeError } from '../../model/errors.js'
+import { SpotpipeError } from '../../common/index.js'
 import type { ProtocolError } from '../../protocols/index.js'
 
 /** What `fn` throws; fails the test when it returns instead. */

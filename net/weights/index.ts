@@ -17,7 +17,7 @@
  */
 import type { Libp2p, PeerId } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
-import type { TensorSet } from '../../model/safetensors.js'
+import type { TensorSet } from '../../model/index.js'
 import type { TensorInfo } from '../../protocols/index.js'
 import { fetchWeightsImpl } from './client.js'
 import { WeightsServerImpl } from './server.js'

@@ -5,9 +5,9 @@
  * message; a puller that goes away or stops reading only ends its own stream.
  */
 import type { Libp2p, Stream } from '@libp2p/interface'
-import { ConfigError } from '../../model/errors.js'
-import type { HostTensor } from '../../model/safetensors.js'
-import { createLog } from '../../model/log.js'
+import { ConfigError } from '../../common/index.js'
+import type { HostTensor } from '../../model/index.js'
+import { createLog } from '../../common/index.js'
 import {
   MAX_WEIGHTS_CHUNK_BYTES, MAX_WEIGHTS_FRAME_BYTES, WEIGHTS_PROTOCOL, chunkFrameParts, decodeWeightsMessage, encodeWeightsMessage,
   type TensorInfo, type WeightsManifest, type WeightsMessage, type WeightsRequest

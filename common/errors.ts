@@ -1,5 +1,5 @@
 /**
- * Typed errors for the model layer. Every error carries a stable `code` so callers (and the wire
+ * Typed errors for every layer. Every error carries a stable `code` so callers (and the wire
  * layer, which reports codes to remote peers) can branch on the kind without parsing messages.
  */
 export class SpotpipeError extends Error {

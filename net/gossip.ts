@@ -4,7 +4,7 @@
  * the pinned coordinator (gossipsub's strict signing makes `from` trustworthy).
  */
 import type { Message as PubsubMessage } from '@libp2p/gossipsub'
-import { createLog } from '../model/log.js'
+import { createLog } from '../common/index.js'
 import {
   COORDINATOR_KINDS, CONTROL_TOPIC_KINDS, HEARTBEAT_TOPIC_KINDS, controlTopic, decodeMessage, encodeMessage,
   heartbeatTopic, type Message

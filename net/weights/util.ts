@@ -3,7 +3,7 @@
  * split of tensors between donors, and a stall timer.
  */
 import { crc32 } from 'node:zlib'
-import type { DType as HostDType, HostTensor } from '../../model/safetensors.js'
+import type { DType as HostDType, HostTensor } from '../../model/index.js'
 import { MAX_REASON_LENGTH, type DType as WireDType } from '../../protocols/index.js'
 
 export const HOST_TO_WIRE: Record<HostDType, WireDType> = { F32: 'float32', I32: 'int32' }

@@ -13,9 +13,9 @@
  */
 import type { Libp2p, Stream } from '@libp2p/interface'
 import type { Uint8ArrayList } from 'uint8arraylist'
-import { ConfigError, SpotpipeError } from '../../model/errors.js'
-import { createLog } from '../../model/log.js'
-import type { TensorSet } from '../../model/safetensors.js'
+import { ConfigError, SpotpipeError } from '../../common/index.js'
+import { createLog } from '../../common/index.js'
+import type { TensorSet } from '../../model/index.js'
 import {
   MAX_STAGES, MAX_WEIGHTS_FRAME_BYTES, WEIGHTS_PROTOCOL, decodeWeightsMessage, encodeWeightsMessage, firstNonFinite, peekChunk,
   type TensorInfo, type WeightsErrorMessage, type WeightsManifest, type WeightsMessage

@@ -1,9 +1,9 @@
 /**
- * Typed errors of the weights protocol (node/weights). Same convention as model/errors.ts: branch
+ * Typed errors of the weights protocol (net/weights). Same convention as common/errors.ts: branch
  * on `code`. Errors about one donor carry `donor` (its peer id or multiaddr as text), so a failed
  * fetch says who sent what.
  */
-import { SpotpipeError } from '../../model/errors.js'
+import { SpotpipeError } from '../../common/index.js'
 import { crcHex } from './util.js'
 
 /** Wire codes a server answers with (the `code` of a WeightsErrorMessage). */

@@ -14,7 +14,7 @@ import { basename, dirname, join } from 'node:path'
 import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys'
 import { generateKey } from '@libp2p/pnet'
 import type { Ed25519PrivateKey, PrivateKey } from '@libp2p/interface'
-import { createLog } from '../../model/log.js'
+import { createLog } from '../../common/index.js'
 import { IdentityFileError, SwarmKeyError, type KeyFileProblem } from './errors.js'
 
 const log = createLog('transport:identity')

@@ -13,7 +13,7 @@
  * helper cannot start, buffers are returned as they are (the receiver then takes the faults).
  */
 import { Worker } from 'node:worker_threads'
-import { createLog } from '../../model/log.js'
+import { createLog } from '../../common/index.js'
 
 const log = createLog('weights:prefault')
 

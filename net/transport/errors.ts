@@ -1,8 +1,8 @@
 /**
  * Typed errors for the transport layer (identity/swarm-key files, framed streams, dialing,
- * pub/sub). Same convention as model/errors.ts: branch on `code`, not on messages.
+ * pub/sub). Same convention as common/errors.ts: branch on `code`, not on messages.
  */
-import { SpotpipeError } from '../../model/errors.js'
+import { SpotpipeError } from '../../common/index.js'
 
 /** What went wrong with a key file: so callers can e.g. create a missing file but not clobber a bad one. */
 export type KeyFileProblem = 'missing' | 'unreadable' | 'malformed' | 'unwritable'

@@ -1,0 +1,8 @@
+/**
+ * The networking both the peer (node/) and the coordinator run on: libp2p node creation, identity
+ * and swarm-key files, framed streams and their errors (transport/), the weights protocol's server
+ * and client (weights/), and cluster gossip. Wire formats themselves are in protocols/.
+ */
+export * from './transport/index.js'
+export * from './weights/index.js'
+export { ClusterGossip, type GossipInit } from './gossip.js'
