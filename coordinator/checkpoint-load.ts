@@ -105,16 +105,13 @@ export function tensorsFor (names: string[], checkpoint: Pick<LoadedCheckpoint, 
 /**
  * Stage metadata (iteration, Adam step, lr scale, gradient norm) to load with `names`: the
  * meta of the stage file holding exactly those parameters when there is one (same split), else
- * stage 0's. In synchronous training every stage has taken the same number of Adam steps; a
- * disagreement is logged.
+ * stage 0's. Stages may have taken different numbers of Adam steps (a CheckFree rebuild starts a
+ * fresh optimizer, a non-finite step is skipped), so stage 0's step is only a guess for another
+ * split: that case is logged when the steps disagree.
  */
 export function metaFor (checkpoint: Pick<LoadedCheckpoint, 'iteration' | 'states'>, names?: string[]): StageMeta {
   const { states, iteration } = checkpoint
   if (states.length === 0) throw new CheckpointCorruptError(`checkpoint ${iteration} has no stages`, { iteration })
-  const steps = states.map(s => s.meta.adamStep)
-  if (steps.some(x => x !== steps[0])) {
-    log.info(`warning: checkpoint ${iteration}: stages disagree on the Adam step (${steps.join(', ')}); using stage 0's (${steps[0]})`)
-  }
   let pick = states[0]
   if (names !== undefined) {
     const want = new Set(names)
@@ -122,7 +119,11 @@ export function metaFor (checkpoint: Pick<LoadedCheckpoint, 'iteration' | 'state
       const params = [...s.tensors.keys()].filter(n => !n.startsWith(OPTIM_M) && !n.startsWith(OPTIM_V))
       return params.length === want.size && params.every(n => want.has(n))
     })
-    if (same !== undefined) pick = same
+    if (same !== undefined) return { ...same.meta }
+    const steps = states.map(s => s.meta.adamStep)
+    if (steps.some(x => x !== steps[0])) {
+      log.info(`warning: checkpoint ${iteration}: loading into another stage split, and its stages disagree on the Adam step (${steps.join(', ')}); using stage 0's (${steps[0]})`)
+    }
   }
   return { ...pick.meta }
 }

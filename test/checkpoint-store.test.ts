@@ -418,16 +418,18 @@ describe('loading a checkpoint into another stage split', () => {
     ])
   })
 
-  it('uses the matching stage file\'s metadata under the same split and warns on an Adam step mismatch', async () => {
+  it('uses the matching stage file\'s metadata under the same split, and warns on an Adam step mismatch only under another split', async () => {
     const store = await openStore(freshDir())
     const states = makeStates(4, 12)
+    // stage 2 was rebuilt by CheckFree (fresh Adam) or skipped a non-finite step: its own step is right
     states[2].meta = { ...states[2].meta, adamStep: 11 }
     await write(store, 60, states)
     const ck = await store.load()
     const names2 = stageSpecs(model, stageLayout(model, 4, 2)).map(p => p.name)
     expect(metaFor(ck, names2)).toEqual(states[2].meta)
-    expect(logged()).toMatch(/checkpoint 60: stages disagree on the Adam step \(12, 12, 11, 12\)/)
+    expect(logged()).not.toMatch(/disagree on the Adam step/)
     expect(metaFor(ck, ['embed.tok'])).toEqual(states[0].meta)
+    expect(logged()).toMatch(/checkpoint 60: loading into another stage split, and its stages disagree on the Adam step \(12, 12, 11, 12\)/)
   })
 
   it('names every tensor the checkpoint lacks', async () => {
