@@ -127,6 +127,20 @@ describe('chaos invariants', () => {
     expect(failing({ ...base, events: [...after, rec] })).toEqual(['checkpoints-written', 'checkpoints-abandoned'])
   })
 
+  it('nonfinite-reported: a planted non-finite step that landed must be reported as a divergence of its stage', () => {
+    const poisoned = { name: 'peer-9', role: 'peer' as const, identity: 'p9.key', peerId: 'p9', startedAt: T0 + 9000, readyAt: T0 + 9500, eventsFile: '', stderrTail: [], env: { SPOTPIPE_FAULT_NONFINITE: '2:+3' } }
+    const took = { at: T0 + 10_000, peerId: 'p9', stage: 2, epoch: 3, source: 'rebuilt' as const, via: 'log' as const }
+    const h = history({ processes: [...history().processes, poisoned], installs: [took] })
+    // it held stage 2 from 10 s to the end: ~160 commits, far past its third step
+    expect(failing(h)).toEqual(['nonfinite-reported'])
+    const div = { type: 'divergence', at: T0 + 11_000, stage: 2, iteration: 37 }
+    expect(failing({ ...h, events: [...h.events, div] })).toEqual([])
+    expect(failing({ ...h, events: [...h.events, { ...div, stage: 1 }] })).toEqual(['nonfinite-reported'])
+    // handed on after two commits: it never reached its third step, so nothing was due
+    const moved = { ...took, peerId: 'p8', at: T0 + 10_000 + 2 * 300 + 100 }
+    expect(failing({ ...h, installs: [took, moved] })).toEqual([])
+  })
+
   it('staleness and rung-loss: a checkpoint restore may lose only the iterations since the newest checkpoint', () => {
     const base = history()
     const rec = { type: 'recovery', at: T0 + 150 * 300 + 50, stage: 0, rung: 'checkpoint', epoch: 2, iteration: 150 }

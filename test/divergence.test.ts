@@ -111,7 +111,9 @@ describe('the stage runtime on a non-finite value', () => {
   }
 
   it('reports a non-finite gradient or loss at once with its iteration; a skipped commit keeps weights and optimizer, frees every tensor, and the next iteration trains', async () => {
-    const { stages, runtimes, done, failures } = pipeline(new NonFiniteFaults(parseNonFiniteFaults('0:1')))
+    // '0:+2': stage 0's second step, iteration 1 (the relative form the chaos suite plants; the
+    // cluster tests below use absolute iterations)
+    const { stages, runtimes, done, failures } = pipeline(new NonFiniteFaults(parseNonFiniteFaults('0:+2')))
     const reported = (it: number): DoneInfo[] => done.flatMap(d => d.filter(x => x.iteration === it))
     for (const r of runtimes) r.begin(0)
     await until(() => reported(0).length === 2, 'iteration 0')
@@ -167,6 +169,9 @@ describe('the stage runtime on a non-finite value', () => {
   it('fault specs are parsed strictly and fire once', () => {
     expect(parseNonFiniteFaults('1:3, 2:6,2:7')).toEqual([{ stage: 1, iteration: 3 }, { stage: 2, iteration: 6 }, { stage: 2, iteration: 7 }])
     expect(() => parseNonFiniteFaults('1:3,two:6')).toThrow(/SPOTPIPE_FAULT_NONFINITE: "two:6" is not <stage>:<iteration>/)
+    // relative: the n-th step the peer prepares on the stage, whatever iteration the run is at
+    expect(parseNonFiniteFaults('0:+3')).toEqual([{ stage: 0, iteration: 3, relative: true }])
+    expect(() => parseNonFiniteFaults('0:+0')).toThrow(/"0:\+0" is not/)
   })
 })
 

@@ -215,9 +215,10 @@ async function nonfinite (ctx: ActionContext, item: number, f: Fault, via: strin
   const t = f.target
   if (q == null || t.role !== 'stage') return undefined
   const s = t.stage
-  const committed = ctx.state.latest?.committedIteration ?? 0
-  const it = committed + Math.ceil((ctx.medianPeerStartMs() + 4000) / Math.max(1, ctx.medianIterationMs())) + (f.iterationsAhead ?? 10)
-  const env = { SPOTPIPE_FAULT_NONFINITE: `${s}:${it}` }
+  // relative: the n-th step it prepares on that stage (an absolute iteration, planned before the
+  // restart and the handover, was usually passed by the time another fault had moved the stage on)
+  const n = f.iterationsAhead ?? 3
+  const env = { SPOTPIPE_FAULT_NONFINITE: `${s}:+${n}` }
   ctx.log(`[+${(ctx.elapsed() / 1000).toFixed(1)} s] #${item} nonfinite: restarting spare ${q.record.name} (${short(q.record.peerId)}) with ${env.SPOTPIPE_FAULT_NONFINITE}`)
   ctx.fleet.signal(q, 'SIGKILL')
   const poisoned = await topUp(ctx, q, { mode: 'restart', delayMs: 200 }, env)
@@ -234,7 +235,7 @@ async function nonfinite (ctx: ActionContext, item: number, f: Fault, via: strin
     return undefined
   }
   const a = record(ctx, item, f, via, r, true)
-  a.notes.push(`non-finite step due at stage ${s} iteration ${it} on ${poisoned.record.name} (${short(poisoned.record.peerId)}); holder of stage ${r.stage ?? s} sent SIGTERM to hand it over`)
+  a.notes.push(`non-finite step due at its step ${n} on stage ${s} on ${poisoned.record.name} (${short(poisoned.record.peerId)}); holder of stage ${r.stage ?? s} sent SIGTERM to hand it over`)
   ctx.fleet.signal(r.proc, 'SIGTERM')
   const holder = r.proc
   ctx.track((async () => {

@@ -16,12 +16,14 @@
  *                         the newest checkpoint written before the recovery
  *   commits-contiguous    the committed iterations go up by one (none committed twice, none skipped)
  *   no-nan                every stage's final weights and optimizer state are finite
+ *   nonfinite-reported    a planted non-finite step that landed (its peer held the stage long
+ *                         enough) is reported as a divergence of that stage
  */
 import type { ChaosHistory, CoordinatorEvent, DeadTime, RecoveryRecordView } from './history.js'
 
 export const INVARIANTS = [
   'no-exit', 'no-stall', 'lost-stage-recorded', 'no-unrecorded-reinit', 'checkpoints-written',
-  'checkpoints-abandoned', 'staleness', 'rung-loss', 'commits-contiguous', 'no-nan'
+  'checkpoints-abandoned', 'staleness', 'rung-loss', 'commits-contiguous', 'no-nan', 'nonfinite-reported'
 ] as const
 export type InvariantName = typeof INVARIANTS[number]
 
@@ -249,14 +251,23 @@ export function checkInvariants (h: ChaosHistory): ChaosReport {
     else notes.push(`weights of ${detail} (the run did not settle, so not counted)`)
   }
 
-  // the planted non-finite steps: did one land, and was it reported (a note: today's peers ignore the variable)
+  // nonfinite-reported: a planted non-finite step that must have landed (its peer held the stage for
+  // more commits than the step it was due at) is reported as a divergence of that stage
   for (const p of h.processes) {
-    const plant = /^(\d+):(\d+)$/.exec(p.env?.SPOTPIPE_FAULT_NONFINITE ?? '')
+    const plant = /^(\d+):(\+?)(\d+)$/.exec(p.env?.SPOTPIPE_FAULT_NONFINITE ?? '')
     if (plant == null) continue
     const s = Number(plant[1])
-    const took = h.installs.some(x => x.peerId === p.peerId && x.stage === s && x.at >= p.startedAt)
-    const reported = h.events.some(e => e.type === 'divergence' && e.stage === s)
-    notes.push(`non-finite step planted at stage ${s} iteration ${plant[2]} on ${p.name}: ${took ? 'it took that stage' : 'it never took that stage'}, ${reported ? 'a divergence was reported' : 'no divergence was reported'}`)
+    const due = Number(plant[3])
+    const relative = plant[2] === '+'
+    const took = h.installs.filter(x => x.peerId === p.peerId && x.stage === s && x.at >= p.startedAt).sort((x, y) => x.at - y.at)[0]
+    if (took == null) { notes.push(`non-finite step planted on ${p.name} (stage ${s}): it never took that stage`); continue }
+    const handedOn = h.installs.find(x => x.stage === s && x.peerId !== p.peerId && x.at > took.at)?.at
+    const until = Math.min(handedOn ?? Infinity, p.exitAt ?? Infinity, h.endedAt)
+    const held = commits.filter(c => c.at > took.at && c.at <= until)
+    const landed = relative ? held.length > due : held.some(c => (c.iteration as number) > due)
+    const reported = h.events.some(e => e.type === 'divergence' && e.stage === s && e.at >= took.at && e.at <= until + 5000)
+    if (landed && !reported) v.push({ invariant: 'nonfinite-reported', at: took.at, detail: `${p.name} held stage ${s} for ${held.length} commits with a non-finite step due at ${relative ? `its step ${due}` : `iteration ${due}`}, and no divergence of stage ${s} was reported` })
+    else notes.push(`non-finite step planted on ${p.name} (stage ${s}, ${relative ? `step ${due}` : `iteration ${due}`}): ${landed ? 'it landed and was reported' : `it held the stage for ${held.length} commits, too few for it to land`}${reported && !landed ? ' (a divergence was reported)' : ''}`)
   }
 
   return {

@@ -54,7 +54,7 @@ export function drawFault (r: Rand, kind: FaultKind, target: FaultTarget): Fault
     case 'coordinator-kill-restart':
       return { kind, target: { role: 'coordinator' }, durationMs: between(r, 300, 5000) }
     case 'nonfinite':
-      return { kind, target, iterationsAhead: between(r, 10, 30) }
+      return { kind, target, iterationsAhead: between(r, 1, 5) }
   }
 }
 
