@@ -451,8 +451,16 @@ export class Coordinator extends EventEmitter {
     const live = new Set(this.livePeers())
     for (const p of all) if (!live.has(p)) this.detector.markLost(p, 'did not return after the coordinator restarted')
     if (all.every(p => live.has(p))) {
-      await this.assign(peers, opts)
-      log.info(`resumed at iteration ${this.iteration} under epoch ${this.epoch}`)
+      try {
+        await this.assign(peers, opts)
+        log.info(`resumed at iteration ${this.iteration} under epoch ${this.epoch}`)
+      } catch (err) {
+        // a peer that came back restarted (it reports no state for its stage) or was lost while
+        // taking the epoch: that stage is lost, and run() recovers it like any other (this used to
+        // end the restarted coordinator, and every restart after it, with ERR_STAGE_LOST)
+        if (!(err instanceof StageLostError)) throw err
+        log.info(`resuming: ${err.message}; stages ${this.failedStages().join(', ')} will be recovered`)
+      }
     }
   }
 
