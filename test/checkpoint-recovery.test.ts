@@ -1,39 +1,25 @@
-import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises'
+import { readFile, readdir, writeFile } from 'node:fs/promises'
 import { createServer } from 'node:net'
-import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { initBackend } from '../model/backend.js'
+import { describe, expect, it } from 'vitest'
 import { loadBrownCorpus } from '../model/data.js'
 import { LocalPipelineTrainer } from '../model/trainer.js'
 import { StageLostError, instrument, parsePrometheusText, type CheckpointEvent } from '../coordinator/index.js'
 import { tensorsFor } from '../coordinator/checkpoint-store.js'
-import { killAll, spotpipe } from './helpers/procs.js'
+import { spotpipe } from './helpers/procs.js'
+import { clusterLifecycle } from './helpers/lifecycle.js'
 import { TestCluster } from './helpers/cluster.js'
 
 const model = { dModel: 32, nHeads: 2, nBlocks: 4, seqLen: 16 }
 const train = { stages: 4, microbatches: 2, microbatchSize: 4 }
 let cluster: TestCluster | undefined
-const dirs: string[] = []
 
-beforeAll(async () => { await initBackend({ backend: 'wasm', strict: true }) })
-afterEach(async () => {
-  await killAll()
-  await cluster?.stop().catch(() => {})
-  cluster = undefined
-  for (const d of dirs.splice(0)) await rm(d, { recursive: true, force: true })
-})
-
-async function tempDir (): Promise<string> {
-  const d = await mkdtemp(join(tmpdir(), 'spotpipe-test-'))
-  dirs.push(d)
-  return d
-}
+const { track, tempDir } = clusterLifecycle('spotpipe-test-')
 
 describe('sparse checkpoints', () => {
   it('two adjacent stages lost: the newest valid checkpoint is used (a flipped byte in the newest is skipped)', async () => {
     const stateDir = await tempDir()
-    cluster = new TestCluster({ clusterId: 'ck', model, train, strategy: 'checkfree', stateDir, checkpointEvery: 2 })
+    cluster = track(new TestCluster({ clusterId: 'ck', model, train, strategy: 'checkfree', stateDir, checkpointEvery: 2 }))
     await cluster.start(6)
     const metrics = instrument(cluster.coord)
     const written: CheckpointEvent[] = []
@@ -122,4 +108,32 @@ describe('a durable coordinator', () => {
       }
     } finally { local.dispose() }
   }, 120_000)
+
+  it('restarted while a stage peer restarted too (fresh, same identity): recovers that stage instead of exiting', async () => {
+    // found by the chaos suite: the restarted coordinator re-published its saved assignment, the
+    // restarted peer answered that it holds no state, and the coordinator exited with ERR_STAGE_LOST
+    const dir = await tempDir()
+    const port = await freePort()
+    const args = ['coordinator', '--cluster', 'dur2', '--listen', `/ip4/127.0.0.1/tcp/${port}`, '--identity', join(dir, 'coord.key'), '--create-identity',
+      '--state-dir', join(dir, 'state'), '--iterations', '30', '--heartbeat-timeout', '10000', '--d-model', '32', '--heads', '2', '--blocks', '4', '--seq-len', '16', '--microbatches', '2', '--microbatch-size', '4']
+    const first = spotpipe(args)
+    const [, addr] = await first.waitFor(/^coordinator (\S+)/)
+    const peerArgs = (i: number): string[] => ['peer', '--cluster', 'dur2', '--coordinator', addr, '--backend', 'wasm', '--swarm-key', join(dir, 'state', 'swarm.key'), '--identity', join(dir, `p${i}.key`), '--create-identity']
+    // four peers, no spare: every one of them holds a stage
+    const peers = [0, 1, 2, 3].map(i => spotpipe(peerArgs(i)))
+    await first.waitFor(/^iter 4 /, 60_000)
+    first.child.kill('SIGKILL')
+    await first.exited
+    peers[0].child.kill('SIGKILL')
+    await peers[0].exited
+    const second = spotpipe(args)
+    await second.waitFor(/^resuming at iteration (\d+)/)
+    // the peer comes back with no state while the coordinator waits for the assigned peers (a peer
+    // started while its coordinator is down exits at once, and systemd starts it again)
+    spotpipe(peerArgs(0))
+    const done = await second.exited
+    expect(done.code, second.stderr.slice(-10).join('\n')).toBe(0)
+    expect(second.lines.some(l => /^recovery stage \d rung /.test(l)), second.lines.join('\n')).toBe(true)
+    expect(second.lines.some(l => /^iter 29 /.test(l))).toBe(true)
+  }, 150_000)
 })

@@ -3,28 +3,18 @@
  * CLI (issue "churn-proof recovery", failures 1, 3 and 5). Each of these hung, exited, or silently
  * re-initialised a stage before the recovery state machine (coordinator/recovery/).
  */
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { initBackend } from '../model/backend.js'
+import { describe, expect, it } from 'vitest'
 import type { RecoveryEvent } from '../coordinator/index.js'
-import { killAll } from './helpers/procs.js'
+import { clusterLifecycle } from './helpers/lifecycle.js'
 import { TestCluster, type TestPeer } from './helpers/cluster.js'
 
 const model = { dModel: 32, nHeads: 2, nBlocks: 4, seqLen: 16 }
 const train = { stages: 4, microbatches: 2, microbatchSize: 4, lr: 3e-3 }
 let cluster: TestCluster | undefined
-let dir: string | undefined
 
-beforeAll(async () => { await initBackend({ backend: 'wasm', strict: true }) })
-afterEach(async () => {
-  await killAll()
-  await cluster?.stop().catch(() => {})
-  cluster = undefined
-  if (dir != null) rmSync(dir, { recursive: true, force: true })
-  dir = undefined
-})
+const { track, tempDir } = clusterLifecycle('spotpipe-churn-')
 
 /** Every recovery record the coordinator emits, successful or failed, in order. */
 function recorder (c: TestCluster): { recovered: RecoveryEvent[], failed: RecoveryEvent[] } {
@@ -40,8 +30,8 @@ async function trainFor (c: TestCluster, n: number): Promise<void> {
 
 describe('churn-proof recovery (real processes, real signals)', () => {
   it('failure 1: a SIGKILLed stage peer restarted under its old identity, with no other spare, is taken back and the run resumes', async () => {
-    dir = mkdtempSync(join(tmpdir(), 'spotpipe-rejoin-'))
-    cluster = new TestCluster({ clusterId: 'rejoin', model, train, strategy: 'checkfree' })
+    const dir = await tempDir()
+    cluster = track(new TestCluster({ clusterId: 'rejoin', model, train, strategy: 'checkfree' }))
     await cluster.startCoordinator()
     const c = cluster
     const peers: TestPeer[] = []
@@ -69,8 +59,8 @@ describe('churn-proof recovery (real processes, real signals)', () => {
   it('a peer that announced its departure, died and came back under its identity before its stage moved is taken as a spare', async () => {
     // found by the chaos suite: the departure was never forgotten, so the restarted peer was never a
     // spare and the run waited for one while it sat idle
-    dir = mkdtempSync(join(tmpdir(), 'spotpipe-departed-'))
-    cluster = new TestCluster({ clusterId: 'departed', model, train, strategy: 'checkfree' })
+    const dir = await tempDir()
+    cluster = track(new TestCluster({ clusterId: 'departed', model, train, strategy: 'checkfree' }))
     await cluster.startCoordinator()
     const c = cluster
     const peers: TestPeer[] = []
@@ -97,12 +87,12 @@ describe('churn-proof recovery (real processes, real signals)', () => {
   }, 180_000)
 
   it('failure 3: a stage SIGKILLed while its CheckFree donor hangs: both stages get a recovery record, none is silently re-initialised', async () => {
-    dir = mkdtempSync(join(tmpdir(), 'spotpipe-compound-'))
-    cluster = new TestCluster({ clusterId: 'compound', model, train, strategy: 'checkfree', heartbeatTimeoutMs: 8000 })
+    const dir = await tempDir()
+    cluster = track(new TestCluster({ clusterId: 'compound', model, train, strategy: 'checkfree', heartbeatTimeoutMs: 8000 }))
     await cluster.startCoordinator()
     const c = cluster
     // every peer writes its own account of each stage it installs (`stage` events: seed, kept, rebuilt)
-    await Promise.all(Array.from({ length: 6 }, async (_, i) => await c.addPeer(['--events', join(dir as string, `peer-${i}.jsonl`)])))
+    await Promise.all(Array.from({ length: 6 }, async (_, i) => await c.addPeer(['--events', join(dir, `peer-${i}.jsonl`)])))
     const log = recorder(c)
     await c.coord.assignInitial({ timeoutMs: 30_000 })
     await trainFor(c, 3)
@@ -117,7 +107,7 @@ describe('churn-proof recovery (real processes, real signals)', () => {
     for (const s of [1, 2]) expect(log.recovered.some(e => e.stage === s), `stage ${s}: ${show}`).toBe(true)
     // No stage was built from the seed after training started unless a recorded checkpoint-rung
     // recovery of that stage, under that epoch, said 'init'.
-    const built = readdirSync(dir).filter(f => f.endsWith('.jsonl')).flatMap(f => readFileSync(join(dir as string, f), 'utf8').split('\n').filter(l => l !== '').map(l => JSON.parse(l) as { type: string, stage?: number, epoch?: number, iteration?: number, source?: string }))
+    const built = readdirSync(dir).filter(f => f.endsWith('.jsonl')).flatMap(f => readFileSync(join(dir, f), 'utf8').split('\n').filter(l => l !== '').map(l => JSON.parse(l) as { type: string, stage?: number, epoch?: number, iteration?: number, source?: string }))
     const seeded = built.filter(e => e.type === 'stage' && e.source === 'seed' && (e.iteration ?? 0) > 0)
     for (const e of seeded) {
       expect(log.recovered.some(r => r.stage === e.stage && r.epoch === e.epoch && r.rung === 'checkpoint' && r.checkpointId === 'init'), `seed build of stage ${String(e.stage)} under epoch ${String(e.epoch)} has no record; ${show}`).toBe(true)
@@ -130,7 +120,7 @@ describe('churn-proof recovery (real processes, real signals)', () => {
   }, 180_000)
 
   it('failure 5: a rebuild that fails on the peer is reported, and the coordinator falls to the next rung instead of exiting', async () => {
-    cluster = new TestCluster({ clusterId: 'failrebuild', model, train, strategy: 'checkfree' })
+    cluster = track(new TestCluster({ clusterId: 'failrebuild', model, train, strategy: 'checkfree' }))
     await cluster.startCoordinator()
     const c = cluster
     // Stage 1's future holder serves corrupt weights: a CheckFree rebuild of stage 2 from it must fail its checksum.

@@ -7,13 +7,10 @@
  * other directly); the rest with real processes: `spotpipe coordinator` and `spotpipe peer`, or the
  * coordinator in this process with peer processes (TestCluster).
  */
-import { mkdtemp, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import * as tf from '@tensorflow/tfjs'
 import { peerIdFromString } from '@libp2p/peer-id'
-import { afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { initBackend } from '../model/backend.js'
+import { describe, expect, it } from 'vitest'
 import { resolveModelConfig, resolveTrainConfig } from '../model/config.js'
 import { mulberry32 } from '../model/rng.js'
 import { stageLayout } from '../model/params.js'
@@ -24,29 +21,17 @@ import { fetchWeights } from '../net/index.js'
 import { generateSwarmKey, saveSwarmKey } from '../net/index.js'
 import type { DivergenceEvent, RecoveryEvent } from '../coordinator/index.js'
 import { peerArgs, PEER_READY } from '../sim/peer-process.js'
+import { clusterLifecycle } from './helpers/lifecycle.js'
 import { TestCluster } from './helpers/cluster.js'
-import { killAll, spotpipe, type Proc } from './helpers/procs.js'
+import { spotpipe, type Proc } from './helpers/procs.js'
 
 const model = { dModel: 32, nHeads: 2, nBlocks: 4, seqLen: 16 }
 const train = { stages: 4, microbatches: 2, microbatchSize: 4 }
 const TINY_FLAGS = ['--stages', '4', '--d-model', '32', '--heads', '2', '--blocks', '4', '--seq-len', '16', '--microbatches', '2', '--microbatch-size', '4']
 let cluster: TestCluster | undefined
-const dirs: string[] = []
 let clusters = 0
 
-beforeAll(async () => { await initBackend({ backend: 'wasm', strict: true }) })
-afterEach(async () => {
-  await killAll()
-  await cluster?.stop().catch(() => {})
-  cluster = undefined
-  for (const d of dirs.splice(0)) await rm(d, { recursive: true, force: true })
-})
-
-async function tempDir (): Promise<string> {
-  const d = await mkdtemp(join(tmpdir(), 'spotpipe-div-'))
-  dirs.push(d)
-  return d
-}
+const { track, tempDir } = clusterLifecycle('spotpipe-div-')
 
 async function until (check: () => boolean, what: string, ms = 10_000): Promise<void> {
   const end = Date.now() + ms
@@ -69,14 +54,11 @@ async function within<T> (p: Promise<T>, ms: number, what: string): Promise<T> {
  * A coordinator CLI process and 4 peer processes (with `peerEnv`) on loopback. Peers on this shared
  * machine can block their event loop for seconds while they start: a long heartbeat timeout.
  */
-const keyDirs: string[] = []
-afterEach(async () => { for (const d of keyDirs.splice(0)) await rm(d, { recursive: true, force: true }) })
 
 async function cliCluster (coordFlags: string[], peerEnv: Record<string, string> = {}): Promise<Proc> {
   const name = `div-${process.pid}-${clusters++}`
   // a private cluster (the default) with its secret in a temporary directory
-  const keyDir = await mkdtemp(join(tmpdir(), 'spotpipe-div-key-'))
-  keyDirs.push(keyDir)
+  const keyDir = await tempDir()
   const key = join(keyDir, 'swarm.key')
   await saveSwarmKey(key, generateSwarmKey())
   const coord = spotpipe(['coordinator', '--cluster', name, '--listen', '/ip4/127.0.0.1/tcp/0', '--swarm-key', key, '--heartbeat-timeout', '20000', ...TINY_FLAGS, ...coordFlags])
@@ -210,7 +192,7 @@ describe('divergence in a cluster', () => {
 
   it('a single non-finite step is skipped and training goes on; three in a row roll every stage back to the checkpoint before them at half the learning rate', async () => {
     const stateDir = await tempDir()
-    cluster = new TestCluster({ clusterId: `div-rb-${process.pid}`, model, train: { ...train, lr: 1e-3 }, stateDir, checkpointEvery: 2 })
+    cluster = track(new TestCluster({ clusterId: `div-rb-${process.pid}`, model, train: { ...train, lr: 1e-3 }, stateDir, checkpointEvery: 2 }))
     // stage 1 once at iteration 3; stage 2 at 6, 7 and 8 (each fault fires once, so the re-run is clean)
     await cluster.start(4, { SPOTPIPE_FAULT_NONFINITE: '1:3,2:6,2:7,2:8' })
     const c = cluster.coord

@@ -4,33 +4,21 @@
  * restored stage's count was behind the run's iteration, and every later checkpoint was abandoned
  * with a version error. Real peer processes, a real SIGKILL, real checkpoint files.
  */
-import { mkdtemp, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
-import { afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { StageLostError, type CheckpointEvent } from '../coordinator/index.js'
-import { initBackend } from '../model/backend.js'
+import { clusterLifecycle } from './helpers/lifecycle.js'
 import { TestCluster } from './helpers/cluster.js'
-import { killAll } from './helpers/procs.js'
 
 const model = { dModel: 32, nHeads: 2, nBlocks: 4, seqLen: 16 }
 const train = { stages: 4, microbatches: 2, microbatchSize: 4 }
 let cluster: TestCluster | undefined
-const dirs: string[] = []
 
-beforeAll(async () => { await initBackend({ backend: 'wasm', strict: true }) })
-afterEach(async () => {
-  await killAll()
-  await cluster?.stop().catch(() => {})
-  cluster = undefined
-  for (const d of dirs.splice(0)) await rm(d, { recursive: true, force: true })
-})
+const { track, tempDir } = clusterLifecycle('spotpipe-iter-')
 
 describe('the iteration a stage\'s state belongs to', () => {
   it('a stage restored from an older checkpoint belongs to the run\'s iteration: checkpoints after the restore are written', async () => {
-    const stateDir = await mkdtemp(join(tmpdir(), 'spotpipe-iter-'))
-    dirs.push(stateDir)
-    cluster = new TestCluster({ clusterId: 'iter', model, train, strategy: 'checkpoint', stateDir, checkpointEvery: 2 })
+    const stateDir = await tempDir()
+    cluster = track(new TestCluster({ clusterId: 'iter', model, train, strategy: 'checkpoint', stateDir, checkpointEvery: 2 }))
     const c = cluster
     await c.start(5) // 4 stages and a spare
     const events: CheckpointEvent[] = []

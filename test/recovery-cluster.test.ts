@@ -1,11 +1,10 @@
-import { afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { initBackend } from '../model/backend.js'
+import { describe, expect, it } from 'vitest'
 import { resolveModelConfig } from '../model/config.js'
 import { stageLayout } from '../model/params.js'
 import { checkfreeAverage, type NamedValues } from '../model/recovery.js'
 import type { TensorSet } from '../model/safetensors.js'
 import { StageLostError, instrument, parsePrometheusText, serveMetrics, type RecoveryEvent } from '../coordinator/index.js'
-import { killAll } from './helpers/procs.js'
+import { clusterLifecycle } from './helpers/lifecycle.js'
 import { TestCluster } from './helpers/cluster.js'
 
 const model = { dModel: 32, nHeads: 2, nBlocks: 4, seqLen: 16 }
@@ -13,12 +12,7 @@ const train = { stages: 4, microbatches: 2, microbatchSize: 4, lr: 3e-3 }
 const M = resolveModelConfig(model)
 let cluster: TestCluster | undefined
 
-beforeAll(async () => { await initBackend({ backend: 'wasm', strict: true }) })
-afterEach(async () => {
-  await killAll()
-  await cluster?.stop().catch(() => {})
-  cluster = undefined
-})
+const { track } = clusterLifecycle('spotpipe-rec-')
 
 function values (t: TensorSet): NamedValues {
   return new Map([...t].filter(([, v]) => v.dtype === 'F32').map(([n, v]) => [n, v.data as Float32Array]))
@@ -57,7 +51,7 @@ async function failDuring (c: TestCluster, stage: number, signal: NodeJS.Signals
 
 describe('recovery with real processes', () => {
   it('CheckFree rebuilds a SIGKILLed intermediate stage as the gradient-norm-weighted average of its neighbours', async () => {
-    cluster = new TestCluster({ clusterId: 'cf', model, train, strategy: 'checkfree' })
+    cluster = track(new TestCluster({ clusterId: 'cf', model, train, strategy: 'checkfree' }))
     await cluster.start(5)
     const metrics = await serveMetrics({ port: 0, registry: instrument(cluster.coord).registry })
     await cluster.coord.assignInitial({ timeoutMs: 30_000 })
@@ -87,7 +81,7 @@ describe('recovery with real processes', () => {
   }, 180_000)
 
   it('CheckFree+ recovers the first, then the last stage from the neighbour and its mirror', async () => {
-    cluster = new TestCluster({ clusterId: 'cfp', model, train, strategy: 'checkfree-plus', mirrorEvery: 1 })
+    cluster = track(new TestCluster({ clusterId: 'cfp', model, train, strategy: 'checkfree-plus', mirrorEvery: 1 }))
     await cluster.start(6)
     await cluster.coord.assignInitial({ timeoutMs: 30_000 })
     await train_(cluster, 5)
@@ -120,7 +114,7 @@ describe('recovery with real processes', () => {
   }, 180_000)
 
   it('redundant: a stage SIGKILLed after a commit comes back by the replica rung, bit-identical to that commit', async () => {
-    cluster = new TestCluster({ clusterId: 'rd', model, train, strategy: 'redundant' })
+    cluster = track(new TestCluster({ clusterId: 'rd', model, train, strategy: 'redundant' }))
     const c = cluster
     await c.start(6)
     await c.coord.assignInitial({ timeoutMs: 30_000 })
@@ -148,7 +142,7 @@ describe('recovery with real processes', () => {
   }, 180_000)
 
   it('SIGTERM hands the stage over gracefully: weights and optimizer state bit-identical', async () => {
-    cluster = new TestCluster({ clusterId: 'ho', model, train, strategy: 'checkfree' })
+    cluster = track(new TestCluster({ clusterId: 'ho', model, train, strategy: 'checkfree' }))
     await cluster.start(5)
     await cluster.coord.assignInitial({ timeoutMs: 30_000 })
     await train_(cluster, 4)
@@ -167,7 +161,7 @@ describe('recovery with real processes', () => {
   }, 120_000)
 
   it('a spot notice on stage 1 and a crash of stage 2 at once: handover for 1, CheckFree for 2 with the departing peer as a donor', async () => {
-    cluster = new TestCluster({ clusterId: 'nc', model, train, strategy: 'checkfree' })
+    cluster = track(new TestCluster({ clusterId: 'nc', model, train, strategy: 'checkfree' }))
     const c = cluster
     await c.start(6)
     await c.coord.assignInitial({ timeoutMs: 30_000 })
@@ -192,7 +186,7 @@ describe('recovery with real processes', () => {
   }, 120_000)
 
   it('with no spare the run pauses, keeps its state, and resumes when a peer joins', async () => {
-    cluster = new TestCluster({ clusterId: 'ns', model, train, strategy: 'checkfree' })
+    cluster = track(new TestCluster({ clusterId: 'ns', model, train, strategy: 'checkfree' }))
     await cluster.start(4)
     await cluster.coord.assignInitial({ timeoutMs: 30_000 })
     await train_(cluster, 3)

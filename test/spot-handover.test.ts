@@ -1,8 +1,7 @@
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { initBackend } from '../model/backend.js'
-import { killAll } from './helpers/procs.js'
+import { afterEach, describe, expect, it } from 'vitest'
+import { clusterLifecycle } from './helpers/lifecycle.js'
 import { TestCluster, type TestPeer } from './helpers/cluster.js'
 
 const model = { dModel: 16, nHeads: 2, nBlocks: 4, seqLen: 8 }
@@ -10,13 +9,8 @@ const train = { stages: 4, microbatches: 2, microbatchSize: 2 }
 let cluster: TestCluster | undefined
 const servers: Server[] = []
 
-beforeAll(async () => { await initBackend({ backend: 'wasm', strict: true }) })
-afterEach(async () => {
-  await killAll()
-  await cluster?.stop().catch(() => {})
-  cluster = undefined
-  for (const s of servers.splice(0)) s.close()
-})
+const { track } = clusterLifecycle('spotpipe-spot-')
+afterEach(() => { for (const s of servers.splice(0)) s.close() })
 
 /** A loopback stand-in for a cloud metadata service that announces an interruption once armed. */
 async function fakeMetadata (provider: 'aws' | 'gcp'): Promise<{ url: string, arm: () => void }> {
@@ -47,7 +41,7 @@ async function fakeMetadata (provider: 'aws' | 'gcp'): Promise<{ url: string, ar
 describe('spot interruption notices', () => {
   for (const provider of ['aws', 'gcp'] as const) {
     it(`a ${provider} notice leads to a graceful handover with bit-identical weights and optimizer state`, async () => {
-      cluster = new TestCluster({ clusterId: `spot-${provider}`, model, train })
+      cluster = track(new TestCluster({ clusterId: `spot-${provider}`, model, train }))
       await cluster.startCoordinator()
       const metas = new Map<TestPeer, Awaited<ReturnType<typeof fakeMetadata>>>()
       await Promise.all(Array.from({ length: 5 }, async () => {
