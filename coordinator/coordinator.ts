@@ -357,8 +357,9 @@ export class Coordinator extends EventEmitter {
     await this.persist()
     // the newest complete checkpoint at or below this commit (after a rollback a newer one may be listed)
     const checkpoint = this.store?.list().find(c => c.iteration <= it)?.iteration
-    await this.gossip.publish({ kind: 'commit', epoch: this.epoch, iteration: it, ...(checkpoint !== undefined ? { checkpoint } : {}), ...(nonFinite != null ? { skipped: true } : {}) })
-    this.checkpoints.afterCommit(it)
+    const snapshot = this.checkpoints.due(it)
+    await this.gossip.publish({ kind: 'commit', epoch: this.epoch, iteration: it, ...(checkpoint !== undefined ? { checkpoint } : {}), ...(nonFinite != null ? { skipped: true } : {}), ...(snapshot ? { snapshot: true } : {}) })
+    this.checkpoints.afterCommit(it, snapshot)
     const resumed = this.recovery.resumed()
     if (resumed.length > 0) this.emit('recovered', resumed)
     // skipped: no 'iteration' event (nothing was trained) but a 'divergence' one; may roll back or throw
@@ -406,8 +407,7 @@ export class Coordinator extends EventEmitter {
       strategy: this.strategy,
       checkfreePlus: this.init.checkfreePlus ?? this.strategy === 'checkfree-plus',
       mirrorEvery: this.init.mirrorEvery ?? 10,
-      shadow: this.strategy === 'redundant',
-      checkpointEvery: this.checkpointEvery
+      shadow: this.strategy === 'redundant'
     }
   }
 

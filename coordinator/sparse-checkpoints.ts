@@ -1,8 +1,11 @@
 /**
- * Sparse checkpoints, taken by the coordinator. Every K committed iterations each stage snapshots its
- * parameters and optimizer state at the commit; this module pulls those snapshots over the weights
- * protocol in the background (training does not wait), one checkpoint after another, and writes them
- * to the checkpoint store. A checkpoint that cannot be completed is abandoned, not retried.
+ * Sparse checkpoints, taken by the coordinator. This module alone decides which commits are
+ * checkpoints (due()): every K-th, and the next commit after one was abandoned, so a lost pull costs
+ * a few iterations of staleness rather than K more. The commit message says so (`snapshot`), each
+ * stage keeps a snapshot of its parameters and optimizer state at that commit, and this module pulls
+ * those snapshots over the weights protocol in the background (training does not wait), one
+ * checkpoint after another, and writes them to the checkpoint store. A checkpoint that cannot be
+ * completed is abandoned; the next commit is then taken instead.
  */
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { ModelConfig } from '../model/index.js'
@@ -43,25 +46,41 @@ export class SparseCheckpoints {
    * collecting) a checkpoint's worth of memory per checkpoint.
    */
   private buffers = new Map<string, Float32Array | Int32Array>()
+  /**
+   * The last scheduled checkpoint was abandoned: take the next commit instead of waiting K more.
+   * Once only: a retry that fails too waits for the schedule (a lasting fault costs two pulls per K
+   * iterations, not one per iteration).
+   */
+  private retry = false
+  /** A checkpoint is queued or being pulled: no retry is due on top of it. */
+  private taking = false
 
   constructor (host: CheckpointHost) {
     this.host = host
   }
 
-  /** Called once iteration `it` is committed: queues its checkpoint when one is due. */
-  afterCommit (it: number): void {
+  /** Whether committing `it` takes a checkpoint (the commit message then asks stages for a snapshot). */
+  due (it: number): boolean {
     const every = this.host.checkpointEvery
-    if (every > 0 && (it + 1) % every === 0 && this.host.store != null) {
-      const prev = this.queue ?? Promise.resolve()
-      this.queue = prev.then(async () => { await this.take(it) })
-    }
+    if (every <= 0 || this.host.store == null) return false
+    return (it + 1) % every === 0 || (this.retry && !this.taking)
+  }
+
+  /** Called once iteration `it` is committed with `snapshot` (due(it) when it was published): queues its checkpoint. */
+  afterCommit (it: number, snapshot: boolean): void {
+    if (!snapshot) return
+    const retry = this.retry && (it + 1) % this.host.checkpointEvery !== 0
+    this.retry = false
+    this.taking = true
+    const prev = this.queue ?? Promise.resolve()
+    this.queue = prev.then(async () => { await this.take(it, retry) }).finally(() => { this.taking = false })
   }
 
   /** Waits for the queued checkpoints to be written (or abandoned). */
   async flush (): Promise<void> { await this.queue }
 
   /** Pulls every stage's snapshot of committed iteration `it` and writes them as one checkpoint. */
-  private async take (it: number): Promise<void> {
+  private async take (it: number, isRetry: boolean): Promise<void> {
     const { store, assignment: a, node, model } = this.host
     if (store == null || a == null) return
     const t0 = performance.now()
@@ -96,7 +115,8 @@ export class SparseCheckpoints {
       // a pull that was cut off may still hold (and write into) its arrays: start afresh next time
       this.buffers = new Map()
       const reason = (err as Error).message
-      log.info(`checkpoint ${it} abandoned: ${reason}`)
+      log.info(`checkpoint ${it} abandoned: ${reason}${isRetry ? '' : '; the next commit is checkpointed instead'}`)
+      if (!isRetry) this.retry = true
       await pending.abandon(reason).catch(() => {})
       this.host.checkpointDone({ iteration: it, outcome: 'abandoned', ms: performance.now() - t0, bytes: 0, reason })
     }

@@ -62,8 +62,6 @@ export interface ClusterOptions {
   checkfreePlus: boolean
   /** CheckFree+ mirrors (embedding on stage 1, head on stage S-2) are refreshed every N iterations. */
   mirrorEvery: number
-  /** Snapshot for a sparse checkpoint every K iterations (0: never). */
-  checkpointEvery: number
   /** Keep a shadow copy of the successor stage, refreshed every iteration (redundant strategy). */
   shadow: boolean
 }
@@ -106,6 +104,8 @@ export class Peer extends EventEmitter {
   private heartbeatTimer?: NodeJS.Timeout
   private departing = false
   private lastDone?: DoneInfo
+  /** The iteration whose commit asked for a checkpoint snapshot (Commit.snapshot). */
+  private snapshotDue?: number
   private readonly startedAt = performance.now()
   /** Number of frames dropped because they came from an older epoch. */
   staleFrames = 0
@@ -242,7 +242,10 @@ export class Peer extends EventEmitter {
           if (msg.epoch === this.epoch) this.current?.runtime?.begin(msg.iteration)
           break
         case 'commit':
-          if (msg.epoch === this.epoch) this.current?.runtime?.commit(msg.iteration, msg.skipped === true)
+          if (msg.epoch === this.epoch) {
+            this.snapshotDue = msg.snapshot === true ? msg.iteration : undefined
+            this.current?.runtime?.commit(msg.iteration, msg.skipped === true)
+          }
           break
         case 'abort':
           if (msg.epoch <= this.epoch) this.current?.runtime?.abort(msg.iteration)
@@ -277,8 +280,8 @@ export class Peer extends EventEmitter {
     let options: ClusterOptions
     try {
       const t = JSON.parse(a.trainingConfig) as Partial<TrainConfig> & Partial<ClusterOptions>
-      options = { checkfreePlus: t.checkfreePlus === true, mirrorEvery: t.mirrorEvery ?? 10, checkpointEvery: t.checkpointEvery ?? 0, shadow: t.shadow === true }
-      for (const k of ['checkfreePlus', 'mirrorEvery', 'checkpointEvery', 'shadow', 'strategy'] as const) delete (t as Record<string, unknown>)[k]
+      options = { checkfreePlus: t.checkfreePlus === true, mirrorEvery: t.mirrorEvery ?? 10, shadow: t.shadow === true }
+      for (const k of ['checkfreePlus', 'mirrorEvery', 'shadow', 'strategy'] as const) delete (t as Record<string, unknown>)[k]
       model = resolveModelConfig(JSON.parse(a.modelConfig) as Partial<ModelConfig>)
       train = resolveTrainConfig({ ...t, stages: a.stages.length }, model)
     } catch (err) {
@@ -417,8 +420,8 @@ export class Peer extends EventEmitter {
   private afterCommit (cur: Current, it: number): void {
     const stage = cur.stage
     if (stage == null) return
-    const every = cur.options.checkpointEvery
-    if (every > 0 && (it + 1) % every === 0) this.held.takeCheckpoint(stage)
+    // the coordinator alone decides which commits are checkpoints, and says so in the commit
+    if (this.snapshotDue === it) this.held.takeCheckpoint(stage)
     this.refreshCopies(cur, false, it)
   }
 

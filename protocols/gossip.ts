@@ -102,7 +102,7 @@ function toWire (m: Message): pb.GossipEnvelope {
       env.abort = { epoch: m.epoch, iteration: m.iteration, reason: m.reason }
       break
     case 'commit':
-      env.commit = { epoch: m.epoch, iteration: m.iteration, checkpoint: m.checkpoint, skipped: m.skipped === true }
+      env.commit = { epoch: m.epoch, iteration: m.iteration, checkpoint: m.checkpoint, skipped: m.skipped === true, snapshot: m.snapshot === true }
       break
     case 'done':
       env.done = {
@@ -225,7 +225,8 @@ function fromWire (env: pb.GossipEnvelope): Message {
         epoch: b.epoch,
         iteration: b.iteration,
         ...(b.checkpoint != null ? { checkpoint: b.checkpoint } : {}),
-        ...(b.skipped ? { skipped: true } : {})
+        ...(b.skipped ? { skipped: true } : {}),
+        ...(b.snapshot ? { snapshot: true } : {})
       }
     }
     case 'done': {

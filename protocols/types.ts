@@ -104,6 +104,11 @@ export interface Commit {
    * they are) but counts the iteration as committed and goes on to the next one.
    */
   skipped?: boolean
+  /**
+   * Every stage keeps a host-memory snapshot of its state at this commit until the coordinator has
+   * pulled it as a sparse checkpoint. The coordinator alone decides which commits are checkpoints.
+   */
+  snapshot?: boolean
 }
 
 /** Peer: its stage finished an iteration. */

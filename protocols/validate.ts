@@ -276,6 +276,7 @@ function checkCommit (o: Record<string, unknown>): Commit {
     if ((o.checkpoint as number) > (o.iteration as number)) fail('commit.checkpoint', `${String(o.checkpoint)} is newer than the committed iteration ${String(o.iteration)}`)
   }
   if (o.skipped !== undefined) checkBool(o.skipped, 'commit.skipped')
+  if (o.snapshot !== undefined) checkBool(o.snapshot, 'commit.snapshot')
   return o as unknown as Commit
 }
 

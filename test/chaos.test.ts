@@ -163,6 +163,12 @@ describe('chaos invariants', () => {
     const base = history()
     const again = base.events.map(e => e.type === 'iteration' && e.iteration === 120 ? { ...e, iteration: 100 } : e)
     expect(failing({ ...base, events: again })).toEqual(['commits-contiguous'])
+    // iteration 120 missing: a gap, unless it was skipped for a reported non-finite step
+    const gap = base.events.filter(e => !(e.type === 'iteration' && e.iteration === 120))
+    expect(failing({ ...base, events: gap })).toEqual(['commits-contiguous'])
+    const div = { type: 'divergence', at: T0 + 120 * 300, iteration: 120, stage: 1, what: 'gradient', action: 'skip' }
+    expect(failing({ ...base, events: [...gap, div] })).toEqual([])
+    expect(failing({ ...base, events: [...gap, { ...div, action: 'rollback' }] })).toEqual(['commits-contiguous'])
   })
 
   it('no-nan: a stage whose weights hold NaN fails; one that cannot be checked fails only when the run settled', () => {

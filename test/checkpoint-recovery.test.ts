@@ -75,6 +75,31 @@ async function freePort (): Promise<number> {
   })
 }
 
+describe('an abandoned checkpoint', () => {
+  it('is taken again at the next commit, once, instead of K iterations later', async () => {
+    // one peer corrupts every weights transfer it sends: every pull of its stage fails its checksum
+    const stateDir = await tempDir()
+    cluster = track(new TestCluster({ clusterId: 'ck-retry', model, train, strategy: 'checkfree', stateDir, checkpointEvery: 4 }))
+    const c = cluster
+    await c.startCoordinator()
+    await Promise.all(Array.from({ length: 4 }, async (_, i) => await c.addPeer([], i === 0 ? { SPOTPIPE_FAULT_CORRUPT_CHUNK: '0' } : {})))
+    const events: CheckpointEvent[] = []
+    c.coord.on('checkpoint', (e: CheckpointEvent) => { events.push(e) })
+    await c.coord.assignInitial({ timeoutMs: 30_000 })
+    for (let i = 0; i < 12; i++) await c.coord.runIteration({ timeoutMs: 30_000 })
+    await c.coord.flushCheckpoints()
+    expect(events.every(e => e.outcome === 'abandoned')).toBe(true)
+    const its = events.map(e => e.iteration)
+    // scheduled at 3, 7, 11; each abandoned one is retried at the next commit the coordinator
+    // publishes after it knows (4 or 5; 8 or 9); a failed retry is not retried again
+    expect(its.filter(x => (x + 1) % 4 === 0)).toEqual([3, 7, 11])
+    const retries = its.filter(x => (x + 1) % 4 !== 0)
+    expect(retries).toHaveLength(2)
+    expect([4, 5]).toContain(retries[0])
+    expect([8, 9]).toContain(retries[1])
+  }, 120_000)
+})
+
 describe('a durable coordinator', () => {
   it('SIGKILLed mid-run and restarted, resumes from the last committed iteration with the same losses', async () => {
     const dir = await tempDir()

@@ -74,6 +74,7 @@ const samples: Message[] = [
   { kind: 'commit', epoch: 8, iteration: 1235 },
   { kind: 'commit', epoch: 8, iteration: 1235, checkpoint: 1199 },
   { kind: 'commit', epoch: 8, iteration: 1235, skipped: true },
+  { kind: 'commit', epoch: 8, iteration: 1239, snapshot: true },
   done,
   { ...done, stage: 2, loss: 2.5 },
   { ...done, gradNorm: 0, nonFinite: true, nonFiniteWhat: 'gradient' },
@@ -222,6 +223,7 @@ describe('gossip messages', () => {
       [{ ...done, nonFinite: true, nonFiniteWhat: 'g'.repeat(33) }, LimitExceededError, 'done.nonFiniteWhat'],
       [{ ...done, nonFinite: false, nonFiniteWhat: 'loss' }, MalformedMessageError, 'done.nonFiniteWhat'],
       [{ kind: 'commit', epoch: 8, iteration: 10, skipped: 1 }, MalformedMessageError, 'commit.skipped'],
+      [{ kind: 'commit', epoch: 8, iteration: 10, snapshot: 'yes' }, MalformedMessageError, 'commit.snapshot'],
       [{ kind: 'stream-break', reporter: P1, stage: 0, suspect: P1, epoch: 1, iteration: 1, reason: '' }, MalformedMessageError, 'stream-break.suspect'],
       [{ ...plan, weights: [1] }, MalformedMessageError, 'recovery-plan.weights'],
       [{ ...plan, weights: [0, 0] }, MalformedMessageError, 'recovery-plan.weights'],
@@ -264,7 +266,7 @@ describe('gossip messages', () => {
     expectError(() => decodeMessage(envelope({ kind: 99, begin: { epoch: 1, iteration: 1 } })), UnknownKindError, 'message.kind')
     expectError(() => decodeMessage(envelope({ begin: { epoch: 1, iteration: 1 } })), UnknownKindError)
     expectError(() => decodeMessage(envelope({ kind: 3 })), MalformedMessageError, 'message.begin')
-    expectError(() => decodeMessage(envelope({ kind: 3, commit: { epoch: 1, iteration: 1, skipped: false } })), MalformedMessageError, 'message.commit')
+    expectError(() => decodeMessage(envelope({ kind: 3, commit: { epoch: 1, iteration: 1, skipped: false, snapshot: false } })), MalformedMessageError, 'message.commit')
     expectError(() => decodeMessage(envelope({ kind: 3, begin: { epoch: 1, iteration: 1 }, abort: { epoch: 1, iteration: 1, reason: '' } })), MalformedMessageError, 'message.abort')
   })
 

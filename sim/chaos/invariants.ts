@@ -14,7 +14,8 @@
  *   rung-loss             what each rung may lose: handover, replica and CheckFree at most the
  *                         in-flight iteration (nothing committed); checkpoint the iterations since
  *                         the newest checkpoint written before the recovery
- *   commits-contiguous    the committed iterations go up by one (none committed twice, none skipped)
+ *   commits-contiguous    the committed iterations go up by one (none committed twice, none skipped
+ *                         but those skipped for a reported non-finite step)
  *   no-nan                every stage's final weights and optimizer state are finite
  *   nonfinite-reported    a planted non-finite step that landed (its peer held the stage long
  *                         enough) is reported as a divergence of that stage
@@ -230,10 +231,14 @@ export function checkInvariants (h: ChaosHistory): ChaosReport {
   if (inferred > 0) notes.push(`${inferred} checkpoint-rung record(s) name neither iterationsBehind nor checkpointId: their checkpoint is inferred as the newest written before them`)
 
   // commits-contiguous (a rung that loses only the in-flight iteration never rewinds the clock)
+  // an iteration skipped for a non-finite step (a divergence with action 'skip') is committed as
+  // skipped: no 'iteration' event, and no gap
   if (b.strategy !== 'checkpoint-whole') {
+    const skipped = new Set(h.events.filter(e => e.type === 'divergence' && e.action === 'skip' && typeof e.iteration === 'number').map(e => e.iteration as number))
     for (let i = 1; i < commits.length; i++) {
-      const prev = commits[i - 1].iteration as number
+      let prev = commits[i - 1].iteration as number
       const it = commits[i].iteration as number
+      while (it > prev + 1 && skipped.has(prev + 1)) prev += 1
       if (it !== prev + 1) v.push({ invariant: 'commits-contiguous', at: commits[i].at, detail: it <= prev ? `iteration ${it} committed after ${prev}: committed progress was lost` : `iteration ${it} committed after ${prev}: ${it - prev - 1} iteration(s) skipped` })
     }
   }
