@@ -219,7 +219,7 @@ export function checkInvariants (h: ChaosHistory): ChaosReport {
       if (st == null) continue
       if (st.from === 'inferred') inferred += 1
       maxStale = Math.max(maxStale, st.behind)
-      if (K > 0 && st.behind > K + 1) v.push({ invariant: 'staleness', at: r.at, detail: `stage ${r.stage} restored ${st.behind} iterations behind (checkpoint ${st.checkpoint ?? 'init'}, ${st.from}; allowed ${K + 1})` })
+      if (K > 0 && st.behind > K + 1) v.push({ invariant: 'staleness', at: r.at, detail: `stage ${r.stage} restored ${st.behind} iterations behind (checkpoint ${st.checkpoint ?? r.checkpointId ?? 'init'}, ${st.from}; allowed ${K + 1})` })
       const newest = newestWrittenBefore(checkpoints, plannedAt)
       if (newest != null && typeof r.iteration === 'number' && st.from !== 'inferred' && st.behind > r.iteration - 1 - newest) {
         v.push({ invariant: 'rung-loss', at: r.at, detail: `stage ${r.stage} lost ${st.behind} iterations by the checkpoint rung, but checkpoint ${newest} was written before: at most ${r.iteration - 1 - newest} may be lost` })
