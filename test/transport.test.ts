@@ -1,4 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process'
+import { createServer, type AddressInfo } from 'node:net'
+import { multiaddr } from '@multiformats/multiaddr'
 import { promises as fs } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -11,7 +13,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import {
   createPeerLibp2p, DialError, encodeVarint, endFrames, FrameTooLargeError, generateSwarmKey, IdentityFileError,
   isPeerGone, loadIdentity, loadOrCreateIdentity, loadSwarmKey, MAX_GOSSIP_PAYLOAD_BYTES, MessageTooLargeError,
-  openStream, parseSwarmKey, PeerGoneError, publishChecked, readFrames, readOneFrame, saveIdentity, saveSwarmKey,
+  openStream, parseSwarmKey, PeerGoneError, publishChecked, readFrames, readOneFrame, saveIdentity, saveSwarmKey, secretMismatchHint,
   StreamClosedError, streamEnd, SwarmKeyError, TruncatedFrameError, writeFrame,
   type PeerLibp2p, type PeerNodeInit
 } from '../net/index.js'
@@ -323,10 +325,31 @@ describe('private network (swarm key)', () => {
       expect(b.dial(d.getMultiaddrs(), timeout())).rejects.toThrow()
     ])
     await expect(openStream(c, b.getMultiaddrs(), ECHO, { timeoutMs: 1000 })).rejects.toBeInstanceOf(DialError)
+    // the error says why in words a user can act on
+    expect(secretMismatchHint(await c.dial(a.getMultiaddrs(), timeout()).catch((e: unknown) => e))).toMatch(/different --swarm-key files/)
     expect(a.getPeers().map(String)).toEqual([b.peerId.toString()])
     expect(b.getPeers().map(String)).toEqual([a.peerId.toString()])
     expect(c.getPeers()).toEqual([])
     expect(d.getPeers()).toEqual([])
+  })
+
+  it('a dial that times out is not blamed on the keys', async () => {
+    // a host that accepts the connection and never answers (a paused or overloaded peer)
+    const silent = createServer(sock => { sock.on('data', () => {}) })
+    await new Promise<void>(resolve => { silent.listen(0, '127.0.0.1', resolve) })
+    try {
+      const [a, b] = await Promise.all([startNode({ swarmKey: generateSwarmKey() }), startNode()])
+      const port = (silent.address() as AddressInfo).port
+      const err = await a.dial(multiaddr(`/ip4/127.0.0.1/tcp/${port}/p2p/${b.peerId.toString()}`), { signal: AbortSignal.timeout(1000) }).catch((e: unknown) => e)
+      expect(err).toBeInstanceOf(Error)
+      expect(secretMismatchHint(err)).toBe('')
+    } finally {
+      silent.close()
+    }
+    // a handshake that began and was then cut off by the timeout (the chaos suite's paused
+    // coordinator): not a key mismatch either
+    const cut = Object.assign(new Error('The operation was aborted due to timeout'), { name: 'TimeoutError', cause: Object.assign(new Error('handshake aborted'), { name: 'EncryptionFailedError' }) })
+    expect(secretMismatchHint(cut)).toMatch(/did not finish in time: the other node may be paused/)
   })
 
   it('round-trips swarm key files and rejects bad ones', async () => {

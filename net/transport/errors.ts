@@ -95,16 +95,23 @@ export function isPeerGone (err: unknown): boolean {
 }
 
 /**
- * Why a dial failed, when it is the cluster secret: the noise handshake fails to authenticate when
- * the two nodes hold different swarm keys, or one holds none. '' for any other failure.
+ * Why a dial failed, when it may be the cluster secret: the noise handshake fails to authenticate
+ * when the two nodes hold different swarm keys, or one holds none. A handshake cut off by a timeout
+ * says nothing about the keys (the other node may be paused or overloaded): the hint says so
+ * instead. '' for any other failure.
  */
-export function secretMismatchHint (err: unknown, depth = 0): string {
-  if (err == null || typeof err !== 'object' || depth > 4) return ''
-  const e = err as { name?: string, cause?: unknown, errors?: unknown[] }
-  if (e.name === 'EncryptionFailedError') return ' (the handshake failed: the two nodes hold different --swarm-key files, or one of them is --open)'
-  for (const inner of [e.cause, ...(Array.isArray(e.errors) ? e.errors : [])]) {
-    const hint = secretMismatchHint(inner, depth + 1)
-    if (hint !== '') return hint
-  }
-  return ''
+export function secretMismatchHint (err: unknown): string {
+  const chain = errorChain(err)
+  if (!chain.some(e => e.name === 'EncryptionFailedError')) return ''
+  const timedOut = chain.some(e => e.name === 'TimeoutError' || e.name === 'AbortError' || /timed? ?out|aborted/i.test(e.message ?? ''))
+  return timedOut
+    ? ' (the handshake did not finish in time: the other node may be paused or overloaded; if this persists, check that both hold the same --swarm-key)'
+    : ' (the handshake failed: the two nodes hold different --swarm-key files, or one of them is --open)'
+}
+
+/** `err`, its causes and aggregated errors, a few levels deep. */
+function errorChain (err: unknown, depth = 0): Array<{ name?: string, message?: string }> {
+  if (err == null || typeof err !== 'object' || depth > 4) return []
+  const e = err as { name?: string, message?: string, cause?: unknown, errors?: unknown[] }
+  return [e, ...[e.cause, ...(Array.isArray(e.errors) ? e.errors : [])].flatMap(inner => errorChain(inner, depth + 1))]
 }
