@@ -46,12 +46,8 @@ export class SparseCheckpoints {
    * collecting) a checkpoint's worth of memory per checkpoint.
    */
   private buffers = new Map<string, Float32Array | Int32Array>()
-  /**
-   * The last scheduled checkpoint was abandoned: take the next commit instead of waiting K more.
-   * Once only: a retry that fails too waits for the schedule (a lasting fault costs two pulls per K
-   * iterations, not one per iteration).
-   */
-  private retry = false
+  /** The scheduled checkpoint a retry was taken for (one retry each). */
+  private retriedFor?: number
   /** A checkpoint is queued or being pulled: no retry is due on top of it. */
   private taking = false
 
@@ -62,15 +58,24 @@ export class SparseCheckpoints {
   /** Whether committing `it` takes a checkpoint (the commit message then asks stages for a snapshot). */
   due (it: number): boolean {
     const every = this.host.checkpointEvery
-    if (every <= 0 || this.host.store == null) return false
-    return (it + 1) % every === 0 || (this.retry && !this.taking)
+    const store = this.host.store
+    if (every <= 0 || store == null) return false
+    if ((it + 1) % every === 0) return true
+    if (this.taking) return false
+    // the newest checkpoint on disk is older than the last one scheduled: that one was abandoned, or
+    // the coordinator died before writing it (the store says so after a restart too); take this
+    // commit instead, once per scheduled checkpoint
+    const scheduled = lastScheduled(it, every)
+    if (scheduled < 0 || this.retriedFor === scheduled) return false
+    return (store.latest()?.iteration ?? -1) < scheduled
   }
 
   /** Called once iteration `it` is committed with `snapshot` (due(it) when it was published): queues its checkpoint. */
   afterCommit (it: number, snapshot: boolean): void {
     if (!snapshot) return
-    const retry = this.retry && (it + 1) % this.host.checkpointEvery !== 0
-    this.retry = false
+    const every = this.host.checkpointEvery
+    const retry = (it + 1) % every !== 0
+    if (retry) this.retriedFor = lastScheduled(it, every)
     this.taking = true
     const prev = this.queue ?? Promise.resolve()
     this.queue = prev.then(async () => { await this.take(it, retry) }).finally(() => { this.taking = false })
@@ -116,9 +121,13 @@ export class SparseCheckpoints {
       this.buffers = new Map()
       const reason = (err as Error).message
       log.info(`checkpoint ${it} abandoned: ${reason}${isRetry ? '' : '; the next commit is checkpointed instead'}`)
-      if (!isRetry) this.retry = true
       await pending.abandon(reason).catch(() => {})
       this.host.checkpointDone({ iteration: it, outcome: 'abandoned', ms: performance.now() - t0, bytes: 0, reason })
     }
   }
+}
+
+/** The newest scheduled checkpoint iteration at or below `it` (every K-th commit: K-1, 2K-1, ...), or -1. */
+function lastScheduled (it: number, every: number): number {
+  return Math.floor((it + 1) / every) * every - 1
 }

@@ -100,12 +100,20 @@ describe('an abandoned checkpoint', () => {
   }, 120_000)
 })
 
+/**
+ * `spotpipe coordinator` flags for a run of `iterations` that can be SIGKILLed and started again
+ * with the same flags: a fixed port, an identity file and a state dir in `dir`.
+ */
+async function durableCoordinatorArgs (cluster: string, dir: string, iterations: number): Promise<string[]> {
+  const port = await freePort()
+  return ['coordinator', '--cluster', cluster, '--listen', `/ip4/127.0.0.1/tcp/${port}`, '--identity', join(dir, 'coord.key'), '--create-identity',
+    '--state-dir', join(dir, 'state'), '--iterations', String(iterations), '--heartbeat-timeout', '10000', '--d-model', '32', '--heads', '2', '--blocks', '4', '--seq-len', '16', '--microbatches', '2', '--microbatch-size', '4']
+}
+
 describe('a durable coordinator', () => {
   it('SIGKILLed mid-run and restarted, resumes from the last committed iteration with the same losses', async () => {
     const dir = await tempDir()
-    const port = await freePort()
-    const args = ['coordinator', '--cluster', 'dur', '--listen', `/ip4/127.0.0.1/tcp/${port}`, '--identity', join(dir, 'coord.key'), '--create-identity',
-      '--state-dir', join(dir, 'state'), '--iterations', '14', '--heartbeat-timeout', '10000', '--d-model', '32', '--heads', '2', '--blocks', '4', '--seq-len', '16', '--microbatches', '2', '--microbatch-size', '4']
+    const args = await durableCoordinatorArgs('dur', dir, 14)
     const first = spotpipe(args)
     const [, addr] = await first.waitFor(/^coordinator (\S+)/)
     // the coordinator created the cluster secret in its state dir; the restarted one reuses it
@@ -138,9 +146,7 @@ describe('a durable coordinator', () => {
     // found by the chaos suite: the restarted coordinator re-published its saved assignment, the
     // restarted peer answered that it holds no state, and the coordinator exited with ERR_STAGE_LOST
     const dir = await tempDir()
-    const port = await freePort()
-    const args = ['coordinator', '--cluster', 'dur2', '--listen', `/ip4/127.0.0.1/tcp/${port}`, '--identity', join(dir, 'coord.key'), '--create-identity',
-      '--state-dir', join(dir, 'state'), '--iterations', '30', '--heartbeat-timeout', '10000', '--d-model', '32', '--heads', '2', '--blocks', '4', '--seq-len', '16', '--microbatches', '2', '--microbatch-size', '4']
+    const args = await durableCoordinatorArgs('dur2', dir, 30)
     const first = spotpipe(args)
     const [, addr] = await first.waitFor(/^coordinator (\S+)/)
     const peerArgs = (i: number): string[] => ['peer', '--cluster', 'dur2', '--coordinator', addr, '--backend', 'wasm', '--swarm-key', join(dir, 'state', 'swarm.key'), '--identity', join(dir, `p${i}.key`), '--create-identity']

@@ -29,11 +29,15 @@ async function trainFor (c: TestCluster, n: number): Promise<void> {
 }
 
 describe('churn-proof recovery (real processes, real signals)', () => {
-  it('failure 1: a SIGKILLed stage peer restarted under its old identity, with no other spare, is taken back and the run resumes', async () => {
+  /**
+   * 4 stage peers with identity files and no spare, 3 iterations trained; returns the holder of
+   * stage 2 and a way to bring it back under the same key (systemd restarting the peer).
+   */
+  async function noSpareCluster (clusterId: string): Promise<{ c: TestCluster, log: ReturnType<typeof recorder>, victim: TestPeer, restart: () => Promise<TestPeer> }> {
     const dir = await tempDir()
-    cluster = track(new TestCluster({ clusterId: 'rejoin', model, train, strategy: 'checkfree' }))
-    await cluster.startCoordinator()
-    const c = cluster
+    const c = track(new TestCluster({ clusterId, model, train, strategy: 'checkfree' }))
+    cluster = c
+    await c.startCoordinator()
     const peers: TestPeer[] = []
     for (let i = 0; i < 4; i++) peers.push(await c.addPeer(['--identity', join(dir, `p${i}.key`), '--create-identity']))
     const log = recorder(c)
@@ -41,35 +45,37 @@ describe('churn-proof recovery (real processes, real signals)', () => {
     await trainFor(c, 3)
     const victim = c.holder(2)
     const key = join(dir, `p${peers.indexOf(victim)}.key`)
+    return { c, log, victim, restart: async () => await c.addPeer(['--identity', key]) }
+  }
+
+  /** `running` must finish within 60 s; the error says what the coordinator recorded meanwhile. */
+  async function resumes (c: TestCluster, log: ReturnType<typeof recorder>, running: Promise<void>): Promise<void> {
+    let timer: NodeJS.Timeout | undefined
+    const late = new Promise<never>((_resolve, reject) => {
+      timer = setTimeout(() => {
+        reject(new Error(`the run did not resume within 60 s after the peer came back; recoveries: ${JSON.stringify(log.recovered.map(e => [e.stage, e.rung]))}, failed: ${JSON.stringify(log.failed.map(e => [e.stage, e.rung, e.reason]))}; peers: ${c.peers.map(p => `${p.peerId.slice(-6)} exit=${String(p.proc.child.exitCode)}/${String(p.proc.child.signalCode)} ${p.proc.stderr.slice(-6).join(' / ')}`).join(' ## ')}`))
+      }, 60_000)
+    })
+    try { await Promise.race([running, late]) } finally { clearTimeout(timer) }
+  }
+
+  it('failure 1: a SIGKILLed stage peer restarted under its old identity, with no other spare, is taken back and the run resumes', async () => {
+    const { c, log, victim, restart } = await noSpareCluster('rejoin')
     victim.proc.child.kill('SIGKILL')
     await victim.proc.exited
     await c.coord.until(() => c.coord.failedStages().includes(2), 'the loss to be detected', 15_000)
     // No spare exists: the run waits. The same machine comes back under the same identity.
     const running = c.coord.run(3, {})
-    const back = await c.addPeer(['--identity', key])
-    expect(back.peerId).toBe(victim.peerId)
-    await Promise.race([running, new Promise((_resolve, reject) => setTimeout(() => { reject(new Error(`the run did not resume within 60 s after the peer came back; recoveries: ${JSON.stringify(log.recovered.map(e => [e.stage, e.rung]))}; peers: ${c.peers.map(p => `${p.peerId.slice(-6)} exit=${String(p.proc.child.exitCode)}/${String(p.proc.child.signalCode)} ${p.proc.stderr.slice(-6).join(" / ")}`).join(" ## ")}`)) }, 60_000))])
-    const rec = log.recovered.find(e => e.stage === 2)
-    expect(rec, 'a recovery record for stage 2').toBeDefined()
-    expect(rec?.targetPeer).toBe(victim.peerId)
-    expect(rec?.rung).toBe('checkfree')
+    expect((await restart()).peerId).toBe(victim.peerId)
+    await resumes(c, log, running)
+    expect(log.recovered.find(e => e.stage === 2), 'a recovery record for stage 2').toMatchObject({ targetPeer: victim.peerId, rung: 'checkfree' })
     expect(c.coord.iteration).toBe(6)
   }, 180_000)
 
   it('a peer that announced its departure, died and came back under its identity before its stage moved is taken as a spare', async () => {
     // found by the chaos suite: the departure was never forgotten, so the restarted peer was never a
     // spare and the run waited for one while it sat idle
-    const dir = await tempDir()
-    cluster = track(new TestCluster({ clusterId: 'departed', model, train, strategy: 'checkfree' }))
-    await cluster.startCoordinator()
-    const c = cluster
-    const peers: TestPeer[] = []
-    for (let i = 0; i < 4; i++) peers.push(await c.addPeer(['--identity', join(dir, `p${i}.key`), '--create-identity']))
-    const log = recorder(c)
-    await c.coord.assignInitial({ timeoutMs: 30_000 })
-    await trainFor(c, 3)
-    const victim = c.holder(2)
-    const key = join(dir, `p${peers.indexOf(victim)}.key`)
+    const { c, log, victim, restart } = await noSpareCluster('departed')
     // a spot notice: it announces its departure, but there is no spare to hand stage 2 to
     victim.proc.child.kill('SIGTERM')
     await c.coord.until(() => c.coord.failedStages().includes(2), 'the departure to be heard', 15_000)
@@ -78,11 +84,9 @@ describe('churn-proof recovery (real processes, real signals)', () => {
     await new Promise(resolve => setTimeout(resolve, 500))
     victim.proc.child.kill('SIGKILL')
     await victim.proc.exited
-    const back = await c.addPeer(['--identity', key])
-    expect(back.peerId).toBe(victim.peerId)
-    await Promise.race([running, new Promise((_resolve, reject) => setTimeout(() => { reject(new Error(`the run did not resume within 60 s after the peer came back; recoveries: ${JSON.stringify(log.recovered.map(e => [e.stage, e.rung]))}, failed: ${JSON.stringify(log.failed.map(e => [e.stage, e.rung, e.reason]))}`)) }, 60_000))])
-    const rec = log.recovered.find(e => e.stage === 2)
-    expect(rec, 'a recovery record for stage 2').toMatchObject({ targetPeer: victim.peerId, rung: 'checkfree' })
+    expect((await restart()).peerId).toBe(victim.peerId)
+    await resumes(c, log, running)
+    expect(log.recovered.find(e => e.stage === 2), 'a recovery record for stage 2').toMatchObject({ targetPeer: victim.peerId, rung: 'checkfree' })
     expect(c.coord.iteration).toBe(6)
   }, 180_000)
 

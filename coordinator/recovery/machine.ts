@@ -179,7 +179,9 @@ export class RecoveryMachine {
   failedStages (): number[] {
     const a = this.host.assignment
     if (a == null) return []
-    return a.stages.filter(st => this.lost.has(st.stage) || st.peers.some(p => this.departing.has(p))).map(st => st.stage)
+    // a stage no peer holds (a saved assignment from a round that was still waiting for a spare when
+    // the coordinator died) needs recovering too: it was never recovered after a restart before
+    return a.stages.filter(st => this.lost.has(st.stage) || st.peers.length === 0 || st.peers.some(p => this.departing.has(p))).map(st => st.stage)
   }
 
   /** Whether `peerId` is known lost, departing or restarted (so not a live holder or spare yet). */
@@ -483,7 +485,8 @@ export class RecoveryMachine {
     const l = this.lost.get(stage)
     if (l != null) return l
     const p = a.stages[stage]?.peers[0] ?? ''
-    return { peer: p, cause: this.departing.has(p) ? 'peer announced its departure' : 'unknown', lastSeen: Date.now(), detectedAt: Date.now() }
+    const cause = p === '' ? 'no peer held it (its recovery was waiting for a spare)' : this.departing.has(p) ? 'peer announced its departure' : 'unknown'
+    return { peer: p, cause, lastSeen: Date.now(), detectedAt: Date.now() }
   }
 
   private baseEvent (stage: number, info: LossInfo): Pick<RecoveryEvent, 'at' | 'epoch' | 'iteration' | 'stage' | 'cause' | 'lostPeer' | 'bytes' | 'detectMs' | 'transferMs' | 'rebuildMs' | 'resumeMs'> {
