@@ -167,4 +167,37 @@ describe('a durable coordinator', () => {
     expect(second.lines.some(l => /^recovery stage \d rung /.test(l)), second.lines.join('\n')).toBe(true)
     expect(second.lines.some(l => /^iter 29 /.test(l))).toBe(true)
   }, 150_000)
+
+  it('restarted from a saved assignment in which a stage has no peer: recovers that stage once a peer joins', async () => {
+    // found by the chaos suite (seed 3): the coordinator died while a round waited for a spare and
+    // saved an assignment naming nobody for the lost stage; restarted, it resumed the other stages,
+    // never counted the empty one as failed, and sat there until the end of the run
+    const dir = await tempDir()
+    const args = await durableCoordinatorArgs('dur3', dir, 24)
+    const first = spotpipe(args)
+    const [, addr] = await first.waitFor(/^coordinator (\S+)/)
+    const peerArgs = (i: number): string[] => ['peer', '--cluster', 'dur3', '--coordinator', addr, '--backend', 'wasm', '--swarm-key', join(dir, 'state', 'swarm.key'), '--identity', join(dir, `p${i}.key`), '--create-identity']
+    const peers = [0, 1, 2, 3].map(i => spotpipe(peerArgs(i)))
+    const ids = await Promise.all(peers.map(async p => (await p.waitFor(/^peer \S+\/p2p\/(\S+)/))[1]))
+    await first.waitFor(/^iter 4 /, 60_000)
+    first.child.kill('SIGKILL')
+    await first.exited
+    // stage 2's peer is gone for good, and the saved assignment names nobody for its stage
+    const path = join(dir, 'state', 'coordinator.json')
+    const st = JSON.parse(await readFile(path, 'utf8')) as { assignment: { stages: Array<{ stage: number, peers: string[] }> } }
+    const holder = peers[ids.indexOf(st.assignment.stages[2].peers[0])]
+    expect(holder).toBeDefined()
+    holder.child.kill('SIGKILL')
+    await holder.exited
+    st.assignment.stages[2].peers = []
+    await writeFile(path, JSON.stringify(st, null, 2))
+    const second = spotpipe(args)
+    await second.waitFor(/^resuming at iteration (\d+)/)
+    // a new machine joins: the empty stage is recovered onto it and the run finishes
+    spotpipe(peerArgs(4))
+    const done = await second.exited
+    expect(done.code, second.stderr.slice(-10).join('\n')).toBe(0)
+    expect(second.lines.some(l => /^recovery stage 2 rung /.test(l)), second.lines.join('\n')).toBe(true)
+    expect(second.lines.some(l => /^iter 23 /.test(l))).toBe(true)
+  }, 150_000)
 })
