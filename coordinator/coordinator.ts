@@ -24,7 +24,7 @@ import { DurableState, type CoordinatorState } from './durable-state.js'
 import { CoordinatorTimeoutError, CoordinatorUsageError, StageLostError } from './errors.js'
 import { FailureDetector } from './detector.js'
 import type { Strategy, StagePlan } from './ladder.js'
-import { RecoveryMachine, recoveryPlanMessages } from './recovery/index.js'
+import { RecoveryMachine, recoveryPlanMessages, shadowsBehind } from './recovery/index.js'
 import { SparseCheckpoints } from './sparse-checkpoints.js'
 import { waitUntil } from './wait.js'
 import type { CheckpointEvent, CoordinatorInit, IterationRecord, PeerView, RecoveryEvent } from './types.js'
@@ -51,6 +51,8 @@ export class Coordinator extends EventEmitter {
   /** Post-clip gradient norm per stage at the last commit (CheckFree weights). */
   gradNorms: number[] = []
   private reports = new Map<number, DoneReport>()
+  /** Redundant strategy: stages whose shadow missed a commit (not waited for until it catches up). */
+  private readonly shadowsLagging = new Set<number>()
   store?: CheckpointStore
   private durable?: DurableState
   private weightsServer?: { stop: () => Promise<void> }
@@ -360,6 +362,7 @@ export class Coordinator extends EventEmitter {
     const snapshot = this.checkpoints.due(it)
     await this.gossip.publish({ kind: 'commit', epoch: this.epoch, iteration: it, ...(checkpoint !== undefined ? { checkpoint } : {}), ...(nonFinite != null ? { skipped: true } : {}), ...(snapshot ? { snapshot: true } : {}) })
     this.checkpoints.afterCommit(it, snapshot)
+    if (nonFinite == null && this.strategy === 'redundant') await this.awaitShadows(a, it, opts.signal)
     const resumed = this.recovery.resumed()
     if (resumed.length > 0) this.emit('recovered', resumed)
     // skipped: no 'iteration' event (nothing was trained) but a 'divergence' one; may roll back or throw
@@ -371,12 +374,36 @@ export class Coordinator extends EventEmitter {
     return rec
   }
 
+  /**
+   * Redundant strategy: iteration `it` is not done until every shadow holds it. The shadow holders
+   * pull it as they apply the commit, but the next iteration began at once, and a stage lost right
+   * after a commit found its shadow a commit old: not an exact copy, so the ladder fell to the
+   * checkpoint rung (the churn demo crashes stages at iteration start, and `redundant` recovered by
+   * checkpoint every time). Waiting for their heartbeats costs a pull per iteration, which is the
+   * strategy's price. A shadow that misses it within shadowWaitMs is named and not waited for again
+   * until it catches up; a loss of its stage falls to the next rung.
+   */
+  private async awaitShadows (a: Assignment, it: number, signal?: AbortSignal): Promise<void> {
+    if (a.stages.length < 2) return
+    const behind = (): number[] => shadowsBehind(a, it, id => this.heartbeatOf(id)).filter(s => !this.shadowsLagging.has(s))
+    for (const s of [...this.shadowsLagging]) if (!shadowsBehind(a, it - 1, id => this.heartbeatOf(id)).includes(s)) this.shadowsLagging.delete(s)
+    const waitMs = this.init.shadowWaitMs ?? 5000
+    try {
+      await this.until(() => behind().length === 0 || this.failedStages().length > 0 || this.epoch !== a.epoch, `the shadows to hold iteration ${it}`, waitMs, signal)
+    } catch (err) {
+      if (!(err instanceof CoordinatorTimeoutError)) throw err
+      const late = behind()
+      for (const s of late) this.shadowsLagging.add(s)
+      log.info(`the shadows of stages ${late.join(', ')} do not hold iteration ${it} after ${waitMs} ms: a loss of those stages falls to the next rung until they catch up`)
+    }
+  }
+
   get checkpointEvery (): number { return this.init.checkpointEvery ?? (this.init.stateDir != null ? 50 : 0) }
 
-  /** Writes the durable state (atomically); a no-op without stateDir. */
   /** Called by the sparse checkpoints when one is written or abandoned: emitted as `checkpoint`. */
   checkpointDone (e: CheckpointEvent): void { this.emit('checkpoint', e) }
 
+  /** Writes the durable state (atomically); a no-op without stateDir. */
   async persist (): Promise<void> {
     if (this.durable == null) return
     await this.durable.save({

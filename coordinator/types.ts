@@ -27,6 +27,12 @@ export interface CoordinatorInit {
   /** Recovery strategy. @default 'checkfree' */
   strategy?: Strategy
   /**
+   * Redundant strategy: how long a commit waits for every shadow to hold it before the next
+   * iteration begins (a shadow that misses it is named, and not waited for again until it catches
+   * up). @default 5000
+   */
+  shadowWaitMs?: number
+  /**
    * The failure detector's floor: no peer is declared lost for a silence shorter than this (ms);
    * beyond it, its own heartbeat rhythm decides (detector.ts). @default 3000
    */

@@ -38,3 +38,13 @@ export function heldCopies (a: Assignment, holders: ReadonlyMap<number, string>,
   }
   return { shadows, mirrors }
 }
+
+/**
+ * Redundant strategy: the stages of `a` whose shadow (held by the predecessor's peer) does not yet
+ * hold committed iteration `it`, by that peer's heartbeat.
+ */
+export function shadowsBehind (a: Assignment, it: number, heartbeatOf: (peerId: string) => Heartbeat | undefined): number[] {
+  const holders = new Map(a.stages.flatMap(st => st.peers[0] != null ? [[st.stage, st.peers[0]] as const] : []))
+  const { shadows } = heldCopies(a, holders, heartbeatOf)
+  return a.stages.map(st => st.stage).filter(s => (shadows.get(s)?.iteration ?? -1) < it)
+}
