@@ -5,38 +5,31 @@
  * report) and asks it two things: which stages need recovering, and to recover them.
  *
  * One recovery round, top to bottom (recover()):
- *   1. survey: the stages to recover (lost, departing, or whose earlier recovery failed), the
+ *   1. survey (survey.ts): the stages to recover (lost, departing, or whose earlier recovery failed), the
  *      healthy holders, the spares, and the copies other peers hold (how fresh each is)
  *   2. plan: the ladder (ladder.ts) picks a rung per stage, all affected stages together, skipping
  *      rungs that already failed for a stage; no spare means wait for one (or for the lost peer)
  *   3. publish: the plans and a new assignment under the next epoch (persisted first)
  *   4. watch: each record moves planned -> transferring -> installed; it fails on the target's
- *      recovery-failed report, on its target's or a donor's loss, or at its deadline (derived from
- *      the bytes it moves and the throughput measured so far); a new loss supersedes the round
+ *      recovery-failed report, on its target's or a donor's loss, or at its deadline (deadline.ts:
+ *      derived from the bytes it moves and the throughput measured so far); a new loss supersedes the round
  *   5. settle: all installed -> the stages are healthy again (resumed at the next commit);
  *      otherwise the failed ones are recorded with their reason and the loop plans again
  * No recoverable fault ends the run: the loop only returns once every stage is recovered.
  */
 import type { ModelConfig, TrainConfig } from '../../model/index.js'
 import { createLog } from '../../common/index.js'
-import { stageLayout, stageSpecs, countParams } from '../../model/index.js'
 import type { Assignment, Heartbeat, RecoveryDone, RecoveryFailed, RecoveryRung } from '../../protocols/index.js'
 import type { CheckpointStore } from '../checkpoint-store.js'
 import type { LostPeer } from '../detector.js'
 import { planRecovery, type LadderInput, type LadderResult, type StagePlan, type Strategy } from '../ladder.js'
 import { RecoveryCheckpoint } from '../recovery-checkpoint.js'
 import type { RecoveryEvent } from '../types.js'
-import { RecoveryRecord, type LossInfo } from './record.js'
-import { heldCopies, stateIterationOf } from './copies.js'
+import { DEFAULT_THROUGHPUT_BYTES_PER_MS, recoveryDeadlineMs } from './deadline.js'
+import { RecoveryRecord, lossEvent, recordEvent, type LossInfo } from './record.js'
+import { holdsIntact, survey } from './survey.js'
 
 const log = createLog('coordinator')
-
-/** Time a recovery gets beyond moving its bytes: building the stage, installing it, taking the epoch. */
-export const RECOVERY_BASE_DEADLINE_MS = 20_000
-/** Throughput assumed before any transfer was measured (bytes/ms = kB/s): 10 MB/s, a slow WAN link. */
-export const DEFAULT_THROUGHPUT_BYTES_PER_MS = 10_000
-/** A deadline allows this many times the expected transfer time. */
-export const DEADLINE_SLACK = 4
 
 /** What the machine reads from the coordinator and the coordinator methods it calls. */
 export interface RecoveryHost {
@@ -306,54 +299,22 @@ export class RecoveryMachine {
     return planRecovery(this.ladderInput(stages, checkpoint))
   }
 
-  /** What the ladder needs, from the assignment, the machine's sets and the peers' heartbeats. */
+  /** What the ladder needs, from the assignment, the machine's sets and the peers' heartbeats (survey.ts). */
   ladderInput (stages: number[], checkpoint: number | undefined): LadderInput {
     const c = this.host
-    const a = c.assignment as Assignment
-    const lostSet = new Set(stages)
-    const holders = new Map<number, string>()
-    const departing = new Map<number, string>()
-    const rejoined = new Map<number, string>()
-    for (const st of a.stages) {
-      const p = st.peers[0]
-      if (p == null) continue
-      if (this.departing.has(p)) departing.set(st.stage, p)
-      else if (!lostSet.has(st.stage)) holders.set(st.stage, p)
-    }
-    const live = new Set(c.livePeers())
-    for (const s of stages) {
-      // a departing holder keeps serving its stage's exact state until the handover is installed
-      const from = this.lost.get(s)?.peer
-      if (from != null && this.departing.has(from) && !departing.has(s)) departing.set(s, from)
-    }
-    for (const s of stages) {
-      const info = this.lost.get(s)
-      const hb = info != null ? c.heartbeatOf(info.peer) : undefined
-      // a rejoin is a heartbeat sent after the loss was decided: one sent just before a crash and
-      // relayed late by gossip must not bring a dead peer back
-      if (info != null && hb != null && !this.restarted.has(info.peer) && this.intact(hb, s) && hb.timestampMs > info.detectedAt && Date.now() - hb.timestampMs < 5_000) rejoined.set(s, info.peer)
-    }
-    const busy = new Set([...holders.values(), ...departing.values(), ...rejoined.values()])
-    const spares = [...live].filter(p => !busy.has(p)).sort()
-    const committed = c.iteration - 1
-    const copies = heldCopies(a, holders, id => c.heartbeatOf(id))
-    // exact copies must be of the last commit; a mirror only has to exist
-    const replicas = new Map([...copies.shadows].filter(([, v]) => v.iteration === committed).map(([s, v]) => [s, v.peer]))
-    const mirrors = new Map([...copies.mirrors].map(([s, v]) => [s, v.peer]))
-    return {
+    return survey({
+      assignment: c.assignment as Assignment,
       strategy: c.strategy,
-      stages: a.stages.length,
-      holders,
-      lost: [...stages].sort((x, y) => x - y),
-      departing,
-      spares,
-      replicas,
-      mirrors,
-      rejoined,
-      excluded: this.excluded,
+      epoch: c.epoch,
+      iteration: c.iteration,
       gradNorms: c.gradNorms,
-      checkpoint
-    }
+      livePeers: c.livePeers(),
+      heartbeatOf: id => c.heartbeatOf(id),
+      lost: this.lost,
+      departing: this.departing,
+      restarted: this.restarted,
+      excluded: this.excluded
+    }, stages, checkpoint)
   }
 
   /** No spare for some stage: wait until a peer joins or a lost one comes back (state is kept). */
@@ -426,7 +387,7 @@ export class RecoveryMachine {
     this.excluded.delete(p.stage)
     this.host.forgetLoss(p.target)
     const e: RecoveryEvent = {
-      ...this.baseEvent(p.stage, info),
+      ...lossEvent(p.stage, info, this.host.epoch, this.host.iteration),
       rung: 'rejoin',
       targetPeer: p.target,
       donors: [],
@@ -453,15 +414,9 @@ export class RecoveryMachine {
     else this.onRecoveryFailed(m, m.peerId)
   }
 
-  /** Deadline of a plan: a base for building the stage plus DEADLINE_SLACK x its bytes at the measured throughput. */
+  /** Deadline of a plan at the throughput measured so far (deadline.ts). */
   deadlineMs (p: StagePlan): number {
-    const m = this.host.model
-    const stageBytes = (s: number): number => 4 * countParams(stageSpecs(m, stageLayout(m, this.host.train.stages, s)))
-    const exact = 3 * stageBytes(p.stage) // parameters and both Adam moments
-    const bytes = p.rung === 'checkfree' ? p.donors.reduce((n, d) => n + stageBytes(d.stage), 0)
-      : p.rung === 'checkfree-plus' ? stageBytes(p.donors[0]?.stage ?? p.stage) + stageBytes(p.stage)
-        : p.rung === 'checkpoint' && p.checkpointId === 'init' ? 0 : exact
-    return Math.round(RECOVERY_BASE_DEADLINE_MS + DEADLINE_SLACK * bytes / this.throughput)
+    return recoveryDeadlineMs(this.host.model, this.host.train.stages, p, this.throughput)
   }
 
   // ------------------------------------------------------------------ helpers
@@ -477,8 +432,7 @@ export class RecoveryMachine {
 
   /** The peer still holds stage `s` at the current epoch and the last committed iteration. */
   private intact (hb: Heartbeat, s: number): boolean {
-    return hb.role === 'stage' && hb.stage === s && hb.epoch === this.host.epoch && !hb.departing &&
-      stateIterationOf(hb) === this.host.iteration - 1
+    return holdsIntact(hb, s, this.host.epoch, this.host.iteration - 1)
   }
 
   private lossOf (stage: number, a: Assignment): LossInfo {
@@ -489,41 +443,8 @@ export class RecoveryMachine {
     return { peer: p, cause, lastSeen: Date.now(), detectedAt: Date.now() }
   }
 
-  private baseEvent (stage: number, info: LossInfo): Pick<RecoveryEvent, 'at' | 'epoch' | 'iteration' | 'stage' | 'cause' | 'lostPeer' | 'bytes' | 'detectMs' | 'transferMs' | 'rebuildMs' | 'resumeMs'> {
-    return {
-      at: Date.now(),
-      epoch: this.host.epoch,
-      iteration: this.host.iteration,
-      stage,
-      cause: info.cause,
-      lostPeer: info.peer,
-      bytes: 0,
-      detectMs: Math.max(0, info.detectedAt - info.lastSeen),
-      transferMs: 0,
-      rebuildMs: 0,
-      resumeMs: 0
-    }
-  }
-
-  /** The persisted, exported form of a record. */
-  private event (r: RecoveryRecord): RecoveryEvent {
-    return {
-      ...this.baseEvent(r.stage, r.loss),
-      epoch: r.epoch,
-      rung: r.rung,
-      targetPeer: r.target,
-      donors: r.donors,
-      bytes: r.bytes,
-      transferMs: r.transferMs,
-      rebuildMs: r.state === 'failed' ? 0 : (r.rebuildMs > 0 ? r.rebuildMs : Date.now() - r.plannedAt),
-      resumeMs: r.resumeMs,
-      outcome: r.state === 'failed' ? 'failed' : 'recovered',
-      ...(r.reason != null ? { reason: r.reason } : {}),
-      ...(r.checkpointId !== '' ? { checkpointId: r.checkpointId } : {}),
-      iterationsBehind: r.iterationsBehind,
-      states: r.history.map(h => h.state)
-    }
-  }
+  /** The persisted, exported form of a record (record.ts). */
+  private event (r: RecoveryRecord): RecoveryEvent { return recordEvent(r, this.host.iteration) }
 }
 
 function short (peerId: string): string { return peerId.slice(-8) }

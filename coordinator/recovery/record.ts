@@ -17,6 +17,7 @@
 import type { RecoveryRung } from '../../protocols/index.js'
 import { RecoveryStateError } from '../errors.js'
 import type { StagePlan } from '../ladder.js'
+import type { RecoveryEvent } from '../types.js'
 
 export type RecoveryState = 'planned' | 'transferring' | 'installed' | 'resumed' | 'failed'
 
@@ -106,5 +107,41 @@ export class RecoveryRecord {
     if (this.state === 'failed' || this.state === 'resumed') return
     this.failure = kind
     this.move('failed', reason)
+  }
+}
+
+/** The fields of a recovery event the loss alone gives (at epoch `epoch`, `iteration` the next to run). */
+export function lossEvent (stage: number, info: LossInfo, epoch: number, iteration: number): Pick<RecoveryEvent, 'at' | 'epoch' | 'iteration' | 'stage' | 'cause' | 'lostPeer' | 'bytes' | 'detectMs' | 'transferMs' | 'rebuildMs' | 'resumeMs'> {
+  return {
+    at: Date.now(),
+    epoch,
+    iteration,
+    stage,
+    cause: info.cause,
+    lostPeer: info.peer,
+    bytes: 0,
+    detectMs: Math.max(0, info.detectedAt - info.lastSeen),
+    transferMs: 0,
+    rebuildMs: 0,
+    resumeMs: 0
+  }
+}
+
+/** The persisted, exported form of record `r`, with `iteration` the next to run. */
+export function recordEvent (r: RecoveryRecord, iteration: number): RecoveryEvent {
+  return {
+    ...lossEvent(r.stage, r.loss, r.epoch, iteration),
+    rung: r.rung,
+    targetPeer: r.target,
+    donors: r.donors,
+    bytes: r.bytes,
+    transferMs: r.transferMs,
+    rebuildMs: r.state === 'failed' ? 0 : (r.rebuildMs > 0 ? r.rebuildMs : Date.now() - r.plannedAt),
+    resumeMs: r.resumeMs,
+    outcome: r.state === 'failed' ? 'failed' : 'recovered',
+    ...(r.reason != null ? { reason: r.reason } : {}),
+    ...(r.checkpointId !== '' ? { checkpointId: r.checkpointId } : {}),
+    iterationsBehind: r.iterationsBehind,
+    states: r.history.map(h => h.state)
   }
 }
