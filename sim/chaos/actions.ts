@@ -81,6 +81,17 @@ function topUp (ctx: ActionContext, gone: FleetProcess, how: TopUp, env: Record<
   })()
 }
 
+/** A peer hands its stage over after SIGTERM and exits within 30 s (node/peer.ts depart()); past this it is killed. */
+const TERM_GRACE_MS = 45_000
+
+/** After a SIGTERM to `p` (fault `a`): wait for it to leave (killing it past TERM_GRACE_MS), then the fleet tops up. */
+async function departAndTopUp (ctx: ActionContext, p: FleetProcess, a: AppliedFault, how: TopUp = { mode: 'restart', delayMs: 1000 }): Promise<void> {
+  const exited = await Promise.race([p.exited.then(() => true), sleep(TERM_GRACE_MS).then(() => false)])
+  if (!exited) { a.notes.push(`still running ${TERM_GRACE_MS / 1000} s after SIGTERM: killed`); ctx.fleet.signal(p, 'SIGKILL') }
+  await topUp(ctx, p, how)
+  a.endAt = Date.now()
+}
+
 function record (ctx: ActionContext, item: number, f: Fault, via: string, r: Resolved, removes: boolean): AppliedFault {
   const p = r.proc
   const a: AppliedFault = {
@@ -130,13 +141,7 @@ export async function applyFault (ctx: ActionContext, item: number, f: Fault, vi
       if (p == null) return undefined
       const a = record(ctx, item, f, via, r, true)
       fleet.signal(p, 'SIGTERM')
-      ctx.track((async () => {
-        // a departing peer stays until its stage is handed over (at most 30 s), then exits
-        const exited = await Promise.race([p.exited.then(() => true), sleep(45_000).then(() => false)])
-        if (!exited) { a.notes.push('still running 45 s after SIGTERM: killed'); fleet.signal(p, 'SIGKILL') }
-        await topUp(ctx, p, f.topUp ?? { mode: 'restart', delayMs: 1000 })
-        a.endAt = Date.now()
-      })())
+      ctx.track(departAndTopUp(ctx, p, a, f.topUp))
       return a
     }
     case 'stop-cont': {
@@ -237,12 +242,6 @@ async function nonfinite (ctx: ActionContext, item: number, f: Fault, via: strin
   const a = record(ctx, item, f, via, r, true)
   a.notes.push(`non-finite step due at its step ${n} on stage ${s} on ${poisoned.record.name} (${short(poisoned.record.peerId)}); holder of stage ${r.stage ?? s} sent SIGTERM to hand it over`)
   ctx.fleet.signal(r.proc, 'SIGTERM')
-  const holder = r.proc
-  ctx.track((async () => {
-    await Promise.race([holder.exited, sleep(45_000)])
-    if (holder.alive) ctx.fleet.signal(holder, 'SIGKILL')
-    await topUp(ctx, holder, f.topUp ?? { mode: 'restart', delayMs: 1000 })
-    a.endAt = Date.now()
-  })())
+  ctx.track(departAndTopUp(ctx, r.proc, a, f.topUp))
   return a
 }
