@@ -18,7 +18,7 @@ export {
   countParams, embedSpecs, headSpecs, partSpecs, stageLayout, stageSpecs,
   type ParamSpec, type Part, type StageLayout
 } from './params.js'
-export { route, type Hop } from './schedule.js'
+export { laneMicrobatches, route, type Hop } from './schedule.js'
 export { hostCopy } from './ops.js'
 export {
   assertFinite, decodeSafetensors, encodeSafetensors,

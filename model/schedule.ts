@@ -42,3 +42,18 @@ export function route (stages: number, mb: number, checkfreePlus = false): Hop[]
   }
   return hops
 }
+
+/**
+ * Data-parallel replicas: with R replicas per stage, replica r of every stage forms lane r, a whole
+ * pipeline, and runs microbatches r, r + R, r + 2R, ... of each iteration (a static pairing; every
+ * microbatch exactly once, on the same tokens and route as with one replica, so R lanes and one
+ * lane train on the same global batch). Needs 1 <= R <= M: a lane without microbatches would have
+ * no gradient to contribute.
+ */
+export function laneMicrobatches (microbatches: number, replicas: number, lane: number): number[] {
+  if (!Number.isInteger(replicas) || replicas < 1 || replicas > microbatches) throw new RangeError(`replicas must be an integer in 1..${microbatches} (the microbatches per iteration), got ${replicas}`)
+  if (!Number.isInteger(lane) || lane < 0 || lane >= replicas) throw new RangeError(`lane must be an integer in 0..${replicas - 1}, got ${lane}`)
+  const out: number[] = []
+  for (let m = lane; m < microbatches; m += replicas) out.push(m)
+  return out
+}

@@ -255,6 +255,36 @@ export class Stage {
   gradients (): Map<string, tf.Tensor> { return this.grads }
 
   /**
+   * The accumulated gradient sums as host arrays, one per parameter in spec order (zeros for a
+   * parameter no microbatch reached): what data-parallel replicas of the stage all-reduce before
+   * the step. Call between the last backward and prepareStep().
+   */
+  gradientSums (): Float32Array[] {
+    if (this.saved.size > 0) throw new StageStateError(`stage ${this.stage}: gradients read with ${this.saved.size} backward passes pending`)
+    return this.specs.map(spec => {
+      const g = this.grads.get(spec.name)
+      return g != null ? hostCopy(g) : new Float32Array(spec.shape.reduce((a, b) => a * b, 1))
+    })
+  }
+
+  /**
+   * Replaces the accumulated gradients with `sums` (spec order, e.g. gradientSums() added over every
+   * replica of the stage; the arrays are taken over, not copied), so prepareStep(M) with the iteration's total microbatch count averages
+   * over all of them. Every replica given the same sums takes the same step, bit for bit.
+   */
+  setGradientSums (sums: Float32Array[]): void {
+    if (sums.length !== this.specs.length) throw new ShapeMismatchError(`stage ${this.stage}: ${sums.length} gradient arrays for ${this.specs.length} parameters`)
+    if (this.prepared != null) throw new StageStateError(`stage ${this.stage}: gradients replaced after the step was prepared`)
+    const next = this.specs.map((spec, i) => {
+      const size = spec.shape.reduce((a, b) => a * b, 1)
+      if (sums[i].length !== size) throw new ShapeMismatchError(`${spec.name}: expected ${size} gradient values for shape [${spec.shape.join(',')}], got ${sums[i].length}`)
+      return [spec.name, hostTensor(sums[i], spec.shape)] as const
+    })
+    this.discardGradients()
+    for (const [n, t] of next) this.grads.set(n, t)
+  }
+
+  /**
    * Average the accumulated gradients over `microbatches`, clip the stage's gradient to clipNorm,
    * record the post-clip norm and take one Adam step: prepareStep() then commitStep().
    */

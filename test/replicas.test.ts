@@ -1,0 +1,98 @@
+import * as tf from '@tensorflow/tfjs'
+import { afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { initBackend } from '../model/backend.js'
+import { disposeOpCaches } from '../model/ops.js'
+import { resolveModelConfig, resolveTrainConfig } from '../model/config.js'
+import { loadBrownCorpus } from '../model/data.js'
+import { stageLayout } from '../model/params.js'
+import { laneMicrobatches } from '../model/schedule.js'
+import { Stage } from '../model/stage.js'
+import { LocalPipelineTrainer, batchTensors, runMicrobatch } from '../model/trainer.js'
+import { sampleBatch } from '../model/data.js'
+
+beforeAll(async () => { await initBackend({ backend: 'wasm', strict: true }) })
+
+const modelInit = { dModel: 32, nHeads: 2, nBlocks: 4, seqLen: 16 }
+const trainInit = { stages: 4, microbatches: 4, microbatchSize: 4 }
+const live: Stage[] = []
+afterEach(() => { for (const s of live.splice(0)) s.dispose() })
+
+describe('the lanes of data-parallel replicas', () => {
+  it('split every microbatch exactly once, in order', () => {
+    for (const [M, R] of [[4, 1], [4, 2], [5, 2], [6, 3], [3, 3]]) {
+      const all = Array.from({ length: R }, (_, r) => laneMicrobatches(M, R, r))
+      expect(all.flat().sort((a, b) => a - b)).toEqual(Array.from({ length: M }, (_, m) => m))
+      for (const lane of all) expect(lane.length).toBeGreaterThan(0)
+    }
+    expect(() => laneMicrobatches(2, 3, 0)).toThrow(/replicas must be an integer in 1..2/)
+    expect(() => laneMicrobatches(4, 2, 2)).toThrow(/lane must be an integer in 0..1/)
+  })
+})
+
+describe('replicas that add their gradient sums before the step', () => {
+  it('4 stages x 2 replicas train like 4 x 1 on the same global batch (20 iterations), and the replicas stay bit-identical', async () => {
+    const model = resolveModelConfig(modelInit)
+    const train = resolveTrainConfig(trainInit, model)
+    const tokens = loadBrownCorpus().train
+    disposeOpCaches()
+    const before = tf.memory().numTensors
+    const R = 2
+    const M = train.microbatches
+    const lanes = Array.from({ length: R }, () => Array.from({ length: train.stages }, (_, s) => {
+      const st = new Stage({ model, train, layout: stageLayout(model, train.stages, s) })
+      live.push(st)
+      return st
+    }))
+    const reference = new LocalPipelineTrainer({ model: modelInit, train: trainInit, trainTokens: tokens })
+    try {
+      for (let it = 0; it < 20; it++) {
+        const want = reference.step().loss
+        let lossSum = 0
+        for (let r = 0; r < R; r++) {
+          for (const mb of laneMicrobatches(M, R, r)) {
+            const b = sampleBatch(tokens, { seed: train.dataSeed, iteration: it, microbatch: mb, replica: 0 }, train.microbatchSize, model.seqLen)
+            const { inputs, targets } = batchTensors(b, train.microbatchSize, model.seqLen)
+            try { lossSum += runMicrobatch(lanes[r], mb, inputs, targets, false) } finally { tf.dispose([inputs, targets]) }
+          }
+        }
+        for (let s = 0; s < train.stages; s++) {
+          // what the all-reduce computes: the element-wise sum over the replicas, in lane order
+          const parts = lanes.map(l => l[s].gradientSums())
+          const sums = parts[0].map((a, i) => {
+            const out = new Float32Array(a)
+            for (let r = 1; r < R; r++) { const b = parts[r][i]; for (let k = 0; k < out.length; k++) out[k] += b[k] }
+            return out
+          })
+          lanes.forEach((l, r) => { l[s].setGradientSums(r === 0 ? sums : sums.map(a => a.slice())) })
+          for (const l of lanes) l[s].step(M)
+        }
+        const got = lossSum / M
+        expect(Math.abs(got - want) / want, `iteration ${it}: ${got} vs ${want}`).toBeLessThanOrEqual(1e-5)
+        await new Promise<void>(resolve => setImmediate(resolve))
+      }
+      for (let s = 0; s < train.stages; s++) {
+        const a = lanes[0][s].readParams()
+        const b = lanes[1][s].readParams()
+        for (const [n, v] of a) expect(Buffer.from((b.get(n) as Float32Array).buffer).equals(Buffer.from(v.buffer)), `stage ${s} ${n}`).toBe(true)
+      }
+    } finally {
+      reference.dispose()
+      for (const s of live.splice(0)) s.dispose()
+      disposeOpCaches()
+    }
+    expect(tf.memory().numTensors).toBe(before)
+  }, 120_000)
+
+  it('refuses gradient sums of the wrong count or length, keeping its own', () => {
+    const model = resolveModelConfig(modelInit)
+    const train = resolveTrainConfig(trainInit, model)
+    const st = new Stage({ model, train, layout: stageLayout(model, train.stages, 1) })
+    live.push(st)
+    const sums = st.gradientSums()
+    expect(sums.every(a => a.every(v => v === 0))).toBe(true)
+    expect(() => { st.setGradientSums(sums.slice(1)) }).toThrow(/gradient arrays for/)
+    const bad = sums.map((a, i) => i === 0 ? new Float32Array(a.length + 1) : a)
+    expect(() => { st.setGradientSums(bad) }).toThrow(/expected \d+ gradient values/)
+    expect(st.gradients().size).toBe(0)
+  })
+})
