@@ -5,4 +5,5 @@
  */
 export * from './transport/index.js'
 export * from './weights/index.js'
+export * from './allreduce/index.js'
 export { ClusterGossip, type GossipInit } from './gossip.js'
