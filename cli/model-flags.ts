@@ -20,7 +20,7 @@ export const MODEL_FLAGS = {
 export const MODEL_HELP = `  --d-model D          model width (default 128)
   --heads H            attention heads (default 4)
   --blocks N           transformer blocks (default 8)
-  --seq-len T          context length in bytes (default 64)
+  --seq-len T          context length in tokens (default 64)
   --stages S           pipeline stages (default 4)
   --microbatches M     microbatches per iteration (default 4)
   --microbatch-size B  sequences per microbatch (default 8)

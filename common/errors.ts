@@ -46,7 +46,11 @@ export class BackendError extends SpotpipeError {
   constructor (message: string, options?: { cause?: unknown }) { super('ERR_BACKEND', message, options) }
 }
 
-/** Training data could not be read. */
+/**
+ * Training data could not be read. `code` narrows the kind (the data loader uses ERR_DATA_MISSING,
+ * ERR_DATA_EMPTY, ERR_DATA_FORMAT, ERR_DATA_GZIP, ERR_DATA_TOKEN_RANGE, ERR_TOKENIZER); every
+ * kind is still a DataError.
+ */
 export class DataError extends SpotpipeError {
-  constructor (message: string) { super('ERR_DATA', message) }
+  constructor (message: string, code = 'ERR_DATA', options?: { cause?: unknown }) { super(code, message, options) }
 }

@@ -5,7 +5,7 @@
 import { ConfigError } from '../common/index.js'
 
 export interface ModelConfig {
-  /** Vocabulary size: bytes. @default 256 */
+  /** Vocabulary size: the tokenizer's (bytes: 256, gpt2: 50,257; see model/tokenizers/). @default 256 */
   vocab: number
   /** Width of the residual stream. @default 128 */
   dModel: number

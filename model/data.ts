@@ -247,14 +247,26 @@ export interface SampleKey {
   replica: number
 }
 
+/**
+ * A token array the sampler reads: bytes for the Brown corpus, Uint16 ids for vocabularies up to
+ * 65,536 (GPT-2's 50,257), Uint32 ids above that. The sampler's results depend only on the values
+ * and the length, never on the element type.
+ */
+export type TokenArray = Uint8Array | Uint16Array | Uint32Array
+
+/** Whether `tokens` is one of the TokenArray types. */
+export function isTokenArray (tokens: unknown): tokens is TokenArray {
+  return tokens instanceof Uint8Array || tokens instanceof Uint16Array || tokens instanceof Uint32Array
+}
+
 /** A batch of windows: both arrays are row-major [batch, seqLen]; targets[i] = inputs[i + 1] within a row. */
 export interface Batch {
   inputs: Int32Array
   targets: Int32Array
 }
 
-function checkShape (what: string, tokens: Uint8Array, batch: number, seqLen: number): void {
-  if (!(tokens instanceof Uint8Array)) throw new DataError(`${what}: tokens must be a Uint8Array`)
+function checkShape (what: string, tokens: TokenArray, batch: number, seqLen: number): void {
+  if (!isTokenArray(tokens)) throw new DataError(`${what}: tokens must be a Uint8Array, Uint16Array or Uint32Array`)
   if (!Number.isSafeInteger(batch) || batch <= 0) {
     throw new ConfigError(`${what}: batch must be a positive integer, got ${String(batch)}`)
   }
@@ -267,7 +279,7 @@ function checkShape (what: string, tokens: Uint8Array, batch: number, seqLen: nu
 }
 
 /** Copy the window tokens[start .. start + seqLen] into row `row` of inputs/targets. */
-function fillRow (tokens: Uint8Array, start: number, seqLen: number, row: number, out: Batch): void {
+function fillRow (tokens: TokenArray, start: number, seqLen: number, row: number, out: Batch): void {
   const base = row * seqLen
   for (let t = 0; t < seqLen; t++) {
     out.inputs[base + t] = tokens[start + t]
@@ -280,7 +292,7 @@ function fillRow (tokens: Uint8Array, start: number, seqLen: number, row: number
  * tokens.length, batch, seqLen), via mulberry32(hashKey(seed, iteration, microbatch, replica)).
  * Returns inputs and targets of shape [batch, seqLen], row-major.
  */
-export function sampleBatch (tokens: Uint8Array, key: SampleKey, batch: number, seqLen: number): Batch {
+export function sampleBatch (tokens: TokenArray, key: SampleKey, batch: number, seqLen: number): Batch {
   checkShape('sampleBatch', tokens, batch, seqLen)
   if (key === null || typeof key !== 'object') throw new ConfigError('sampleBatch: key must be an object')
   for (const field of ['seed', 'iteration', 'microbatch', 'replica'] as const) {
@@ -304,7 +316,7 @@ export function sampleBatch (tokens: Uint8Array, key: SampleKey, batch: number, 
  * windows) and a seed-chosen phase; it goes to batch i % count, row floor(i / count), so every
  * batch spans the whole validation text. Same arguments, same batches.
  */
-export function validationBatches (tokens: Uint8Array, count: number, batch: number, seqLen: number, seed = 0): Batch[] {
+export function validationBatches (tokens: TokenArray, count: number, batch: number, seqLen: number, seed = 0): Batch[] {
   checkShape('validationBatches', tokens, batch, seqLen)
   if (!Number.isSafeInteger(count) || count <= 0) {
     throw new ConfigError(`validationBatches: count must be a positive integer, got ${String(count)}`)

@@ -1,7 +1,8 @@
 /**
- * The model layer's public surface: configuration, compute backend, byte tokenizer and Brown-corpus
- * data, parameter layout, the pipeline stage and its serialized state (safetensors), recovery
- * arithmetic and the local pipeline trainer. Its typed errors are in common/.
+ * The model layer's public surface: configuration, compute backend, tokenizers (byte, gpt2, hf:PATH),
+ * Brown-corpus data and your own text (loadTokenStore: text/JSONL through a token shard cache),
+ * parameter layout, the pipeline stage and its serialized state (safetensors), recovery arithmetic
+ * and the local pipeline trainer. Its typed errors are in common/.
  *
  * Named exports, not `export *`: the surface is what other folders use, and layers.ts and
  * transformer.ts both export a `Params` type. Tests may import the internals (adam, layers, ops,
@@ -10,9 +11,17 @@
 export { DEFAULT_MODEL, DEFAULT_TRAIN, resolveModelConfig, resolveTrainConfig, type ModelConfig, type TrainConfig } from './config.js'
 export { BACKENDS, initBackend, parseBackendName, type BackendName, type InitBackendOptions } from './backend.js'
 export {
-  VOCAB_SIZE, encode, decode, loadBrownCorpus, sampleBatch, validationBatches,
-  type Batch, type Corpus, type LoadCorpusOptions
+  VOCAB_SIZE, encode, decode, isTokenArray, loadBrownCorpus, loadBrownDocuments, sampleBatch, validationBatches,
+  type Batch, type Corpus, type LoadCorpusOptions, type TokenArray
 } from './data.js'
+export {
+  BYTE_TOKENIZER, GPT2_END_OF_TEXT, GPT2_VOCAB_SIZE, TOKENIZER_SPECS, loadTokenizer, parseTokenizerSpec,
+  type TokenIds, type Tokenizer
+} from './tokenizers/index.js'
+export {
+  buildTokenStore, dataFingerprint, describeTokenStore, listSources, loadTokenStore, readDocuments, tokenDtype,
+  type LoadTokenStoreOptions, type SourceDocument, type SourceFile, type TokenStore
+} from './corpus.js'
 export { hashKey, mulberry32, normalSampler, randInt } from './rng.js'
 export {
   countParams, embedSpecs, headSpecs, partSpecs, stageLayout, stageSpecs,

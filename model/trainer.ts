@@ -6,7 +6,8 @@
  */
 import * as tf from '@tensorflow/tfjs'
 import { resolveModelConfig, resolveTrainConfig, type ModelConfig, type TrainConfig } from './config.js'
-import { sampleBatch, validationBatches, type Batch } from './data.js'
+import { DataError } from '../common/index.js'
+import { sampleBatch, validationBatches, type Batch, type TokenArray } from './data.js'
 import { stageLayout } from './params.js'
 import { route } from './schedule.js'
 import { Stage } from './stage.js'
@@ -23,9 +24,9 @@ export interface IterationResult {
 export interface LocalTrainerInit {
   model?: Partial<ModelConfig>
   train?: Partial<TrainConfig>
-  /** Train tokens and validation tokens (bytes). */
-  trainTokens: Uint8Array
-  validationTokens?: Uint8Array
+  /** Train tokens and validation tokens: ids below model.vocab (bytes for Brown, Uint16 for GPT-2, ...). */
+  trainTokens: TokenArray
+  validationTokens?: TokenArray
   /** Run odd microbatches with the CheckFree+ swaps. @default false */
   checkfreePlus?: boolean
 }
@@ -82,13 +83,22 @@ export function evaluateBatch (stages: Stage[], inputs: tf.Tensor2D, targets: tf
   return loss
 }
 
+/** An id >= vocab would index past the embedding: refuse it before training (one pass over the tokens). */
+function checkVocab (what: string, tokens: TokenArray, vocab: number): void {
+  let max = 0
+  for (let i = 0; i < tokens.length; i++) if (tokens[i] > max) max = tokens[i]
+  if (max >= vocab) {
+    throw new DataError(`${what} tokens hold id ${max}, outside the model's vocabulary of ${vocab} (model.vocab must be the tokenizer's vocabulary size)`, 'ERR_DATA_TOKEN_RANGE')
+  }
+}
+
 export class LocalPipelineTrainer {
   readonly model: ModelConfig
   readonly train: TrainConfig
   readonly stages: Stage[]
   readonly checkfreePlus: boolean
-  private readonly trainTokens: Uint8Array
-  private readonly validationTokens?: Uint8Array
+  private readonly trainTokens: TokenArray
+  private readonly validationTokens?: TokenArray
   iteration = 0
 
   constructor (init: LocalTrainerInit) {
@@ -97,6 +107,8 @@ export class LocalPipelineTrainer {
     this.checkfreePlus = init.checkfreePlus ?? false
     this.trainTokens = init.trainTokens
     this.validationTokens = init.validationTokens
+    checkVocab('train', this.trainTokens, this.model.vocab)
+    if (this.validationTokens != null) checkVocab('validation', this.validationTokens, this.model.vocab)
     this.stages = Array.from({ length: this.train.stages }, (_, s) => new Stage({
       model: this.model,
       train: this.train,

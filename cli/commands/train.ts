@@ -1,49 +1,83 @@
 /**
- * `spotpipe train`: a local pipeline training run on the Brown corpus, printing progress and the
- * validation loss. Every stage runs in this process; the distributed run does the same arithmetic.
+ * `spotpipe train`: a local pipeline training run, printing progress and the validation loss. Every
+ * stage runs in this process; the distributed run does the same arithmetic. The data is the Brown
+ * corpus, or your own text with --data (model/corpus.ts), tokenised by --tokenizer; the model's
+ * vocabulary is the tokenizer's.
  */
 import { initBackend, parseBackendName } from '../../model/index.js'
-import { loadBrownCorpus } from '../../model/index.js'
-import { LocalPipelineTrainer } from '../../model/index.js'
-import { intFlag, numFlag, parseFlags } from '../flags.js'
+import {
+  buildTokenStore, describeTokenStore, loadBrownCorpus, loadBrownDocuments, loadTokenStore, loadTokenizer, parseTokenizerSpec,
+  TOKENIZER_SPECS
+} from '../../model/index.js'
+import { LocalPipelineTrainer, type TokenArray } from '../../model/index.js'
+import { UsageError } from '../errors.js'
+import { intFlag, parseFlags } from '../flags.js'
+import { MODEL_FLAGS, MODEL_HELP, modelFromFlags } from '../model-flags.js'
 
 const HELP = `usage: spotpipe train [flags]
 
-  --iterations N     iterations to train (default 150)
-  --stages S         pipeline stages (default 4)
-  --microbatches M   microbatches per iteration (default 4)
-  --d-model D        model width (default 128)
-  --blocks N         transformer blocks (default 8)
-  --seq-len T        context length (default 64)
-  --lr X             Adam learning rate (default 3e-3)
-  --eval-every K     validate every K iterations (default 25)
-  --backend NAME     tensorflow | wasm | cpu (default: SPOTPIPE_BACKEND, else best available)
+  --iterations N       iterations to train (default 150)
+${MODEL_HELP}  --eval-every K       validate every K iterations (default 25)
+  --backend NAME       tensorflow | wasm | cpu (default: SPOTPIPE_BACKEND, else best available)
+
+data (default: the Brown corpus, byte tokens):
+  --data PATH          a text file, a JSONL file, or a directory of .txt/.md/.jsonl/.gz files;
+                       a text file is one document, a JSONL line is one; whole documents are
+                       held out for validation
+  --data-field F       the JSONL field holding the text (default text)
+  --data-cache DIR     where the tokenised shard cache goes (default <PATH's dir>/.spotpipe-cache)
+  --tokenizer T        ${TOKENIZER_SPECS} (default byte); the model's vocabulary becomes the
+                       tokenizer's (byte 256, gpt2 50257)
 `
 
 export async function train (argv: string[]): Promise<void> {
   const { values } = parseFlags(argv, {
     iterations: { type: 'string' },
-    stages: { type: 'string' },
-    microbatches: { type: 'string' },
-    'd-model': { type: 'string' },
-    blocks: { type: 'string' },
-    'seq-len': { type: 'string' },
-    lr: { type: 'string' },
+    ...MODEL_FLAGS,
     'eval-every': { type: 'string' },
     backend: { type: 'string' },
+    data: { type: 'string' },
+    'data-field': { type: 'string' },
+    'data-cache': { type: 'string' },
+    tokenizer: { type: 'string' },
     help: { type: 'boolean', short: 'h' }
   })
   if (values.help === true) { process.stdout.write(HELP); return }
   const backend = values.backend != null ? parseBackendName(String(values.backend)) : undefined
   const iterations = intFlag(values, 'iterations', 150)
+  const { model, train } = modelFromFlags(values)
+  train.evalEvery = intFlag(values, 'eval-every', 25)
+  const dataPath = values.data != null ? String(values.data) : undefined
+  const tokenizerSpec = values.tokenizer != null ? String(values.tokenizer) : 'byte'
+  try {
+    parseTokenizerSpec(tokenizerSpec)
+  } catch (err) {
+    throw new UsageError(`--tokenizer: ${(err as Error).message}`)
+  }
+
+  let trainTokens: TokenArray
+  let validationTokens: TokenArray
+  let vocab = 256
+  if (dataPath == null && tokenizerSpec === 'byte') {
+    const corpus = loadBrownCorpus()
+    trainTokens = corpus.train
+    validationTokens = corpus.validation
+  } else {
+    const store = dataPath != null
+      ? await loadTokenStore(dataPath, tokenizerSpec, {
+        field: values['data-field'] != null ? String(values['data-field']) : undefined,
+        cacheDir: values['data-cache'] != null ? String(values['data-cache']) : undefined
+      })
+      : buildTokenStore(loadBrownDocuments(), await loadTokenizer(tokenizerSpec))
+    process.stdout.write(describeTokenStore(store) + '\n')
+    trainTokens = store.train
+    validationTokens = store.validation
+    vocab = store.vocabSize
+  }
+  model.vocab = vocab
+
   const name = await initBackend({ backend, announce: true })
-  const corpus = loadBrownCorpus()
-  const trainer = new LocalPipelineTrainer({
-    model: { dModel: intFlag(values, 'd-model', 128), nBlocks: intFlag(values, 'blocks', 8), seqLen: intFlag(values, 'seq-len', 64) },
-    train: { stages: intFlag(values, 'stages', 4), microbatches: intFlag(values, 'microbatches', 4), lr: numFlag(values, 'lr', 3e-3), evalEvery: intFlag(values, 'eval-every', 25) },
-    trainTokens: corpus.train,
-    validationTokens: corpus.validation
-  })
+  const trainer = new LocalPipelineTrainer({ model, train, trainTokens, validationTokens })
   const t = trainer.train
   process.stdout.write(`training ${t.stages} stages x ${t.microbatches} microbatches of ${t.microbatchSize} sequences on ${name}; validation loss at start ${trainer.validate().toFixed(3)} nats\n`)
   const t0 = performance.now()
@@ -57,6 +91,6 @@ export async function train (argv: string[]): Promise<void> {
       process.stdout.write(`iter ${String(i + 1).padStart(5)}  loss ${r.loss.toFixed(3)}  val ${last.toFixed(3)}  ${(tokens / secs).toFixed(0)} tok/s  grad norms ${r.gradNorms.map(g => g.toFixed(2)).join(' ')}\n`)
     }
   }
-  process.stdout.write(`final validation loss ${last.toFixed(3)} nats (ln 256 = 5.545 at chance)\n`)
+  process.stdout.write(`final validation loss ${last.toFixed(3)} nats (ln ${vocab} = ${Math.log(vocab).toFixed(3)} at chance)\n`)
   trainer.dispose()
 }
