@@ -40,6 +40,18 @@ const COMMANDS: Record<string, Command> = {
   top: {
     summary: 'live view of a running cluster: stages, loss, heartbeats, recovery events',
     run: async (argv) => { await (await import('./commands/top.js')).top(argv) }
+  },
+  export: {
+    summary: 'write a checkpoint as a Hugging Face GPT-2 folder (config, safetensors, tokenizer)',
+    run: async (argv) => { await (await import('./commands/export.js')).exportModel(argv) }
+  },
+  generate: {
+    summary: 'sample text from a checkpoint after a prompt',
+    run: async (argv) => { await (await import('./commands/generate.js')).generate(argv) }
+  },
+  eval: {
+    summary: 'validation loss and perplexity of a checkpoint on a text file',
+    run: async (argv) => { await (await import('./commands/eval.js')).evaluate(argv) }
   }
 }
 

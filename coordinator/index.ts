@@ -7,4 +7,5 @@ export { planRecovery, STRATEGIES, type Strategy, type StagePlan, type LadderInp
 export { instrument } from './instrument.js'
 export { createSpotpipeMetrics, serveMetrics, MetricsRegistry, parsePrometheusText, type SpotpipeMetrics } from './metrics.js'
 export { CheckpointStore } from './checkpoint-store.js'
+export { readCheckpointAt, type CheckpointSource, type FoundCheckpoint } from './checkpoint-read.js'
 export { DurableState } from './durable-state.js'

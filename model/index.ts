@@ -47,3 +47,10 @@ export {
   LocalPipelineTrainer, batchTensors, evaluateBatch, runMicrobatch,
   type IterationResult, type LocalTrainerInit
 } from './trainer.js'
+export {
+  HF_BASE_PREFIX, HF_METADATA, HF_NAMES, bytesToUnicode, byteTokenizerFiles, hfConfig, toHfTensors
+} from './export-hf.js'
+export {
+  InferenceModel, argmax, evalWindows, evaluateTokens, generate, sampleToken,
+  type EvalResult, type EvalWindow, type GenerateOptions, type SampleOptions
+} from './inference.js'

@@ -1,0 +1,97 @@
+/**
+ * `spotpipe export`: a checkpoint as a Hugging Face GPT-2 folder (GPT2LMHeadModel). The mapping of
+ * names and layouts, and the differences it closes, are in model/export-hf.ts. Any stage count
+ * exports the same files: parameter names are global. Reads only the checkpoint (no backend).
+ */
+import { randomBytes } from 'node:crypto'
+import { promises as fs } from 'node:fs'
+import { join } from 'node:path'
+import { SpotpipeError } from '../../common/index.js'
+import { HF_METADATA, byteTokenizerFiles, encodeSafetensors, hfConfig, toHfTensors } from '../../model/index.js'
+import { CHECKPOINT_HELP, STDIO, describeCheckpoint, loadCheckpointFlag, requiredFlag, type CommandIo } from '../checkpoint-flag.js'
+import { UsageError } from '../errors.js'
+import { parseFlags } from '../flags.js'
+
+const HELP = `usage: spotpipe export --checkpoint DIR --out DIR [--force]
+
+Writes the checkpoint's model as a Hugging Face GPT-2 folder: config.json, model.safetensors
+(GPT2LMHeadModel's tensor names and layouts, float32) and the byte tokenizer's files
+(tokenizer.json, tokenizer_config.json, vocab.json, merges.txt). Load it with
+transformers.AutoModelForCausalLM.from_pretrained(DIR) and AutoTokenizer.from_pretrained(DIR).
+
+${CHECKPOINT_HELP}  --out DIR            the folder to write (created if needed; must be empty unless --force)
+  --force              write into a non-empty --out, replacing files of the same names
+`
+
+/** --out already holds files and --force was not given. */
+export class ExportExistsError extends SpotpipeError {
+  readonly path: string
+  constructor (path: string, names: string[]) {
+    super('ERR_FILE_EXISTS', `${path} is not empty (${names.slice(0, 3).join(', ')}${names.length > 3 ? ', ...' : ''}); pass --force to write into it`)
+    this.path = path
+  }
+}
+
+/** Writes `data` to `path` through a temporary file and a rename, so a file is never half-written. */
+async function writeFileReplacing (path: string, data: Uint8Array | string): Promise<void> {
+  const tmp = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`
+  try {
+    await fs.writeFile(tmp, data)
+    await fs.rename(tmp, path)
+  } finally {
+    await fs.rm(tmp, { force: true })
+  }
+}
+
+async function prepareOut (out: string, force: boolean): Promise<void> {
+  let names: string[]
+  try {
+    names = await fs.readdir(out)
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    if (code === 'ENOTDIR') throw new UsageError(`--out ${out} is a file, not a directory`)
+    if (code !== 'ENOENT') throw new UsageError(`--out ${out} cannot be read: ${(err as Error).message}`)
+    try {
+      await fs.mkdir(out, { recursive: true })
+    } catch (e) {
+      throw new UsageError(`--out ${out} cannot be created: ${(e as Error).message}`)
+    }
+    return
+  }
+  if (names.length > 0 && !force) throw new ExportExistsError(out, names.sort())
+}
+
+export async function exportModel (argv: string[], io: CommandIo = STDIO): Promise<void> {
+  const { values, positionals } = parseFlags(argv, {
+    checkpoint: { type: 'string' },
+    out: { type: 'string' },
+    force: { type: 'boolean' },
+    help: { type: 'boolean', short: 'h' }
+  })
+  if (values.help === true) { io.out(HELP); return }
+  if (positionals.length > 0) throw new UsageError(`unexpected argument "${positionals[0]}" (spotpipe export takes only flags)`)
+  requiredFlag(values, 'checkpoint', 'DIR')
+  const out = requiredFlag(values, 'out', 'DIR')
+
+  const found = await loadCheckpointFlag(values)
+  const m = found.model
+  io.out(`export: ${describeCheckpoint(found)}\n`)
+  const tensors = toHfTensors(m, found.params)
+  const files: Array<[string, Uint8Array | string]> = [
+    ['config.json', JSON.stringify(hfConfig(m), null, 2) + '\n'],
+    ['model.safetensors', encodeSafetensors(tensors, { ...HF_METADATA })]
+  ]
+  if (m.vocab === 256) {
+    const tok = byteTokenizerFiles(m)
+    for (const name of ['tokenizer.json', 'tokenizer_config.json', 'vocab.json', 'merges.txt'] as const) files.push([name, tok[name]])
+  }
+
+  await prepareOut(out, values.force === true)
+  for (const [name, data] of files) await writeFileReplacing(join(out, name), data)
+
+  const weights = files[1][1] as Uint8Array
+  io.out(`export: wrote ${out}: ${files.map(([n]) => n).join(', ')} (model.safetensors: ${tensors.size} tensors, ${weights.byteLength} bytes)\n`)
+  io.out(`export: GPT2LMHeadModel n_layer=${m.nBlocks} n_embd=${m.dModel} n_head=${m.nHeads} n_inner=${m.mlpRatio * m.dModel} n_positions=${m.seqLen} vocab_size=${m.vocab}, gelu_new, untied lm_head; ` +
+    'spotpipe has no attention biases: c_attn.bias and attn.c_proj.bias are zeros\n')
+  if (m.vocab !== 256) io.out(`export: no tokenizer files: the vocabulary has ${m.vocab} tokens, not the 256 bytes of the byte tokenizer\n`)
+}
