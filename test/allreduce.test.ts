@@ -4,7 +4,7 @@ import { ConfigError } from '../common/index.js'
 import {
   ALLREDUCE_PROTOCOL, AllReduceAbortedError, AllReduceError, AllReduceProtocolError, AllReduceTimeoutError, NotInGroupError, PeerLostError,
   RoundKeyMismatchError, createPeerLibp2p, encodeVarint, openStream, readFrames, roundKeyString, startAllReduce, writeFrame,
-  type AllReduceInit, type AllReduceResult, type AllReduceService, type PeerLibp2p
+  type AllReduceInit, type AllReduceResult, type AllReduceRoundKey, type AllReduceService, type PeerLibp2p
 } from '../net/index.js'
 import { chunkRanges, decodeFrame, encodeHeader, groupDigest, piecePreamble } from '../net/allreduce/ring.js'
 
@@ -340,6 +340,122 @@ describe('ring all-reduce failures', () => {
       expect(e.expected).toBe('run:e3:i10:s0')
       expect(e.actual).toBe('run:e3:i9:s0')
     }
+  })
+
+  // Groups change between epochs (a replica dies, another joins): two members of a 3-member round
+  // then run a round of their own. A key mismatch between them must reach both callers at once: the
+  // refusal of the first stream ends that member's round before the other's stream arrives (warm
+  // connections), and that stream used to be held as an early one until the caller's timeout.
+  describe('after a 3-member round, a pair of its members', () => {
+    type Keys = (i: number, attempt: number) => { key: string | AllReduceRoundKey, op?: 'mean' | 'sum' }
+    /** [a, b, c] do one round; then the pair (a and b in `order`), and how to run a round of theirs: member i of the pair with keys(i, attempt). */
+    async function regroup (order: '[a, b]' | '[b, a]'): Promise<{ pair: Member[], round: (keys: Keys, attempt: number) => { inputs: Float32Array[][], calls: Array<Promise<AllReduceResult>>, t0: number } }> {
+      const members = await startMembers(3)
+      const rng = mulberry32(order === '[a, b]' ? 16 : 17)
+      const triple = members.map(() => randomTensors(rng, [10, 3]))
+      const key = { runId: 'regroup', epoch: 0, iteration: 0, stage: 1 }
+      expectMeanAndIdentical(triple, await Promise.all(members.map(async (m, i) =>
+        await m.service.allReduce({ group: members.map(x => x.id), key, tensors: triple[i], timeoutMs: 5000 }))))
+      const pair = order === '[a, b]' ? [members[0], members[1]] : [members[1], members[0]]
+      const group = pair.map(m => m.id)
+      const round = (keys: Keys, attempt: number): { inputs: Float32Array[][], calls: Array<Promise<AllReduceResult>>, t0: number } => {
+        const inputs = pair.map(() => randomTensors(rng, [10, 3]))
+        const t0 = performance.now()
+        // which of the two calls first alternates: the refusal that lands first decides the race
+        const first = attempt % 2
+        const calls: Array<Promise<AllReduceResult>> = []
+        for (const i of [first, 1 - first]) calls[i] = pair[i].service.allReduce({ group, ...keys(i, attempt), tensors: inputs[i], timeoutMs: 5000 })
+        return { inputs, calls, t0 }
+      }
+      return { pair, round }
+    }
+
+    const epochKey = (epoch: number, iteration: number): AllReduceRoundKey => ({ runId: 'regroup', epoch, iteration, stage: 1 })
+    const mismatches: Record<'op' | 'epoch', Keys> = {
+      // the service makes these 'op-mismatch:sum' and 'op-mismatch' (first attempt)
+      op: (i, attempt) => ({ key: attempt === 0 ? 'op-mismatch' : `op-mismatch-${attempt}`, op: i === 0 ? 'sum' : undefined }),
+      epoch: (i, attempt) => ({ key: epochKey(1 + i, attempt) })
+    }
+    const matches: Record<'op' | 'epoch', Keys> = {
+      op: (_i, attempt) => ({ key: `op-match-${attempt}`, op: 'sum' }),
+      epoch: (_i, attempt) => ({ key: epochKey(1, attempt) })
+    }
+
+    // the mismatch is a race (which refusal lands first), so each case tries it 4 times, alternating who calls first
+    it.each([['[a, b]', 'op'], ['[b, a]', 'op'], ['[a, b]', 'epoch'], ['[b, a]', 'epoch']] as const)('%s, keys differing in the %s: both refuse at once (RoundKeyMismatchError)', async (order, what) => {
+      const { pair, round } = await regroup(order)
+      for (let attempt = 0; attempt < 4; attempt++) {
+        const before = pair.map(m => m.refused.length)
+        const { calls, t0 } = round(mismatches[what], attempt)
+        const results = await Promise.all(calls.map(async p => await rejection(p, t0)))
+        for (const [i, r] of results.entries()) {
+          const self = pair[i]
+          const other = pair[1 - i]
+          expect(r.err, `attempt ${attempt}, member ${i}: ${(r.err as Error).message}`).toBeInstanceOf(RoundKeyMismatchError)
+          expect(r.ms).toBeLessThan(2000)
+          // each side refused the other's stream
+          expect(self.refused.slice(before[i]).some(e => e instanceof RoundKeyMismatchError && e.peer === other.id)).toBe(true)
+        }
+        for (const m of pair) expect(m.service.stats.pending).toBe(0)
+      }
+    })
+
+    it.each([['[a, b]', 'op'], ['[b, a]', 'op'], ['[a, b]', 'epoch'], ['[b, a]', 'epoch']] as const)('%s, keys matching (%s): the round succeeds, bit-identical', async (order, what) => {
+      const { pair, round } = await regroup(order)
+      for (let attempt = 0; attempt < 2; attempt++) {
+        const { inputs, calls } = round(matches[what], attempt)
+        const results = await Promise.all(calls)
+        if (what === 'epoch') expectMeanAndIdentical(inputs, results)
+        else {
+          for (let t = 0; t < inputs[0].length; t++) {
+            for (let i = 0; i < inputs[0][t].length; i++) {
+              const [x, y] = [inputs[0][t][i], inputs[1][t][i]]
+              expect(Math.abs(results[0].tensors[t][i] - (x + y))).toBeLessThanOrEqual(1e-6 * (Math.abs(x) + Math.abs(y)))
+            }
+            expect(bytesOf(results[1].tensors[t]).equals(bytesOf(results[0].tensors[t]))).toBe(true)
+          }
+        }
+      }
+      for (const m of pair) expect(m.refused).toEqual([])
+    })
+  })
+
+  it('a key mismatch between members that begin 300 ms apart is refused on both sides', async () => {
+    const [a, b] = await startMembers(2)
+    const group = [a.id, b.id]
+    const rng = mulberry32(18)
+    const t0 = performance.now()
+    // a's stream waits at b as an early one; b's round refuses it as it begins, before b's own stream is out
+    const pa = rejection(a.service.allReduce({ group, key: { runId: 'late', epoch: 4, iteration: 0, stage: 0 }, tensors: randomTensors(rng, [10]), timeoutMs: 5000 }), t0)
+    await new Promise(resolve => setTimeout(resolve, 300))
+    const t1 = performance.now()
+    const pb = rejection(b.service.allReduce({ group, key: { runId: 'late', epoch: 5, iteration: 0, stage: 0 }, tensors: randomTensors(rng, [10]), timeoutMs: 5000 }), t1)
+    const [ra, rb] = await Promise.all([pa, pb])
+    for (const r of [ra, rb]) expect(r.err, (r.err as Error).message).toBeInstanceOf(RoundKeyMismatchError)
+    expect(ra.ms).toBeLessThan(2300)
+    expect(rb.ms).toBeLessThan(2000)
+    expect((rb.err as RoundKeyMismatchError).remote).toBe(true)
+    expect((rb.err as RoundKeyMismatchError).peer).toBe(a.id)
+    expect(a.service.stats.pending).toBe(0)
+  })
+
+  // one hop further: the member that disagrees is refused by its successor, refuses its
+  // predecessor, and its successor hears of it as an abort, perhaps before its stream arrives
+  it.each([[0, 0], [0, 300], [300, 0]])('a 3-member ring whose member 0 has another epoch, member 0 beginning after %i ms, the others after %i ms: every call ends at once', async (late0, lateOthers) => {
+    const members = await startMembers(3)
+    const group = members.map(m => m.id)
+    const rng = mulberry32(19)
+    const results = await Promise.all(members.map(async (m, i) => {
+      await new Promise(resolve => setTimeout(resolve, i === 0 ? late0 : lateOthers))
+      const key = { runId: 'odd', epoch: i === 0 ? 1 : 2, iteration: 0, stage: 0 }
+      return await rejection(m.service.allReduce({ group, key, tensors: randomTensors(rng, [10]), timeoutMs: 5000 }))
+    }))
+    for (const [i, r] of results.entries()) {
+      expect(r.err, `member ${i}: ${(r.err as Error).message}`).toSatisfy((e: unknown) => e instanceof RoundKeyMismatchError || e instanceof AllReduceAbortedError)
+      expect(r.ms).toBeLessThan(2000)
+    }
+    expect(results[0].err).toBeInstanceOf(RoundKeyMismatchError)
+    for (const m of members) expect(m.service.stats.pending).toBe(0)
   })
 
   it('a header announcing the wrong chunk length, or a piece longer than due, is refused before its body', async () => {

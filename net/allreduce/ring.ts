@@ -424,6 +424,16 @@ class Inbound {
 // ---------------------------------------------------------------------------------------------
 // the service
 
+/** A stream still due from the predecessor of a round that failed for a key mismatch (see rememberMismatch). */
+interface Mismatch {
+  /** The failed round's key. */
+  ours: string
+  /** The key of the stream due; undefined: any other key than `ours` (known only from an abort). */
+  theirs: string | undefined
+  /** performance.now() after which it no longer comes. */
+  until: number
+}
+
 interface Plan {
   key: string
   /** 'mean' divides each owned chunk by the group size before the all-gather; 'sum' does not. */
@@ -454,6 +464,8 @@ export class AllReduceServiceImpl implements AllReduceService {
   private readonly pending = new Map<string, Inbound>()
   private readonly inbound = new Set<Inbound>()
   private readonly recentFailures = new Map<string, Error>()
+  /** Predecessors of rounds that failed here for a key mismatch, whose stream is still due; see rememberMismatch. */
+  private readonly recentMismatches = new Map<string, Mismatch>()
   private readonly tasks = new Set<Promise<void>>()
   private readonly counters = { rounds: 0, failed: 0, refused: 0 }
   private stopped = false
@@ -522,6 +534,8 @@ export class AllReduceServiceImpl implements AllReduceService {
     const round = new Round(this, plan)
     this.rounds.set(plan.key, round)
     this.recentFailures.delete(plan.key)
+    // streams for this key are this round's now, not a mismatched round's
+    for (const [pred, m] of [...this.recentMismatches]) if (m.theirs === plan.key || m.until <= t0) this.recentMismatches.delete(pred)
     try {
       this.claimPending(round)
       const result = await round.run(t0)
@@ -529,8 +543,11 @@ export class AllReduceServiceImpl implements AllReduceService {
       return result
     } catch (err) {
       this.counters.failed++
-      this.recentFailures.set(plan.key, round.failure ?? (err as Error))
+      const failure = round.failure ?? (err as Error)
+      this.recentFailures.set(plan.key, failure)
       while (this.recentFailures.size > RECENT_FAILURES) this.recentFailures.delete(this.recentFailures.keys().next().value as string)
+      // before the round leaves `rounds` (finally): no stream can slip between the two
+      this.rememberMismatch(round, failure)
       throw err
     } finally {
       this.rounds.delete(plan.key)
@@ -625,9 +642,17 @@ export class AllReduceServiceImpl implements AllReduceService {
       this.track(sendControl(inb.stream, abortFrameOf(failed, { key: h.key, self: this.self, refusal: false })))
       return
     }
+    // the predecessor's stream of the round whose key mismatch failed ours, come after ours ended:
+    // refused as our round would have refused it (rememberMismatch says why)
+    const mismatch = this.takeMismatch(inb.from, h.key)
+    if (mismatch !== undefined) {
+      this.refuse(inb, new RoundKeyMismatchError(mismatch, h.key, `${inb.from} sent round ${h.key}, but this member's round with it was ${mismatch}, which failed for that key mismatch`, { peer: inb.from, step: 0 }), mismatch)
+      return
+    }
     // a round waiting for this peer's stream under another key: the peer is in another round
     for (const r of this.rounds.values()) {
       if (r.pred === inb.from && !r.hasInbound) {
+        r.refusedPredecessor = true
         this.refuse(inb, new RoundKeyMismatchError(r.key, h.key, `${inb.from} sent round ${h.key} while this member waits for its stream of round ${r.key}`, { peer: inb.from, step: 0 }), r.key)
         return
       }
@@ -663,9 +688,66 @@ export class AllReduceServiceImpl implements AllReduceService {
         round.offer(inb, h)
       } else if (from === round.pred) {
         this.unpend(inb)
+        round.refusedPredecessor = true
         this.refuse(inb, new RoundKeyMismatchError(round.key, h.key, `${from} sent round ${h.key}, but this member's round with it is ${round.key}`, { peer: from, step: 0 }), round.key)
       }
     }
+  }
+
+  /**
+   * Why this exists (a refusal that reached only one of the two callers). Our round's stream is
+   * refused by its successor with RoundKeyMismatchError because the successor waits for it under
+   * another key K (the refusal carries K): the successor is in round K, and so is our predecessor
+   * (the same member in a pair; in a larger ring, the members that agree with each other), whose
+   * stream for K must be refused by us in turn, or its call ends only at its timeout. While our
+   * round waits, route() and claimPending() do that. But our round fails the moment the refusal
+   * arrives and leaves `rounds`; when the predecessor's stream comes after that, nothing here waits
+   * for it, recentFailures knows only our own key, and route() used to hold it as the early stream
+   * of a round that never begins here. That order is common, not rare: the refusal is one frame on
+   * a stream already open, the predecessor's stream is a stream opening and a protocol negotiation
+   * away (on warm connections, e.g. a pair that goes on after a 3-member round on the connection
+   * that round left, this order was the rule; on cold ones both streams waited for the connections
+   * and mostly crossed in time), and a member that begins later refuses our early stream in
+   * claimPending before it opens its own.
+   *
+   * The same one hop further, in a ring of 3 or more: when our predecessor is the member that
+   * disagrees, it refuses its own predecessor's stream, whose failure reaches us relayed as an
+   * abort (originCode ERR_ROUND_KEY_MISMATCH, about our predecessor); our round ends, and our
+   * predecessor's own stream, whose key the abort does not carry, may arrive only afterwards.
+   *
+   * So the stream still due is remembered for our predecessor (unless our round already has its
+   * stream, or refused one), and refused as our round would have refused it: the one for K after a refusal,
+   * the next one with another key than ours after an abort. In a pair, and after an abort, that
+   * stream is certainly on its way: the member that refused is then our predecessor, and it was in
+   * its round, which opens its stream as it begins. Only that one: another key (after a refusal),
+   * or a second stream, may be a later round the predecessor began first, which must still wait
+   * here. For as long as that stream can take: it was being opened when our round failed, so it
+   * is here within the dial timeout and the hello timeout (the same configuration on every
+   * member), or never. Forgotten when a round for K begins here.
+   */
+  private rememberMismatch (round: Round, failure: Error): void {
+    // the predecessor's stream came (it agreed with us), or was refused already: nothing is due
+    if (round.hasInbound || round.refusedPredecessor) return
+    let theirs: string | undefined
+    if (failure instanceof RoundKeyMismatchError && failure.remote) {
+      theirs = failure.expected // the refusal carries the refusing member's key
+      if (theirs === '' || theirs === round.key) return
+    } else if (!(failure instanceof AllReduceAbortedError && failure.originCode === ALLREDUCE_ERROR_CODES.roundKeyMismatch && failure.peer === round.pred)) {
+      return
+    }
+    const now = performance.now()
+    for (const [pred, m] of [...this.recentMismatches]) if (m.until <= now) this.recentMismatches.delete(pred)
+    this.recentMismatches.delete(round.pred)
+    this.recentMismatches.set(round.pred, { ours: round.key, theirs, until: now + this.dialTimeoutMs + this.helloTimeoutMs })
+    while (this.recentMismatches.size > RECENT_FAILURES) this.recentMismatches.delete(this.recentMismatches.keys().next().value as string)
+  }
+
+  /** The key of our failed round to refuse `from`'s stream for round `key` with, if rememberMismatch expects that stream (once). */
+  private takeMismatch (from: string, key: string): string | undefined {
+    const m = this.recentMismatches.get(from)
+    if (m === undefined || (m.theirs !== undefined ? key !== m.theirs : key === m.ours)) return undefined
+    this.recentMismatches.delete(from)
+    return m.until > performance.now() ? m.ours : undefined
   }
 
   private unpend (inb: Inbound): void {
@@ -734,6 +816,8 @@ class Round {
   private readonly recvDone: Array<Deferred<undefined>>
   private readonly sentDone: Array<Deferred<undefined>>
   failure: Error | undefined
+  /** A stream of the predecessor's for another key was refused while this round waited for its stream (see rememberMismatch). */
+  refusedPredecessor = false
   private cancelled = false
   private inbound: Inbound | undefined
   private outbound: Stream | undefined
