@@ -271,11 +271,13 @@ export class CostModel {
 
   /**
    * Strategy redundant (the cluster's shadow copy): after every commit each peer pulls its
-   * successor's parameters and Adam moments in the background (stage S-1 pulls stage 0's).
-   * The pull of stage s's state takes exactCopy(s) (its shadow is current only once that is done);
-   * per iteration every stage's state crosses one link (12P bytes per peer with fp32 weights and
-   * Adam), and the pulls share the links with activations like a checkpoint upload does. Memory per
-   * peer doubles (reported, not timed). Compute is unchanged.
+   * successor's parameters and Adam moments (stage S-1 pulls stage 0's), and the commit is done only
+   * once every shadow holds it (coordinator.ts awaitShadows), so `seconds`, the slowest pull
+   * (exactCopy(s)), is added to every iteration and a shadow is always of the last commit; per
+   * iteration every stage's state crosses one link (12P bytes per peer with fp32 weights and Adam).
+   * Nothing else runs during the pulls, so there is no contention (`contentionS` is what a
+   * background pull would cost instead). Memory per peer doubles (reported, not timed). Compute is
+   * unchanged.
    */
   shadowRefresh (shape: IterationShape): TransferCost & { contentionS: number } {
     if (this.stages < 2) return { seconds: 0, bytes: 0, contentionS: 0 }

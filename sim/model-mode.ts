@@ -81,7 +81,7 @@ export interface RunTotals extends FailureTally {
   checkpoints: number
   /** shadows: the redundant strategy's shadow pulls after every commit. */
   bytes: { activations: number, checkpointSave: number, checkpointLoad: number, recovery: number, mirrors: number, shadows: number }
-  seconds: { iterations: number, wasted: number, detection: number, recovery: number, checkpointCopy: number, contention: number, handover: number }
+  seconds: { iterations: number, wasted: number, detection: number, recovery: number, checkpointCopy: number, contention: number, handover: number, shadowWait: number }
   finalValLoss: number
   minValLoss: number
   /** Stopped at the trace horizon or the attempt cap before reaching `iterations`. */
@@ -204,13 +204,12 @@ export function runModelMode (cfg: ModelModeConfig): RunResult {
   }
   refreshMirrors() // the seeded initial weights: every peer can compute them, nothing moves
 
-  // Shadows (redundant: pulled after every commit; redundant-compute: computed, always current). The
-  // shadow of stage s is of its current state unless s was rebuilt otherwise than exactly, or the
-  // holder's peer was replaced, since the last commit; and a pull is done exactCopy(s) seconds after it.
+  // Shadows (redundant: pulled after every commit, and the commit waits for them; redundant-compute:
+  // computed, always current). The shadow of stage s is of its current state unless s was rebuilt
+  // otherwise than exactly, or the holder's peer was replaced, since the last commit.
   const shadowStale = new Set<number>()
-  let lastCommitS = 0
   const shadowCost = cost.shadowRefresh(shape)
-  const shadowReady = (s: number, atS: number): boolean => traits.redundantCompute || (!shadowStale.has(s) && atS - lastCommitS >= cost.exactCopy(s).seconds)
+  const shadowReady = (s: number): boolean => traits.redundantCompute || !shadowStale.has(s)
 
   const checkpoints: Checkpoint[] = [{ iteration: 0, availableAtS: 0, states: null }]
   const newestAvailable = (atS: number): Checkpoint => {
@@ -249,7 +248,7 @@ export function runModelMode (cfg: ModelModeConfig): RunResult {
     skippedSteps: 0,
     checkpoints: 0,
     bytes: { activations: 0, checkpointSave: 0, checkpointLoad: 0, recovery: 0, mirrors: 0, shadows: 0 },
-    seconds: { iterations: 0, wasted: 0, detection: 0, recovery: 0, checkpointCopy: 0, contention: 0, handover: 0 },
+    seconds: { iterations: 0, wasted: 0, detection: 0, recovery: 0, checkpointCopy: 0, contention: 0, handover: 0, shadowWait: 0 },
     finalValLoss: NaN,
     minValLoss: Infinity,
     truncated: false
@@ -275,7 +274,7 @@ export function runModelMode (cfg: ModelModeConfig): RunResult {
       stages: S,
       lost,
       mirrorReady: h => mirrors.has(h),
-      shadowReady: s => shadowReady(s, atS),
+      shadowReady,
       gradNorms: stages.map(st => st.lastGradNorm),
       checkpoint: newestAvailable(atS).iteration,
       lrScale: opts.lrScale
@@ -431,7 +430,6 @@ export function runModelMode (cfg: ModelModeConfig): RunResult {
       const loss = trainIteration()
       wall += iterS
       progress += 1
-      lastCommitS = wall
       shadowStale.clear()
       totals.computedIterations += 1
       totals.seconds.iterations += iterS
@@ -461,9 +459,9 @@ export function runModelMode (cfg: ModelModeConfig): RunResult {
         notes.push(`checkpoint@${progress}`)
       }
       if (traits.shadowCopy) {
-        // Every peer pulls its successor's state in the background; the pulls share the links.
-        wall += shadowCost.contentionS
-        totals.seconds.contention += shadowCost.contentionS
+        // Every peer pulls its successor's state, and the commit waits for the slowest pull.
+        wall += shadowCost.seconds
+        totals.seconds.shadowWait += shadowCost.seconds
         totals.bytes.shadows += shadowCost.bytes
       }
       if (traits.mirrors && progress % opts.mirrorEvery === 0) {

@@ -75,8 +75,6 @@ export class Walker implements HeldCopyState {
   commits = 0
   readonly shadowStaleAt: Int32Array
   /** Seconds after a commit until the pull of each stage's shadow is done. */
-  readonly shadowPullS: Float64Array
-  private sinceCommitS = 0
   private readonly memo: LadderMemo
   /** Per rung (SIM_RUNGS order) and stage: recovery seconds and bytes (checkpoint: the stage's state bytes). */
   readonly rungS: Float64Array[]
@@ -103,10 +101,10 @@ export class Walker implements HeldCopyState {
     this.actBytes = cost.activationBytes(shape)
     const S = cost.stages
     const shadow = cost.shadowRefresh(shape)
-    this.shadowS = this.traits.shadowCopy ? shadow.contentionS : 0
+    // the commit waits for the slowest shadow pull (cost-model.ts shadowRefresh)
+    this.shadowS = this.traits.shadowCopy ? shadow.seconds : 0
     this.shadowBytes = this.traits.shadowCopy ? shadow.bytes : 0
     this.shadowStaleAt = new Int32Array(S).fill(-1)
-    this.shadowPullS = Float64Array.from({ length: S }, (_, st) => this.traits.shadowCopy ? cost.exactCopy(st).seconds : 0)
     // Mirrors of the seeded initial weights exist from the start.
     this.mirrorHolders = this.traits.mirrors ? [mirrorHolder(0, S), mirrorHolder(S - 1, S)].filter((h): h is number => h != null) : []
     this.mirrorOk = new Uint8Array(S)
@@ -133,7 +131,7 @@ export class Walker implements HeldCopyState {
   // The held copies the ladder asks about (methods, not closures: one call target for every walker).
   mirrorReady (h: number): boolean { return this.mirrorOk[h] === 1 }
   shadowReady (st: number): boolean {
-    return this.traits.redundantCompute || (this.shadowStaleAt[st] < this.commits && this.sinceCommitS >= this.shadowPullS[st])
+    return this.traits.redundantCompute || this.shadowStaleAt[st] < this.commits
   }
 
   private multiples (every: number, from: number, to: number): number {
@@ -182,14 +180,13 @@ export class Walker implements HeldCopyState {
   }
 
   /**
-   * One failure batch at wall-clock `t`, `sinceCommitS` after the last commit (how far the shadow
-   * pulls got): returns the stall (detection + the longest recovery) and applies rollbacks.
+   * One failure batch at wall-clock `t`: returns the stall (detection + the longest recovery) and
+   * applies rollbacks.
    * `stages` ascending.
    */
-  batch (stages: Int32Array, kinds: Uint8Array, off: number, n: number, rungs: Int32Array, t: number, sinceCommitS: number): number {
+  batch (stages: Int32Array, kinds: Uint8Array, off: number, n: number, rungs: Int32Array, t: number): number {
     const cost = this.cost
     const S = cost.stages
-    this.sinceCommitS = sinceCommitS
     // Newest checkpoint loadable at wall-clock t.
     const ckptIt = this.lastAt <= t ? this.lastIt : this.prevIt
     const ckptAt = this.lastAt <= t ? this.lastAt : this.prevAt

@@ -157,17 +157,17 @@ export function runProjection (cfg: ProjectionConfig = {}): ProjectionResult {
           w.attempts++
           w.aborted++
           w.wall += uMin * w.iterS
-          w.wall += w.batch(bStage, bKind, 0, gN, rungs, w.wall, uMin * w.iterS)
+          w.wall += w.batch(bStage, bKind, 0, gN, rungs, w.wall)
         } else {
           w.clean(1) // notices only: the iteration completes, then the handovers
-          w.wall += w.batch(bStage, bKind, 0, gN, rungs, w.wall, 0)
+          w.wall += w.batch(bStage, bKind, 0, gN, rungs, w.wall)
         }
         continue
       }
       // microbatch: the iteration completes; each batch stalls the pipeline.
       const startWall = w.wall
       w.clean(1)
-      for (let b = 0; b < nb; b++) w.wall += w.batch(bStage, bKind, bStart[b], bStart[b + 1] - bStart[b], rungs, startWall + bU[b] * w.iterS, bU[b] * w.iterS)
+      for (let b = 0; b < nb; b++) w.wall += w.batch(bStage, bKind, bStart[b], bStart[b + 1] - bStart[b], rungs, startWall + bU[b] * w.iterS)
     }
     gN = 0
   }

@@ -167,7 +167,7 @@ describe('one ladder: the simulator recovers by the coordinator\'s rungs', () =>
         const stages = Int32Array.from(b.lost.map(l => l.stage))
         const kinds = Uint8Array.from(b.lost.map(l => l.kind === 'crash' ? CRASH : NOTICE))
         const before = w.wholeRollbacks
-        w.batch(stages, kinds, 0, stages.length, rungs, w.wall, 0.5 * w.iterS)
+        w.batch(stages, kinds, 0, stages.length, rungs, w.wall)
         const whole = w.wholeRollbacks > before
         return b.lost.map((l, j) => `${l.stage}:${SIM_RUNGS[rungs[j]]}${whole ? ':whole' : ''}`)
       })
