@@ -136,6 +136,12 @@ describe('chaos invariants', () => {
     const div = { type: 'divergence', at: T0 + 11_000, stage: 2, iteration: 37 }
     expect(failing({ ...h, events: [...h.events, div] })).toEqual([])
     expect(failing({ ...h, events: [...h.events, { ...div, stage: 1 }] })).toEqual(['nonfinite-reported'])
+    // an attempt it held was aborted (iteration 34 began twice) before its third step committed:
+    // the poisoned step may have been dropped with that attempt, so it is not a violation
+    const begins = [{ type: 'begin', at: T0 + 10_050, iteration: 34, epoch: 3 }, { type: 'begin', at: T0 + 10_150, iteration: 34, epoch: 4 }]
+    expect(failing({ ...h, events: [...h.events, ...begins] })).toEqual([])
+    // one begin per iteration: nothing was aborted, the step landed and was not reported
+    expect(failing({ ...h, events: [...h.events, begins[0]] })).toEqual(['nonfinite-reported'])
     // handed on after two commits: it never reached its third step, so nothing was due
     const moved = { ...took, peerId: 'p8', at: T0 + 10_000 + 2 * 300 + 100 }
     expect(failing({ ...h, installs: [took, moved] })).toEqual([])
