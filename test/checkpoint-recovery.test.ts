@@ -76,10 +76,10 @@ async function freePort (): Promise<number> {
 }
 
 describe('an abandoned checkpoint', () => {
-  it('is taken again at the next commit, once, instead of K iterations later', async () => {
+  it('is taken again at the next commits (at most 3 times) instead of K iterations later', async () => {
     // one peer corrupts every weights transfer it sends: every pull of its stage fails its checksum
     const stateDir = await tempDir()
-    cluster = track(new TestCluster({ clusterId: 'ck-retry', model, train, strategy: 'checkfree', stateDir, checkpointEvery: 4 }))
+    cluster = track(new TestCluster({ clusterId: 'ck-retry', model, train, strategy: 'checkfree', stateDir, checkpointEvery: 6 }))
     const c = cluster
     await c.startCoordinator()
     await Promise.all(Array.from({ length: 4 }, async (_, i) => await c.addPeer([], i === 0 ? { SPOTPIPE_FAULT_CORRUPT_CHUNK: '0' } : {})))
@@ -90,13 +90,13 @@ describe('an abandoned checkpoint', () => {
     await c.coord.flushCheckpoints()
     expect(events.every(e => e.outcome === 'abandoned')).toBe(true)
     const its = events.map(e => e.iteration)
-    // scheduled at 3, 7, 11; each abandoned one is retried at the next commit the coordinator
-    // publishes after it knows (4 or 5; 8 or 9); a failed retry is not retried again
-    expect(its.filter(x => (x + 1) % 4 === 0)).toEqual([3, 7, 11])
-    const retries = its.filter(x => (x + 1) % 4 !== 0)
-    expect(retries).toHaveLength(2)
-    expect([4, 5]).toContain(retries[0])
-    expect([8, 9]).toContain(retries[1])
+    // scheduled at 5 and 11; the abandoned one is retried at later commits the coordinator
+    // publishes once it knows (a retry in flight blocks the next): more than once, but at most 3
+    // times although 5 commits (6-10) come before the next scheduled one
+    expect(its.filter(x => (x + 1) % 6 === 0)).toEqual([5, 11])
+    const retries = its.filter(x => x > 5 && x < 11)
+    expect(retries.length, `checkpoints taken: ${its.join(', ')}`).toBeGreaterThanOrEqual(2)
+    expect(retries.length, `checkpoints taken: ${its.join(', ')}`).toBeLessThanOrEqual(3)
   }, 120_000)
 })
 
