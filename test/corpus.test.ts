@@ -303,7 +303,7 @@ describe('spotpipe train --data', () => {
   it('trains a tiny model on a directory of text files with the gpt2 tokenizer: loss finite and falling', async () => {
     const dir = dataDir({ 'a.txt': text(20, 6000), 'b.txt': text(21, 6000), 'more/c.md': text(22, 6000), 'more/d.txt.gz': gzipSync(text(23, 6000)) })
     const p = spotpipe(['train', '--data', dir, '--tokenizer', 'gpt2', '--d-model', '32', '--heads', '2', '--blocks', '2', '--seq-len', '16',
-      '--stages', '2', '--microbatches', '2', '--iterations', '6', '--eval-every', '1', '--lr', '1e-2', '--backend', 'wasm'])
+      '--stages', '2', '--microbatches', '2', '--microbatch-size', '2', '--iterations', '6', '--eval-every', '1', '--lr', '1e-2', '--backend', 'wasm'])
     const { code } = await p.exited
     expect(code, p.stderr.join('\n')).toBe(0)
     const data = p.lines.find(l => l.startsWith('data '))
