@@ -1,6 +1,7 @@
 import { Uint8ArrayList } from 'uint8arraylist'
 import { afterEach, describe, expect, it } from 'vitest'
 import { ConfigError } from '../common/index.js'
+import { mulberry32 } from '../model/rng.js'
 import {
   ALLREDUCE_PROTOCOL, AllReduceAbortedError, AllReduceError, AllReduceProtocolError, AllReduceTimeoutError, NotInGroupError, PeerLostError,
   RoundKeyMismatchError, createPeerLibp2p, encodeVarint, openStream, readFrames, roundKeyString, startAllReduce, writeFrame,
@@ -34,18 +35,6 @@ async function startMembers (count: number, init: (i: number) => AllReduceInit =
     services.push(service)
     return { node, service, id: node.peerId.toString(), refused }
   }))
-}
-
-/** mulberry32: a tiny seeded PRNG, so every run sees the same numbers. */
-function mulberry32 (seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
 }
 
 /** Gradient-like values: both signs, magnitudes over several decades. */
