@@ -13,18 +13,48 @@
  */
 import * as tf from '@tensorflow/tfjs'
 import type { ModelConfig } from './config.js'
-import { causalMask } from './ops.js'
+import { bmmItems, causalMask, unstack0 } from './ops.js'
 
 export type Params = (name: string) => tf.Tensor
-/** Tensors a layer's backward needs, by name. */
-export type Cache = Record<string, tf.Tensor>
 /** Gradient sink: adds `g` to the gradient of parameter `name`. */
 export type GradSink = (name: string, g: tf.Tensor) => void
+
+// ---- What each layer's backward needs ----------------------------------------------------------
+
+export interface LayerNormCache { xhat: tf.Tensor2D, rstd: tf.Tensor2D } //   [N,D], [N,1]
+export interface GeluCache { a: tf.Tensor2D, t: tf.Tensor2D } //                 [N,F] input, tanh(u)
+export interface AttentionCache {
+  h: tf.Tensor2D //       [N,D] the attention's input
+  q: tf.Tensor[] //       B*H items [T,hd]
+  k: tf.Tensor[] //       B*H items [T,hd]
+  v: tf.Tensor3D //       [BH,T,hd]
+  P: tf.Tensor3D //       [BH,T,T] attention probabilities
+  y: tf.Tensor2D //       [N,D] heads merged, before the output projection
+}
+export interface MlpCache { h: tf.Tensor2D, gelu: GeluCache, g: tf.Tensor2D } // [N,D], -, [N,F]
+export interface BlockCache { ln1: LayerNormCache, attn: AttentionCache, ln2: LayerNormCache, mlp: MlpCache }
+export interface EmbedCache { onehot: tf.Tensor2D } //                           [N,V]
+export interface HeadCache { ln: LayerNormCache, h: tf.Tensor2D, logp: tf.Tensor2D, onehot: tf.Tensor2D } // [N,D], [N,V], [N,V]
+/** Everything one hop's backward needs: filled by the forwards below, emptied by disposeCache. */
+export interface Cache { embed?: EmbedCache, blocks: BlockCache[], head?: HeadCache }
+
+export const emptyCache = (): Cache => ({ blocks: [] })
+
+/** Frees every tensor a cache holds. */
+export function disposeCache (c: Cache): void {
+  const walk = (x: unknown): void => {
+    if (x instanceof tf.Tensor) x.dispose()
+    else if (x != null && typeof x === 'object') for (const v of Object.values(x)) walk(v)
+  }
+  walk(c)
+  c.blocks = []
+  delete c.embed
+  delete c.head
+}
 
 const mm = (a: tf.Tensor, b: tf.Tensor): tf.Tensor2D => tf.matMul(a as tf.Tensor2D, b as tf.Tensor2D)
 const T2 = (a: tf.Tensor): tf.Tensor2D => tf.transpose(a as tf.Tensor2D)
 const bT = (a: tf.Tensor): tf.Tensor3D => tf.transpose(a as tf.Tensor3D, [0, 2, 1])
-const bmm = (a: tf.Tensor, b: tf.Tensor): tf.Tensor3D => tf.matMul(a as tf.Tensor3D, b as tf.Tensor3D)
 const sumRows = (a: tf.Tensor): tf.Tensor1D => tf.sum(a, 0) as tf.Tensor1D
 /**
  * a [N,out] @ w^T for a weight w [in,out] -> [N,in]. Transposing w copies in*out numbers every
@@ -39,26 +69,23 @@ const mmT = (a: tf.Tensor, w: tf.Tensor): tf.Tensor2D => {
 
 // ---- LayerNorm over the last axis -------------------------------------------------------------
 
-function layerNormFwd (x: tf.Tensor2D, g: tf.Tensor, b: tf.Tensor, c: Cache, key: string): tf.Tensor2D {
+function layerNormFwd (x: tf.Tensor2D, g: tf.Tensor, b: tf.Tensor): [tf.Tensor2D, LayerNormCache] {
   const mean = tf.mean(x, -1, true) //                                       [N,1]
   const xc = tf.sub(x, mean) //                                              [N,D]
-  const rstd = tf.rsqrt(tf.add(tf.mean(tf.mul(xc, xc), -1, true), 1e-5)) // [N,1]
-  const xhat = tf.mul(xc, rstd) //                                           [N,D]
-  c[`${key}.xhat`] = xhat
-  c[`${key}.rstd`] = rstd
-  return tf.add(tf.mul(xhat, g), b) //                                       [N,D]
+  const rstd = tf.rsqrt(tf.add(tf.mean(tf.mul(xc, xc), -1, true), 1e-5)) as tf.Tensor2D // [N,1]
+  const xhat = tf.mul(xc, rstd) as tf.Tensor2D //                            [N,D]
+  return [tf.add(tf.mul(xhat, g), b) as tf.Tensor2D, { xhat, rstd }] //      [N,D]
 }
 
-function layerNormBwd (dy: tf.Tensor2D, p: Params, c: Cache, key: string, name: string, sink: GradSink): tf.Tensor2D {
-  const xhat = c[`${key}.xhat`]
-  const rstd = c[`${key}.rstd`]
+function layerNormBwd (dy: tf.Tensor2D, g: tf.Tensor, c: LayerNormCache, name: string, sink: GradSink): tf.Tensor2D {
+  const { xhat, rstd } = c
   sink(`${name}.g`, sumRows(tf.mul(dy, xhat))) //                            [D]
   sink(`${name}.b`, sumRows(dy)) //                                          [D]
-  const dxhat = tf.mul(dy, p(`${name}.g`)) //                                [N,D]
+  const dxhat = tf.mul(dy, g) //                                             [N,D]
   // dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
-  const m1 = tf.mean(dxhat, -1, true)
-  const m2 = tf.mean(tf.mul(dxhat, xhat), -1, true)
-  return tf.mul(tf.sub(tf.sub(dxhat, m1), tf.mul(xhat, m2)), rstd) as tf.Tensor2D
+  const m1 = tf.mean(dxhat, -1, true) //                                     [N,1]
+  const m2 = tf.mean(tf.mul(dxhat, xhat), -1, true) //                       [N,1]
+  return tf.mul(tf.sub(tf.sub(dxhat, m1), tf.mul(xhat, m2)), rstd) as tf.Tensor2D // [N,D]
 }
 
 // ---- GELU, tanh approximation -----------------------------------------------------------------
@@ -66,134 +93,146 @@ function layerNormBwd (dy: tf.Tensor2D, p: Params, c: Cache, key: string, name: 
 const GELU_C = Math.sqrt(2 / Math.PI)
 const GELU_A = 0.044715
 
-function geluFwd (a: tf.Tensor2D, c: Cache, key: string): tf.Tensor2D {
-  const u = tf.mul(tf.add(a, tf.mul(tf.mul(tf.mul(a, a), a), GELU_A)), GELU_C)
-  const t = tf.tanh(u) //                                           [N,F]
-  c[`${key}.a`] = a
-  c[`${key}.t`] = t
-  return tf.mul(tf.mul(a, 0.5), tf.add(t, 1)) as tf.Tensor2D //     [N,F]
+function geluFwd (a: tf.Tensor2D): [tf.Tensor2D, GeluCache] {
+  const u = tf.mul(tf.add(a, tf.mul(tf.mul(tf.mul(a, a), a), GELU_A)), GELU_C) // [N,F]
+  const t = tf.tanh(u) as tf.Tensor2D //                                          [N,F]
+  return [tf.mul(tf.mul(a, 0.5), tf.add(t, 1)) as tf.Tensor2D, { a, t }] //      [N,F]
 }
 
-function geluBwd (dy: tf.Tensor2D, c: Cache, key: string): tf.Tensor2D {
-  const a = c[`${key}.a`]
-  const t = c[`${key}.t`]
+function geluBwd (dy: tf.Tensor2D, c: GeluCache): tf.Tensor2D {
+  const { a, t } = c
   // d/da [0.5 a (1 + t)] = 0.5 (1 + t) + 0.5 a (1 - t^2) * C (1 + 3 A a^2)
-  const du = tf.mul(tf.add(tf.mul(tf.mul(a, a), 3 * GELU_A), 1), GELU_C)
+  const du = tf.mul(tf.add(tf.mul(tf.mul(a, a), 3 * GELU_A), 1), GELU_C) //      [N,F]
   const local = tf.add(tf.mul(tf.add(t, 1), 0.5), tf.mul(tf.mul(tf.mul(a, 0.5), tf.sub(1, tf.mul(t, t))), du))
-  return tf.mul(dy, local) as tf.Tensor2D
+  return tf.mul(dy, local) as tf.Tensor2D //                                      [N,F]
 }
 
 // ---- Causal multi-head self-attention ---------------------------------------------------------
+// The per-head products run as B*H plain 2-D matmuls (bmmItems): on wasm a batched matMul takes a
+// naive loop several times slower than XNNPACK's 2-D one. Softmax and its backward stay batched.
 
-function attentionFwd (m: ModelConfig, p: Params, pre: string, h: tf.Tensor2D, B: number, T: number, c: Cache, key: string): tf.Tensor2D {
-  const D = m.dModel
-  const H = m.nHeads
-  const hd = D / H
-  // [N,D] -> [B,T,H,hd] -> [B,H,T,hd] -> [B*H,T,hd]
-  const split = (t: tf.Tensor): tf.Tensor3D => t.reshape([B, T, H, hd]).transpose([0, 2, 1, 3]).reshape([B * H, T, hd])
-  const q = split(mm(h, p(`${pre}.wq`))) //                                       [BH,T,hd]
-  const k = split(mm(h, p(`${pre}.wk`))) //                                       [BH,T,hd]
-  const v = split(mm(h, p(`${pre}.wv`))) //                                       [BH,T,hd]
-  const scale = 1 / Math.sqrt(hd)
-  const s = tf.add(tf.mul(bmm(q, bT(k)), scale), causalMask(T)) //                [BH,T,T]
-  const P = tf.softmax(s) as tf.Tensor3D //                                       [BH,T,T]
-  const y = bmm(P, v).reshape([B, H, T, hd]).transpose([0, 2, 1, 3]).reshape([B * T, D]) // [N,D]
-  Object.assign(c, { [`${key}.h`]: h, [`${key}.q`]: q, [`${key}.k`]: k, [`${key}.v`]: v, [`${key}.P`]: P, [`${key}.y`]: y })
-  return mm(y, p(`${pre}.wo`)) //                                                 [N,D]
+/** [N,D] -> [B*H,T,hd] (heads) or, with `transposed`, [B*H,hd,T] (heads, transposed). */
+function heads (t: tf.Tensor, B: number, T: number, H: number, transposed = false): tf.Tensor3D {
+  const hd = t.shape[1] as number / H
+  const x = t.reshape([B, T, H, hd]) //                                 [B,T,H,hd]
+  return transposed
+    ? x.transpose([0, 2, 3, 1]).reshape([B * H, hd, T]) //             [BH,hd,T]
+    : x.transpose([0, 2, 1, 3]).reshape([B * H, T, hd]) //             [BH,T,hd]
 }
 
-function attentionBwd (m: ModelConfig, dout: tf.Tensor2D, p: Params, pre: string, B: number, T: number, c: Cache, key: string, sink: GradSink): tf.Tensor2D {
-  const D = m.dModel
+/** [B*H,T,hd] -> [N,D]. */
+function mergeHeads (t: tf.Tensor3D, B: number, H: number): tf.Tensor2D {
+  const [, T, hd] = t.shape
+  return t.reshape([B, H, T, hd]).transpose([0, 2, 1, 3]).reshape([B * T, H * hd]) as tf.Tensor2D
+}
+
+function attentionFwd (m: ModelConfig, p: Params, pre: string, h: tf.Tensor2D, B: number, T: number): [tf.Tensor2D, AttentionCache] {
   const H = m.nHeads
-  const hd = D / H
-  const { [`${key}.h`]: h, [`${key}.q`]: q, [`${key}.k`]: k, [`${key}.v`]: v, [`${key}.P`]: P, [`${key}.y`]: y } = c
-  const split = (t: tf.Tensor): tf.Tensor3D => t.reshape([B, T, H, hd]).transpose([0, 2, 1, 3]).reshape([B * H, T, hd])
-  const merge = (t: tf.Tensor): tf.Tensor2D => t.reshape([B, H, T, hd]).transpose([0, 2, 1, 3]).reshape([B * T, D])
+  const hd = m.dModel / H
+  const qh = heads(mm(h, p(`${pre}.wq`)), B, T, H) //                   [BH,T,hd]
+  const kh = mm(h, p(`${pre}.wk`)) //                                   [N,D]
+  const v = heads(mm(h, p(`${pre}.wv`)), B, T, H) //                    [BH,T,hd]
+  const q = unstack0(qh) //                                             BH x [T,hd]
+  const k = unstack0(heads(kh, B, T, H)) //                             BH x [T,hd]
+  const kT = unstack0(heads(kh, B, T, H, true)) //                      BH x [hd,T]
+  const s = tf.add(tf.mul(bmmItems(q, kT), 1 / Math.sqrt(hd)), causalMask(T)) // [BH,T,T]
+  const P = tf.softmax(s) as tf.Tensor3D //                             [BH,T,T]
+  const y = mergeHeads(bmmItems(unstack0(P), unstack0(v)), B, H) //     [N,D]
+  return [mm(y, p(`${pre}.wo`)), { h, q, k, v, P, y }] //               [N,D]
+}
+
+function attentionBwd (m: ModelConfig, dout: tf.Tensor2D, p: Params, pre: string, B: number, T: number, c: AttentionCache, sink: GradSink): tf.Tensor2D {
+  const H = m.nHeads
+  const hd = m.dModel / H
+  const { h, q, k, v, P, y } = c
   sink(`${pre}.wo`, mm(T2(y), dout)) //                                 [D,D]
-  const dy = split(mmT(dout, p(`${pre}.wo`))) //                     [BH,T,hd]
-  const dP = bmm(dy, bT(v)) //                                          [BH,T,T]
-  const dv = bmm(bT(P), dy) //                                          [BH,T,hd]
+  const dy = unstack0(heads(mmT(dout, p(`${pre}.wo`)), B, T, H)) //    BH x [T,hd]
+  const dP = bmmItems(dy, unstack0(bT(v))) //                           [BH,T,T]
+  const dv = bmmItems(unstack0(bT(P)), dy) //                           [BH,T,hd]
   // softmax backward: dS = P * (dP - sum(dP * P, -1)), then the 1/sqrt(hd) scale
   const dS = tf.mul(tf.mul(P, tf.sub(dP, tf.sum(tf.mul(dP, P), -1, true))), 1 / Math.sqrt(hd)) // [BH,T,T]
-  const dq = merge(bmm(dS, k)) //                                       [N,D]
-  const dk = merge(bmm(bT(dS), q)) //                                   [N,D]
-  const dvm = merge(dv) //                                              [N,D]
+  const dq = mergeHeads(bmmItems(unstack0(dS), k), B, H) //             [N,D]
+  const dk = mergeHeads(bmmItems(unstack0(bT(dS)), q), B, H) //         [N,D]
+  const dvm = mergeHeads(dv, B, H) //                                   [N,D]
   const hT = T2(h) //                                                   [D,N]
-  sink(`${pre}.wq`, mm(hT, dq))
-  sink(`${pre}.wk`, mm(hT, dk))
-  sink(`${pre}.wv`, mm(hT, dvm))
+  sink(`${pre}.wq`, mm(hT, dq)) //                                      [D,D]
+  sink(`${pre}.wk`, mm(hT, dk)) //                                      [D,D]
+  sink(`${pre}.wv`, mm(hT, dvm)) //                                     [D,D]
   return tf.addN([mmT(dq, p(`${pre}.wq`)), mmT(dk, p(`${pre}.wk`)), mmT(dvm, p(`${pre}.wv`))]) as tf.Tensor2D // [N,D]
 }
 
 // ---- MLP ----------------------------------------------------------------------------------------
 
-function mlpFwd (p: Params, pre: string, h: tf.Tensor2D, c: Cache, key: string): tf.Tensor2D {
+function mlpFwd (p: Params, pre: string, h: tf.Tensor2D): [tf.Tensor2D, MlpCache] {
   const a = tf.add(mm(h, p(`${pre}.w1`)), p(`${pre}.b1`)) as tf.Tensor2D //   [N,F]
-  const g = geluFwd(a, c, `${key}.gelu`) //                                   [N,F]
-  c[`${key}.h`] = h
-  c[`${key}.g`] = g
-  return tf.add(mm(g, p(`${pre}.w2`)), p(`${pre}.b2`)) as tf.Tensor2D //      [N,D]
+  const [g, gelu] = geluFwd(a) //                                             [N,F]
+  return [tf.add(mm(g, p(`${pre}.w2`)), p(`${pre}.b2`)) as tf.Tensor2D, { h, gelu, g }] // [N,D]
 }
 
-function mlpBwd (dout: tf.Tensor2D, p: Params, pre: string, c: Cache, key: string, sink: GradSink): tf.Tensor2D {
-  sink(`${pre}.w2`, mm(T2(c[`${key}.g`]), dout)) //      [F,D]
+function mlpBwd (dout: tf.Tensor2D, p: Params, pre: string, c: MlpCache, sink: GradSink): tf.Tensor2D {
+  sink(`${pre}.w2`, mm(T2(c.g), dout)) //                 [F,D]
   sink(`${pre}.b2`, sumRows(dout)) //                     [D]
-  const dg = mmT(dout, p(`${pre}.w2`)) //              [N,F]
-  const da = geluBwd(dg, c, `${key}.gelu`) //             [N,F]
-  sink(`${pre}.w1`, mm(T2(c[`${key}.h`]), da)) //         [D,F]
+  const dg = mmT(dout, p(`${pre}.w2`)) //                 [N,F]
+  const da = geluBwd(dg, c.gelu) //                       [N,F]
+  sink(`${pre}.w1`, mm(T2(c.h), da)) //                   [D,F]
   sink(`${pre}.b1`, sumRows(da)) //                       [F]
-  return mmT(da, p(`${pre}.w1`)) //                    [N,D]
+  return mmT(da, p(`${pre}.w1`)) //                       [N,D]
 }
 
 // ---- Block, embedding, head -------------------------------------------------------------------
 
-/** Pre-LN block i: x [N,D] -> x + attn(ln1(x)), then + mlp(ln2(.)). */
+/** Pre-LN block i: x [N,D] -> x + attn(ln1(x)), then + mlp(ln2(.)); what backward needs goes to c.blocks[i]. */
 export function blockFwd (m: ModelConfig, p: Params, i: number, x: tf.Tensor2D, B: number, T: number, c: Cache): tf.Tensor2D {
   const pre = `blocks.${i}`
-  const h1 = layerNormFwd(x, p(`${pre}.ln1.g`), p(`${pre}.ln1.b`), c, `${pre}.ln1`)
-  const x1 = tf.add(x, attentionFwd(m, p, `${pre}.attn`, h1, B, T, c, `${pre}.attn`)) as tf.Tensor2D
-  const h2 = layerNormFwd(x1, p(`${pre}.ln2.g`), p(`${pre}.ln2.b`), c, `${pre}.ln2`)
-  return tf.add(x1, mlpFwd(p, `${pre}.mlp`, h2, c, `${pre}.mlp`)) as tf.Tensor2D
+  const [h1, ln1] = layerNormFwd(x, p(`${pre}.ln1.g`), p(`${pre}.ln1.b`)) //  [N,D]
+  const [a, attn] = attentionFwd(m, p, `${pre}.attn`, h1, B, T) //            [N,D]
+  const x1 = tf.add(x, a) as tf.Tensor2D //                                   [N,D]
+  const [h2, ln2] = layerNormFwd(x1, p(`${pre}.ln2.g`), p(`${pre}.ln2.b`)) // [N,D]
+  const [f, mlp] = mlpFwd(p, `${pre}.mlp`, h2) //                             [N,D]
+  c.blocks[i] = { ln1, attn, ln2, mlp }
+  return tf.add(x1, f) as tf.Tensor2D //                                      [N,D]
 }
 
 /** Backward of block i: gradient of its output [N,D] -> gradient of its input [N,D]. */
 export function blockBwd (m: ModelConfig, p: Params, i: number, dx2: tf.Tensor2D, B: number, T: number, c: Cache, sink: GradSink): tf.Tensor2D {
   const pre = `blocks.${i}`
-  const dh2 = mlpBwd(dx2, p, `${pre}.mlp`, c, `${pre}.mlp`, sink)
-  const dx1 = tf.add(dx2, layerNormBwd(dh2, p, c, `${pre}.ln2`, `${pre}.ln2`, sink)) as tf.Tensor2D
-  const dh1 = attentionBwd(m, dx1, p, `${pre}.attn`, B, T, c, `${pre}.attn`, sink)
-  return tf.add(dx1, layerNormBwd(dh1, p, c, `${pre}.ln1`, `${pre}.ln1`, sink)) as tf.Tensor2D
+  const bc = c.blocks[i]
+  const dh2 = mlpBwd(dx2, p, `${pre}.mlp`, bc.mlp, sink) //                                       [N,D]
+  const dx1 = tf.add(dx2, layerNormBwd(dh2, p(`${pre}.ln2.g`), bc.ln2, `${pre}.ln2`, sink)) as tf.Tensor2D // [N,D]
+  const dh1 = attentionBwd(m, dx1, p, `${pre}.attn`, B, T, bc.attn, sink) //                      [N,D]
+  return tf.add(dx1, layerNormBwd(dh1, p(`${pre}.ln1.g`), bc.ln1, `${pre}.ln1`, sink)) as tf.Tensor2D // [N,D]
 }
 
 /** tokens [B,T] -> [N,D]: one-hot matmul (tf.gather's gradient is not registered on wasm) + positions. */
 export function embedFwd (m: ModelConfig, p: Params, tokens: tf.Tensor2D, c: Cache): tf.Tensor2D {
   const [B, T] = tokens.shape
-  const onehot = tf.oneHot(tokens.reshape([B * T]) as tf.Tensor1D, m.vocab).toFloat() //   [N,V]
-  c['embed.onehot'] = onehot
+  const onehot = tf.oneHot(tokens.reshape([B * T]) as tf.Tensor1D, m.vocab).toFloat() as tf.Tensor2D // [N,V]
+  c.embed = { onehot }
   const pos = p('embed.pos').slice([0, 0], [T, m.dModel]) //                              [T,D]
   return tf.add(mm(onehot, p('embed.tok')).reshape([B, T, m.dModel]), pos).reshape([B * T, m.dModel]) as tf.Tensor2D
 }
 
 export function embedBwd (m: ModelConfig, dx: tf.Tensor2D, B: number, T: number, c: Cache, sink: GradSink): void {
-  sink('embed.tok', mm(T2(c['embed.onehot']), dx)) //                                    [V,D]
+  sink('embed.tok', mm(T2((c.embed as EmbedCache).onehot), dx)) //                       [V,D]
   const dpos = tf.sum(dx.reshape([B, T, m.dModel]), 0) //                                [T,D]
   sink('embed.pos', T < m.seqLen ? tf.pad(dpos, [[0, m.seqLen - T], [0, 0]]) : dpos) //  [seqLen,D]
 }
 
 /** Final norm, LM head and mean cross-entropy: x [N,D], targets [N] -> loss (nats). */
 export function headFwd (m: ModelConfig, p: Params, x: tf.Tensor2D, targets: tf.Tensor1D, c: Cache): tf.Scalar {
-  const h = layerNormFwd(x, p('head.ln.g'), p('head.ln.b'), c, 'head.ln') //    [N,D]
+  const [h, ln] = layerNormFwd(x, p('head.ln.g'), p('head.ln.b')) //           [N,D]
   const logits = mm(h, p('head.w')) //                                          [N,V]
-  const logp = tf.logSoftmax(logits) //                                         [N,V]
-  const onehot = tf.oneHot(targets, m.vocab).toFloat() //                       [N,V]
-  Object.assign(c, { 'head.h': h, 'head.logp': logp, 'head.onehot': onehot })
+  const logp = tf.logSoftmax(logits) as tf.Tensor2D //                          [N,V]
+  const onehot = tf.oneHot(targets, m.vocab).toFloat() as tf.Tensor2D //        [N,V]
+  c.head = { ln, h, logp, onehot }
   return tf.neg(tf.mean(tf.sum(tf.mul(logp, onehot), -1))) as tf.Scalar
 }
 
 /** Backward of the mean cross-entropy with respect to x [N,D] (loss gradient 1). */
 export function headBwd (m: ModelConfig, p: Params, N: number, c: Cache, sink: GradSink): tf.Tensor2D {
-  const dlogits = tf.div(tf.sub(tf.exp(c['head.logp']), c['head.onehot']), N) as tf.Tensor2D // [N,V]
-  sink('head.w', mm(T2(c['head.h']), dlogits)) //                                            [D,V]
-  const dh = mmT(dlogits, p('head.w')) //                                                 [N,D]
-  return layerNormBwd(dh, p, c, 'head.ln', 'head.ln', sink)
+  const hc = c.head as HeadCache
+  const dlogits = tf.div(tf.sub(tf.exp(hc.logp), hc.onehot), N) as tf.Tensor2D // [N,V]
+  sink('head.w', mm(T2(hc.h), dlogits)) //                                       [D,V]
+  const dh = mmT(dlogits, p('head.w')) //                                        [N,D]
+  return layerNormBwd(dh, p('head.ln.g'), hc.ln, 'head.ln', sink) //             [N,D]
 }

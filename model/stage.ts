@@ -16,7 +16,7 @@ import { Adam } from './adam.js'
 import type { ModelConfig, TrainConfig } from './config.js'
 import { MissingParameterError, NonFiniteError, ShapeMismatchError, SpotpipeError } from '../common/index.js'
 import { initialValues, partSpecs, stageSpecs, type ParamSpec, type Part, type StageLayout } from './params.js'
-import { blockBwd, blockFwd, embedBwd, embedFwd, headBwd, headFwd, type Cache, type Params } from './layers.js'
+import { blockBwd, blockFwd, disposeCache, embedBwd, embedFwd, emptyCache, headBwd, headFwd, type Cache, type Params } from './layers.js'
 import { hostCopy, hostTensor } from './ops.js'
 
 interface Saved {
@@ -156,9 +156,10 @@ export class Stage {
     if (this.saved.has(key)) throw new StageStateError(`stage ${this.stage}: forward for ${key} already pending`)
     const [B, T] = x.shape as [number, number]
     const { out, cache } = tf.tidy(() => {
-      const c: Cache = {}
+      const c = emptyCache()
       const o = this.run(parts, x, targets, c)
-      return { out: o, cache: this.recompute ? {} : c }
+      // tidy keeps every tensor in the returned container, the cache's included
+      return { out: o, cache: (this.recompute ? emptyCache() : c) as unknown as tf.TensorContainer }
     }) as unknown as { out: tf.Tensor, cache: Cache }
     this.saved.set(key, {
       parts: [...parts],
@@ -174,7 +175,7 @@ export class Stage {
   /** Forward without keeping anything for backward (validation). */
   evaluate (x: tf.Tensor, parts: Part[], targets?: tf.Tensor2D): tf.Tensor {
     this.checkInput(x, parts, targets)
-    return tf.tidy(() => this.run(parts, x, targets, {}))
+    return tf.tidy(() => this.run(parts, x, targets, emptyCache()))
   }
 
   /** Adds `g` to the accumulated gradient of `name` (called inside a tidy). */
@@ -208,7 +209,7 @@ export class Stage {
     const result: tf.Tensor[] = tf.tidy(() => {
       let c = s.cache
       if (this.recompute) {
-        c = {}
+        c = emptyCache()
         this.run(s.parts, s.x as tf.Tensor, s.targets, c)
       }
       let d: tf.Tensor2D | undefined
@@ -231,7 +232,7 @@ export class Stage {
   private releaseSaved (key: string): void {
     const s = this.saved.get(key)
     if (s == null) return
-    for (const t of Object.values(s.cache)) t.dispose()
+    disposeCache(s.cache)
     s.x?.dispose()
     s.targets?.dispose()
     this.saved.delete(key)
