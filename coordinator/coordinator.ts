@@ -14,6 +14,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import { resolveModelConfig, resolveTrainConfig, type ModelConfig, type TrainConfig } from '../model/index.js'
 import { createLog } from '../common/index.js'
 import type { Assignment, DoneReport, Heartbeat, Message, StreamBreakReport } from '../protocols/index.js'
+import { DEFAULT_DATA_IDENTITY } from '../protocols/index.js'
 import { ClusterGossip } from '../net/index.js'
 import { createPeerLibp2p, type PeerLibp2p } from '../net/index.js'
 import { join } from 'node:path'
@@ -434,7 +435,8 @@ export class Coordinator extends EventEmitter {
       strategy: this.strategy,
       checkfreePlus: this.init.checkfreePlus ?? this.strategy === 'checkfree-plus',
       mirrorEvery: this.init.mirrorEvery ?? 10,
-      shadow: this.strategy === 'redundant'
+      shadow: this.strategy === 'redundant',
+      data: this.init.data ?? DEFAULT_DATA_IDENTITY
     }
   }
 

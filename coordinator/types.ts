@@ -4,7 +4,7 @@
  */
 import type { PrivateKey } from '@libp2p/interface'
 import type { ModelConfig, TrainConfig } from '../model/index.js'
-import type { Heartbeat } from '../protocols/index.js'
+import type { DataIdentity, Heartbeat } from '../protocols/index.js'
 import type { DetectorOptions } from './detector.js'
 import type { Strategy, StagePlan } from './ladder.js'
 
@@ -16,6 +16,11 @@ export interface CoordinatorInit {
   train?: Partial<TrainConfig>
   /** Train with CheckFree+ swapped microbatches. @default false */
   checkfreePlus?: boolean
+  /**
+   * The data the peers must train on, published in every assignment; a peer holding other data
+   * refuses the run. @default DEFAULT_DATA_IDENTITY (the Brown corpus, byte tokens)
+   */
+  data?: DataIdentity
   privateKey?: PrivateKey
   swarmKey?: Uint8Array
   /** @default ['/ip4/127.0.0.1/tcp/0'] */

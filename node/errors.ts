@@ -1,4 +1,4 @@
-import { SpotpipeError } from '../common/index.js'
+import { DataError, SpotpipeError } from '../common/index.js'
 
 /** A tensor frame or control message that does not fit the current iteration (wrong hop, stage, shape). */
 export class UnexpectedFrameError extends SpotpipeError {
@@ -50,4 +50,14 @@ export class ActivationBudgetError extends SpotpipeError {
 /** A frame for a later iteration that cannot be kept: too far ahead, a duplicate, or too many waiting. */
 export class EarlyFrameError extends SpotpipeError {
   constructor (message: string) { super('ERR_EARLY_FRAME', message) }
+}
+
+/** The coordinator trains on other data (or another tokenizer) than this peer holds: the peer refuses the run. */
+export class DataMismatchError extends DataError {
+  constructor (message: string) { super(message, 'ERR_DATA_MISMATCH') }
+}
+
+/** Assigned a stage that reads tokens, with no --data, while the coordinator trains on its own data. */
+export class DataRequiredError extends DataError {
+  constructor (message: string) { super(message, 'ERR_DATA_REQUIRED') }
 }

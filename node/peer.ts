@@ -11,21 +11,22 @@ import { multiaddr } from '@multiformats/multiaddr'
 import type { PrivateKey } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { resolveModelConfig, resolveTrainConfig, type ModelConfig, type TrainConfig } from '../model/index.js'
-import { loadBrownCorpus } from '../model/index.js'
+import { loadBrownCorpus, type TokenArray } from '../model/index.js'
 import { createLog } from '../common/index.js'
 import { stageLayout } from '../model/index.js'
 import type { TensorSet } from '../model/index.js'
 import { Stage } from '../model/index.js'
-import type { Assignment, Heartbeat, Message, RecoveryPlan, Role, TensorFrameHeader } from '../protocols/index.js'
+import type { Assignment, DataIdentity, Heartbeat, Message, RecoveryPlan, Role, TensorFrameHeader } from '../protocols/index.js'
+import { DEFAULT_DATA_IDENTITY } from '../protocols/index.js'
 import { ActivationLinks, activationPolicy, type ActivationPolicy } from './activations.js'
 import type { NonFiniteFaults } from './faults.js'
 import { HeldCopies } from './held-copies.js'
-import { AssignmentError, NeighbourLostError, NoStageStateError, UnexpectedFrameError, UnreachableError } from './errors.js'
+import { AssignmentError, DataMismatchError, DataRequiredError, NeighbourLostError, NoStageStateError, UnexpectedFrameError, UnreachableError } from './errors.js'
 import { SpotpipeError } from '../common/index.js'
 import { rebuildStage, type WeightsRequestSpec } from './recovery.js'
 import { fetchWeights, serveWeights, type WeightsFaults, type WeightsProvider, type WeightsServer } from '../net/index.js'
 import { ClusterGossip } from '../net/index.js'
-import { StageRuntime, type DoneInfo, type OutFrame } from './stage-runtime.js'
+import { StageRuntime, stageNeedsTokens, type DoneInfo, type OutFrame } from './stage-runtime.js'
 import { createPeerLibp2p, secretMismatchHint, type PeerLibp2p } from '../net/index.js'
 
 const log = createLog('peer')
@@ -47,8 +48,12 @@ export interface PeerInit {
   transport?: 'tcp' | 'memory'
   /** Heartbeat period in ms. @default 1000 */
   heartbeatMs?: number
-  /** Training tokens; default: the Brown corpus train split. */
-  trainTokens?: Uint8Array
+  /**
+   * Training tokens and the identity of the data they came from (`data`); default: the Brown
+   * corpus train split with byte tokens. Only stage 0 and the head's stage read them.
+   */
+  trainTokens?: TokenArray
+  data?: DataIdentity
   /**
    * Faults injected on purpose, for fault-injection tests and the chaos suite only (never in a
    * real run): the weights server corrupting one chunk of every transfer, non-finite steps
@@ -103,6 +108,8 @@ export class Peer extends EventEmitter {
   private current?: Current
   private heartbeatTimer?: NodeJS.Timeout
   private departing = false
+  /** Set once the coordinator's data was refused ('fatal' emitted); nothing more is acted on. */
+  private refused = false
   private lastDone?: DoneInfo
   /** The iteration whose commit asked for a checkpoint snapshot (Commit.snapshot). */
   private snapshotDue?: number
@@ -235,6 +242,7 @@ export class Peer extends EventEmitter {
   }
 
   private onMessage (msg: Message): void {
+    if (this.refused) return
     try {
       switch (msg.kind) {
         case 'assignment': this.onAssignment(msg); break
@@ -267,6 +275,11 @@ export class Peer extends EventEmitter {
           break
       }
     } catch (err) {
+      if (err instanceof DataMismatchError || err instanceof DataRequiredError) {
+        // not this peer's run: it leaves (the coordinator recovers the stage like any loss)
+        if (!this.refused) { this.refused = true; this.emit('fatal', err) }
+        return
+      }
       log.error('cannot act on %s: %s', msg.kind, (err as Error).message)
     }
   }
@@ -278,10 +291,12 @@ export class Peer extends EventEmitter {
     let model: ModelConfig
     let train: TrainConfig
     let options: ClusterOptions
+    let data: DataIdentity
     try {
       const t = JSON.parse(a.trainingConfig) as Partial<TrainConfig> & Partial<ClusterOptions>
       options = { checkfreePlus: t.checkfreePlus === true, mirrorEvery: t.mirrorEvery ?? 10, shadow: t.shadow === true }
-      for (const k of ['checkfreePlus', 'mirrorEvery', 'shadow', 'strategy'] as const) delete (t as Record<string, unknown>)[k]
+      data = (t as { data?: DataIdentity }).data ?? DEFAULT_DATA_IDENTITY
+      for (const k of ['checkfreePlus', 'mirrorEvery', 'shadow', 'strategy', 'data'] as const) delete (t as Record<string, unknown>)[k]
       model = resolveModelConfig(JSON.parse(a.modelConfig) as Partial<ModelConfig>)
       train = resolveTrainConfig({ ...t, stages: a.stages.length }, model)
     } catch (err) {
@@ -295,6 +310,7 @@ export class Peer extends EventEmitter {
       if (s.peers.length > 0) peers.set(s.stage, { id: s.peers[0], addr: s.addrs[0] })
       if (s.peers.includes(me)) mine = s.stage
     }
+    this.checkData(data, mine, train, options)
     const rebuild = mine >= 0 && a.rebuilt.includes(mine)
     const plan = rebuild ? this.plans.get(`${a.epoch}:${mine}`) : undefined
     if (rebuild && plan == null) {
@@ -385,6 +401,21 @@ export class Peer extends EventEmitter {
       this.building = undefined
       await this.reportRebuildFailure(cur, mine, plan.rung, err as Error)
     }
+  }
+
+  /**
+   * Refuses a run on other data: a peer holding data (--data) must hold the coordinator's; a peer
+   * without it may hold a stage that reads no tokens, but not stage 0 or the head's stage when the
+   * coordinator trains on its own data. Throws a DataError the peer cannot go on from.
+   */
+  private checkData (theirs: DataIdentity, mine: number, train: TrainConfig, options: ClusterOptions): void {
+    const own = this.init.data ?? DEFAULT_DATA_IDENTITY
+    if (own.fingerprint === theirs.fingerprint) return
+    if (this.init.data == null) {
+      if (mine < 0 || !stageNeedsTokens(mine, train.stages, train.microbatches, options.checkfreePlus)) return
+      throw new DataRequiredError(`stage ${mine} reads training tokens, but this peer has no --data while the coordinator trains on data ${theirs.fingerprint} (tokenizer ${theirs.tokenizer}): start it with the coordinator's --data and --tokenizer`)
+    }
+    throw new DataMismatchError(`data fingerprint mismatch: this peer holds ${own.fingerprint} (tokenizer ${own.tokenizer}), the coordinator trains on ${theirs.fingerprint} (tokenizer ${theirs.tokenizer}): give both the same --data, --data-field and --tokenizer`)
   }
 
   private install (cur: Current, stage: Stage | undefined): void {

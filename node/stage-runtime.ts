@@ -19,7 +19,7 @@
  */
 import * as tf from '@tensorflow/tfjs'
 import type { ModelConfig, TrainConfig } from '../model/index.js'
-import { sampleBatch } from '../model/index.js'
+import { sampleBatch, type TokenArray } from '../model/index.js'
 import { createLog } from '../common/index.js'
 import { NonFiniteError } from '../common/index.js'
 import { route, type Hop } from '../model/index.js'
@@ -56,7 +56,7 @@ export interface StageRuntimeInit {
   train: TrainConfig
   checkfreePlus: boolean
   /** Training tokens, for sampling microbatches (stage 0) and targets (the head's stage). */
-  trainTokens: Uint8Array
+  trainTokens: TokenArray
   /** Sends a tensor to the stage that runs hop `frame.hop`. */
   send: (toStage: number, frame: OutFrame) => Promise<void>
   /** Called when the stage finished its part of an iteration. */
@@ -72,6 +72,17 @@ export interface StageRuntimeInit {
 }
 
 interface ForwardTask { mb: number, hop: number, x: tf.Tensor }
+
+/**
+ * Whether `stage` reads training tokens: stage 0 samples every microbatch's inputs, and the stage
+ * holding a microbatch's last hop (the head) samples the same batch (seed, iteration, microbatch)
+ * itself for its targets, so no token crosses the network.
+ */
+export function stageNeedsTokens (stage: number, stages: number, microbatches: number, checkfreePlus: boolean): boolean {
+  if (stage === 0) return true
+  for (let mb = 0; mb < microbatches; mb++) if (route(stages, mb, checkfreePlus).at(-1)?.stage === stage) return true
+  return false
+}
 
 export class StageRuntime {
   private readonly init: StageRuntimeInit

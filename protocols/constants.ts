@@ -162,3 +162,6 @@ export function heartbeatTopic (clusterId: string): string {
 export function controlTopic (clusterId: string): string {
   return `spotpipe/${checkClusterId(clusterId)}/control`
 }
+
+/** The data identity of the default data, the Brown corpus with byte tokens (it has no shard). */
+export const DEFAULT_DATA_IDENTITY = { fingerprint: 'brown-byte', tokenizer: 'byte' } as const

@@ -60,6 +60,16 @@ export interface StageAssignment {
   addrs: string[]
 }
 
+/**
+ * The data a run trains on: the token store's fingerprint (model/corpus.ts; it covers the sources,
+ * the JSONL field and the tokenizer) and the tokenizer's own. Stage 0 and the last stage sample the
+ * same batches from it, so they must hold the same tokens.
+ */
+export interface DataIdentity {
+  fingerprint: string
+  tokenizer: string
+}
+
 /** Coordinator: who runs which stage under a new epoch, and how to build the stage. */
 export interface Assignment {
   kind: 'assignment'
@@ -70,7 +80,10 @@ export interface Assignment {
   iteration: number
   /** One entry per stage, in order 0..S-1; a stage may have no peer (waiting for a spare). */
   stages: StageAssignment[]
-  /** JSON object strings, passed through to the model and trainer. */
+  /**
+   * JSON object strings, passed through to the model and trainer. The training config also carries
+   * the cluster options (node/peer.ts) and the coordinator's data identity (`data`: DataIdentity).
+   */
   modelConfig: string
   trainingConfig: string
   /** Stages rebuilt under this epoch: their holders wait for a recovery plan instead of initialising. */

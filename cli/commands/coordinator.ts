@@ -4,6 +4,7 @@ import { UsageError } from '../errors.js'
 import { CONFIG_FLAG, CONFIG_HELP, parseFlagsWithConfig } from '../config-file.js'
 import { intFlag, numFlag } from '../flags.js'
 import { MODEL_FLAGS, MODEL_HELP, modelFromFlags } from '../model-flags.js'
+import { DATA_FLAGS, DATA_HELP, dataFromFlags } from '../data-flags.js'
 import { join } from 'node:path'
 import { NODE_FLAGS, NODE_HELP, accessArgs, nodeFromFlags } from '../node-flags.js'
 import { COORDINATOR_EVENTS, EventsFile } from '../events-file.js'
@@ -41,13 +42,15 @@ ${CONFIG_HELP}${NODE_HELP}  --iterations N       train until N iterations are co
   --divergence-limit N non-finite iterations in a row before --on-divergence acts (default 3)
   --divergence-lr-factor X  learning-rate multiplier per rollback, compounding, in (0, 1] (default 0.5)
   --events FILE        append every coordinator event (begin, iteration, recovery, checkpoint, ...) as a JSON line
-${MODEL_HELP}`
+${MODEL_HELP}
+${DATA_HELP}`
 
 export async function coordinator (argv: string[]): Promise<void> {
   const { values } = await parseFlagsWithConfig(argv, {
     ...CONFIG_FLAG,
     ...NODE_FLAGS,
     ...MODEL_FLAGS,
+    ...DATA_FLAGS,
     iterations: { type: 'string' },
     strategy: { type: 'string' },
     'heartbeat-timeout': { type: 'string' },
@@ -69,6 +72,10 @@ export async function coordinator (argv: string[]): Promise<void> {
   if (values.help === true) { process.stdout.write(HELP); return }
   const node = await nodeFromFlags(values, join((values['state-dir'] as string | undefined) ?? '.', 'swarm.key'))
   const { model, train } = modelFromFlags(values)
+  // only the data's identity goes to the peers (the coordinator samples no batches itself)
+  const data = await dataFromFlags(values)
+  if (data.description != null) process.stdout.write(data.description + '\n')
+  model.vocab = data.vocab
   const iterations = intFlag(values, 'iterations', Number.MAX_SAFE_INTEGER)
   const strategy = (values.strategy as string | undefined) ?? 'checkfree'
   if (!(STRATEGIES as readonly string[]).includes(strategy)) throw new UsageError(`--strategy must be one of ${STRATEGIES.join(', ')}, got "${strategy}"`)
@@ -83,6 +90,7 @@ export async function coordinator (argv: string[]): Promise<void> {
     ...node,
     model,
     train,
+    data: { fingerprint: data.fingerprint, tokenizer: data.tokenizer },
     strategy: strategy as Strategy,
     heartbeatTimeoutMs: floor,
     detector: {

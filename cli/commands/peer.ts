@@ -8,6 +8,7 @@ import { SpotWatcher } from '../../node/index.js'
 import { FAULT_NONFINITE_ENV, NonFiniteFaults, parseNonFiniteFaults } from '../../node/index.js'
 import { NODE_FLAGS, NODE_HELP, nodeFromFlags } from '../node-flags.js'
 import { EventsFile, PEER_EVENTS, type EventSource } from '../events-file.js'
+import { DATA_FLAGS, DATA_HELP, dataFromFlags } from '../data-flags.js'
 
 const HELP = `usage: spotpipe peer --coordinator MULTIADDR (--swarm-key FILE | --open) [flags]
 
@@ -18,7 +19,10 @@ const HELP = `usage: spotpipe peer --coordinator MULTIADDR (--swarm-key FILE | -
   --metadata-url URL   base URL of the metadata service (default: the provider's own)
   --spot-interval MS   metadata poll period (default 5000)
   --events FILE        append this peer's events (start, stage installs, departure) as JSON lines
-${CONFIG_HELP}${NODE_HELP}`
+${CONFIG_HELP}${NODE_HELP}
+${DATA_HELP}  Stage 0 and the last stage read tokens: give them the coordinator's --data and --tokenizer
+  (the other stages need none); a peer holding other data than the coordinator's is refused.
+`
 
 /**
  * Fault injection for tests and the chaos suite, never for real runs: SPOTPIPE_FAULT_CORRUPT_CHUNK=N
@@ -36,6 +40,7 @@ export async function peer (argv: string[]): Promise<void> {
   const { values } = await parseFlagsWithConfig(argv, {
     ...CONFIG_FLAG,
     ...NODE_FLAGS,
+    ...DATA_FLAGS,
     coordinator: { type: 'string' },
     backend: { type: 'string' },
     spot: { type: 'string' },
@@ -57,6 +62,8 @@ export async function peer (argv: string[]): Promise<void> {
   }
   if (coordinatorId == null) throw new UsageError(`--coordinator "${addr}" must end in /p2p/<coordinator peer id>`)
   const node = await nodeFromFlags(values)
+  const data = values.data != null || values.tokenizer != null ? await dataFromFlags(values) : undefined
+  if (data?.description != null) process.stdout.write(data.description + '\n')
   const { initBackend, parseBackendName } = await import('../../model/index.js')
   await initBackend({ backend: values.backend != null ? parseBackendName(values.backend as string) : undefined, announce: true })
   // test-only fault injection (node/faults.ts), read once here; loud so it is never on by accident
@@ -64,7 +71,13 @@ export async function peer (argv: string[]): Promise<void> {
   const faults = faultSpec !== '' ? new NonFiniteFaults(parseNonFiniteFaults(faultSpec)) : undefined
   if (faults != null) process.stderr.write(`FAULT INJECTION: ${FAULT_NONFINITE_ENV}=${faultSpec}: non-finite gradients will be injected\n`)
   const weights = weightsFaultsFromEnv()
-  const p = new Peer({ ...node, coordinatorId, coordinatorAddrs: [addr], faults: { nonFinite: faults, weights } })
+  const p = new Peer({
+    ...node,
+    coordinatorId,
+    coordinatorAddrs: [addr],
+    ...(data != null ? { trainTokens: data.train, data: { fingerprint: data.fingerprint, tokenizer: data.tokenizer } } : {}),
+    faults: { nonFinite: faults, weights }
+  })
   const eventsFile = values.events != null ? new EventsFile(values.events as string) : undefined
   // the Peer raises events only once it is an emitter (stage installs): record them when it is
   const source = p as unknown as Partial<EventSource>
@@ -74,7 +87,9 @@ export async function peer (argv: string[]): Promise<void> {
   process.stdout.write(`peer ${p.node.getMultiaddrs()[0]?.toString() ?? ''}\n`)
   // A spot notice or SIGTERM (systemd stop) hands the stage over before leaving; SIGINT just leaves.
   let watcher: SpotWatcher | undefined
+  let refused: Error | undefined
   const reason = await new Promise<string>(resolve => {
+    p.once('fatal', (err: Error) => { refused = err; resolve('refused') })
     process.once('SIGINT', () => { resolve('SIGINT') })
     process.once('SIGTERM', () => { resolve('SIGTERM') })
     if (spot !== 'none') {
@@ -89,12 +104,13 @@ export async function peer (argv: string[]): Promise<void> {
     }
   })
   watcher?.stop()
-  eventsFile?.write('departing', { reason })
-  if (reason !== 'SIGINT') {
+  if (refused == null) eventsFile?.write('departing', { reason })
+  if (reason !== 'SIGINT' && refused == null) {
     process.stdout.write(`departing: ${reason}\n`)
     await p.depart()
   }
   await p.stop()
   eventsFile?.write('stop', {})
   eventsFile?.close()
+  if (refused != null) throw refused
 }

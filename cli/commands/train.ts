@@ -5,14 +5,10 @@
  * vocabulary is the tokenizer's.
  */
 import { initBackend, parseBackendName } from '../../model/index.js'
-import {
-  buildTokenStore, describeTokenStore, loadBrownCorpus, loadBrownDocuments, loadTokenStore, loadTokenizer, parseTokenizerSpec,
-  TOKENIZER_SPECS
-} from '../../model/index.js'
-import { LocalPipelineTrainer, type TokenArray } from '../../model/index.js'
-import { UsageError } from '../errors.js'
+import { LocalPipelineTrainer } from '../../model/index.js'
 import { intFlag, parseFlags } from '../flags.js'
 import { MODEL_FLAGS, MODEL_HELP, modelFromFlags } from '../model-flags.js'
+import { DATA_FLAGS, DATA_HELP, dataFromFlags } from '../data-flags.js'
 
 const HELP = `usage: spotpipe train [flags]
 
@@ -20,15 +16,7 @@ const HELP = `usage: spotpipe train [flags]
 ${MODEL_HELP}  --eval-every K       validate every K iterations (default 25)
   --backend NAME       tensorflow | wasm | cpu (default: SPOTPIPE_BACKEND, else best available)
 
-data (default: the Brown corpus, byte tokens):
-  --data PATH          a text file, a JSONL file, or a directory of .txt/.md/.jsonl/.gz files;
-                       a text file is one document, a JSONL line is one; whole documents are
-                       held out for validation
-  --data-field F       the JSONL field holding the text (default text)
-  --data-cache DIR     where the tokenised shard cache goes (default <PATH's dir>/.spotpipe-cache)
-  --tokenizer T        ${TOKENIZER_SPECS} (default byte); the model's vocabulary becomes the
-                       tokenizer's (byte 256, gpt2 50257)
-`
+${DATA_HELP}`
 
 export async function train (argv: string[]): Promise<void> {
   const { values } = parseFlags(argv, {
@@ -36,10 +24,7 @@ export async function train (argv: string[]): Promise<void> {
     ...MODEL_FLAGS,
     'eval-every': { type: 'string' },
     backend: { type: 'string' },
-    data: { type: 'string' },
-    'data-field': { type: 'string' },
-    'data-cache': { type: 'string' },
-    tokenizer: { type: 'string' },
+    ...DATA_FLAGS,
     help: { type: 'boolean', short: 'h' }
   })
   if (values.help === true) { process.stdout.write(HELP); return }
@@ -47,33 +32,9 @@ export async function train (argv: string[]): Promise<void> {
   const iterations = intFlag(values, 'iterations', 150)
   const { model, train } = modelFromFlags(values)
   train.evalEvery = intFlag(values, 'eval-every', 25)
-  const dataPath = values.data != null ? String(values.data) : undefined
-  const tokenizerSpec = values.tokenizer != null ? String(values.tokenizer) : 'byte'
-  try {
-    parseTokenizerSpec(tokenizerSpec)
-  } catch (err) {
-    throw new UsageError(`--tokenizer: ${(err as Error).message}`)
-  }
-
-  let trainTokens: TokenArray
-  let validationTokens: TokenArray
-  let vocab = 256
-  if (dataPath == null && tokenizerSpec === 'byte') {
-    const corpus = loadBrownCorpus()
-    trainTokens = corpus.train
-    validationTokens = corpus.validation
-  } else {
-    const store = dataPath != null
-      ? await loadTokenStore(dataPath, tokenizerSpec, {
-        field: values['data-field'] != null ? String(values['data-field']) : undefined,
-        cacheDir: values['data-cache'] != null ? String(values['data-cache']) : undefined
-      })
-      : buildTokenStore(loadBrownDocuments(), await loadTokenizer(tokenizerSpec))
-    process.stdout.write(describeTokenStore(store) + '\n')
-    trainTokens = store.train
-    validationTokens = store.validation
-    vocab = store.vocabSize
-  }
+  const data = await dataFromFlags(values)
+  if (data.description != null) process.stdout.write(data.description + '\n')
+  const { train: trainTokens, validation: validationTokens, vocab } = data
   model.vocab = vocab
 
   const name = await initBackend({ backend, announce: true })
