@@ -199,7 +199,7 @@ async function parent (): Promise<void> {
       gpt2Tokens = GPT2_SMALL.seqLen * GPT2_SMALL.batch / (j.medianMs / 1000)
       console.log(`gpt2-small middle stage (3 blocks, 1 x 1024 tokens) on wasm: ${(j.medianMs / 1000).toFixed(1)} s per step, ${j.gflops.toFixed(2)} GFLOP/s (plain matMul ${j.matmulGflops.toFixed(2)})`)
     }
-  } else console.log('gpt2-small middle stage step: not measured (add --gpt2: one warm-up and two steps of 1 x 1024 tokens, about a minute on wasm)')
+  } else console.log('gpt2-small middle stage step: not measured (add --gpt2: one warm-up and two steps of 1 x 1024 tokens, 2-4 minutes on wasm)')
   const def = (['tensorflow', 'wasm', 'cpu'] as BackendName[]).find(b => results[b] != null)
   if (results.wasm == null || def == null) { console.log('bench: wasm_gflops=0'); process.exitCode = 1; return }
   console.log(`bench: wasm_gflops=${results.wasm.gflops.toFixed(2)}`)
