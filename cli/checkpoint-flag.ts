@@ -3,6 +3,8 @@
  * them in-process), the --checkpoint flag, and the line saying which checkpoint was read.
  */
 import { readCheckpointAt, type FoundCheckpoint } from '../coordinator/index.js'
+import { ConfigError } from '../common/index.js'
+import { CONFIG_PRESET_NAMES, configPreset, modelConfigDiff, resolveModelConfig } from '../model/index.js'
 import { UsageError } from './errors.js'
 
 /** Where a command writes: `out` is its result (stdout), `err` what it tells the user (stderr). */
@@ -18,7 +20,14 @@ export const STDIO: CommandIo = {
 
 export const CHECKPOINT_HELP = `  --checkpoint DIR     a checkpoint's directory (<store>/ckpt-<iteration>), a checkpoint store
                        (its newest complete checkpoint) or a coordinator's --state-dir
+  --preset NAME        ${CONFIG_PRESET_NAMES.join(' | ')}: refuse a checkpoint whose model is not this preset's
 `
+
+/** The flags every checkpoint command takes besides its own. */
+export const CHECKPOINT_FLAGS = {
+  checkpoint: { type: 'string' },
+  preset: { type: 'string' }
+} as const
 
 /** The value of string flag `name`, which must be given and not be empty. */
 export function requiredFlag (values: Record<string, unknown>, name: string, what: string): string {
@@ -30,7 +39,21 @@ export function requiredFlag (values: Record<string, unknown>, name: string, wha
 
 /** Reads the checkpoint --checkpoint names (see coordinator/checkpoint-read.ts). */
 export async function loadCheckpointFlag (values: Record<string, unknown>): Promise<FoundCheckpoint> {
-  return await readCheckpointAt(requiredFlag(values, 'checkpoint', 'DIR'))
+  const path = requiredFlag(values, 'checkpoint', 'DIR')
+  let preset
+  try {
+    preset = values.preset != null ? configPreset(String(values.preset)) : undefined
+  } catch (err) {
+    throw new UsageError(`--preset: ${(err as Error).message}`)
+  }
+  const found = await readCheckpointAt(path)
+  if (preset != null) {
+    // the preset's shape (demo's is the defaults'); the vocabulary only when the preset fixes it
+    const { dModel, nHeads, nBlocks, seqLen } = resolveModelConfig(preset.model)
+    const differ = modelConfigDiff(found.model, { dModel, nHeads, nBlocks, seqLen, ...(preset.model.vocab != null ? { vocab: preset.model.vocab } : {}) })
+    if (differ.length > 0) throw new ConfigError(`checkpoint ${found.loaded.iteration} at ${found.dir} is not a ${String(values.preset)} model: ${differ.join(', ')}`)
+  }
+  return found
 }
 
 /** One line naming the checkpoint read and why it was that one. */

@@ -42,10 +42,13 @@ export interface LoadedData {
   description?: string
 }
 
-/** Loads what the data flags name. Throws DataError (common/errors.ts) or UsageError. */
-export async function dataFromFlags (v: Record<string, unknown>): Promise<LoadedData> {
+/**
+ * Loads what the data flags name; `defaultTokenizer` (a preset's) applies when --tokenizer is not
+ * given. Throws DataError (common/errors.ts) or UsageError.
+ */
+export async function dataFromFlags (v: Record<string, unknown>, defaultTokenizer = 'byte'): Promise<LoadedData> {
   const dataPath = v.data != null ? String(v.data) : undefined
-  const spec = v.tokenizer != null ? String(v.tokenizer) : 'byte'
+  const spec = v.tokenizer != null ? String(v.tokenizer) : defaultTokenizer
   try {
     parseTokenizerSpec(spec)
   } catch (err) {

@@ -2,10 +2,12 @@
  * Model and training flags shared by `train`, `coordinator` and `sim`, mapped onto ModelConfig and
  * TrainConfig (whose defaults and comments live in model/config.ts).
  */
-import type { ModelConfig, TrainConfig } from '../model/index.js'
+import { CONFIG_PRESET_NAMES, configPreset, type ModelConfig, type TrainConfig } from '../model/index.js'
+import { UsageError } from './errors.js'
 import { intFlag, numFlag, type FlagSpec } from './flags.js'
 
 export const MODEL_FLAGS = {
+  preset: { type: 'string' },
   'd-model': { type: 'string' },
   heads: { type: 'string' },
   blocks: { type: 'string' },
@@ -17,7 +19,9 @@ export const MODEL_FLAGS = {
   seed: { type: 'string' }
 } as const satisfies FlagSpec
 
-export const MODEL_HELP = `  --d-model D          model width (default 128)
+export const MODEL_HELP = `  --preset NAME        ${CONFIG_PRESET_NAMES.join(' | ')} (default demo): a model and training
+                       configuration (model/presets.ts); the flags below override it
+  --d-model D          model width (default 128)
   --heads H            attention heads (default 4)
   --blocks N           transformer blocks (default 8)
   --seq-len T          context length in tokens (default 64)
@@ -28,9 +32,19 @@ export const MODEL_HELP = `  --d-model D          model width (default 128)
   --seed N             weight-initialisation and data seed (default 1234 / 42)
 `
 
-export function modelFromFlags (v: Record<string, unknown>): { model: Partial<ModelConfig>, train: Partial<TrainConfig> } {
-  const model: Partial<ModelConfig> = {}
-  const train: Partial<TrainConfig> = {}
+/**
+ * The preset (--preset, default demo) overridden by the explicit flags; `tokenizer` is the preset's
+ * (for --tokenizer when that is not given).
+ */
+export function modelFromFlags (v: Record<string, unknown>): { model: Partial<ModelConfig>, train: Partial<TrainConfig>, tokenizer?: string } {
+  let preset
+  try {
+    preset = configPreset(v.preset != null ? String(v.preset) : 'demo')
+  } catch (err) {
+    throw new UsageError(`--preset: ${(err as Error).message}`)
+  }
+  const model: Partial<ModelConfig> = { ...preset.model }
+  const train: Partial<TrainConfig> = { ...preset.train }
   if (v['d-model'] != null) model.dModel = intFlag(v, 'd-model', 0)
   if (v.heads != null) model.nHeads = intFlag(v, 'heads', 0)
   if (v.blocks != null) model.nBlocks = intFlag(v, 'blocks', 0)
@@ -44,5 +58,5 @@ export function modelFromFlags (v: Record<string, unknown>): { model: Partial<Mo
     model.initSeed = s
     train.dataSeed = s
   }
-  return { model, train }
+  return { model, train, ...(preset.tokenizer != null ? { tokenizer: preset.tokenizer } : {}) }
 }

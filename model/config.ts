@@ -104,3 +104,15 @@ export function resolveTrainConfig (partial: Partial<TrainConfig> = {}, model?: 
   }
   return c
 }
+
+/**
+ * The fields where `found` (a checkpoint's or a saved run's model) differs from `given` (what the
+ * preset and flags ask for), as `name found (given wanted)` phrases; only the fields `given` sets.
+ */
+export function modelConfigDiff (found: Partial<ModelConfig>, given: Partial<ModelConfig>): string[] {
+  const out: string[] = []
+  for (const k of Object.keys(DEFAULT_MODEL) as Array<keyof ModelConfig>) {
+    if (given[k] !== undefined && found[k] !== given[k]) out.push(`${k} ${String(found[k])} (given ${String(given[k])})`)
+  }
+  return out
+}

@@ -8,7 +8,8 @@
  * transformer.ts both export a `Params` type. Tests may import the internals (adam, layers, ops,
  * transformer) directly.
  */
-export { DEFAULT_MODEL, DEFAULT_TRAIN, resolveModelConfig, resolveTrainConfig, type ModelConfig, type TrainConfig } from './config.js'
+export { DEFAULT_MODEL, DEFAULT_TRAIN, modelConfigDiff, resolveModelConfig, resolveTrainConfig, type ModelConfig, type TrainConfig } from './config.js'
+export { CONFIG_PRESETS, CONFIG_PRESET_NAMES, configPreset, type ConfigPreset, type ConfigPresetName } from './presets.js'
 export { BACKENDS, initBackend, parseBackendName, type BackendName, type InitBackendOptions } from './backend.js'
 export {
   VOCAB_SIZE, encode, decode, isTokenArray, loadBrownCorpus, loadBrownDocuments, sampleBatch, validationBatches,

@@ -71,9 +71,9 @@ export async function coordinator (argv: string[]): Promise<void> {
   })
   if (values.help === true) { process.stdout.write(HELP); return }
   const node = await nodeFromFlags(values, join((values['state-dir'] as string | undefined) ?? '.', 'swarm.key'))
-  const { model, train } = modelFromFlags(values)
+  const { model, train, tokenizer } = modelFromFlags(values)
   // only the data's identity goes to the peers (the coordinator samples no batches itself)
-  const data = await dataFromFlags(values)
+  const data = await dataFromFlags(values, tokenizer)
   if (data.description != null) process.stdout.write(data.description + '\n')
   model.vocab = data.vocab
   const iterations = intFlag(values, 'iterations', Number.MAX_SAFE_INTEGER)

@@ -6,7 +6,7 @@
 import { promises as fs } from 'node:fs'
 import { DataError } from '../../common/index.js'
 import { InferenceModel, evaluateTokens, initBackend, parseBackendName, type ModelConfig } from '../../model/index.js'
-import { CHECKPOINT_HELP, STDIO, describeCheckpoint, loadCheckpointFlag, requiredFlag, type CommandIo } from '../checkpoint-flag.js'
+import { CHECKPOINT_FLAGS, CHECKPOINT_HELP, STDIO, describeCheckpoint, loadCheckpointFlag, requiredFlag, type CommandIo } from '../checkpoint-flag.js'
 import { UsageError } from '../errors.js'
 import { parseFlags } from '../flags.js'
 
@@ -41,7 +41,7 @@ export async function readEvalTokens (path: string, model: ModelConfig): Promise
 
 export async function evaluate (argv: string[], io: CommandIo = STDIO): Promise<void> {
   const { values, positionals } = parseFlags(argv, {
-    checkpoint: { type: 'string' },
+    ...CHECKPOINT_FLAGS,
     data: { type: 'string' },
     backend: { type: 'string' },
     help: { type: 'boolean', short: 'h' }

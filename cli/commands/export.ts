@@ -8,7 +8,7 @@ import { promises as fs } from 'node:fs'
 import { join } from 'node:path'
 import { SpotpipeError } from '../../common/index.js'
 import { HF_METADATA, byteTokenizerFiles, encodeSafetensors, hfConfig, toHfTensors } from '../../model/index.js'
-import { CHECKPOINT_HELP, STDIO, describeCheckpoint, loadCheckpointFlag, requiredFlag, type CommandIo } from '../checkpoint-flag.js'
+import { CHECKPOINT_FLAGS, CHECKPOINT_HELP, STDIO, describeCheckpoint, loadCheckpointFlag, requiredFlag, type CommandIo } from '../checkpoint-flag.js'
 import { UsageError } from '../errors.js'
 import { parseFlags } from '../flags.js'
 
@@ -63,7 +63,7 @@ async function prepareOut (out: string, force: boolean): Promise<void> {
 
 export async function exportModel (argv: string[], io: CommandIo = STDIO): Promise<void> {
   const { values, positionals } = parseFlags(argv, {
-    checkpoint: { type: 'string' },
+    ...CHECKPOINT_FLAGS,
     out: { type: 'string' },
     force: { type: 'boolean' },
     help: { type: 'boolean', short: 'h' }

@@ -3,7 +3,7 @@
  * prompt, one byte at a time (model/inference.ts). The text goes to stdout, nothing else.
  */
 import { InferenceModel, decode, encode, generate as sample, initBackend, parseBackendName } from '../../model/index.js'
-import { CHECKPOINT_HELP, STDIO, describeCheckpoint, loadCheckpointFlag, requiredFlag, type CommandIo } from '../checkpoint-flag.js'
+import { CHECKPOINT_FLAGS, CHECKPOINT_HELP, STDIO, describeCheckpoint, loadCheckpointFlag, requiredFlag, type CommandIo } from '../checkpoint-flag.js'
 import { UsageError } from '../errors.js'
 import { intFlag, parseFlags } from '../flags.js'
 
@@ -31,7 +31,7 @@ function temperatureFlag (values: Record<string, unknown>): number {
 
 export async function generate (argv: string[], io: CommandIo = STDIO): Promise<void> {
   const { values, positionals } = parseFlags(argv, {
-    checkpoint: { type: 'string' },
+    ...CHECKPOINT_FLAGS,
     prompt: { type: 'string' },
     tokens: { type: 'string' },
     temperature: { type: 'string' },

@@ -5,7 +5,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { availableParallelism } from 'node:os'
 import { join } from 'node:path'
-import { parseBackendName } from '../../model/index.js'
+import { CONFIG_PRESET_NAMES, configPreset, parseBackendName } from '../../model/index.js'
 import { intFlag, numFlag, parseFlags } from '../flags.js'
 import { UsageError } from '../errors.js'
 import { runModelExperiment, type ExperimentConfig } from '../../sim/index.js'
@@ -30,6 +30,10 @@ modes
 
 common flags
   --preset NAME        model mode: ${Object.keys(MODEL_PRESETS).join(', ')} (default quick)
+  --model-preset NAME  model mode: the model shape of ${CONFIG_PRESET_NAMES.join(' | ')} (model/presets.ts)
+                       instead of the scenario preset's (--preset names a whole experiment, so the
+                       model presets of train and coordinator get their own flag); the data stays
+                       the Brown corpus in bytes (vocabulary 256)
   --strategies a,b,c   strategies to compare (default all)
   --seeds 1,2,3        trace seeds (default from the preset)
   --iterations N       iterations (model: of the failure-free reference run; projection: default 100000)
@@ -126,11 +130,19 @@ async function modelMode (values: Values): Promise<void> {
   try { preset = modelPreset(presetName) } catch (err) { throw new UsageError((err as Error).message) }
   const scenario = scenarioFlags(values)
   const options = { ...preset.options, ...strategyOptions(values) }
+  let model = preset.model
   const train = { ...preset.train }
+  if (values['model-preset'] != null) {
+    let shape
+    try { shape = configPreset(String(values['model-preset'])) } catch (err) { throw new UsageError(`--model-preset: ${(err as Error).message}`) }
+    model = { ...model, ...shape.model, vocab: 256 }
+    Object.assign(train, shape.train)
+  }
   if (values['eval-every'] != null) train.evalEvery = intFlag(values, 'eval-every', 20)
   const cfg: ExperimentConfig = {
     ...preset,
     name: presetName,
+    model,
     train,
     out: String(values.out ?? defaultOut()),
     strategies: strategiesFlag(values) ?? preset.strategies,
@@ -216,6 +228,7 @@ export async function sim (argv: string[]): Promise<void> {
   const { values, positionals } = parseFlags(argv, {
     mode: { type: 'string' },
     preset: { type: 'string' },
+    'model-preset': { type: 'string' },
     strategies: { type: 'string' },
     seeds: { type: 'string' },
     seed: { type: 'string' },

@@ -30,9 +30,9 @@ export async function train (argv: string[]): Promise<void> {
   if (values.help === true) { process.stdout.write(HELP); return }
   const backend = values.backend != null ? parseBackendName(String(values.backend)) : undefined
   const iterations = intFlag(values, 'iterations', 150)
-  const { model, train } = modelFromFlags(values)
+  const { model, train, tokenizer } = modelFromFlags(values)
   train.evalEvery = intFlag(values, 'eval-every', 25)
-  const data = await dataFromFlags(values)
+  const data = await dataFromFlags(values, tokenizer)
   if (data.description != null) process.stdout.write(data.description + '\n')
   const { train: trainTokens, validation: validationTokens, vocab } = data
   model.vocab = vocab
