@@ -20,7 +20,7 @@ import { TestCluster } from './helpers/cluster.js'
 
 const NUMPY_GPT2 = fileURLToPath(new URL('./py/gpt2_numpy.py', import.meta.url))
 const MODEL = ['--d-model', '16', '--heads', '2', '--blocks', '4', '--seq-len', '16', '--stages', '4', '--microbatches', '2', '--microbatch-size', '4', '--lr', '1e-2']
-const ITERATIONS = 16
+const ITERATIONS = 10
 
 const { tempDir } = clusterLifecycle('spotpipe-data-')
 
@@ -52,7 +52,7 @@ describe('a 4-peer cluster on a directory of text with the gpt2 tokenizer', () =
     const store = await loadTokenStore(data, 'gpt2', { cacheDir: cache })
     const dataFlags = ['--data', data, '--tokenizer', 'gpt2', '--data-cache', cache]
     const coord = spotpipe(['coordinator', '--cluster', 'data', '--iterations', String(ITERATIONS), '--open', '--state-dir', state,
-      '--checkpoint-every', '5', '--keep-checkpoints', '5', ...MODEL, ...dataFlags])
+      '--checkpoint-every', '4', '--keep-checkpoints', '3', ...MODEL, ...dataFlags])
     const [, addr] = await coord.waitFor(/^coordinator (\S+)/)
     expect(coord.lines.join('\n')).toContain(`data ${store.fingerprint.slice(0, 8)}`)
     const peers = Array.from({ length: 4 }, () => spotpipe(['peer', '--cluster', 'data', '--coordinator', addr, '--backend', 'wasm', '--open', ...dataFlags]))
