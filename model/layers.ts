@@ -13,7 +13,7 @@
  */
 import * as tf from '@tensorflow/tfjs'
 import type { ModelConfig } from './config.js'
-import { bmmItems, causalMask, sumRows, unstack0 } from './ops.js'
+import { causalMask, headMatMul, sumRows } from './ops.js'
 
 export type Params = (name: string) => tf.Tensor
 /** Gradient sink: adds `g` to the gradient of parameter `name`. */
@@ -25,8 +25,8 @@ export interface LayerNormCache { xhat: tf.Tensor2D, rstd: tf.Tensor2D } //   [N
 export interface GeluCache { a: tf.Tensor2D, s: tf.Tensor2D } //                 [N,F] input, sigmoid(2u)
 export interface AttentionCache {
   h: tf.Tensor2D //       [N,D] the attention's input
-  q: tf.Tensor[] //       B*H items [T,hd]
-  k: tf.Tensor[] //       B*H items [T,hd]
+  q: tf.Tensor3D //       [BH,T,hd]
+  k: tf.Tensor3D //       [BH,T,hd]
   v: tf.Tensor3D //       [BH,T,hd]
   P: tf.Tensor3D //       [BH,T,T] attention probabilities
   y: tf.Tensor2D //       [N,D] heads merged, before the output projection
@@ -111,8 +111,9 @@ function geluBwd (dy: tf.Tensor2D, c: GeluCache): tf.Tensor2D {
 }
 
 // ---- Causal multi-head self-attention ---------------------------------------------------------
-// The per-head products run as B*H plain 2-D matmuls (bmmItems): on wasm a batched matMul takes a
-// naive loop several times slower than XNNPACK's 2-D one. Softmax and its backward stay batched.
+// The per-head products go through ops.headMatMul: at large shapes on wasm, B*H plain 2-D matmuls (a
+// batched matMul there is a naive loop several times slower than XNNPACK's 2-D one); at small
+// shapes one batched matMul (B*H dispatches cost more than they save). Softmax stays batched.
 
 /** [N,D] -> [B*H,T,hd] (heads) or, with `transposed`, [B*H,hd,T] (heads, transposed). */
 function heads (t: tf.Tensor, B: number, T: number, H: number, transposed = false): tf.Tensor3D {
@@ -132,15 +133,13 @@ function mergeHeads (t: tf.Tensor3D, B: number, H: number): tf.Tensor2D {
 function attentionFwd (m: ModelConfig, p: Params, pre: string, h: tf.Tensor2D, B: number, T: number): [tf.Tensor2D, AttentionCache] {
   const H = m.nHeads
   const hd = m.dModel / H
-  const qh = heads(mm(h, p(`${pre}.wq`)), B, T, H) //                   [BH,T,hd]
+  const q = heads(mm(h, p(`${pre}.wq`)), B, T, H) //                    [BH,T,hd]
   const kh = mm(h, p(`${pre}.wk`)) //                                   [N,D]
+  const k = heads(kh, B, T, H) //                                       [BH,T,hd]
   const v = heads(mm(h, p(`${pre}.wv`)), B, T, H) //                    [BH,T,hd]
-  const q = unstack0(qh) //                                             BH x [T,hd]
-  const k = unstack0(heads(kh, B, T, H)) //                             BH x [T,hd]
-  const kT = unstack0(heads(kh, B, T, H, true)) //                      BH x [hd,T]
-  const s = tf.add(tf.mul(bmmItems(q, kT), 1 / Math.sqrt(hd)), causalMask(T)) // [BH,T,T]
+  const s = tf.add(tf.mul(headMatMul(q, heads(kh, B, T, H, true)), 1 / Math.sqrt(hd)), causalMask(T)) // [BH,T,T]
   const P = tf.softmax(s) as tf.Tensor3D //                             [BH,T,T]
-  const y = mergeHeads(bmmItems(unstack0(P), unstack0(v)), B, H) //     [N,D]
+  const y = mergeHeads(headMatMul(P, v), B, H) //                       [N,D]
   return [mm(y, p(`${pre}.wo`)), { h, q, k, v, P, y }] //               [N,D]
 }
 
@@ -149,13 +148,13 @@ function attentionBwd (m: ModelConfig, dout: tf.Tensor2D, p: Params, pre: string
   const hd = m.dModel / H
   const { h, q, k, v, P, y } = c
   sink(`${pre}.wo`, mm(T2(y), dout)) //                                 [D,D]
-  const dy = unstack0(heads(mmT(dout, p(`${pre}.wo`)), B, T, H)) //    BH x [T,hd]
-  const dP = bmmItems(dy, unstack0(bT(v))) //                           [BH,T,T]
-  const dv = bmmItems(unstack0(bT(P)), dy) //                           [BH,T,hd]
+  const dy = heads(mmT(dout, p(`${pre}.wo`)), B, T, H) //               [BH,T,hd]
+  const dP = headMatMul(dy, bT(v)) //                                   [BH,T,T]
+  const dv = headMatMul(bT(P), dy) //                                   [BH,T,hd]
   // softmax backward: dS = P * (dP - sum(dP * P, -1)), then the 1/sqrt(hd) scale
-  const dS = tf.mul(tf.mul(P, tf.sub(dP, tf.sum(tf.mul(dP, P), -1, true))), 1 / Math.sqrt(hd)) // [BH,T,T]
-  const dq = mergeHeads(bmmItems(unstack0(dS), k), B, H) //             [N,D]
-  const dk = mergeHeads(bmmItems(unstack0(bT(dS)), q), B, H) //         [N,D]
+  const dS = tf.mul(tf.mul(P, tf.sub(dP, tf.sum(tf.mul(dP, P), -1, true))), 1 / Math.sqrt(hd)) as tf.Tensor3D // [BH,T,T]
+  const dq = mergeHeads(headMatMul(dS, k), B, H) //                     [N,D]
+  const dk = mergeHeads(headMatMul(bT(dS), q), B, H) //                 [N,D]
   const dvm = mergeHeads(dv, B, H) //                                   [N,D]
   const hT = T2(h) //                                                   [D,N]
   sink(`${pre}.wq`, mm(hT, dq)) //                                      [D,D]
