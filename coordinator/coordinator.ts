@@ -11,7 +11,7 @@
  */
 import { EventEmitter } from 'node:events'
 import { peerIdFromString } from '@libp2p/peer-id'
-import { modelConfigDiff, resolveModelConfig, resolveTrainConfig, type ModelConfig, type TrainConfig } from '../model/index.js'
+import { DEFAULT_MODEL, modelConfigDiff, resolveModelConfig, resolveTrainConfig, type ModelConfig, type TrainConfig } from '../model/index.js'
 import { createLog } from '../common/index.js'
 import type { Assignment, DoneReport, Heartbeat, Message, StreamBreakReport } from '../protocols/index.js'
 import { DEFAULT_DATA_IDENTITY } from '../protocols/index.js'
@@ -100,7 +100,8 @@ export class Coordinator extends EventEmitter {
       }
       // an epoch persisted before its first assignment was taken: nothing to resume, but its number is used
       if (st != null && st.assignment != null) {
-        const differ = st.model != null && typeof st.model === 'object' ? modelConfigDiff(st.model as Partial<ModelConfig>, this.model) : []
+        // the saved model with its defaults filled in, so a field the file leaves out compares as its default
+        const differ = st.model != null && typeof st.model === 'object' ? modelConfigDiff({ ...DEFAULT_MODEL, ...(st.model as Partial<ModelConfig>) }, this.model) : []
         if (differ.length > 0) throw new CoordinatorUsageError(`the run in ${path} has another model than the one asked for: ${differ.join(', ')}; give its flags (or --preset), or use a new --state-dir`)
         this.restored = st
         this.iteration = st.committedIteration + 1

@@ -151,7 +151,7 @@ describe('a coordinator on a state directory', () => {
     const dir = join(root, `coord-${n++}`)
     await fs.mkdir(dir, { recursive: true })
     await new DurableState(join(dir, 'coordinator.json')).save(sample())
-    const c = new Coordinator({ clusterId: 'cluster-a', stateDir: dir })
+    const c = new Coordinator({ clusterId: 'cluster-a', stateDir: dir, model: { dModel: 8, nHeads: 2 } }) // the sample run's model
     try {
       await c.start()
       expect(c.restored?.committedIteration).toBe(41)
