@@ -53,7 +53,7 @@ describe('churn-proof recovery (real processes, real signals)', () => {
     let timer: NodeJS.Timeout | undefined
     const late = new Promise<never>((_resolve, reject) => {
       timer = setTimeout(() => {
-        reject(new Error(`the run did not resume within 60 s after the peer came back; recoveries: ${JSON.stringify(log.recovered.map(e => [e.stage, e.rung]))}, failed: ${JSON.stringify(log.failed.map(e => [e.stage, e.rung, e.reason]))}; peers: ${c.peers.map(p => `${p.peerId.slice(-6)} exit=${String(p.proc.child.exitCode)}/${String(p.proc.child.signalCode)} ${p.proc.stderr.slice(-6).join(' / ')}`).join(' ## ')}`))
+        reject(new Error(`the run did not resume within 60 s after the peer came back; recoveries: ${JSON.stringify(log.recovered.map(e => [e.stage, e.rung]))}, failed: ${JSON.stringify(log.failed.map(e => [e.stage, e.epoch, e.rung, e.reason]))}; peers: ${c.peers.map(p => `${p.peerId.slice(-6)} exit=${String(p.proc.child.exitCode)}/${String(p.proc.child.signalCode)} ${p.proc.stderr.slice(-6).join(' / ')}`).join(' ## ')}`))
       }, 60_000)
     })
     try { await Promise.race([running, late]) } finally { clearTimeout(timer) }
@@ -106,7 +106,7 @@ describe('churn-proof recovery (real processes, real signals)', () => {
     donor.proc.child.kill('SIGSTOP')
     victim.proc.child.kill('SIGKILL')
     await trainFor(c, 3)
-    const show = `recovered: ${JSON.stringify(log.recovered.map(e => [e.stage, e.rung, e.checkpointId]))}, failed: ${JSON.stringify(log.failed.map(e => [e.stage, e.rung, e.reason]))}`
+    const show = `recovered: ${JSON.stringify(log.recovered.map(e => [e.stage, e.epoch, e.rung, e.checkpointId]))}, failed: ${JSON.stringify(log.failed.map(e => [e.stage, e.epoch, e.rung, e.reason]))}`
     // Every lost stage has a record of its recovery, and the last record of each says recovered.
     for (const s of [1, 2]) expect(log.recovered.some(e => e.stage === s), `stage ${s}: ${show}`).toBe(true)
     // No stage was built from the seed after training started unless a recorded checkpoint-rung
@@ -114,7 +114,7 @@ describe('churn-proof recovery (real processes, real signals)', () => {
     const built = readdirSync(dir).filter(f => f.endsWith('.jsonl')).flatMap(f => readFileSync(join(dir, f), 'utf8').split('\n').filter(l => l !== '').map(l => JSON.parse(l) as { type: string, stage?: number, epoch?: number, iteration?: number, source?: string }))
     const seeded = built.filter(e => e.type === 'stage' && e.source === 'seed' && (e.iteration ?? 0) > 0)
     for (const e of seeded) {
-      expect(log.recovered.some(r => r.stage === e.stage && r.epoch === e.epoch && r.rung === 'checkpoint' && r.checkpointId === 'init'), `seed build of stage ${String(e.stage)} under epoch ${String(e.epoch)} has no record; ${show}`).toBe(true)
+      expect(log.recovered.some(r => r.stage === e.stage && r.epoch === e.epoch && r.rung === 'checkpoint' && r.checkpointId === 'init'), `seed build of stage ${String(e.stage)} under epoch ${String(e.epoch)} has no record; ${show}; builds: ${JSON.stringify(built.filter(b => b.type === 'stage'))}`).toBe(true)
     }
     // A checkpoint-rung record says how far behind it is (here: everything since the start).
     for (const r of log.recovered.filter(r => r.rung === 'checkpoint' && r.checkpointId === 'init')) expect(r.iterationsBehind).toBe(r.iteration)
