@@ -20,8 +20,9 @@ const HELP = `usage: spotpipe peer --coordinator MULTIADDR (--swarm-key FILE | -
   --spot-interval MS   metadata poll period (default 5000)
   --events FILE        append this peer's events (start, stage installs, departure) as JSON lines
 ${CONFIG_HELP}${NODE_HELP}
-${DATA_HELP}  Stage 0 and the last stage read tokens: give them the coordinator's --data and --tokenizer
-  (the other stages need none); a peer holding other data than the coordinator's is refused.
+${DATA_HELP}  Stage 0 and the head's stage (the last, or with CheckFree+ swaps the one holding a
+  microbatch's last hop) read tokens: give them the coordinator's --data and --tokenizer (the
+  other stages need none); a peer holding other data than the coordinator's is refused.
 `
 
 /**
