@@ -7,7 +7,7 @@ import {
   RoundKeyMismatchError, createPeerLibp2p, encodeVarint, openStream, readFrames, roundKeyString, startAllReduce, writeFrame,
   type AllReduceInit, type AllReduceResult, type AllReduceRoundKey, type AllReduceService, type PeerLibp2p
 } from '../net/index.js'
-import { chunkRanges, decodeFrame, encodeHeader, groupDigest, piecePreamble } from '../net/allreduce/ring.js'
+import { chunkRanges, decodeFrame, encodeHeader, groupDigest, piecePreamble } from '../net/allreduce/codec.js'
 
 const nodes: PeerLibp2p[] = []
 const services: AllReduceService[] = []

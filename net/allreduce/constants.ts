@@ -12,7 +12,7 @@ export const ALLREDUCE_PROTOCOL = '/spotpipe/allreduce/1.0.0'
 export const ALLREDUCE_MAGIC = Uint8Array.of(0x53, 0x50, 0x41)
 export const ALLREDUCE_VERSION = 1
 
-/** Bytes of a header before the key (the layout is in ring.ts); a piece frame's first 8 bytes. */
+/** Bytes of a header before the key (the layout is in codec.ts); a piece frame's first 8 bytes. */
 export const HEADER_FIXED_BYTES = 34
 export const PIECE_PREAMBLE_BYTES = 8
 

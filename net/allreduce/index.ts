@@ -47,7 +47,7 @@
  */
 import type { Libp2p, PeerId } from '@libp2p/interface'
 import type { AllReduceError } from './errors.js'
-import { AllReduceServiceImpl } from './ring.js'
+import { AllReduceServiceImpl } from './service.js'
 
 /** What of libp2p the service uses (a PeerLibp2p fits). */
 export type AllReduceNode = Pick<Libp2p, 'peerId' | 'handle' | 'unhandle' | 'dialProtocol' | 'addEventListener' | 'removeEventListener'>
@@ -185,6 +185,6 @@ export async function startAllReduce (node: AllReduceNode, init: AllReduceInit =
   return service
 }
 
-export { roundKeyString } from './ring.js'
+export { roundKeyString } from './codec.js'
 export { ALLREDUCE_PROTOCOL } from './constants.js'
 export * from './errors.js'
