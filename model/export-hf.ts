@@ -1,6 +1,6 @@
 /**
  * spotpipe's parameters as a Hugging Face GPT-2 folder (`GPT2LMHeadModel`): the name and layout
- * mapping, `config.json`, and the tokenizer files of the byte tokenizer. Pure (no tfjs, no I/O):
+ * mapping, `config.json`, and the tokenizer files of the byte or the GPT-2 tokenizer. Pure (no tfjs, no I/O):
  * the caller writes the files (cli/commands/export.ts).
  *
  * spotpipe's model (model/transformer.ts) is GPT-2's architecture: pre-LayerNorm blocks, learned
@@ -22,6 +22,7 @@
  * | no dropout anywhere                       | `*_pdrop` 0.1 by default (training only)     | `resid_pdrop`, `embd_pdrop`, `attn_pdrop` = 0                 |
  * | no mask buffers                           | `h.i.attn.bias` / `masked_bias` in old checkpoints | not written (current transformers builds them as non-persistent buffers) |
  * | bytes, vocab 256, no special tokens       | 50257 BPE tokens, `<\|endoftext\|>` = 50256  | a ByteLevel BPE whose vocabulary is the 256 byte symbols of GPT-2's bytes_to_unicode with id = byte and no merges (exactly byte tokenization); `bos/eos_token_id: null`, no special tokens, `add_prefix_space: false` |
+ * | or GPT-2's BPE (gpt-tokenizer's r50k ranks) | the same, as vocab.json + merges.txt       | gpt2TokenizerFiles: vocabulary from the ranks' bytes, merges derived from them (bpeMerges), `bos/eos_token_id: 50256` |
  * | embedding by one-hot matmul (wasm)        | embedding lookup                             | the same numbers                                              |
  * | F32 only                                  | any dtype                                    | `torch_dtype: "float32"`, safetensors metadata `format: pt`   |
  *
@@ -71,7 +72,7 @@ export function allParamSpecs (m: ModelConfig): ParamSpec[] {
 }
 
 /** Hugging Face `config.json` of a GPT2LMHeadModel with spotpipe's architecture. */
-export function hfConfig (m: ModelConfig): Record<string, unknown> {
+export function hfConfig (m: ModelConfig, opts: { endOfText?: number } = {}): Record<string, unknown> {
   return {
     architectures: ['GPT2LMHeadModel'],
     model_type: 'gpt2',
@@ -92,8 +93,9 @@ export function hfConfig (m: ModelConfig): Record<string, unknown> {
     scale_attn_by_inverse_layer_idx: false,
     reorder_and_upcast_attn: false,
     use_cache: true,
-    bos_token_id: null,
-    eos_token_id: null,
+    // GPT-2's <|endoftext|> is both; the byte vocabulary has no special token
+    bos_token_id: opts.endOfText ?? null,
+    eos_token_id: opts.endOfText ?? null,
     tie_word_embeddings: false,
     torch_dtype: 'float32',
     // GPT2DoubleHeadsModel's summary head (unused by the LM head model), at GPT2Config's defaults
@@ -178,7 +180,7 @@ export function bytesToUnicode (): string[] {
 }
 
 /** The files of a Hugging Face tokenizer that reproduces spotpipe's byte tokenization (id = byte). */
-export function byteTokenizerFiles (m: ModelConfig): Record<'tokenizer.json' | 'tokenizer_config.json' | 'vocab.json' | 'merges.txt', string> {
+export function byteTokenizerFiles (m: ModelConfig): TokenizerFiles {
   if (m.vocab !== BYTE_VOCAB) throw new ConfigError(`the byte tokenizer has ${BYTE_VOCAB} tokens, but the model's vocabulary is ${m.vocab}`)
   const symbols = bytesToUnicode()
   const vocab: Record<string, number> = {}
@@ -223,5 +225,97 @@ export function byteTokenizerFiles (m: ModelConfig): Record<'tokenizer.json' | '
     'vocab.json': JSON.stringify(vocab) + '\n',
     // GPT2Tokenizer skips the first line and the empty one after the last newline: no merges
     'merges.txt': '#version: 0.2\n'
+  }
+}
+
+type TokenizerFiles = Record<'tokenizer.json' | 'tokenizer_config.json' | 'vocab.json' | 'merges.txt', string>
+
+/** GPT-2's vocabulary: 50,256 ranked BPE tokens and `<|endoftext|>`. */
+const GPT2_RANKED = 50256
+const GPT2_EOT = '<|endoftext|>'
+
+/**
+ * The merges of a byte-level BPE given only its tokens' bytes in rank order (a tiktoken-style rank
+ * list, where id = rank and ids 0..255 are the single bytes): for each id from 256 on, the two
+ * lower-ranked tokens it is the merge of. Found by running the BPE itself on the token's bytes with
+ * the ranks below its own (always merge the adjacent pair whose concatenation ranks lowest): it
+ * must end in exactly two parts, or the list is not a BPE's. Returns [left id, right id] per id.
+ */
+export function bpeMerges (tokens: readonly Uint8Array[]): Array<[number, number]> {
+  const key = (b: Uint8Array): string => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('latin1')
+  const rank = new Map<string, number>()
+  tokens.forEach((t, id) => {
+    const k = key(t)
+    if (rank.has(k)) throw new ConfigError(`BPE token ${id} repeats token ${String(rank.get(k))}`)
+    rank.set(k, id)
+  })
+  for (let id = 0; id < Math.min(256, tokens.length); id++) {
+    if (tokens[id].length !== 1) throw new ConfigError(`BPE token ${id} has ${tokens[id].length} bytes: ids 0..255 must be the single bytes`)
+  }
+  const merges: Array<[number, number]> = []
+  for (let id = 256; id < tokens.length; id++) {
+    const parts = Array.from(tokens[id], b => String.fromCharCode(b)) // latin1: one char per byte
+    for (;;) {
+      let best = -1
+      let bestRank = id
+      for (let i = 0; i + 1 < parts.length; i++) {
+        const r = rank.get(parts[i] + parts[i + 1])
+        if (r !== undefined && r < bestRank) { bestRank = r; best = i }
+      }
+      if (best < 0) break
+      parts.splice(best, 2, parts[best] + parts[best + 1])
+    }
+    if (parts.length !== 2) throw new ConfigError(`BPE token ${id} is not the merge of two lower-ranked tokens (its bytes end in ${parts.length} parts)`)
+    merges.push([rank.get(parts[0]) as number, rank.get(parts[1]) as number])
+  }
+  return merges
+}
+
+/**
+ * The Hugging Face files of GPT-2's own tokenizer, written from `tokenBytes` (the bytes of ids
+ * 0..50255 in rank order: model/tokenizers/gpt2.ts loadGpt2TokenBytes): vocab.json and merges.txt as
+ * GPT2Tokenizer reads them, and the same vocabulary and merges in tokenizer.json, with
+ * `<|endoftext|>` = 50256 as its one special token (bos, eos and unk, as GPT-2 has it).
+ */
+export function gpt2TokenizerFiles (m: ModelConfig, tokenBytes: readonly Uint8Array[]): TokenizerFiles {
+  if (m.vocab !== GPT2_RANKED + 1) throw new ConfigError(`the GPT-2 tokenizer has ${GPT2_RANKED + 1} tokens, but the model's vocabulary is ${m.vocab}`)
+  if (tokenBytes.length !== GPT2_RANKED) throw new ConfigError(`GPT-2's ranked tokens are ${GPT2_RANKED}, got ${tokenBytes.length}`)
+  const unicode = bytesToUnicode()
+  const symbol = tokenBytes.map(b => Array.from(b, x => unicode[x]).join(''))
+  const vocab: Record<string, number> = {}
+  symbol.forEach((s, id) => { vocab[s] = id })
+  vocab[GPT2_EOT] = GPT2_RANKED
+  const merges = bpeMerges(tokenBytes).map(([a, b]) => `${symbol[a]} ${symbol[b]}`)
+  const byteLevel = { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true }
+  const tokenizer = {
+    version: '1.0',
+    truncation: null,
+    padding: null,
+    added_tokens: [{ id: GPT2_RANKED, content: GPT2_EOT, single_word: false, lstrip: false, rstrip: false, normalized: true, special: true }],
+    normalizer: null,
+    pre_tokenizer: byteLevel,
+    post_processor: { ...byteLevel, trim_offsets: false },
+    decoder: byteLevel,
+    model: { type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: '', end_of_word_suffix: '', fuse_unk: false, byte_fallback: false, vocab, merges }
+  }
+  const special = { content: GPT2_EOT, single_word: false, lstrip: false, rstrip: false, normalized: true, special: true }
+  const config = {
+    tokenizer_class: 'GPT2Tokenizer',
+    model_max_length: m.seqLen,
+    add_prefix_space: false,
+    add_bos_token: false,
+    bos_token: GPT2_EOT,
+    eos_token: GPT2_EOT,
+    unk_token: GPT2_EOT,
+    pad_token: null,
+    errors: 'replace',
+    clean_up_tokenization_spaces: false,
+    added_tokens_decoder: { [String(GPT2_RANKED)]: special }
+  }
+  return {
+    'tokenizer.json': JSON.stringify(tokenizer) + '\n',
+    'tokenizer_config.json': JSON.stringify(config, null, 2) + '\n',
+    'vocab.json': JSON.stringify(vocab) + '\n',
+    'merges.txt': '#version: 0.2\n' + merges.join('\n') + '\n'
   }
 }

@@ -16,7 +16,7 @@ export {
   type Batch, type Corpus, type LoadCorpusOptions, type TokenArray
 } from './data.js'
 export {
-  BYTE_TOKENIZER, GPT2_END_OF_TEXT, GPT2_VOCAB_SIZE, TOKENIZER_SPECS, loadTokenizer, parseTokenizerSpec,
+  BYTE_TOKENIZER, GPT2_END_OF_TEXT, GPT2_VOCAB_SIZE, TOKENIZER_SPECS, loadGpt2TokenBytes, loadTokenizer, parseTokenizerSpec,
   type TokenIds, type Tokenizer
 } from './tokenizers/index.js'
 export {
@@ -49,7 +49,7 @@ export {
   type IterationResult, type LocalTrainerInit
 } from './trainer.js'
 export {
-  HF_BASE_PREFIX, HF_METADATA, HF_NAMES, bytesToUnicode, byteTokenizerFiles, hfConfig, toHfTensors
+  HF_BASE_PREFIX, HF_METADATA, HF_NAMES, bpeMerges, bytesToUnicode, byteTokenizerFiles, gpt2TokenizerFiles, hfConfig, toHfTensors
 } from './export-hf.js'
 export {
   InferenceModel, argmax, evalWindows, evaluateTokens, generate, sampleToken,

@@ -5,18 +5,24 @@
  */
 import { randomBytes } from 'node:crypto'
 import { promises as fs } from 'node:fs'
-import { join } from 'node:path'
-import { SpotpipeError } from '../../common/index.js'
-import { HF_METADATA, byteTokenizerFiles, encodeSafetensors, hfConfig, toHfTensors } from '../../model/index.js'
-import { CHECKPOINT_FLAGS, CHECKPOINT_HELP, STDIO, describeCheckpoint, loadCheckpointFlag, requiredFlag, type CommandIo } from '../checkpoint-flag.js'
+import { dirname, join } from 'node:path'
+import { DataError, SpotpipeError } from '../../common/index.js'
+import {
+  BYTE_TOKENIZER, GPT2_END_OF_TEXT, GPT2_VOCAB_SIZE, HF_METADATA, byteTokenizerFiles, encodeSafetensors, gpt2TokenizerFiles, hfConfig,
+  loadGpt2TokenBytes, parseTokenizerSpec, toHfTensors, type ModelConfig, type Tokenizer
+} from '../../model/index.js'
+import {
+  CHECKPOINT_FLAGS, CHECKPOINT_HELP, STDIO, checkpointTokenizer, describeCheckpoint, loadCheckpointFlag, requiredFlag, type CommandIo
+} from '../checkpoint-flag.js'
 import { UsageError } from '../errors.js'
 import { parseFlags } from '../flags.js'
 
 const HELP = `usage: spotpipe export --checkpoint DIR --out DIR [--force]
 
 Writes the checkpoint's model as a Hugging Face GPT-2 folder: config.json, model.safetensors
-(GPT2LMHeadModel's tensor names and layouts, float32) and the byte tokenizer's files
-(tokenizer.json, tokenizer_config.json, vocab.json, merges.txt). Load it with
+(GPT2LMHeadModel's tensor names and layouts, float32) and its tokenizer's files: the byte
+tokenizer's or GPT-2's (tokenizer.json, tokenizer_config.json, vocab.json, merges.txt), or the
+tokenizer.json (and tokenizer_config.json) that --tokenizer hf:PATH names, copied. Load it with
 transformers.AutoModelForCausalLM.from_pretrained(DIR) and AutoTokenizer.from_pretrained(DIR).
 
 ${CHECKPOINT_HELP}  --out DIR            the folder to write (created if needed; must be empty unless --force)
@@ -76,15 +82,16 @@ export async function exportModel (argv: string[], io: CommandIo = STDIO): Promi
   const found = await loadCheckpointFlag(values)
   const m = found.model
   io.out(`export: ${describeCheckpoint(found)}\n`)
+  // the tokenizer's files unless the vocabulary names none (a model of fewer than 256 byte tokens)
+  const named = values.tokenizer != null || m.vocab === BYTE_TOKENIZER.vocabSize || m.vocab === GPT2_VOCAB_SIZE
+  const tokenizer = named ? await checkpointTokenizer(values, m) : undefined
+  const tokenizerFiles = tokenizer != null ? await tokenizerFilesOf(tokenizer, String(values.tokenizer ?? tokenizer.name), m) : []
   const tensors = toHfTensors(m, found.params)
   const files: Array<[string, Uint8Array | string]> = [
-    ['config.json', JSON.stringify(hfConfig(m), null, 2) + '\n'],
-    ['model.safetensors', encodeSafetensors(tensors, { ...HF_METADATA })]
+    ['config.json', JSON.stringify(hfConfig(m, { endOfText: tokenizer?.name === 'gpt2' ? GPT2_END_OF_TEXT : undefined }), null, 2) + '\n'],
+    ['model.safetensors', encodeSafetensors(tensors, { ...HF_METADATA })],
+    ...tokenizerFiles
   ]
-  if (m.vocab === 256) {
-    const tok = byteTokenizerFiles(m)
-    for (const name of ['tokenizer.json', 'tokenizer_config.json', 'vocab.json', 'merges.txt'] as const) files.push([name, tok[name]])
-  }
 
   await prepareOut(out, values.force === true)
   for (const [name, data] of files) await writeFileReplacing(join(out, name), data)
@@ -93,5 +100,25 @@ export async function exportModel (argv: string[], io: CommandIo = STDIO): Promi
   io.out(`export: wrote ${out}: ${files.map(([n]) => n).join(', ')} (model.safetensors: ${tensors.size} tensors, ${weights.byteLength} bytes)\n`)
   io.out(`export: GPT2LMHeadModel n_layer=${m.nBlocks} n_embd=${m.dModel} n_head=${m.nHeads} n_inner=${m.mlpRatio * m.dModel} n_positions=${m.seqLen} vocab_size=${m.vocab}, gelu_new, untied lm_head; ` +
     'spotpipe has no attention biases: c_attn.bias and attn.c_proj.bias are zeros\n')
-  if (m.vocab !== 256) io.out(`export: no tokenizer files: the vocabulary has ${m.vocab} tokens, not the 256 bytes of the byte tokenizer\n`)
+  if (tokenizer == null) io.out(`export: no tokenizer files: the vocabulary has ${m.vocab} tokens, neither the byte tokenizer's ${BYTE_TOKENIZER.vocabSize} nor GPT-2's ${GPT2_VOCAB_SIZE} (--tokenizer hf:PATH copies a tokenizer.json)\n`)
+  else io.out(`export: tokenizer ${tokenizer.name}\n`)
+}
+
+/** The files of `tokenizer` (spec `spec`) in the exported folder: written for byte and gpt2, copied for hf:PATH. */
+async function tokenizerFilesOf (tokenizer: Tokenizer, spec: string, m: ModelConfig): Promise<Array<[string, string | Uint8Array]>> {
+  const names = ['tokenizer.json', 'tokenizer_config.json', 'vocab.json', 'merges.txt'] as const
+  const s = parseTokenizerSpec(spec)
+  if (s.kind === 'byte') { const f = byteTokenizerFiles(m); return names.map(n => [n, f[n]]) }
+  if (s.kind === 'gpt2') { const f = gpt2TokenizerFiles(m, await loadGpt2TokenBytes()); return names.map(n => [n, f[n]]) }
+  // hf:PATH, a tokenizer.json or its directory; the config beside it too, when there is one
+  const file = (await fs.stat(s.path).catch(() => undefined))?.isDirectory() === true ? join(s.path, 'tokenizer.json') : s.path
+  const out: Array<[string, string | Uint8Array]> = []
+  try {
+    out.push(['tokenizer.json', await fs.readFile(file)])
+  } catch (err) {
+    throw new DataError(`tokenizer ${tokenizer.name}: cannot read ${file}: ${(err as Error).message}`, 'ERR_TOKENIZER')
+  }
+  const config = await fs.readFile(join(dirname(file), 'tokenizer_config.json')).catch(() => undefined)
+  if (config != null) out.push(['tokenizer_config.json', config])
+  return out
 }

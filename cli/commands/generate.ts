@@ -1,22 +1,25 @@
 /**
  * `spotpipe generate`: loads a checkpoint's stages in this process and samples text after a
- * prompt, one byte at a time (model/inference.ts). The text goes to stdout, nothing else.
+ * prompt, one token at a time (model/inference.ts), in the tokens of the checkpoint's tokenizer
+ * (bytes, GPT-2's BPE, or a tokenizer.json). The text goes to stdout, nothing else.
  */
-import { InferenceModel, decode, encode, generate as sample, initBackend, parseBackendName } from '../../model/index.js'
-import { CHECKPOINT_FLAGS, CHECKPOINT_HELP, STDIO, describeCheckpoint, loadCheckpointFlag, requiredFlag, type CommandIo } from '../checkpoint-flag.js'
+import { InferenceModel, generate as sample, initBackend, parseBackendName } from '../../model/index.js'
+import {
+  CHECKPOINT_FLAGS, CHECKPOINT_HELP, STDIO, checkpointTokenizer, describeCheckpoint, firstOutside, loadCheckpointFlag, requiredFlag, type CommandIo
+} from '../checkpoint-flag.js'
 import { UsageError } from '../errors.js'
 import { intFlag, parseFlags } from '../flags.js'
 
 const HELP = `usage: spotpipe generate --checkpoint DIR --prompt TEXT [flags]
 
-Prints the prompt followed by the bytes the model samples after it. Each new byte sees the last
-seq-len bytes (the context window is cropped from the left). The same seed, prompt and checkpoint
-give the same text.
+Prints the prompt followed by the tokens the model samples after it, as text. Each new token
+sees the last seq-len tokens (the context window is cropped from the left). The same seed, prompt
+and checkpoint give the same text.
 
-${CHECKPOINT_HELP}  --prompt TEXT        the text to continue (UTF-8; at least one byte)
-  --tokens N           bytes to sample (default 200)
-  --temperature T      softmax temperature; 0 picks the most likely byte every time (default 1)
-  --top-k K            sample among the K most likely bytes only; 0 for all (default 0)
+${CHECKPOINT_HELP}  --prompt TEXT        the text to continue (at least one token)
+  --tokens N           tokens to sample (default 200; with the byte tokenizer, bytes)
+  --temperature T      softmax temperature; 0 picks the most likely token every time (default 1)
+  --top-k K            sample among the K most likely tokens only; 0 for all (default 0)
   --seed S             seed of the sampler (default 0)
   --backend NAME       tensorflow | wasm | cpu (default: SPOTPIPE_BACKEND, else best available)
 `
@@ -44,8 +47,7 @@ export async function generate (argv: string[], io: CommandIo = STDIO): Promise<
   if (positionals.length > 0) throw new UsageError(`unexpected argument "${positionals[0]}" (spotpipe generate takes only flags; quote the prompt)`)
   requiredFlag(values, 'checkpoint', 'DIR')
   if (typeof values.prompt !== 'string') throw new UsageError('--prompt TEXT is required')
-  const prompt = encode(values.prompt)
-  if (prompt.length === 0) throw new UsageError('--prompt must not be empty: the model needs at least one byte to continue')
+  if (values.prompt === '') throw new UsageError('--prompt must not be empty: the model needs at least one token to continue')
   const tokens = intFlag(values, 'tokens', 200, 1)
   const temperature = temperatureFlag(values)
   const topK = intFlag(values, 'top-k', 0, 0)
@@ -54,16 +56,19 @@ export async function generate (argv: string[], io: CommandIo = STDIO): Promise<
 
   const found = await loadCheckpointFlag(values)
   const m = found.model
-  const outside = prompt.findIndex(b => b >= m.vocab)
-  if (outside >= 0) throw new UsageError(`--prompt byte 0x${prompt[outside].toString(16).padStart(2, '0')} at offset ${outside} is outside the model's vocabulary (0..${m.vocab - 1})`)
+  const tokenizer = await checkpointTokenizer(values, m)
+  const prompt = Array.from(tokenizer.encode(values.prompt))
+  if (prompt.length === 0) throw new UsageError(`--prompt encodes to no ${tokenizer.name} tokens: the model needs at least one to continue`)
+  const outside = firstOutside(prompt, m.vocab, tokenizer)
+  if (outside != null) throw new UsageError(`--prompt ${outside} is outside the model's vocabulary (0..${m.vocab - 1})`)
   if (topK > m.vocab) throw new UsageError(`--top-k must be at most the vocabulary size ${m.vocab}, got ${topK}`)
-  io.err(`generate: ${describeCheckpoint(found)}\n`)
+  io.err(`generate: ${describeCheckpoint(found)}; tokenizer ${tokenizer.name}\n`)
 
   await initBackend({ backend })
   const model = new InferenceModel(m, found.params, found.loaded.stages)
   try {
     const out = sample(model, prompt, { tokens, temperature, topK, seed })
-    io.out(decode([...prompt, ...out]) + '\n')
+    io.out(tokenizer.decode([...prompt, ...out]) + '\n')
   } finally {
     model.dispose()
   }

@@ -62,3 +62,19 @@ export async function loadGpt2Tokenizer (): Promise<Tokenizer> {
     throw err
   }
 }
+
+/**
+ * The bytes of every GPT-2 id below 50256 (`<|endoftext|>`), from the merge ranks gpt-tokenizer
+ * ships (an id's entry is its text when that is valid UTF-8, else its bytes): what GPT-2's
+ * vocab.json and merges.txt are written from (model/export-hf.ts gpt2TokenizerFiles).
+ */
+export async function loadGpt2TokenBytes (): Promise<Uint8Array[]> {
+  let ranks: Array<string | number[]>
+  try {
+    ranks = (await import('gpt-tokenizer/bpeRanks/r50k_base')).default
+  } catch (err) {
+    throw new DataError(`cannot load ${PACKAGE}'s r50k_base ranks: ${(err as Error).message}`, 'ERR_TOKENIZER')
+  }
+  if (ranks.length !== GPT2_END_OF_TEXT) throw new DataError(`${PACKAGE} r50k_base lists ${ranks.length} ranked tokens, expected ${GPT2_END_OF_TEXT}`, 'ERR_TOKENIZER')
+  return ranks.map(r => typeof r === 'string' ? new Uint8Array(Buffer.from(r, 'utf8')) : Uint8Array.from(r))
+}

@@ -11,7 +11,7 @@ import { loadHfTokenizer } from './hf.js'
 import type { Tokenizer } from './types.js'
 
 export { BYTE_TOKENIZER } from './byte.js'
-export { GPT2_END_OF_TEXT, GPT2_VOCAB_SIZE, loadGpt2Tokenizer } from './gpt2.js'
+export { GPT2_END_OF_TEXT, GPT2_VOCAB_SIZE, loadGpt2TokenBytes, loadGpt2Tokenizer } from './gpt2.js'
 export { loadHfTokenizer } from './hf.js'
 export { checkIds, sha256Hex, type TokenIds, type Tokenizer } from './types.js'
 
