@@ -8,7 +8,7 @@ import { promises as fs } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { DataError, SpotpipeError } from '../../common/index.js'
 import {
-  BYTE_TOKENIZER, GPT2_END_OF_TEXT, GPT2_VOCAB_SIZE, HF_METADATA, byteTokenizerFiles, encodeSafetensors, gpt2TokenizerFiles, hfConfig,
+  BYTE_TOKENIZER, GPT2_VOCAB_SIZE, HF_METADATA, byteTokenizerFiles, encodeSafetensors, gpt2TokenizerFiles, hfConfig,
   loadGpt2TokenBytes, parseTokenizerSpec, toHfTensors, type ModelConfig, type Tokenizer
 } from '../../model/index.js'
 import {
@@ -88,7 +88,7 @@ export async function exportModel (argv: string[], io: CommandIo = STDIO): Promi
   const tokenizerFiles = tokenizer != null ? await tokenizerFilesOf(tokenizer, String(values.tokenizer ?? tokenizer.name), m) : []
   const tensors = toHfTensors(m, found.params)
   const files: Array<[string, Uint8Array | string]> = [
-    ['config.json', JSON.stringify(hfConfig(m, { endOfText: tokenizer?.name === 'gpt2' ? GPT2_END_OF_TEXT : undefined }), null, 2) + '\n'],
+    ['config.json', JSON.stringify(hfConfig(m, { endOfText: tokenizer?.endOfText }), null, 2) + '\n'],
     ['model.safetensors', encodeSafetensors(tensors, { ...HF_METADATA })],
     ...tokenizerFiles
   ]
