@@ -102,13 +102,30 @@ async function child (backend: BackendName, gpt2: boolean): Promise<void> {
   }
 }
 
-/** The same middle stage in PyTorch (float32, pre-LN blocks, Adam), median ms per step; null without torch. */
-function torchStepMs (s: Shape): { ms: number, threads: number } | { skipped: string } {
-  const probe = spawnSync('python3', ['-c', 'import torch'], { encoding: 'utf8' })
-  if (probe.error != null || probe.status !== 0) return { skipped: 'python3 with torch is not importable' }
+/**
+ * Pythons to try for torch: the one on PATH, then Debian's own (a pyenv or venv python3 on PATH
+ * does not see Debian's python3-torch, which installs for /usr/bin/python3).
+ */
+const PYTHONS = ['python3', '/usr/bin/python3']
+
+/**
+ * The same middle stage in PyTorch (float32, pre-LN blocks, Adam), median ms per step, on one
+ * thread like a wasm peer (model/backend.ts runs wasm single-threaded, one peer per core); skipped
+ * without torch.
+ */
+function torchStepMs (s: Shape): { ms: number, threads: number, python: string, blas: string } | { skipped: string } {
+  const python = PYTHONS.find(p => {
+    const probe = spawnSync(p, ['-c', 'import torch'], { encoding: 'utf8' })
+    return probe.error == null && probe.status === 0
+  })
+  if (python == null) return { skipped: `torch is not importable by ${PYTHONS.join(' or ')}` }
   const py = `
 import math, time, torch
 torch.manual_seed(0)
+torch.set_num_threads(1)
+torch.ones(2, 2) @ torch.ones(2, 2)
+# Debian builds torch against the generic libblas.so.3; which one serves it is what is mapped
+blas = 'openblas' if any('openblas' in l for l in open('/proc/self/maps')) else 'not-openblas'
 D, H, L, T, B = ${s.dModel}, ${s.nHeads}, ${s.blocks}, ${s.seqLen}, ${s.batch}
 class Block(torch.nn.Module):
     def __init__(s):
@@ -135,12 +152,13 @@ for i in range(15):
     opt.step()
     if i >= 3: ts.append(time.perf_counter() - t0)
 ts.sort()
-print(ts[len(ts) // 2] * 1000, torch.get_num_threads())
+print(ts[len(ts) // 2] * 1000, torch.get_num_threads(), blas)
 `
-  const r = spawnSync('python3', ['-c', py], { encoding: 'utf8', timeout: 300_000 })
-  const [ms, threads] = r.stdout.trim().split(/\s+/).map(Number)
+  const r = spawnSync(python, ['-c', py], { encoding: 'utf8', timeout: 300_000 })
+  const [msText, threadsText, blas] = r.stdout.trim().split(/\s+/)
+  const ms = Number(msText)
   if (r.status !== 0 || !Number.isFinite(ms)) return { skipped: `the PyTorch step failed: ${(r.stderr.trim().split('\n').pop() ?? '').slice(0, 200)}` }
-  return { ms, threads }
+  return { ms, threads: Number(threadsText), python, blas: blas ?? 'unknown' }
 }
 
 /** Float32 memory of one gpt2-small stage (12 blocks over 4 stages), from the shapes. */
@@ -189,7 +207,7 @@ async function parent (): Promise<void> {
   if (results.wasm != null && results.cpu != null) console.log(`wasm / cpu speed-up: ${(results.cpu.medianMs / results.wasm.medianMs).toFixed(1)}x`)
   const torch = torchStepMs(SHAPE)
   if ('skipped' in torch) console.log(`torch: skipped (${torch.skipped})`)
-  else console.log(`torch      median step ${torch.ms.toFixed(1)} ms (${torch.threads} threads)  ${(gf / (torch.ms / 1000)).toFixed(2)} GFLOP/s`)
+  else console.log(`torch      median step ${torch.ms.toFixed(1)} ms (${torch.threads} thread(s), ${torch.python}, BLAS ${torch.blas})  ${(gf / (torch.ms / 1000)).toFixed(2)} GFLOP/s`)
   gpt2Memory()
   let gpt2Tokens: number | undefined
   if (gpt2) {
