@@ -118,7 +118,12 @@ async function tokenizerFilesOf (tokenizer: Tokenizer, spec: string, m: ModelCon
   } catch (err) {
     throw new DataError(`tokenizer ${tokenizer.name}: cannot read ${file}: ${(err as Error).message}`, 'ERR_TOKENIZER')
   }
-  const config = await fs.readFile(join(dirname(file), 'tokenizer_config.json')).catch(() => undefined)
-  if (config != null) out.push(['tokenizer_config.json', config])
+  const configFile = join(dirname(file), 'tokenizer_config.json')
+  try {
+    out.push(['tokenizer_config.json', await fs.readFile(configFile)])
+  } catch (err) {
+    // none beside it is fine (the tokenizer.json is the tokenizer); one that cannot be read is not
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new DataError(`tokenizer ${tokenizer.name}: cannot read ${configFile}: ${(err as Error).message}`, 'ERR_TOKENIZER')
+  }
   return out
 }
