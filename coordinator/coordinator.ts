@@ -361,6 +361,13 @@ export class Coordinator extends EventEmitter {
     }
     // Durable before it is announced: a restarted coordinator never forgets a commit peers applied.
     await this.persist()
+    // Recorded as soon as it is durable, before it is announced: a coordinator killed between the two
+    // resumes after this iteration, so its events must already say it was committed (the chaos suite
+    // saw a coordinator SIGKILLed there resume at 226 with no 'iteration' event for 225)
+    if (nonFinite == null) {
+      this.divergence.committed()
+      this.emit('iteration', rec)
+    }
     // the newest complete checkpoint at or below this commit (after a rollback a newer one may be listed)
     const checkpoint = this.store?.list().find(c => c.iteration <= it)?.iteration
     const snapshot = this.checkpoints.due(it)
@@ -371,10 +378,6 @@ export class Coordinator extends EventEmitter {
     if (resumed.length > 0) this.emit('recovered', resumed)
     // skipped: no 'iteration' event (nothing was trained) but a 'divergence' one; may roll back or throw
     if (nonFinite != null) await this.divergence.skipped(it, nonFinite, opts)
-    else {
-      this.divergence.committed()
-      this.emit('iteration', rec)
-    }
     return rec
   }
 

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs'
 import { readFile, readdir, writeFile } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import { join } from 'node:path'
@@ -111,6 +112,28 @@ async function durableCoordinatorArgs (cluster: string, dir: string, iterations:
 }
 
 describe('a durable coordinator', () => {
+  it('records a commit (its iteration event) once it is durable and before it announces it, so a kill between the two leaves no gap in the events', async () => {
+    const stateDir = await tempDir()
+    cluster = track(new TestCluster({ clusterId: 'ordered', model, train, strategy: 'checkfree', stateDir }))
+    const c = cluster
+    await c.start(4)
+    const seen: string[] = []
+    const gossip = c.coord.gossip
+    const publish = gossip.publish.bind(gossip)
+    // the real publish, with a note of each commit as it goes out
+    gossip.publish = async (m) => {
+      if (m.kind === 'commit') seen.push(`commit ${m.iteration}`)
+      return await publish(m)
+    }
+    c.coord.on('iteration', (r: { iteration: number }) => {
+      const onDisk = (JSON.parse(readFileSync(join(stateDir, 'coordinator.json'), 'utf8')) as { committedIteration: number }).committedIteration
+      seen.push(`iteration ${r.iteration} (durable ${onDisk})`)
+    })
+    await c.coord.assignInitial({ timeoutMs: 30_000 })
+    for (let i = 0; i < 3; i++) await c.coord.runIteration({ timeoutMs: 30_000 })
+    expect(seen).toEqual(['iteration 0 (durable 0)', 'commit 0', 'iteration 1 (durable 1)', 'commit 1', 'iteration 2 (durable 2)', 'commit 2'])
+  }, 60_000)
+
   it('SIGKILLed mid-run and restarted, resumes from the last committed iteration with the same losses', async () => {
     const dir = await tempDir()
     const args = await durableCoordinatorArgs('dur', dir, 14)
