@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { exportModel } from '../cli/commands/export.js'
+import { modelModeConfig } from '../cli/commands/sim.js'
 import { evaluate } from '../cli/commands/eval.js'
 import { UsageError } from '../cli/errors.js'
 import { modelFromFlags } from '../cli/model-flags.js'
@@ -42,6 +43,22 @@ describe('presets', () => {
     expect(CONFIG_PRESETS.demo).toEqual({ model: {}, train: {} })
     expect(() => modelFromFlags({ preset: 'gpt3' })).toThrow(UsageError)
     expect(() => modelFromFlags({ preset: 'gpt3' })).toThrow(/--preset: unknown preset "gpt3" \(known: demo, paper-124m, gpt2-small\)/)
+  })
+
+  it('sim --preset takes a model preset too (the quick experiment with its shape), as --model-preset does on any experiment', () => {
+    const quick = modelModeConfig({})
+    const paper = modelModeConfig({ preset: 'paper-124m' })
+    expect(paper.name).toBe('quick')
+    expect(paper.model).toMatchObject({ dModel: 512, nHeads: 8, nBlocks: 12, seqLen: 512, vocab: 256 })
+    expect(paper.train.stages).toBe(4)
+    // the rest of the experiment is quick's
+    expect(paper.iterations).toBe(quick.iterations)
+    expect(paper.strategies).toEqual(quick.strategies)
+    expect(modelModeConfig({ preset: 'quick', 'model-preset': 'paper-124m' }).model).toEqual(paper.model)
+    // an experiment keeps its own model unless a model preset is named
+    expect(modelModeConfig({ preset: 'paper-16' }).model).not.toMatchObject({ dModel: 512 })
+    expect(() => modelModeConfig({ preset: 'gpt2-small', 'model-preset': 'demo' })).toThrow(/--preset gpt2-small is a model preset, and so is --model-preset demo/)
+    expect(() => modelModeConfig({ preset: 'gpt3' })).toThrow(/unknown model-mode preset "gpt3".*or a model preset: demo, paper-124m, gpt2-small/)
   })
 
   it('a checkpoint that is not the preset\'s model is refused by export and eval, naming the fields', async () => {

@@ -29,11 +29,12 @@ modes
   trace        write a failure trace file only
 
 common flags
-  --preset NAME        model mode: ${Object.keys(MODEL_PRESETS).join(', ')} (default quick)
+  --preset NAME        model mode: an experiment, ${Object.keys(MODEL_PRESETS).join(', ')} (default quick), or a
+                       model preset as on train and coordinator, ${CONFIG_PRESET_NAMES.join(', ')}: the
+                       quick experiment with that model's shape
   --model-preset NAME  model mode: the model shape of ${CONFIG_PRESET_NAMES.join(' | ')} (model/presets.ts)
-                       instead of the scenario preset's (--preset names a whole experiment, so the
-                       model presets of train and coordinator get their own flag); the data stays
-                       the Brown corpus in bytes (vocabulary 256)
+                       on the experiment --preset names; the data stays the Brown corpus in bytes
+                       (vocabulary 256)
   --strategies a,b,c   strategies to compare (default all)
   --seeds 1,2,3        trace seeds (default from the preset)
   --iterations N       iterations (model: of the failure-free reference run; projection: default 100000)
@@ -124,17 +125,28 @@ function scenarioFlags (values: Values): ScenarioSpec | undefined {
   return undefined
 }
 
-async function modelMode (values: Values): Promise<void> {
-  const presetName = String(values.preset ?? 'quick')
+/**
+ * Model mode's experiment from the flags. `--preset` names an experiment (quick, paper-16, ...) or,
+ * as on train and coordinator, a model preset (demo, paper-124m, gpt2-small): the quick experiment
+ * with that model's shape, which `--model-preset` also sets on any experiment.
+ */
+export function modelModeConfig (values: Values): ExperimentConfig {
+  let presetName = String(values.preset ?? 'quick')
+  let shapeName = values['model-preset'] != null ? String(values['model-preset']) : undefined
+  if (!(presetName in MODEL_PRESETS) && (CONFIG_PRESET_NAMES as readonly string[]).includes(presetName)) {
+    if (shapeName != null) throw new UsageError(`--preset ${presetName} is a model preset, and so is --model-preset ${shapeName}: give one of them`)
+    shapeName = presetName
+    presetName = 'quick'
+  }
   let preset
-  try { preset = modelPreset(presetName) } catch (err) { throw new UsageError((err as Error).message) }
+  try { preset = modelPreset(presetName) } catch (err) { throw new UsageError(`${(err as Error).message}, or a model preset: ${CONFIG_PRESET_NAMES.join(', ')}`) }
   const scenario = scenarioFlags(values)
   const options = { ...preset.options, ...strategyOptions(values) }
   let model = preset.model
   const train = { ...preset.train }
-  if (values['model-preset'] != null) {
+  if (shapeName != null) {
     let shape
-    try { shape = configPreset(String(values['model-preset'])) } catch (err) { throw new UsageError(`--model-preset: ${(err as Error).message}`) }
+    try { shape = configPreset(shapeName) } catch (err) { throw new UsageError(`--model-preset: ${(err as Error).message}`) }
     model = { ...model, ...shape.model, vocab: 256 }
     Object.assign(train, shape.train)
   }
@@ -158,6 +170,11 @@ async function modelMode (values: Values): Promise<void> {
     workers: intFlag(values, 'workers', Math.min(2, availableParallelism()), 0),
     backend: values.backend != null ? parseBackendName(String(values.backend)) : undefined
   }
+  return cfg
+}
+
+async function modelMode (values: Values): Promise<void> {
+  const cfg = modelModeConfig(values)
   const r = await runModelExperiment(cfg)
   process.stdout.write(r.text + '\n')
   process.stdout.write(`summary: ${r.summaryPath}\n`)
