@@ -15,6 +15,13 @@
  * Manifest version 3 has the same layout as 2; it says the stage files record the iteration their
  * state belongs to (`spotpipe.iteration`), which must equal the checkpoint's. The stage files of
  * versions 1 and 2 recorded only an optimizer step count: they take the manifest's iteration.
+ *
+ * Manifest version 4 may be *partial*: `files` lists the stages whose snapshot arrived, in stage
+ * order, and `stages` still gives the pipeline's stage count. A holder killed while the coordinator
+ * pulled its snapshot costs that stage's file, not the other stages' (the chaos suite lost whole
+ * checkpoints that way, and stages were restored a checkpoint older than they needed to be). A
+ * partial checkpoint serves a recovery of a stage it holds; reading the whole model (export, a
+ * divergence rollback, checkpoint-whole) needs a complete one.
  */
 import { createHash } from 'node:crypto'
 import { promises as fs } from 'node:fs'
@@ -28,8 +35,10 @@ export const MANIFEST_FORMAT = 'spotpipe-checkpoint'
  * The version written. Still read: version 1 (a sha256 per file instead of a CRC-32) and 2 (stage
  * files without `spotpipe.iteration`).
  */
-export const MANIFEST_VERSION = 3
-const READABLE_VERSIONS: readonly number[] = [1, 2, 3]
+export const MANIFEST_VERSION = 4
+const READABLE_VERSIONS: readonly number[] = [1, 2, 3, 4]
+/** First manifest version that may list a subset of the stages (a partial checkpoint). */
+export const PARTIAL_VERSION = 4
 /** First manifest version whose stage files record their iteration themselves. */
 export const ITERATION_IN_FILES_VERSION = 3
 /** Matches a checkpoint directory's name; group 1 is the iteration. */
@@ -72,6 +81,7 @@ export interface CheckpointManifest {
   createdAt: string
   /** Model configuration of the run, as given to beginCheckpoint (opaque here). */
   modelConfig: unknown
+  /** The stage files it holds, in stage order: every stage, or (version 4) a partial checkpoint's subset. */
   files: ManifestFileEntry[]
 }
 
@@ -81,9 +91,20 @@ export interface CheckpointInfo {
   /** Absolute or relative path of the checkpoint directory. */
   dir: string
   stages?: number
+  /** Stages whose file it holds, ascending; undefined when its manifest could not be read. */
+  held?: number[]
+  /** It holds every stage's file (a whole model); false for a partial one. Also true when its manifest could not be read (loading it reports why). */
+  complete: boolean
   /** Total size of the stage files. */
   bytes?: number
   createdAt?: string
+}
+
+/** Whether checkpoint `c` holds stage `stage` of a `stages`-stage layout: a complete one holds every stage of any layout, a partial one only its own stages of its own layout. */
+export function holdsStage (c: CheckpointInfo, stage: number, stages: number): boolean {
+  if (c.held === undefined) return false
+  if (c.complete) return true
+  return c.stages === stages && c.held.includes(stage)
 }
 
 /** The listing of checkpoint directory `dir`, from its manifest. */
@@ -92,6 +113,8 @@ export function checkpointInfo (manifest: CheckpointManifest, dir: string): Chec
     iteration: manifest.iteration,
     dir,
     stages: manifest.stages,
+    held: manifest.files.map(f => f.stage),
+    complete: manifest.files.length === manifest.stages,
     bytes: manifest.files.reduce((a, f) => a + f.bytes, 0),
     createdAt: manifest.createdAt
   }
@@ -135,21 +158,30 @@ export function parseManifest (text: string, iteration: number, file: string): C
   if (typeof m.createdAt !== 'string' || Number.isNaN(Date.parse(m.createdAt))) throw bad(`field "createdAt" is ${JSON.stringify(m.createdAt)}, expected an ISO 8601 time`)
   if (!('modelConfig' in m)) throw bad('field "modelConfig" is missing')
   if (!Array.isArray(m.files)) throw bad('field "files" is not an array')
-  if (m.files.length !== stages) throw bad(`field "files" lists ${m.files.length} file(s) for ${stages} stage(s)`)
-  const files = m.files.map((f: unknown, s: number): ManifestFileEntry => {
-    const at = `files[${s}]`
+  if (version >= PARTIAL_VERSION ? m.files.length < 1 || m.files.length > stages : m.files.length !== stages) {
+    throw bad(`field "files" lists ${m.files.length} file(s) for ${stages} stage(s)${version >= PARTIAL_VERSION ? ' (expected 1 to the stage count)' : ''}`)
+  }
+  let prev = -1
+  const files = m.files.map((f: unknown, i: number): ManifestFileEntry => {
+    const at = `files[${i}]`
     if (f === null || typeof f !== 'object' || Array.isArray(f)) throw bad(`field "${at}" is not an object`)
     const e = f as Record<string, unknown>
-    if (e.stage !== s) throw bad(`field "${at}.stage" is ${JSON.stringify(e.stage)}, expected ${s}`)
+    // every stage in order; a partial checkpoint (version 4) may leave stages out, still in order
+    const s = e.stage
+    if (version < PARTIAL_VERSION ? s !== i : typeof s !== 'number' || !Number.isInteger(s) || s <= prev || s >= stages) {
+      throw bad(`field "${at}.stage" is ${JSON.stringify(s)}, expected ${version < PARTIAL_VERSION ? String(i) : `a stage above ${prev} and below ${stages}`}`)
+    }
+    const stage = s as number
+    prev = stage
     // only the canonical name: a manifest must never point outside its directory
-    if (e.file !== stageFileName(s)) throw bad(`field "${at}.file" is ${JSON.stringify(e.file)}, expected "${stageFileName(s)}"`)
+    if (e.file !== stageFileName(stage)) throw bad(`field "${at}.file" is ${JSON.stringify(e.file)}, expected "${stageFileName(stage)}"`)
     if (typeof e.bytes !== 'number' || !Number.isSafeInteger(e.bytes) || e.bytes < 8) throw bad(`field "${at}.bytes" is ${JSON.stringify(e.bytes)}, expected a byte count >= 8`)
     if (version === 1) {
       if (typeof e.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(e.sha256)) throw bad(`field "${at}.sha256" is ${JSON.stringify(e.sha256)}, expected 64 lower-case hex digits`)
-      return { stage: s, file: e.file, bytes: e.bytes, sha256: e.sha256 }
+      return { stage, file: e.file, bytes: e.bytes, sha256: e.sha256 }
     }
     if (typeof e.crc32 !== 'string' || !/^[0-9a-f]{8}$/.test(e.crc32)) throw bad(`field "${at}.crc32" is ${JSON.stringify(e.crc32)}, expected 8 lower-case hex digits`)
-    return { stage: s, file: e.file, bytes: e.bytes, crc32: e.crc32 }
+    return { stage, file: e.file, bytes: e.bytes, crc32: e.crc32 }
   })
   return { format: MANIFEST_FORMAT, version, iteration, stages, createdAt: m.createdAt, modelConfig: m.modelConfig, files }
 }

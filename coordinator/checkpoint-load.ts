@@ -8,7 +8,7 @@ import { join } from 'node:path'
 import { createLog } from '../common/index.js'
 import type { HostTensor, TensorSet } from '../model/index.js'
 import { decodeStageState, mergeTensorSets, OPTIM_M, OPTIM_V, type StageMeta, type StageState } from '../model/index.js'
-import { CheckpointCorruptError, CheckpointMissingTensorsError, errMessage } from './checkpoint-errors.js'
+import { CheckpointCorruptError, CheckpointMissingTensorsError, CheckpointNotFoundError, errMessage } from './checkpoint-errors.js'
 import { ITERATION_IN_FILES_VERSION, checksumMismatch, readCheckpointFile, readManifest } from './checkpoint-format.js'
 
 const log = createLog('checkpoints')
@@ -16,10 +16,13 @@ const log = createLog('checkpoints')
 /** A checkpoint read and verified. Its tensors are shared with tensorsFor results: treat them as read-only. */
 export interface LoadedCheckpoint {
   iteration: number
+  /** Stages of the layout it was written with. */
   stages: number
   createdAt: string
   modelConfig: unknown
-  /** Stage s of the writing layout at index s. */
+  /** The stages whose file was read, ascending: every stage, unless the checkpoint is partial or `only` chose some. */
+  held: number[]
+  /** The state of stage held[i] at index i. */
   states: StageState[]
   /** Total size of the stage files. */
   bytes: number
@@ -35,13 +38,18 @@ export interface TensorsForOptions {
 /**
  * Reads checkpoint `iteration` from its directory `dir` and verifies it: manifest fields, every
  * stage file's size and checksum, and that each decodes with finite values and the stage files agree
- * on shared names. Throws a CheckpointError subclass naming the file at fault.
+ * on shared names. `only` reads just those of its stages (a recovery of one stage needs one file);
+ * one it does not hold is a CheckpointNotFoundError. Throws a CheckpointError subclass naming
+ * the file at fault.
  */
-export async function readCheckpoint (dir: string, iteration: number, signal?: AbortSignal): Promise<LoadedCheckpoint> {
+export async function readCheckpoint (dir: string, iteration: number, signal?: AbortSignal, only?: readonly number[]): Promise<LoadedCheckpoint> {
   const manifest = await readManifest(dir, iteration, signal)
+  const absent = (only ?? []).filter(s => !manifest.files.some(f => f.stage === s))
+  if (absent.length > 0) throw new CheckpointNotFoundError(`checkpoint ${iteration} holds stage(s) ${manifest.files.map(f => f.stage).join(', ')} of ${manifest.stages}, not ${absent.join(', ')}`, iteration)
+  const files = only == null ? manifest.files : manifest.files.filter(f => only.includes(f.stage))
   const states: StageState[] = []
   let total = 0
-  for (const f of manifest.files) {
+  for (const f of files) {
     const path = join(dir, f.file)
     const where = { iteration, file: f.file }
     const bytes = await readCheckpointFile(iteration, f.file, path, signal)
@@ -62,7 +70,7 @@ export async function readCheckpoint (dir: string, iteration: number, signal?: A
     states.push(state)
     total += bytes.length
   }
-  const loaded: LoadedCheckpoint = { iteration, stages: manifest.stages, createdAt: manifest.createdAt, modelConfig: manifest.modelConfig, states, bytes: total }
+  const loaded: LoadedCheckpoint = { iteration, stages: manifest.stages, createdAt: manifest.createdAt, modelConfig: manifest.modelConfig, held: files.map(f => f.stage), states, bytes: total }
   mergedTensors(loaded) // stage files that disagree on a shared name make the checkpoint invalid
   return loaded
 }

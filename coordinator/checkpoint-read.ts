@@ -6,6 +6,10 @@
  *     complete checkpoint (one with a manifest) is read,
  *   - a coordinator's `--state-dir` (its store is `<state-dir>/checkpoints`): likewise.
  *
+ * Only a complete checkpoint (every stage's file) holds a whole model: a store's newest partial ones
+ * (a stage's holder was lost while it was pulled) are passed over, and naming a partial one's
+ * directory is an error saying which stages it lacks.
+ *
  * Read-only, unlike CheckpointStore.open, which deletes incomplete checkpoints and temp files: the
  * store of a running coordinator may be read while it writes. A newest checkpoint that fails
  * verification is an error naming the file, not a silent fall back to an older one; name the older
@@ -50,8 +54,21 @@ async function statOrUndefined (path: string): Promise<Stats | undefined> {
   }
 }
 
-/** ckpt-<iteration> directories of a store, with whether each is complete (has its manifest). */
-async function listStore (dir: string): Promise<Array<{ iteration: number, dir: string, complete: boolean }>> {
+/**
+ * Whether the manifest in `dir` lists every stage (a manifest that does not parse as JSON counts as
+ * complete: reading it then names the problem).
+ */
+async function listsEveryStage (dir: string): Promise<boolean> {
+  try {
+    const m = JSON.parse(await fs.readFile(join(dir, MANIFEST_FILE), 'utf8')) as { stages?: unknown, files?: unknown }
+    return !Array.isArray(m.files) || m.files.length === m.stages
+  } catch {
+    return true
+  }
+}
+
+/** ckpt-<iteration> directories of a store, with whether each is complete (has its manifest, listing every stage). */
+async function listStore (dir: string): Promise<Array<{ iteration: number, dir: string, manifest: boolean, complete: boolean }>> {
   let names: string[]
   try {
     names = await fs.readdir(dir)
@@ -66,7 +83,8 @@ async function listStore (dir: string): Promise<Array<{ iteration: number, dir: 
     if (!Number.isSafeInteger(iteration) || name !== checkpointDirName(iteration)) continue
     const sub = join(dir, name)
     if (!(await statOrUndefined(sub))?.isDirectory()) continue
-    out.push({ iteration, dir: sub, complete: (await statOrUndefined(join(sub, MANIFEST_FILE)))?.isFile() === true })
+    const manifest = (await statOrUndefined(join(sub, MANIFEST_FILE)))?.isFile() === true
+    out.push({ iteration, dir: sub, manifest, complete: manifest && await listsEveryStage(sub) })
   }
   return out.sort((a, b) => b.iteration - a.iteration)
 }
@@ -148,12 +166,17 @@ export async function readCheckpointAt (path: string, signal?: AbortSignal): Pro
     }
     const done = listed.filter(c => c.complete)
     if (done.length === 0) {
-      throw new CheckpointNotFoundError(`no complete checkpoint in ${store}: ${listed.length} checkpoint director${listed.length === 1 ? 'y' : 'ies'} (${listed.map(c => c.iteration).join(', ')}), none with its ${MANIFEST_FILE} (still being written, or abandoned)`)
+      const partial = listed.filter(c => c.manifest).map(c => c.iteration)
+      throw new CheckpointNotFoundError(`no complete checkpoint in ${store}: ${listed.length} checkpoint director${listed.length === 1 ? 'y' : 'ies'} (${listed.map(c => c.iteration).join(', ')}), ${partial.length > 0 ? `partial (${partial.join(', ')}: some stages' files missing) or ` : ''}without their ${MANIFEST_FILE} (still being written, or abandoned)`)
     }
     dir = done[0].dir
     complete = done.length
   }
   const loaded = await readCheckpoint(dir, await iterationOf(dir), signal)
+  if (loaded.held.length !== loaded.stages) {
+    const missing = Array.from({ length: loaded.stages }, (_, s) => s).filter(s => !loaded.held.includes(s))
+    throw new CheckpointNotFoundError(`${dir} is a partial checkpoint: it lacks the files of stage(s) ${missing.join(', ')} of ${loaded.stages} (their holders were lost while it was taken); name the store to read its newest complete checkpoint`, loaded.iteration)
+  }
   const model = modelOf(loaded, dir)
   return { loaded, dir, source, complete, model, params: paramsOf(loaded, model) }
 }

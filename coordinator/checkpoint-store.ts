@@ -7,6 +7,11 @@
  * file's size and CRC-32, so a load detects a flipped byte, a truncated or missing file and a
  * damaged manifest, and `loadNewestValid` falls back to the checkpoint before.
  *
+ * A checkpoint is complete (every stage's file) or partial (some stages' files: the others' holders
+ * were lost while it was pulled). `latest` and `loadNewestValid` read complete ones, the whole
+ * model; `latestFor` and `loadNewestValidFor` the newest checkpoint holding one stage, which is what
+ * a recovery of that stage restores. Retention keeps, for every stage, its newest `keep` files.
+ *
  * Writing goes through a PendingCheckpoint handle (pending-checkpoint.ts). At most one checkpoint is
  * pending: beginning a new one abandons (deletes) the older pending one, which by then is stale
  * anyway. A directory without a manifest never counts and is removed by `open`.
@@ -20,7 +25,7 @@ import { ConfigError } from '../common/index.js'
 import { createLog } from '../common/index.js'
 import type { StageState } from '../model/index.js'
 import { CheckpointError, CheckpointIoError, CheckpointNotFoundError, CheckpointUsageError, errMessage, NoValidCheckpointError, type SkippedCheckpoint } from './checkpoint-errors.js'
-import { CHECKPOINT_DIR_RE, checkpointDirName, checkpointInfo, MANIFEST_FILE, MAX_STAGES, readManifest, type CheckpointInfo, type CheckpointManifest } from './checkpoint-format.js'
+import { CHECKPOINT_DIR_RE, checkpointDirName, checkpointInfo, holdsStage, MANIFEST_FILE, MAX_STAGES, readManifest, type CheckpointInfo, type CheckpointManifest } from './checkpoint-format.js'
 import { metaFor, readCheckpoint, tensorsFor, type LoadedCheckpoint } from './checkpoint-load.js'
 import { fsyncDir, isAtomicTemp } from './fs-atomic.js'
 import { PendingCheckpoint } from './pending-checkpoint.js'
@@ -41,6 +46,7 @@ export {
 } from './checkpoint-errors.js'
 export {
   checkpointDirName,
+  holdsStage,
   MANIFEST_FILE,
   MANIFEST_FORMAT,
   MANIFEST_VERSION,
@@ -57,7 +63,10 @@ const log = createLog('checkpoints')
 export interface CheckpointStoreOptions {
   /** Directory holding the checkpoints; created by open(). */
   dir: string
-  /** Complete checkpoints kept; older ones are deleted when a new one completes. @default 3 */
+  /**
+   * Checkpoints kept per stage: one is deleted when a newer one completes and each stage it holds is
+   * held by `keep` newer ones (and it is not among the newest `keep` complete ones). @default 3
+   */
   keep?: number
 }
 
@@ -72,7 +81,8 @@ export interface LoadStageOptions {
 export class CheckpointStore {
   readonly dir: string
   readonly keep: number
-  private readonly complete = new Map<number, CheckpointInfo>()
+  /** Checkpoints with a manifest, complete or partial, by iteration. */
+  private readonly listed = new Map<number, CheckpointInfo>()
   private pending?: PendingCheckpoint
   private opened = false
   // serialises changes to the set of checkpoints (begin, retention, remove)
@@ -103,7 +113,7 @@ export class CheckpointStore {
     } catch (err) {
       throw new CheckpointIoError(`cannot read checkpoint directory ${this.dir}: ${errMessage(err)}`, { cause: err })
     }
-    this.complete.clear()
+    this.listed.clear()
     for (const entry of entries) {
       signal?.throwIfAborted()
       const m = CHECKPOINT_DIR_RE.exec(entry.name)
@@ -128,20 +138,26 @@ export class CheckpointStore {
         continue
       }
       for (const n of names) if (isAtomicTemp(n)) await fs.rm(join(dir, n), { force: true })
-      this.complete.set(iteration, await this.describe(iteration))
+      this.listed.set(iteration, await this.describe(iteration))
     }
     await fsyncDir(this.dir)
     this.opened = true
-    log('opened %s: %d complete checkpoint(s)', this.dir, this.complete.size)
+    log('opened %s: %d checkpoint(s)', this.dir, this.listed.size)
   }
 
-  /** Complete checkpoints, newest (highest iteration) first. */
+  /** Checkpoints with a manifest, complete and partial, newest (highest iteration) first. */
   list (): CheckpointInfo[] {
-    return [...this.complete.values()].sort((a, b) => b.iteration - a.iteration).map(c => ({ ...c }))
+    return [...this.listed.values()].sort((a, b) => b.iteration - a.iteration).map(c => ({ ...c, held: c.held?.slice() }))
   }
 
+  /** The newest complete checkpoint (the whole model). */
   latest (): CheckpointInfo | undefined {
-    return this.list()[0]
+    return this.list().find(c => c.complete)
+  }
+
+  /** The newest checkpoint holding stage `stage` of a `stages`-stage layout (see holdsStage). */
+  latestFor (stage: number, stages: number): CheckpointInfo | undefined {
+    return this.list().find(c => holdsStage(c, stage, stages))
   }
 
   /** The checkpoint being written, if any. */
@@ -170,7 +186,7 @@ export class CheckpointStore {
         log.info(`checkpoint ${old.iteration} was still pending (missing stage(s) ${old.missing.join(', ') || 'none'}); abandoning it for checkpoint ${iteration}`)
         await old.abandon(`superseded by checkpoint ${iteration}`)
       }
-      if (this.complete.has(iteration)) await this.removeLocked(iteration, 'replaced by a new checkpoint of the same iteration')
+      if (this.listed.has(iteration)) await this.removeLocked(iteration, 'replaced by a new checkpoint of the same iteration')
       const dir = this.checkpointDir(iteration)
       try {
         await fs.rm(dir, { recursive: true, force: true, maxRetries: 3 })
@@ -203,14 +219,15 @@ export class CheckpointStore {
 
   /**
    * Reads checkpoint `iteration` (default: the newest complete one) and verifies it (see
-   * readCheckpoint). Throws a CheckpointError subclass naming the file at fault.
+   * readCheckpoint; `only` reads just those stages' files). Throws a CheckpointError subclass
+   * naming the file at fault.
    */
-  async load (iteration?: number, signal?: AbortSignal): Promise<LoadedCheckpoint> {
+  async load (iteration?: number, signal?: AbortSignal, only?: readonly number[]): Promise<LoadedCheckpoint> {
     this.assertOpened()
     const it = iteration ?? this.latest()?.iteration
     if (it === undefined) throw new CheckpointNotFoundError(`no complete checkpoint in ${this.dir}`)
-    if (!this.complete.has(it)) throw new CheckpointNotFoundError(`no complete checkpoint of iteration ${it} in ${this.dir}`, it)
-    return await readCheckpoint(this.checkpointDir(it), it, signal)
+    if (!this.listed.has(it)) throw new CheckpointNotFoundError(`no checkpoint of iteration ${it} in ${this.dir}`, it)
+    return await readCheckpoint(this.checkpointDir(it), it, signal, only)
   }
 
   /**
@@ -219,11 +236,24 @@ export class CheckpointStore {
    * verifies (or there is none). Non-checkpoint errors (an abort) propagate.
    */
   async loadNewestValid (signal?: AbortSignal): Promise<LoadedCheckpoint & { skipped: SkippedCheckpoint[] }> {
+    return await this.newestValid(this.list().filter(c => c.complete), undefined, signal)
+  }
+
+  /**
+   * Like loadNewestValid, for one stage: loads the newest checkpoint holding stage `stage` of a
+   * `stages`-stage layout that verifies, reading only that stage's file when it was written with
+   * the same layout (all files otherwise, to re-cut them).
+   */
+  async loadNewestValidFor (stage: number, stages: number, signal?: AbortSignal): Promise<LoadedCheckpoint & { skipped: SkippedCheckpoint[] }> {
+    return await this.newestValid(this.list().filter(c => holdsStage(c, stage, stages)), c => c.stages === stages ? [stage] : undefined, signal)
+  }
+
+  private async newestValid (candidates: CheckpointInfo[], only: ((c: CheckpointInfo) => number[] | undefined) | undefined, signal?: AbortSignal): Promise<LoadedCheckpoint & { skipped: SkippedCheckpoint[] }> {
     this.assertOpened()
     const skipped: SkippedCheckpoint[] = []
-    for (const info of this.list()) {
+    for (const info of candidates) {
       try {
-        const loaded = await this.load(info.iteration, signal)
+        const loaded = await this.load(info.iteration, signal, only?.(info))
         if (skipped.length > 0) log.info(`using checkpoint ${loaded.iteration} after skipping ${skipped.length} newer one(s)`)
         return { ...loaded, skipped }
       } catch (err) {
@@ -269,7 +299,7 @@ export class CheckpointStore {
       return checkpointInfo(await readManifest(dir, iteration), dir)
     } catch (err) {
       log.info(`warning: checkpoint ${iteration}: ${errMessage(err)}`)
-      return { iteration, dir }
+      return { iteration, dir, complete: true }
     }
   }
 
@@ -283,15 +313,15 @@ export class CheckpointStore {
     return await this.locked(async () => {
       if (this.pending === handle) this.pending = undefined
       const info = checkpointInfo(manifest, handle.dir)
-      this.complete.set(info.iteration, info)
+      this.listed.set(info.iteration, info)
       log('checkpoint %d complete (%d stages, %d bytes)', info.iteration, info.stages, info.bytes)
       // Checkpoints of later iterations belong to a timeline that was rolled back past them
       // (otherwise this iteration would not be checkpointed again): they must not be resumed from.
-      for (const it of [...this.complete.keys()]) {
+      for (const it of [...this.listed.keys()]) {
         if (it > info.iteration) await this.removeLocked(it, `newer than checkpoint ${info.iteration}, from a rolled-back run`)
       }
-      const surplus = this.list().slice(this.keep)
-      for (const c of surplus) await this.removeLocked(c.iteration, `beyond the newest ${this.keep}`)
+      const kept = retained(this.list(), this.keep)
+      for (const c of this.list()) if (!kept.has(c.iteration)) await this.removeLocked(c.iteration, `every stage it holds is held by ${this.keep} newer checkpoints`)
       return { ...info }
     })
   }
@@ -305,7 +335,7 @@ export class CheckpointStore {
       log.info(`warning: cannot delete checkpoint ${iteration} (${why}): ${errMessage(err)}`)
       return
     }
-    this.complete.delete(iteration)
+    this.listed.delete(iteration)
     try {
       await fs.rm(dir, { recursive: true, force: true, maxRetries: 3 })
     } catch (err) {
@@ -314,4 +344,23 @@ export class CheckpointStore {
     }
     log('deleted checkpoint %d (%s)', iteration, why)
   }
+}
+
+/**
+ * The checkpoints retention keeps (by iteration) out of `all`, newest first: the newest `keep`
+ * complete ones, and every one among the newest `keep` holders of some stage it holds. A stage whose
+ * holder keeps failing mid-pull so keeps its last files while the other stages move on.
+ */
+export function retained (all: readonly CheckpointInfo[], keep: number): Set<number> {
+  const kept = new Set(all.filter(c => c.complete).slice(0, keep).map(c => c.iteration))
+  const holders = new Map<string, number>()
+  for (const c of all) {
+    for (const s of c.held ?? []) {
+      const key = `${String(c.stages)}/${s}`
+      const n = holders.get(key) ?? 0
+      if (n < keep) kept.add(c.iteration)
+      holders.set(key, n + 1)
+    }
+  }
+  return kept
 }

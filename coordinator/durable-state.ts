@@ -1,6 +1,6 @@
 /**
  * The coordinator's durable truth: cluster and run ids, epoch, last committed iteration, the last
- * assignment, the complete checkpoints and the recovery history. Saved as indented JSON (readable
+ * assignment, the checkpoints on disk and the recovery history. Saved as indented JSON (readable
  * and diffable) after every change, atomically (temp file, fsync, rename), so a crash leaves either
  * the previous state or the new one. Loading validates every field strictly and names the first
  * bad one, so a damaged file stops a restart instead of resuming a wrong run.
@@ -53,7 +53,7 @@ export interface CoordinatorState {
   committedIteration: number
   /** The last Assignment message (null before the first); saved once taken, so `epoch` may be ahead of it. */
   assignment: unknown
-  /** Iterations of the complete checkpoints. */
+  /** Iterations of the checkpoints on disk, complete and partial (informational: the store reads its own manifests). */
   checkpoints: number[]
   recoveries: RecoveryRecord[]
   /** Model configuration of the run (opaque JSON). */

@@ -137,16 +137,17 @@ export class PendingCheckpoint {
   }
 
   /**
-   * Writes the manifest, making the checkpoint complete, then lets the store drop old checkpoints.
+   * Writes the manifest, making the checkpoint count, then lets the store drop old checkpoints.
    * Waits for stage writes still in flight; throws CheckpointIncompleteError if a stage is missing
-   * (the handle stays usable, so put the rest and call again).
+   * (the handle stays usable, so put the rest and call again), unless `partial`: then the manifest
+   * lists the stages put so far (at least one), and the checkpoint serves the recovery of those.
    */
-  async complete (signal?: AbortSignal): Promise<CheckpointInfo> {
+  async complete (signal?: AbortSignal, opts: { partial?: boolean } = {}): Promise<CheckpointInfo> {
     this.assertOpen()
     await Promise.allSettled([...this.inflight])
     this.assertOpen()
     const missing = this.missing
-    if (missing.length > 0) throw new CheckpointIncompleteError(this.iteration, missing)
+    if (missing.length === this.stages || (missing.length > 0 && opts.partial !== true)) throw new CheckpointIncompleteError(this.iteration, missing)
     const manifest: CheckpointManifest = {
       format: MANIFEST_FORMAT,
       version: MANIFEST_VERSION,
@@ -154,7 +155,7 @@ export class PendingCheckpoint {
       stages: this.stages,
       createdAt: new Date().toISOString(),
       modelConfig: this.modelConfig,
-      files: this.files as ManifestFileEntry[]
+      files: this.files.filter((f): f is ManifestFileEntry => f !== undefined)
     }
     this.statusValue = 'completing'
     try {

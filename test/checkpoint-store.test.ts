@@ -120,7 +120,7 @@ describe('CheckpointStore writing and retention', () => {
       expect(loaded.states[s].meta).toEqual(states[s].meta)
     }
     const manifest = JSON.parse(await fs.readFile(manifestPath(dir, 30), 'utf8'))
-    expect(manifest).toMatchObject({ format: 'spotpipe-checkpoint', version: 3, iteration: 30, stages: 4 })
+    expect(manifest).toMatchObject({ format: 'spotpipe-checkpoint', version: 4, iteration: 30, stages: 4 })
     const file2 = await fs.readFile(stagePath(dir, 30, 2))
     expect(manifest.files[2]).toEqual({ stage: 2, file: 'stage-2.safetensors', bytes: encodeStageState(states[2]).length, crc32: (crc32(file2) >>> 0).toString(16).padStart(8, '0') })
     expect(loaded.bytes).toBe(manifest.files.reduce((a: number, f: { bytes: number }) => a + f.bytes, 0))
@@ -441,5 +441,110 @@ describe('loading a checkpoint into another stage split', () => {
     expect(err).toBeInstanceOf(CheckpointMissingTensorsError)
     expect((err as CheckpointMissingTensorsError).missing).toHaveLength(12 * 3)
     expect((err as Error).message).toMatch(/^checkpoint 70 lacks 36 tensor\(s\) needed by stage 0: blocks\.4\.ln1\.g, optim\.m\.blocks\.4\.ln1\.g, .*\.\.\. 28 more$/)
+  })
+})
+
+describe('partial checkpoints (a stage holder lost mid-pull costs only its stage\'s file)', () => {
+  /** Writes checkpoint `iteration` holding only `stages` of an S-stage layout. */
+  async function writePartial (store: CheckpointStore, iteration: number, states: StageState[], stages: number[]): Promise<void> {
+    const h = await store.beginCheckpoint(iteration, states.length, { ...model })
+    for (const s of stages) await h.putStage(s, encodeStageState(at(states[s], iteration)))
+    await h.complete(undefined, { partial: true })
+  }
+
+  it('writes a version-4 manifest listing only the stages put; refuses an empty one and a partial one not asked for', async () => {
+    const dir = freshDir()
+    const store = await openStore(dir)
+    const states = makeStates(4, 21)
+    const h = await store.beginCheckpoint(7, 4, model)
+    await expect(h.complete(undefined, { partial: true })).rejects.toMatchObject({ code: 'ERR_CHECKPOINT_INCOMPLETE', missing: [0, 1, 2, 3] })
+    await h.putStage(1, encodeStageState(at(states[1], 7)))
+    await h.putStage(3, encodeStageState(at(states[3], 7)))
+    await expect(h.complete()).rejects.toMatchObject({ missing: [0, 2] })
+    const info = await h.complete(undefined, { partial: true })
+    expect(info).toMatchObject({ iteration: 7, stages: 4, complete: false, held: [1, 3] })
+    const manifest = JSON.parse(await fs.readFile(manifestPath(dir, 7), 'utf8'))
+    expect(manifest.version).toBe(4)
+    expect(manifest.files.map((f: { stage: number }) => f.stage)).toEqual([1, 3])
+    expect((await fs.readdir(ckptDir(dir, 7))).sort()).toEqual(['manifest.json', 'stage-1.safetensors', 'stage-3.safetensors'])
+    // reopening reads it back as partial
+    const again = await openStore(dir)
+    expect(again.list()).toMatchObject([{ iteration: 7, complete: false, held: [1, 3] }])
+    expect(again.latest()).toBeUndefined()
+  })
+
+  it('refuses a manifest leaving stages out unless it is version 4, and a version-4 one with stages out of order', async () => {
+    const dir = freshDir()
+    const store = await openStore(dir)
+    await writePartial(store, 5, makeStates(4, 22), [0, 2])
+    const text = await fs.readFile(manifestPath(dir, 5), 'utf8')
+    const m = JSON.parse(text)
+    await fs.writeFile(manifestPath(dir, 5), JSON.stringify({ ...m, version: 3 }))
+    await expect((await openStore(dir)).load(5)).rejects.toThrow(/field "files" lists 2 file\(s\) for 4 stage\(s\)/)
+    await fs.writeFile(manifestPath(dir, 5), JSON.stringify({ ...m, files: [m.files[1], m.files[0]] }))
+    await expect((await openStore(dir)).load(5)).rejects.toThrow(/files\[1\]\.stage" is 0, expected a stage above 2/)
+  })
+
+  it('latest() is the newest complete checkpoint, latestFor(stage) the newest holding that stage of the same layout', async () => {
+    const store = await openStore(freshDir(), 2)
+    const states = makeStates(4, 23)
+    await write(store, 10, makeStates(4, 24))
+    await writePartial(store, 12, states, [0, 1, 3])
+    await writePartial(store, 13, states, [2])
+    expect(store.latest()?.iteration).toBe(10)
+    expect([0, 1, 2, 3].map(s => store.latestFor(s, 4)?.iteration)).toEqual([12, 12, 13, 12])
+    // another layout: only a complete checkpoint can be re-cut for it
+    expect(store.latestFor(0, 2)?.iteration).toBe(10)
+  })
+
+  it('loadNewestValidFor reads only the stage\'s own file and falls back past a corrupt one to the stage\'s previous file', async () => {
+    const dir = freshDir()
+    const store = await openStore(dir)
+    const older = makeStates(4, 25)
+    const newer = makeStates(4, 26)
+    await write(store, 10, older)
+    await writePartial(store, 12, newer, [1, 2])
+    // stage 2's file of 12 is damaged; stage 1's of 12 is fine; stage 0 was never put in 12
+    await fs.rm(stagePath(dir, 12, 2))
+    const s1 = await store.loadNewestValidFor(1, 4)
+    expect(s1).toMatchObject({ iteration: 12, held: [1], skipped: [] })
+    expectSameTensors(s1.states[0].tensors, newer[1].tensors)
+    const s2 = await store.loadNewestValidFor(2, 4)
+    expect(s2.iteration).toBe(10)
+    expect(s2.skipped).toMatchObject([{ iteration: 12, code: 'ERR_CHECKPOINT_FILE_MISSING' }])
+    expectSameTensors(s2.states[0].tensors, older[2].tensors)
+    expect((await store.loadNewestValidFor(0, 4)).iteration).toBe(10)
+    // the whole-model load never takes a partial checkpoint
+    expect((await store.loadNewestValid()).iteration).toBe(10)
+    await expect(store.load(12, undefined, [0])).rejects.toMatchObject({ code: 'ERR_CHECKPOINT_NOT_FOUND' })
+  })
+
+  it('retention keeps the newest `keep` complete checkpoints and each stage\'s newest `keep` files', async () => {
+    const dir = freshDir()
+    const store = await openStore(dir, 2)
+    const states = makeStates(4, 27)
+    await write(store, 10, states)
+    await write(store, 20, states)
+    // stage 3's holder keeps failing: 30, 40, 50 lack it
+    for (const it of [30, 40, 50]) await writePartial(store, it, states, [0, 1, 2])
+    // stages 0-2: 50 and 40 (their newest two); stage 3: 20 and 10 (its newest two, also the complete ones)
+    expect(store.list().map(c => c.iteration)).toEqual([50, 40, 20, 10])
+    expect((await fs.readdir(dir)).sort()).toEqual([10, 20, 40, 50].map(checkpointDirName))
+    // stage 3's newest two are now 60 and 20; 10 stays as one of the two newest complete ones; 30 went
+    await writePartial(store, 60, states, [3])
+    expect(store.list().map(c => c.iteration)).toEqual([60, 50, 40, 20, 10])
+    await write(store, 70, states)
+    expect(store.list().map(c => c.iteration)).toEqual([70, 60, 50, 20])
+  })
+
+  it('export\'s reader takes a store\'s newest complete checkpoint and names the missing stages of a partial one', async () => {
+    const { readCheckpointAt } = await import('../coordinator/checkpoint-read.js')
+    const dir = freshDir()
+    const store = await openStore(dir)
+    const states = makeStates(4, 28)
+    await write(store, 10, states)
+    await writePartial(store, 12, states, [0, 3])
+    expect((await readCheckpointAt(dir)).loaded.iteration).toBe(10)
+    await expect(readCheckpointAt(ckptDir(dir, 12))).rejects.toThrow(/partial checkpoint: it lacks the files of stage\(s\) 1, 2 of 4/)
   })
 })
