@@ -369,7 +369,7 @@ export class Coordinator extends EventEmitter {
       this.emit('iteration', rec)
     }
     // the newest complete checkpoint at or below this commit (after a rollback a newer one may be listed)
-    const checkpoint = this.store?.list().find(c => c.iteration <= it)?.iteration
+    const checkpoint = this.store?.list().find(c => c.complete && c.iteration <= it)?.iteration
     const snapshot = this.checkpoints.due(it)
     await this.gossip.publish({ kind: 'commit', epoch: this.epoch, iteration: it, ...(checkpoint !== undefined ? { checkpoint } : {}), ...(nonFinite != null ? { skipped: true } : {}), ...(snapshot ? { snapshot: true } : {}) })
     this.checkpoints.afterCommit(it, snapshot)

@@ -35,10 +35,10 @@ export function instrument (c: Coordinator, metrics: SpotpipeMetrics = createSpo
   })
   c.on('checkpoint', (e: CheckpointEvent) => {
     metrics.checkpoints.inc(1, { outcome: e.outcome })
-    if (e.outcome !== 'written') return
-    metrics.checkpointSeconds.observe(e.ms / 1000)
+    if (e.outcome === 'abandoned') return
     metrics.checkpointBytes.inc(e.bytes)
-    metrics.checkpointIteration.set(e.iteration)
+    metrics.checkpointSeconds.observe(e.ms / 1000)
+    if (e.complete) metrics.checkpointIteration.set(e.iteration)
   })
   const timer = setInterval(refreshPeers, 1000)
   timer.unref()

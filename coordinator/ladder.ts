@@ -54,6 +54,12 @@ export interface LadderInput {
   gradNorms: number[]
   /** Iteration of the newest complete checkpoint, or undefined (then the seeded initial weights serve). */
   checkpoint?: number
+  /**
+   * Lost stage -> iteration of the newest checkpoint holding its file, complete or partial: what the
+   * checkpoint rung restores it from. A stage not listed uses `checkpoint`. checkpoint-whole rolls
+   * every stage back to `checkpoint`, one iteration for all.
+   */
+  stageCheckpoints?: ReadonlyMap<number, number>
   /** lr multiplier for rebuilt stages. @default 1.1 */
   lrScale?: number
 }
@@ -135,7 +141,7 @@ export function planRecovery (input: LadderInput): LadderResult {
       const n = mirrorHolder(s, S) as number
       plan = { stage: s, rung: 'checkfree-plus', target, donors: [{ peerId: server(n) as string, stage: n }], ...base, lrScale }
     } else {
-      plan = { stage: s, rung: 'checkpoint', target, donors: [], ...base, checkpointId: ckpt }
+      plan = { stage: s, rung: 'checkpoint', target, donors: [], ...base, checkpointId: checkpointId(input.stageCheckpoints?.get(s) ?? input.checkpoint) }
     }
     spares.shift()
     plans.push(plan)

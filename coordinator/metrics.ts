@@ -193,13 +193,13 @@ export interface SpotpipeMetrics {
   recoverySeconds: Summary
   /** spotpipe_bytes_moved_total: weight and optimizer bytes moved by recoveries and joins. */
   bytesMoved: Counter
-  /** spotpipe_checkpoints_total{outcome}: sparse checkpoints written or abandoned. */
+  /** spotpipe_checkpoints_total{outcome}: sparse checkpoints written, partial (some stages' files) or abandoned. */
   checkpoints: Counter
-  /** spotpipe_checkpoint_seconds: pull + write time of each written checkpoint (summary). */
+  /** spotpipe_checkpoint_seconds: pull + write time of each checkpoint written (whole or partial; summary). */
   checkpointSeconds: Summary
   /** spotpipe_checkpoint_bytes_total: bytes of checkpoint files written. */
   checkpointBytes: Counter
-  /** spotpipe_checkpoint_iteration: the iteration of the newest written checkpoint. */
+  /** spotpipe_checkpoint_iteration: the iteration of the newest complete checkpoint written. */
   checkpointIteration: Gauge
 }
 
@@ -215,10 +215,10 @@ export function createSpotpipeMetrics (registry = new MetricsRegistry()): Spotpi
     recoveries: registry.counter('spotpipe_recoveries_total', 'Stage recoveries by recovery-ladder rung.', ['rung']),
     recoverySeconds: registry.summary('spotpipe_recovery_seconds', 'Seconds spent per recovery phase (detect, transfer, rebuild, resume).', ['phase']),
     bytesMoved: registry.counter('spotpipe_bytes_moved_total', 'Bytes of weights and optimizer state moved by recoveries and joins.'),
-    checkpoints: registry.counter('spotpipe_checkpoints_total', 'Sparse checkpoints by outcome (written, abandoned).', ['outcome']),
+    checkpoints: registry.counter('spotpipe_checkpoints_total', 'Sparse checkpoints by outcome (written, partial: some stages missing, abandoned).', ['outcome']),
     checkpointSeconds: registry.summary('spotpipe_checkpoint_seconds', 'Seconds to pull and write each written checkpoint.'),
     checkpointBytes: registry.counter('spotpipe_checkpoint_bytes_total', 'Bytes of checkpoint files written.'),
-    checkpointIteration: registry.gauge('spotpipe_checkpoint_iteration', 'Iteration of the newest written checkpoint.')
+    checkpointIteration: registry.gauge('spotpipe_checkpoint_iteration', 'Iteration of the newest complete checkpoint written (every stage).')
   }
 }
 

@@ -1,11 +1,15 @@
 /**
  * Sparse checkpoints, taken by the coordinator. This module alone decides which commits are
- * checkpoints (due()): every K-th, and the next commit after one was abandoned, so a lost pull costs
- * a few iterations of staleness rather than K more. The commit message says so (`snapshot`), each
- * stage keeps a snapshot of its parameters and optimizer state at that commit, and this module pulls
- * those snapshots over the weights protocol in the background (training does not wait), one
- * checkpoint after another, and writes them to the checkpoint store. A checkpoint that cannot be
- * completed is abandoned; the next commit is then taken instead.
+ * checkpoints (due()): every K-th, and the next commit after a stage's file of one was lost, so a
+ * lost pull costs a few iterations of staleness rather than K more. The commit message says so
+ * (`snapshot`), each stage keeps a snapshot of its parameters and optimizer state at that commit,
+ * and this module pulls those snapshots over the weights protocol in the background (training does
+ * not wait), one checkpoint after another, and writes them to the checkpoint store.
+ *
+ * Each stage's pull stands alone: a holder lost mid-pull costs its own stage's file, and the others
+ * are written as a partial checkpoint (checkpoint-format.ts). The retry at a later commit pulls only
+ * the stages whose newest file is older than the scheduled checkpoint. A checkpoint of which no
+ * stage arrived is abandoned.
  */
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { ModelConfig } from '../model/index.js'
@@ -14,7 +18,7 @@ import { stateFromTensorSet } from '../model/index.js'
 import type { PeerLibp2p } from '../net/index.js'
 import { fetchWeights } from '../net/index.js'
 import type { Assignment, TensorInfo } from '../protocols/index.js'
-import type { CheckpointStore } from './checkpoint-store.js'
+import type { CheckpointInfo, CheckpointStore } from './checkpoint-store.js'
 import { CoordinatorTimeoutError } from './errors.js'
 import type { CheckpointEvent } from './types.js'
 
@@ -32,7 +36,7 @@ export interface CheckpointHost {
   readonly checkpointEvery: number
   /** Writes the coordinator's durable state (which lists the checkpoints). */
   persist: () => Promise<void>
-  /** Told of every checkpoint written or abandoned. */
+  /** Told of every checkpoint written (whole or partial) or abandoned. */
   checkpointDone: (e: CheckpointEvent) => void
 }
 
@@ -41,11 +45,11 @@ export class SparseCheckpoints {
   /** Checkpoints being pulled in the background, chained so they run one at a time. */
   private queue?: Promise<void>
   /**
-   * The arrays the last checkpoint was received into (`stage/name`), reused by the next one: its
-   * files are written by then, and the same shapes come back every time. Saves allocating (and
+   * The arrays each stage's last checkpoint file was received into, reused by the next one: its
+   * file is written by then, and the same shapes come back every time. Saves allocating (and
    * collecting) a checkpoint's worth of memory per checkpoint.
    */
-  private buffers = new Map<string, Float32Array | Int32Array>()
+  private buffers = new Map<number, Map<string, Float32Array | Int32Array>>()
   /** The scheduled checkpoint retries are being taken for, and how many were taken. */
   private retriedFor?: number
   private retries = 0
@@ -63,13 +67,22 @@ export class SparseCheckpoints {
     if (every <= 0 || store == null) return false
     if ((it + 1) % every === 0) return true
     if (this.taking) return false
-    // the newest checkpoint on disk is older than the last one scheduled: that one was abandoned, or
-    // the coordinator died before writing it (the store says so after a restart too); take this
-    // commit instead, up to MAX_RETRIES times per scheduled checkpoint (the soak saw a scheduled
-    // checkpoint and its one retry both cut off by faults, and a stage then restored 12 behind)
+    // some stage's newest file is older than the last checkpoint scheduled: its holder was lost
+    // mid-pull, or the coordinator died before writing it (the store says so after a restart too);
+    // take this commit for those stages, up to MAX_RETRIES times per scheduled checkpoint (the soak
+    // saw a scheduled checkpoint and its one retry both cut off by faults, and a stage then restored
+    // 12 behind)
     const scheduled = lastScheduled(it, every)
     if (scheduled < 0 || (this.retriedFor === scheduled && this.retries >= MAX_RETRIES)) return false
-    return (store.latest()?.iteration ?? -1) < scheduled
+    return this.behind(scheduled).length > 0
+  }
+
+  /** Stages of the current assignment whose newest checkpoint file is older than iteration `scheduled`. */
+  private behind (scheduled: number): number[] {
+    const { store, assignment: a } = this.host
+    if (store == null || a == null) return []
+    const S = a.stages.length
+    return a.stages.map(st => st.stage).filter(s => (store.latestFor(s, S)?.iteration ?? -1) < scheduled)
   }
 
   /** Called once iteration `it` is committed with `snapshot` (due(it) when it was published): queues its checkpoint. */
@@ -77,59 +90,86 @@ export class SparseCheckpoints {
     if (!snapshot) return
     const every = this.host.checkpointEvery
     const retry = (it + 1) % every !== 0
+    let stages = this.host.assignment?.stages.map(st => st.stage) ?? []
     if (retry) {
       const scheduled = lastScheduled(it, every)
       this.retries = this.retriedFor === scheduled ? this.retries + 1 : 1
       this.retriedFor = scheduled
+      stages = this.behind(scheduled)
     }
+    if (stages.length === 0) return
     this.taking = true
     const prev = this.queue ?? Promise.resolve()
-    this.queue = prev.then(async () => { await this.take(it, retry) }).finally(() => { this.taking = false })
+    this.queue = prev.then(async () => { await this.take(it, stages) }).finally(() => { this.taking = false })
   }
 
   /** Waits for the queued checkpoints to be written (or abandoned). */
   async flush (): Promise<void> { await this.queue }
 
-  /** Pulls every stage's snapshot of committed iteration `it` and writes them as one checkpoint. */
-  private async take (it: number, isRetry: boolean): Promise<void> {
+  /**
+   * Pulls the snapshots of committed iteration `it` of `stages`, each on its own, and writes those
+   * that arrived as one checkpoint (partial when some did not); abandons it when none did.
+   */
+  private async take (it: number, stages: number[]): Promise<void> {
     const { store, assignment: a, node, model } = this.host
     if (store == null || a == null) return
     const t0 = performance.now()
     const pending = await store.beginCheckpoint(it, a.stages.length, model)
-    const used = new Map<string, Float32Array | Int32Array>()
-    const destination = (stage: number) => (info: TensorInfo): Float32Array | Int32Array => {
-      const key = `${stage}/${info.name}`
-      const make = info.dtype === 'float32' ? Float32Array : Int32Array
-      let a = this.buffers.get(key)
-      if (!(a instanceof make) || a.byteLength !== info.byteLength) a = new make(info.byteLength / 4)
-      used.set(key, a)
-      return a
+    const received = new Map<number, Map<string, Float32Array | Int32Array>>()
+    const destination = (stage: number) => {
+      const old = this.buffers.get(stage)
+      const used = new Map<string, Float32Array | Int32Array>()
+      received.set(stage, used)
+      return (info: TensorInfo): Float32Array | Int32Array => {
+        const make = info.dtype === 'float32' ? Float32Array : Int32Array
+        let a = old?.get(info.name)
+        if (!(a instanceof make) || a.byteLength !== info.byteLength) a = new make(info.byteLength / 4)
+        used.set(info.name, a)
+        return a
+      }
     }
-    // one failed stage ends the others' pulls too: the checkpoint is abandoned either way
-    const stop = new AbortController()
-    try {
-      await Promise.all(a.stages.map(async st => {
-        const r = await fetchWeights(node, { donors: [{ peer: peerIdFromString(st.peers[0]) }], stage: st.stage, minIteration: it, includeOptimizer: true, timeoutMs: 600_000, signal: stop.signal, destination: destination(st.stage) })
-        const state = stateFromTensorSet(r.tensors)
-        // a later iteration's state is no checkpoint of `it` (the snapshot of `it` is gone)
-        if (r.iteration !== it || state.meta.iteration !== it) throw new CoordinatorTimeoutError(`stage ${st.stage} served the state of iteration ${state.meta.iteration} (manifest: ${r.iteration}) for checkpoint ${it}`)
-        await pending.putState(st.stage, state, { finiteChecked: true }) // fetchWeights refused any non-finite value
-      }))
-      const info = await pending.complete()
-      this.buffers = used
-      const ms = performance.now() - t0
-      log.info(`checkpoint ${it} written in ${ms.toFixed(0)} ms`)
-      await this.host.persist()
-      this.host.checkpointDone({ iteration: it, outcome: 'written', ms, bytes: info.bytes ?? 0 })
-    } catch (err) {
-      stop.abort(err)
-      // a pull that was cut off may still hold (and write into) its arrays: start afresh next time
-      this.buffers = new Map()
-      const reason = (err as Error).message
-      log.info(`checkpoint ${it} abandoned: ${reason}; a later commit is checkpointed instead (up to ${MAX_RETRIES} retries per scheduled checkpoint)`)
-      await pending.abandon(reason).catch(() => {})
-      this.host.checkpointDone({ iteration: it, outcome: 'abandoned', ms: performance.now() - t0, bytes: 0, reason })
+    const pullAndWrite = async (stage: number): Promise<void> => {
+      const st = a.stages[stage]
+      const r = await fetchWeights(node, { donors: [{ peer: peerIdFromString(st.peers[0]) }], stage, minIteration: it, includeOptimizer: true, timeoutMs: 600_000, destination: destination(stage) })
+      const state = stateFromTensorSet(r.tensors)
+      // a later iteration's state is no checkpoint of `it` (the snapshot of `it` is gone)
+      if (r.iteration !== it || state.meta.iteration !== it) throw new CoordinatorTimeoutError(`stage ${stage} served the state of iteration ${state.meta.iteration} (manifest: ${r.iteration}) for checkpoint ${it}`)
+      await pending.putState(stage, state, { finiteChecked: true }) // fetchWeights refused any non-finite value
     }
+    // each stage on its own: a holder lost mid-pull costs its stage's file, not the others'
+    const results = await Promise.allSettled(stages.map(pullAndWrite))
+    const failures = stages.flatMap((s, i) => {
+      const r = results[i]
+      return r.status === 'rejected' ? [`stage ${s}: ${(r.reason as Error).message}`] : []
+    })
+    let written = stages.filter((_, i) => results[i].status === 'fulfilled')
+    let reason = failures[0]
+    let info: CheckpointInfo | undefined
+    if (written.length > 0) {
+      try {
+        info = await pending.complete(undefined, { partial: true })
+      } catch (err) {
+        reason = `cannot complete it: ${(err as Error).message}`
+        written = []
+      }
+    }
+    // a pull that was cut off may still hold its arrays: only the written stages' are reused
+    for (const s of stages) {
+      const got = received.get(s)
+      if (written.includes(s) && got != null) this.buffers.set(s, got)
+      else this.buffers.delete(s)
+    }
+    const ms = performance.now() - t0
+    if (info == null) {
+      log.info(`checkpoint ${it} abandoned: ${failures.join('; ') || reason}; a later commit is checkpointed instead (up to ${MAX_RETRIES} retries per scheduled checkpoint)`)
+      await pending.abandon(reason).catch((err: unknown) => { log.info(`checkpoint ${it}: cannot delete the abandoned checkpoint: ${(err as Error).message}`) })
+      this.host.checkpointDone({ iteration: it, outcome: 'abandoned', stages, written: [], complete: false, ms, bytes: 0, reason })
+      return
+    }
+    if (failures.length > 0) log.info(`checkpoint ${it} written without stage(s) ${stages.filter(s => !written.includes(s)).join(', ')} in ${ms.toFixed(0)} ms (${failures.join('; ')}); those are taken again at a later commit`)
+    else log.info(`checkpoint ${it} written in ${ms.toFixed(0)} ms${info.complete ? '' : ` (stage(s) ${written.join(', ')})`}`)
+    await this.host.persist()
+    this.host.checkpointDone({ iteration: it, outcome: failures.length > 0 ? 'partial' : 'written', stages, written, complete: info.complete, ms, bytes: info.bytes ?? 0, ...(reason != null ? { reason } : {}) })
   }
 }
 

@@ -100,16 +100,26 @@ export interface RecoveryEvent {
   states?: string[]
 }
 
-/** One sparse checkpoint the coordinator took, written or abandoned (event `checkpoint`). */
+/**
+ * One sparse checkpoint the coordinator took (event `checkpoint`): `written` when every stage it
+ * pulled was written, `partial` when some were (the others' holders failed mid-pull), `abandoned`
+ * when none was.
+ */
 export interface CheckpointEvent {
   /** The committed iteration it snapshots. */
   iteration: number
-  outcome: 'written' | 'abandoned'
+  outcome: 'written' | 'partial' | 'abandoned'
+  /** The stages it pulled: all of them for a scheduled checkpoint, a retry only those whose newest file is older than the schedule. */
+  stages: number[]
+  /** The stages whose file was written, ascending. */
+  written: number[]
+  /** The checkpoint on disk holds every stage (a whole model; a retry of some stages never does). */
+  complete: boolean
   /** Wall-clock ms from the first pull to the manifest on disk (or to the abandonment). */
   ms: number
   /** Bytes of stage files written (0 when abandoned). */
   bytes: number
-  /** Why it was abandoned. */
+  /** Why a stage was not written (the first failure), when one was not. */
   reason?: string
 }
 

@@ -18,7 +18,7 @@ let cluster: TestCluster | undefined
 const { track, tempDir } = clusterLifecycle('spotpipe-test-')
 
 describe('sparse checkpoints', () => {
-  it('two adjacent stages lost: the newest valid checkpoint is used (a flipped byte in the newest is skipped)', async () => {
+  it('two adjacent stages lost: each is restored from its own newest valid file (a flipped byte in one stage\'s newest file falls back for that stage only)', async () => {
     const stateDir = await tempDir()
     cluster = track(new TestCluster({ clusterId: 'ck', model, train, strategy: 'checkfree', stateDir, checkpointEvery: 2 }))
     await cluster.start(6)
@@ -53,9 +53,10 @@ describe('sparse checkpoints', () => {
     expect(await running).toBeInstanceOf(StageLostError)
     await cluster.coord.until(() => cluster?.coord.failedStages().length === 2, 'both losses', 10_000)
     const events = await cluster.coord.recover({ timeoutMs: 60_000 })
-    expect(events.map(e => [e.stage, e.rung])).toEqual([[1, 'checkpoint'], [2, 'checkpoint']])
-    const ck = await store.load(3)
-    for (const s of [1, 2]) {
+    // each stage from its own newest valid file: stage 1's of 5 is damaged (3 is used), stage 2's of 5 is fine
+    expect(events.map(e => [e.stage, e.rung, e.checkpointId])).toEqual([[1, 'checkpoint', 'ckpt-3'], [2, 'checkpoint', 'ckpt-5']])
+    for (const [s, it] of [[1, 3], [2, 5]]) {
+      const ck = await store.load(it, undefined, [s])
       const got = await cluster.weightsOf(s, true)
       const want = tensorsFor([...got.tensors.keys()].filter(n => !n.startsWith('optim.') && !n.startsWith('meta.')), ck)
       for (const [n, t] of want) expect(got.tensors.get(n)?.data, n).toEqual(t.data)
@@ -76,29 +77,62 @@ async function freePort (): Promise<number> {
   })
 }
 
-describe('an abandoned checkpoint', () => {
-  it('is taken again at the next commits (at most 3 times) instead of K iterations later', async () => {
-    // one peer corrupts every weights transfer it sends: every pull of its stage fails its checksum
+describe('a stage whose checkpoint pull fails', () => {
+  it('costs only its own file: the others are written as a partial checkpoint, the retries (at most 3) pull only it, and a later recovery restores each stage from its own newest file', async () => {
+    // one peer corrupts every weights transfer it sends: every pull of stage 0 fails its checksum
     const stateDir = await tempDir()
     cluster = track(new TestCluster({ clusterId: 'ck-retry', model, train, strategy: 'checkfree', stateDir, checkpointEvery: 6 }))
     const c = cluster
     await c.startCoordinator()
-    await Promise.all(Array.from({ length: 4 }, async (_, i) => await c.addPeer([], i === 0 ? { SPOTPIPE_FAULT_CORRUPT_CHUNK: '0' } : {})))
+    const [corrupt] = await Promise.all(Array.from({ length: 4 }, async (_, i) => await c.addPeer([], i === 0 ? { SPOTPIPE_FAULT_CORRUPT_CHUNK: '0' } : {})))
     const events: CheckpointEvent[] = []
     c.coord.on('checkpoint', (e: CheckpointEvent) => { events.push(e) })
     await c.coord.assignInitial({ timeoutMs: 30_000 })
+    // two spares for the recovery at the end
+    await Promise.all([c.addPeer(), c.addPeer()])
+    const s0 = c.coord.assignment?.stages.find(st => st.peers[0] === corrupt.peerId)?.stage
+    expect(s0, 'the corrupting peer holds a stage').toBeTypeOf('number')
+    const others = [0, 1, 2, 3].filter(s => s !== s0)
     for (let i = 0; i < 12; i++) await c.coord.runIteration({ timeoutMs: 30_000 })
     await c.coord.flushCheckpoints()
-    expect(events.every(e => e.outcome === 'abandoned')).toBe(true)
-    const its = events.map(e => e.iteration)
-    // scheduled at 5 and 11; the abandoned one is retried at later commits the coordinator
-    // publishes once it knows (a retry in flight blocks the next): more than once, but at most 3
-    // times although 5 commits (6-10) come before the next scheduled one
-    expect(its.filter(x => (x + 1) % 6 === 0)).toEqual([5, 11])
-    const retries = its.filter(x => x > 5 && x < 11)
-    expect(retries.length, `checkpoints taken: ${its.join(', ')}`).toBeGreaterThanOrEqual(2)
-    expect(retries.length, `checkpoints taken: ${its.join(', ')}`).toBeLessThanOrEqual(3)
-  }, 120_000)
+    const scheduled = events.filter(e => (e.iteration + 1) % 6 === 0)
+    // scheduled at 5 and 11: every stage pulled, all but the corrupting one's written
+    expect(scheduled.map(e => [e.iteration, e.outcome, e.stages, e.written, e.complete])).toEqual([
+      [5, 'partial', [0, 1, 2, 3], others, false],
+      [11, 'partial', [0, 1, 2, 3], others, false]
+    ])
+    expect(scheduled[0].reason).toMatch(new RegExp(`stage ${String(s0)}: .*(checksum|crc|corrupt)`, 'i'))
+    // the retries at later commits pull only the stage whose newest file is behind, and are
+    // abandoned (its pull fails again): more than once, but at most 3 times although 5 commits
+    // (6-10) come before the next scheduled one
+    const retries = events.filter(e => e.iteration > 5 && e.iteration < 11)
+    expect(retries.length, `checkpoints taken: ${events.map(e => e.iteration).join(', ')}`).toBeGreaterThanOrEqual(2)
+    expect(retries.length).toBeLessThanOrEqual(3)
+    for (const r of retries) expect([r.outcome, r.stages, r.written]).toEqual(['abandoned', [s0], []])
+    const store = c.coord.store
+    if (store == null) throw new Error('no store')
+    // no whole model on disk, but each other stage's newest file is of 11
+    expect(store.latest()).toBeUndefined()
+    expect([0, 1, 2, 3].map(s => store.latestFor(s, 4)?.iteration)).toEqual([0, 1, 2, 3].map(s => s === s0 ? undefined : 11))
+
+    // lose an adjacent pair of the other stages: the checkpoint rung restores each from its own newest file, the partial checkpoint 11
+    const pair = others.find(s => others.includes(s + 1)) as number
+    const victims = [c.holder(pair), c.holder(pair + 1)]
+    const running = c.coord.runIteration({ timeoutMs: 30_000 }).catch(err => err)
+    for (const v of victims) v.proc.child.kill('SIGKILL')
+    expect(await running).toBeInstanceOf(StageLostError)
+    await c.coord.until(() => c.coord.failedStages().length === 2, 'both losses', 10_000)
+    const recovered = await c.coord.recover({ timeoutMs: 60_000 })
+    expect(recovered.map(e => [e.stage, e.rung, e.checkpointId])).toEqual([[pair, 'checkpoint', 'ckpt-11'], [pair + 1, 'checkpoint', 'ckpt-11']])
+    const ck = await store.load(11, undefined, [pair, pair + 1])
+    for (const s of [pair, pair + 1]) {
+      const got = await c.weightsOf(s, true)
+      const want = tensorsFor([...got.tensors.keys()].filter(n => !n.startsWith('optim.') && !n.startsWith('meta.')), ck)
+      for (const [n, t] of want) expect(got.tensors.get(n)?.data, n).toEqual(t.data)
+    }
+    const r = await c.coord.runIteration({ timeoutMs: 30_000 })
+    expect(Number.isFinite(r.loss)).toBe(true)
+  }, 180_000)
 })
 
 /**

@@ -23,11 +23,11 @@ import type { Assignment, Heartbeat, RecoveryDone, RecoveryFailed, RecoveryRung 
 import type { CheckpointStore } from '../checkpoint-store.js'
 import type { LostPeer } from '../detector.js'
 import { planRecovery, type LadderInput, type LadderResult, type StagePlan, type Strategy } from '../ladder.js'
-import { RecoveryCheckpoint } from '../recovery-checkpoint.js'
+import { checkpointsOnDisk, RecoveryCheckpoint } from '../recovery-checkpoint.js'
 import type { RecoveryEvent } from '../types.js'
 import { DEFAULT_THROUGHPUT_BYTES_PER_MS, recoveryDeadlineMs } from './deadline.js'
 import { RecoveryRecord, lossEvent, recordEvent, type LossInfo } from './record.js'
-import { holdsIntact, survey } from './survey.js'
+import { holdsIntact, survey, type CheckpointChoice } from './survey.js'
 
 const log = createLog('coordinator')
 
@@ -211,10 +211,12 @@ export class RecoveryMachine {
       // once the next assignment no longer names its peer, only this says it still needs one)
       for (const st of stages) if (!this.lost.has(st)) this.lost.set(st, this.lossOf(st, c.assignment ?? a0))
       // 1-2. survey and plan, every affected stage together
-      let result = this.ladder(stages, c.store?.latest()?.iteration)
+      const S = (c.assignment ?? a0).stages.length
+      let result = this.ladder(stages, checkpointsOnDisk(c.store, stages, S))
       if (result.plans.some(p => p.rung === 'checkpoint' && p.checkpointId !== 'init')) {
         // Verify before promising a checkpoint: a corrupt newest one falls back to the one before.
-        result = this.ladder(stages, await this.checkpoint.load(c.store))
+        // checkpoint-whole takes every stage back to one complete checkpoint, else each stage its own newest file.
+        result = this.ladder(stages, c.strategy === 'checkpoint-whole' ? { checkpoint: await this.checkpoint.load(c.store) } : await this.checkpoint.loadFor(c.store, stages))
       }
       if (result.plans.some(p => p.rung === 'wait')) {
         await this.waitForPeer(result, opts)
@@ -295,12 +297,12 @@ export class RecoveryMachine {
   // ------------------------------------------------------------------ the steps
 
   /** The ladder over the current survey for `stages` (see LadderInput for each field). */
-  private ladder (stages: number[], checkpoint: number | undefined): LadderResult {
-    return planRecovery(this.ladderInput(stages, checkpoint))
+  private ladder (stages: number[], checkpoints: CheckpointChoice): LadderResult {
+    return planRecovery(this.ladderInput(stages, checkpoints))
   }
 
   /** What the ladder needs, from the assignment, the machine's sets and the peers' heartbeats (survey.ts). */
-  ladderInput (stages: number[], checkpoint: number | undefined): LadderInput {
+  ladderInput (stages: number[], checkpoints: CheckpointChoice = {}): LadderInput {
     const c = this.host
     return survey({
       assignment: c.assignment as Assignment,
@@ -314,7 +316,7 @@ export class RecoveryMachine {
       departing: this.departing,
       restarted: this.restarted,
       excluded: this.excluded
-    }, stages, checkpoint)
+    }, stages, checkpoints)
   }
 
   /** No spare for some stage: wait until a peer joins or a lost one comes back (state is kept). */
@@ -322,10 +324,10 @@ export class RecoveryMachine {
     const c = this.host
     const waiting = result.plans.filter(p => p.rung === 'wait').map(p => p.stage)
     log.info(`no spare for stages ${waiting.join(', ')}: waiting for a peer to join (state is kept)`)
-    const before = this.ladderInput(this.failedStages(), undefined)
+    const before = this.ladderInput(this.failedStages())
     const candidates = (i: LadderInput): number => i.spares.length + (i.rejoined?.size ?? 0)
     await c.until(() => {
-      const now = this.ladderInput(this.failedStages(), undefined)
+      const now = this.ladderInput(this.failedStages())
       return candidates(now) > candidates(before) || now.lost.length !== before.lost.length
     }, 'a spare peer to join', opts.timeoutMs ?? 30 * 24 * 3600_000, opts.signal)
   }

@@ -34,8 +34,11 @@ export function holdsIntact (hb: Heartbeat, s: number, epoch: number, committed:
   return hb.role === 'stage' && hb.stage === s && hb.epoch === epoch && !hb.departing && stateIterationOf(hb) === committed
 }
 
-/** The ladder's input for recovering `stages`, with `checkpoint` the newest usable checkpoint. */
-export function survey (v: SurveyView, stages: number[], checkpoint: number | undefined): LadderInput {
+/** The checkpoints a recovery may restore from (LadderInput's fields of the same names). */
+export type CheckpointChoice = Pick<LadderInput, 'checkpoint' | 'stageCheckpoints'>
+
+/** The ladder's input for recovering `stages`, with `checkpoints` the newest usable checkpoints. */
+export function survey (v: SurveyView, stages: number[], checkpoints: CheckpointChoice): LadderInput {
   const a = v.assignment
   const lostSet = new Set(stages)
   const holders = new Map<number, string>()
@@ -79,6 +82,6 @@ export function survey (v: SurveyView, stages: number[], checkpoint: number | un
     rejoined,
     excluded: v.excluded,
     gradNorms: v.gradNorms,
-    checkpoint
+    ...checkpoints
   }
 }

@@ -151,6 +151,7 @@ export async function runChaos (o: ChaosOptions): Promise<ChaosHistory> {
     if (e.type === 'recovery') log(`    ${at} coordinator: stage ${String(e.stage)} recovered by ${String(e.rung)} (${String(e.cause)}), epoch ${String(e.epoch)}, iteration ${String(e.iteration)}`)
     else if (e.type === 'recovery-failed' || e.type === 'divergence' || e.type === 'error') log(`    ${at} coordinator ${e.type}: ${JSON.stringify(e).slice(0, 300)}`)
     else if (e.type === 'checkpoint' && e.outcome === 'abandoned') log(`    ${at} coordinator: checkpoint ${String(e.iteration)} abandoned: ${String(e.reason).slice(0, 160)}`)
+    else if (e.type === 'checkpoint' && e.outcome === 'partial') log(`    ${at} coordinator: checkpoint ${String(e.iteration)} partial, stages ${JSON.stringify(e.written)} of ${String(e.stages)}: ${String(e.reason).slice(0, 160)}`)
     else if (e.type === 'start' && h.chaosStart > 0) log(`    ${at} coordinator started${e.restored === true ? `, resuming at iteration ${String(e.iteration)}` : ''}`)
   })
   const episodes = new Set<Promise<void>>()
