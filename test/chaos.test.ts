@@ -127,6 +127,41 @@ describe('chaos invariants', () => {
     expect(failing({ ...base, events: [...after, rec] })).toEqual(['checkpoints-written', 'checkpoints-abandoned'])
   })
 
+  it('checkpoints: the fraction lost counts stage files, and a stage is held to its own newest file', () => {
+    const base = history()
+    const stages = [0, 1, 2, 3]
+    // every checkpoint names its stages; six of them lost stage 2's file (its holder died mid-pull)
+    const events = base.events.map(e => {
+      if (e.type !== 'checkpoint') return e
+      const lost = (e.iteration as number) < 60
+      return { ...e, stages, written: lost ? [0, 1, 3] : stages, complete: !lost, outcome: lost ? 'partial' : 'written', ...(lost ? { reason: 'stage 2: stream ended' } : {}) }
+    })
+    const r = checkInvariants({ ...base, events })
+    expect(r.figures).toMatchObject({ stageFilesTaken: 80, stageFilesLost: 6, checkpointsPartial: 6, checkpointsAbandoned: 0 })
+    expect(r.figures.checkpointsAbandonedFraction).toBeCloseTo(6 / 80, 10)
+    expect(failing({ ...base, events })).toEqual(['checkpoints-abandoned'])
+    // a retry that pulled only stage 2 and got it: 1 file taken, none lost; under 5% again
+    const retries = events.flatMap(e => e.type === 'checkpoint' && e.outcome === 'partial'
+      ? [e, { type: 'checkpoint', at: (e.at as number) + 400, iteration: (e.iteration as number) + 1, outcome: 'written', stages: [2], written: [2], complete: false }]
+      : [e])
+    const ok = checkInvariants({ ...base, events: retries })
+    expect(ok.figures).toMatchObject({ stageFilesTaken: 86, stageFilesLost: 6 })
+    expect(failing({ ...base, events: retries })).toEqual(['checkpoints-abandoned'])
+    const fewer = events.map(e => e.type === 'checkpoint' && (e.iteration as number) < 30 ? { ...e, written: stages, complete: true, outcome: 'written' } : e)
+    expect(checkInvariants({ ...base, events: fewer }).figures.checkpointsAbandonedFraction).toBeCloseTo(3 / 80, 10)
+    expect(failing({ ...base, events: fewer })).toEqual([])
+    // a recovery planned after checkpoint 59 (which lacked stage 2's file) restores from 49
+    const rec = { type: 'recovery', at: T0 + 19_000, stage: 2, rung: 'checkpoint', epoch: 2, iteration: 60, checkpointId: 'ckpt-49' }
+    const lost59 = base.events.map(e => e.type !== 'checkpoint' ? e : e.iteration === 59
+      ? { ...e, stages, written: [0, 1, 3], complete: false, outcome: 'partial' }
+      : { ...e, stages, written: stages, complete: true })
+    const rungLoss = (x: CoordinatorEvent): InvariantName[] => failing({ ...base, events: [...lost59, x] }).filter(i => i === 'rung-loss')
+    // stage 2's newest file is 49: restoring it from 49 loses no more than the rung may
+    expect(rungLoss(rec)).toEqual([])
+    // stage 0 had a file of 59: going back to 49 lost more than the rung may
+    expect(rungLoss({ ...rec, stage: 0 })).toEqual(['rung-loss'])
+  })
+
   it('nonfinite-reported: a planted non-finite step that landed must be reported as a divergence of its stage', () => {
     const poisoned = { name: 'peer-9', role: 'peer' as const, identity: 'p9.key', peerId: 'p9', startedAt: T0 + 9000, readyAt: T0 + 9500, eventsFile: '', stderrTail: [], env: { SPOTPIPE_FAULT_NONFINITE: '2:+3' } }
     const took = { at: T0 + 10_000, peerId: 'p9', stage: 2, epoch: 3, source: 'rebuilt' as const, via: 'log' as const }

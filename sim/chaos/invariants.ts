@@ -9,11 +9,13 @@
  *                         (checkpoint from 'init')
  *   checkpoints-written   a checkpoint is written again after every recovery (within 3 intervals) and
  *                         the newest one stays within 3 intervals of the last commit
- *   checkpoints-abandoned at most 5% of the checkpoints taken are abandoned
+ *   checkpoints-abandoned at most 5% of the stage files the checkpoints pulled are lost (a holder
+ *                         lost mid-pull costs its stage's file; the other stages' are written as a
+ *                         partial checkpoint)
  *   staleness             a stage restored from a checkpoint is at most the interval + 1 iterations behind
  *   rung-loss             what each rung may lose: handover, replica and CheckFree at most the
  *                         in-flight iteration (nothing committed); checkpoint the iterations since
- *                         the newest checkpoint written before the recovery
+ *                         the newest checkpoint holding that stage written before the recovery
  *   commits-contiguous    the committed iterations go up by one (none committed twice, none skipped
  *                         but those skipped for a reported non-finite step)
  *   no-nan                every stage's final weights and optimizer state are finite
@@ -39,10 +41,15 @@ export interface ChaosFigures {
   exits: number
   stalls: number
   unrecordedReinits: number
-  /** abandoned / (written + abandoned); 0 when none was taken. */
+  /** Stage files lost / stage files pulled, over every checkpoint taken; 0 when none was taken. */
   checkpointsAbandonedFraction: number
+  /** Checkpoints with every stage pulled written, some, none. */
   checkpointsWritten: number
+  checkpointsPartial: number
   checkpointsAbandoned: number
+  /** Stage files the checkpoints pulled, and of those lost. */
+  stageFilesTaken: number
+  stageFilesLost: number
   maxStalenessIters: number
   commits: number
   recoveries: number
@@ -87,10 +94,24 @@ export function recoveryRecords (h: ChaosHistory): RecoveryRecordView[] {
   return [...out.values()].sort((a, b) => a.at - b.at)
 }
 
-/** Iteration of the newest checkpoint written before `t`, or undefined. */
-function newestWrittenBefore (checkpoints: CoordinatorEvent[], t: number): number | undefined {
+/** The stage files checkpoint event `c` pulled and of those wrote (an event naming no stages counts as one file). */
+export function stageFiles (c: CoordinatorEvent): { taken: number, written: number } {
+  const taken = Array.isArray(c.stages) ? c.stages.length : 1
+  const written = Array.isArray(c.written) ? c.written.length : c.outcome === 'written' ? taken : 0
+  return { taken, written }
+}
+
+/** Whether checkpoint event `c` wrote stage `stage`'s file (any stage when undefined). */
+function wroteStage (c: CoordinatorEvent, stage?: number): boolean {
+  if (c.outcome !== 'written' && c.outcome !== 'partial') return false
+  if (stage == null || !Array.isArray(c.written)) return true
+  return (c.written as unknown[]).includes(stage)
+}
+
+/** Iteration of the newest checkpoint written before `t` holding stage `stage` (any, when undefined), or undefined. */
+function newestWrittenBefore (checkpoints: CoordinatorEvent[], t: number, stage?: number): number | undefined {
   let best: number | undefined
-  for (const c of checkpoints) if (c.outcome === 'written' && c.at < t && typeof c.iteration === 'number' && (best == null || c.iteration > best)) best = c.iteration
+  for (const c of checkpoints) if (wroteStage(c, stage) && c.at < t && typeof c.iteration === 'number' && (best == null || c.iteration > best)) best = c.iteration
   return best
 }
 
@@ -108,14 +129,14 @@ export function iterationsBehind (r: RecoveryRecordView, checkpoints: Coordinato
     const m = /^ckpt-(\d+)$/.exec(r.checkpointId)
     if (m != null) return { behind: committed - Number(m[1]), from: 'checkpointId', checkpoint: Number(m[1]) }
   }
-  const ck = newestWrittenBefore(checkpoints, plannedAt)
+  const ck = newestWrittenBefore(checkpoints, plannedAt, r.stage)
   return ck == null ? { behind: committed + 1, from: 'inferred' } : { behind: committed - ck, from: 'inferred', checkpoint: ck }
 }
 
 /** A record saying a stage was (re)built from the seeded initial weights. */
 function isInitRecord (r: RecoveryRecordView, checkpoints: CoordinatorEvent[]): boolean {
   if (r.checkpointId === 'init' || r.rung === 'init' || r.rung === 'seed') return true
-  return r.rung === 'checkpoint' && r.checkpointId == null && newestWrittenBefore(checkpoints, r.at) == null
+  return r.rung === 'checkpoint' && r.checkpointId == null && newestWrittenBefore(checkpoints, r.at, r.stage) == null
 }
 
 const IN_FLIGHT_RUNGS = new Set(['handover', 'replica', 'checkfree', 'checkfree-plus'])
@@ -192,9 +213,10 @@ export function checkInvariants (h: ChaosHistory): ChaosReport {
   }
 
   // checkpoints-written and checkpoints-abandoned
-  const written = checkpoints.filter(c => c.outcome === 'written')
+  const written = checkpoints.filter(c => wroteStage(c))
   const abandoned = checkpoints.filter(c => c.outcome === 'abandoned')
-  const fraction = checkpoints.length === 0 ? 0 : abandoned.length / checkpoints.length
+  const files = checkpoints.map(stageFiles).reduce((t, f) => ({ taken: t.taken + f.taken, lost: t.lost + f.taken - f.written }), { taken: 0, lost: 0 })
+  const fraction = files.taken === 0 ? 0 : files.lost / files.taken
   const lastIt = commits.at(-1)?.iteration as number | undefined
   if (K > 0 && lastIt != null) {
     for (const r of records) {
@@ -204,7 +226,8 @@ export function checkInvariants (h: ChaosHistory): ChaosReport {
     }
     const newest = written.reduce<number>((m, c) => Math.max(m, c.iteration as number), -1)
     if (lastIt >= 3 * K && lastIt - newest > 3 * K) v.push({ invariant: 'checkpoints-written', detail: `the newest checkpoint written is of iteration ${newest}, the last commit ${lastIt}: more than 3 intervals (${3 * K}) behind` })
-    if (fraction > 0.05) v.push({ invariant: 'checkpoints-abandoned', detail: `${abandoned.length} of ${checkpoints.length} checkpoints abandoned (${(fraction * 100).toFixed(0)}%, allowed 5%): ${[...new Set(abandoned.map(c => String(c.reason ?? '')))].slice(0, 3).join(' | ')}` })
+    const short = checkpoints.filter(c => stageFiles(c).written < stageFiles(c).taken)
+    if (fraction > 0.05) v.push({ invariant: 'checkpoints-abandoned', detail: `${files.lost} of ${files.taken} stage files lost (${(fraction * 100).toFixed(1)}%, allowed 5%; ${abandoned.length} of ${checkpoints.length} checkpoints abandoned): ${[...new Set(short.map(c => String(c.reason ?? '')))].slice(0, 3).join(' | ')}` })
   }
 
   // staleness and rung-loss
@@ -220,7 +243,7 @@ export function checkInvariants (h: ChaosHistory): ChaosReport {
       if (st.from === 'inferred') inferred += 1
       maxStale = Math.max(maxStale, st.behind)
       if (K > 0 && st.behind > K + 1) v.push({ invariant: 'staleness', at: r.at, detail: `stage ${r.stage} restored ${st.behind} iterations behind (checkpoint ${st.checkpoint ?? r.checkpointId ?? 'init'}, ${st.from}; allowed ${K + 1})` })
-      const newest = newestWrittenBefore(checkpoints, plannedAt)
+      const newest = newestWrittenBefore(checkpoints, plannedAt, r.stage)
       if (newest != null && typeof r.iteration === 'number' && st.from !== 'inferred' && st.behind > r.iteration - 1 - newest) {
         v.push({ invariant: 'rung-loss', at: r.at, detail: `stage ${r.stage} lost ${st.behind} iterations by the checkpoint rung, but checkpoint ${newest} was written before: at most ${r.iteration - 1 - newest} may be lost` })
       }
@@ -296,8 +319,11 @@ export function checkInvariants (h: ChaosHistory): ChaosReport {
       stalls,
       unrecordedReinits: unrecorded,
       checkpointsAbandonedFraction: fraction,
-      checkpointsWritten: written.length,
+      checkpointsWritten: checkpoints.filter(c => c.outcome === 'written').length,
+      checkpointsPartial: checkpoints.filter(c => c.outcome === 'partial').length,
       checkpointsAbandoned: abandoned.length,
+      stageFilesTaken: files.taken,
+      stageFilesLost: files.lost,
       maxStalenessIters: maxStale,
       commits: commits.length,
       recoveries: records.length,

@@ -24,7 +24,7 @@ export function formatReport (h: ChaosHistory, r: ChaosReport, maxPerInvariant =
   out.push(`chaos seed ${h.seed}: ${seconds(h.chaosEnd - h.chaosStart)} s of faults, ${f.faults} faults applied (${h.skipped.length} skipped), ${f.commits} commits, ${f.recoveries} recovery records, ${f.lostStages} stages taken away`)
   out.push(`bounds: detection ${b.detectionMs} ms, transfer ${b.transferMs} ms, bound ${b.boundMs} ms, resume grace ${b.resumeGraceMs} ms, checkpoint every ${b.checkpointEvery}, strategy ${b.strategy}`)
   out.push(`stall rule: ${r.stallRule}`)
-  out.push(`checkpoints: ${f.checkpointsWritten} written, ${f.checkpointsAbandoned} abandoned; longest gap between commits ${seconds(f.longestGapMs)} s; recovery failures ${f.recoveryFailures}; divergence reports ${f.divergences}`)
+  out.push(`checkpoints: ${f.checkpointsWritten} written, ${f.checkpointsPartial} partial, ${f.checkpointsAbandoned} abandoned (${f.stageFilesLost} of ${f.stageFilesTaken} stage files lost); longest gap between commits ${seconds(f.longestGapMs)} s; recovery failures ${f.recoveryFailures}; divergence reports ${f.divergences}`)
   const weights = h.weights.map(w => `stage ${w.stage} ${w.ok ? `ok (iteration ${w.iteration ?? '?'})` : 'FAILED'}`).join(', ')
   out.push(`final weights: ${weights === '' ? 'none checked' : weights}`)
   for (const name of INVARIANTS) {
