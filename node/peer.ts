@@ -7,6 +7,7 @@
  * Epochs: every assignment carries an epoch; frames and control from older epochs are dropped.
  */
 import { EventEmitter } from 'node:events'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { multiaddr } from '@multiformats/multiaddr'
 import type { PrivateKey } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
@@ -31,6 +32,11 @@ import { createPeerLibp2p, secretMismatchHint, type PeerLibp2p } from '../net/in
 
 const log = createLog('peer')
 
+/** PeerInit.joinTimeoutMs's default: a minute covers a coordinator's restart (a few seconds here) and a VM booting its peer first. */
+const DEFAULT_JOIN_TIMEOUT_MS = 60_000
+/** First and largest wait between join attempts. */
+const JOIN_BACKOFF_MS = [500, 8000] as const
+
 export interface PeerInit {
   /** Cluster name; selects the gossip topics. */
   clusterId: string
@@ -48,6 +54,13 @@ export interface PeerInit {
   transport?: 'tcp' | 'memory'
   /** Heartbeat period in ms. @default 1000 */
   heartbeatMs?: number
+  /**
+   * How long start() keeps dialling an unreachable coordinator (a peer booted before its
+   * coordinator, or started while it restarts), with backoff from 0.5 s to 8 s between attempts;
+   * 0 tries once. A handshake refused for a different cluster secret fails at once.
+   * @default 60000
+   */
+  joinTimeoutMs?: number
   /**
    * Training tokens and the identity of the data they came from (`data`); default: the Brown
    * corpus train split with byte tokens. Only stage 0 and the head's stage read them.
@@ -163,14 +176,7 @@ export class Peer extends EventEmitter {
     })
     await this.links.start()
     this.weightsServer = await serveWeights(this.node, this.provider, this.init.faults?.weights != null ? { faults: this.init.faults.weights } : undefined)
-    for (const a of this.init.coordinatorAddrs) {
-      try {
-        await this.node.dial(multiaddr(a), { signal: AbortSignal.timeout(10_000) })
-      } catch (err) {
-        await this.stop().catch(() => {})
-        throw new UnreachableError(`cannot reach the coordinator at ${a}: ${(err as Error).message}${secretMismatchHint(err)}`, { cause: err })
-      }
-    }
+    await this.dialCoordinator()
     this.heartbeatTimer = setInterval(() => { void this.heartbeat() }, this.init.heartbeatMs ?? 1000)
     this.heartbeatTimer.unref()
     // A restarted coordinator comes back on the same address: keep dialling it while it is away.
@@ -178,6 +184,37 @@ export class Peer extends EventEmitter {
     this.reconnectTimer.unref()
     void this.heartbeat()
     log.info(`peer ${this.peerId} listening on ${this.node.getMultiaddrs().map(String).join(', ')}`)
+  }
+
+  /**
+   * Dials each coordinator address, retrying an unreachable one with capped exponential backoff
+   * until joinTimeoutMs has passed (the chaos suite saw a peer started while its coordinator
+   * restarted exit at once). On giving up the peer is stopped and UnreachableError names the address.
+   */
+  private async dialCoordinator (): Promise<void> {
+    const budgetMs = this.init.joinTimeoutMs ?? DEFAULT_JOIN_TIMEOUT_MS
+    const deadline = Date.now() + budgetMs
+    for (const a of this.init.coordinatorAddrs) {
+      let backoffMs: number = JOIN_BACKOFF_MS[0]
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await this.node.dial(multiaddr(a), { signal: AbortSignal.timeout(10_000) })
+          if (attempt > 1) log.info(`reached the coordinator at ${a} (attempt ${attempt})`)
+          break
+        } catch (err) {
+          const hint = secretMismatchHint(err)
+          const leftMs = deadline - Date.now()
+          if (hint !== '' || leftMs <= 0) {
+            await this.stop().catch((e: unknown) => { log.info(`stopping after a failed join: ${(e as Error).message}`) })
+            const tries = attempt > 1 ? ` (${attempt} attempts over ${(budgetMs / 1000).toFixed(0)} s)` : ''
+            throw new UnreachableError(`cannot reach the coordinator at ${a}${tries}: ${(err as Error).message}${hint}`, { cause: err })
+          }
+          if (attempt === 1) log.info(`coordinator at ${a} unreachable (${(err as Error).message}); retrying for up to ${(leftMs / 1000).toFixed(0)} s`)
+          await sleep(Math.min(backoffMs, leftMs))
+          backoffMs = Math.min(backoffMs * 2, JOIN_BACKOFF_MS[1])
+        }
+      }
+    }
   }
 
   private async reconnect (): Promise<void> {

@@ -47,7 +47,11 @@ describe('the spotpipe command on bad input', () => {
     await fails(['coordinator', '--swarm-key', join(dir, 'nope.swarm')], /nope\.swarm/)
   }, 60_000)
 
-  it('an unreachable coordinator: one line naming the address', async () => {
-    await fails(['peer', '--coordinator', COORD, '--open'], /cannot reach the coordinator at \/ip4\/127\.0\.0\.1\/tcp\/1\//)
+  it('an unreachable coordinator: retried until --join-timeout, then one line naming the address and the attempts', async () => {
+    const t0 = Date.now()
+    await fails(['peer', '--coordinator', COORD, '--open', '--join-timeout', '2000'], /cannot reach the coordinator at \/ip4\/127\.0\.0\.1\/tcp\/1\/.* \([3-9] attempts over 2 s\)/)
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(2000)
+    await fails(['peer', '--coordinator', COORD, '--open', '--join-timeout', '0'], /cannot reach the coordinator at \/ip4\/127\.0\.0\.1\/tcp\/1\/p2p\/\w+: /)
+    await fails(['peer', '--coordinator', COORD, '--open', '--join-timeout=-1'], /--join-timeout must be an integer >= 0/, 2)
   }, 60_000)
 })

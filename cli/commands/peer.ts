@@ -19,6 +19,8 @@ const HELP = `usage: spotpipe peer --coordinator MULTIADDR (--swarm-key FILE | -
   --metadata-url URL   base URL of the metadata service (default: the provider's own)
   --spot-interval MS   metadata poll period (default 5000)
   --events FILE        append this peer's events (start, stage installs, departure) as JSON lines
+  --join-timeout MS    keep dialling an unreachable coordinator this long before giving up
+                       (default 60000; 0 tries once)
 ${CONFIG_HELP}${NODE_HELP}
 ${DATA_HELP}  Stage 0 and the head's stage (the last, or with CheckFree+ swaps the one holding a
   microbatch's last hop) read tokens: give them the coordinator's --data and --tokenizer (the
@@ -48,6 +50,7 @@ export async function peer (argv: string[]): Promise<void> {
     'metadata-url': { type: 'string' },
     'spot-interval': { type: 'string' },
     events: { type: 'string' },
+    'join-timeout': { type: 'string' },
     help: { type: 'boolean', short: 'h' }
   })
   const spot = (values.spot as string | undefined) ?? 'none'
@@ -76,6 +79,7 @@ export async function peer (argv: string[]): Promise<void> {
     ...node,
     coordinatorId,
     coordinatorAddrs: [addr],
+    ...(values['join-timeout'] != null ? { joinTimeoutMs: intFlag(values, 'join-timeout', 0, 0) } : {}),
     ...(data != null ? { trainTokens: data.train, data: { fingerprint: data.fingerprint, tokenizer: data.tokenizer } } : {}),
     faults: { nonFinite: faults, weights }
   })
