@@ -28,7 +28,7 @@ import type { Strategy, StagePlan } from './ladder.js'
 import { RecoveryMachine, recoveryPlanMessages, shadowsBehind } from './recovery/index.js'
 import { SparseCheckpoints } from './sparse-checkpoints.js'
 import { waitUntil } from './wait.js'
-import type { CheckpointEvent, CoordinatorInit, IterationRecord, PeerView, RecoveryEvent } from './types.js'
+import type { CheckpointEvent, CoordinatorInit, DivergenceEvent, IterationRecord, PeerView, RecoveryEvent } from './types.js'
 
 export type { CheckpointEvent, CoordinatorInit, DivergenceEvent, IterationRecord, PeerView, RecoveryEvent } from './types.js'
 
@@ -364,9 +364,12 @@ export class Coordinator extends EventEmitter {
     // Recorded as soon as it is durable, before it is announced: a coordinator killed between the two
     // resumes after this iteration, so its events must already say it was committed (the chaos suite
     // saw a coordinator SIGKILLed there resume at 226 with no 'iteration' event for 225)
+    let diverged: DivergenceEvent | undefined
     if (nonFinite == null) {
       this.divergence.committed()
       this.emit('iteration', rec)
+    } else {
+      diverged = this.divergence.skipped(it, nonFinite)
     }
     // the newest complete checkpoint at or below this commit (after a rollback a newer one may be listed)
     const checkpoint = this.store?.list().find(c => c.complete && c.iteration <= it)?.iteration
@@ -376,8 +379,8 @@ export class Coordinator extends EventEmitter {
     if (nonFinite == null && this.strategy === 'redundant') await this.awaitShadows(a, it, opts.signal)
     const resumed = this.recovery.resumed()
     if (resumed.length > 0) this.emit('recovered', resumed)
-    // skipped: no 'iteration' event (nothing was trained) but a 'divergence' one; may roll back or throw
-    if (nonFinite != null) await this.divergence.skipped(it, nonFinite, opts)
+    // skipped: no 'iteration' event (nothing was trained) but a 'divergence' one (above); may roll back or throw
+    if (diverged != null) await this.divergence.act(diverged, opts)
     return rec
   }
 

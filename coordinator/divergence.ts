@@ -118,27 +118,39 @@ export class Divergence {
   }
 
   /**
-   * Iteration `it` was committed as skipped because of `report`. Logs and emits it; at the limit,
-   * rolls every stage back (and returns once they have reloaded) or throws DivergenceError.
+   * Iteration `it` is being committed as skipped because of `report`: counts it in the streak, logs
+   * it and, when only this step is dropped, emits the event. Called once the commit is durable and
+   * before it is announced, as the 'iteration' event of a trained one is (a coordinator killed
+   * between the two must not leave a skipped commit without its event). Returns the event, for
+   * act() once the commit is announced.
    */
-  async skipped (it: number, report: DoneReport, opts: { signal?: AbortSignal } = {}): Promise<DivergenceEvent> {
+  skipped (it: number, report: DoneReport): DivergenceEvent {
     this.streak.push({ iteration: it, stage: report.stage, what: report.nonFiniteWhat ?? 'value' })
     const n = this.streak.length
     const event: DivergenceEvent = { at: Date.now(), iteration: it, stage: report.stage, what: report.nonFiniteWhat ?? 'value', consecutive: n, action: n < this.limit ? 'skip' : this.action, lrFactor: this.lrFactor }
     log.info(`iteration ${it}: non-finite ${event.what} on stage ${event.stage} (${n} in a row, limit ${this.limit}): step skipped on every stage`)
-    if (event.action === 'rollback' && !this.progressed) {
-      event.action = 'stop'
-      this.host.emit('divergence', event)
+    if (event.action === 'rollback' && !this.progressed) event.action = 'stop'
+    if (event.action === 'skip') this.host.emit('divergence', event)
+    return event
+  }
+
+  /**
+   * After the skipped commit of `event` is announced: at the limit, rolls every stage back (and
+   * returns once they have reloaded) or emits the event and throws DivergenceError.
+   */
+  async act (event: DivergenceEvent, opts: { signal?: AbortSignal } = {}): Promise<void> {
+    if (event.action === 'skip') return
+    if (event.action === 'rollback') {
+      await this.rollback(event, opts.signal)
+      return
+    }
+    this.host.emit('divergence', event)
+    if (this.action === 'rollback') {
+      // the limit again with no step applied since the last rollback (skipped() made it a stop)
       throw new DivergenceError(`training diverged: ${this.describe()} again, with no step applied since rolling back at learning rate x${this.lrFactor}: a lower learning rate does not help`, event)
     }
-    if (event.action === 'stop') {
-      this.host.emit('divergence', event)
-      const why = this.opts.onDivergence == null ? 'no checkpoints to roll back to (without a state dir the default is to stop; choose rollback to restart from the seeded weights)' : 'on-divergence is stop'
-      throw new DivergenceError(`training diverged: ${this.describe()}; stopped: ${why}`, event)
-    }
-    if (event.action === 'rollback') await this.rollback(event, opts.signal)
-    else this.host.emit('divergence', event)
-    return event
+    const why = this.opts.onDivergence == null ? 'no checkpoints to roll back to (without a state dir the default is to stop; choose rollback to restart from the seeded weights)' : 'on-divergence is stop'
+    throw new DivergenceError(`training diverged: ${this.describe()}; stopped: ${why}`, event)
   }
 
   /** The streak in words: what, where and when. */
