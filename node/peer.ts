@@ -28,7 +28,7 @@ import { rebuildStage, type WeightsRequestSpec } from './recovery.js'
 import { fetchWeights, serveWeights, type WeightsFaults, type WeightsProvider, type WeightsServer } from '../net/index.js'
 import { ClusterGossip } from '../net/index.js'
 import { StageRuntime, stageNeedsTokens, type DoneInfo, type OutFrame } from './stage-runtime.js'
-import { createPeerLibp2p, secretMismatchHint, type PeerLibp2p } from '../net/index.js'
+import { createPeerLibp2p, isSecretMismatch, secretMismatchHint, type PeerLibp2p } from '../net/index.js'
 
 const log = createLog('peer')
 
@@ -189,7 +189,7 @@ export class Peer extends EventEmitter {
   /**
    * Dials each coordinator address, retrying an unreachable one with capped exponential backoff
    * until joinTimeoutMs has passed (the chaos suite saw a peer started while its coordinator
-   * restarted exit at once). On giving up the peer is stopped and UnreachableError names the address.
+   * restarted, or paused, exit at once). On giving up the peer is stopped and UnreachableError names the address.
    */
   private async dialCoordinator (): Promise<void> {
     const budgetMs = this.init.joinTimeoutMs ?? DEFAULT_JOIN_TIMEOUT_MS
@@ -202,12 +202,13 @@ export class Peer extends EventEmitter {
           if (attempt > 1) log.info(`reached the coordinator at ${a} (attempt ${attempt})`)
           break
         } catch (err) {
-          const hint = secretMismatchHint(err)
           const leftMs = deadline - Date.now()
-          if (hint !== '' || leftMs <= 0) {
+          // a refused handshake (another cluster secret) cannot succeed later; a timed-out one (a
+          // paused coordinator: the chaos suite's SIGSTOP) can
+          if (isSecretMismatch(err) || leftMs <= 0) {
             await this.stop().catch((e: unknown) => { log.info(`stopping after a failed join: ${(e as Error).message}`) })
             const tries = attempt > 1 ? ` (${attempt} attempts over ${(budgetMs / 1000).toFixed(0)} s)` : ''
-            throw new UnreachableError(`cannot reach the coordinator at ${a}${tries}: ${(err as Error).message}${hint}`, { cause: err })
+            throw new UnreachableError(`cannot reach the coordinator at ${a}${tries}: ${(err as Error).message}${secretMismatchHint(err)}`, { cause: err })
           }
           if (attempt === 1) log.info(`coordinator at ${a} unreachable (${(err as Error).message}); retrying for up to ${(leftMs / 1000).toFixed(0)} s`)
           await sleep(Math.min(backoffMs, leftMs))

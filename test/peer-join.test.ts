@@ -54,4 +54,23 @@ describe('peers started before their coordinator', () => {
     expect(coord.lines.filter(l => l.startsWith('iter ')).length).toBe(3)
     for (const p of peers) expect(p.stderr.join('\n')).toMatch(/reached the coordinator at \S+ \(attempt \d+\)/)
   }, 120_000)
+
+  it('a peer started while the coordinator is paused (SIGSTOP) retries its timed-out handshake and joins after SIGCONT', async () => {
+    const key = ['--swarm-key', join(dir, 'swarm2.key')]
+    await saveSwarmKey(key[1], generateSwarmKey())
+    const coord = spotpipe(['coordinator', '--cluster', 'paused', '--iterations', '1', ...key, ...MODEL])
+    const [, addr] = await coord.waitFor(/^coordinator (\S+)/)
+    coord.child.kill('SIGSTOP')
+    try {
+      const peer = spotpipe(['peer', '--cluster', 'paused', '--coordinator', addr, '--backend', 'wasm', '--join-timeout', '60000', ...key], { SPOTPIPE_QUIET: '0' })
+      for (let t = 0; t < 300 && !peer.stderr.some(l => /unreachable .*retrying/.test(l)); t++) await new Promise(resolve => setTimeout(resolve, 100))
+      expect(peer.stderr.join('\n')).toMatch(/coordinator at \S+ unreachable \(.*(timeout|aborted).*\); retrying for up to \d+ s/)
+      expect(peer.child.exitCode).toBeNull()
+      coord.child.kill('SIGCONT')
+      await peer.waitFor(/^peer \S+\/p2p\//, 60_000)
+      expect(peer.stderr.join('\n')).toMatch(/reached the coordinator at \S+ \(attempt \d+\)/)
+    } finally {
+      coord.child.kill('SIGCONT')
+    }
+  }, 120_000)
 })
