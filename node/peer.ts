@@ -28,7 +28,7 @@ import { rebuildStage, type WeightsRequestSpec } from './recovery.js'
 import { fetchWeights, serveWeights, type WeightsFaults, type WeightsProvider, type WeightsServer } from '../net/index.js'
 import { ClusterGossip } from '../net/index.js'
 import { StageRuntime, stageNeedsTokens, type DoneInfo, type OutFrame } from './stage-runtime.js'
-import { createPeerLibp2p, isSecretMismatch, secretMismatchHint, type PeerLibp2p } from '../net/index.js'
+import { createPeerLibp2p, secretMismatchHint, type PeerLibp2p } from '../net/index.js'
 
 const log = createLog('peer')
 
@@ -57,7 +57,8 @@ export interface PeerInit {
   /**
    * How long start() keeps dialling an unreachable coordinator (a peer booted before its
    * coordinator, or started while it restarts), with backoff from 0.5 s to 8 s between attempts;
-   * 0 tries once. A handshake refused for a different cluster secret fails at once.
+   * 0 tries once. A handshake refused for another cluster secret is retried too (it cannot be told
+   * from one cut off by a restarting coordinator); the log line names the swarm key at once.
    * @default 60000
    */
   joinTimeoutMs?: number
@@ -203,14 +204,15 @@ export class Peer extends EventEmitter {
           break
         } catch (err) {
           const leftMs = deadline - Date.now()
-          // a refused handshake (another cluster secret) cannot succeed later; a timed-out one (a
-          // paused coordinator: the chaos suite's SIGSTOP) can
-          if (isSecretMismatch(err) || leftMs <= 0) {
+          // every failure is retried: a handshake refused for another cluster secret looks like one
+          // cut off by a coordinator restarting (the chaos suite saw both: ECONNRESET and
+          // "Encryption failed" with the same key), so the hint goes in the log line at once
+          if (leftMs <= 0) {
             await this.stop().catch((e: unknown) => { log.info(`stopping after a failed join: ${(e as Error).message}`) })
             const tries = attempt > 1 ? ` (${attempt} attempts over ${(budgetMs / 1000).toFixed(0)} s)` : ''
             throw new UnreachableError(`cannot reach the coordinator at ${a}${tries}: ${(err as Error).message}${secretMismatchHint(err)}`, { cause: err })
           }
-          if (attempt === 1) log.info(`coordinator at ${a} unreachable (${(err as Error).message}); retrying for up to ${(leftMs / 1000).toFixed(0)} s`)
+          if (attempt === 1) log.info(`coordinator at ${a} unreachable (${(err as Error).message})${secretMismatchHint(err)}; retrying for up to ${(leftMs / 1000).toFixed(0)} s`)
           await sleep(Math.min(backoffMs, leftMs))
           backoffMs = Math.min(backoffMs * 2, JOIN_BACKOFF_MS[1])
         }

@@ -103,23 +103,10 @@ export function isPeerGone (err: unknown): boolean {
 export function secretMismatchHint (err: unknown): string {
   const chain = errorChain(err)
   if (!chain.some(e => e.name === 'EncryptionFailedError')) return ''
-  return handshakeTimedOut(chain)
+  const timedOut = chain.some(e => e.name === 'TimeoutError' || e.name === 'AbortError' || /timed? ?out|aborted/i.test(e.message ?? ''))
+  return timedOut
     ? ' (the handshake did not finish in time: the other node may be paused or overloaded; if this persists, check that both hold the same --swarm-key)'
     : ' (the handshake failed: the two nodes hold different --swarm-key files, or one of them is --open)'
-}
-
-/**
- * Whether dialling failed because the handshake itself was refused (the nodes hold different
- * swarm keys, or one is open): retrying cannot help. A handshake that timed out may be a paused or
- * overloaded node, and can.
- */
-export function isSecretMismatch (err: unknown): boolean {
-  const chain = errorChain(err)
-  return chain.some(e => e.name === 'EncryptionFailedError') && !handshakeTimedOut(chain)
-}
-
-function handshakeTimedOut (chain: Array<{ name?: string, message?: string }>): boolean {
-  return chain.some(e => e.name === 'TimeoutError' || e.name === 'AbortError' || /timed? ?out|aborted/i.test(e.message ?? ''))
 }
 
 /** `err`, its causes and aggregated errors, a few levels deep. */

@@ -18,6 +18,6 @@ export {
 export { encodeVarint } from '../../protocols/index.js'
 export {
   IdentityFileError, SwarmKeyError, StreamClosedError, FrameTooLargeError, TruncatedFrameError,
-  MalformedFrameError, PeerGoneError, DialError, MessageTooLargeError, isPeerGone, isSecretMismatch, secretMismatchHint,
+  MalformedFrameError, PeerGoneError, DialError, MessageTooLargeError, isPeerGone, secretMismatchHint,
   type KeyFileProblem, type StreamCloseReason
 } from './errors.js'
