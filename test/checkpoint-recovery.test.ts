@@ -1,6 +1,5 @@
 import { readFileSync } from 'node:fs'
 import { readFile, readdir, writeFile } from 'node:fs/promises'
-import { createServer } from 'node:net'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { loadBrownCorpus } from '../model/data.js'
@@ -10,6 +9,7 @@ import { tensorsFor } from '../coordinator/checkpoint-store.js'
 import { spotpipe } from './helpers/procs.js'
 import { clusterLifecycle } from './helpers/lifecycle.js'
 import { TestCluster } from './helpers/cluster.js'
+import { freePort } from './helpers/ports.js'
 
 const model = { dModel: 32, nHeads: 2, nBlocks: 4, seqLen: 16 }
 const train = { stages: 4, microbatches: 2, microbatchSize: 4 }
@@ -65,17 +65,6 @@ describe('sparse checkpoints', () => {
     expect(Number.isFinite(r.loss)).toBe(true)
   }, 120_000)
 })
-
-async function freePort (): Promise<number> {
-  return await new Promise((resolve, reject) => {
-    const s = createServer()
-    s.once('error', reject)
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port
-      s.close(() => { resolve(port) })
-    })
-  })
-}
 
 describe('a stage whose checkpoint pull fails', () => {
   it('costs only its own file: the others are written as a partial checkpoint, the retries (at most 3) pull only it, and a later recovery restores each stage from its own newest file', async () => {

@@ -7,7 +7,6 @@
  */
 import { readFileSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { multiaddr } from '@multiformats/multiaddr'
@@ -18,6 +17,7 @@ import { DurableState } from '../coordinator/durable-state.js'
 import { ClusterGossip } from '../net/index.js'
 import { createPeerLibp2p, generateSwarmKey, saveSwarmKey, type PeerLibp2p } from '../net/index.js'
 import { killAll, spotpipe, type Proc } from './helpers/procs.js'
+import { freePort } from './helpers/ports.js'
 
 const MODEL = ['--d-model', '32', '--heads', '2', '--blocks', '4', '--seq-len', '16', '--stages', '4', '--microbatches', '2', '--microbatch-size', '4']
 const CLUSTER = 'epochs'
@@ -32,17 +32,6 @@ afterEach(async () => {
   await killAll()
   for (const d of dirs.splice(0)) await rm(d, { recursive: true, force: true })
 })
-
-async function freePort (): Promise<number> {
-  return await new Promise((resolve, reject) => {
-    const s = createServer()
-    s.once('error', reject)
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port
-      s.close(() => { resolve(port) })
-    })
-  })
-}
 
 /** A node that listens to the cluster's control topic (coordinator-signed only) and keeps dialling `addr`. */
 async function observe (addr: string, swarmKey: Uint8Array, onAssignment: (epoch: number) => void): Promise<void> {

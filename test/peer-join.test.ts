@@ -4,12 +4,12 @@
  * with ERR_UNREACHABLE). It keeps dialling, with backoff, for --join-timeout, and joins.
  */
 import { mkdtemp, rm } from 'node:fs/promises'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { generateSwarmKey, saveSwarmKey } from '../net/index.js'
 import { killAll, spotpipe } from './helpers/procs.js'
+import { freePort } from './helpers/ports.js'
 
 const MODEL = ['--d-model', '32', '--heads', '2', '--blocks', '4', '--seq-len', '16', '--stages', '4', '--microbatches', '2', '--microbatch-size', '4']
 
@@ -17,17 +17,6 @@ let dir = ''
 beforeAll(async () => { dir = await mkdtemp(join(tmpdir(), 'spotpipe-join-')) })
 afterAll(async () => { await rm(dir, { recursive: true, force: true }) })
 afterEach(async () => { await killAll() })
-
-async function freePort (): Promise<number> {
-  return await new Promise((resolve, reject) => {
-    const s = createServer()
-    s.once('error', reject)
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port
-      s.close(() => { resolve(port) })
-    })
-  })
-}
 
 describe('peers started before their coordinator', () => {
   it('keep dialling and join once it listens; the run trains', async () => {
