@@ -7,7 +7,6 @@
  * Epochs: every assignment carries an epoch; frames and control from older epochs are dropped.
  */
 import { EventEmitter } from 'node:events'
-import { setTimeout as sleep } from 'node:timers/promises'
 import { multiaddr } from '@multiformats/multiaddr'
 import type { PrivateKey } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
@@ -22,20 +21,16 @@ import { DEFAULT_DATA_IDENTITY } from '../protocols/index.js'
 import { ActivationLinks, activationPolicy, type ActivationPolicy } from './activations.js'
 import type { NonFiniteFaults } from './faults.js'
 import { HeldCopies } from './held-copies.js'
-import { AssignmentError, DataMismatchError, DataRequiredError, NeighbourLostError, NoStageStateError, UnexpectedFrameError, UnreachableError } from './errors.js'
+import { AssignmentError, DataMismatchError, DataRequiredError, NeighbourLostError, NoStageStateError, UnexpectedFrameError } from './errors.js'
 import { SpotpipeError } from '../common/index.js'
 import { rebuildStage, type WeightsRequestSpec } from './recovery.js'
 import { fetchWeights, serveWeights, type WeightsFaults, type WeightsProvider, type WeightsServer } from '../net/index.js'
 import { ClusterGossip } from '../net/index.js'
+import { CoordinatorLink } from './coordinator-link.js'
 import { StageRuntime, stageNeedsTokens, type DoneInfo, type OutFrame } from './stage-runtime.js'
-import { createPeerLibp2p, secretMismatchHint, type PeerLibp2p } from '../net/index.js'
+import { createPeerLibp2p, type PeerLibp2p } from '../net/index.js'
 
 const log = createLog('peer')
-
-/** PeerInit.joinTimeoutMs's default: a minute covers a coordinator's restart (a few seconds here) and a VM booting its peer first. */
-const DEFAULT_JOIN_TIMEOUT_MS = 60_000
-/** First and largest wait between join attempts. */
-const JOIN_BACKOFF_MS = [500, 8000] as const
 
 export interface PeerInit {
   /** Cluster name; selects the gossip topics. */
@@ -143,7 +138,7 @@ export class Peer extends EventEmitter {
   private handedOver = false
   /** Departing: recoveries (`epoch:stage`) that name this peer as a donor and have not reported done. */
   private readonly owedDonations = new Set<string>()
-  private reconnectTimer?: NodeJS.Timeout
+  private coordinator?: CoordinatorLink
 
   constructor (init: PeerInit) {
     super()
@@ -177,61 +172,18 @@ export class Peer extends EventEmitter {
     })
     await this.links.start()
     this.weightsServer = await serveWeights(this.node, this.provider, this.init.faults?.weights != null ? { faults: this.init.faults.weights } : undefined)
-    await this.dialCoordinator()
+    this.coordinator = new CoordinatorLink(this.node, { coordinatorId: this.init.coordinatorId, coordinatorAddrs: this.init.coordinatorAddrs, joinTimeoutMs: this.init.joinTimeoutMs })
+    try {
+      await this.coordinator.join()
+    } catch (err) {
+      await this.stop().catch((e: unknown) => { log.info(`stopping after a failed join: ${(e as Error).message}`) })
+      throw err
+    }
     this.heartbeatTimer = setInterval(() => { void this.heartbeat() }, this.init.heartbeatMs ?? 1000)
     this.heartbeatTimer.unref()
-    // A restarted coordinator comes back on the same address: keep dialling it while it is away.
-    this.reconnectTimer = setInterval(() => { void this.reconnect() }, 1000)
-    this.reconnectTimer.unref()
+    this.coordinator.keepConnected()
     void this.heartbeat()
     log.info(`peer ${this.peerId} listening on ${this.node.getMultiaddrs().map(String).join(', ')}`)
-  }
-
-  /**
-   * Dials each coordinator address, retrying an unreachable one with capped exponential backoff
-   * until joinTimeoutMs has passed (the chaos suite saw a peer started while its coordinator
-   * restarted, or paused, exit at once). On giving up the peer is stopped and UnreachableError names the address.
-   */
-  private async dialCoordinator (): Promise<void> {
-    const budgetMs = this.init.joinTimeoutMs ?? DEFAULT_JOIN_TIMEOUT_MS
-    const deadline = Date.now() + budgetMs
-    for (const a of this.init.coordinatorAddrs) {
-      let backoffMs: number = JOIN_BACKOFF_MS[0]
-      for (let attempt = 1; ; attempt++) {
-        try {
-          await this.node.dial(multiaddr(a), { signal: AbortSignal.timeout(10_000) })
-          if (attempt > 1) log.info(`reached the coordinator at ${a} (attempt ${attempt})`)
-          break
-        } catch (err) {
-          const leftMs = deadline - Date.now()
-          // every failure is retried: a handshake refused for another cluster secret looks like one
-          // cut off by a coordinator restarting (the chaos suite saw both: ECONNRESET and
-          // "Encryption failed" with the same key), so the hint goes in the log line at once
-          if (leftMs <= 0) {
-            await this.stop().catch((e: unknown) => { log.info(`stopping after a failed join: ${(e as Error).message}`) })
-            const tries = attempt > 1 ? ` (${attempt} attempts over ${(budgetMs / 1000).toFixed(0)} s)` : ''
-            throw new UnreachableError(`cannot reach the coordinator at ${a}${tries}: ${(err as Error).message}${secretMismatchHint(err)}`, { cause: err })
-          }
-          if (attempt === 1) log.info(`coordinator at ${a} unreachable (${(err as Error).message})${secretMismatchHint(err)}; retrying for up to ${(leftMs / 1000).toFixed(0)} s`)
-          await sleep(Math.min(backoffMs, leftMs))
-          backoffMs = Math.min(backoffMs * 2, JOIN_BACKOFF_MS[1])
-        }
-      }
-    }
-  }
-
-  private async reconnect (): Promise<void> {
-    const id = peerIdFromString(this.init.coordinatorId)
-    if (this.node.getConnections(id).length > 0) return
-    for (const a of this.init.coordinatorAddrs) {
-      try {
-        await this.node.dial(multiaddr(a), { signal: AbortSignal.timeout(2000) })
-        log.info(`reconnected to the coordinator at ${a}`)
-        return
-      } catch (err) {
-        log('coordinator at %s unreachable: %s', a, (err as Error).message)
-      }
-    }
   }
 
   /** What this peer serves over the weights protocol: its stage, its checkpoint snapshot, its mirror or shadow. */
@@ -596,7 +548,7 @@ export class Peer extends EventEmitter {
 
   async stop (): Promise<void> {
     if (this.heartbeatTimer != null) clearInterval(this.heartbeatTimer)
-    if (this.reconnectTimer != null) clearInterval(this.reconnectTimer)
+    this.coordinator?.stop()
     await this.weightsServer?.stop().catch(() => {})
     this.gossip?.stop()
     await this.links?.stop().catch(() => {})
