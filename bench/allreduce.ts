@@ -30,6 +30,7 @@ import { cpus } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { generateSwarmKey } from '../net/index.js'
 import type { MemberCommand, MemberReply } from './allreduce-member.js'
+import { children, killChildren } from './children.js'
 
 const MB = 1024 * 1024
 const RUNS = Number(process.env.BENCH_RUNS ?? 5)
@@ -38,14 +39,6 @@ const SIZES = [2, 3, 4] as const
 const MEMBER = fileURLToPath(new URL('./allreduce-member.ts', import.meta.url))
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 
-const children = new Set<ChildProcess>()
-function killChildren (): void {
-  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL')
-  children.clear()
-}
-process.on('exit', killChildren)
-process.on('SIGINT', () => { killChildren(); process.exit(130) })
-process.on('SIGTERM', () => { killChildren(); process.exit(143) })
 
 /** A member process and the next reply it sends. */
 class Member {

@@ -32,6 +32,7 @@ import { createPeerLibp2p, generateSwarmKey, openStream, readFrames, type PeerLi
 import { fetchWeights, tensorCrc } from '../net/index.js'
 import { FRAMES_PROTOCOL, type DonorConfig, type DonorReply } from './transfer-peer.js'
 import { measureSealedRawTransfer } from './transfer-raw.js'
+import { children, killChildren } from './children.js'
 
 const MB = 1024 * 1024
 const RUNS = Number(process.env.BENCH_RUNS ?? 5)
@@ -41,14 +42,6 @@ const CLOCK_TICKS = 100
 const DONOR = fileURLToPath(new URL('./transfer-peer.ts', import.meta.url))
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 
-const children = new Set<ChildProcess>()
-function killChildren (): void {
-  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL')
-  children.clear()
-}
-process.on('exit', killChildren)
-process.on('SIGINT', () => { killChildren(); process.exit(130) })
-process.on('SIGTERM', () => { killChildren(); process.exit(143) })
 
 interface Stats { median: number, best: number, all: number[] }
 function stats (xs: number[]): Stats {
