@@ -105,3 +105,12 @@ export function errMessage (err: unknown): string {
 export function isAbort (err: unknown): boolean {
   return err instanceof Error && err.name === 'AbortError'
 }
+
+/** A checkpoint pull was cut off: the stage moved to another peer while it was being pulled. */
+export class CheckpointPullCutError extends CheckpointError {
+  readonly stage: number
+  constructor (stage: number, from: string, to: string, epoch: number) {
+    super('ERR_CHECKPOINT_PULL_CUT', `the pull of stage ${stage} from ${from.slice(-8)} was cut off: epoch ${epoch} gives the stage to ${to === '' ? 'no peer' : to.slice(-8)}`)
+    this.stage = stage
+  }
+}

@@ -259,6 +259,7 @@ export class Coordinator extends EventEmitter {
       rebuilt: plans.map(p => p.stage)
     }
     this.assignment = a
+    this.checkpoints.assignmentChanged(a)
     const planMsgs = await recoveryPlanMessages(a.epoch, plans, async peerId => await this.addressOf(peerId).catch(() => ''))
     this.announcing = [...planMsgs, a]
     for (const m of this.announcing) await this.gossip.publish(m)

@@ -7,9 +7,13 @@
  * not wait), one checkpoint after another, and writes them to the checkpoint store.
  *
  * Each stage's pull stands alone: a holder lost mid-pull costs its own stage's file, and the others
- * are written as a partial checkpoint (checkpoint-format.ts). The retry at a later commit pulls only
- * the stages whose newest file is older than the scheduled checkpoint. A checkpoint of which no
- * stage arrived is abandoned.
+ * are written as a partial checkpoint (checkpoint-format.ts). A pull from a peer that stops holding
+ * its stage (a recovery gave the stage to another peer) is cut off at once rather than left to hang
+ * on a paused or dead peer: while it hung, no retry could start, and the soak restored a stage 12
+ * iterations behind with a checkpoint every 10. The retry at a later commit pulls only the stages
+ * whose newest file is older than the scheduled checkpoint: at the very next commit, again at the
+ * next while it fails (up to MAX_RETRIES), then backing off; a stage given to another peer starts
+ * afresh, because its new holder is a new chance. A checkpoint of which no stage arrived is abandoned.
  */
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { ModelConfig } from '../model/index.js'
@@ -19,6 +23,7 @@ import type { PeerLibp2p } from '../net/index.js'
 import { fetchWeights } from '../net/index.js'
 import type { Assignment, TensorInfo } from '../protocols/index.js'
 import type { CheckpointInfo, CheckpointStore } from './checkpoint-store.js'
+import { CheckpointPullCutError } from './checkpoint-errors.js'
 import { CoordinatorTimeoutError } from './errors.js'
 import type { CheckpointEvent } from './types.js'
 
@@ -50,9 +55,10 @@ export class SparseCheckpoints {
    * collecting) a checkpoint's worth of memory per checkpoint.
    */
   private buffers = new Map<number, Map<string, Float32Array | Int32Array>>()
-  /** The scheduled checkpoint retries are being taken for, and how many were taken. */
-  private retriedFor?: number
-  private retries = 0
+  /** Per stage, its file of one scheduled checkpoint that did not arrive from one holder: when to try again. */
+  private readonly misses = new Map<number, Miss>()
+  /** Per stage, the pull in flight: from which peer, and how to cut it off. */
+  private readonly pulls = new Map<number, { peer: string, stop: AbortController }>()
   /** A checkpoint is queued or being pulled: no retry is due on top of it. */
   private taking = false
 
@@ -69,12 +75,44 @@ export class SparseCheckpoints {
     if (this.taking) return false
     // some stage's newest file is older than the last checkpoint scheduled: its holder was lost
     // mid-pull, or the coordinator died before writing it (the store says so after a restart too);
-    // take this commit for those stages, up to MAX_RETRIES times per scheduled checkpoint (the soak
-    // saw a scheduled checkpoint and its one retry both cut off by faults, and a stage then restored
-    // 12 behind)
+    // take this commit for those stages whose retry is due (retryable)
     const scheduled = lastScheduled(it, every)
-    if (scheduled < 0 || (this.retriedFor === scheduled && this.retries >= MAX_RETRIES)) return false
-    return this.behind(scheduled).length > 0
+    return scheduled >= 0 && this.retryable(scheduled, it).length > 0
+  }
+
+  /**
+   * Stages behind `scheduled` whose retry is due at commit `it`: never tried since, tried from
+   * another holder than today's, or past their backoff (the soak saw a scheduled checkpoint and its
+   * one retry both cut off by faults, and a stage then restored 12 behind).
+   */
+  private retryable (scheduled: number, it: number): number[] {
+    return this.behind(scheduled).filter(s => {
+      const m = this.misses.get(s)
+      return m == null || m.scheduled !== scheduled || m.holder !== this.holderOf(s) || it >= m.nextAt
+    })
+  }
+
+  private holderOf (stage: number): string { return this.host.assignment?.stages[stage]?.peers[0] ?? '' }
+
+  /** Stage `stage`'s file of commit `it` did not arrive from `holder`: when to try again. */
+  private missed (stage: number, it: number, holder: string): void {
+    const scheduled = lastScheduled(it, this.host.checkpointEvery)
+    const m = this.misses.get(stage)
+    const failed = m != null && m.scheduled === scheduled && m.holder === holder ? m.failed + 1 : 1
+    // the scheduled pull and MAX_RETRIES retries at consecutive commits, then 4, 8, ... commits apart
+    const nextAt = it + (failed <= MAX_RETRIES ? 1 : 2 ** (failed - MAX_RETRIES + 1))
+    this.misses.set(stage, { scheduled, holder, failed, nextAt })
+  }
+
+  /**
+   * A new assignment: a pull from a peer that no longer holds its stage is cut off (its stage's
+   * file is taken again from the new holder at a later commit).
+   */
+  assignmentChanged (a: Assignment): void {
+    for (const [stage, p] of this.pulls) {
+      const now = a.stages[stage]?.peers[0]
+      if (now !== p.peer) p.stop.abort(new CheckpointPullCutError(stage, p.peer, now ?? '', a.epoch))
+    }
   }
 
   /** Stages of the current assignment whose newest checkpoint file is older than iteration `scheduled`. */
@@ -91,12 +129,7 @@ export class SparseCheckpoints {
     const every = this.host.checkpointEvery
     const retry = (it + 1) % every !== 0
     let stages = this.host.assignment?.stages.map(st => st.stage) ?? []
-    if (retry) {
-      const scheduled = lastScheduled(it, every)
-      this.retries = this.retriedFor === scheduled ? this.retries + 1 : 1
-      this.retriedFor = scheduled
-      stages = this.behind(scheduled)
-    }
+    if (retry) stages = this.retryable(lastScheduled(it, every), it)
     if (stages.length === 0) return
     this.taking = true
     const prev = this.queue ?? Promise.resolve()
@@ -128,13 +161,21 @@ export class SparseCheckpoints {
         return a
       }
     }
+    const holders = new Map(stages.map(s => [s, a.stages[s].peers[0]]))
     const pullAndWrite = async (stage: number): Promise<void> => {
-      const st = a.stages[stage]
-      const r = await fetchWeights(node, { donors: [{ peer: peerIdFromString(st.peers[0]) }], stage, minIteration: it, includeOptimizer: true, timeoutMs: 600_000, destination: destination(stage) })
-      const state = stateFromTensorSet(r.tensors)
-      // a later iteration's state is no checkpoint of `it` (the snapshot of `it` is gone)
-      if (r.iteration !== it || state.meta.iteration !== it) throw new CoordinatorTimeoutError(`stage ${stage} served the state of iteration ${state.meta.iteration} (manifest: ${r.iteration}) for checkpoint ${it}`)
-      await pending.putState(stage, state, { finiteChecked: true }) // fetchWeights refused any non-finite value
+      const peer = holders.get(stage) as string
+      const pull = { peer, stop: new AbortController() }
+      this.pulls.set(stage, pull)
+      try {
+        // cut off by assignmentChanged() when the stage moves to another peer
+        const r = await fetchWeights(node, { donors: [{ peer: peerIdFromString(peer) }], stage, minIteration: it, includeOptimizer: true, timeoutMs: 600_000, signal: pull.stop.signal, destination: destination(stage) })
+        const state = stateFromTensorSet(r.tensors)
+        // a later iteration's state is no checkpoint of `it` (the snapshot of `it` is gone)
+        if (r.iteration !== it || state.meta.iteration !== it) throw new CoordinatorTimeoutError(`stage ${stage} served the state of iteration ${state.meta.iteration} (manifest: ${r.iteration}) for checkpoint ${it}`)
+        await pending.putState(stage, state, { finiteChecked: true }) // fetchWeights refused any non-finite value
+      } finally {
+        if (this.pulls.get(stage) === pull) this.pulls.delete(stage)
+      }
     }
     // each stage on its own: a holder lost mid-pull costs its stage's file, not the others'
     const results = await Promise.allSettled(stages.map(pullAndWrite))
@@ -153,6 +194,10 @@ export class SparseCheckpoints {
         written = []
       }
     }
+    for (const s of stages) {
+      if (written.includes(s)) this.misses.delete(s)
+      else this.missed(s, it, holders.get(s) as string)
+    }
     // a pull that was cut off may still hold its arrays: only the written stages' are reused
     for (const s of stages) {
       const got = received.get(s)
@@ -161,7 +206,7 @@ export class SparseCheckpoints {
     }
     const ms = performance.now() - t0
     if (info == null) {
-      log.info(`checkpoint ${it} abandoned: ${failures.join('; ') || reason}; a later commit is checkpointed instead (up to ${MAX_RETRIES} retries per scheduled checkpoint)`)
+      log.info(`checkpoint ${it} abandoned: ${failures.join('; ') || reason}; a later commit is checkpointed instead`)
       await pending.abandon(reason).catch((err: unknown) => { log.info(`checkpoint ${it}: cannot delete the abandoned checkpoint: ${(err as Error).message}`) })
       this.host.checkpointDone({ iteration: it, outcome: 'abandoned', stages, written: [], complete: false, ms, bytes: 0, reason })
       return
@@ -173,9 +218,13 @@ export class SparseCheckpoints {
   }
 }
 
+/** A stage's file that did not arrive: of which scheduled checkpoint, from whom, how often, and the next commit to try. */
+interface Miss { scheduled: number, holder: string, failed: number, nextAt: number }
+
 /**
- * Retries per scheduled checkpoint: a lasting fault costs MAX_RETRIES extra pulls per K iterations,
- * not one per iteration; three faults in a row on one checkpoint are rare even in the chaos soak.
+ * Retries at consecutive commits of a stage's file from one holder before backing off: a lasting
+ * fault (a holder that cannot serve) then costs a pull every 4, 8, ... commits, not one per
+ * commit; three faults in a row on one holder's pull are rare even in the chaos soak.
  */
 const MAX_RETRIES = 3
 

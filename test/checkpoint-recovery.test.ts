@@ -124,6 +124,46 @@ describe('a stage whose checkpoint pull fails', () => {
   }, 180_000)
 })
 
+describe('a checkpoint pull from a holder that stops answering', () => {
+  it('is cut off when the stage is given to another peer, and the stage\'s file is taken from the new holder at the next commit', async () => {
+    // The soak: a scheduled checkpoint's pull hung on a SIGSTOPped holder; while it hung no retry
+    // could start, the stage was lost again two commits later and restored 12 behind (interval 10).
+    const stateDir = await tempDir()
+    cluster = track(new TestCluster({ clusterId: 'ck-cut', model, train, strategy: 'checkfree', stateDir, checkpointEvery: 6 }))
+    const c = cluster
+    await c.start(5)
+    const events: CheckpointEvent[] = []
+    c.coord.on('checkpoint', (e: CheckpointEvent) => { events.push(e) })
+    await c.coord.assignInitial({ timeoutMs: 30_000 })
+    for (let i = 0; i < 5; i++) await c.coord.runIteration({ timeoutMs: 30_000 })
+    // stage 1's holder stops the moment commit 5 is durable, before the commit reaches it: it never
+    // snapshots 5, and the coordinator's pull of its file of 5 waits on a peer that does not answer
+    const victim = c.holder(1)
+    const stopAt5 = (r: { iteration: number }): void => { if (r.iteration === 5) victim.proc.child.kill('SIGSTOP') }
+    c.coord.on('iteration', stopAt5)
+    await c.coord.runIteration({ timeoutMs: 30_000 })
+    c.coord.off('iteration', stopAt5)
+    // declared lost as the detector would on its silence (here at once: this test is about the pull,
+    // and the detector's own timing on a loaded machine is tested in detector.test.ts)
+    c.coord.detector.markLost(victim.peerId, 'test: SIGSTOPped')
+    expect(c.coord.failedStages()).toEqual([1])
+    const t0 = Date.now()
+    const recovered = await c.coord.recover({ timeoutMs: 60_000 })
+    expect(recovered.map(e => [e.stage, e.rung])).toEqual([[1, 'checkfree']])
+    // the pull of 5 from the stopped peer ended with the recovery (not at its own 10 s dial timeout)
+    await c.coord.until(() => events.some(e => e.iteration === 5), 'checkpoint 5 to end', 5_000)
+    expect(Date.now() - t0).toBeLessThan(8_000)
+    const ck5 = events.find(e => e.iteration === 5)
+    expect([ck5?.outcome, ck5?.written]).toEqual(['partial', [0, 2, 3]])
+    expect(ck5?.reason).toMatch(/stage 1: .*cut off: epoch \d+ gives the stage to/)
+    // the next commit retries stage 1 from its new holder
+    await c.coord.runIteration({ timeoutMs: 30_000 })
+    await c.coord.flushCheckpoints()
+    expect(events.map(e => [e.iteration, e.outcome, e.written])).toContainEqual([6, 'written', [1]])
+    expect(c.coord.store?.latestFor(1, 4)?.iteration).toBe(6)
+  }, 120_000)
+})
+
 /**
  * `spotpipe coordinator` flags for a run of `iterations` that can be SIGKILLed and started again
  * with the same flags: a fixed port, an identity file and a state dir in `dir`.
