@@ -470,6 +470,7 @@ export class Coordinator extends EventEmitter {
     const all = peers.flat()
     const graceMs = opts.graceMs ?? 15_000
     const back = (): boolean => all.every(p => this.livePeers().includes(p))
+    const t0 = performance.now()
     for (const half of [1, 2]) {
       try {
         await this.until(back, 'the assigned peers to reconnect', graceMs / 2, opts.signal)
@@ -486,6 +487,16 @@ export class Coordinator extends EventEmitter {
         log.info(`peer ${p.slice(-8)} is connected but not heard since the restart: resetting its connection`)
         await this.node.hangUp(id).catch((err: Error) => { log.error('hang-up of %s failed: %s', p, err.message) })
       }
+    }
+    // The grace is the coordinator's running time: a pause of its own while it waited (SIGSTOP, a
+    // starved VM) is no silence of the peers. (The chaos suite paused a restarted coordinator 13 s
+    // into its 15 s grace; it woke, found the grace over, and sent all four stages to the checkpoint rung.)
+    for (let credited = 0; !back();) {
+      const owed = this.detector.pausedMsSince(t0) - credited
+      if (owed <= 0) break
+      credited += owed
+      log.info(`paused for ${Math.round(owed)} ms while waiting for the assigned peers: waiting that much longer`)
+      await this.until(back, 'the assigned peers to reconnect', owed, opts.signal).catch((err: unknown) => { if (!(err instanceof CoordinatorTimeoutError)) throw err })
     }
     const live = new Set(this.livePeers())
     for (const p of all) if (!live.has(p)) this.detector.markLost(p, 'did not return after the coordinator restarted')

@@ -190,6 +190,11 @@ export class FailureDetector {
     return mono
   }
 
+  /** How long (ms) the coordinator stood still (stalls, not clock jumps) in pauses noticed at or after monotonic time `t`. */
+  pausedMsSince (t: number): number {
+    return this.pauseLog.filter(p => p.kind === 'stall' && p.at >= t).reduce((n, p) => n + p.ms, 0)
+  }
+
   private onPause (pause: Pause): void {
     this.pauseLog.push(pause)
     log.info(pause.kind === 'stall'

@@ -163,6 +163,21 @@ describe('FailureDetector on a real node, in real time', () => {
     expect(d.timeoutFor(alive)).toBeLessThan(1000)
   })
 
+  it('says how long the coordinator stood still since a moment (what a restarted coordinator adds to its resume grace)', async () => {
+    const d = detector([], [], 300)
+    await sleep(300)
+    stall(800)
+    await sleep(200)
+    const t = performance.now()
+    expect(d.pausedMsSince(t)).toBe(0)
+    stall(1200)
+    await sleep(200)
+    // the sweep ticks every 100 ms: a 1200 ms stall shows as about 1100 ms beyond one interval
+    expect(d.pausedMsSince(t)).toBeGreaterThan(800)
+    expect(d.pausedMsSince(t)).toBeLessThan(1300)
+    expect(d.pausedMsSince(0)).toBeGreaterThan(d.pausedMsSince(t) + 400)
+  })
+
   it('without pause detection the same stall would have cost the live peer (the failure it prevents)', async () => {
     const [alive] = await ghostIds(1)
     const lost: LostPeer[] = []
