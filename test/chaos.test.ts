@@ -11,7 +11,7 @@ import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { EventsFile } from '../cli/events-file.js'
 import {
-  FAULT_KINDS, INVARIANTS, benchLines, checkInvariants, drawFault, formatReport, makeSchedule, parseInstallLine, runChaos,
+  FAULT_KINDS, INVARIANTS, benchLines, checkInvariants, drawFault, formatReport, makeSchedule, parseInstallLine, runChaos, stallStretches,
   type ChaosHistory, type CoordinatorEvent, type InvariantName, type ScheduleItem
 } from '../sim/chaos/index.js'
 
@@ -91,6 +91,23 @@ describe('chaos invariants', () => {
     expect(failing(gapped({ faults: [fault], deadTimes: [{ from: T0 + 21_000, to: T0 + 41_000, why: 'coordinator paused' }] }))).toEqual([])
     // a cluster that never commits again after the last fault stalls up to the end of the run
     expect(failing(history({ faults: [fault] }, { stopAt: 20_000 }))).toEqual(['no-stall'])
+  })
+
+  it('no-stall: each fault restarts the clock, so faults faster than recovery are no stall, but a fault-free stretch beyond its allowance is', () => {
+    const fault = { item: 0, kind: 'kill' as const, at: T0 + 20_100, target: 'peer-1', via: 'test', notes: [] }
+    // 120 s without a commit: far above the gap's allowance (36 s for two or more faults)
+    const gapped = (over: Partial<ChaosHistory>): ChaosHistory => history(over, { gap: { from: 20_000, ms: 120_000 } })
+    // a fault every 10 s through the gap: each one cut off the recovery from the one before
+    const dense = Array.from({ length: 12 }, (_, i) => ({ ...fault, item: i, at: T0 + 20_100 + i * 10_000 }))
+    const r = checkInvariants(gapped({ faults: dense }))
+    expect(r.figures.stalls).toBe(0)
+    expect(r.notes.join('\n')).toMatch(/each fault came within its own allowance/)
+    // the same faults but the last 40 s without any: the cluster had 25.5 s to recover and did not
+    const early = dense.filter(f => f.at < T0 + 100_000)
+    const late = checkInvariants(gapped({ faults: early }))
+    expect(late.figures.stalls).toBe(1)
+    expect(late.violations[0].detail).toMatch(/longest stretch without a fault 50\.0 s, allowed 36\.0 s/)
+    expect(stallStretches(gapped({ faults: early }), T0 + 19_800, T0 + 140_100).map(s => s.from - T0)).toEqual([90_100])
   })
 
   it('lost-stage-recorded: a fault that took a stage away needs a recovery record for that stage after it', () => {
