@@ -8,6 +8,7 @@
  *   model mode   runModelMode (one strategy on one trace), runModelExperiment (scenarios x seeds x
  *                strategies with outputs), measureStepS
  *   projection   runProjection / formatProjection
+ *   replicas     runReplicaProjection / formatReplicaProjections: R replicas per stage, failures per peer
  *   cluster mode runClusterExperiment: a real coordinator and peer processes on one machine
  *   outputs      summarize / formatSummary / timeToTarget / writeRunFiles, linePlot, linePlotPng, ProgressBar
  */
@@ -18,6 +19,7 @@ export * from './strategies.js'
 export * from './ladder-adapter.js'
 export * from './model-mode.js'
 export * from './projection.js'
+export * from './replicas.js'
 export * from './report.js'
 export * from './svg.js'
 export * from './png.js'
