@@ -131,9 +131,14 @@ export class SparseCheckpoints {
     let stages = this.host.assignment?.stages.map(st => st.stage) ?? []
     if (retry) stages = this.retryable(lastScheduled(it, every), it)
     if (stages.length === 0) return
+    // the snapshots of `it` are held by the peers holding the stages now, at the commit: a take
+    // queued behind another one must not ask whoever holds them by the time it starts
+    const a = this.host.assignment
+    if (a == null) return
+    const holders = new Map(stages.map(s => [s, a.stages[s].peers[0]]))
     this.taking = true
     const prev = this.queue ?? Promise.resolve()
-    this.queue = prev.then(async () => { await this.take(it, stages) }).finally(() => { this.taking = false })
+    this.queue = prev.then(async () => { await this.take(it, holders) }).finally(() => { this.taking = false })
   }
 
   /** Waits for the queued checkpoints to be written (or abandoned). */
@@ -143,9 +148,10 @@ export class SparseCheckpoints {
    * Pulls the snapshots of committed iteration `it` of `stages`, each on its own, and writes those
    * that arrived as one checkpoint (partial when some did not); abandons it when none did.
    */
-  private async take (it: number, stages: number[]): Promise<void> {
+  private async take (it: number, holders: Map<number, string>): Promise<void> {
     const { store, assignment: a, node, model } = this.host
     if (store == null || a == null) return
+    const stages = [...holders.keys()]
     const t0 = performance.now()
     const pending = await store.beginCheckpoint(it, a.stages.length, model)
     const received = new Map<number, Map<string, Float32Array | Int32Array>>()
@@ -161,10 +167,14 @@ export class SparseCheckpoints {
         return a
       }
     }
-    const holders = new Map(stages.map(s => [s, a.stages[s].peers[0]]))
     const pullAndWrite = async (stage: number): Promise<void> => {
       const peer = holders.get(stage) as string
       const pull = { peer, stop: new AbortController() }
+      // an assignment published since the commit (while this take waited its turn or opened its
+      // files) moved the stage: its holder then is not asked, as assignmentChanged() would cut it
+      const current = this.host.assignment
+      const now = current?.stages[stage]?.peers[0]
+      if (now !== peer) throw new CheckpointPullCutError(stage, peer, now ?? '', current?.epoch ?? -1)
       this.pulls.set(stage, pull)
       try {
         // cut off by assignmentChanged() when the stage moves to another peer
