@@ -11,7 +11,7 @@
  */
 import { EventEmitter } from 'node:events'
 import { peerIdFromString } from '@libp2p/peer-id'
-import { DEFAULT_MODEL, modelConfigDiff, resolveModelConfig, resolveTrainConfig, type ModelConfig, type TrainConfig } from '../model/index.js'
+import { DEFAULT_MODEL, laneMicrobatches, modelConfigDiff, resolveModelConfig, resolveTrainConfig, type ModelConfig, type TrainConfig } from '../model/index.js'
 import { createLog } from '../common/index.js'
 import type { Assignment, DoneReport, Heartbeat, Message, StreamBreakReport } from '../protocols/index.js'
 import { DEFAULT_DATA_IDENTITY } from '../protocols/index.js'
@@ -51,7 +51,8 @@ export class Coordinator extends EventEmitter {
   detector!: FailureDetector
   /** Post-clip gradient norm per stage at the last commit (CheckFree weights). */
   gradNorms: number[] = []
-  private reports = new Map<number, DoneReport>()
+  /** The running iteration's done reports, by peer (a stage with R replicas sends R). */
+  private reports = new Map<string, DoneReport>()
   /** Redundant strategy: stages whose shadow missed a commit (not waited for until it catches up). */
   private readonly shadowsLagging = new Set<number>()
   store?: CheckpointStore
@@ -69,6 +70,8 @@ export class Coordinator extends EventEmitter {
     this.model = resolveModelConfig(init.model)
     this.train = resolveTrainConfig(init.train, this.model)
     this.strategy = init.strategy ?? 'checkfree'
+    // throws a RangeError naming the bound for a replica count the iteration cannot spread over
+    laneMicrobatches(this.train.microbatches, this.replicas, 0)
     this.recovery = new RecoveryMachine(this)
     this.divergence = new Divergence(this, {
       onDivergence: init.onDivergence,
@@ -80,6 +83,8 @@ export class Coordinator extends EventEmitter {
   }
 
   get runId (): string { return this.init.runId ?? 'run' }
+  /** Replicas per stage the initial assignment waits for. */
+  get replicas (): number { return this.init.replicas ?? 1 }
   get peerId (): string { return this.node.peerId.toString() }
   get addrs (): string[] { return this.node.getMultiaddrs().map(String) }
 
@@ -175,7 +180,7 @@ export class Coordinator extends EventEmitter {
       log.error('done report from %s for stage %d, which it does not hold', d.peerId, d.stage)
       return
     }
-    this.reports.set(d.stage, d)
+    this.reports.set(d.peerId, d)
   }
 
   /** Resolves when `check` returns true, re-checking on every message; rejects on timeout or abort. */
@@ -224,10 +229,12 @@ export class Coordinator extends EventEmitter {
       throw new CoordinatorUsageError(`the state directory holds run ${this.restored.runId} with ${this.restored.committedIteration + 1} committed iterations: resume() it (or use a new state directory), do not assign from scratch`)
     }
     const S = this.train.stages
-    await this.until(() => this.livePeers().length >= S, `${S} peers`, opts.timeoutMs ?? 60_000, opts.signal)
-    const chosen = this.livePeers().sort().slice(0, S)
+    const R = this.replicas
+    await this.until(() => this.livePeers().length >= S * R, `${S * R} peers (${S} stages x ${R} replicas)`, opts.timeoutMs ?? 60_000, opts.signal)
+    const chosen = this.livePeers().sort().slice(0, S * R)
     try {
-      return await this.assign(chosen.map(p => [p]), opts)
+      // lane r (replica r of every stage, one pipeline) is chosen[r*S .. r*S + S-1]
+      return await this.assign(Array.from({ length: S }, (_, s) => Array.from({ length: R }, (_, r) => chosen[r * S + s])), opts)
     } catch (err) {
       // a peer lost while taking its stage is recovered by run() like any other loss
       if (!(err instanceof StageLostError)) throw err
@@ -317,6 +324,7 @@ export class Coordinator extends EventEmitter {
     this.reports = new Map()
     const t0 = performance.now()
     const begin = { kind: 'begin' as const, epoch: this.epoch, iteration: it }
+    const expected = a.stages.reduce((n, s) => n + s.peers.length, 0)
     await this.gossip.publish(begin)
     this.emit('begin', { epoch: this.epoch, iteration: it })
     let lastProgress = Date.now()
@@ -324,7 +332,7 @@ export class Coordinator extends EventEmitter {
     const timeoutMs = opts.timeoutMs ?? 120_000
     try {
       // a non-finite report ends the iteration at once: the stages downstream of it wait for nothing
-      await this.until(() => this.reports.size === a.stages.length || this.failedStages().length > 0 || nonFiniteReport(this.reports.values()) != null, `done reports for iteration ${it}`, timeoutMs, opts.signal, () => {
+      await this.until(() => this.reports.size === expected || this.failedStages().length > 0 || nonFiniteReport(this.reports.values()) != null, `done reports for iteration ${it}`, timeoutMs, opts.signal, () => {
         if (this.reports.size !== seen) { seen = this.reports.size; lastProgress = Date.now() }
         if (Date.now() - lastProgress > (this.init.resendMs ?? 5000)) {
           lastProgress = Date.now()
@@ -336,11 +344,11 @@ export class Coordinator extends EventEmitter {
       if (!(err instanceof CoordinatorTimeoutError)) throw err
       // A stage that heartbeats but never reports is stuck: recover it like a lost one.
       for (const st of a.stages) {
-        if (!this.reports.has(st.stage)) for (const p of st.peers) this.detector.markLost(p, `no done report for iteration ${it} within ${timeoutMs} ms`)
+        for (const p of st.peers) if (!this.reports.has(p)) this.detector.markLost(p, `no done report for iteration ${it} within ${timeoutMs} ms`)
       }
     }
     const nonFinite = nonFiniteReport(this.reports.values())
-    if (nonFinite == null && this.reports.size !== a.stages.length) {
+    if (nonFinite == null && this.reports.size !== expected) {
       const failed = this.failedStages()
       await this.gossip.publish({ kind: 'abort', epoch: this.epoch, iteration: it, reason: `stages ${failed.join(', ')} lost` }).catch(() => {})
       throw new StageLostError(failed, `iteration ${it} aborted: stages ${failed.join(', ')} lost`)
@@ -349,8 +357,9 @@ export class Coordinator extends EventEmitter {
     const rec: IterationRecord = {
       iteration: it,
       epoch: this.epoch,
-      loss: nonFinite == null ? this.reports.get(a.stages.length - 1)?.loss ?? NaN : NaN,
-      gradNorms: a.stages.map(s => this.reports.get(s.stage)?.gradNorm ?? NaN),
+      loss: nonFinite == null ? this.iterationLoss(a) : NaN,
+      // the replicas of a stage step on the same summed gradient: their norms are equal
+      gradNorms: a.stages.map(s => this.reports.get(s.peers[0])?.gradNorm ?? NaN),
       ms,
       tokensPerSec: this.train.microbatches * this.train.microbatchSize * this.model.seqLen / (ms / 1000),
       ...(nonFinite != null ? { skipped: { stage: nonFinite.stage, what: nonFinite.nonFiniteWhat ?? '' } } : {})
@@ -383,6 +392,23 @@ export class Coordinator extends EventEmitter {
     // skipped: no 'iteration' event (nothing was trained) but a 'divergence' one (above); may roll back or throw
     if (diverged != null) await this.divergence.act(diverged, opts)
     return rec
+  }
+
+  /**
+   * The iteration's mean microbatch loss: the head stage's replicas each report the mean over their
+   * lane's microbatches, weighted here by the lane's share of the iteration's.
+   */
+  private iterationLoss (a: Assignment): number {
+    const head = a.stages[a.stages.length - 1].peers
+    if (head.length === 1) return this.reports.get(head[0])?.loss ?? NaN
+    const M = this.train.microbatches
+    let sum = 0
+    for (const [lane, p] of head.entries()) {
+      const loss = this.reports.get(p)?.loss
+      if (loss == null) return NaN
+      sum += loss * laneMicrobatches(M, head.length, lane).length
+    }
+    return sum / M
   }
 
   /**

@@ -14,6 +14,13 @@ export interface CoordinatorInit {
   runId?: string
   model?: Partial<ModelConfig>
   train?: Partial<TrainConfig>
+  /**
+   * Data-parallel replicas per stage: the initial assignment waits for stages x replicas peers, and
+   * each iteration's microbatches are spread over the replicas (lane r runs microbatches r, r+R, ...),
+   * which add their gradient sums before the step. At most the microbatches per iteration.
+   * @default 1
+   */
+  replicas?: number
   /** Train with CheckFree+ swapped microbatches. @default false */
   checkfreePlus?: boolean
   /**

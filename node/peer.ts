@@ -25,7 +25,7 @@ import { AssignmentError, DataMismatchError, DataRequiredError, NeighbourLostErr
 import { SpotpipeError } from '../common/index.js'
 import { rebuildStage, type WeightsRequestSpec } from './recovery.js'
 import { fetchWeights, serveWeights, type WeightsFaults, type WeightsProvider, type WeightsServer } from '../net/index.js'
-import { ClusterGossip } from '../net/index.js'
+import { ClusterGossip, startAllReduce, type AllReduceService } from '../net/index.js'
 import { CoordinatorLink } from './coordinator-link.js'
 import { StageRuntime, stageNeedsTokens, type DoneInfo, type OutFrame } from './stage-runtime.js'
 import { createPeerLibp2p, type PeerLibp2p } from '../net/index.js'
@@ -88,8 +88,13 @@ interface Current {
   options: ClusterOptions
   stage?: Stage
   runtime?: StageRuntime
-  /** Stage -> [peer id, address] of its (first) peer. */
+  /** Stage -> [peer id, address] of its peer in this peer's lane (the one it exchanges frames with). */
   peers: Map<number, { id: string, addr?: string }>
+  /** This peer's lane (its index among its stage's peers) and the lane count (replicas per stage). */
+  lane: number
+  lanes: number
+  /** The peers holding this peer's stage, itself included, in the assignment's order: the all-reduce group. */
+  replicas: string[]
 }
 
 /**
@@ -139,6 +144,8 @@ export class Peer extends EventEmitter {
   /** Departing: recoveries (`epoch:stage`) that name this peer as a donor and have not reported done. */
   private readonly owedDonations = new Set<string>()
   private coordinator?: CoordinatorLink
+  /** Adds the gradient sums of a stage's replicas before their step (net/allreduce). */
+  private allReduce?: AllReduceService
 
   constructor (init: PeerInit) {
     super()
@@ -172,6 +179,7 @@ export class Peer extends EventEmitter {
     })
     await this.links.start()
     this.weightsServer = await serveWeights(this.node, this.provider, this.init.faults?.weights != null ? { faults: this.init.faults.weights } : undefined)
+    this.allReduce = await startAllReduce(this.node)
     this.coordinator = new CoordinatorLink(this.node, { coordinatorId: this.init.coordinatorId, coordinatorAddrs: this.init.coordinatorAddrs, joinTimeoutMs: this.init.joinTimeoutMs })
     try {
       await this.coordinator.join()
@@ -297,10 +305,22 @@ export class Peer extends EventEmitter {
     const me = this.peerId
     const peers = new Map<number, { id: string, addr?: string }>()
     let mine = -1
+    let lane = 0
     for (const s of a.stages) {
       s.peers.forEach((p, i) => { this.addrs.set(p, s.addrs[i]) })
-      if (s.peers.length > 0) peers.set(s.stage, { id: s.peers[0], addr: s.addrs[0] })
-      if (s.peers.includes(me)) mine = s.stage
+      if (s.peers.includes(me)) { mine = s.stage; lane = s.peers.indexOf(me) }
+    }
+    // lane r of every stage is one pipeline: every stage has the same number of replicas (a stage
+    // waiting for a peer has none)
+    const counts = new Set(a.stages.map(s => s.peers.length).filter(n => n > 0))
+    if (counts.size > 1) throw new AssignmentError(`assignment epoch ${a.epoch} gives stages different replica counts (${a.stages.map(s => s.peers.length).join(', ')}); lanes need the same count on every stage`)
+    const lanes = counts.size === 1 ? [...counts][0] : 1
+    for (const s of a.stages) if (s.peers.length > 0) peers.set(s.stage, { id: s.peers[lane], addr: s.addrs[lane] })
+    const replicas = mine >= 0 ? [...a.stages[mine].peers] : []
+    // the all-reduce dials its ring successor by id: give the peer store the replicas' addresses
+    for (const p of replicas) {
+      const addr = this.addrs.get(p)
+      if (p !== me && addr != null && addr !== '') void this.node.peerStore.merge(peerIdFromString(p), { multiaddrs: [multiaddr(addr)] }).catch((err: Error) => { log('address of replica %s not stored: %s', p, err.message) })
     }
     this.checkData(data, mine, train, options)
     const rebuild = mine >= 0 && a.rebuilt.includes(mine)
@@ -332,7 +352,8 @@ export class Peer extends EventEmitter {
       this.weightsServer?.forgetChecksums()
       stage = undefined
     }
-    const cur: Current = { assignment: a, model, train, checkfreePlus: options.checkfreePlus, options, peers }
+    if (lanes > train.microbatches) throw new AssignmentError(`assignment epoch ${a.epoch} has ${lanes} replicas per stage for ${train.microbatches} microbatches per iteration: a replica would run none`)
+    const cur: Current = { assignment: a, model, train, checkfreePlus: options.checkfreePlus, options, peers, lane, lanes, replicas }
     if (plan != null) {
       this.current = { ...cur, stage: undefined }
       this.building = a.epoch
@@ -419,6 +440,8 @@ export class Peer extends EventEmitter {
         train: cur.train,
         checkfreePlus: cur.checkfreePlus,
         trainTokens: this.init.trainTokens ?? loadBrownCorpus().train,
+        lane: { index: cur.lane, count: cur.lanes },
+        reduceGradients: async (it, sums, signal) => await this.reduceGradients(cur, stage.stage, it, sums, signal),
         send: async (toStage, f) => { await this.sendFrame(cur, toStage, f) },
         done: (info) => { void this.reportDone(cur, info) },
         committed: (it) => { this.afterCommit(cur, it) },
@@ -438,6 +461,25 @@ export class Peer extends EventEmitter {
     void this.heartbeat()
     if (stage != null) this.refreshCopies(cur, true)
   }
+
+  /** The sum of `sums` over every replica of `stage` (a ring all-reduce among them, in the assignment's order). */
+  private async reduceGradients (cur: Current, stage: number, iteration: number, sums: Float32Array[], signal: AbortSignal): Promise<Float32Array[]> {
+    if (this.allReduce == null) throw new AssignmentError('the all-reduce service is not running')
+    const r = await this.allReduce.allReduce({
+      group: cur.replicas,
+      key: { runId: cur.assignment.runId, epoch: cur.assignment.epoch, iteration, stage },
+      tensors: sums,
+      op: 'sum',
+      inPlace: true,
+      signal,
+      timeoutMs: 120_000
+    })
+    this.lastAllReduceMs = r.ms
+    return r.tensors
+  }
+
+  /** Wall-clock time of the last gradient all-reduce (0 without replicas). */
+  lastAllReduceMs = 0
 
   /** After a commit: checkpoint snapshot, CheckFree+ mirror refresh, redundant shadow refresh. */
   private afterCommit (cur: Current, it: number): void {
@@ -550,6 +592,7 @@ export class Peer extends EventEmitter {
     if (this.heartbeatTimer != null) clearInterval(this.heartbeatTimer)
     this.coordinator?.stop()
     await this.weightsServer?.stop().catch(() => {})
+    await this.allReduce?.stop().catch((err: Error) => { log('all-reduce service stop: %s', err.message) })
     this.gossip?.stop()
     await this.links?.stop().catch(() => {})
     this.current?.runtime?.dispose()

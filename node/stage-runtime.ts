@@ -12,6 +12,12 @@
  * begin, which implies it). An abort discards the gradients and leaves weights untouched, so a
  * redone iteration starts from the same state.
  *
+ * Replicas: with R peers per stage, this stage is one of R data-parallel replicas, in lane `lane`
+ * of R (model/schedule.ts laneMicrobatches): it runs only its lane's microbatches, and before the
+ * step its gradient sums are added to the other replicas' (`reduceGradients`, an all-reduce among
+ * the stage's peers), so every replica steps on the whole global batch and the replicas stay
+ * bit-identical. With R = 1 nothing is exchanged.
+ *
  * Non-finite values: a NaN/Inf loss, parameter gradient, or tensor about to be sent ends the stage's
  * part of the iteration at once. It drops the iteration's work and reports done with `nonFinite`;
  * the coordinator then commits the iteration as skipped, and every stage drops its step (weights and
@@ -22,7 +28,7 @@ import type { ModelConfig, TrainConfig } from '../model/index.js'
 import { sampleBatch, type TokenArray } from '../model/index.js'
 import { createLog } from '../common/index.js'
 import { NonFiniteError } from '../common/index.js'
-import { route, type Hop } from '../model/index.js'
+import { laneMicrobatches, route, type Hop } from '../model/index.js'
 import type { Stage, StepResult } from '../model/index.js'
 import { firstNonFinite, MAX_EARLY_ITERATIONS, type Direction, type NonFiniteWhat } from '../protocols/index.js'
 import { EarlyFrameError, UnexpectedFrameError } from './errors.js'
@@ -42,8 +48,10 @@ export interface OutFrame {
 
 export interface DoneInfo {
   iteration: number
-  /** Mean microbatch loss; only on the stage that runs the head. */
+  /** Mean loss of this lane's microbatches; only on the stage that runs the head. */
   loss?: number
+  /** How many microbatches that mean is over (this lane's share of the iteration's). */
+  lossMicrobatches?: number
   gradNorm: number
   computeMs: number
   /** The stage met a non-finite value: its step must not be applied (loss is then absent, gradNorm 0). */
@@ -57,6 +65,17 @@ export interface StageRuntimeInit {
   checkfreePlus: boolean
   /** Training tokens, for sampling microbatches (stage 0) and targets (the head's stage). */
   trainTokens: TokenArray
+  /**
+   * This stage's lane and the lane count (the stage's replicas).
+   * @default { index: 0, count: 1 }
+   */
+  lane?: { index: number, count: number }
+  /**
+   * Adds this replica's gradient sums (spec order) to every other replica's and returns the sums
+   * over all of them, the same on every replica (an all-reduce). Required when lane.count > 1.
+   * `signal` is aborted when the iteration is dropped.
+   */
+  reduceGradients?: (iteration: number, sums: Float32Array[], signal: AbortSignal) => Promise<Float32Array[]>
   /** Sends a tensor to the stage that runs hop `frame.hop`. */
   send: (toStage: number, frame: OutFrame) => Promise<void>
   /** Called when the stage finished its part of an iteration. */
@@ -108,12 +127,25 @@ export class StageRuntime {
   private losses: number[] = []
   private computeMs = 0
   private pumping = false
+  /** Cuts off the gradient all-reduce in flight when the iteration is dropped. */
+  private reducing?: AbortController
   private lastDone?: DoneInfo
   tokensProcessed = 0
 
   constructor (init: StageRuntimeInit) {
+    const lane = init.lane ?? { index: 0, count: 1 }
+    this.lane = lane.index
+    this.lanes = lane.count
+    // throws a RangeError naming the problem for a lane count the iteration cannot spread over
+    this.mine = laneMicrobatches(init.train.microbatches, lane.count, lane.index)
+    if (lane.count > 1 && init.reduceGradients == null) throw new RangeError(`stage ${init.stage.stage}: ${lane.count} replicas need reduceGradients`)
     this.init = init
   }
+
+  /** This replica's lane, the lane count, and the microbatches the lane runs (ascending). */
+  readonly lane: number
+  readonly lanes: number
+  private readonly mine: number[]
 
   get stage (): Stage { return this.init.stage }
   private get S (): number { return this.init.train.stages }
@@ -142,12 +174,12 @@ export class StageRuntime {
     this.expected = []
     this.forwardsTaken = new Set()
     const me = this.stage.stage
-    for (let mb = 0; mb < this.M; mb++) {
+    for (const mb of this.mine) {
       const hops = this.routeOf(mb)
       for (let h = hops.length - 1; h >= 0; h--) if (hops[h].stage === me) this.expected.push(`${mb}:${h}`)
     }
     if (me === 0) {
-      for (let mb = 0; mb < this.M; mb++) {
+      for (const mb of this.mine) {
         const b = this.batch(it, mb)
         this.forwards.push({ mb, hop: 0, x: tf.tensor2d(b.inputs, [this.init.train.microbatchSize, this.init.model.seqLen], 'int32') })
       }
@@ -165,6 +197,7 @@ export class StageRuntime {
   /** The stage whose peer may send a `direction` tensor for (microbatch, hop), per the route. */
   expectedSender (direction: Direction, mb: number, hop: number): number {
     if (!Number.isInteger(mb) || mb < 0 || mb >= this.M) throw new UnexpectedFrameError(`microbatch ${mb} out of range 0..${this.M - 1}`)
+    if (!this.mine.includes(mb)) throw new UnexpectedFrameError(`microbatch ${mb} is not run by lane ${this.lane} of ${this.lanes}`)
     const hops = this.routeOf(mb)
     const from = direction === 'forward' ? hop - 1 : hop + 1
     if (!Number.isInteger(hop) || from < 0 || from >= hops.length) throw new UnexpectedFrameError(`no hop sends a ${direction} tensor to hop ${hop} of microbatch ${mb}`)
@@ -181,6 +214,7 @@ export class StageRuntime {
       return
     }
     if (mb < 0 || mb >= this.M) throw new UnexpectedFrameError(`microbatch ${mb} out of range 0..${this.M - 1}`)
+    if (!this.mine.includes(mb)) throw new UnexpectedFrameError(`microbatch ${mb} is not run by lane ${this.lane} of ${this.lanes}`)
     const hops = this.routeOf(mb)
     if (hop < 0 || hop >= hops.length || hops[hop].stage !== this.stage.stage) {
       throw new UnexpectedFrameError(`hop ${hop} of microbatch ${mb} does not run on stage ${this.stage.stage}`)
@@ -216,7 +250,7 @@ export class StageRuntime {
   /** Tensors this stage receives in one iteration: a forward input per hop but the first, a gradient per hop but the last. */
   private framesPerIteration (): number {
     let n = 0
-    for (let mb = 0; mb < this.M; mb++) {
+    for (const mb of this.mine) {
       const hops = this.routeOf(mb)
       hops.forEach((h, i) => { if (h.stage === this.stage.stage) n += (i > 0 ? 1 : 0) + (i < hops.length - 1 ? 1 : 0) })
     }
@@ -256,7 +290,7 @@ export class StageRuntime {
           } else break
           this.init.tick?.()
         }
-        if (this.state === 'running' && this.iteration === it && this.next === this.expected.length) this.finish()
+        if (this.state === 'running' && this.iteration === it && this.next === this.expected.length) await this.finish()
       } catch (err) {
         this.init.failed(err as Error, it)
       } finally {
@@ -291,7 +325,7 @@ export class StageRuntime {
       if (generation !== this.generation) return // the iteration was dropped meanwhile
       this.computeMs += performance.now() - t0
       if (!Number.isFinite(loss)) { this.reportNonFinite('loss', `microbatch ${mb} has loss ${loss}`); return }
-      this.losses[mb] = loss
+      this.losses.push(loss)
       this.ready.set(`${mb}:${hop}`, null) // the loss hop's backward needs no upstream gradient
       return
     }
@@ -348,8 +382,25 @@ export class StageRuntime {
     this.init.done(this.lastDone)
   }
 
-  private finish (): void {
-    this.tokensProcessed += this.M * this.init.train.microbatchSize * this.init.model.seqLen
+  private async finish (): Promise<void> {
+    this.tokensProcessed += this.mine.length * this.init.train.microbatchSize * this.init.model.seqLen
+    if (this.lanes > 1) {
+      // the replicas' gradient sums, added: every replica then steps on the whole global batch
+      const generation = this.generation
+      const stop = new AbortController()
+      this.reducing = stop
+      let sums: Float32Array[]
+      try {
+        sums = await (this.init.reduceGradients as NonNullable<StageRuntimeInit['reduceGradients']>)(this.iteration, this.stage.gradientSums(), stop.signal)
+      } catch (err) {
+        if (generation !== this.generation) return // the iteration was dropped: its round was cut off on purpose
+        throw err
+      } finally {
+        if (this.reducing === stop) this.reducing = undefined
+      }
+      if (generation !== this.generation) return
+      this.stage.setGradientSums(sums)
+    }
     const t0 = performance.now()
     this.init.beforeStep?.(this.iteration)
     let r: StepResult
@@ -367,6 +418,7 @@ export class StageRuntime {
     this.lastDone = {
       iteration: this.iteration,
       loss: hasLoss ? this.losses.reduce((a, b) => a + b, 0) / this.losses.length : undefined,
+      lossMicrobatches: hasLoss ? this.losses.length : undefined,
       gradNorm: r.gradNorm,
       computeMs: this.computeMs
     }
@@ -421,6 +473,8 @@ export class StageRuntime {
   /** Drops the current iteration's tasks, received gradients and kept activations; frames for later iterations stay. */
   private dropIteration (): void {
     this.generation += 1
+    this.reducing?.abort(new Error(`iteration ${this.iteration} dropped`))
+    this.reducing = undefined
     for (const f of this.forwards) f.x.dispose()
     this.forwards = []
     for (const t of this.ready.values()) t?.dispose()

@@ -27,6 +27,8 @@ describe('the spotpipe command on bad input', () => {
     await fails(['peer', '--nope'], /Unknown option '--nope'/, 2)
     await fails(['coordinator', '--stages', 'two'], /--stages must be an integer/, 2)
     await fails(['coordinator', '--strategy', 'magic'], /--strategy must be one of/, 2)
+    await fails(['coordinator', '--replicas', '5', '--microbatches', '4'], /--replicas \(5\) must be at most --microbatches \(4\)/, 2)
+    await fails(['coordinator', '--replicas', '0'], /--replicas must be an integer >= 1/, 2)
     await fails(['peer'], /--coordinator is required/, 2)
     await fails(['peer', '--coordinator', '/ip4/127.0.0.1/tcp/9'], /must end in \/p2p\//, 2)
     await fails(['frobnicate'], /unknown command "frobnicate"/, 2)

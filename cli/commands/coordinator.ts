@@ -1,5 +1,6 @@
 /** `spotpipe coordinator`: assigns stages to the peers that join and drives training iterations. */
 import { Coordinator, DIVERGENCE_ACTIONS, STRATEGIES, StageLostError, instrument, serveMetrics, type DivergenceAction, type DivergenceEvent, type RecoveryEvent, type Strategy } from '../../coordinator/index.js'
+import { DEFAULT_TRAIN } from '../../model/index.js'
 import { UsageError } from '../errors.js'
 import { CONFIG_FLAG, CONFIG_HELP, parseFlagsWithConfig } from '../config-file.js'
 import { intFlag, numFlag } from '../flags.js'
@@ -11,13 +12,16 @@ import { COORDINATOR_EVENTS, EventsFile } from '../events-file.js'
 
 const HELP = `usage: spotpipe coordinator [flags]
 
-Waits for one peer per stage, assigns stages, then runs training iterations and prints the loss.
+Waits for one peer per stage (--replicas per stage), assigns stages, then runs training iterations and prints the loss.
 The first stdout line is "coordinator <multiaddr>": give it to every peer with --coordinator.
 The cluster is private: without --swarm-key (or --open) the coordinator uses the secret in
 <state-dir>/swarm.key, or ./swarm.key without --state-dir, creating it if needed; the second line,
 "peers join with: spotpipe peer ...", names the file every peer needs.
 
 ${CONFIG_HELP}${NODE_HELP}  --iterations N       train until N iterations are committed, then exit (default: run until stopped)
+  --replicas R         data-parallel replicas per stage (default 1): waits for stages x R peers; each
+                       iteration's microbatches are spread over the replicas, which add their
+                       gradients before the step (at most --microbatches)
   --state-dir DIR      durable coordinator state and checkpoints; a restarted coordinator resumes from it
   --checkpoint-every K sparse checkpoint every K iterations (default 50 with --state-dir; 0 = never)
   --keep-checkpoints N complete checkpoints kept (default 3)
@@ -52,6 +56,7 @@ export async function coordinator (argv: string[]): Promise<void> {
     ...MODEL_FLAGS,
     ...DATA_FLAGS,
     iterations: { type: 'string' },
+    replicas: { type: 'string' },
     strategy: { type: 'string' },
     'heartbeat-timeout': { type: 'string' },
     'heartbeat-timeout-max': { type: 'string' },
@@ -77,6 +82,9 @@ export async function coordinator (argv: string[]): Promise<void> {
   if (data.description != null) process.stdout.write(data.description + '\n')
   model.vocab = data.vocab
   const iterations = intFlag(values, 'iterations', Number.MAX_SAFE_INTEGER)
+  const replicas = intFlag(values, 'replicas', 1)
+  const microbatches = train.microbatches ?? DEFAULT_TRAIN.microbatches
+  if (replicas > microbatches) throw new UsageError(`--replicas (${replicas}) must be at most --microbatches (${microbatches}): each replica runs at least one microbatch per iteration`)
   const strategy = (values.strategy as string | undefined) ?? 'checkfree'
   if (!(STRATEGIES as readonly string[]).includes(strategy)) throw new UsageError(`--strategy must be one of ${STRATEGIES.join(', ')}, got "${strategy}"`)
   const floor = intFlag(values, 'heartbeat-timeout', 3000)
@@ -92,6 +100,7 @@ export async function coordinator (argv: string[]): Promise<void> {
     train,
     data: { fingerprint: data.fingerprint, tokenizer: data.tokenizer },
     strategy: strategy as Strategy,
+    replicas,
     heartbeatTimeoutMs: floor,
     detector: {
       maxHeartbeatTimeoutMs: ceiling,
