@@ -11,7 +11,7 @@
  */
 import { EventEmitter } from 'node:events'
 import { peerIdFromString } from '@libp2p/peer-id'
-import { DEFAULT_MODEL, laneMicrobatches, modelConfigDiff, resolveModelConfig, resolveTrainConfig, type ModelConfig, type TrainConfig } from '../model/index.js'
+import { checkReplicas, DEFAULT_MODEL, laneCount, modelConfigDiff, replicaMicrobatches, resolveModelConfig, resolveTrainConfig, type ModelConfig, type TrainConfig } from '../model/index.js'
 import { createLog } from '../common/index.js'
 import type { Assignment, DoneReport, Heartbeat, Message, StreamBreakReport } from '../protocols/index.js'
 import { DEFAULT_DATA_IDENTITY } from '../protocols/index.js'
@@ -71,7 +71,7 @@ export class Coordinator extends EventEmitter {
     this.train = resolveTrainConfig(init.train, this.model)
     this.strategy = init.strategy ?? 'checkfree'
     // throws a RangeError naming the bound for a replica count the iteration cannot spread over
-    laneMicrobatches(this.train.microbatches, this.replicas, 0)
+    checkReplicas(this.replicas, this.train.microbatches)
     this.recovery = new RecoveryMachine(this)
     this.divergence = new Divergence(this, {
       onDivergence: init.onDivergence,
@@ -245,9 +245,10 @@ export class Coordinator extends EventEmitter {
 
   /**
    * Publishes `plans` and a new assignment (stage s -> peers[s]) under epoch + 1, persisted first so
-   * a restarted coordinator never reuses the epoch. Returns without waiting for the stages.
+   * a restarted coordinator never reuses the epoch. `joins` are replica copies: their targets join a
+   * stage whose other replicas keep theirs. Returns without waiting for the stages.
    */
-  async publishAssignment (peers: string[][], plans: StagePlan[]): Promise<Assignment> {
+  async publishAssignment (peers: string[][], plans: StagePlan[], joins: StagePlan[] = []): Promise<Assignment> {
     const stages = await Promise.all(peers.map(async (ps, stage) => ({ stage, peers: ps, addrs: await Promise.all(ps.map(async p => await this.addressOf(p))) })))
     this.epoch += 1
     // Durable before it is published, so a restarted coordinator never reuses an epoch a peer may
@@ -263,11 +264,12 @@ export class Coordinator extends EventEmitter {
       modelConfig: JSON.stringify(this.model),
       // lr: reduced after a divergence rollback (divergence.ts)
       trainingConfig: JSON.stringify({ ...this.train, lr: this.divergence.lr, ...this.clusterOptions() }),
-      rebuilt: plans.map(p => p.stage)
+      rebuilt: plans.map(p => p.stage),
+      ...(joins.length > 0 ? { joining: joins.map(j => j.target) } : {})
     }
     this.assignment = a
     this.checkpoints.assignmentChanged(a)
-    const planMsgs = await recoveryPlanMessages(a.epoch, plans, async peerId => await this.addressOf(peerId).catch(() => ''))
+    const planMsgs = await recoveryPlanMessages(a.epoch, [...plans, ...joins], async peerId => await this.addressOf(peerId).catch(() => ''))
     this.announcing = [...planMsgs, a]
     for (const m of this.announcing) await this.gossip.publish(m)
     log.info(`epoch ${a.epoch}: ${a.stages.map(s => `stage ${s.stage} -> ${s.peers.map(p => p.slice(-6)).join(',') || '(none)'}`).join('; ')}`)
@@ -303,7 +305,7 @@ export class Coordinator extends EventEmitter {
     const a = await this.publishAssignment(peers, [])
     const timeoutMs = opts.timeoutMs ?? 120_000
     try {
-      await this.until(() => this.taken(a) || this.failedStages().length > 0, `stages to acknowledge epoch ${a.epoch}`, timeoutMs, opts.signal, () => { this.reannounce() })
+      await this.until(() => this.taken(a) || this.recovery.needsRound(), `stages to acknowledge epoch ${a.epoch}`, timeoutMs, opts.signal, () => { this.reannounce() })
     } catch (err) {
       if (!(err instanceof CoordinatorTimeoutError)) throw err
       for (const s of a.stages) {
@@ -332,7 +334,7 @@ export class Coordinator extends EventEmitter {
     const timeoutMs = opts.timeoutMs ?? 120_000
     try {
       // a non-finite report ends the iteration at once: the stages downstream of it wait for nothing
-      await this.until(() => this.reports.size === expected || this.failedStages().length > 0 || nonFiniteReport(this.reports.values()) != null, `done reports for iteration ${it}`, timeoutMs, opts.signal, () => {
+      await this.until(() => this.reports.size === expected || this.recovery.needsRound() || nonFiniteReport(this.reports.values()) != null, `done reports for iteration ${it}`, timeoutMs, opts.signal, () => {
         if (this.reports.size !== seen) { seen = this.reports.size; lastProgress = Date.now() }
         if (Date.now() - lastProgress > (this.init.resendMs ?? 5000)) {
           lastProgress = Date.now()
@@ -349,9 +351,10 @@ export class Coordinator extends EventEmitter {
     }
     const nonFinite = nonFiniteReport(this.reports.values())
     if (nonFinite == null && this.reports.size !== expected) {
-      const failed = this.failedStages()
-      await this.gossip.publish({ kind: 'abort', epoch: this.epoch, iteration: it, reason: `stages ${failed.join(', ')} lost` }).catch(() => {})
-      throw new StageLostError(failed, `iteration ${it} aborted: stages ${failed.join(', ')} lost`)
+      // redone after the recovery (a lost replica: by its stage's survivors, on the same microbatches)
+      const what = this.recovery.describeLosses()
+      await this.gossip.publish({ kind: 'abort', epoch: this.epoch, iteration: it, reason: what }).catch(() => {})
+      throw new StageLostError(this.failedStages(), `iteration ${it} aborted: ${what}`)
     }
     const ms = performance.now() - t0
     const rec: IterationRecord = {
@@ -396,17 +399,18 @@ export class Coordinator extends EventEmitter {
 
   /**
    * The iteration's mean microbatch loss: the head stage's replicas each report the mean over their
-   * lane's microbatches, weighted here by the lane's share of the iteration's.
+   * share of the microbatches, weighted here by that share (model/schedule.ts replicaMicrobatches).
    */
   private iterationLoss (a: Assignment): number {
     const head = a.stages[a.stages.length - 1].peers
     if (head.length === 1) return this.reports.get(head[0])?.loss ?? NaN
     const M = this.train.microbatches
+    const lanes = laneCount(a.stages.map(s => s.peers.length), M)
     let sum = 0
-    for (const [lane, p] of head.entries()) {
+    for (const [i, p] of head.entries()) {
       const loss = this.reports.get(p)?.loss
       if (loss == null) return NaN
-      sum += loss * laneMicrobatches(M, head.length, lane).length
+      sum += loss * replicaMicrobatches(M, lanes, head.length, i).length
     }
     return sum / M
   }
@@ -546,7 +550,9 @@ export class Coordinator extends EventEmitter {
     while (this.iteration < target) {
       opts.signal?.throwIfAborted()
       try {
-        if (this.failedStages().length > 0) await this.recover(opts)
+        if (this.recovery.needsRound()) await this.recover(opts)
+        // a stage below its replica target takes a spare as a new replica (an exact copy)
+        if (this.recovery.canGrow()) await this.recovery.grow(opts.signal)
         const r = await this.runIteration(opts)
         opts.onIteration?.(r)
       } catch (err) {

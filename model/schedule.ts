@@ -51,9 +51,47 @@ export function route (stages: number, mb: number, checkfreePlus = false): Hop[]
  * no gradient to contribute.
  */
 export function laneMicrobatches (microbatches: number, replicas: number, lane: number): number[] {
-  if (!Number.isInteger(replicas) || replicas < 1 || replicas > microbatches) throw new RangeError(`replicas must be an integer in 1..${microbatches} (the microbatches per iteration), got ${replicas}`)
+  checkReplicas(replicas, microbatches)
   if (!Number.isInteger(lane) || lane < 0 || lane >= replicas) throw new RangeError(`lane must be an integer in 0..${replicas - 1}, got ${lane}`)
   const out: number[] = []
   for (let m = lane; m < microbatches; m += replicas) out.push(m)
+  return out
+}
+
+/**
+ * The one check of a replica count: an integer in 1..M (the microbatches per iteration), as a
+ * RangeError naming the bound. The coordinator, the CLI and the peer all call it.
+ */
+export function checkReplicas (replicas: number, microbatches: number): void {
+  if (!Number.isInteger(replicas) || replicas < 1 || replicas > microbatches) throw new RangeError(`replicas must be an integer in 1..${microbatches} (the microbatches per iteration), got ${replicas}`)
+}
+
+/**
+ * The lanes of an assignment whose stages have `replicasPerStage` peers: as many as the best-served
+ * stage has replicas (a stage with none, waiting for a peer, does not count).
+ */
+export function laneCount (replicasPerStage: readonly number[], microbatches: number): number {
+  const lanes = Math.max(1, ...replicasPerStage)
+  checkReplicas(lanes, microbatches)
+  return lanes
+}
+
+/**
+ * Which of a stage's `n` replicas runs microbatch `mb` when the iteration has `lanes` lanes: lane
+ * mb % lanes, served by replica lane % n. With n = lanes that is lane r on replica r; a stage short
+ * of replicas (one was lost) has its survivors run the missing lanes as well, so every microbatch
+ * still runs exactly once on every stage and the global batch is unchanged.
+ */
+export function servingReplica (mb: number, lanes: number, n: number): number {
+  if (!Number.isInteger(n) || n < 1 || n > lanes) throw new RangeError(`a stage's replicas must be an integer in 1..${lanes} (the lanes), got ${n}`)
+  return (mb % lanes) % n
+}
+
+/** The microbatches (ascending) replica `i` of a stage with `n` replicas runs, with `lanes` lanes. */
+export function replicaMicrobatches (microbatches: number, lanes: number, n: number, i: number): number[] {
+  checkReplicas(lanes, microbatches)
+  if (!Number.isInteger(i) || i < 0 || i >= n) throw new RangeError(`replica must be an integer in 0..${n - 1}, got ${i}`)
+  const out: number[] = []
+  for (let m = 0; m < microbatches; m++) if (servingReplica(m, lanes, n) === i) out.push(m)
   return out
 }

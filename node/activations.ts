@@ -57,26 +57,26 @@ export interface ActivationsInit {
  */
 export function activationPolicy (init: {
   self: string
-  /** Stage -> the peer that holds it. */
-  peers: ReadonlyMap<number, { id: string }>
+  /** This peer's stage. */
+  stage: number
+  /** The microbatches this peer runs (its replica's share). */
+  microbatches: readonly number[]
+  /** The peer of a stage that runs a microbatch (with replicas, one of several). */
+  holderOf: (stage: number, mb: number) => string | undefined
   stages: number
-  microbatches: number
   checkfreePlus: boolean
   shape: readonly number[]
 }): ActivationPolicy {
   const senders = new Set<string>()
-  const mine = [...init.peers].find(([, p]) => p.id === init.self)?.[0]
-  if (mine != null) {
-    for (let mb = 0; mb < init.microbatches; mb++) {
-      const hops = route(init.stages, mb, init.checkfreePlus)
-      hops.forEach((hop, i) => {
-        if (hop.stage !== mine) return
-        for (const from of [hops[i - 1], hops[i + 1]]) {
-          const id = from == null ? undefined : init.peers.get(from.stage)?.id
-          if (id != null && id !== init.self) senders.add(id)
-        }
-      })
-    }
+  for (const mb of init.microbatches) {
+    const hops = route(init.stages, mb, init.checkfreePlus)
+    hops.forEach((hop, i) => {
+      if (hop.stage !== init.stage) return
+      for (const from of [hops[i - 1], hops[i + 1]]) {
+        const id = from == null ? undefined : init.holderOf(from.stage, mb)
+        if (id != null && id !== init.self) senders.add(id)
+      }
+    })
   }
   return { senders, maxFrameBytes: tensorFrameBytes(init.shape) }
 }

@@ -10,7 +10,7 @@ import { EventEmitter } from 'node:events'
 import { multiaddr } from '@multiformats/multiaddr'
 import type { PrivateKey } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
-import { resolveModelConfig, resolveTrainConfig, type ModelConfig, type TrainConfig } from '../model/index.js'
+import { laneCount, replicaMicrobatches, resolveModelConfig, resolveTrainConfig, servingReplica, type ModelConfig, type TrainConfig } from '../model/index.js'
 import { loadBrownCorpus, type TokenArray } from '../model/index.js'
 import { createLog } from '../common/index.js'
 import { stageLayout } from '../model/index.js'
@@ -88,11 +88,12 @@ interface Current {
   options: ClusterOptions
   stage?: Stage
   runtime?: StageRuntime
-  /** Stage -> [peer id, address] of its peer in this peer's lane (the one it exchanges frames with). */
-  peers: Map<number, { id: string, addr?: string }>
-  /** This peer's lane (its index among its stage's peers) and the lane count (replicas per stage). */
-  lane: number
+  /** Stage -> its peers (id and address), in the assignment's order: replica i is peers[i]. */
+  peers: Map<number, Array<{ id: string, addr?: string }>>
+  /** The iteration's lanes (model/schedule.ts laneCount): microbatch m runs on servingReplica(m, lanes, n) of a stage with n replicas. */
   lanes: number
+  /** The microbatches this peer's replica runs (ascending); empty without a stage. */
+  microbatches: number[]
   /** The peers holding this peer's stage, itself included, in the assignment's order: the all-reduce group. */
   replicas: string[]
 }
@@ -170,7 +171,7 @@ export class Peer extends EventEmitter {
         const c = this.current
         if (c?.stage == null) return undefined
         if (admission.of !== c) {
-          admission = { of: c, policy: activationPolicy({ self: this.peerId, peers: c.peers, stages: c.train.stages, microbatches: c.train.microbatches, checkfreePlus: c.checkfreePlus, shape: [c.train.microbatchSize, c.model.seqLen, c.model.dModel] }) }
+          admission = { of: c, policy: activationPolicy({ self: this.peerId, stage: c.stage.stage, microbatches: c.microbatches, holderOf: (s, mb) => holderFor(c, s, mb)?.id, stages: c.train.stages, checkfreePlus: c.checkfreePlus, shape: [c.train.microbatchSize, c.model.seqLen, c.model.dModel] }) }
         }
         return admission.policy
       },
@@ -197,11 +198,13 @@ export class Peer extends EventEmitter {
   /** What this peer serves over the weights protocol: its stage, its checkpoint snapshot, its mirror or shadow. */
   readonly provider: WeightsProvider = this.held.provider(() => this.current?.stage)
 
-  /** Pulls weights from a peer named in an assignment (or the coordinator). */
-  async fetch (peerId: string, req: WeightsRequestSpec, signal?: AbortSignal): Promise<{ iteration: number, tensors: TensorSet, bytes: number }> {
-    const addr = this.addrs.get(peerId)
-    const peer = addr != null ? multiaddr(addr) : peerIdFromString(peerId)
-    const r = await fetchWeights(this.node, { donors: [{ peer }], stage: req.stage, minIteration: req.minIteration, includeOptimizer: req.includeOptimizer, names: req.names, signal, timeoutMs: 120_000 })
+  /** Pulls weights from peers named in an assignment (or the coordinator); several donors split the tensors. */
+  async fetch (peerIds: string | string[], req: WeightsRequestSpec, signal?: AbortSignal): Promise<{ iteration: number, tensors: TensorSet, bytes: number }> {
+    const donors = (typeof peerIds === 'string' ? [peerIds] : peerIds).map(id => {
+      const addr = this.addrs.get(id)
+      return { peer: addr != null && addr !== '' ? multiaddr(addr) : peerIdFromString(id) }
+    })
+    const r = await fetchWeights(this.node, { donors, stage: req.stage, minIteration: req.minIteration, includeOptimizer: req.includeOptimizer, names: req.names, signal, timeoutMs: 120_000 })
     return { iteration: r.iteration, tensors: r.tensors, bytes: r.bytes }
   }
 
@@ -303,27 +306,32 @@ export class Peer extends EventEmitter {
       throw new AssignmentError(`assignment epoch ${a.epoch} has an unusable config: ${(err as Error).message}`)
     }
     const me = this.peerId
-    const peers = new Map<number, { id: string, addr?: string }>()
+    const peers = new Map<number, Array<{ id: string, addr?: string }>>()
     let mine = -1
-    let lane = 0
+    let index = 0
     for (const s of a.stages) {
       s.peers.forEach((p, i) => { this.addrs.set(p, s.addrs[i]) })
-      if (s.peers.includes(me)) { mine = s.stage; lane = s.peers.indexOf(me) }
+      if (s.peers.includes(me)) { mine = s.stage; index = s.peers.indexOf(me) }
+      if (s.peers.length > 0) peers.set(s.stage, s.peers.map((id, i) => ({ id, addr: s.addrs[i] })))
     }
-    // lane r of every stage is one pipeline: every stage has the same number of replicas (a stage
-    // waiting for a peer has none)
-    const counts = new Set(a.stages.map(s => s.peers.length).filter(n => n > 0))
-    if (counts.size > 1) throw new AssignmentError(`assignment epoch ${a.epoch} gives stages different replica counts (${a.stages.map(s => s.peers.length).join(', ')}); lanes need the same count on every stage`)
-    const lanes = counts.size === 1 ? [...counts][0] : 1
-    for (const s of a.stages) if (s.peers.length > 0) peers.set(s.stage, { id: s.peers[lane], addr: s.addrs[lane] })
+    // as many lanes as the best-served stage has replicas; a stage short of some (a replica lost)
+    // has its survivors run the missing lanes' microbatches too
+    let lanes: number
+    try {
+      lanes = laneCount(a.stages.map(s => s.peers.length), train.microbatches)
+    } catch (err) {
+      throw new AssignmentError(`assignment epoch ${a.epoch} has ${a.stages.map(s => s.peers.length).join(', ')} replicas per stage for ${train.microbatches} microbatches per iteration: ${(err as Error).message}`)
+    }
     const replicas = mine >= 0 ? [...a.stages[mine].peers] : []
+    const microbatches = mine >= 0 ? replicaMicrobatches(train.microbatches, lanes, replicas.length, index) : []
     // the all-reduce dials its ring successor by id: give the peer store the replicas' addresses
     for (const p of replicas) {
       const addr = this.addrs.get(p)
       if (p !== me && addr != null && addr !== '') void this.node.peerStore.merge(peerIdFromString(p), { multiaddrs: [multiaddr(addr)] }).catch((err: Error) => { log('address of replica %s not stored: %s', p, err.message) })
     }
     this.checkData(data, mine, train, options)
-    const rebuild = mine >= 0 && a.rebuilt.includes(mine)
+    // a stage rebuilt as a whole, or this peer joining a stage whose other replicas keep theirs
+    const rebuild = mine >= 0 && (a.rebuilt.includes(mine) || (a.joining ?? []).includes(me))
     const plan = rebuild ? this.plans.get(`${a.epoch}:${mine}`) : undefined
     if (rebuild && plan == null) {
       // The plan may arrive after the assignment; act when it does.
@@ -340,7 +348,8 @@ export class Peer extends EventEmitter {
       else rt.abort(rt.iteration)
       rt.dispose()
     }
-    for (const old of prev?.peers.values() ?? []) if (![...peers.values()].some(p => p.id === old.id)) this.links.drop(old.id)
+    const named = new Set([...peers.values()].flat().map(p => p.id))
+    for (const old of [...prev?.peers.values() ?? []].flat()) if (!named.has(old.id)) this.links.drop(old.id)
     let stage = prev?.stage
     if (stage != null && (mine !== stage.stage || stage.layout.stages !== train.stages || rebuild)) {
       // A departing peer keeps serving its old stage (and its mirror, which a CheckFree+ rebuild of
@@ -348,12 +357,13 @@ export class Peer extends EventEmitter {
       const retiring = this.departing && mine < 0
       if (!retiring) stage.dispose()
       this.held.stageChanged(retiring ? stage : undefined)
+      // a departing replica whose stage stays with its other replicas hands nothing over
+      if (retiring && (a.stages[stage.stage]?.peers.length ?? 0) > 0 && !a.rebuilt.includes(stage.stage)) this.handedOver = true
       // what this peer serves may now differ under versions it served before (a rebuild or reload)
       this.weightsServer?.forgetChecksums()
       stage = undefined
     }
-    if (lanes > train.microbatches) throw new AssignmentError(`assignment epoch ${a.epoch} has ${lanes} replicas per stage for ${train.microbatches} microbatches per iteration: a replica would run none`)
-    const cur: Current = { assignment: a, model, train, checkfreePlus: options.checkfreePlus, options, peers, lane, lanes, replicas }
+    const cur: Current = { assignment: a, model, train, checkfreePlus: options.checkfreePlus, options, peers, lanes, microbatches, replicas }
     if (plan != null) {
       this.current = { ...cur, stage: undefined }
       this.building = a.epoch
@@ -401,7 +411,8 @@ export class Peer extends EventEmitter {
         train: cur.train,
         layout,
         coordinatorId: this.init.coordinatorId,
-        fetch: async (donor, req, signal) => await this.fetch(donor, req, signal)
+        committed: cur.assignment.iteration - 1,
+        fetch: async (donors, req, signal) => await this.fetch(donors, req, signal)
       })
       if (this.building !== cur.assignment.epoch) { r.stage.dispose(); return }
       this.building = undefined
@@ -440,7 +451,7 @@ export class Peer extends EventEmitter {
         train: cur.train,
         checkfreePlus: cur.checkfreePlus,
         trainTokens: this.init.trainTokens ?? loadBrownCorpus().train,
-        lane: { index: cur.lane, count: cur.lanes },
+        share: { microbatches: cur.microbatches, replicas: cur.replicas.length },
         reduceGradients: async (it, sums, signal) => await this.reduceGradients(cur, stage.stage, it, sums, signal),
         send: async (toStage, f) => { await this.sendFrame(cur, toStage, f) },
         done: (info) => { void this.reportDone(cur, info) },
@@ -501,7 +512,8 @@ export class Peer extends EventEmitter {
       checkfreePlus: cur.options.checkfreePlus,
       mirrorEvery: cur.options.mirrorEvery,
       shadow: cur.options.shadow,
-      holderOf: s => cur.peers.get(s)?.id,
+      // any replica of a neighbour holds the same weights: spread the pulls over them
+      holderOf: s => { const ps = cur.peers.get(s); return ps?.[Math.max(0, cur.replicas.indexOf(this.peerId)) % ps.length]?.id },
       self: this.peerId,
       fetch: async (peerId, req) => await this.fetch(peerId, req),
       // say so at once: the coordinator plans an exact copy only from a shadow its heartbeats show
@@ -512,7 +524,7 @@ export class Peer extends EventEmitter {
   }
 
   private async sendFrame (cur: Current, toStage: number, f: OutFrame): Promise<void> {
-    const target = cur.peers.get(toStage)
+    const target = holderFor(cur, toStage, f.microbatch)
     if (target == null) throw new AssignmentError(`no peer holds stage ${toStage} under epoch ${cur.assignment.epoch}`)
     const header = { runId: cur.assignment.runId, epoch: cur.assignment.epoch, iteration: f.iteration, microbatch: f.microbatch, hop: f.hop, direction: f.direction, shape: f.shape }
     if (target.id === this.peerId) {
@@ -563,7 +575,7 @@ export class Peer extends EventEmitter {
     if (h.epoch > cur.assignment.epoch) throw new UnexpectedFrameError(`frame from epoch ${h.epoch}, this peer is at ${cur.assignment.epoch}`)
     if (h.runId !== cur.assignment.runId) throw new UnexpectedFrameError(`frame for run ${h.runId}, this peer runs ${cur.assignment.runId}`)
     const sender = cur.runtime.expectedSender(h.direction, h.microbatch, h.hop)
-    const holder = cur.peers.get(sender)?.id
+    const holder = holderFor(cur, sender, h.microbatch)?.id
     if (holder !== from) throw new UnexpectedFrameError(`${h.direction} frame for hop ${h.hop} from ${from}, but stage ${sender} is held by ${holder ?? 'nobody'}`)
     cur.runtime.receive(h.iteration, h.direction, h.microbatch, h.hop, h.shape, data)
   }
@@ -601,4 +613,11 @@ export class Peer extends EventEmitter {
     this.current = undefined
     await this.node?.stop()
   }
+}
+
+/** The peer of stage `stage` that runs microbatch `mb` under `cur` (model/schedule.ts servingReplica). */
+function holderFor (cur: Current, stage: number, mb: number): { id: string, addr?: string } | undefined {
+  const ps = cur.peers.get(stage)
+  if (ps == null || ps.length === 0) return undefined
+  return ps[servingReplica(mb, cur.lanes, ps.length)]
 }

@@ -2,7 +2,8 @@
  * The peer's side of a recovery: turn a recovery plan into a ready Stage by pulling weights over
  * the weights protocol and applying the recovery arithmetic of model/recovery.ts.
  *
- *   handover, replica  exact copy of the donor's parameters, Adam moments and metadata
+ *   handover, replica  exact copy of the donor's parameters, Adam moments and metadata (a replica
+ *                      copy from a stage's live replicas pulls from all of them at once)
  *   checkpoint         the same, from the coordinator's checkpoint store ('init': seeded weights)
  *   checkfree          both neighbours' parameters, averaged by their gradient norms; fresh Adam at lr x lrScale
  *   checkfree-plus     the neighbour's blocks plus its mirror of the embedding or head; fresh Adam
@@ -25,8 +26,8 @@ export interface WeightsRequestSpec {
   names?: string[]
 }
 
-/** Pulls tensors from one donor peer. */
-export type FetchFn = (donorPeerId: string, req: WeightsRequestSpec, signal?: AbortSignal) => Promise<{ iteration: number, tensors: TensorSet, bytes: number }>
+/** Pulls tensors from donor peers (several: the tensors are split between them, each pulled from one). */
+export type FetchFn = (donors: string[], req: WeightsRequestSpec, signal?: AbortSignal) => Promise<{ iteration: number, tensors: TensorSet, bytes: number }>
 
 export interface RebuildContext {
   model: ModelConfig
@@ -35,6 +36,12 @@ export interface RebuildContext {
   fetch: FetchFn
   /** Peer id of the coordinator, which serves checkpoints. */
   coordinatorId: string
+  /**
+   * The committed iteration the assignment carrying the plan continues from: an exact copy from
+   * live replicas must be of it (a donor that has not applied that commit yet is refused, not copied).
+   * @default -1 (any)
+   */
+  committed?: number
   signal?: AbortSignal
 }
 
@@ -67,8 +74,8 @@ export async function rebuildStage (plan: RecoveryPlan, ctx: RebuildContext): Pr
   const t0 = performance.now()
   let bytes = 0
   let transferMs = 0
-  const pull = async (donor: string, req: WeightsRequestSpec): Promise<{ iteration: number, tensors: TensorSet }> => {
-    const r = await ctx.fetch(donor, req, ctx.signal)
+  const pull = async (donor: string | string[], req: WeightsRequestSpec): Promise<{ iteration: number, tensors: TensorSet }> => {
+    const r = await ctx.fetch(typeof donor === 'string' ? [donor] : donor, req, ctx.signal)
     bytes += r.bytes
     return r
   }
@@ -77,8 +84,8 @@ export async function rebuildStage (plan: RecoveryPlan, ctx: RebuildContext): Pr
     const t = performance.now()
     try { return await f() } finally { transferMs += performance.now() - t }
   }
-  const exactCopy = async (donor: string): Promise<Stage> => {
-    const { tensors } = await transfer(async () => await pull(donor, { stage: plan.stage, minIteration: -1, includeOptimizer: true }))
+  const exactCopy = async (donor: string | string[], minIteration = -1): Promise<Stage> => {
+    const { tensors } = await transfer(async () => await pull(donor, { stage: plan.stage, minIteration, includeOptimizer: true }))
     const state = stateFromTensorSet(tensors)
     const stage = new Stage({ model, train, layout })
     try {
@@ -93,8 +100,11 @@ export async function rebuildStage (plan: RecoveryPlan, ctx: RebuildContext): Pr
   let stage: Stage
   switch (plan.rung) {
     case 'handover':
-    case 'replica':
       stage = await exactCopy(plan.donors[0].peerId)
+      break
+    case 'replica':
+      // a shadow (one donor), or the stage's live replicas: every donor holds the same state
+      stage = await exactCopy(plan.donors.map(d => d.peerId), ctx.committed ?? -1)
       break
     case 'checkpoint':
       if (plan.checkpointId === 'init') {

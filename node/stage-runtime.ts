@@ -12,11 +12,11 @@
  * begin, which implies it). An abort discards the gradients and leaves weights untouched, so a
  * redone iteration starts from the same state.
  *
- * Replicas: with R peers per stage, this stage is one of R data-parallel replicas, in lane `lane`
- * of R (model/schedule.ts laneMicrobatches): it runs only its lane's microbatches, and before the
- * step its gradient sums are added to the other replicas' (`reduceGradients`, an all-reduce among
- * the stage's peers), so every replica steps on the whole global batch and the replicas stay
- * bit-identical. With R = 1 nothing is exchanged.
+ * Replicas: with R peers per stage, this stage is one of R data-parallel replicas and runs only its
+ * share of the iteration's microbatches (model/schedule.ts servingReplica: its lane's, plus the
+ * lanes of replicas its stage has lost); before the step its gradient sums are added to the other
+ * replicas' (`reduceGradients`, an all-reduce among the stage's peers), so every replica steps on
+ * the whole global batch and the replicas stay bit-identical. With R = 1 nothing is exchanged.
  *
  * Non-finite values: a NaN/Inf loss, parameter gradient, or tensor about to be sent ends the stage's
  * part of the iteration at once. It drops the iteration's work and reports done with `nonFinite`;
@@ -28,7 +28,7 @@ import type { ModelConfig, TrainConfig } from '../model/index.js'
 import { sampleBatch, type TokenArray } from '../model/index.js'
 import { createLog } from '../common/index.js'
 import { NonFiniteError } from '../common/index.js'
-import { laneMicrobatches, route, type Hop } from '../model/index.js'
+import { route, type Hop } from '../model/index.js'
 import type { Stage, StepResult } from '../model/index.js'
 import { firstNonFinite, MAX_EARLY_ITERATIONS, type Direction, type NonFiniteWhat } from '../protocols/index.js'
 import { EarlyFrameError, UnexpectedFrameError } from './errors.js'
@@ -48,9 +48,9 @@ export interface OutFrame {
 
 export interface DoneInfo {
   iteration: number
-  /** Mean loss of this lane's microbatches; only on the stage that runs the head. */
+  /** Mean loss of this replica's microbatches; only on the stage that runs the head. */
   loss?: number
-  /** How many microbatches that mean is over (this lane's share of the iteration's). */
+  /** How many microbatches that mean is over (this replica's share of the iteration's). */
   lossMicrobatches?: number
   gradNorm: number
   computeMs: number
@@ -66,13 +66,14 @@ export interface StageRuntimeInit {
   /** Training tokens, for sampling microbatches (stage 0) and targets (the head's stage). */
   trainTokens: TokenArray
   /**
-   * This stage's lane and the lane count (the stage's replicas).
-   * @default { index: 0, count: 1 }
+   * This replica's share: the microbatches it runs (ascending, model/schedule.ts
+   * replicaMicrobatches) and how many replicas its stage has (the all-reduce group).
+   * @default every microbatch, 1 replica
    */
-  lane?: { index: number, count: number }
+  share?: { microbatches: number[], replicas: number }
   /**
    * Adds this replica's gradient sums (spec order) to every other replica's and returns the sums
-   * over all of them, the same on every replica (an all-reduce). Required when lane.count > 1.
+   * over all of them, the same on every replica (an all-reduce). Required when share.replicas > 1.
    * `signal` is aborted when the iteration is dropped.
    */
   reduceGradients?: (iteration: number, sums: Float32Array[], signal: AbortSignal) => Promise<Float32Array[]>
@@ -133,18 +134,19 @@ export class StageRuntime {
   tokensProcessed = 0
 
   constructor (init: StageRuntimeInit) {
-    const lane = init.lane ?? { index: 0, count: 1 }
-    this.lane = lane.index
-    this.lanes = lane.count
-    // throws a RangeError naming the problem for a lane count the iteration cannot spread over
-    this.mine = laneMicrobatches(init.train.microbatches, lane.count, lane.index)
-    if (lane.count > 1 && init.reduceGradients == null) throw new RangeError(`stage ${init.stage.stage}: ${lane.count} replicas need reduceGradients`)
+    const M = init.train.microbatches
+    const share = init.share ?? { microbatches: Array.from({ length: M }, (_, m) => m), replicas: 1 }
+    if (share.microbatches.length === 0 || share.microbatches.some((m, i) => !Number.isInteger(m) || m < 0 || m >= M || (i > 0 && m <= share.microbatches[i - 1]))) {
+      throw new RangeError(`stage ${init.stage.stage}: a replica's microbatches must be distinct, ascending and in 0..${M - 1}, got [${share.microbatches.join(', ')}]`)
+    }
+    this.replicas = share.replicas
+    this.mine = [...share.microbatches]
+    if (share.replicas > 1 && init.reduceGradients == null) throw new RangeError(`stage ${init.stage.stage}: ${share.replicas} replicas need reduceGradients`)
     this.init = init
   }
 
-  /** This replica's lane, the lane count, and the microbatches the lane runs (ascending). */
-  readonly lane: number
-  readonly lanes: number
+  /** Replicas of this stage (the all-reduce group), and the microbatches this one runs (ascending). */
+  readonly replicas: number
   private readonly mine: number[]
 
   get stage (): Stage { return this.init.stage }
@@ -197,7 +199,7 @@ export class StageRuntime {
   /** The stage whose peer may send a `direction` tensor for (microbatch, hop), per the route. */
   expectedSender (direction: Direction, mb: number, hop: number): number {
     if (!Number.isInteger(mb) || mb < 0 || mb >= this.M) throw new UnexpectedFrameError(`microbatch ${mb} out of range 0..${this.M - 1}`)
-    if (!this.mine.includes(mb)) throw new UnexpectedFrameError(`microbatch ${mb} is not run by lane ${this.lane} of ${this.lanes}`)
+    if (!this.mine.includes(mb)) throw new UnexpectedFrameError(`microbatch ${mb} is not run by this replica of stage ${this.stage.stage} (it runs ${this.mine.join(', ')})`)
     const hops = this.routeOf(mb)
     const from = direction === 'forward' ? hop - 1 : hop + 1
     if (!Number.isInteger(hop) || from < 0 || from >= hops.length) throw new UnexpectedFrameError(`no hop sends a ${direction} tensor to hop ${hop} of microbatch ${mb}`)
@@ -214,7 +216,7 @@ export class StageRuntime {
       return
     }
     if (mb < 0 || mb >= this.M) throw new UnexpectedFrameError(`microbatch ${mb} out of range 0..${this.M - 1}`)
-    if (!this.mine.includes(mb)) throw new UnexpectedFrameError(`microbatch ${mb} is not run by lane ${this.lane} of ${this.lanes}`)
+    if (!this.mine.includes(mb)) throw new UnexpectedFrameError(`microbatch ${mb} is not run by this replica of stage ${this.stage.stage} (it runs ${this.mine.join(', ')})`)
     const hops = this.routeOf(mb)
     if (hop < 0 || hop >= hops.length || hops[hop].stage !== this.stage.stage) {
       throw new UnexpectedFrameError(`hop ${hop} of microbatch ${mb} does not run on stage ${this.stage.stage}`)
@@ -384,7 +386,7 @@ export class StageRuntime {
 
   private async finish (): Promise<void> {
     this.tokensProcessed += this.mine.length * this.init.train.microbatchSize * this.init.model.seqLen
-    if (this.lanes > 1) {
+    if (this.replicas > 1) {
       // the replicas' gradient sums, added: every replica then steps on the whole global batch
       const generation = this.generation
       const stop = new AbortController()

@@ -29,7 +29,7 @@ const KIND_CODE: Record<MessageKind, number> = {
 }
 const ROLE_CODE: Record<Role, number> = { stage: 1, spare: 2, coordinator: 3, observer: 4 }
 const RUNG_CODE: Record<RecoveryRung, number> = {
-  handover: 1, replica: 2, checkfree: 3, 'checkfree-plus': 4, checkpoint: 5, wait: 6, rejoin: 7
+  handover: 1, replica: 2, checkfree: 3, 'checkfree-plus': 4, checkpoint: 5, wait: 6, rejoin: 7, survivors: 8
 }
 const HELD_KIND_CODE: Record<HeldCopyKind, number> = { mirror: 1, shadow: 2, checkpoint: 3 }
 
@@ -92,7 +92,8 @@ function toWire (m: Message): pb.GossipEnvelope {
         stages: m.stages.map(s => ({ stage: s.stage, peers: [...s.peers], addrs: [...s.addrs] })),
         modelConfig: m.modelConfig,
         trainingConfig: m.trainingConfig,
-        rebuilt: [...m.rebuilt]
+        rebuilt: [...m.rebuilt],
+        joining: [...m.joining ?? []]
       }
       break
     case 'begin':
@@ -207,7 +208,8 @@ function fromWire (env: pb.GossipEnvelope): Message {
         stages: b.stages.map(s => ({ stage: s.stage, peers: s.peers, addrs: s.addrs })),
         modelConfig: b.modelConfig,
         trainingConfig: b.trainingConfig,
-        rebuilt: b.rebuilt
+        rebuilt: b.rebuilt,
+        ...(b.joining.length > 0 ? { joining: b.joining } : {})
       }
     }
     case 'begin': {

@@ -764,6 +764,7 @@ export interface Assignment {
   modelConfig: string
   trainingConfig: string
   rebuilt: number[]
+  joining: string[]
 }
 
 export namespace Assignment {
@@ -820,6 +821,13 @@ export namespace Assignment {
           }
         }
 
+        if (obj.joining != null && obj.joining.length > 0) {
+          for (const value of obj.joining) {
+            w.uint32(74)
+            w.string(value)
+          }
+        }
+
         if (opts.lengthDelimited !== false) {
           w.ldelim()
         }
@@ -832,7 +840,8 @@ export namespace Assignment {
           stages: [],
           modelConfig: '',
           trainingConfig: '',
-          rebuilt: []
+          rebuilt: [],
+          joining: []
         }
 
         const end = length == null ? reader.len : reader.pos + length
@@ -891,6 +900,18 @@ export namespace Assignment {
               obj.rebuilt.push(reader.uint32())
               break
             }
+            case 9: {
+              if (opts.limits?.joining != null && obj.joining.length === opts.limits.joining) {
+                throw new MaxLengthError('Decode error - repeated field "joining" had too many elements')
+              }
+
+              if (obj.joining.length === 1024) {
+                throw new MaxLengthError('Decode error - repeated field "joining" had too many elements')
+              }
+
+              obj.joining.push(reader.string())
+              break
+            }
             default: {
               reader.skipType(tag & 7)
               break
@@ -902,7 +923,8 @@ export namespace Assignment {
       }, function * (reader, length, prefix, opts = {}) {
         const obj = {
           stages: 1024,
-          rebuilt: 1024
+          rebuilt: 1024,
+          joining: 1024
         }
 
         const end = length == null ? reader.len : reader.pos + length
@@ -994,6 +1016,25 @@ export namespace Assignment {
 
               break
             }
+            case 9: {
+              if (opts.limits?.joining != null && obj.joining === opts.limits.joining) {
+                throw new MaxLengthError('Streaming decode error - repeated field "joining" had too many elements')
+              }
+
+              if (obj.joining === 1024) {
+                throw new MaxLengthError('Streaming decode error - repeated field "joining" had too many elements')
+              }
+
+              yield {
+                field: `${prefix}.joining[]`,
+                index: obj.joining,
+                value: reader.string()
+              }
+
+              obj.joining++
+
+              break
+            }
             default: {
               reader.skipType(tag & 7)
               break
@@ -1060,6 +1101,12 @@ export namespace Assignment {
     value: number
   }
 
+  export interface AssignmentJoiningFieldEvent {
+    field: '$.joining[]'
+    index: number
+    value: string
+  }
+
   export function encode (obj: Partial<Assignment>): Uint8Array<ArrayBuffer> {
     return encodeMessage(obj, Assignment.codec())
   }
@@ -1068,7 +1115,7 @@ export namespace Assignment {
     return decodeMessage(buf, Assignment.codec(), opts)
   }
 
-  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Assignment>): Generator<AssignmentClusterIdFieldEvent | AssignmentRunIdFieldEvent | AssignmentEpochFieldEvent | AssignmentIterationFieldEvent | AssignmentStagesStageFieldEvent | AssignmentStagesPeersFieldEvent | AssignmentStagesAddrsFieldEvent | AssignmentModelConfigFieldEvent | AssignmentTrainingConfigFieldEvent | AssignmentRebuiltFieldEvent> {
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Assignment>): Generator<AssignmentClusterIdFieldEvent | AssignmentRunIdFieldEvent | AssignmentEpochFieldEvent | AssignmentIterationFieldEvent | AssignmentStagesStageFieldEvent | AssignmentStagesPeersFieldEvent | AssignmentStagesAddrsFieldEvent | AssignmentModelConfigFieldEvent | AssignmentTrainingConfigFieldEvent | AssignmentRebuiltFieldEvent | AssignmentJoiningFieldEvent> {
     return streamMessage(buf, Assignment.codec(), opts)
   }
 }
@@ -3263,6 +3310,12 @@ export namespace GossipEnvelope {
     value: number
   }
 
+  export interface GossipEnvelopeAssignmentJoiningFieldEvent {
+    field: '$.assignment.joining[]'
+    index: number
+    value: string
+  }
+
   export interface GossipEnvelopeBeginEpochFieldEvent {
     field: '$.begin.epoch'
     value: number
@@ -3515,7 +3568,7 @@ export namespace GossipEnvelope {
     return decodeMessage(buf, GossipEnvelope.codec(), opts)
   }
 
-  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<GossipEnvelope>): Generator<GossipEnvelopeKindFieldEvent | GossipEnvelopeHeartbeatPeerIdFieldEvent | GossipEnvelopeHeartbeatRoleFieldEvent | GossipEnvelopeHeartbeatStageFieldEvent | GossipEnvelopeHeartbeatIterationFieldEvent | GossipEnvelopeHeartbeatLossFieldEvent | GossipEnvelopeHeartbeatGradNormFieldEvent | GossipEnvelopeHeartbeatWeightDigestFieldEvent | GossipEnvelopeHeartbeatTokensPerSecFieldEvent | GossipEnvelopeHeartbeatRssBytesFieldEvent | GossipEnvelopeHeartbeatEpochFieldEvent | GossipEnvelopeHeartbeatTimestampMsFieldEvent | GossipEnvelopeHeartbeatDepartingFieldEvent | GossipEnvelopeHeartbeatStateIterationFieldEvent | GossipEnvelopeHeartbeatHeldKindFieldEvent | GossipEnvelopeHeartbeatHeldStageFieldEvent | GossipEnvelopeHeartbeatHeldIterationFieldEvent | GossipEnvelopeAssignmentClusterIdFieldEvent | GossipEnvelopeAssignmentRunIdFieldEvent | GossipEnvelopeAssignmentEpochFieldEvent | GossipEnvelopeAssignmentIterationFieldEvent | GossipEnvelopeAssignmentStagesStageFieldEvent | GossipEnvelopeAssignmentStagesPeersFieldEvent | GossipEnvelopeAssignmentStagesAddrsFieldEvent | GossipEnvelopeAssignmentModelConfigFieldEvent | GossipEnvelopeAssignmentTrainingConfigFieldEvent | GossipEnvelopeAssignmentRebuiltFieldEvent | GossipEnvelopeBeginEpochFieldEvent | GossipEnvelopeBeginIterationFieldEvent | GossipEnvelopeAbortEpochFieldEvent | GossipEnvelopeAbortIterationFieldEvent | GossipEnvelopeAbortReasonFieldEvent | GossipEnvelopeCommitEpochFieldEvent | GossipEnvelopeCommitIterationFieldEvent | GossipEnvelopeCommitCheckpointFieldEvent | GossipEnvelopeCommitSkippedFieldEvent | GossipEnvelopeCommitSnapshotFieldEvent | GossipEnvelopeDonePeerIdFieldEvent | GossipEnvelopeDoneStageFieldEvent | GossipEnvelopeDoneEpochFieldEvent | GossipEnvelopeDoneIterationFieldEvent | GossipEnvelopeDoneLossFieldEvent | GossipEnvelopeDoneGradNormFieldEvent | GossipEnvelopeDoneComputeMsFieldEvent | GossipEnvelopeDoneNonFiniteFieldEvent | GossipEnvelopeDoneNonFiniteWhatFieldEvent | GossipEnvelopeStreamBreakReporterFieldEvent | GossipEnvelopeStreamBreakStageFieldEvent | GossipEnvelopeStreamBreakSuspectFieldEvent | GossipEnvelopeStreamBreakEpochFieldEvent | GossipEnvelopeStreamBreakIterationFieldEvent | GossipEnvelopeStreamBreakReasonFieldEvent | GossipEnvelopeRecoveryPlanEpochFieldEvent | GossipEnvelopeRecoveryPlanStageFieldEvent | GossipEnvelopeRecoveryPlanRungFieldEvent | GossipEnvelopeRecoveryPlanTargetPeerFieldEvent | GossipEnvelopeRecoveryPlanDonorsPeerIdFieldEvent | GossipEnvelopeRecoveryPlanDonorsStageFieldEvent | GossipEnvelopeRecoveryPlanDonorsAddrFieldEvent | GossipEnvelopeRecoveryPlanLrScaleFieldEvent | GossipEnvelopeRecoveryPlanWeightsFieldEvent | GossipEnvelopeRecoveryPlanCheckpointIdFieldEvent | GossipEnvelopeRecoveryDonePeerIdFieldEvent | GossipEnvelopeRecoveryDoneEpochFieldEvent | GossipEnvelopeRecoveryDoneStageFieldEvent | GossipEnvelopeRecoveryDoneRungFieldEvent | GossipEnvelopeRecoveryDoneBytesFieldEvent | GossipEnvelopeRecoveryDoneTransferMsFieldEvent | GossipEnvelopeRecoveryDoneRebuildMsFieldEvent | GossipEnvelopeRecoveryFailedPeerIdFieldEvent | GossipEnvelopeRecoveryFailedEpochFieldEvent | GossipEnvelopeRecoveryFailedStageFieldEvent | GossipEnvelopeRecoveryFailedRungFieldEvent | GossipEnvelopeRecoveryFailedCodeFieldEvent | GossipEnvelopeRecoveryFailedReasonFieldEvent> {
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<GossipEnvelope>): Generator<GossipEnvelopeKindFieldEvent | GossipEnvelopeHeartbeatPeerIdFieldEvent | GossipEnvelopeHeartbeatRoleFieldEvent | GossipEnvelopeHeartbeatStageFieldEvent | GossipEnvelopeHeartbeatIterationFieldEvent | GossipEnvelopeHeartbeatLossFieldEvent | GossipEnvelopeHeartbeatGradNormFieldEvent | GossipEnvelopeHeartbeatWeightDigestFieldEvent | GossipEnvelopeHeartbeatTokensPerSecFieldEvent | GossipEnvelopeHeartbeatRssBytesFieldEvent | GossipEnvelopeHeartbeatEpochFieldEvent | GossipEnvelopeHeartbeatTimestampMsFieldEvent | GossipEnvelopeHeartbeatDepartingFieldEvent | GossipEnvelopeHeartbeatStateIterationFieldEvent | GossipEnvelopeHeartbeatHeldKindFieldEvent | GossipEnvelopeHeartbeatHeldStageFieldEvent | GossipEnvelopeHeartbeatHeldIterationFieldEvent | GossipEnvelopeAssignmentClusterIdFieldEvent | GossipEnvelopeAssignmentRunIdFieldEvent | GossipEnvelopeAssignmentEpochFieldEvent | GossipEnvelopeAssignmentIterationFieldEvent | GossipEnvelopeAssignmentStagesStageFieldEvent | GossipEnvelopeAssignmentStagesPeersFieldEvent | GossipEnvelopeAssignmentStagesAddrsFieldEvent | GossipEnvelopeAssignmentModelConfigFieldEvent | GossipEnvelopeAssignmentTrainingConfigFieldEvent | GossipEnvelopeAssignmentRebuiltFieldEvent | GossipEnvelopeAssignmentJoiningFieldEvent | GossipEnvelopeBeginEpochFieldEvent | GossipEnvelopeBeginIterationFieldEvent | GossipEnvelopeAbortEpochFieldEvent | GossipEnvelopeAbortIterationFieldEvent | GossipEnvelopeAbortReasonFieldEvent | GossipEnvelopeCommitEpochFieldEvent | GossipEnvelopeCommitIterationFieldEvent | GossipEnvelopeCommitCheckpointFieldEvent | GossipEnvelopeCommitSkippedFieldEvent | GossipEnvelopeCommitSnapshotFieldEvent | GossipEnvelopeDonePeerIdFieldEvent | GossipEnvelopeDoneStageFieldEvent | GossipEnvelopeDoneEpochFieldEvent | GossipEnvelopeDoneIterationFieldEvent | GossipEnvelopeDoneLossFieldEvent | GossipEnvelopeDoneGradNormFieldEvent | GossipEnvelopeDoneComputeMsFieldEvent | GossipEnvelopeDoneNonFiniteFieldEvent | GossipEnvelopeDoneNonFiniteWhatFieldEvent | GossipEnvelopeStreamBreakReporterFieldEvent | GossipEnvelopeStreamBreakStageFieldEvent | GossipEnvelopeStreamBreakSuspectFieldEvent | GossipEnvelopeStreamBreakEpochFieldEvent | GossipEnvelopeStreamBreakIterationFieldEvent | GossipEnvelopeStreamBreakReasonFieldEvent | GossipEnvelopeRecoveryPlanEpochFieldEvent | GossipEnvelopeRecoveryPlanStageFieldEvent | GossipEnvelopeRecoveryPlanRungFieldEvent | GossipEnvelopeRecoveryPlanTargetPeerFieldEvent | GossipEnvelopeRecoveryPlanDonorsPeerIdFieldEvent | GossipEnvelopeRecoveryPlanDonorsStageFieldEvent | GossipEnvelopeRecoveryPlanDonorsAddrFieldEvent | GossipEnvelopeRecoveryPlanLrScaleFieldEvent | GossipEnvelopeRecoveryPlanWeightsFieldEvent | GossipEnvelopeRecoveryPlanCheckpointIdFieldEvent | GossipEnvelopeRecoveryDonePeerIdFieldEvent | GossipEnvelopeRecoveryDoneEpochFieldEvent | GossipEnvelopeRecoveryDoneStageFieldEvent | GossipEnvelopeRecoveryDoneRungFieldEvent | GossipEnvelopeRecoveryDoneBytesFieldEvent | GossipEnvelopeRecoveryDoneTransferMsFieldEvent | GossipEnvelopeRecoveryDoneRebuildMsFieldEvent | GossipEnvelopeRecoveryFailedPeerIdFieldEvent | GossipEnvelopeRecoveryFailedEpochFieldEvent | GossipEnvelopeRecoveryFailedStageFieldEvent | GossipEnvelopeRecoveryFailedRungFieldEvent | GossipEnvelopeRecoveryFailedCodeFieldEvent | GossipEnvelopeRecoveryFailedReasonFieldEvent> {
     return streamMessage(buf, GossipEnvelope.codec(), opts)
   }
 }

@@ -11,7 +11,7 @@ export type Role = 'stage' | 'spare' | 'coordinator' | 'observer'
  * How a lost stage comes back. `rejoin` is the lost peer itself, back with its state intact and
  * current (no plan is sent: it keeps its stage); `wait` means no peer can take the stage yet.
  */
-export type RecoveryRung = 'handover' | 'replica' | 'checkfree' | 'checkfree-plus' | 'checkpoint' | 'wait' | 'rejoin'
+export type RecoveryRung = 'handover' | 'replica' | 'checkfree' | 'checkfree-plus' | 'checkpoint' | 'wait' | 'rejoin' | 'survivors'
 
 /** What a held copy is for: a CheckFree+ mirror, a redundant shadow, a sparse checkpoint's snapshot. */
 export type HeldCopyKind = 'mirror' | 'shadow' | 'checkpoint'
@@ -88,6 +88,11 @@ export interface Assignment {
   trainingConfig: string
   /** Stages rebuilt under this epoch: their holders wait for a recovery plan instead of initialising. */
   rebuilt: number[]
+  /**
+   * Peers that join a stage as a new replica under this epoch (a replica copy) while the stage's
+   * other replicas keep their state: each waits for its recovery plan. Absent: none.
+   */
+  joining?: string[]
 }
 
 /** Coordinator: start an iteration. */

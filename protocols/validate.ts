@@ -20,7 +20,7 @@ import type {
 
 export const ROLES: readonly Role[] = ['stage', 'spare', 'coordinator', 'observer']
 export const HELD_COPY_KINDS: readonly HeldCopyKind[] = ['mirror', 'shadow', 'checkpoint']
-export const RECOVERY_RUNGS: readonly RecoveryRung[] = ['handover', 'replica', 'checkfree', 'checkfree-plus', 'checkpoint', 'wait', 'rejoin']
+export const RECOVERY_RUNGS: readonly RecoveryRung[] = ['handover', 'replica', 'checkfree', 'checkfree-plus', 'checkpoint', 'wait', 'rejoin', 'survivors']
 export const DTYPES: readonly DType[] = ['float32', 'int32']
 /** Both dtypes are 4 bytes per element. */
 export const BYTES_PER_ELEMENT = 4
@@ -259,6 +259,12 @@ function checkAssignment (o: Record<string, unknown>): Assignment {
   rebuilt.forEach((s, i) => {
     if (checkStage(s, `${f}.rebuilt[${i}]`) >= stages.length) fail(`${f}.rebuilt[${i}]`, `stage ${String(s)} is not in the assignment`)
   })
+  if (o.joining !== undefined) {
+    checkList(o.joining, `${f}.joining`, MAX_STAGES * MAX_PEERS_PER_STAGE).forEach((p, i) => {
+      const id = checkPeerId(p, `${f}.joining[${i}]`)
+      if (!seen.has(id)) fail(`${f}.joining[${i}]`, `peer ${id} joins no stage of the assignment`)
+    })
+  }
   checkJsonObject(o.modelConfig, `${f}.modelConfig`)
   checkJsonObject(o.trainingConfig, `${f}.trainingConfig`)
   return o as unknown as Assignment

@@ -16,6 +16,14 @@
  *   5. settle: all installed -> the stages are healthy again (resumed at the next commit);
  *      otherwise the failed ones are recorded with their reason and the loop plans again
  * No recoverable fault ends the run: the loop only returns once every stage is recovered.
+ *
+ * Replicas (a stage served by several peers): losing some of a stage's replicas is no stage loss.
+ * The lost replica is dropped from the next assignment and its lanes' microbatches run on the
+ * survivors (model/schedule.ts servingReplica); the iteration in flight is aborted and redone by
+ * them, which costs that iteration's work and the detection time, and no state is rebuilt (recorded
+ * as rung `survivors`). Only when every replica of a stage is gone is the stage lost and the ladder
+ * asked. Between iterations grow() brings a stage below the replica target back up: a spare copies
+ * the stage's live replicas exactly (rung `replica`, pulling from all of them at once).
  */
 import type { ModelConfig, TrainConfig } from '../../model/index.js'
 import { createLog } from '../../common/index.js'
@@ -43,6 +51,8 @@ export interface RecoveryHost {
   readonly gradNorms: number[]
   readonly store?: CheckpointStore
   readonly recoveries: RecoveryEvent[]
+  /** Replicas per stage the run aims for (grow() adds spares as replicas up to it). */
+  readonly replicas: number
   /** Peers heard recently and subscribed to control, not known lost or departing. */
   livePeers: () => string[]
   /** The newest heartbeat of a peer. */
@@ -53,7 +63,7 @@ export interface RecoveryHost {
   /** Re-publishes the newest assignment and its plans (called on the watch's ticks). */
   reannounce: () => void
   /** Persists and publishes `plans` and a new assignment (stage s -> peers[s]) under the next epoch. */
-  publishAssignment: (peers: string[][], plans: StagePlan[]) => Promise<Assignment>
+  publishAssignment: (peers: string[][], plans: StagePlan[], joins?: StagePlan[]) => Promise<Assignment>
   persist: () => Promise<void>
   emit: (event: 'recovery' | 'recovery-failed' | 'recovery-planned', payload: unknown) => boolean
 }
@@ -66,6 +76,11 @@ export class RecoveryMachine {
   readonly checkpoint: RecoveryCheckpoint
   /** Stages whose state is gone (their holder lost), until a recovery of them is installed. */
   private readonly lost = new Map<number, LossInfo>()
+  /**
+   * Replicas lost (or departing) while their stage keeps a live one: dropped from the next
+   * assignment, their microbatches run by the survivors. By peer.
+   */
+  private readonly dropped = new Map<string, { stage: number, loss: LossInfo }>()
   /** Peers that announced their departure; forgotten once their stage has moved. */
   private readonly departing = new Set<string>()
   /** Lost peers that came back with fresh state (a restart): spares now, not holders. */
@@ -92,7 +107,11 @@ export class RecoveryMachine {
   /** The detector declared `l.peerId` lost: its stage (if any) is lost; recoveries it serves or targets fail. */
   peerLost (l: LostPeer): void {
     const s = this.stageHeldBy(l.peerId)
-    if (s != null && !this.lost.has(s)) this.lost.set(s, { peer: l.peerId, cause: l.cause, lastSeen: l.lastSeen, detectedAt: l.detectedAt })
+    const info = { peer: l.peerId, cause: l.cause, lastSeen: l.lastSeen, detectedAt: l.detectedAt }
+    if (s != null && !this.lost.has(s) && !this.dropped.has(l.peerId)) {
+      if (this.liveReplicas(s, l.peerId).length > 0) this.dropReplica(l.peerId, s, info)
+      else this.lost.set(s, info)
+    }
     for (const r of this.active.values()) {
       if (!r.open) continue
       if (r.target === l.peerId) r.fail(`its target ${short(l.peerId)} was lost (${l.cause})`, 'superseded')
@@ -102,7 +121,14 @@ export class RecoveryMachine {
 
   /** `peerId` announced its departure (spot notice, SIGTERM). */
   peerDeparting (peerId: string): void {
-    if (this.departing.has(peerId) || this.stageHeldBy(peerId) == null) return
+    const s = this.stageHeldBy(peerId)
+    if (this.departing.has(peerId) || this.dropped.has(peerId) || s == null) return
+    if (this.liveReplicas(s, peerId).length > 0) {
+      // its stage's other replicas keep the stage: nothing to hand over
+      const now = Date.now()
+      this.dropReplica(peerId, s, { peer: peerId, cause: 'peer announced its departure', lastSeen: now, detectedAt: now })
+      return
+    }
     log.info(`peer ${short(peerId)} announced its departure`)
     this.departing.add(peerId)
   }
@@ -177,6 +203,23 @@ export class RecoveryMachine {
     return a.stages.filter(st => this.lost.has(st.stage) || st.peers.length === 0 || st.peers.some(p => this.departing.has(p))).map(st => st.stage)
   }
 
+  /**
+   * Whether the assignment must change before the next iteration: a stage needs recovering, or a
+   * lost replica is still named in it (the iteration in flight cannot finish as assigned).
+   */
+  needsRound (): boolean {
+    return this.failedStages().length > 0 || this.droppedStillAssigned().length > 0
+  }
+
+  /** What needsRound() is about, for a log line: "stages 1, 2 lost; a replica of stage 3 lost". */
+  describeLosses (): string {
+    const parts: string[] = []
+    const failed = this.failedStages()
+    if (failed.length > 0) parts.push(`stage${failed.length > 1 ? 's' : ''} ${failed.join(', ')} lost`)
+    for (const p of this.droppedStillAssigned()) parts.push(`a replica of stage ${this.dropped.get(p)?.stage ?? '?'} lost`)
+    return parts.join('; ')
+  }
+
   /** Whether `peerId` is known lost, departing or restarted (so not a live holder or spare yet). */
   isDeparting (peerId: string): boolean { return this.departing.has(peerId) }
 
@@ -206,7 +249,12 @@ export class RecoveryMachine {
     for (;;) {
       opts.signal?.throwIfAborted()
       const stages = this.failedStages()
-      if (stages.length === 0) return recovered
+      if (stages.length === 0) {
+        if (this.droppedStillAssigned().length === 0) return recovered
+        // only replicas lost: the survivors keep their stages, nothing is rebuilt
+        recovered.push(...await this.round([], [], opts.signal))
+        continue
+      }
       // every stage planned stays lost until a recovery of it is installed (a departing one too:
       // once the next assignment no longer names its peer, only this says it still needs one)
       for (const st of stages) if (!this.lost.has(st)) this.lost.set(st, this.lossOf(st, c.assignment ?? a0))
@@ -237,16 +285,18 @@ export class RecoveryMachine {
    * Steps 3-5 for one round of `plans` (and rejoins): publish, watch, settle. Returns the records of
    * the recoveries installed; failed ones are recorded, and their stages stay lost for the next round.
    */
-  private async round (plans: StagePlan[], rejoins: StagePlan[], signal?: AbortSignal): Promise<RecoveryEvent[]> {
+  private async round (plans: StagePlan[], rejoins: StagePlan[], signal?: AbortSignal, joins: StagePlan[] = []): Promise<RecoveryEvent[]> {
     const c = this.host
     const opts = { signal }
     const a = c.assignment as Assignment
-    const next = a.stages.map(st => this.lost.has(st.stage) || st.peers.some(p => this.departing.has(p)) ? [] : [...st.peers])
+    // a lost or departing stage is planned whole; a stage's lost replicas are dropped, the others keep it
+    const next = a.stages.map(st => this.lost.has(st.stage) || st.peers.some(p => this.departing.has(p)) ? [] : st.peers.filter(p => !this.dropped.has(p)))
     for (const p of [...rejoins, ...plans]) next[p.stage] = [p.target]
+    for (const j of joins) next[j.stage].push(j.target)
     const committed = c.iteration - 1
-    const published = await c.publishAssignment(next, plans)
-    this.active = new Map(plans.map(p => [p.stage, new RecoveryRecord({
-      plan: p, epoch: published.epoch, committed, loss: this.lossOf(p.stage, a), deadlineMs: this.deadlineMs(p)
+    const published = await c.publishAssignment(next, plans, joins)
+    this.active = new Map([...plans, ...joins].map(p => [p.stage, new RecoveryRecord({
+      plan: p, epoch: published.epoch, committed, loss: joins.includes(p) ? this.joinCause(p.stage) : this.lossOf(p.stage, a), deadlineMs: this.deadlineMs(p)
     })]))
     const records = [...this.active.values()]
     c.emit('recovery-planned', records.map(r => ({ epoch: r.epoch, stage: r.stage, rung: r.rung, target: r.target, donors: r.donors, checkpointId: r.checkpointId, deadlineMs: r.deadlineAt - r.plannedAt })))
@@ -255,8 +305,12 @@ export class RecoveryMachine {
     const outcome = await this.watch(published, records, opts.signal)
     // 5. settle: installed stages are healthy whatever became of the others
     for (const p of rejoins) this.rejoined(p, a)
+    this.survived(published)
     const installed = records.filter(r => r.state === 'installed')
-    for (const r of installed) this.settle(r, a)
+    for (const r of installed) {
+      if (joins.some(j => j.stage === r.stage)) this.joined(r)
+      else this.settle(r, a)
+    }
     const events = installed.map(r => this.event(r))
     for (const e of events) log.info(`recovered stage ${e.stage} by ${e.rung} (${e.cause}): ${e.bytes} bytes, detect ${e.detectMs} ms, transfer ${e.transferMs.toFixed(0)} ms, rebuild ${e.rebuildMs.toFixed(0)} ms${e.iterationsBehind > 0 ? `, ${e.iterationsBehind} iterations behind` : ''}`)
     c.recoveries.push(...events)
@@ -314,6 +368,7 @@ export class RecoveryMachine {
       heartbeatOf: id => c.heartbeatOf(id),
       lost: this.lost,
       departing: this.departing,
+      dropped: new Set(this.dropped.keys()),
       restarted: this.restarted,
       excluded: this.excluded
     }, stages, checkpoints)
@@ -348,10 +403,12 @@ export class RecoveryMachine {
         outcome = 'failed'
         return true
       }
-      // a stage lost during the round: plan every affected stage together
+      // a stage (or a replica) lost during the round: plan every affected stage together
       const newLoss = [...this.lost.keys()].find(s => !lostBefore.has(s))
-      if (newLoss != null || a.stages.some(st => st.peers.some(p => this.departing.has(p)))) {
-        for (const r of records) if (r.open) r.fail(`superseded: stage ${newLoss ?? '(departing)'} lost during the recovery`, 'superseded')
+      const droppedNow = a.stages.find(st => st.peers.some(p => this.dropped.has(p)))?.stage
+      if (newLoss != null || droppedNow != null || a.stages.some(st => st.peers.some(p => this.departing.has(p)))) {
+        const what = newLoss != null ? `stage ${newLoss}` : droppedNow != null ? `a replica of stage ${droppedNow}` : 'stage (departing)'
+        for (const r of records) if (r.open) r.fail(`superseded: ${what} lost during the recovery`, 'superseded')
         outcome = 'failed'
         return true
       }
@@ -380,6 +437,98 @@ export class RecoveryMachine {
       this.host.forgetLoss(prev)
       this.restarted.delete(prev)
     }
+  }
+
+  /**
+   * Between iterations: brings stages below the replica target back up, a spare per stage, the
+   * fewest-served stages first. Each spare copies its stage's live replicas exactly (rung
+   * `replica`); training waits for the copy (one round). Returns the records of the replicas added;
+   * a copy that fails is recorded and its stage simply stays short (the next call tries again).
+   */
+  async grow (signal?: AbortSignal): Promise<RecoveryEvent[]> {
+    const joins = this.growPlans()
+    if (joins.length === 0) return []
+    log.info(`adding replicas: ${joins.map(j => `${short(j.target)} -> stage ${j.stage}`).join(', ')}`)
+    return await this.round([], [], signal, joins)
+  }
+
+  /** Whether grow() has something to do: a stage below the replica target and a spare for it. */
+  canGrow (): boolean { return this.growPlans().length > 0 }
+
+  /** The replica copies grow() would make now (none while a stage needs recovering). */
+  private growPlans (): StagePlan[] {
+    const a = this.host.assignment
+    if (a == null || this.host.replicas <= 1 || this.needsRound()) return []
+    const spares = this.ladderInput([]).spares
+    const short = a.stages.filter(st => st.peers.length > 0 && st.peers.length < this.host.replicas)
+      .sort((x, y) => x.peers.length - y.peers.length || x.stage - y.stage)
+    return short.slice(0, spares.length).map((st, i) => ({
+      stage: st.stage,
+      rung: 'replica' as const,
+      target: spares[i],
+      donors: st.peers.map(peerId => ({ peerId, stage: st.stage })),
+      weights: [],
+      lrScale: 1,
+      checkpointId: ''
+    }))
+  }
+
+  /** Why a joining replica's record exists: the lost replica it replaces, if one was dropped. */
+  private joinCause (stage: number): LossInfo {
+    const now = Date.now()
+    const prev = this.replaced.get(stage)
+    return prev != null ? { ...prev, cause: `replaces a lost replica (${prev.cause})` } : { peer: '', cause: 'the stage is below its replica target', lastSeen: now, detectedAt: now }
+  }
+
+  /** Lost replicas dropped from the assignment, by stage, until a join replaces them (joinCause). */
+  private readonly replaced = new Map<number, LossInfo>()
+
+  /** A replica lost or departing while `stage` keeps another: dropped at the next round. */
+  private dropReplica (peerId: string, stage: number, loss: LossInfo): void {
+    log.info(`a replica of stage ${stage} (${short(peerId)}) is gone (${loss.cause}): the stage's other replicas take its microbatches`)
+    this.dropped.set(peerId, { stage, loss })
+  }
+
+  /** The replicas of `stage` not lost, dropped or departing (except `except`). */
+  private liveReplicas (stage: number, except?: string): string[] {
+    return (this.host.assignment?.stages[stage]?.peers ?? []).filter(p => p !== except && !this.dropped.has(p) && !this.departing.has(p))
+  }
+
+  /** Dropped replicas the current assignment still names. */
+  private droppedStillAssigned (): string[] {
+    const named = new Set(this.host.assignment?.stages.flatMap(st => st.peers) ?? [])
+    return [...this.dropped.keys()].filter(p => named.has(p))
+  }
+
+  /** Dropped replicas `published` no longer names: their stages' survivors kept them; record it. */
+  private survived (published: Assignment): void {
+    const named = new Set(published.stages.flatMap(st => st.peers))
+    for (const [peer, d] of [...this.dropped]) {
+      if (named.has(peer)) continue
+      this.dropped.delete(peer)
+      this.host.forgetLoss(peer)
+      const keepers = published.stages[d.stage]?.peers ?? []
+      // a stage lost whole since (its last replica too) is the ladder's: its record says so
+      if (keepers.length === 0 || this.lost.has(d.stage)) continue
+      this.replaced.set(d.stage, d.loss)
+      const e: RecoveryEvent = {
+        ...lossEvent(d.stage, d.loss, this.host.epoch, this.host.iteration),
+        rung: 'survivors',
+        targetPeer: keepers[0],
+        donors: [],
+        outcome: 'recovered',
+        iterationsBehind: 0
+      }
+      log.info(`stage ${d.stage}: its replica ${short(peer)} is dropped; ${keepers.map(short).join(', ')} run its microbatches`)
+      this.host.recoveries.push(e)
+      this.host.emit('recovery', [e])
+    }
+  }
+
+  /** A joining replica installed: the stage has one more replica. */
+  private joined (r: RecoveryRecord): void {
+    this.restarted.delete(r.target)
+    this.replaced.delete(r.stage)
   }
 
   /** A lost peer was taken back on its stage with its own state: record it. */

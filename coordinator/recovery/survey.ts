@@ -24,6 +24,8 @@ export interface SurveyView {
   heartbeatOf: (peerId: string) => Heartbeat | undefined
   readonly lost: ReadonlyMap<number, LossInfo>
   readonly departing: ReadonlySet<string>
+  /** Replicas lost while their stage keeps others (machine.ts): neither holders nor spares. */
+  readonly dropped: ReadonlySet<string>
   /** Lost peers that came back with fresh state: spares, never rejoins. */
   readonly restarted: ReadonlySet<string>
   readonly excluded: ReadonlyMap<number, ReadonlySet<RecoveryRung>>
@@ -45,7 +47,8 @@ export function survey (v: SurveyView, stages: number[], checkpoints: Checkpoint
   const departing = new Map<number, string>()
   const rejoined = new Map<number, string>()
   for (const st of a.stages) {
-    const p = st.peers[0]
+    // a stage departs only with its last replica (machine.ts drops the others); any live replica holds it
+    const p = st.peers.find(q => !v.dropped.has(q) && !v.departing.has(q)) ?? st.peers.find(q => v.departing.has(q))
     if (p == null) continue
     if (v.departing.has(p)) departing.set(st.stage, p)
     else if (!lostSet.has(st.stage)) holders.set(st.stage, p)
@@ -64,7 +67,9 @@ export function survey (v: SurveyView, stages: number[], checkpoints: Checkpoint
     if (info != null && hb != null && !v.restarted.has(info.peer) && holdsIntact(hb, s, v.epoch, committed) &&
       hb.timestampMs > info.detectedAt && Date.now() - hb.timestampMs < REJOIN_HEARTBEAT_FRESH_MS) rejoined.set(s, info.peer)
   }
-  const busy = new Set([...holders.values(), ...departing.values(), ...rejoined.values()])
+  // every replica a stage keeps is busy, not only the one listed as its holder
+  const kept = a.stages.filter(st => !lostSet.has(st.stage)).flatMap(st => st.peers)
+  const busy = new Set([...kept, ...holders.values(), ...departing.values(), ...rejoined.values(), ...v.dropped])
   const spares = v.livePeers.filter(p => !busy.has(p)).sort()
   const copies = heldCopies(a, holders, v.heartbeatOf)
   // exact copies must be of the last commit; a mirror only has to exist
