@@ -14,7 +14,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import { checkReplicas, DEFAULT_MODEL, laneCount, modelConfigDiff, replicaMicrobatches, resolveModelConfig, resolveTrainConfig, type ModelConfig, type TrainConfig } from '../model/index.js'
 import { createLog } from '../common/index.js'
 import type { Assignment, DoneReport, Heartbeat, Message, StreamBreakReport } from '../protocols/index.js'
-import { DEFAULT_DATA_IDENTITY } from '../protocols/index.js'
+import { DEFAULT_DATA_IDENTITY, servingPeers } from '../protocols/index.js'
 import { ClusterGossip } from '../net/index.js'
 import { createPeerLibp2p, type PeerLibp2p } from '../net/index.js'
 import { join } from 'node:path'
@@ -72,6 +72,7 @@ export class Coordinator extends EventEmitter {
     this.strategy = init.strategy ?? 'checkfree'
     // throws a RangeError naming the bound for a replica count the iteration cannot spread over
     checkReplicas(this.replicas, this.train.microbatches)
+    if (!Number.isInteger(this.minReplicas) || this.minReplicas < 1 || this.minReplicas > this.replicas) throw new CoordinatorUsageError(`minReplicas must be an integer in 1..${this.replicas} (the replica target), got ${this.minReplicas}`)
     this.recovery = new RecoveryMachine(this)
     this.divergence = new Divergence(this, {
       onDivergence: init.onDivergence,
@@ -83,8 +84,10 @@ export class Coordinator extends EventEmitter {
   }
 
   get runId (): string { return this.init.runId ?? 'run' }
-  /** Replicas per stage the initial assignment waits for. */
+  /** Replicas per stage the run aims for: joining peers become replicas up to it. */
   get replicas (): number { return this.init.replicas ?? 1 }
+  /** Replicas per stage the initial assignment needs at least (the rest join while training goes on). */
+  get minReplicas (): number { return this.init.minReplicas ?? this.replicas }
   get peerId (): string { return this.node.peerId.toString() }
   get addrs (): string[] { return this.node.getMultiaddrs().map(String) }
 
@@ -229,8 +232,10 @@ export class Coordinator extends EventEmitter {
       throw new CoordinatorUsageError(`the state directory holds run ${this.restored.runId} with ${this.restored.committedIteration + 1} committed iterations: resume() it (or use a new state directory), do not assign from scratch`)
     }
     const S = this.train.stages
-    const R = this.replicas
-    await this.until(() => this.livePeers().length >= S * R, `${S * R} peers (${S} stages x ${R} replicas)`, opts.timeoutMs ?? 60_000, opts.signal)
+    const min = this.minReplicas
+    await this.until(() => this.livePeers().length >= S * min, `${S * min} peers (${S} stages x ${min} replicas)`, opts.timeoutMs ?? 60_000, opts.signal)
+    // as many whole lanes as the live peers make, up to the target; later peers join as replicas
+    const R = Math.min(this.replicas, Math.floor(this.livePeers().length / S))
     const chosen = this.livePeers().sort().slice(0, S * R)
     try {
       // lane r (replica r of every stage, one pipeline) is chosen[r*S .. r*S + S-1]
@@ -248,7 +253,7 @@ export class Coordinator extends EventEmitter {
    * a restarted coordinator never reuses the epoch. `joins` are replica copies: their targets join a
    * stage whose other replicas keep theirs. Returns without waiting for the stages.
    */
-  async publishAssignment (peers: string[][], plans: StagePlan[], joins: StagePlan[] = []): Promise<Assignment> {
+  async publishAssignment (peers: string[][], plans: StagePlan[], joins: StagePlan[] = [], joining: string[] = joins.map(j => j.target)): Promise<Assignment> {
     const stages = await Promise.all(peers.map(async (ps, stage) => ({ stage, peers: ps, addrs: await Promise.all(ps.map(async p => await this.addressOf(p))) })))
     this.epoch += 1
     // Durable before it is published, so a restarted coordinator never reuses an epoch a peer may
@@ -265,7 +270,7 @@ export class Coordinator extends EventEmitter {
       // lr: reduced after a divergence rollback (divergence.ts)
       trainingConfig: JSON.stringify({ ...this.train, lr: this.divergence.lr, ...this.clusterOptions() }),
       rebuilt: plans.map(p => p.stage),
-      ...(joins.length > 0 ? { joining: joins.map(j => j.target) } : {})
+      ...(joining.length > 0 ? { joining: [...joining] } : {})
     }
     this.assignment = a
     this.checkpoints.assignmentChanged(a)
@@ -402,10 +407,11 @@ export class Coordinator extends EventEmitter {
    * share of the microbatches, weighted here by that share (model/schedule.ts replicaMicrobatches).
    */
   private iterationLoss (a: Assignment): number {
-    const head = a.stages[a.stages.length - 1].peers
+    // joining replicas run no microbatch (protocols/assignment.ts)
+    const head = servingPeers(a, a.stages.length - 1)
     if (head.length === 1) return this.reports.get(head[0])?.loss ?? NaN
     const M = this.train.microbatches
-    const lanes = laneCount(a.stages.map(s => s.peers.length), M)
+    const lanes = laneCount(a.stages.map(s => servingPeers(a, s.stage).length), M)
     let sum = 0
     for (const [i, p] of head.entries()) {
       const loss = this.reports.get(p)?.loss
@@ -551,7 +557,9 @@ export class Coordinator extends EventEmitter {
       opts.signal?.throwIfAborted()
       try {
         if (this.recovery.needsRound()) await this.recover(opts)
-        // a stage below its replica target takes a spare as a new replica (an exact copy)
+        // joining replicas that caught up serve from here on; a stage below its replica target
+        // takes a spare as a new replica, which catches up while training goes on
+        await this.recovery.settleJoins(opts.signal)
         if (this.recovery.canGrow()) await this.recovery.grow(opts.signal)
         const r = await this.runIteration(opts)
         opts.onIteration?.(r)

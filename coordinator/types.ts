@@ -15,12 +15,19 @@ export interface CoordinatorInit {
   model?: Partial<ModelConfig>
   train?: Partial<TrainConfig>
   /**
-   * Data-parallel replicas per stage: the initial assignment waits for stages x replicas peers, and
-   * each iteration's microbatches are spread over the replicas (lane r runs microbatches r, r+R, ...),
-   * which add their gradient sums before the step. At most the microbatches per iteration.
+   * Data-parallel replicas per stage, the target: each iteration's microbatches are spread over a
+   * stage's replicas (lane r runs microbatches r, r+R, ...), which add their gradient sums before the
+   * step. A lost replica's microbatches move to its stage's survivors; a peer that joins becomes a
+   * replica of the stage with the fewest, up to this. At most the microbatches per iteration.
    * @default 1
    */
   replicas?: number
+  /**
+   * Replicas per stage the initial assignment needs: it waits for stages x minReplicas peers and
+   * starts with as many whole lanes as there are peers (up to `replicas`); later peers join as
+   * replicas while training goes on. @default replicas
+   */
+  minReplicas?: number
   /** Train with CheckFree+ swapped microbatches. @default false */
   checkfreePlus?: boolean
   /**

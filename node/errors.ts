@@ -61,3 +61,8 @@ export class DataMismatchError extends DataError {
 export class DataRequiredError extends DataError {
   constructor (message: string) { super(message, 'ERR_DATA_REQUIRED') }
 }
+
+/** A replica joining its stage could not catch up (its log of reduced gradients overflowed or has a gap). */
+export class ReplicaJoinError extends SpotpipeError {
+  constructor (message: string) { super('ERR_REPLICA_JOIN', message) }
+}

@@ -17,7 +17,7 @@ import { stageLayout } from '../model/index.js'
 import type { TensorSet } from '../model/index.js'
 import { Stage } from '../model/index.js'
 import type { Assignment, DataIdentity, Heartbeat, Message, RecoveryPlan, Role, TensorFrameHeader } from '../protocols/index.js'
-import { DEFAULT_DATA_IDENTITY } from '../protocols/index.js'
+import { DEFAULT_DATA_IDENTITY, servingPeers } from '../protocols/index.js'
 import { ActivationLinks, activationPolicy, type ActivationPolicy } from './activations.js'
 import type { NonFiniteFaults } from './faults.js'
 import { HeldCopies } from './held-copies.js'
@@ -27,6 +27,7 @@ import { rebuildStage, type WeightsRequestSpec } from './recovery.js'
 import { fetchWeights, serveWeights, type WeightsFaults, type WeightsProvider, type WeightsServer } from '../net/index.js'
 import { ClusterGossip, startAllReduce, type AllReduceService } from '../net/index.js'
 import { CoordinatorLink } from './coordinator-link.js'
+import { ReplicaJoin } from './replica-join.js'
 import { StageRuntime, stageNeedsTokens, type DoneInfo, type OutFrame } from './stage-runtime.js'
 import { createPeerLibp2p, type PeerLibp2p } from '../net/index.js'
 
@@ -88,14 +89,22 @@ interface Current {
   options: ClusterOptions
   stage?: Stage
   runtime?: StageRuntime
-  /** Stage -> its peers (id and address), in the assignment's order: replica i is peers[i]. */
+  /** Stage -> the peers that serve its microbatches (id and address), in the assignment's order (joiners left out). */
   peers: Map<number, Array<{ id: string, addr?: string }>>
   /** The iteration's lanes (model/schedule.ts laneCount): microbatch m runs on servingReplica(m, lanes, n) of a stage with n replicas. */
   lanes: number
   /** The microbatches this peer's replica runs (ascending); empty without a stage. */
   microbatches: number[]
-  /** The peers holding this peer's stage, itself included, in the assignment's order: the all-reduce group. */
+  /** The peers holding this peer's stage, itself included (and joiners), in the assignment's order: the all-reduce group. */
   replicas: string[]
+  /** This peer is joining its stage beside replicas that keep training (node/replica-join.ts). */
+  join?: ReplicaJoin
+  /** Cuts off the join's pull when the assignment is replaced. */
+  joinPull?: AbortController
+  /** What the join's pull moved (for its recovery-done report). */
+  joinStats?: { bytes: number, transferMs: number }
+  /** The join failed and was reported; the placeholder only adds zeros until the peer is dropped. */
+  joinFailed?: boolean
 }
 
 /**
@@ -196,7 +205,8 @@ export class Peer extends EventEmitter {
   }
 
   /** What this peer serves over the weights protocol: its stage, its checkpoint snapshot, its mirror or shadow. */
-  readonly provider: WeightsProvider = this.held.provider(() => this.current?.stage)
+  // (a joiner's placeholder weights are nobody's to copy)
+  readonly provider: WeightsProvider = this.held.provider(() => this.current?.join?.done === false ? undefined : this.current?.stage)
 
   /** Pulls weights from peers named in an assignment (or the coordinator); several donors split the tensors. */
   async fetch (peerIds: string | string[], req: WeightsRequestSpec, signal?: AbortSignal): Promise<{ iteration: number, tensors: TensorSet, bytes: number }> {
@@ -228,7 +238,8 @@ export class Peer extends EventEmitter {
       epoch: this.epoch,
       timestampMs: Date.now(),
       departing: this.departing,
-      stateIteration: c?.stage?.iteration ?? -1,
+      // a joiner still catching up holds no state anyone may count on
+      stateIteration: c?.join?.done === false ? -1 : c?.stage?.iteration ?? -1,
       held: this.held.list()
     }
   }
@@ -311,19 +322,22 @@ export class Peer extends EventEmitter {
     let index = 0
     for (const s of a.stages) {
       s.peers.forEach((p, i) => { this.addrs.set(p, s.addrs[i]) })
-      if (s.peers.includes(me)) { mine = s.stage; index = s.peers.indexOf(me) }
-      if (s.peers.length > 0) peers.set(s.stage, s.peers.map((id, i) => ({ id, addr: s.addrs[i] })))
+      const serving = servingPeers(a, s.stage)
+      if (s.peers.includes(me)) { mine = s.stage; index = serving.indexOf(me) }
+      if (serving.length > 0) peers.set(s.stage, serving.map(id => ({ id, addr: s.addrs[s.peers.indexOf(id)] })))
     }
     // as many lanes as the best-served stage has replicas; a stage short of some (a replica lost)
     // has its survivors run the missing lanes' microbatches too
     let lanes: number
     try {
-      lanes = laneCount(a.stages.map(s => s.peers.length), train.microbatches)
+      lanes = laneCount(a.stages.map(s => servingPeers(a, s.stage).length), train.microbatches)
     } catch (err) {
-      throw new AssignmentError(`assignment epoch ${a.epoch} has ${a.stages.map(s => s.peers.length).join(', ')} replicas per stage for ${train.microbatches} microbatches per iteration: ${(err as Error).message}`)
+      throw new AssignmentError(`assignment epoch ${a.epoch} has ${a.stages.map(s => servingPeers(a, s.stage).length).join(', ')} serving replicas per stage for ${train.microbatches} microbatches per iteration: ${(err as Error).message}`)
     }
     const replicas = mine >= 0 ? [...a.stages[mine].peers] : []
-    const microbatches = mine >= 0 ? replicaMicrobatches(train.microbatches, lanes, replicas.length, index) : []
+    // a joiner (index -1 among the serving peers) runs none until it is listed as serving
+    const microbatches = mine >= 0 && index >= 0 ? replicaMicrobatches(train.microbatches, lanes, peers.get(mine)?.length ?? 1, index) : []
+    const joining = mine >= 0 && index < 0
     // the all-reduce dials its ring successor by id: give the peer store the replicas' addresses
     for (const p of replicas) {
       const addr = this.addrs.get(p)
@@ -340,6 +354,7 @@ export class Peer extends EventEmitter {
     }
     this.awaitingPlan = undefined
     const prev = this.current
+    prev?.joinPull?.abort()
     // A new epoch ends whatever was in flight; committed work is kept (the assignment's iteration is
     // the next one to run, so a prepared step below it was committed).
     if (prev?.runtime != null) {
@@ -351,7 +366,9 @@ export class Peer extends EventEmitter {
     const named = new Set([...peers.values()].flat().map(p => p.id))
     for (const old of [...prev?.peers.values() ?? []].flat()) if (!named.has(old.id)) this.links.drop(old.id)
     let stage = prev?.stage
-    if (stage != null && (mine !== stage.stage || stage.layout.stages !== train.stages || rebuild)) {
+    // a join that had not caught up holds placeholder weights: nothing to keep
+    const placeholder = prev?.join?.done === false
+    if (stage != null && (mine !== stage.stage || stage.layout.stages !== train.stages || rebuild || placeholder)) {
       // A departing peer keeps serving its old stage (and its mirror, which a CheckFree+ rebuild of
       // its neighbour may need) until the peers rebuilding from them are done.
       const retiring = this.departing && mine < 0
@@ -364,6 +381,10 @@ export class Peer extends EventEmitter {
       stage = undefined
     }
     const cur: Current = { assignment: a, model, train, checkfreePlus: options.checkfreePlus, options, peers, lanes, microbatches, replicas }
+    if (plan != null && joining && plan.rung === 'replica') {
+      this.startJoin(cur, plan, mine)
+      return
+    }
     if (plan != null) {
       this.current = { ...cur, stage: undefined }
       this.building = a.epoch
@@ -385,6 +406,87 @@ export class Peer extends EventEmitter {
     }
     this.install(cur, stage)
     if (stage != null) this.emit('stage', { stage: mine, epoch: a.epoch, iteration: a.iteration, source } satisfies StageEvent)
+  }
+
+  /**
+   * Joins stage `mine` as a new replica while the others train (node/replica-join.ts): a placeholder
+   * stage that adds zeros to the all-reduce and logs the reduced sums, and the pull of the live
+   * replicas' state (split between them) in the background; tryCatchUp() finishes it at a commit.
+   */
+  private startJoin (cur: Current, plan: RecoveryPlan, mine: number): void {
+    const a = cur.assignment
+    const stage = new Stage({ model: cur.model, train: cur.train, layout: stageLayout(cur.model, cur.train.stages, mine) })
+    cur.join = new ReplicaJoin({ stage: mine })
+    cur.joinPull = new AbortController()
+    this.install(cur, stage)
+    log.info(`joining stage ${mine} under epoch ${a.epoch}: pulling its state from ${plan.donors.map(d => d.peerId.slice(-8)).join(', ')} while it trains`)
+    const t0 = performance.now()
+    const donors = plan.donors.map(d => d.peerId)
+    void (async () => {
+      let r: { iteration: number, tensors: TensorSet, bytes: number }
+      try {
+        try {
+          r = await this.fetch(donors, { stage: mine, minIteration: a.iteration - 1, includeOptimizer: true }, cur.joinPull?.signal)
+        } catch (err) {
+          // replicas asked a moment apart may straddle a commit: then one of them serves it all
+          if (donors.length < 2 || cur.joinPull?.signal.aborted === true) throw err
+          log.info(`the split pull of stage ${mine} failed (${(err as Error).message}); pulling from one replica`)
+          r = await this.fetch(donors.slice(0, 1), { stage: mine, minIteration: a.iteration - 1, includeOptimizer: true }, cur.joinPull?.signal)
+        }
+      } catch (err) {
+        if (this.current !== cur) return
+        await this.failJoin(cur, mine, err as Error)
+        return
+      }
+      if (this.current !== cur || cur.join == null) return
+      const from = cur.join.arrived(r.tensors)
+      cur.joinStats = { bytes: r.bytes, transferMs: performance.now() - t0 }
+      log.info(`stage ${mine}: pulled the state of iteration ${from} (${r.bytes} bytes in ${cur.joinStats.transferMs.toFixed(0)} ms); catching up at the next commit`)
+      if (cur.runtime?.state === 'idle') this.tryCatchUp(cur)
+    })()
+  }
+
+  /** A join's reduced gradient sums for `it`, logged for its replay. */
+  private logReduced (cur: Current, it: number, sums: readonly Float32Array[]): void {
+    if (cur.join == null || cur.join.done || cur.joinFailed === true) return
+    try {
+      cur.join.reduced(it, sums)
+    } catch (err) {
+      void this.failJoin(cur, cur.join.stage, err as Error)
+    }
+  }
+
+  /** Loads the pulled state and replays the logged steps when it can; reports recovery-done when exact. */
+  private tryCatchUp (cur: Current): void {
+    const join = cur.join
+    const stage = cur.stage
+    if (join == null || join.done || cur.joinFailed === true || stage == null || this.current !== cur) return
+    const t0 = performance.now()
+    let exact: boolean
+    try {
+      exact = join.catchUp(stage, cur.train.microbatches)
+    } catch (err) {
+      void this.failJoin(cur, join.stage, err as Error)
+      return
+    }
+    if (!exact) return
+    stage.prepack()
+    const stats = cur.joinStats ?? { bytes: 0, transferMs: 0 }
+    log.info(`joined stage ${join.stage} as an exact replica at iteration ${stage.iteration} under epoch ${cur.assignment.epoch}`)
+    this.emit('stage', { stage: join.stage, epoch: cur.assignment.epoch, iteration: stage.iteration + 1, source: 'rebuilt', rung: 'replica' } satisfies StageEvent)
+    void this.heartbeat()
+    void this.gossip.publish({ kind: 'recovery-done', peerId: this.peerId, epoch: cur.assignment.epoch, stage: join.stage, rung: 'replica', bytes: stats.bytes, transferMs: stats.transferMs, rebuildMs: performance.now() - t0 })
+      .catch((err: Error) => { log.error('recovery-done for the join of stage %d not published: %s', join.stage, err.message) })
+  }
+
+  /** A join that cannot finish: stop logging, say so (the coordinator drops this peer from the stage). */
+  private async failJoin (cur: Current, stage: number, err: Error): Promise<void> {
+    if (cur.join == null || cur.join.done || cur.joinFailed === true) return
+    // the placeholder keeps adding zeros to the all-reduce (and serving nothing) until the
+    // coordinator drops this peer from the stage
+    cur.joinFailed = true
+    cur.joinPull?.abort()
+    await this.reportRebuildFailure(cur, stage, 'replica', err)
   }
 
   /** Tells the coordinator (and the 'recovery-failed' listeners) that a plan for `stage` could not be carried out. */
@@ -453,9 +555,10 @@ export class Peer extends EventEmitter {
         trainTokens: this.init.trainTokens ?? loadBrownCorpus().train,
         share: { microbatches: cur.microbatches, replicas: cur.replicas.length },
         reduceGradients: async (it, sums, signal) => await this.reduceGradients(cur, stage.stage, it, sums, signal),
+        reduced: (it, sums) => { this.logReduced(cur, it, sums) },
         send: async (toStage, f) => { await this.sendFrame(cur, toStage, f) },
         done: (info) => { void this.reportDone(cur, info) },
-        committed: (it) => { this.afterCommit(cur, it) },
+        committed: (it, skipped) => { this.afterCommit(cur, it, skipped) },
         beforeStep: (it) => { if (this.init.faults?.nonFinite?.apply(stage, it) === true) log.info(`FAULT INJECTION: stage ${stage.stage}'s gradient made non-finite at iteration ${it}`) },
         tick: () => { if (Date.now() - this.lastBeat >= (this.init.heartbeatMs ?? 1000)) void this.heartbeat() },
         failed: (err, it) => { log.error('stage %d iteration %d failed: %s', stage.stage, it, err.message) }
@@ -492,10 +595,15 @@ export class Peer extends EventEmitter {
   /** Wall-clock time of the last gradient all-reduce (0 without replicas). */
   lastAllReduceMs = 0
 
-  /** After a commit: checkpoint snapshot, CheckFree+ mirror refresh, redundant shadow refresh. */
-  private afterCommit (cur: Current, it: number): void {
+  /** After a commit: a join's catch-up, checkpoint snapshot, CheckFree+ mirror refresh, redundant shadow refresh. */
+  private afterCommit (cur: Current, it: number, skipped = false): void {
     const stage = cur.stage
     if (stage == null) return
+    if (cur.join != null && !cur.join.done) {
+      cur.join.committed(it, skipped)
+      this.tryCatchUp(cur)
+      return // a placeholder is neither snapshotted nor a source of copies
+    }
     // the coordinator alone decides which commits are checkpoints, and says so in the commit
     if (this.snapshotDue === it) this.held.takeCheckpoint(stage)
     this.refreshCopies(cur, false, it)

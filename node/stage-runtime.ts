@@ -81,8 +81,13 @@ export interface StageRuntimeInit {
   send: (toStage: number, frame: OutFrame) => Promise<void>
   /** Called when the stage finished its part of an iteration. */
   done: (info: DoneInfo) => void
-  /** Called after the Adam step of a committed iteration (or after a skipped one, weights unchanged). */
-  committed?: (iteration: number) => void
+  /** Called after the Adam step of a committed iteration (or after a skipped one, weights unchanged: `skipped`). */
+  committed?: (iteration: number, skipped: boolean) => void
+  /**
+   * Called with the iteration's all-reduced gradient sums before the stage takes them over (a
+   * joining replica logs them to replay on the state it pulls). Only with share.replicas > 1.
+   */
+  reduced?: (iteration: number, sums: readonly Float32Array[]) => void
   /** Called just before the stage prepares its step: test-only fault injection (node/faults.ts) poisons the gradient here. */
   beforeStep?: (iteration: number) => void
   /** Called between tasks, so the peer can publish a heartbeat that a long compute would delay. */
@@ -136,7 +141,8 @@ export class StageRuntime {
   constructor (init: StageRuntimeInit) {
     const M = init.train.microbatches
     const share = init.share ?? { microbatches: Array.from({ length: M }, (_, m) => m), replicas: 1 }
-    if (share.microbatches.length === 0 || share.microbatches.some((m, i) => !Number.isInteger(m) || m < 0 || m >= M || (i > 0 && m <= share.microbatches[i - 1]))) {
+    // a replica joining its stage runs none (it only adds zeros to the all-reduce, node/replica-join.ts)
+    if ((share.microbatches.length === 0 && share.replicas < 2) || share.microbatches.some((m, i) => !Number.isInteger(m) || m < 0 || m >= M || (i > 0 && m <= share.microbatches[i - 1]))) {
       throw new RangeError(`stage ${init.stage.stage}: a replica's microbatches must be distinct, ascending and in 0..${M - 1}, got [${share.microbatches.join(', ')}]`)
     }
     this.replicas = share.replicas
@@ -401,6 +407,7 @@ export class StageRuntime {
         if (this.reducing === stop) this.reducing = undefined
       }
       if (generation !== this.generation) return
+      this.init.reduced?.(this.iteration, sums)
       this.stage.setGradientSums(sums)
     }
     const t0 = performance.now()
@@ -441,7 +448,7 @@ export class StageRuntime {
     this.stage.commitStep(it)
     this.init.tick?.()
     this.state = 'idle'
-    this.init.committed?.(it)
+    this.init.committed?.(it, false)
     this.stage.prepack() // the new weights, before the next forward needs them
   }
 
@@ -459,7 +466,7 @@ export class StageRuntime {
     this.nonFinite = undefined
     this.state = 'idle'
     this.init.tick?.()
-    this.init.committed?.(it)
+    this.init.committed?.(it, true)
   }
 
   /** The coordinator aborted `it` (or a new epoch began): drop everything in flight, keep weights. */

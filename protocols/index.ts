@@ -27,3 +27,4 @@ export {
 export type { WeightsValidationContext } from './validate.js'
 export { MAX_VARINT_BYTES, encodeVarint, pushVarint, readVarint } from './varint.js'
 export type { VarintRead } from './varint.js'
+export { servingPeers } from './assignment.js'

@@ -29,6 +29,7 @@ describe('the spotpipe command on bad input', () => {
     await fails(['coordinator', '--strategy', 'magic'], /--strategy must be one of/, 2)
     await fails(['coordinator', '--replicas', '5', '--microbatches', '4'], /--replicas \(5\) must be at most --microbatches \(4\)/, 2)
     await fails(['coordinator', '--replicas', '0'], /--replicas must be an integer >= 1/, 2)
+    await fails(['coordinator', '--replicas', '2', '--min-replicas', '3'], /--min-replicas \(3\) must be at most --replicas \(2\)/, 2)
     await fails(['peer'], /--coordinator is required/, 2)
     await fails(['peer', '--coordinator', '/ip4/127.0.0.1/tcp/9'], /must end in \/p2p\//, 2)
     await fails(['frobnicate'], /unknown command "frobnicate"/, 2)

@@ -298,10 +298,10 @@ describe('gossip messages', () => {
 
   it('decoder rejects oversized counts while parsing', () => {
     const stages = Array.from({ length: MAX_STAGES + 1 }, (_, i) => ({ stage: i, peers: [], addrs: [] }))
-    const bytes = envelope({ kind: 2, assignment: { ...assignment, stages } })
+    const bytes = envelope({ kind: 2, assignment: { ...assignment, joining: [], stages } })
     expect(bytes.byteLength).toBeLessThan(MAX_GOSSIP_MESSAGE_BYTES)
     expectError(() => decodeMessage(bytes), LimitExceededError, 'stages')
-    const crowded = envelope({ kind: 2, assignment: { ...assignment, stages: [{ stage: 0, peers: Array(9).fill(P1), addrs: [] }] } })
+    const crowded = envelope({ kind: 2, assignment: { ...assignment, joining: [], stages: [{ stage: 0, peers: Array(9).fill(P1), addrs: [] }] } })
     expectError(() => decodeMessage(crowded), LimitExceededError, 'peers')
   })
 

@@ -9,6 +9,9 @@ import { laneMicrobatches } from '../model/schedule.js'
 import { Stage } from '../model/stage.js'
 import { LocalPipelineTrainer, batchTensors, runMicrobatch } from '../model/trainer.js'
 import { sampleBatch } from '../model/data.js'
+import { exportStageState, stateToTensorSet } from '../model/state.js'
+import { ReplicaJoin } from '../node/replica-join.js'
+import { ReplicaJoinError } from '../node/errors.js'
 
 beforeAll(async () => { await initBackend({ backend: 'wasm', strict: true }) })
 
@@ -94,5 +97,77 @@ describe('replicas that add their gradient sums before the step', () => {
     const bad = sums.map((a, i) => i === 0 ? new Float32Array(a.length + 1) : a)
     expect(() => { st.setGradientSums(bad) }).toThrow(/expected \d+ gradient values/)
     expect(st.gradients().size).toBe(0)
+  })
+})
+
+describe('a replica joining while its stage trains (node/replica-join.ts)', () => {
+  /** Seeded pseudo-random gradient sums for `stage` (one array per parameter, spec order). */
+  function sums (stage: Stage, seed: number): Float32Array[] {
+    let x = seed * 2654435761 >>> 0
+    return stage.gradientSums().map(a => a.map(() => { x = (x * 1664525 + 1013904223) >>> 0; return (x / 2 ** 32 - 0.5) * 0.02 }))
+  }
+  function exported (stage: Stage): Map<string, Buffer> {
+    const set = stateToTensorSet(exportStageState(stage, { optimizer: true }))
+    return new Map([...set].map(([n, t]) => [n, Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength)]))
+  }
+
+  it('loads the pulled state and replays the logged steps (a skipped one too): bit-identical to the replica it copied', () => {
+    const model = resolveModelConfig(modelInit)
+    const train = resolveTrainConfig(trainInit, model)
+    const M = train.microbatches
+    const layout = stageLayout(model, train.stages, 1)
+    disposeOpCaches()
+    const before = tf.memory().numTensors
+    const replica = new Stage({ model, train, layout })
+    const placeholder = new Stage({ model, train, layout, lrScale: 2 })
+    live.push(replica, placeholder)
+    const join = new ReplicaJoin({ stage: 1 })
+    let pulled: ReturnType<typeof stateToTensorSet> | undefined
+    for (let it = 0; it < 6; it++) {
+      const skipped = it === 3
+      const g = sums(replica, it + 1)
+      // what both peers do with the iteration's reduced sums; the joiner logs them first
+      join.reduced(it, g)
+      for (const st of [replica, placeholder]) {
+        if (skipped) { st.skipStep(it); continue }
+        st.setGradientSums(g.map(a => a.slice()))
+        st.prepareStep(M)
+        st.commitStep(it)
+      }
+      join.committed(it, skipped)
+      if (it === 1) pulled = stateToTensorSet(exportStageState(replica, { optimizer: true }))
+      // the pull lands during iteration 2: caught up only at a commit at or after its iteration
+      if (it === 2) expect(join.arrived(pulled as ReturnType<typeof stateToTensorSet>)).toBe(1)
+      if (it === 0) expect(join.catchUp(placeholder, M)).toBe(false)
+    }
+    expect(join.catchUp(placeholder, M)).toBe(true)
+    expect(placeholder.iteration).toBe(5)
+    const want = exported(replica)
+    const got = exported(placeholder)
+    expect([...got.keys()].sort()).toEqual([...want.keys()].sort())
+    for (const [n, b] of want) expect(got.get(n)?.equals(b), n).toBe(true)
+    replica.dispose()
+    placeholder.dispose()
+    live.splice(0)
+    disposeOpCaches()
+    expect(tf.memory().numTensors).toBe(before)
+  })
+
+  it('says why it cannot catch up: a gap in its log, or a pull slower than its log allows', () => {
+    const model = resolveModelConfig(modelInit)
+    const train = resolveTrainConfig(trainInit, model)
+    const layout = stageLayout(model, train.stages, 2)
+    const st = new Stage({ model, train, layout })
+    live.push(st)
+    const pulled = stateToTensorSet(exportStageState(st, { optimizer: true }))
+    const gap = new ReplicaJoin({ stage: 2 })
+    gap.arrived(pulled) // state of iteration -1 (seeded), but nothing logged for iteration 0
+    st.skipStep(0)
+    expect(() => gap.catchUp(st, train.microbatches)).toThrow(ReplicaJoinError)
+    expect(() => gap.catchUp(st, train.microbatches)).toThrow(/no committed gradient of iteration 0/)
+    const small = new ReplicaJoin({ stage: 2, maxIterations: 2 })
+    small.reduced(0, sums(st, 1))
+    small.reduced(1, sums(st, 2))
+    expect(() => { small.reduced(2, sums(st, 3)) }).toThrow(/did not arrive within 2 iterations/)
   })
 })

@@ -19,9 +19,12 @@ The cluster is private: without --swarm-key (or --open) the coordinator uses the
 "peers join with: spotpipe peer ...", names the file every peer needs.
 
 ${CONFIG_HELP}${NODE_HELP}  --iterations N       train until N iterations are committed, then exit (default: run until stopped)
-  --replicas R         data-parallel replicas per stage (default 1): waits for stages x R peers; each
-                       iteration's microbatches are spread over the replicas, which add their
-                       gradients before the step (at most --microbatches)
+  --replicas R         data-parallel replicas per stage (default 1): each iteration's microbatches are
+                       spread over a stage's replicas, which add their gradients before the step
+                       (at most --microbatches); a lost replica's microbatches move to the stage's
+                       other replicas, and a joining peer becomes a replica of the stage with the fewest
+  --min-replicas N     replicas per stage to start with (default --replicas): waits for stages x N
+                       peers; peers beyond that join as replicas while training goes on
   --state-dir DIR      durable coordinator state and checkpoints; a restarted coordinator resumes from it
   --checkpoint-every K sparse checkpoint every K iterations (default 50 with --state-dir; 0 = never)
   --keep-checkpoints N complete checkpoints kept (default 3)
@@ -57,6 +60,7 @@ export async function coordinator (argv: string[]): Promise<void> {
     ...DATA_FLAGS,
     iterations: { type: 'string' },
     replicas: { type: 'string' },
+    'min-replicas': { type: 'string' },
     strategy: { type: 'string' },
     'heartbeat-timeout': { type: 'string' },
     'heartbeat-timeout-max': { type: 'string' },
@@ -83,6 +87,8 @@ export async function coordinator (argv: string[]): Promise<void> {
   model.vocab = data.vocab
   const iterations = intFlag(values, 'iterations', Number.MAX_SAFE_INTEGER)
   const replicas = intFlag(values, 'replicas', 1)
+  const minReplicas = intFlag(values, 'min-replicas', replicas)
+  if (minReplicas > replicas) throw new UsageError(`--min-replicas (${minReplicas}) must be at most --replicas (${replicas})`)
   const microbatches = train.microbatches ?? DEFAULT_TRAIN.microbatches
   if (replicas > microbatches) throw new UsageError(`--replicas (${replicas}) must be at most --microbatches (${microbatches}): each replica runs at least one microbatch per iteration`)
   const strategy = (values.strategy as string | undefined) ?? 'checkfree'
@@ -101,6 +107,7 @@ export async function coordinator (argv: string[]): Promise<void> {
     data: { fingerprint: data.fingerprint, tokenizer: data.tokenizer },
     strategy: strategy as Strategy,
     replicas,
+    minReplicas,
     heartbeatTimeoutMs: floor,
     detector: {
       maxHeartbeatTimeoutMs: ceiling,

@@ -35,9 +35,15 @@ import { checkpointsOnDisk, RecoveryCheckpoint } from '../recovery-checkpoint.js
 import type { RecoveryEvent } from '../types.js'
 import { DEFAULT_THROUGHPUT_BYTES_PER_MS, recoveryDeadlineMs } from './deadline.js'
 import { RecoveryRecord, lossEvent, recordEvent, type LossInfo } from './record.js'
+import { CoordinatorTimeoutError } from '../errors.js'
 import { holdsIntact, survey, type CheckpointChoice } from './survey.js'
 
 const log = createLog('coordinator')
+
+/** A join may take this long beyond its pull's deadline: it catches up at a commit, so it waits for one or two. */
+const JOIN_CATCH_UP_SLACK_MS = 60_000
+/** How long the peers get to take an epoch that only adds or lists joining replicas. */
+const JOIN_TAKE_MS = 15_000
 
 /** What the machine reads from the coordinator and the coordinator methods it calls. */
 export interface RecoveryHost {
@@ -63,7 +69,8 @@ export interface RecoveryHost {
   /** Re-publishes the newest assignment and its plans (called on the watch's ticks). */
   reannounce: () => void
   /** Persists and publishes `plans` and a new assignment (stage s -> peers[s]) under the next epoch. */
-  publishAssignment: (peers: string[][], plans: StagePlan[], joins?: StagePlan[]) => Promise<Assignment>
+  /** `joins`: new replica joins (their plans are published too); `joining`: every peer still joining, listed as such. */
+  publishAssignment: (peers: string[][], plans: StagePlan[], joins?: StagePlan[], joining?: string[]) => Promise<Assignment>
   persist: () => Promise<void>
   emit: (event: 'recovery' | 'recovery-failed' | 'recovery-planned', payload: unknown) => boolean
 }
@@ -112,6 +119,8 @@ export class RecoveryMachine {
       if (this.liveReplicas(s, l.peerId).length > 0) this.dropReplica(l.peerId, s, info)
       else this.lost.set(s, info)
     }
+    const j = this.joins.get(l.peerId)
+    if (j?.open === true) j.fail(`its target was lost (${l.cause})`, 'rung')
     for (const r of this.active.values()) {
       if (!r.open) continue
       if (r.target === l.peerId) r.fail(`its target ${short(l.peerId)} was lost (${l.cause})`, 'superseded')
@@ -160,6 +169,16 @@ export class RecoveryMachine {
   }
 
   onRecoveryDone (msg: RecoveryDone, from: string): void {
+    const j = this.joins.get(from)
+    if (j != null && msg.peerId === from && msg.stage === j.stage) {
+      // a joining replica caught up: it serves from the next assignment (settleJoins)
+      if (!j.open) return
+      j.bytes = msg.bytes
+      j.transferMs = msg.transferMs
+      j.rebuildMs = msg.rebuildMs
+      j.move('installed')
+      return
+    }
     const r = this.active.get(msg.stage)
     if (r == null || r.epoch !== msg.epoch) { this.early.set(`${msg.epoch}:${msg.stage}`, msg); return }
     if (from !== r.target || msg.peerId !== r.target) {
@@ -175,6 +194,8 @@ export class RecoveryMachine {
   }
 
   onRecoveryFailed (msg: RecoveryFailed, from: string): void {
+    const j = this.joins.get(from)
+    if (j != null && msg.peerId === from && msg.stage === j.stage) { j.fail(`${msg.code}: ${msg.reason}`, 'rung'); return }
     const r = this.active.get(msg.stage)
     const holder = this.host.assignment?.stages[msg.stage]?.peers[0]
     if (r == null && msg.epoch === this.host.epoch && holder === from && msg.peerId === from && !this.lost.has(msg.stage)) {
@@ -285,18 +306,20 @@ export class RecoveryMachine {
    * Steps 3-5 for one round of `plans` (and rejoins): publish, watch, settle. Returns the records of
    * the recoveries installed; failed ones are recorded, and their stages stay lost for the next round.
    */
-  private async round (plans: StagePlan[], rejoins: StagePlan[], signal?: AbortSignal, joins: StagePlan[] = []): Promise<RecoveryEvent[]> {
+  private async round (plans: StagePlan[], rejoins: StagePlan[], signal?: AbortSignal): Promise<RecoveryEvent[]> {
     const c = this.host
     const opts = { signal }
     const a = c.assignment as Assignment
+    // joins that caught up serve from now on; the others are abandoned (their targets become spares again)
+    this.endJoins('superseded: a recovery round replaced the assignment')
     // a lost or departing stage is planned whole; a stage's lost replicas are dropped, the others keep it
-    const next = a.stages.map(st => this.lost.has(st.stage) || st.peers.some(p => this.departing.has(p)) ? [] : st.peers.filter(p => !this.dropped.has(p)))
+    const next = a.stages.map(st => this.lost.has(st.stage) || st.peers.some(p => this.departing.has(p)) ? [] : st.peers.filter(p => !this.dropped.has(p) && !this.abandoned.has(p)))
+    this.abandoned.clear()
     for (const p of [...rejoins, ...plans]) next[p.stage] = [p.target]
-    for (const j of joins) next[j.stage].push(j.target)
     const committed = c.iteration - 1
-    const published = await c.publishAssignment(next, plans, joins)
-    this.active = new Map([...plans, ...joins].map(p => [p.stage, new RecoveryRecord({
-      plan: p, epoch: published.epoch, committed, loss: joins.includes(p) ? this.joinCause(p.stage) : this.lossOf(p.stage, a), deadlineMs: this.deadlineMs(p)
+    const published = await c.publishAssignment(next, plans)
+    this.active = new Map(plans.map(p => [p.stage, new RecoveryRecord({
+      plan: p, epoch: published.epoch, committed, loss: this.lossOf(p.stage, a), deadlineMs: this.deadlineMs(p)
     })]))
     const records = [...this.active.values()]
     c.emit('recovery-planned', records.map(r => ({ epoch: r.epoch, stage: r.stage, rung: r.rung, target: r.target, donors: r.donors, checkpointId: r.checkpointId, deadlineMs: r.deadlineAt - r.plannedAt })))
@@ -307,10 +330,7 @@ export class RecoveryMachine {
     for (const p of rejoins) this.rejoined(p, a)
     this.survived(published)
     const installed = records.filter(r => r.state === 'installed')
-    for (const r of installed) {
-      if (joins.some(j => j.stage === r.stage)) this.joined(r)
-      else this.settle(r, a)
-    }
+    for (const r of installed) this.settle(r, a)
     const events = installed.map(r => this.event(r))
     for (const e of events) log.info(`recovered stage ${e.stage} by ${e.rung} (${e.cause}): ${e.bytes} bytes, detect ${e.detectMs} ms, transfer ${e.transferMs.toFixed(0)} ms, rebuild ${e.rebuildMs.toFixed(0)} ms${e.iterationsBehind > 0 ? `, ${e.iterationsBehind} iterations behind` : ''}`)
     c.recoveries.push(...events)
@@ -368,7 +388,7 @@ export class RecoveryMachine {
       heartbeatOf: id => c.heartbeatOf(id),
       lost: this.lost,
       departing: this.departing,
-      dropped: new Set(this.dropped.keys()),
+      dropped: new Set([...this.dropped.keys(), ...this.joins.keys()]),
       restarted: this.restarted,
       excluded: this.excluded
     }, stages, checkpoints)
@@ -440,33 +460,110 @@ export class RecoveryMachine {
   }
 
   /**
-   * Between iterations: brings stages below the replica target back up, a spare per stage, the
-   * fewest-served stages first. Each spare copies its stage's live replicas exactly (rung
-   * `replica`); training waits for the copy (one round). Returns the records of the replicas added;
-   * a copy that fails is recorded and its stage simply stays short (the next call tries again).
+   * Between iterations: a spare joins each stage below the replica target, the fewest-served stages
+   * first, without stopping training (node/replica-join.ts): it is published under `joining`,
+   * adds zeros to its stage's all-reduce while it pulls the live replicas' state, and catches up at
+   * a commit. Returns once the stages took the epoch (a gossip round, not the pull); settleJoins()
+   * lists each join as serving once its target reports recovery-done.
    */
-  async grow (signal?: AbortSignal): Promise<RecoveryEvent[]> {
-    const joins = this.growPlans()
-    if (joins.length === 0) return []
-    log.info(`adding replicas: ${joins.map(j => `${short(j.target)} -> stage ${j.stage}`).join(', ')}`)
-    return await this.round([], [], signal, joins)
+  async grow (signal?: AbortSignal): Promise<void> {
+    const c = this.host
+    const plans = this.growPlans()
+    if (plans.length === 0) return
+    const a = c.assignment as Assignment
+    const next = a.stages.map(st => [...st.peers])
+    for (const j of plans) next[j.stage].push(j.target)
+    log.info(`adding replicas while training goes on: ${plans.map(j => `${short(j.target)} -> stage ${j.stage}`).join(', ')}`)
+    const published = await c.publishAssignment(next, [], plans, [...this.joins.keys(), ...plans.map(j => j.target)])
+    for (const p of plans) {
+      // the join's deadline: its pull, plus the commits it waits for to catch up at
+      this.joins.set(p.target, new RecoveryRecord({ plan: p, epoch: published.epoch, committed: c.iteration - 1, loss: this.joinCause(p.stage), deadlineMs: this.deadlineMs(p) + JOIN_CATCH_UP_SLACK_MS }))
+    }
+    c.emit('recovery-planned', plans.map(p => ({ epoch: published.epoch, stage: p.stage, rung: p.rung, target: p.target, donors: p.donors.map(d => d.peerId), checkpointId: '', deadlineMs: this.deadlineMs(p) + JOIN_CATCH_UP_SLACK_MS })))
+    await this.awaitTaken(published, signal)
   }
 
   /** Whether grow() has something to do: a stage below the replica target and a spare for it. */
   canGrow (): boolean { return this.growPlans().length > 0 }
 
-  /** The replica copies grow() would make now (none while a stage needs recovering). */
+  /**
+   * Between iterations: joins whose target caught up are listed as serving (they run microbatches
+   * from the next iteration on); failed or overdue ones are dropped (their targets are spares again).
+   * Publishes one assignment when anything changed, and returns the joins that now serve.
+   */
+  async settleJoins (signal?: AbortSignal): Promise<RecoveryEvent[]> {
+    const c = this.host
+    const now = Date.now()
+    for (const r of this.joins.values()) if (r.open && now > r.deadlineAt) r.fail(`not caught up within its deadline of ${r.deadlineAt - r.plannedAt} ms`, 'rung')
+    if (![...this.joins.values()].some(r => r.state === 'installed' || r.state === 'failed') || this.needsRound()) return []
+    const served = this.endJoins(undefined)
+    const a = c.assignment as Assignment
+    const next = a.stages.map(st => st.peers.filter(p => !this.abandoned.has(p)))
+    this.abandoned.clear()
+    const published = await c.publishAssignment(next, [], [], [...this.joins.keys()])
+    await this.awaitTaken(published, signal)
+    if (served.length > 0) this.stagesReady()
+    await c.persist()
+    return served
+  }
+
+  /**
+   * Ends joins: those caught up (installed) are recorded as recovered and serve from the next
+   * assignment on; failed ones, and with `abandon` every open one, are recorded as failed and their
+   * targets left out of it (`abandoned`). Returns the recovered ones.
+   */
+  private endJoins (abandon: string | undefined): RecoveryEvent[] {
+    const served: RecoveryEvent[] = []
+    for (const [target, r] of [...this.joins]) {
+      if (r.open && abandon != null) r.fail(abandon, 'superseded')
+      if (r.open) continue
+      this.joins.delete(target)
+      if (r.state === 'installed') {
+        this.restarted.delete(target)
+        this.replaced.delete(r.stage)
+        const e = this.event(r)
+        log.info(`stage ${r.stage}: ${short(target)} caught up and serves as a replica (${e.bytes} bytes, transfer ${e.transferMs.toFixed(0)} ms)`)
+        this.host.recoveries.push(e)
+        this.pendingResume.push(r)
+        this.host.emit('recovery', [e])
+        served.push(e)
+      } else {
+        this.abandoned.add(target)
+        log.info(`the join of ${short(target)} to stage ${r.stage} failed: ${r.reason ?? 'unknown'}`)
+        const e = this.event(r)
+        this.host.recoveries.push(e)
+        this.host.emit('recovery-failed', e)
+      }
+    }
+    return served
+  }
+
+  /** Waits until every peer of `a` took it; a peer that does not within JOIN_TAKE_MS is dropped. */
+  private async awaitTaken (a: Assignment, signal?: AbortSignal): Promise<void> {
+    const c = this.host
+    const taken = (p: string, s: number): boolean => { const hb = c.heartbeatOf(p); return hb != null && hb.epoch === a.epoch && hb.stage === s }
+    try {
+      await c.until(() => this.needsRound() || a.stages.every(st => st.peers.every(p => taken(p, st.stage))), `the stages to take epoch ${a.epoch}`, JOIN_TAKE_MS, signal, () => { c.reannounce() })
+    } catch (err) {
+      if (!(err instanceof CoordinatorTimeoutError)) throw err
+      const now = Date.now()
+      for (const st of a.stages) for (const p of st.peers) if (!taken(p, st.stage)) this.peerLost({ peerId: p, cause: `did not take epoch ${a.epoch} within ${JOIN_TAKE_MS} ms`, lastSeen: now, detectedAt: now })
+    }
+  }
+
+  /** The replica joins grow() would start now (none while a stage needs recovering). */
   private growPlans (): StagePlan[] {
     const a = this.host.assignment
     if (a == null || this.host.replicas <= 1 || this.needsRound()) return []
     const spares = this.ladderInput([]).spares
-    const short = a.stages.filter(st => st.peers.length > 0 && st.peers.length < this.host.replicas)
+    const joiningStages = new Set([...this.joins.values()].map(r => r.stage))
+    const below = a.stages.filter(st => st.peers.length > 0 && st.peers.length < this.host.replicas && !joiningStages.has(st.stage))
       .sort((x, y) => x.peers.length - y.peers.length || x.stage - y.stage)
-    return short.slice(0, spares.length).map((st, i) => ({
+    return below.slice(0, spares.length).map((st, i) => ({
       stage: st.stage,
       rung: 'replica' as const,
       target: spares[i],
-      donors: st.peers.map(peerId => ({ peerId, stage: st.stage })),
+      donors: this.liveReplicas(st.stage).map(peerId => ({ peerId, stage: st.stage })),
       weights: [],
       lrScale: 1,
       checkpointId: ''
@@ -480,6 +577,11 @@ export class RecoveryMachine {
     return prev != null ? { ...prev, cause: `replaces a lost replica (${prev.cause})` } : { peer: '', cause: 'the stage is below its replica target', lastSeen: now, detectedAt: now }
   }
 
+  /** Replica joins in flight, by target peer: the target holds a placeholder until it catches up. */
+  private readonly joins = new Map<string, RecoveryRecord>()
+  /** Join targets left out of the next assignment (their join failed or was abandoned). */
+  private readonly abandoned = new Set<string>()
+
   /** Lost replicas dropped from the assignment, by stage, until a join replaces them (joinCause). */
   private readonly replaced = new Map<number, LossInfo>()
 
@@ -491,7 +593,7 @@ export class RecoveryMachine {
 
   /** The replicas of `stage` not lost, dropped or departing (except `except`). */
   private liveReplicas (stage: number, except?: string): string[] {
-    return (this.host.assignment?.stages[stage]?.peers ?? []).filter(p => p !== except && !this.dropped.has(p) && !this.departing.has(p))
+    return (this.host.assignment?.stages[stage]?.peers ?? []).filter(p => p !== except && !this.dropped.has(p) && !this.departing.has(p) && !this.joins.has(p))
   }
 
   /** Dropped replicas the current assignment still names. */
@@ -523,12 +625,6 @@ export class RecoveryMachine {
       this.host.recoveries.push(e)
       this.host.emit('recovery', [e])
     }
-  }
-
-  /** A joining replica installed: the stage has one more replica. */
-  private joined (r: RecoveryRecord): void {
-    this.restarted.delete(r.target)
-    this.replaced.delete(r.stage)
   }
 
   /** A lost peer was taken back on its stage with its own state: record it. */

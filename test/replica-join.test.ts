@@ -1,0 +1,85 @@
+/**
+ * A peer joining a running 4 x 1 cluster (replica target 2, minimum 1) becomes a replica of stage 0
+ * without stopping training: it is listed as joining, adds zeros to the stage's all-reduce while it
+ * pulls the stage's state, replays the iterations it missed at a commit, and serves from the next
+ * iteration on. The loss sequence stays that of 4 x 1 on the same global batch and the new
+ * replica's weights and Adam moments equal the old one's bit for bit.
+ */
+import { describe, expect, it } from 'vitest'
+import { loadBrownCorpus } from '../model/data.js'
+import { LocalPipelineTrainer } from '../model/trainer.js'
+import { OPTIM_M, OPTIM_V } from '../model/state.js'
+import type { Assignment } from '../protocols/index.js'
+import { servingPeers } from '../protocols/index.js'
+import { clusterLifecycle } from './helpers/lifecycle.js'
+import { TestCluster } from './helpers/cluster.js'
+
+const model = { dModel: 32, nHeads: 2, nBlocks: 4, seqLen: 16 }
+const train = { stages: 4, microbatches: 4, microbatchSize: 4 }
+const { track } = clusterLifecycle('spotpipe-replica-join-')
+
+function bytes (t: { data: ArrayBufferView }): Buffer {
+  return Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength)
+}
+
+describe('a peer joining a running cluster', () => {
+  it('becomes a replica of the stage with the fewest while training goes on, exact to the bit', async () => {
+    const c = track(new TestCluster({ clusterId: 'repjoin', model, train, replicas: 2, minReplicas: 1 }))
+    await c.start(4)
+    const a = await c.coord.assignInitial({ timeoutMs: 60_000 })
+    expect(a.stages.map(s => s.peers.length)).toEqual([1, 1, 1, 1])
+    for (let i = 0; i < 3; i++) await c.coord.runIteration({ timeoutMs: 60_000 })
+
+    const joiner = await c.addPeer()
+    await c.coord.until(() => c.coord.livePeers().includes(joiner.peerId), 'the joiner to be live', 30_000)
+    // what every epoch said of the joiner, and the iteration the coordinator was at when its heartbeat first showed state
+    const epochs: Array<{ iteration: number, joining: boolean, serving: boolean }> = []
+    c.coord.on('epoch', () => {
+      const x = c.coord.assignment as Assignment
+      epochs.push({ iteration: x.iteration, joining: (x.joining ?? []).includes(joiner.peerId), serving: servingPeers(x, 0).includes(joiner.peerId) })
+    })
+    let caughtUpAt: number | undefined
+    c.coord.on('change', () => {
+      const hb = c.coord.heartbeatOf(joiner.peerId)
+      if (caughtUpAt == null && hb?.role === 'stage' && (hb.stateIteration ?? -1) >= 0) caughtUpAt = c.coord.iteration
+    })
+    await c.coord.run(8)
+
+    const entered = epochs.find(e => e.joining)
+    const served = epochs.find(e => e.serving)
+    expect(entered, 'an epoch listing the joiner as joining').toBeDefined()
+    expect(served, 'an epoch listing it as serving').toBeDefined()
+    const i0 = (entered as { iteration: number }).iteration
+    const i1 = (served as { iteration: number }).iteration
+    // training went on while it joined, and it served from the iteration after it caught up
+    expect(i1 - i0, `joined at ${i0}, serving at ${i1}`).toBeGreaterThanOrEqual(1)
+    expect(caughtUpAt).toBeDefined()
+    expect(i1 - (caughtUpAt as number)).toBeLessThanOrEqual(1)
+    const final = c.coord.assignment as Assignment
+    expect(final.stages[0].peers).toEqual([a.stages[0].peers[0], joiner.peerId])
+    expect(final.joining ?? []).toEqual([])
+    const events = c.coord.recoveries.filter(e => e.targetPeer === joiner.peerId)
+    expect(events.map(e => [e.stage, e.rung, e.outcome])).toEqual([[0, 'replica', 'recovered']])
+    expect(events[0].bytes).toBeGreaterThan(0)
+
+    // zeros in the all-reduce and the replayed steps changed nothing: the losses are those of 4 x 1
+    const history = c.coord.history
+    expect(history.map(r => r.iteration)).toEqual(Array.from({ length: 11 }, (_, i) => i))
+    const local = new LocalPipelineTrainer({ model, train, trainTokens: loadBrownCorpus().train })
+    try {
+      for (const r of history) {
+        const want = local.step().loss
+        expect(Math.abs(r.loss - want) / want, `iteration ${r.iteration}: ${r.loss} vs ${want}`).toBeLessThanOrEqual(1e-5)
+      }
+    } finally { local.dispose() }
+
+    const [x, y] = await Promise.all([a.stages[0].peers[0], joiner.peerId].map(async p => await c.weightsOf(0, true, p)))
+    expect([x.iteration, y.iteration]).toEqual([10, 10])
+    expect([...x.tensors.keys()].filter(n => n.startsWith(OPTIM_M) || n.startsWith(OPTIM_V)).length).toBeGreaterThan(0)
+    expect([...y.tensors.keys()].sort()).toEqual([...x.tensors.keys()].sort())
+    for (const [name, t] of x.tensors) {
+      const u = y.tensors.get(name)
+      expect(u != null && bytes(u).equals(bytes(t)), `stage 0 ${name} differs between the replica and the joiner`).toBe(true)
+    }
+  }, 240_000)
+})
