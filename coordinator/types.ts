@@ -146,6 +146,8 @@ export interface IterationRecord {
   ms: number
   /** Tokens processed per second in this iteration. */
   tokensPerSec: number
+  /** Per stage, the slowest of its replicas' gradient all-reduce in ms (0 for a stage with one replica). */
+  allReduceMs: number[]
   /** Set when the iteration was committed without a step: a stage met a non-finite value (loss is NaN). */
   skipped?: { stage: number, what: string }
 }

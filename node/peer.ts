@@ -588,12 +588,8 @@ export class Peer extends EventEmitter {
       signal,
       timeoutMs: 120_000
     })
-    this.lastAllReduceMs = r.ms
     return r.tensors
   }
-
-  /** Wall-clock time of the last gradient all-reduce (0 without replicas). */
-  lastAllReduceMs = 0
 
   /** After a commit: a join's catch-up, checkpoint snapshot, CheckFree+ mirror refresh, redundant shadow refresh. */
   private afterCommit (cur: Current, it: number, skipped = false): void {
@@ -701,6 +697,7 @@ export class Peer extends EventEmitter {
         ...(info.loss != null ? { loss: info.loss } : {}),
         gradNorm: info.gradNorm,
         computeMs: info.computeMs,
+        ...(info.allReduceMs != null ? { allReduceMs: info.allReduceMs } : {}),
         ...(info.nonFinite != null ? { nonFinite: true, nonFiniteWhat: info.nonFinite } : {})
       })
     } catch (err) {

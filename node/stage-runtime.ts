@@ -54,6 +54,8 @@ export interface DoneInfo {
   lossMicrobatches?: number
   gradNorm: number
   computeMs: number
+  /** With replicas: wall-clock ms of this iteration's gradient all-reduce. */
+  allReduceMs?: number
   /** The stage met a non-finite value: its step must not be applied (loss is then absent, gradNorm 0). */
   nonFinite?: NonFiniteWhat
 }
@@ -136,6 +138,8 @@ export class StageRuntime {
   /** Cuts off the gradient all-reduce in flight when the iteration is dropped. */
   private reducing?: AbortController
   private lastDone?: DoneInfo
+  /** Wall-clock ms of the last gradient all-reduce (0 with one replica). */
+  private allReduceMs = 0
   tokensProcessed = 0
 
   constructor (init: StageRuntimeInit) {
@@ -398,6 +402,7 @@ export class StageRuntime {
       const stop = new AbortController()
       this.reducing = stop
       let sums: Float32Array[]
+      const r0 = performance.now()
       try {
         sums = await (this.init.reduceGradients as NonNullable<StageRuntimeInit['reduceGradients']>)(this.iteration, this.stage.gradientSums(), stop.signal)
       } catch (err) {
@@ -407,6 +412,7 @@ export class StageRuntime {
         if (this.reducing === stop) this.reducing = undefined
       }
       if (generation !== this.generation) return
+      this.allReduceMs = performance.now() - r0
       this.init.reduced?.(this.iteration, sums)
       this.stage.setGradientSums(sums)
     }
@@ -429,7 +435,8 @@ export class StageRuntime {
       loss: hasLoss ? this.losses.reduce((a, b) => a + b, 0) / this.losses.length : undefined,
       lossMicrobatches: hasLoss ? this.losses.length : undefined,
       gradNorm: r.gradNorm,
-      computeMs: this.computeMs
+      computeMs: this.computeMs,
+      ...(this.replicas > 1 ? { allReduceMs: this.allReduceMs } : {})
     }
     this.init.done(this.lastDone)
   }

@@ -115,7 +115,8 @@ function toWire (m: Message): pb.GossipEnvelope {
         gradNorm: m.gradNorm,
         computeMs: m.computeMs,
         nonFinite: m.nonFinite === true,
-        nonFiniteWhat: m.nonFiniteWhat ?? ''
+        nonFiniteWhat: m.nonFiniteWhat ?? '',
+        allReduceMs: m.allReduceMs
       }
       break
     case 'stream-break':
@@ -241,7 +242,8 @@ function fromWire (env: pb.GossipEnvelope): Message {
         iteration: b.iteration,
         gradNorm: b.gradNorm,
         computeMs: b.computeMs,
-        ...(b.nonFinite || b.nonFiniteWhat !== '' ? { nonFinite: b.nonFinite, nonFiniteWhat: b.nonFiniteWhat } : {})
+        ...(b.nonFinite || b.nonFiniteWhat !== '' ? { nonFinite: b.nonFinite, nonFiniteWhat: b.nonFiniteWhat } : {}),
+        ...(b.allReduceMs != null ? { allReduceMs: b.allReduceMs } : {})
       }, b.loss)
     }
     case 'stream-break': {

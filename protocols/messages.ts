@@ -1557,6 +1557,7 @@ export interface Done {
   computeMs: number
   nonFinite: boolean
   nonFiniteWhat: string
+  allReduceMs?: number
 }
 
 export namespace Done {
@@ -1614,6 +1615,11 @@ export namespace Done {
           w.string(obj.nonFiniteWhat)
         }
 
+        if (obj.allReduceMs != null) {
+          w.uint32(89)
+          w.double(obj.allReduceMs)
+        }
+
         if (opts.lengthDelimited !== false) {
           w.ldelim()
         }
@@ -1669,6 +1675,10 @@ export namespace Done {
             }
             case 10: {
               obj.nonFiniteWhat = reader.string()
+              break
+            }
+            case 11: {
+              obj.allReduceMs = reader.double()
               break
             }
             default: {
@@ -1749,6 +1759,13 @@ export namespace Done {
               }
               break
             }
+            case 11: {
+              yield {
+                field: `${prefix}.allReduceMs`,
+                value: reader.double()
+              }
+              break
+            }
             default: {
               reader.skipType(tag & 7)
               break
@@ -1806,6 +1823,11 @@ export namespace Done {
     value: string
   }
 
+  export interface DoneAllReduceMsFieldEvent {
+    field: '$.allReduceMs'
+    value: number
+  }
+
   export function encode (obj: Partial<Done>): Uint8Array<ArrayBuffer> {
     return encodeMessage(obj, Done.codec())
   }
@@ -1814,7 +1836,7 @@ export namespace Done {
     return decodeMessage(buf, Done.codec(), opts)
   }
 
-  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Done>): Generator<DonePeerIdFieldEvent | DoneStageFieldEvent | DoneEpochFieldEvent | DoneIterationFieldEvent | DoneLossFieldEvent | DoneGradNormFieldEvent | DoneComputeMsFieldEvent | DoneNonFiniteFieldEvent | DoneNonFiniteWhatFieldEvent> {
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Done>): Generator<DonePeerIdFieldEvent | DoneStageFieldEvent | DoneEpochFieldEvent | DoneIterationFieldEvent | DoneLossFieldEvent | DoneGradNormFieldEvent | DoneComputeMsFieldEvent | DoneNonFiniteFieldEvent | DoneNonFiniteWhatFieldEvent | DoneAllReduceMsFieldEvent> {
     return streamMessage(buf, Done.codec(), opts)
   }
 }
@@ -3411,6 +3433,11 @@ export namespace GossipEnvelope {
     value: string
   }
 
+  export interface GossipEnvelopeDoneAllReduceMsFieldEvent {
+    field: '$.done.allReduceMs'
+    value: number
+  }
+
   export interface GossipEnvelopeStreamBreakReporterFieldEvent {
     field: '$.streamBreak.reporter'
     value: string
@@ -3568,7 +3595,7 @@ export namespace GossipEnvelope {
     return decodeMessage(buf, GossipEnvelope.codec(), opts)
   }
 
-  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<GossipEnvelope>): Generator<GossipEnvelopeKindFieldEvent | GossipEnvelopeHeartbeatPeerIdFieldEvent | GossipEnvelopeHeartbeatRoleFieldEvent | GossipEnvelopeHeartbeatStageFieldEvent | GossipEnvelopeHeartbeatIterationFieldEvent | GossipEnvelopeHeartbeatLossFieldEvent | GossipEnvelopeHeartbeatGradNormFieldEvent | GossipEnvelopeHeartbeatWeightDigestFieldEvent | GossipEnvelopeHeartbeatTokensPerSecFieldEvent | GossipEnvelopeHeartbeatRssBytesFieldEvent | GossipEnvelopeHeartbeatEpochFieldEvent | GossipEnvelopeHeartbeatTimestampMsFieldEvent | GossipEnvelopeHeartbeatDepartingFieldEvent | GossipEnvelopeHeartbeatStateIterationFieldEvent | GossipEnvelopeHeartbeatHeldKindFieldEvent | GossipEnvelopeHeartbeatHeldStageFieldEvent | GossipEnvelopeHeartbeatHeldIterationFieldEvent | GossipEnvelopeAssignmentClusterIdFieldEvent | GossipEnvelopeAssignmentRunIdFieldEvent | GossipEnvelopeAssignmentEpochFieldEvent | GossipEnvelopeAssignmentIterationFieldEvent | GossipEnvelopeAssignmentStagesStageFieldEvent | GossipEnvelopeAssignmentStagesPeersFieldEvent | GossipEnvelopeAssignmentStagesAddrsFieldEvent | GossipEnvelopeAssignmentModelConfigFieldEvent | GossipEnvelopeAssignmentTrainingConfigFieldEvent | GossipEnvelopeAssignmentRebuiltFieldEvent | GossipEnvelopeAssignmentJoiningFieldEvent | GossipEnvelopeBeginEpochFieldEvent | GossipEnvelopeBeginIterationFieldEvent | GossipEnvelopeAbortEpochFieldEvent | GossipEnvelopeAbortIterationFieldEvent | GossipEnvelopeAbortReasonFieldEvent | GossipEnvelopeCommitEpochFieldEvent | GossipEnvelopeCommitIterationFieldEvent | GossipEnvelopeCommitCheckpointFieldEvent | GossipEnvelopeCommitSkippedFieldEvent | GossipEnvelopeCommitSnapshotFieldEvent | GossipEnvelopeDonePeerIdFieldEvent | GossipEnvelopeDoneStageFieldEvent | GossipEnvelopeDoneEpochFieldEvent | GossipEnvelopeDoneIterationFieldEvent | GossipEnvelopeDoneLossFieldEvent | GossipEnvelopeDoneGradNormFieldEvent | GossipEnvelopeDoneComputeMsFieldEvent | GossipEnvelopeDoneNonFiniteFieldEvent | GossipEnvelopeDoneNonFiniteWhatFieldEvent | GossipEnvelopeStreamBreakReporterFieldEvent | GossipEnvelopeStreamBreakStageFieldEvent | GossipEnvelopeStreamBreakSuspectFieldEvent | GossipEnvelopeStreamBreakEpochFieldEvent | GossipEnvelopeStreamBreakIterationFieldEvent | GossipEnvelopeStreamBreakReasonFieldEvent | GossipEnvelopeRecoveryPlanEpochFieldEvent | GossipEnvelopeRecoveryPlanStageFieldEvent | GossipEnvelopeRecoveryPlanRungFieldEvent | GossipEnvelopeRecoveryPlanTargetPeerFieldEvent | GossipEnvelopeRecoveryPlanDonorsPeerIdFieldEvent | GossipEnvelopeRecoveryPlanDonorsStageFieldEvent | GossipEnvelopeRecoveryPlanDonorsAddrFieldEvent | GossipEnvelopeRecoveryPlanLrScaleFieldEvent | GossipEnvelopeRecoveryPlanWeightsFieldEvent | GossipEnvelopeRecoveryPlanCheckpointIdFieldEvent | GossipEnvelopeRecoveryDonePeerIdFieldEvent | GossipEnvelopeRecoveryDoneEpochFieldEvent | GossipEnvelopeRecoveryDoneStageFieldEvent | GossipEnvelopeRecoveryDoneRungFieldEvent | GossipEnvelopeRecoveryDoneBytesFieldEvent | GossipEnvelopeRecoveryDoneTransferMsFieldEvent | GossipEnvelopeRecoveryDoneRebuildMsFieldEvent | GossipEnvelopeRecoveryFailedPeerIdFieldEvent | GossipEnvelopeRecoveryFailedEpochFieldEvent | GossipEnvelopeRecoveryFailedStageFieldEvent | GossipEnvelopeRecoveryFailedRungFieldEvent | GossipEnvelopeRecoveryFailedCodeFieldEvent | GossipEnvelopeRecoveryFailedReasonFieldEvent> {
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<GossipEnvelope>): Generator<GossipEnvelopeKindFieldEvent | GossipEnvelopeHeartbeatPeerIdFieldEvent | GossipEnvelopeHeartbeatRoleFieldEvent | GossipEnvelopeHeartbeatStageFieldEvent | GossipEnvelopeHeartbeatIterationFieldEvent | GossipEnvelopeHeartbeatLossFieldEvent | GossipEnvelopeHeartbeatGradNormFieldEvent | GossipEnvelopeHeartbeatWeightDigestFieldEvent | GossipEnvelopeHeartbeatTokensPerSecFieldEvent | GossipEnvelopeHeartbeatRssBytesFieldEvent | GossipEnvelopeHeartbeatEpochFieldEvent | GossipEnvelopeHeartbeatTimestampMsFieldEvent | GossipEnvelopeHeartbeatDepartingFieldEvent | GossipEnvelopeHeartbeatStateIterationFieldEvent | GossipEnvelopeHeartbeatHeldKindFieldEvent | GossipEnvelopeHeartbeatHeldStageFieldEvent | GossipEnvelopeHeartbeatHeldIterationFieldEvent | GossipEnvelopeAssignmentClusterIdFieldEvent | GossipEnvelopeAssignmentRunIdFieldEvent | GossipEnvelopeAssignmentEpochFieldEvent | GossipEnvelopeAssignmentIterationFieldEvent | GossipEnvelopeAssignmentStagesStageFieldEvent | GossipEnvelopeAssignmentStagesPeersFieldEvent | GossipEnvelopeAssignmentStagesAddrsFieldEvent | GossipEnvelopeAssignmentModelConfigFieldEvent | GossipEnvelopeAssignmentTrainingConfigFieldEvent | GossipEnvelopeAssignmentRebuiltFieldEvent | GossipEnvelopeAssignmentJoiningFieldEvent | GossipEnvelopeBeginEpochFieldEvent | GossipEnvelopeBeginIterationFieldEvent | GossipEnvelopeAbortEpochFieldEvent | GossipEnvelopeAbortIterationFieldEvent | GossipEnvelopeAbortReasonFieldEvent | GossipEnvelopeCommitEpochFieldEvent | GossipEnvelopeCommitIterationFieldEvent | GossipEnvelopeCommitCheckpointFieldEvent | GossipEnvelopeCommitSkippedFieldEvent | GossipEnvelopeCommitSnapshotFieldEvent | GossipEnvelopeDonePeerIdFieldEvent | GossipEnvelopeDoneStageFieldEvent | GossipEnvelopeDoneEpochFieldEvent | GossipEnvelopeDoneIterationFieldEvent | GossipEnvelopeDoneLossFieldEvent | GossipEnvelopeDoneGradNormFieldEvent | GossipEnvelopeDoneComputeMsFieldEvent | GossipEnvelopeDoneNonFiniteFieldEvent | GossipEnvelopeDoneNonFiniteWhatFieldEvent | GossipEnvelopeDoneAllReduceMsFieldEvent | GossipEnvelopeStreamBreakReporterFieldEvent | GossipEnvelopeStreamBreakStageFieldEvent | GossipEnvelopeStreamBreakSuspectFieldEvent | GossipEnvelopeStreamBreakEpochFieldEvent | GossipEnvelopeStreamBreakIterationFieldEvent | GossipEnvelopeStreamBreakReasonFieldEvent | GossipEnvelopeRecoveryPlanEpochFieldEvent | GossipEnvelopeRecoveryPlanStageFieldEvent | GossipEnvelopeRecoveryPlanRungFieldEvent | GossipEnvelopeRecoveryPlanTargetPeerFieldEvent | GossipEnvelopeRecoveryPlanDonorsPeerIdFieldEvent | GossipEnvelopeRecoveryPlanDonorsStageFieldEvent | GossipEnvelopeRecoveryPlanDonorsAddrFieldEvent | GossipEnvelopeRecoveryPlanLrScaleFieldEvent | GossipEnvelopeRecoveryPlanWeightsFieldEvent | GossipEnvelopeRecoveryPlanCheckpointIdFieldEvent | GossipEnvelopeRecoveryDonePeerIdFieldEvent | GossipEnvelopeRecoveryDoneEpochFieldEvent | GossipEnvelopeRecoveryDoneStageFieldEvent | GossipEnvelopeRecoveryDoneRungFieldEvent | GossipEnvelopeRecoveryDoneBytesFieldEvent | GossipEnvelopeRecoveryDoneTransferMsFieldEvent | GossipEnvelopeRecoveryDoneRebuildMsFieldEvent | GossipEnvelopeRecoveryFailedPeerIdFieldEvent | GossipEnvelopeRecoveryFailedEpochFieldEvent | GossipEnvelopeRecoveryFailedStageFieldEvent | GossipEnvelopeRecoveryFailedRungFieldEvent | GossipEnvelopeRecoveryFailedCodeFieldEvent | GossipEnvelopeRecoveryFailedReasonFieldEvent> {
     return streamMessage(buf, GossipEnvelope.codec(), opts)
   }
 }

@@ -144,6 +144,8 @@ export interface DoneReport {
   nonFinite?: boolean
   /** With nonFinite: which value (a NonFiniteWhat; a newer peer may name another). */
   nonFiniteWhat?: string
+  /** With replicas: wall-clock ms of the stage's gradient all-reduce this iteration (absent with one replica). */
+  allReduceMs?: number
 }
 
 /**
