@@ -355,7 +355,9 @@ export class Coordinator extends EventEmitter {
       }
     }
     const nonFinite = nonFiniteReport(this.reports.values())
-    if (nonFinite == null && this.reports.size !== expected) {
+    // replicas that no longer match their stage's others are dropped and the iteration redone without them
+    const drifted = nonFinite == null && this.reports.size === expected ? this.recovery.checkDigests(a, this.reports) : []
+    if (nonFinite == null && (this.reports.size !== expected || drifted.length > 0)) {
       // redone after the recovery (a lost replica: by its stage's survivors, on the same microbatches)
       const what = this.recovery.describeLosses()
       await this.gossip.publish({ kind: 'abort', epoch: this.epoch, iteration: it, reason: what }).catch(() => {})

@@ -37,7 +37,7 @@ export {
 export { Stage, type StageInit, type StepResult } from './stage.js'
 export {
   META_TENSOR, OPTIM_M, OPTIM_V, decodeStageState, encodeStageState, encodeStageStateParts, exportStageState,
-  loadStageState, mergeTensorSets, metaToTensor, stateFromTensorSet, stateToTensorSet,
+  loadStageState, mergeTensorSets, metaToTensor, stageDigest, stateFromTensorSet, stateToTensorSet,
   type ExportOptions, type StageMeta, type StageState
 } from './state.js'
 export {

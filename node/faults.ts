@@ -64,3 +64,38 @@ export class NonFiniteFaults {
     return true
   }
 }
+
+/** The environment variable for a replica that drifts from its stage's others (test-only). */
+export const FAULT_PERTURB_ENV = 'SPOTPIPE_FAULT_PERTURB'
+
+/**
+ * A replica whose weights drift: `<stage>:<iteration>:<replica>` makes the peer serving as replica
+ * `replica` (its index among the stage's serving peers) of `stage` add 1e-3 to one weight right
+ * after it commits `iteration`, as a memory error or a nondeterministic kernel might. Its replicas
+ * no longer match, which the coordinator must notice (the done reports' weight digests) and mend.
+ * Fires once.
+ */
+export interface PerturbFault { stage: number, iteration: number, replica: number }
+
+export function parsePerturbFault (spec: string): PerturbFault {
+  const m = /^(\d+):(\d+):(\d+)$/.exec(spec.trim())
+  if (m == null) throw new ConfigError(`${FAULT_PERTURB_ENV}: "${spec}" is not <stage>:<iteration>:<replica> (non-negative integers)`)
+  return { stage: Number(m[1]), iteration: Number(m[2]), replica: Number(m[3]) }
+}
+
+export class PerturbFaults {
+  private pending?: PerturbFault
+  constructor (fault: PerturbFault) { this.pending = fault }
+
+  /** Perturbs `stage` if the fault is due for replica `replica` after committing `iteration`; true when it did. */
+  apply (stage: Stage, iteration: number, replica: number): boolean {
+    const f = this.pending
+    if (f == null || f.stage !== stage.stage || f.iteration !== iteration || f.replica !== replica) return false
+    this.pending = undefined
+    const first = stage.params.values().next()
+    if (first.done === true) return false
+    const p = first.value as tf.Variable
+    tf.tidy(() => { p.assign(tf.add(p, 1e-3)) })
+    return true
+  }
+}

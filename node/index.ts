@@ -9,4 +9,4 @@ export {
 export {
   SpotWatcher, type SpotNotice, type SpotProvider, type SpotProviderSetting, type SpotWatcherEvents, type SpotWatcherInit
 } from './spot-watcher.js'
-export { FAULT_NONFINITE_ENV, NonFiniteFaults, parseNonFiniteFaults, type NonFiniteFault } from './faults.js'
+export { FAULT_NONFINITE_ENV, FAULT_PERTURB_ENV, NonFiniteFaults, PerturbFaults, parseNonFiniteFaults, parsePerturbFault, type NonFiniteFault, type PerturbFault } from './faults.js'

@@ -10,7 +10,7 @@ import { EventEmitter } from 'node:events'
 import { multiaddr } from '@multiformats/multiaddr'
 import type { PrivateKey } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
-import { laneCount, replicaMicrobatches, resolveModelConfig, resolveTrainConfig, servingReplica, type ModelConfig, type TrainConfig } from '../model/index.js'
+import { laneCount, replicaMicrobatches, resolveModelConfig, resolveTrainConfig, servingReplica, stageDigest, type ModelConfig, type TrainConfig } from '../model/index.js'
 import { loadBrownCorpus, type TokenArray } from '../model/index.js'
 import { createLog } from '../common/index.js'
 import { stageLayout } from '../model/index.js'
@@ -19,7 +19,7 @@ import { Stage } from '../model/index.js'
 import type { Assignment, DataIdentity, Heartbeat, Message, RecoveryPlan, Role, TensorFrameHeader } from '../protocols/index.js'
 import { DEFAULT_DATA_IDENTITY, servingPeers } from '../protocols/index.js'
 import { ActivationLinks, activationPolicy, type ActivationPolicy } from './activations.js'
-import type { NonFiniteFaults } from './faults.js'
+import type { NonFiniteFaults, PerturbFaults } from './faults.js'
 import { HeldCopies } from './held-copies.js'
 import { AssignmentError, DataMismatchError, DataRequiredError, NeighbourLostError, NoStageStateError, UnexpectedFrameError } from './errors.js'
 import { SpotpipeError } from '../common/index.js'
@@ -66,10 +66,10 @@ export interface PeerInit {
   data?: DataIdentity
   /**
    * Faults injected on purpose, for fault-injection tests and the chaos suite only (never in a
-   * real run): the weights server corrupting one chunk of every transfer, non-finite steps
-   * (node/faults.ts).
+   * real run): the weights server corrupting one chunk of every transfer, non-finite steps, a
+   * replica's weights drifting (node/faults.ts).
    */
-  faults?: { weights?: WeightsFaults, nonFinite?: NonFiniteFaults }
+  faults?: { weights?: WeightsFaults, nonFinite?: NonFiniteFaults, perturb?: PerturbFaults }
 }
 
 /** Cluster-wide options that ride in the assignment's training config. */
@@ -218,7 +218,7 @@ export class Peer extends EventEmitter {
     return { iteration: r.iteration, tensors: r.tensors, bytes: r.bytes }
   }
 
-  /** Heartbeat content; the weight digest is left empty until weights are fetched by digest. */
+  /** Heartbeat content; the weight digest (of the state at stateIteration) only with replicas. */
   private heartbeatMessage (): Heartbeat {
     const c = this.current
     const role: Role = c?.stage != null ? 'stage' : 'spare'
@@ -232,7 +232,7 @@ export class Peer extends EventEmitter {
       iteration: Math.max(0, this.lastDone?.iteration ?? 0),
       ...(this.lastDone?.loss != null ? { loss: this.lastDone.loss } : {}),
       gradNorm: c?.stage?.lastGradNorm ?? 0,
-      weightDigest: '',
+      weightDigest: this.digestOf(c) ?? '',
       tokensPerSec: (c?.runtime?.tokensProcessed ?? 0) / Math.max(secs, 1e-3),
       rssBytes: process.memoryUsage().rss,
       epoch: this.epoch,
@@ -600,6 +600,8 @@ export class Peer extends EventEmitter {
       this.tryCatchUp(cur)
       return // a placeholder is neither snapshotted nor a source of copies
     }
+    const index = servingPeers(cur.assignment, stage.stage).indexOf(this.peerId)
+    if (this.init.faults?.perturb?.apply(stage, it, index) === true) log.info(`FAULT INJECTION: stage ${stage.stage} replica ${index}: weights perturbed after iteration ${it}`)
     // the coordinator alone decides which commits are checkpoints, and says so in the commit
     if (this.snapshotDue === it) this.held.takeCheckpoint(stage)
     this.refreshCopies(cur, false, it)
@@ -684,9 +686,27 @@ export class Peer extends EventEmitter {
     cur.runtime.receive(h.iteration, h.direction, h.microbatch, h.hop, h.shape, data)
   }
 
+  /**
+   * The digest of `cur`'s stage at its state iteration (model/state.ts stageDigest), computed once
+   * per iteration and only for a stage with replicas (who else would compare it); undefined
+   * otherwise, and for a joiner still catching up.
+   */
+  private digestOf (cur: Current | undefined): string | undefined {
+    const st = cur?.stage
+    if (cur == null || st == null || cur.replicas.length < 2 || cur.join?.done === false) return undefined
+    if (this.digest?.stage !== st || this.digest.iteration !== st.iteration || this.digest.step !== st.adam.step) {
+      this.digest = { stage: st, iteration: st.iteration, step: st.adam.step, value: stageDigest(st) }
+    }
+    return this.digest.value
+  }
+
+  private digest?: { stage: Stage, iteration: number, step: number, value: string }
+
   private async reportDone (cur: Current, info: DoneInfo): Promise<void> {
     this.lastDone = info
     if (cur.stage == null) return
+    // the state the iteration started from: its step is prepared, not applied
+    const digest = info.nonFinite == null ? this.digestOf(cur) : undefined
     try {
       await this.gossip.publish({
         kind: 'done',
@@ -698,6 +718,7 @@ export class Peer extends EventEmitter {
         gradNorm: info.gradNorm,
         computeMs: info.computeMs,
         ...(info.allReduceMs != null ? { allReduceMs: info.allReduceMs } : {}),
+        ...(digest != null ? { weightDigest: digest } : {}),
         ...(info.nonFinite != null ? { nonFinite: true, nonFiniteWhat: info.nonFinite } : {})
       })
     } catch (err) {

@@ -116,7 +116,8 @@ function toWire (m: Message): pb.GossipEnvelope {
         computeMs: m.computeMs,
         nonFinite: m.nonFinite === true,
         nonFiniteWhat: m.nonFiniteWhat ?? '',
-        allReduceMs: m.allReduceMs
+        allReduceMs: m.allReduceMs,
+        weightDigest: m.weightDigest ?? ''
       }
       break
     case 'stream-break':
@@ -243,7 +244,8 @@ function fromWire (env: pb.GossipEnvelope): Message {
         gradNorm: b.gradNorm,
         computeMs: b.computeMs,
         ...(b.nonFinite || b.nonFiniteWhat !== '' ? { nonFinite: b.nonFinite, nonFiniteWhat: b.nonFiniteWhat } : {}),
-        ...(b.allReduceMs != null ? { allReduceMs: b.allReduceMs } : {})
+        ...(b.allReduceMs != null ? { allReduceMs: b.allReduceMs } : {}),
+        ...(b.weightDigest !== '' ? { weightDigest: b.weightDigest } : {})
       }, b.loss)
     }
     case 'stream-break': {

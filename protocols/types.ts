@@ -146,6 +146,11 @@ export interface DoneReport {
   nonFiniteWhat?: string
   /** With replicas: wall-clock ms of the stage's gradient all-reduce this iteration (absent with one replica). */
   allReduceMs?: number
+  /**
+   * With replicas: the digest (model/state.ts stageDigest) of the state this iteration started
+   * from, the last commit's; the coordinator compares a stage's replicas by it. Absent otherwise.
+   */
+  weightDigest?: string
 }
 
 /**

@@ -295,6 +295,7 @@ function checkDone (o: Record<string, unknown>): DoneReport {
   checkFinite(o.gradNorm, `${f}.gradNorm`, 0)
   checkFinite(o.computeMs, `${f}.computeMs`, 0)
   if (o.allReduceMs !== undefined) checkFinite(o.allReduceMs, `${f}.allReduceMs`, 0)
+  if (o.weightDigest !== undefined) checkString(o.weightDigest, `${f}.weightDigest`, { max: MAX_DIGEST_LENGTH, pattern: TOKEN_PATTERN, alphabet: 'printable ASCII' })
   if (o.nonFinite !== undefined || o.nonFiniteWhat !== undefined) {
     // a short word, not a closed set: a newer peer may name a value this coordinator does not know
     const bad = checkBool(o.nonFinite, `${f}.nonFinite`)

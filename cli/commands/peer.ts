@@ -5,7 +5,7 @@ import { UsageError } from '../errors.js'
 import { CONFIG_FLAG, CONFIG_HELP, parseFlagsWithConfig } from '../config-file.js'
 import { intFlag } from '../flags.js'
 import { SpotWatcher } from '../../node/index.js'
-import { FAULT_NONFINITE_ENV, NonFiniteFaults, parseNonFiniteFaults } from '../../node/index.js'
+import { FAULT_NONFINITE_ENV, FAULT_PERTURB_ENV, NonFiniteFaults, PerturbFaults, parseNonFiniteFaults, parsePerturbFault } from '../../node/index.js'
 import { NODE_FLAGS, NODE_HELP, nodeFromFlags } from '../node-flags.js'
 import { EventsFile, PEER_EVENTS, type EventSource } from '../events-file.js'
 import { DATA_FLAGS, DATA_HELP, dataFromFlags } from '../data-flags.js'
@@ -74,6 +74,9 @@ export async function peer (argv: string[]): Promise<void> {
   const faultSpec = process.env[FAULT_NONFINITE_ENV] ?? ''
   const faults = faultSpec !== '' ? new NonFiniteFaults(parseNonFiniteFaults(faultSpec)) : undefined
   if (faults != null) process.stderr.write(`FAULT INJECTION: ${FAULT_NONFINITE_ENV}=${faultSpec}: non-finite gradients will be injected\n`)
+  const perturbSpec = process.env[FAULT_PERTURB_ENV] ?? ''
+  const perturb = perturbSpec !== '' ? new PerturbFaults(parsePerturbFault(perturbSpec)) : undefined
+  if (perturb != null) process.stderr.write(`FAULT INJECTION: ${FAULT_PERTURB_ENV}=${perturbSpec}: a replica's weights will be perturbed\n`)
   const weights = weightsFaultsFromEnv()
   const p = new Peer({
     ...node,
@@ -81,7 +84,7 @@ export async function peer (argv: string[]): Promise<void> {
     coordinatorAddrs: [addr],
     ...(values['join-timeout'] != null ? { joinTimeoutMs: intFlag(values, 'join-timeout', 0, 0) } : {}),
     ...(data != null ? { trainTokens: data.train, data: { fingerprint: data.fingerprint, tokenizer: data.tokenizer } } : {}),
-    faults: { nonFinite: faults, weights }
+    faults: { nonFinite: faults, weights, perturb }
   })
   const eventsFile = values.events != null ? new EventsFile(values.events as string) : undefined
   // the Peer raises events only once it is an emitter (stage installs): record them when it is

@@ -27,7 +27,8 @@
  */
 import type { ModelConfig, TrainConfig } from '../../model/index.js'
 import { createLog } from '../../common/index.js'
-import type { Assignment, Heartbeat, RecoveryDone, RecoveryFailed, RecoveryRung } from '../../protocols/index.js'
+import type { Assignment, DoneReport, Heartbeat, RecoveryDone, RecoveryFailed, RecoveryRung } from '../../protocols/index.js'
+import { servingPeers } from '../../protocols/index.js'
 import type { CheckpointStore } from '../checkpoint-store.js'
 import type { LostPeer } from '../detector.js'
 import { planRecovery, type LadderInput, type LadderResult, type StagePlan, type Strategy } from '../ladder.js'
@@ -230,6 +231,34 @@ export class RecoveryMachine {
    */
   needsRound (): boolean {
     return this.failedStages().length > 0 || this.droppedStillAssigned().length > 0
+  }
+
+  /**
+   * The serving replicas whose done report carries another weight digest than their stage's (the
+   * digest most of its replicas report; a tie goes to the first in assignment order): they drifted
+   * (a memory error, a kernel that is not deterministic) and are dropped like lost replicas, so the
+   * stage's others carry on and a spare, or the drifted peer itself, joins again as an exact copy.
+   * Returns them; the caller redoes the iteration without them.
+   */
+  checkDigests (a: Assignment, reports: ReadonlyMap<string, DoneReport>): string[] {
+    const drifted: string[] = []
+    for (const st of a.stages) {
+      const serving = servingPeers(a, st.stage).filter(p => reports.get(p)?.weightDigest != null)
+      if (serving.length < 2) continue
+      const votes = new Map<string, number>()
+      for (const p of serving) { const d = reports.get(p)?.weightDigest as string; votes.set(d, (votes.get(d) ?? 0) + 1) }
+      if (votes.size < 2) continue
+      const top = Math.max(...votes.values())
+      const reference = reports.get(serving.find(p => votes.get(reports.get(p)?.weightDigest as string) === top) as string)?.weightDigest as string
+      const now = Date.now()
+      for (const p of serving) {
+        const d = reports.get(p)?.weightDigest as string
+        if (d === reference) continue
+        drifted.push(p)
+        this.dropReplica(p, st.stage, { peer: p, cause: `its weights drifted from its stage's replicas (digest ${d}, the others ${reference}, iteration ${reports.get(p)?.iteration ?? '?'})`, lastSeen: now, detectedAt: now })
+      }
+    }
+    return drifted
   }
 
   /** What needsRound() is about, for a log line: "stages 1, 2 lost; a replica of stage 3 lost". */
