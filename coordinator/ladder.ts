@@ -18,6 +18,11 @@
  *                      strategy checkpoint-whole rolls every stage back instead
  *   6. wait            no spare to take the stage: pause and keep all state
  *
+ * Replicas: a stage served by several peers is lost only when all of them are. Losing some of them
+ * never reaches this function: the recovery machine drops them and the stage's other replicas run
+ * their microbatches (rung `survivors`, recovery/machine.ts), and a spare later joins the stage
+ * as an exact copy of its live replicas (rung `replica`).
+ *
  * A rung that already failed for a stage (`excluded`: a donor vanished mid-transfer, the target
  * reported it could not carry the plan out) is skipped for it; the checkpoint rung is never
  * skipped, it is the floor that always applies.
