@@ -4,6 +4,7 @@ export { DIVERGENCE_ACTIONS, DivergenceError, type DivergenceAction } from './di
 export { CoordinatorTimeoutError, CoordinatorUsageError, StageLostError } from './errors.js'
 export { FailureDetector, type DetectorOptions, type LostPeer } from './detector.js'
 export { planRecovery, STRATEGIES, type Strategy, type StagePlan, type LadderInput, type LadderResult } from './ladder.js'
+export { planReplicaJoins, type ReplicaJoinInput, type ReplicaJoinPlan } from './replica-plan.js'
 export { instrument } from './instrument.js'
 export { createSpotpipeMetrics, serveMetrics, MetricsRegistry, parsePrometheusText, type SpotpipeMetrics } from './metrics.js'
 export { CheckpointStore } from './checkpoint-store.js'

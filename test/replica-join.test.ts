@@ -22,6 +22,11 @@ function bytes (t: { data: ArrayBufferView }): Buffer {
   return Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength)
 }
 
+/** Runs iterations until no peer is listed as joining (at most 20). */
+async function settle (c: TestCluster): Promise<void> {
+  for (let i = 0; i < 20 && (c.coord.assignment?.joining ?? []).length > 0; i++) await c.coord.run(1)
+}
+
 describe('a peer joining a running cluster', () => {
   it('becomes a replica of the stage with the fewest while training goes on, exact to the bit', async () => {
     const c = track(new TestCluster({ clusterId: 'repjoin', model, train, replicas: 2, minReplicas: 1 }))
@@ -80,6 +85,41 @@ describe('a peer joining a running cluster', () => {
     for (const [name, t] of x.tensors) {
       const u = y.tensors.get(name)
       expect(u != null && bytes(u).equals(bytes(t)), `stage 0 ${name} differs between the replica and the joiner`).toBe(true)
+    }
+  }, 240_000)
+
+  it('with no spare left, a replica moves from the best-served stage to one down to its last (2 stages: 3 + 1 -> 2 + 2)', async () => {
+    const c = track(new TestCluster({ clusterId: 'repmove', model, train: { ...train, stages: 2 }, replicas: 3, minReplicas: 1 }))
+    await c.start(2)
+    const a = await c.coord.assignInitial({ timeoutMs: 60_000 })
+    expect(a.stages.map(s => s.peers.length)).toEqual([1, 1])
+    // three more peers: they join as replicas, the fewest-served stage first -> 3 + 2
+    for (let k = 0; k < 3; k++) {
+      const p = await c.addPeer()
+      await c.coord.until(() => c.coord.livePeers().includes(p.peerId), 'the new peer to be live', 30_000)
+      await c.coord.run(3)
+    }
+    await settle(c)
+    const full = c.coord.assignment as Assignment
+    expect(full.stages.map(s => s.peers.length)).toEqual([3, 2])
+    expect(full.joining ?? []).toEqual([])
+    // stage 1 loses a replica: 3 + 1, no spare; one of stage 0's moves over
+    const victim = full.stages[1].peers[1]
+    c.peers.find(p => p.peerId === victim)?.proc.child.kill('SIGKILL')
+    await c.coord.until(() => !c.coord.livePeers().includes(victim), 'the loss to be detected', 15_000)
+    await c.coord.run(4)
+    await settle(c)
+    const after = c.coord.assignment as Assignment
+    expect(after.stages.map(s => s.peers.length)).toEqual([2, 2])
+    expect(after.joining ?? []).toEqual([])
+    const moved = after.stages[1].peers.find(p => full.stages[0].peers.includes(p))
+    expect(moved, 'a replica of stage 0 now serves stage 1').toBeDefined()
+    expect(c.coord.recoveries.filter(e => e.stage === 1 && e.outcome === 'recovered').map(e => e.rung).slice(-2)).toEqual(['survivors', 'replica'])
+    const [x, y] = await Promise.all(after.stages[1].peers.map(async p => await c.weightsOf(1, true, p)))
+    expect(x.iteration).toBe(y.iteration)
+    for (const [name, t] of x.tensors) {
+      const u = y.tensors.get(name)
+      expect(u != null && bytes(u).equals(bytes(t)), `stage 1 ${name} differs between its replicas after the move`).toBe(true)
     }
   }, 240_000)
 })

@@ -32,6 +32,8 @@ import { servingPeers } from '../../protocols/index.js'
 import type { CheckpointStore } from '../checkpoint-store.js'
 import type { LostPeer } from '../detector.js'
 import { planRecovery, type LadderInput, type LadderResult, type StagePlan, type Strategy } from '../ladder.js'
+import { planReplicaJoins } from '../replica-plan.js'
+import { planBytes } from './deadline.js'
 import { checkpointsOnDisk, RecoveryCheckpoint } from '../recovery-checkpoint.js'
 import type { RecoveryEvent } from '../types.js'
 import { DEFAULT_THROUGHPUT_BYTES_PER_MS, recoveryDeadlineMs } from './deadline.js'
@@ -497,11 +499,19 @@ export class RecoveryMachine {
    */
   async grow (signal?: AbortSignal): Promise<void> {
     const c = this.host
-    const plans = this.growPlans()
-    if (plans.length === 0) return
+    const moves = this.growPlans()
+    if (moves.length === 0) return
+    const plans = moves.map(m => m.plan)
     const a = c.assignment as Assignment
     const next = a.stages.map(st => [...st.peers])
-    for (const j of plans) next[j.stage].push(j.target)
+    for (const { plan: j, from } of moves) {
+      if (from != null) {
+        // a rebalance: the peer leaves its well-served stage, whose other replicas take its microbatches
+        next[from] = next[from].filter(p => p !== j.target)
+        log.info(`stage ${j.stage} is down to ${a.stages[j.stage].peers.length} replica(s) and no spare is left: moving ${short(j.target)} from stage ${from} (${a.stages[from].peers.length} replicas); it pulls ${planBytes(c.model, c.train.stages, j)} bytes while both stages train, and stage ${from} runs its microbatches on ${next[from].length} meanwhile`)
+      }
+      next[j.stage].push(j.target)
+    }
     log.info(`adding replicas while training goes on: ${plans.map(j => `${short(j.target)} -> stage ${j.stage}`).join(', ')}`)
     const published = await c.publishAssignment(next, [], plans, [...this.joins.keys(), ...plans.map(j => j.target)])
     for (const p of plans) {
@@ -580,22 +590,27 @@ export class RecoveryMachine {
     }
   }
 
-  /** The replica joins grow() would start now (none while a stage needs recovering). */
-  private growPlans (): StagePlan[] {
+  /** The replica joins grow() would start now (replica-plan.ts; none while a stage needs recovering). */
+  private growPlans (): Array<{ plan: StagePlan, from?: number }> {
     const a = this.host.assignment
     if (a == null || this.host.replicas <= 1 || this.needsRound()) return []
-    const spares = this.ladderInput([]).spares
-    const joiningStages = new Set([...this.joins.values()].map(r => r.stage))
-    const below = a.stages.filter(st => st.peers.length > 0 && st.peers.length < this.host.replicas && !joiningStages.has(st.stage))
-      .sort((x, y) => x.peers.length - y.peers.length || x.stage - y.stage)
-    return below.slice(0, spares.length).map((st, i) => ({
-      stage: st.stage,
-      rung: 'replica' as const,
-      target: spares[i],
-      donors: this.liveReplicas(st.stage).map(peerId => ({ peerId, stage: st.stage })),
-      weights: [],
-      lrScale: 1,
-      checkpointId: ''
+    const joins = planReplicaJoins({
+      stages: a.stages.map(st => st.peers),
+      joining: new Set(this.joins.keys()),
+      spares: this.ladderInput([]).spares,
+      target: this.host.replicas
+    })
+    return joins.map(j => ({
+      ...(j.from != null ? { from: j.from } : {}),
+      plan: {
+        stage: j.stage,
+        rung: 'replica' as const,
+        target: j.peer,
+        donors: this.liveReplicas(j.stage).map(peerId => ({ peerId, stage: j.stage })),
+        weights: [],
+        lrScale: 1,
+        checkpointId: ''
+      }
     }))
   }
 
