@@ -4,8 +4,8 @@
  * state fed with timestamps, so it can be tested without a network (the network side is
  * observer.ts).
  */
-import type { Assignment, Heartbeat, Message, RecoveryPlan } from '../protocols/index.js'
-import type { ClusterEvent, ClusterView, EventKind, PeerStatus, StatusSnapshot } from './cluster-status.js'
+import { servingPeers, type Assignment, type DoneReport, type Heartbeat, type Message, type RecoveryPlan } from '../protocols/index.js'
+import type { ClusterEvent, ClusterView, EventKind, PeerStatus, StageStatus, StatusSnapshot } from './cluster-status.js'
 import { formatBytes, formatDuration, oneLine, shortId } from './render/format.js'
 
 interface PeerRecord {
@@ -33,6 +33,13 @@ export interface ClusterModelInit {
 /** Peers not in the assignment are dropped from the view after this long without a heartbeat. */
 const SPARE_STALE_MS = 10_000
 
+/** Who holds a stage under the current epoch: every holder, and those of them still joining it. */
+export interface StageHolders {
+  stage: number
+  peers: string[]
+  joining: string[]
+}
+
 export class ClusterModel {
   readonly init: ClusterModelInit
   readonly peers = new Map<string, PeerRecord>()
@@ -45,6 +52,14 @@ export class ClusterModel {
   private readonly losses = new Map<number, Array<{ iteration: number, loss: number }>>()
   private readonly commits: Array<{ iteration: number, at: number }> = []
   private tokensPerIteration?: number
+  /** The replica target the assignment's training config names, when it names one. */
+  private replicaTarget?: number
+  /** A stage was heard with two or more peers. */
+  private sawReplicas = false
+  /** Per stage, the all-reduce time of the newest iteration a done report was heard for (max over its peers). */
+  private readonly allReduce = new Map<number, { iteration: number, epoch: number, ms: number | null }>()
+  /** Replica joins heard in recovery plans: target peer -> stage. */
+  private readonly joinPlans = new Map<string, number>()
   /** Messages already turned into events (the coordinator re-publishes while it waits). */
   private readonly seen = new Set<string>()
 
@@ -66,16 +81,25 @@ export class ClusterModel {
         if (this.commits.at(-1)?.iteration !== msg.iteration) this.commits.push({ iteration: msg.iteration, at: now })
         if (this.commits.length > 10) this.commits.shift()
         return true
-      case 'done':
+      case 'done': {
         if (msg.loss != null) this.recordLoss(msg.stage, msg.iteration, msg.loss)
-        return msg.loss != null
+        const ar = this.recordAllReduce(msg)
+        return msg.loss != null || ar
+      }
       case 'abort':
         return this.once(`abort:${msg.epoch}:${msg.iteration}`, now, 'abort', `iteration ${msg.iteration} aborted: ${oneLine(msg.reason)}`)
-      case 'recovery-plan':
-        return this.once(`plan:${msg.epoch}:${msg.stage}`, now, 'recovery', planText(msg), msg.stage)
-      case 'recovery-done':
-        return this.once(`done:${msg.epoch}:${msg.stage}`, now, 'recovery-done',
-          `stage ${msg.stage} rebuilt by ${msg.rung} on ${shortId(msg.peerId)}: ${formatBytes(msg.bytes)} in ${formatDuration(msg.transferMs + msg.rebuildMs)} (transfer ${formatDuration(msg.transferMs)})`, msg.stage)
+      case 'recovery-plan': {
+        const join = this.isJoin(msg)
+        if (join) this.joinPlans.set(msg.targetPeer, msg.stage)
+        return this.once(`plan:${msg.epoch}:${msg.stage}:${msg.targetPeer}`, now, 'recovery', planText(msg, join), msg.stage)
+      }
+      case 'recovery-done': {
+        const took = `${formatBytes(msg.bytes)} in ${formatDuration(msg.transferMs + msg.rebuildMs)} (transfer ${formatDuration(msg.transferMs)})`
+        const join = msg.rung === 'replica' && (this.joinPlans.get(msg.peerId) === msg.stage || (this.assignment != null && joiningOf(this.assignment, msg.stage).includes(msg.peerId)))
+        return this.once(`done:${msg.epoch}:${msg.stage}:${msg.peerId}`, now, 'recovery-done', join
+          ? `${shortId(msg.peerId)} copied stage ${msg.stage} as a joining replica: ${took}`
+          : `stage ${msg.stage} rebuilt by ${msg.rung} on ${shortId(msg.peerId)}: ${took}`, msg.stage)
+      }
       case 'stream-break': {
         const suspectStage = this.stageOf(msg.suspect)
         return this.once(`break:${msg.epoch}:${msg.iteration}:${msg.reporter}:${msg.suspect}`, now, 'stream-break',
@@ -96,7 +120,7 @@ export class ClusterModel {
       if (!p.silent && age > this.silentMs) {
         p.silent = true
         const st = this.stageOf(id)
-        this.push(now, 'silent', `${shortId(id)}${st != null ? ` (stage ${st})` : ''} silent for ${formatDuration(age)}`, st)
+        this.push(now, 'silent', `${shortId(id)}${st != null ? ` (stage ${st})` : ''} silent for ${formatDuration(age)}${st != null ? this.riskNote(st, id, now) : ''}`, st)
         changed = true
       }
       // forget peers long gone that hold nothing
@@ -126,21 +150,37 @@ export class ClusterModel {
   private onAssignment (a: Assignment, now: number): boolean {
     if (this.assignment != null && a.epoch <= this.assignment.epoch) return false
     const before = this.currentStages()
+    const prev = this.assignment
     this.assignment = a
     this.tokensPerIteration = tokensPerIteration(a)
+    this.replicaTarget = replicaTarget(a)
+    if (a.stages.some(s => s.peers.length >= 2)) this.sawReplicas = true
     // a rollback to a checkpoint rewinds the clock: forget what lies ahead of it
     if (this.lastCommit != null && this.lastCommit >= a.iteration) this.lastCommit = a.iteration > 0 ? a.iteration - 1 : undefined
     for (const h of this.losses.values()) while (h.length > 0 && (h.at(-1)?.iteration ?? -1) >= a.iteration) h.pop()
     while (this.commits.length > 0 && (this.commits.at(-1)?.iteration ?? -1) >= a.iteration) this.commits.pop()
+    for (const [s, r] of this.allReduce) if (r.iteration >= a.iteration) this.allReduce.delete(s)
     const changes: string[] = []
     for (const s of a.stages) {
       const old = before.find(b => b.stage === s.stage)?.peers ?? []
       if (old.join() === s.peers.join()) continue
+      // a stage that only gains joining peers is told by the joining note below
+      const joiners = joiningOf(a, s.stage)
+      if (old.length > 0 && old.concat(joiners.filter(p => !old.includes(p))).join() === s.peers.join()) continue
       const to = s.peers.map(shortId).join(',') || '(none)'
       changes.push(old.length === 0 ? `stage ${s.stage} -> ${to}` : `stage ${s.stage} ${old.map(shortId).join(',')} -> ${to}`)
     }
     const rebuilt = a.rebuilt.length > 0 ? ` (rebuilt: ${a.rebuilt.map(s => `stage ${s}`).join(', ')})` : ''
-    const text = changes.length === 0 ? `epoch ${a.epoch}: same assignment, iteration ${a.iteration}` : `epoch ${a.epoch}: ${changes.join('; ')}${rebuilt}`
+    const joining = a.stages.flatMap(s => joiningOf(a, s.stage).map(p => `stage ${s.stage} <- ${shortId(p)}`))
+    // joins listed before and serving now (they caught up)
+    const serving = prev == null
+      ? []
+      : a.stages.flatMap(s => joiningOf(prev, s.stage).filter(p => servingPeers(a, s.stage).includes(p)).map(p => `stage ${s.stage} ${shortId(p)}`))
+    const notes = (joining.length > 0 ? ` (joining: ${joining.join(', ')})` : '') + (serving.length > 0 ? ` (now serving: ${serving.join(', ')})` : '')
+    for (const s of a.stages) for (const p of servingPeers(a, s.stage)) this.joinPlans.delete(p)
+    const text = changes.length > 0
+      ? `epoch ${a.epoch}: ${changes.join('; ')}${rebuilt}${notes}`
+      : notes !== '' ? `epoch ${a.epoch}, iteration ${a.iteration}${notes}` : `epoch ${a.epoch}: same assignment, iteration ${a.iteration}`
     this.push(now, 'assignment', text, a.rebuilt.length === 1 ? a.rebuilt[0] : undefined)
     return true
   }
@@ -154,6 +194,53 @@ export class ClusterModel {
     else return // an older iteration arriving late
     if (h.length > (this.init.maxLosses ?? 120)) h.shift()
     this.losses.set(stage, h)
+  }
+
+  /** Keeps the newest iteration's all-reduce time per stage (the slowest replica's). Returns true when it changed. */
+  private recordAllReduce (d: DoneReport): boolean {
+    const ms = d.allReduceMs != null && Number.isFinite(d.allReduceMs) && d.allReduceMs >= 0 ? d.allReduceMs : null
+    const cur = this.allReduce.get(d.stage)
+    if (cur == null || d.iteration > cur.iteration || (d.iteration === cur.iteration && d.epoch > cur.epoch)) {
+      this.allReduce.set(d.stage, { iteration: d.iteration, epoch: d.epoch, ms })
+      return ms != null || cur?.ms != null
+    }
+    if (d.iteration !== cur.iteration || d.epoch !== cur.epoch || ms == null) return false
+    if (cur.ms != null && cur.ms >= ms) return false
+    cur.ms = ms
+    return true
+  }
+
+  /**
+   * Whether a 'replica' plan is a peer joining a stage that keeps its other replicas (rather than a
+   * lost stage rebuilt from a shadow copy): its target is listed as joining in the assignment of
+   * the plan's epoch or, before that assignment is heard (the coordinator publishes the plans
+   * first), every donor holds the stage itself under the assignment heard.
+   */
+  private isJoin (p: RecoveryPlan): boolean {
+    if (p.rung !== 'replica') return false
+    const a = this.assignment
+    if (a != null && a.epoch === p.epoch) return a.joining?.includes(p.targetPeer) === true
+    const holders = this.currentStages().find(s => s.stage === p.stage)?.peers ?? []
+    return p.donors.length > 0 && p.donors.every(d => holders.includes(d.peerId))
+  }
+
+  /** Serving peers of `stage` with a fresh heartbeat that did not announce a departure. */
+  private liveServing (h: StageHolders, now: number): string[] {
+    return h.peers.filter(id => {
+      if (h.joining.includes(id)) return false
+      const p = this.peers.get(id)
+      return p != null && now - p.seenAt <= this.silentMs && !p.hb.departing
+    })
+  }
+
+  /** For a silent serving replica of a stage that had others: how many live ones are left. */
+  private riskNote (stage: number, peerId: string, now: number): string {
+    const h = this.currentStages().find(s => s.stage === stage)
+    if (h == null || h.joining.includes(peerId)) return ''
+    const serving = h.peers.filter(p => !h.joining.includes(p))
+    if (serving.length < 2) return ''
+    const n = this.liveServing(h, now).length
+    return n === 0 ? `: stage ${stage} has no live replica left` : `: stage ${stage} is down to ${n} live replica${n === 1 ? '' : 's'}`
   }
 
   private once (key: string, now: number, kind: EventKind, text: string, stage?: number): boolean {
@@ -175,11 +262,11 @@ export class ClusterModel {
    * Stage -> peers under the current epoch: the last assignment heard, or, when the observer missed
    * it (it joined later, or a message was lost), what the peers' heartbeats claim.
    */
-  currentStages (): Array<{ stage: number, peers: string[] }> {
+  currentStages (): StageHolders[] {
     const a = this.assignment
     let hbEpoch = 0
     for (const p of this.peers.values()) hbEpoch = Math.max(hbEpoch, p.hb.epoch)
-    if (a != null && a.epoch >= hbEpoch) return a.stages.map(s => ({ stage: s.stage, peers: [...s.peers] }))
+    if (a != null && a.epoch >= hbEpoch) return a.stages.map(s => ({ stage: s.stage, peers: [...s.peers], joining: joiningOf(a, s.stage) }))
     const claims = new Map<number, { epoch: number, peers: string[] }>()
     for (const [id, p] of this.peers) {
       if (p.hb.role !== 'stage' || p.hb.stage < 0) continue
@@ -188,7 +275,13 @@ export class ClusterModel {
       else if (p.hb.epoch === c.epoch) c.peers.push(id)
     }
     const n = Math.max(a?.stages.length ?? 0, ...[...claims.keys()].map(s => s + 1))
-    return Array.from({ length: n }, (_, stage) => ({ stage, peers: (claims.get(stage)?.peers ?? []).sort() }))
+    return Array.from({ length: n }, (_, stage) => {
+      const peers = (claims.get(stage)?.peers ?? []).sort()
+      // a joining peer heartbeats its stage with no state of it (-1) while the others hold theirs
+      const state = (id: string): number => this.peers.get(id)?.hb.stateIteration ?? -1
+      const joining = peers.some(id => state(id) >= 0) ? peers.filter(id => state(id) < 0) : []
+      return { stage, peers, joining }
+    })
   }
 
   private stageOf (peerId: string): number | undefined {
@@ -218,13 +311,22 @@ export class ClusterModel {
       .filter(([id, p]) => !assigned.has(id) && p.hb.role !== 'stage' && now - p.seenAt <= SPARE_STALE_MS)
       .map(([id]) => id).sort()
     const holders = stages.flatMap(s => s.peers).map(id => this.peers.get(id)?.hb.iteration).filter((x): x is number => x != null)
+    const stageStatus = stages.map((s): StageStatus => ({
+      stage: s.stage,
+      peers: s.peers.map(id => this.peerStatus(id, now)),
+      replicas: s.peers.length - s.joining.length,
+      joining: [...s.joining],
+      atRisk: this.liveServing(s, now).length <= 1,
+      allReduceMs: this.allReduce.get(s.stage)?.ms ?? null
+    }))
     return {
       clusterId: this.init.clusterId,
       coordinator: this.init.coordinator,
       epoch: this.epoch,
       iteration: Math.max(0, this.lastCommit ?? (holders.length > 0 ? Math.max(...holders) : 0)),
       checkpoint: this.checkpoint ?? null,
-      stages: stages.map(s => ({ stage: s.stage, peers: s.peers.map(id => this.peerStatus(id, now)) })),
+      stages: stageStatus,
+      stagesAtRisk: stageStatus.filter(s => s.atRisk).map(s => s.stage),
       spares: spares.map(id => this.peerStatus(id, now)),
       events: this.events.map(e => ({ ...e }))
     }
@@ -243,11 +345,18 @@ export class ClusterModel {
       loss,
       tokensPerSec: this.throughput(status),
       lossHistory,
-      silentMs: this.silentMs
+      silentMs: this.silentMs,
+      replicated: this.replicated(status)
     }
   }
 
-  /** Tokens/s from the commits heard; before two commits, the slowest stage's own figure. */
+  /** Whether the cluster runs with replicas: a target above one, or a stage heard with two or more peers. */
+  private replicated (s: StatusSnapshot): boolean {
+    if (s.stages.some(st => st.peers.length >= 2)) this.sawReplicas = true
+    return this.sawReplicas || (this.replicaTarget ?? 1) > 1
+  }
+
+  /** Tokens/s from the commits heard; before two commits, the slowest stage's own figure (its replicas' sum). */
   private throughput (s: StatusSnapshot): number | null {
     const c = this.commits
     if (this.tokensPerIteration != null && c.length >= 2) {
@@ -255,17 +364,34 @@ export class ClusterModel {
       const its = c[c.length - 1].iteration - c[0].iteration
       if (span > 0 && its > 0) return this.tokensPerIteration * its / (span / 1000)
     }
-    const rates = s.stages.flatMap(st => st.peers).map(p => p.tokensPerSec).filter((x): x is number => x != null && x > 0)
+    const rates = s.stages.map(st => st.peers.reduce((sum, p) => sum + (p.tokensPerSec != null && p.tokensPerSec > 0 ? p.tokensPerSec : 0), 0)).filter(x => x > 0)
     return rates.length > 0 ? Math.min(...rates) : null
   }
 }
 
-function planText (p: RecoveryPlan): string {
+function planText (p: RecoveryPlan, join: boolean): string {
+  if (join) return `${shortId(p.targetPeer)} joins stage ${p.stage} as a replica, copying from ${p.donors.length === 0 ? '(no donor)' : p.donors.map(d => shortId(d.peerId)).join(' and ')}`
   if (p.rung === 'wait') return `stage ${p.stage} lost: no spare, waiting for a peer to join`
   const donors = p.donors.length === 0 ? '' : ` from ${p.donors.map(d => d.stage >= 0 ? `stage ${d.stage} (${shortId(d.peerId)})` : shortId(d.peerId)).join(' and ')}`
   const ck = p.checkpointId !== '' ? ` checkpoint ${p.checkpointId}` : ''
   const lr = p.lrScale !== 1 ? `, lr x${p.lrScale}` : ''
   return `stage ${p.stage} lost: recovery by ${p.rung}${ck} -> ${shortId(p.targetPeer)}${donors}${lr}`
+}
+
+/** The peers of stage `stage` listed as joining under `a`, in the stage's order. */
+function joiningOf (a: Assignment, stage: number): string[] {
+  const joining = a.joining ?? []
+  return (a.stages[stage]?.peers ?? []).filter(p => joining.includes(p))
+}
+
+/** The replica target in the assignment's training config (`replicas`), when it carries one. */
+function replicaTarget (a: Assignment): number | undefined {
+  try {
+    const r = Number((JSON.parse(a.trainingConfig) as { replicas?: unknown }).replicas)
+    return Number.isInteger(r) && r >= 1 ? r : undefined
+  } catch {
+    return undefined
+  }
 }
 
 /** Tokens one iteration processes, from the configs the assignment carries (undefined if unreadable). */

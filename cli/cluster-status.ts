@@ -29,7 +29,23 @@ export interface PeerStatus {
 
 export interface StageStatus {
   stage: number
+  /** Every peer holding the stage: its serving replicas and the peers still joining it. */
   peers: PeerStatus[]
+  /** Serving replicas: the peers that run the stage's microbatches (`peers` less `joining`). */
+  replicas: number
+  /** Peers joining the stage as new replicas, still catching up (they run no microbatch yet). */
+  joining: string[]
+  /**
+   * At most one serving replica with a fresh heartbeat (heard within the silent threshold, not
+   * departing) remains: one more loss is a whole-stage failure. True for every stage of a cluster
+   * run with one replica per stage.
+   */
+  atRisk: boolean
+  /**
+   * The stage's gradient all-reduce time in ms in the newest iteration a done report was heard for
+   * (the slowest of its replicas); null when none was heard with one (e.g. a single replica).
+   */
+  allReduceMs: number | null
 }
 
 /** What `spotpipe status --json` prints. */
@@ -41,6 +57,8 @@ export interface StatusSnapshot {
   /** Iteration of the newest complete checkpoint, as the last commit heard announced it; null when none was. */
   checkpoint: number | null
   stages: StageStatus[]
+  /** Indexes of the stages whose `atRisk` is true, ascending. */
+  stagesAtRisk: number[]
   spares: PeerStatus[]
   events: ClusterEvent[]
 }
@@ -63,4 +81,10 @@ export interface ClusterView {
   lossHistory: Map<number, number[]>
   /** A heartbeat older than this is flagged. */
   silentMs: number
+  /**
+   * Whether the cluster runs with replicas: the assignment's training config asks for more than one
+   * per stage, or a stage was heard with two or more peers. Only then do the renderers flag the risk
+   * (with one replica per stage every stage is one loss away from failure, always).
+   */
+  replicated: boolean
 }

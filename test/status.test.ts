@@ -1,7 +1,9 @@
 /**
  * `spotpipe status` against a live local cluster (coordinator in-process, peers as child processes):
  * the --json output checked against docs/status-schema.json, and one-line errors for bad flags, bad
- * swarm-key files and an unreachable coordinator.
+ * swarm-key files and an unreachable coordinator. Plus, without a network, the snapshot of a
+ * ClusterModel fed a cluster with replicas (a joining peer, all-reduce times, a lost replica)
+ * checked against the same schema.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { promises as fs } from 'node:fs'
@@ -12,6 +14,8 @@ import { fileURLToPath } from 'node:url'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { ClusterModel } from '../cli/observer.js'
+import type { Assignment, Heartbeat } from '../protocols/index.js'
 import { killAll } from './helpers/procs.js'
 import { TestCluster } from './helpers/cluster.js'
 
@@ -144,8 +148,8 @@ describe('spotpipe status', () => {
     const lines = r.stdout.split('\n').filter(l => l !== '')
     expect(lines).toHaveLength(1)
     const snap = JSON.parse(lines[0]) as {
-      clusterId: string, epoch: number, iteration: number, checkpoint: number | null, spares: unknown[]
-      stages: Array<{ stage: number, peers: Array<{ peerId: string, role: string, loss: number | null, heartbeatAgeMs: number | null }> }>
+      clusterId: string, epoch: number, iteration: number, checkpoint: number | null, spares: unknown[], stagesAtRisk: number[]
+      stages: Array<{ stage: number, replicas: number, joining: string[], atRisk: boolean, allReduceMs: number | null, peers: Array<{ peerId: string, role: string, loss: number | null, heartbeatAgeMs: number | null }> }>
     }
     expect(validate(snap, schema, schema)).toEqual([])
     expect(snap.clusterId).toBe('status-json')
@@ -164,6 +168,9 @@ describe('spotpipe status', () => {
       expect(s.peers[0].role).toBe('stage')
       expect(s.peers[0].heartbeatAgeMs).toBeLessThan(10_000)
     }
+    // one replica per stage: no all-reduce, and every stage is one loss from failing
+    for (const s of snap.stages) expect(s).toMatchObject({ replicas: 1, joining: [], atRisk: true, allReduceMs: null })
+    expect(snap.stagesAtRisk).toEqual([0, 1, 2, 3])
     expect(snap.stages[3].peers[0].loss).toBeGreaterThan(0)
     expect(snap.stages[0].peers[0].loss).toBeNull()
     expect(snap.spares).toEqual([])
@@ -176,6 +183,49 @@ describe('spotpipe status', () => {
     expect(table.stdout).toMatch(/^spotpipe status/)
     expect(table.stdout).toMatch(/STAGE\s+PEER/)
     for (let s = 0; s < 4; s++) expect(table.stdout).toContain(cluster.holder(s).peerId.slice(-6))
+  })
+})
+
+describe('status --json with replicas (no network)', () => {
+  it('a snapshot with replicas, a joining peer, all-reduce times and a lost replica matches the schema', async () => {
+    const schema = JSON.parse(await fs.readFile(SCHEMA, 'utf8')) as Schema
+    const t0 = 5_000_000
+    const m = new ClusterModel({ clusterId: 'reps', coordinator: '/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWCoord', startedAt: t0 })
+    const stages = [['a0', 'a1'], ['b0', 'b1', 'j'], ['c0']]
+    const a: Assignment = {
+      kind: 'assignment', clusterId: 'reps', runId: 'r', epoch: 3, iteration: 6, modelConfig: '{}', trainingConfig: '{}', rebuilt: [], joining: ['j'],
+      stages: stages.map((peers, stage) => ({ stage, peers, addrs: peers.map(() => '') }))
+    }
+    const hb = (peerId: string, stage: number, at: number): Heartbeat => ({
+      kind: 'heartbeat', peerId, role: 'stage', stage, iteration: 5, gradNorm: 0.5, weightDigest: '', tokensPerSec: 0, rssBytes: 0,
+      epoch: 3, timestampMs: at, departing: false, stateIteration: peerId === 'j' ? -1 : 5, held: []
+    })
+    m.onMessage({ kind: 'recovery-plan', epoch: 3, stage: 1, rung: 'replica', targetPeer: 'j', donors: [{ peerId: 'b0', stage: 1 }, { peerId: 'b1', stage: 1 }], lrScale: 1, weights: [], checkpointId: '' }, t0)
+    m.onMessage(a, t0 + 10)
+    stages.forEach((ps, s) => { for (const p of ps) m.onMessage(hb(p, s, 0), t0 + 100) })
+    m.onMessage({ kind: 'done', peerId: 'a0', stage: 0, epoch: 3, iteration: 5, gradNorm: 0.5, computeMs: 10, allReduceMs: 12.5 }, t0 + 200)
+    m.onMessage({ kind: 'done', peerId: 'c0', stage: 2, epoch: 3, iteration: 5, gradNorm: 0.5, computeMs: 10, loss: 4.2 }, t0 + 200)
+    // b1 falls silent; the others go on
+    stages.forEach((ps, s) => { for (const p of ps) if (p !== 'b1') m.onMessage(hb(p, s, 1), t0 + 3000) })
+    m.tick(t0 + 3500)
+    const snap = JSON.parse(JSON.stringify(m.snapshot(t0 + 3500))) as Record<string, unknown>
+    expect(validate(snap, schema, schema)).toEqual([])
+    expect(snap).toMatchObject({
+      stagesAtRisk: [1, 2],
+      stages: [
+        { stage: 0, replicas: 2, joining: [], atRisk: false, allReduceMs: 12.5 },
+        { stage: 1, replicas: 2, joining: ['j'], atRisk: true, allReduceMs: null },
+        { stage: 2, replicas: 1, joining: [], atRisk: true, allReduceMs: null }
+      ]
+    })
+    expect((snap.events as Array<{ kind: string, text: string }>).map(e => e.kind)).toEqual(['recovery', 'assignment', 'silent'])
+    // the schema requires the replica fields and types them
+    const st = (snap.stages as Array<Record<string, unknown>>)[0]
+    const { replicas: _r, ...noReplicas } = st
+    const { stagesAtRisk: _s, ...noRisk } = snap
+    expect(validate({ ...snap, stages: [noReplicas] }, schema, schema)).toEqual(['$.stages[0]: missing replicas'])
+    expect(validate(noRisk, schema, schema)).toEqual(['$: missing stagesAtRisk'])
+    expect(validate({ ...snap, stages: [{ ...st, atRisk: 'yes', allReduceMs: -1, joining: [''] }] }, schema, schema)).toHaveLength(3)
   })
 })
 
