@@ -151,6 +151,11 @@ describe('top rendering', () => {
     const mid = renderTop(v, 80, 40)
     const head80 = mid.find(l => l.startsWith('STAGE')) ?? ''
     expect(head80).toMatch(/ROLE.*ITER.*LOSS.*TOK\/S.*HEARTBEAT/)
+    // one replica per stage: no replica columns and no risk in the header (every stage would be)
+    expect(v.replicated).toBe(false)
+    expect(v.status.stagesAtRisk).toEqual([0, 1, 2, 3])
+    expect(renderTop(v, 200, 40).find(l => l.startsWith('STAGE'))).not.toMatch(/REPL|ALLRED/)
+    expect(renderTop(v, 200, 40)[0]).not.toMatch(/at risk/)
     expect(mid.join('\n')).toMatch(/[▁▂▃▄▅▆▇█]{5,}/)
     const wide = renderTop(v, 140, 40).join('\n')
     expect(wide).toMatch(/GRAD/)

@@ -1,16 +1,26 @@
 /**
  * The observer's screens as pure functions of (view, width, height) -> lines. No line is ever
- * wider than `width`: columns are dropped by priority as the terminal narrows (the sparkline, the
- * gradient norm, tokens/s and the role go first), and whatever still does not fit is cut.
+ * wider than `width`: columns are dropped by priority as the terminal narrows (the gradient norm,
+ * the all-reduce time, the sparkline, tokens/s and the role go first), and whatever still does not
+ * fit is cut.
+ *
+ * A cluster with replicas (ClusterView.replicated) gets two more columns, REPL (serving replicas of
+ * the stage, joining ones, and `!` when the stage is one loss away from a whole-stage failure) and
+ * ALLRED (the stage's all-reduce time), and the header names the stages at risk. Without replicas
+ * every stage is one loss away from failing, always: nothing is flagged.
  */
-import type { ClusterView, ClusterEvent, PeerStatus } from '../cluster-status.js'
-import { fit, formatAge, formatClock, formatInt, formatLoss, shortId, textWidth, truncate } from './format.js'
+import type { ClusterView, ClusterEvent, PeerStatus, StageStatus } from '../cluster-status.js'
+import { fit, formatAge, formatClock, formatDuration, formatInt, formatLoss, shortId, textWidth, truncate } from './format.js'
 import { sparkline } from './sparkline.js'
 
 interface Row {
   stage: number | null
   peer: PeerStatus | null
   history: number[]
+  /** The stage's status; null for a spare. */
+  st: StageStatus | null
+  /** The stage's first row: the per-stage cells (REPL, ALLRED) are drawn there only. */
+  first: boolean
 }
 
 interface Column {
@@ -28,11 +38,13 @@ const SPARK_MAX = 24
 const COLUMNS: Record<string, Column> = {
   stage: { key: 'stage', title: 'STAGE', width: 5, align: 'left', cell: r => r.stage == null ? '-' : String(r.stage) },
   peer: { key: 'peer', title: 'PEER', width: 8, align: 'left', cell: r => r.peer == null ? '(none)' : shortId(r.peer.peerId) },
-  role: { key: 'role', title: 'ROLE', width: 9, align: 'left', cell: r => r.peer == null ? '' : r.peer.departing ? 'departing' : r.peer.role },
+  repl: { key: 'repl', title: 'REPL', width: 6, align: 'left', cell: r => r.st == null || !r.first ? '' : replCell(r.st) },
+  role: { key: 'role', title: 'ROLE', width: 9, align: 'left', cell: r => r.peer == null ? '' : r.peer.departing ? 'departing' : r.st?.joining.includes(r.peer.peerId) === true ? 'joining' : r.peer.role },
   iter: { key: 'iter', title: 'ITER', width: 6, align: 'right', cell: r => r.peer?.iteration == null ? '-' : String(r.peer.iteration) },
   loss: { key: 'loss', title: 'LOSS', width: 7, align: 'right', cell: r => formatLoss(r.peer?.loss) },
   spark: { key: 'spark', title: '', width: SPARK_MIN, align: 'left', cell: (r, _v, w) => r.peer?.loss == null ? '' : sparkline(r.history, w) },
   grad: { key: 'grad', title: 'GRAD', width: 7, align: 'right', cell: r => r.peer?.gradNorm == null || r.peer.role !== 'stage' ? '-' : r.peer.gradNorm.toPrecision(3) },
+  allred: { key: 'allred', title: 'ALLRED', width: 7, align: 'right', cell: r => r.st == null || !r.first ? '' : r.st.allReduceMs == null ? '-' : formatDuration(r.st.allReduceMs) },
   toks: { key: 'toks', title: 'TOK/S', width: 8, align: 'right', cell: r => r.peer?.tokensPerSec == null || r.peer.tokensPerSec <= 0 ? '-' : formatInt(r.peer.tokensPerSec) },
   age: {
     key: 'age',
@@ -48,15 +60,26 @@ const COLUMNS: Record<string, Column> = {
 }
 
 /** Display order of the table's columns. */
-const ORDER = ['stage', 'peer', 'role', 'iter', 'loss', 'spark', 'grad', 'toks', 'age']
+const ORDER = ['stage', 'repl', 'peer', 'role', 'iter', 'loss', 'spark', 'grad', 'allred', 'toks', 'age']
 /** Which columns survive as the width shrinks: earlier ones win. */
-const PRIORITY = ['stage', 'peer', 'loss', 'age', 'iter', 'role', 'toks', 'spark', 'grad']
+const PRIORITY = ['stage', 'peer', 'loss', 'age', 'repl', 'iter', 'role', 'toks', 'spark', 'allred', 'grad']
+/** The columns only a cluster with replicas shows. */
+const REPLICA_COLUMNS = new Set(['repl', 'allred'])
 
-/** The columns that fit in `width`, in display order, with the sparkline widened to use spare room. */
-export function layoutColumns (width: number): Column[] {
+/** REPL: serving replicas, `+N` joining, `!` when one more loss is a whole-stage failure. */
+function replCell (st: StageStatus): string {
+  return `${st.replicas}${st.joining.length > 0 ? `+${st.joining.length}` : ''}${st.atRisk ? ' !' : ''}`
+}
+
+/**
+ * The columns that fit in `width`, in display order, with the sparkline widened to use spare room;
+ * REPL and ALLRED only with `replicated`.
+ */
+export function layoutColumns (width: number, replicated = false): Column[] {
   const chosen = new Set<string>()
   let used = 0
   for (const key of PRIORITY) {
+    if (!replicated && REPLICA_COLUMNS.has(key)) continue
     const add = COLUMNS[key].width + (chosen.size > 0 ? GAP.length : 0)
     if (used + add > width) continue
     chosen.add(key)
@@ -72,10 +95,10 @@ function rowsOf (v: ClusterView): Row[] {
   const rows: Row[] = []
   for (const s of v.status.stages) {
     const history = v.lossHistory.get(s.stage) ?? []
-    if (s.peers.length === 0) rows.push({ stage: s.stage, peer: null, history })
-    for (const p of s.peers) rows.push({ stage: s.stage, peer: p, history })
+    if (s.peers.length === 0) rows.push({ stage: s.stage, peer: null, history, st: s, first: true })
+    s.peers.forEach((p, i) => { rows.push({ stage: s.stage, peer: p, history, st: s, first: i === 0 }) })
   }
-  for (const p of v.status.spares) rows.push({ stage: null, peer: p, history: [] })
+  for (const p of v.status.spares) rows.push({ stage: null, peer: p, history: [], st: null, first: true })
   return rows
 }
 
@@ -85,7 +108,7 @@ function line (cells: string[], cols: Column[], width: number): string {
 
 /** The table's heading and one line per peer (stages in order, spares last). */
 export function renderTable (v: ClusterView, width: number): string[] {
-  const cols = layoutColumns(width)
+  const cols = layoutColumns(width, v.replicated)
   const out = [line(cols.map(c => c.title), cols, width)]
   for (const r of rowsOf(v)) out.push(line(cols.map(c => c.cell(r, v, c.width)), cols, width))
   return out
@@ -112,6 +135,7 @@ export function renderHeader (v: ClusterView, width: number, title = 'spotpipe t
     v.connected ? null : `coordinator ${shortId(v.coordinatorId)} UNREACHABLE`,
     `epoch ${st.epoch}`,
     `iter ${st.iteration}`,
+    v.replicated ? `at risk: ${st.stagesAtRisk.length === 0 ? 'none' : st.stagesAtRisk.join(', ')}` : null,
     `loss ${formatLoss(v.loss)}`,
     `tok/s ${v.tokensPerSec == null ? '-' : formatInt(v.tokensPerSec)}`,
     st.checkpoint == null ? null : `ckpt ${st.checkpoint}`,
