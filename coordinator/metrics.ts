@@ -8,6 +8,11 @@
  * so `rate(_sum) / rate(_count)` gives the mean time per phase over any window, and the totals
  * survive scrapes missed while a recovery ran. Keeping quantiles would mean keeping samples, which
  * a handful of recoveries per day does not justify.
+ *
+ * With data-parallel replicas, `spotpipe_stage_replicas{stage}` and `spotpipe_stage_joining{stage}`
+ * count a stage's serving and joining peers, `spotpipe_stages_at_risk` the stages one loss away
+ * from a whole-stage failure (at most one live serving replica: with one replica per stage, every
+ * stage), and `spotpipe_allreduce_seconds{stage}` the last committed iteration's all-reduce time.
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
@@ -201,6 +206,14 @@ export interface SpotpipeMetrics {
   checkpointBytes: Counter
   /** spotpipe_checkpoint_iteration: the iteration of the newest complete checkpoint written. */
   checkpointIteration: Gauge
+  /** spotpipe_stage_replicas{stage}: serving replicas per stage under the current assignment. */
+  stageReplicas: Gauge
+  /** spotpipe_stage_joining{stage}: peers joining each stage as new replicas, still catching up. */
+  stageJoining: Gauge
+  /** spotpipe_stages_at_risk: stages with at most one live serving replica (one loss from a whole-stage failure). */
+  stagesAtRisk: Gauge
+  /** spotpipe_allreduce_seconds{stage}: the last committed iteration's gradient all-reduce time per stage (its slowest replica; 0 with one replica). */
+  allReduceSeconds: Gauge
 }
 
 /** Declares the coordinator's metrics in `registry` (a fresh one by default). */
@@ -218,7 +231,11 @@ export function createSpotpipeMetrics (registry = new MetricsRegistry()): Spotpi
     checkpoints: registry.counter('spotpipe_checkpoints_total', 'Sparse checkpoints by outcome (written, partial: some stages missing, abandoned).', ['outcome']),
     checkpointSeconds: registry.summary('spotpipe_checkpoint_seconds', 'Seconds to pull and write each written checkpoint.'),
     checkpointBytes: registry.counter('spotpipe_checkpoint_bytes_total', 'Bytes of checkpoint files written.'),
-    checkpointIteration: registry.gauge('spotpipe_checkpoint_iteration', 'Iteration of the newest complete checkpoint written (every stage).')
+    checkpointIteration: registry.gauge('spotpipe_checkpoint_iteration', 'Iteration of the newest complete checkpoint written (every stage).'),
+    stageReplicas: registry.gauge('spotpipe_stage_replicas', 'Serving data-parallel replicas per stage under the current assignment (joining peers excluded).', ['stage']),
+    stageJoining: registry.gauge('spotpipe_stage_joining', 'Peers joining each stage as new replicas and still catching up (they serve no microbatch yet).', ['stage']),
+    stagesAtRisk: registry.gauge('spotpipe_stages_at_risk', 'Stages with at most one live serving replica: one more loss is a whole-stage failure (every stage when each has one replica).'),
+    allReduceSeconds: registry.gauge('spotpipe_allreduce_seconds', "Seconds of the last committed iteration's gradient all-reduce per stage (its slowest replica; 0 for a stage with one replica).", ['stage'])
   }
 }
 

@@ -1,12 +1,17 @@
 /**
  * The Prometheus registry and /metrics server: scrape over HTTP, parse the text back, and check
- * names, labels, values, HELP/TYPE lines and escaping.
+ * names, labels, values, HELP/TYPE lines and escaping. Plus instrument() on a stand-in coordinator
+ * (its events and the few fields it reads): the replica series per stage and the stages at risk.
  */
+import { EventEmitter } from 'node:events'
 import { afterEach, describe, expect, it } from 'vitest'
+import type { Coordinator, IterationRecord } from '../coordinator/coordinator.js'
+import { instrument } from '../coordinator/instrument.js'
 import {
   MetricsError, MetricsParseError, MetricsRegistry, PROMETHEUS_CONTENT_TYPE, createSpotpipeMetrics,
   parsePrometheusText, serveMetrics, type MetricsServer, type PromFamily
 } from '../coordinator/metrics.js'
+import type { Assignment } from '../protocols/index.js'
 
 const servers: MetricsServer[] = []
 afterEach(async () => {
@@ -53,7 +58,8 @@ describe('metrics', () => {
     expect([...fams.keys()]).toEqual([
       'spotpipe_iteration', 'spotpipe_epoch', 'spotpipe_loss', 'spotpipe_tokens_per_second', 'spotpipe_peers',
       'spotpipe_recoveries_total', 'spotpipe_recovery_seconds', 'spotpipe_bytes_moved_total',
-      'spotpipe_checkpoints_total', 'spotpipe_checkpoint_seconds', 'spotpipe_checkpoint_bytes_total', 'spotpipe_checkpoint_iteration'
+      'spotpipe_checkpoints_total', 'spotpipe_checkpoint_seconds', 'spotpipe_checkpoint_bytes_total', 'spotpipe_checkpoint_iteration',
+      'spotpipe_stage_replicas', 'spotpipe_stage_joining', 'spotpipe_stages_at_risk', 'spotpipe_allreduce_seconds'
     ])
     for (const f of fams.values()) expect(f.help).toBeTruthy()
     expect(fams.get('spotpipe_iteration')).toMatchObject({ type: 'gauge', samples: [{ name: 'spotpipe_iteration', labels: {}, value: 1234 }] })
@@ -153,6 +159,65 @@ describe('metrics', () => {
     const err = ((): unknown => { try { parsePrometheusText('ok 1\nm abc\n') } catch (e) { return e } })()
     expect(err).toBeInstanceOf(MetricsParseError)
     expect((err as MetricsParseError).line).toBe(2)
+  })
+
+  it('instrument() exports replicas and joining peers per stage, the stages at risk and the all-reduce time', () => {
+    // what instrument() reads of a Coordinator: its events, epoch, assignment and live peers
+    const c = new (class extends EventEmitter {
+      epoch = 0
+      assignment?: Assignment
+      live: string[] = []
+      livePeers (): string[] { return [...this.live] }
+      assignedPeers (): string[] { return this.assignment?.stages.flatMap(s => s.peers) ?? [] }
+    })()
+    const m = instrument(c as unknown as Coordinator)
+    const scrape = (): Map<string, PromFamily> => parsePrometheusText(m.registry.render())
+    const perStage = (f: PromFamily | undefined): Array<[string, number]> => (f?.samples ?? []).map(s => [s.labels.stage, s.value])
+    try {
+      // before any assignment: no stage series, nothing at risk
+      let fams = scrape()
+      expect(fams.get('spotpipe_stage_replicas')?.samples).toEqual([])
+      expect(sample(fams.get('spotpipe_stages_at_risk'))).toBe(0)
+      expect(fams.get('spotpipe_stages_at_risk')?.type).toBe('gauge')
+
+      // 3 stages: two replicas, two replicas and a peer joining, one replica
+      const a = (epoch: number, stages: string[][], joining?: string[]): Assignment => ({
+        kind: 'assignment', clusterId: 'c', runId: 'r', epoch, iteration: 5, modelConfig: '{}', trainingConfig: '{}', rebuilt: [],
+        stages: stages.map((peers, stage) => ({ stage, peers, addrs: peers.map(() => '') })), ...(joining != null ? { joining } : {})
+      })
+      c.epoch = 3
+      c.assignment = a(3, [['a0', 'a1'], ['b0', 'b1', 'j'], ['c0']], ['j'])
+      c.live = ['a0', 'a1', 'b0', 'b1', 'j', 'c0', 'spare']
+      c.emit('epoch', { epoch: 3 })
+      fams = scrape()
+      expect(perStage(fams.get('spotpipe_stage_replicas'))).toEqual([['0', 2], ['1', 2], ['2', 1]])
+      expect(perStage(fams.get('spotpipe_stage_joining'))).toEqual([['0', 0], ['1', 1], ['2', 0]])
+      expect(sample(fams.get('spotpipe_stages_at_risk'))).toBe(1)
+      expect(sample(fams.get('spotpipe_epoch'))).toBe(3)
+      expect(sample(fams.get('spotpipe_peers'), { role: 'spare' })).toBe(1)
+
+      // a committed iteration: all-reduce seconds per stage; b1 is no longer live, so stage 1 is at
+      // risk too (the joining peer does not count)
+      c.live = ['a0', 'a1', 'b0', 'j', 'c0']
+      const rec: IterationRecord = { iteration: 5, epoch: 3, loss: 3.5, gradNorms: [1, 1, 1], ms: 900, tokensPerSec: 100, allReduceMs: [250, 125, 0] }
+      c.emit('iteration', rec)
+      fams = scrape()
+      expect(perStage(fams.get('spotpipe_allreduce_seconds'))).toEqual([['0', 0.25], ['1', 0.125], ['2', 0]])
+      expect(sample(fams.get('spotpipe_stages_at_risk'))).toBe(2)
+      expect(sample(fams.get('spotpipe_iteration'))).toBe(5)
+
+      // the join is done and the lost replica dropped: stage 1 serves two again
+      c.epoch = 4
+      c.assignment = a(4, [['a0', 'a1'], ['b0', 'j'], ['c0']])
+      c.emit('epoch', { epoch: 4 })
+      fams = scrape()
+      expect(perStage(fams.get('spotpipe_stage_replicas'))).toEqual([['0', 2], ['1', 2], ['2', 1]])
+      expect(perStage(fams.get('spotpipe_stage_joining'))).toEqual([['0', 0], ['1', 0], ['2', 0]])
+      expect(sample(fams.get('spotpipe_stages_at_risk'))).toBe(1)
+      for (const n of ['spotpipe_stage_replicas', 'spotpipe_stage_joining', 'spotpipe_stages_at_risk', 'spotpipe_allreduce_seconds']) expect(fams.get(n)?.help).toBeTruthy()
+    } finally {
+      c.emit('stopped')
+    }
   })
 
   it('close() frees the port and the signal closes the server', async () => {
