@@ -18,10 +18,13 @@
  *
  * Failures: each peer fails at the per-peer hourly rate h (Poisson, lambda = -ln(1 - h) per hour),
  * independently. What a failure costs:
- *  - one replica of a stage with others alive (a replica loss): the iteration in flight is finished
- *    by the survivors, which re-run the lost replica's share of microbatches (ceil(M / r) slots, r
- *    the replicas before the loss); the stage serves with r - 1 replicas until the replacement has
- *    copied a survivor exactly (detection + one exact copy: `replicaWindowS`).
+ *  - one replica of a stage with others alive (a replica loss), as the coordinator handles it
+ *    (coordinator/recovery/machine.ts): the pipeline waits until the loss is detected, then the
+ *    iteration in flight is aborted and redone by the survivors, the lost replica's microbatches
+ *    rerouted to its stage's others: detection + the work of the aborted iteration (half an
+ *    iteration on average) is lost. The stage serves with r - 1 replicas until the replacement
+ *    joins (node/replica-join.ts: it pulls an exact copy while training goes on and serves from
+ *    the commit after it caught up): detection + one exact copy + one iteration, `replicaWindowS`.
  *  - the last live replica of a stage (a whole-stage loss): the pipeline stops for detection +
  *    a CheckFree rebuild from the neighbours; then every replica slot of the stage is served again
  *    (the other replacements copy the rebuilt one in parallel, one more exact copy).
@@ -96,7 +99,7 @@ export interface ReplicaProjectionResult {
   stageLossesPerHour: number
   /** The steady-state whole-stage loss rate of the whole pipeline (module comment). */
   expectedStageLossesPerHour: number
-  /** How long a lost replica is missing: detection + one exact copy, seconds. */
+  /** How long a lost replica is missing: detection + one exact copy + one iteration (the join catches up at a commit), seconds. */
   replicaWindowS: number
   /** A whole-stage loss's stall: detection + CheckFree rebuild, seconds. */
   stageLossStallS: number
@@ -141,9 +144,9 @@ export function runReplicaProjection (cfg: ReplicaProjectionConfig): ReplicaProj
     worstCopy = Math.max(worstCopy, cost.exactCopy(s).seconds)
     worstRebuild = Math.max(worstRebuild, s > 0 && s < S - 1 ? cost.checkfreeRebuild(s).seconds : cost.checkfreePlusCopy(s).seconds)
   }
-  const replicaWindowS = cost.p.detectionS + worstCopy
-  const stageLossStallS = cost.p.detectionS + worstRebuild
   const iterS = (r: number): number => replicaIterationS(cost, r).iterationS
+  const replicaWindowS = cost.p.detectionS + worstCopy + iterS(R)
+  const stageLossStallS = cost.p.detectionS + worstRebuild
 
   // Every peer's failures, merged in time order: (time s, stage, replica slot).
   const rand = mulberry32(hashKey(seed, R, Math.round(h * 1e6)))
@@ -192,7 +195,7 @@ export function runReplicaProjection (cfg: ReplicaProjectionConfig): ReplicaProj
     const before = live(e.stage, e.t)
     if (before > 1) {
       replicaLosses++
-      lost += Math.ceil(M / worstLive(e.t)) * slot // the survivors re-run its microbatches
+      lost += cost.p.detectionS + iterS(worstLive(e.t)) / 2 // detected, then the iteration in flight is redone
       d[e.slot] = e.t + replicaWindowS
     } else {
       stageLosses++
@@ -230,7 +233,7 @@ export function formatReplicaProjections (rows: ReplicaProjectionResult[]): stri
   const r0 = rows[0]
   const lines = [
     `replicas projection: ${r0.stages} stages (the CheckFree paper's throughput harness shape), failures per peer, ${r0.hours} simulated hours per row`,
-    `a lost replica is missing for ${r0.replicaWindowS.toFixed(2)} s (detection + exact copy); a whole-stage loss stalls ${r0.stageLossStallS.toFixed(2)} s (detection + CheckFree rebuild)`
+    `a lost replica costs detection + half an iteration redone and is missing for ${r0.replicaWindowS.toFixed(2)} s (detection + exact copy + one iteration to catch up); a whole-stage loss stalls ${r0.stageLossStallS.toFixed(2)} s (detection + CheckFree rebuild)`
   ]
   const header = ['R', 'peer fail/h', 'peers', 'iteration', 'all-reduce', 'tokens/s', 'tokens/s (churn)', 'tokens/s (R x batch)', 'peer failures', 'replica losses', 'stage losses', 'stage losses/h', 'expected/h']
   const cells = rows.map(r => [String(r.replicas), `${(r.hourlyRate * 100).toFixed(0)}%`, String(r.replicas * r.stages), `${r.iterationS.toFixed(3)} s`, `${r.allReduceS.toFixed(3)} s`, r.tokensPerS.toFixed(0), r.churnTokensPerS.toFixed(0), r.growingBatchTokensPerS.toFixed(0), String(r.peerFailures), String(r.replicaLosses), String(r.stageLosses), r.stageLossesPerHour.toPrecision(3), r.expectedStageLossesPerHour.toPrecision(3)])
