@@ -45,6 +45,8 @@ export class ClusterModel {
   readonly peers = new Map<string, PeerRecord>()
   readonly events: ClusterEvent[] = []
   assignment?: Assignment
+  /** The assignment before `assignment` (where a moved replica came from). */
+  private previous?: Assignment
   private lastCommit?: number
   /** The newest checkpoint the newest commit announced. */
   private checkpoint?: number
@@ -91,7 +93,8 @@ export class ClusterModel {
       case 'recovery-plan': {
         const join = this.isJoin(msg)
         if (join) this.joinPlans.set(msg.targetPeer, msg.stage)
-        return this.once(`plan:${msg.epoch}:${msg.stage}:${msg.targetPeer}`, now, 'recovery', planText(msg, join), msg.stage)
+        const from = join ? this.movedFrom(msg) : undefined
+        return this.once(`plan:${msg.epoch}:${msg.stage}:${msg.targetPeer}`, now, 'recovery', planText(msg, join, from), msg.stage)
       }
       case 'recovery-done': {
         const took = `${formatBytes(msg.bytes)} in ${formatDuration(msg.transferMs + msg.rebuildMs)} (transfer ${formatDuration(msg.transferMs)})`
@@ -151,6 +154,7 @@ export class ClusterModel {
     if (this.assignment != null && a.epoch <= this.assignment.epoch) return false
     const before = this.currentStages()
     const prev = this.assignment
+    this.previous = prev
     this.assignment = a
     this.tokensPerIteration = tokensPerIteration(a)
     this.replicaTarget = replicaTarget(a)
@@ -222,6 +226,15 @@ export class ClusterModel {
     if (a != null && a.epoch === p.epoch) return a.joining?.includes(p.targetPeer) === true
     const holders = this.currentStages().find(s => s.stage === p.stage)?.peers ?? []
     return p.donors.length > 0 && p.donors.every(d => holders.includes(d.peerId))
+  }
+
+  /**
+   * A joining replica that held another stage before the plan's epoch (a rebalance: it leaves a
+   * well-served stage for one down to its last replica): that stage.
+   */
+  private movedFrom (p: RecoveryPlan): number | undefined {
+    const before = [this.assignment, this.previous].find(a => a != null && a.epoch < p.epoch)
+    return before?.stages.find(st => st.stage !== p.stage && st.peers.includes(p.targetPeer))?.stage
   }
 
   /** Serving peers of `stage` with a fresh heartbeat that did not announce a departure. */
@@ -369,8 +382,11 @@ export class ClusterModel {
   }
 }
 
-function planText (p: RecoveryPlan, join: boolean): string {
-  if (join) return `${shortId(p.targetPeer)} joins stage ${p.stage} as a replica, copying from ${p.donors.length === 0 ? '(no donor)' : p.donors.map(d => shortId(d.peerId)).join(' and ')}`
+function planText (p: RecoveryPlan, join: boolean, from?: number): string {
+  if (join) {
+    const what = from != null ? `moves from stage ${from} to stage ${p.stage}` : `joins stage ${p.stage}`
+    return `${shortId(p.targetPeer)} ${what} as a replica, copying from ${p.donors.length === 0 ? '(no donor)' : p.donors.map(d => shortId(d.peerId)).join(' and ')}`
+  }
   if (p.rung === 'wait') return `stage ${p.stage} lost: no spare, waiting for a peer to join`
   const donors = p.donors.length === 0 ? '' : ` from ${p.donors.map(d => d.stage >= 0 ? `stage ${d.stage} (${shortId(d.peerId)})` : shortId(d.peerId)).join(' and ')}`
   const ck = p.checkpointId !== '' ? ` checkpoint ${p.checkpointId}` : ''

@@ -142,6 +142,24 @@ describe('cluster model with replicas', () => {
     expect(m.events.at(-1)?.text).toBe(`${shortId(B1)} joins stage 0 as a replica, copying from ${shortId(A0)}`)
   })
 
+  it('a replica moved from a well-served stage to one down to its last replica reads as a move', () => {
+    const t0 = 2_500_000
+    const m = new ClusterModel({ clusterId: 'reps', coordinator: 'x', startedAt: t0 })
+    m.onMessage(assignment(5, [[A0, A1, J], [B0]]), t0)
+    const move: RecoveryPlan = { ...joinPlan, epoch: 6, stage: 1, targetPeer: J, donors: [{ peerId: B0, stage: 1 }] }
+    m.onMessage(move, t0 + 10)
+    m.onMessage(assignment(6, [[A0, A1], [B0, J]], [J]), t0 + 20)
+    const texts = m.events.map(e => e.text)
+    expect(texts).toContain(`${shortId(J)} moves from stage 0 to stage 1 as a replica, copying from ${shortId(B0)}`)
+    expect(texts.at(-1)).toBe(`epoch 6: stage 0 ${shortId(A0)},${shortId(A1)},${shortId(J)} -> ${shortId(A0)},${shortId(A1)} (joining: stage 1 <- ${shortId(J)})`)
+    // heard after its assignment (a re-publication to an observer that missed the first), still a move
+    const late = new ClusterModel({ clusterId: 'reps', coordinator: 'x', startedAt: t0 })
+    late.onMessage(assignment(5, [[A0, A1, J], [B0]]), t0)
+    late.onMessage(assignment(6, [[A0, A1], [B0, J]], [J]), t0 + 20)
+    late.onMessage(move, t0 + 30)
+    expect(late.events.at(-1)?.text).toBe(`${shortId(J)} moves from stage 0 to stage 1 as a replica, copying from ${shortId(B0)}`)
+  })
+
   it('without an assignment heard, a peer heartbeating a stage with no state of it while another holds it is joining', () => {
     const t0 = 3_000_000
     const m = new ClusterModel({ clusterId: 'reps', coordinator: 'x', startedAt: t0 })
