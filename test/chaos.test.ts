@@ -11,7 +11,7 @@ import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { EventsFile } from '../cli/events-file.js'
 import {
-  FAULT_KINDS, INVARIANTS, benchLines, checkInvariants, drawFault, formatReport, makeSchedule, parseInstallLine, runChaos, stallStretches,
+  FAULT_KINDS, INVARIANTS, defaultKinds, benchLines, checkInvariants, drawFault, formatReport, makeSchedule, parseInstallLine, runChaos, stallStretches,
   type ChaosHistory, type CoordinatorEvent, type InvariantName, type ScheduleItem
 } from '../sim/chaos/index.js'
 
@@ -254,7 +254,9 @@ describe('chaos schedule', () => {
     expect(600_000 - prev).toBeLessThanOrEqual(10_000)
     // every kind is drawn, pairs of both sorts, and faults during a recovery at both points
     const kinds = new Set(a.flatMap(x => x.faults.map(f => f.kind)))
-    expect([...kinds].sort()).toEqual([...FAULT_KINDS].sort())
+    // without replicas, every kind but the replica ones (kill-stage, drift)
+    expect([...kinds].sort()).toEqual([...defaultKinds(1)].sort())
+    expect(defaultKinds(1)).toEqual(FAULT_KINDS.filter(k => k !== 'kill-stage' && k !== 'drift'))
     expect(a.some(x => x.mode === 'together')).toBe(true)
     expect(new Set(a.filter(x => x.mode === 'during-recovery').map(x => x.recoveryPoint))).toEqual(new Set(['transfer', 'install']))
     for (const x of a.filter(y => y.mode === 'during-recovery')) expect(['kill', 'term', 'restart-same-identity', 'replace']).toContain(x.faults[0].kind)

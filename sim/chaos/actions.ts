@@ -9,7 +9,7 @@ import type { Fleet, FleetProcess } from './fleet.js'
 import type { AppliedFault, ChaosHistory } from './history.js'
 import type { Fault, TopUp } from './faults.js'
 import { describeFault } from './faults.js'
-import type { StateWatcher } from './observe.js'
+import { assignedPeers, servingOf, type StateWatcher } from './observe.js'
 import { sleep } from './points.js'
 
 export interface ActionContext {
@@ -17,7 +17,9 @@ export interface ActionContext {
   state: StateWatcher
   history: Pick<ChaosHistory, 'faults' | 'deadTimes' | 'coordinatorRestarts' | 'skipped'>
   stages: number
-  /** Peer processes the fleet keeps (stages + spares): a top-up never goes beyond it. */
+  /** Peers per stage the coordinator aims for. @default 1 */
+  replicas?: number
+  /** Peer processes the fleet keeps (stages x replicas + spares): a top-up never goes beyond it. */
   fleetSize: number
   medianIterationMs: () => number
   /** Median ms from a peer's start to its ready line, measured so far. */
@@ -34,6 +36,9 @@ interface Resolved {
   coordinator?: FleetProcess
   /** The stage the target holds, if any. */
   stage?: number
+  /** With replicas: the stage's serving replicas when it was resolved, and the target's index among them. */
+  stageReplicas?: string[]
+  replica?: number
   note?: string
 }
 
@@ -47,18 +52,29 @@ async function resolve (ctx: ActionContext, f: Fault, baseStage: number | undefi
     const c = ctx.fleet.coordinator
     return usable(c) ? { coordinator: c } : 'the coordinator is down or paused already'
   }
-  const holders = (await ctx.state.read())?.holders ?? []
+  const view = await ctx.state.read()
+  const holders = view?.holders ?? []
+  const assigned = view != null ? assignedPeers(view) : new Set(holders)
   if (t.role === 'spare') {
-    // the coordinator hands a lost stage to the lowest peer id among its live spares
-    const spares = ctx.fleet.peers.filter(p => usable(p) && !holders.includes(p.record.peerId ?? '')).sort((a, b) => (a.record.peerId ?? '') < (b.record.peerId ?? '') ? -1 : 1)
+    // the coordinator hands a lost stage (or a replica join) to the lowest peer id among its live spares
+    const spares = ctx.fleet.peers.filter(p => usable(p) && !assigned.has(p.record.peerId ?? '')).sort((a, b) => (a.record.peerId ?? '') < (b.record.peerId ?? '') ? -1 : 1)
     return spares[0] != null ? { proc: spares[0] } : 'no live spare'
   }
   let want = t.role === 'stage' ? t.stage : (baseStage ?? 0) + t.offset
   if (want < 0 || want >= ctx.stages) want = (baseStage ?? 0) - (t.role === 'neighbour' ? t.offset : 0)
+  const replicated = (ctx.replicas ?? 1) > 1
   for (let k = 0; k < ctx.stages; k++) {
     const s = (want + k) % ctx.stages
-    const p = ctx.fleet.byPeerId(holders[s] ?? '')
-    if (usable(p)) return { proc: p, stage: s, note: k === 0 ? undefined : `the holder of stage ${want} was not usable: hit stage ${s}` }
+    // the serving replicas of the stage (with one replica per stage, its holder), the asked-for one first
+    const serving = replicated ? servingOf(view, s) : [holders[s] ?? '']
+    const ask = t.role === 'stage' && t.replica != null && serving.length > 0 ? t.replica % serving.length : 0
+    for (let j = 0; j < Math.max(1, serving.length); j++) {
+      const idx = (ask + j) % Math.max(1, serving.length)
+      const p = ctx.fleet.byPeerId(serving[idx] ?? '')
+      if (!usable(p)) continue
+      const note = k !== 0 ? `the ${replicated ? 'replicas' : 'holder'} of stage ${want} ${replicated ? 'were' : 'was'} not usable: hit stage ${s}` : j !== 0 ? `replica ${ask} of stage ${s} was not usable: hit replica ${idx}` : undefined
+      return { proc: p, stage: s, note, ...(replicated ? { stageReplicas: serving, replica: idx } : {}) }
+    }
   }
   return 'no stage holder is running'
 }
@@ -102,11 +118,12 @@ function record (ctx: ActionContext, item: number, f: Fault, via: string, r: Res
     ...(p?.record.peerId != null ? { peerId: p.record.peerId } : {}),
     ...(r.stage != null ? { stage: r.stage } : {}),
     ...(removes && r.stage != null ? { removedStage: r.stage } : {}),
+    ...(r.stageReplicas != null ? { stageReplicas: r.stageReplicas, replica: r.replica } : {}),
     via,
     notes: r.note != null ? [r.note] : []
   }
   ctx.history.faults.push(a)
-  const where = r.coordinator != null ? 'coordinator' : `${a.target} (${short(a.peerId)}${r.stage != null ? `, stage ${r.stage}` : ', spare'})`
+  const where = r.coordinator != null ? 'coordinator' : `${a.target} (${short(a.peerId)}${r.stage != null ? `, stage ${r.stage}${r.replica != null ? ` replica ${r.replica} of ${r.stageReplicas?.length ?? '?'}` : ''}` : ', spare'})`
   ctx.log(`[+${(ctx.elapsed() / 1000).toFixed(1)} s] #${item} ${describeFault(f)} -> ${where} via ${via}${r.note != null ? `; ${r.note}` : ''}`)
   return a
 }
@@ -117,8 +134,8 @@ function record (ctx: ActionContext, item: number, f: Fault, via: string, r: Res
  * be applied (recorded in `skipped`).
  */
 export async function applyFault (ctx: ActionContext, item: number, f: Fault, via: string, baseStage?: number): Promise<AppliedFault | undefined> {
-  // a non-finite step is planted on the spare that will take the stage over
-  const r = await resolve(ctx, f.kind === 'nonfinite' ? { ...f, target: { role: 'spare' } } : f, baseStage)
+  // a non-finite step (or a drift) is planted on the spare that will take the stage over
+  const r = await resolve(ctx, f.kind === 'nonfinite' || f.kind === 'drift' ? { ...f, target: { role: 'spare' } } : f, baseStage)
   if (typeof r === 'string') {
     ctx.history.skipped.push({ item, why: `${f.kind}: ${r}` })
     ctx.log(`[+${(ctx.elapsed() / 1000).toFixed(1)} s] #${item} ${describeFault(f)}: skipped, ${r}`)
@@ -206,7 +223,80 @@ export async function applyFault (ctx: ActionContext, item: number, f: Fault, vi
     }
     case 'nonfinite':
       return await nonfinite(ctx, item, f, via, r)
+    case 'kill-stage':
+      return killStage(ctx, item, f, via, r)
+    case 'drift':
+      return await drift(ctx, item, f, via, r)
   }
+}
+
+/**
+ * Every serving replica of the target's stage SIGKILLed at once: a whole-stage loss (with one
+ * replica per stage, a kill). Each kill is recorded as a fault of its own (kind kill-stage), every
+ * one topped up as after a kill. Returns the first.
+ */
+function killStage (ctx: ActionContext, item: number, f: Fault, via: string, r: Resolved): AppliedFault | undefined {
+  if (r.proc == null) return undefined
+  const victims = (r.stageReplicas ?? [r.proc.record.peerId ?? '']).map(id => ctx.fleet.byPeerId(id)).filter(usable)
+  if (!victims.includes(r.proc)) victims.unshift(r.proc)
+  let first: AppliedFault | undefined
+  for (const p of victims) {
+    const a = record(ctx, item, f, via, { ...r, proc: p, replica: r.stageReplicas?.indexOf(p.record.peerId ?? '') }, true)
+    a.notes.push(`${victims.length} of ${r.stageReplicas?.length ?? 1} serving replicas of stage ${r.stage ?? '?'} killed at once`)
+    first ??= a
+  }
+  for (const p of victims) ctx.fleet.signal(p, 'SIGKILL')
+  for (const p of victims) ctx.track(topUp(ctx, p, f.topUp ?? { mode: 'restart', delayMs: 1000 }).then(() => { if (first != null) first.endAt = Date.now() }))
+  return first
+}
+
+/** Expected time from a peer's join plan to it serving: its pull, and the commit it catches up at. */
+const JOIN_ESTIMATE_MS = 10_000
+
+/**
+ * A replica that drifts, on stage `s`: the spare the coordinator picks next is restarted (same
+ * identity) with SPOTPIPE_FAULT_PERTURB=s:I:k, then one serving replica of `s` is SIGKILLed so that
+ * spare joins `s` in its place, as its last serving replica k (a join is appended). I is the
+ * committed iteration at the restart plus the iterations the restart and the join take at the
+ * median pace, plus `iterationsAhead`. The recorded fault is the kill (it takes a replica away);
+ * whether the drift landed is read from the spare's log line (parsePerturbLine), and the
+ * coordinator must then drop the drifted replica (drift-mended) and the replicas end identical.
+ */
+async function drift (ctx: ActionContext, item: number, f: Fault, via: string, spare: Resolved): Promise<AppliedFault | undefined> {
+  const q = spare.proc
+  const t = f.target
+  if (q == null || t.role !== 'stage') return undefined
+  const s = t.stage
+  const view = await ctx.state.read()
+  const serving = servingOf(view, s)
+  if (serving.length < 2) {
+    ctx.history.skipped.push({ item, why: `drift: stage ${s} has ${serving.length} serving replica(s), no other to drift from` })
+    return undefined
+  }
+  const iterMs = Math.max(50, ctx.medianIterationMs())
+  const ahead = Math.ceil((ctx.medianPeerStartMs() + 1500 + JOIN_ESTIMATE_MS) / iterMs) + (f.iterationsAhead ?? 3)
+  const due = (view?.committedIteration ?? 0) + ahead
+  const env = { SPOTPIPE_FAULT_PERTURB: `${s}:${due}:${serving.length - 1}` }
+  ctx.log(`[+${(ctx.elapsed() / 1000).toFixed(1)} s] #${item} drift: restarting spare ${q.record.name} (${short(q.record.peerId)}) with SPOTPIPE_FAULT_PERTURB=${env.SPOTPIPE_FAULT_PERTURB} (${ahead} iterations ahead)`)
+  ctx.fleet.signal(q, 'SIGKILL')
+  const poisoned = await topUp(ctx, q, { mode: 'restart', delayMs: 200 }, env)
+  if (poisoned == null) return undefined
+  await poisoned.ready.catch(() => {})
+  if (!poisoned.isReady) {
+    ctx.history.skipped.push({ item, why: 'drift: the restarted spare never got ready' })
+    return undefined
+  }
+  await sleep(1500) // heard by the coordinator: it is the lowest-id spare again
+  const r = await resolve(ctx, { ...f, target: { role: 'stage', stage: s, replica: t.replica } }, undefined)
+  if (typeof r === 'string' || r.proc == null || r.stage !== s) {
+    ctx.history.skipped.push({ item, why: `drift: ${typeof r === 'string' ? r : `no usable replica of stage ${s}`}` })
+    return undefined
+  }
+  const a = record(ctx, item, f, via, r, true)
+  a.notes.push(`drift due after iteration ${due} on ${poisoned.record.name} (${short(poisoned.record.peerId)}) as replica ${serving.length - 1} of stage ${s}; replica ${r.replica ?? '?'} of stage ${s} killed so it joins there`)
+  ctx.fleet.signal(r.proc, 'SIGKILL')
+  ctx.track(topUp(ctx, r.proc, f.topUp ?? { mode: 'restart', delayMs: 1000 }).then(() => { a.endAt = Date.now() }))
+  return a
 }
 
 /**

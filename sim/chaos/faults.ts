@@ -14,19 +14,35 @@
  *   slow-peer                 duty-cycled SIGSTOP/SIGCONT of a peer for a while (a CPU-starved VM)
  *   nonfinite                 restart a spare with SPOTPIPE_FAULT_NONFINITE=<stage>:<iteration> and
  *                             hand it that stage (SIGTERM of the holder): a non-finite step there
+ *
+ * With replicas (several peers per stage), the peer faults above hit one replica (the target names
+ * it), and two more kinds are drawn:
+ *   kill-stage                SIGKILL every serving replica of a stage at once: a whole-stage loss
+ *   drift                     restart a spare with SPOTPIPE_FAULT_PERTURB=<stage>:<iteration>:<replica>
+ *                             and SIGKILL one replica of that stage, so the spare joins it as that
+ *                             replica and perturbs its weights once it serves: a replica that drifts
  */
 
 export const FAULT_KINDS = [
   'kill', 'term', 'stop-cont', 'restart-same-identity', 'replace',
-  'coordinator-kill-restart', 'coordinator-pause', 'slow-peer', 'nonfinite'
+  'coordinator-kill-restart', 'coordinator-pause', 'slow-peer', 'nonfinite',
+  'kill-stage', 'drift'
 ] as const
 export type FaultKind = typeof FAULT_KINDS[number]
+
+/** Kinds that need replicas: drawn only when the fleet runs more than one peer per stage. */
+export const REPLICA_FAULTS: readonly FaultKind[] = ['kill-stage', 'drift']
+
+/** The kinds a schedule draws from by default: all of them with replicas, else those without REPLICA_FAULTS. */
+export function defaultKinds (replicas: number): readonly FaultKind[] {
+  return replicas > 1 ? FAULT_KINDS : FAULT_KINDS.filter(k => !REPLICA_FAULTS.includes(k))
+}
 
 /** Faults on the coordinator process; the others hit a peer. */
 export const COORDINATOR_FAULTS: readonly FaultKind[] = ['coordinator-kill-restart', 'coordinator-pause']
 
 /** Peer faults that take a stage away from its holder (the stage must then be recovered). */
-export const REMOVING_FAULTS: readonly FaultKind[] = ['kill', 'term', 'restart-same-identity', 'replace']
+export const REMOVING_FAULTS: readonly FaultKind[] = ['kill', 'term', 'restart-same-identity', 'replace', 'kill-stage']
 
 /**
  * Named points of an iteration: begin (just after the coordinator's begin), forward and backward
@@ -46,14 +62,16 @@ export const POINT_FRACTION: Record<'forward' | 'backward', number> = { forward:
 
 /**
  * Whom a fault hits, resolved when it fires:
- *   stage        the peer holding `stage` in the coordinator's persisted assignment
+ *   stage        the peer holding `stage` in the coordinator's persisted assignment; with replicas,
+ *                its serving replica `replica` (index among the stage's serving peers, modulo
+ *                their number; 0 when absent)
  *   neighbour    the holder of the stage next to the pair's first fault (`offset` -1 or +1): a donor
  *   spare        the spare the coordinator picks next (the lowest peer id among live spares): during a
  *                recovery, the peer rebuilding the lost stage
  *   coordinator  the coordinator process
  */
 export type FaultTarget =
-  | { role: 'stage', stage: number }
+  | { role: 'stage', stage: number, replica?: number }
   | { role: 'neighbour', offset: -1 | 1 }
   | { role: 'spare' }
   | { role: 'coordinator' }
@@ -75,7 +93,7 @@ export interface Fault {
   duty?: number
   /** kill, term: how the fleet tops itself back up (restart-same-identity and replace carry their own). */
   topUp?: TopUp
-  /** nonfinite: how many iterations after the spare's restart the non-finite step is due. */
+  /** nonfinite: how many iterations after the spare's restart the non-finite step is due; drift: how many after it could serve. */
   iterationsAhead?: number
 }
 
@@ -98,7 +116,7 @@ export interface ScheduleItem {
 /** One line describing a fault, for the per-fault log. */
 export function describeFault (f: Fault): string {
   const t = f.target
-  const who = t.role === 'stage' ? `stage ${t.stage}` : t.role === 'neighbour' ? `neighbour ${t.offset > 0 ? '+1' : '-1'}` : t.role
+  const who = t.role === 'stage' ? `stage ${t.stage}${t.replica != null ? ` replica ${t.replica}` : ''}` : t.role === 'neighbour' ? `neighbour ${t.offset > 0 ? '+1' : '-1'}` : t.role
   const extra: string[] = []
   if (f.durationMs != null) extra.push(`${(f.durationMs / 1000).toFixed(1)} s`)
   if (f.periodMs != null && f.duty != null) extra.push(`period ${f.periodMs} ms duty ${f.duty.toFixed(2)}`)

@@ -72,6 +72,10 @@ export interface AssignmentSnapshot {
   committedIteration: number
   /** Stage -> holder peer id ('' when none). */
   holders: string[]
+  /** Stage -> every peer the assignment names for it (serving replicas and joining ones); with replicas. */
+  replicas?: string[][]
+  /** Peers still joining a stage as new replicas. */
+  joining?: string[]
 }
 
 /** A fault as carried out. */
@@ -88,6 +92,10 @@ export interface AppliedFault {
   stage?: number
   /** The fault took that stage away from its holder: a recovery record must follow. */
   removedStage?: number
+  /** With replicas: the stage's serving replicas (peer ids, the target among them) in the persisted assignment when it hit. */
+  stageReplicas?: string[]
+  /** With replicas: the target's index among `stageReplicas`. */
+  replica?: number
   /** How the point was reached ('begin event', 'after commit', 'lost log', 'timeout', ...). */
   via: string
   notes: string[]
@@ -107,6 +115,20 @@ export interface WeightsCheck {
   /** The committed iteration the fetched state belongs to. */
   iteration?: number
   error?: string
+  /** With replicas: the peer's index among the stage's serving replicas (one check per replica). */
+  replica?: number
+  /** SHA-256 over every fetched tensor's name and bytes (weights and both Adam moments), in name order. */
+  digest?: string
+}
+
+/** A drift planted with SPOTPIPE_FAULT_PERTURB that landed: the peer logged that it perturbed its weights. */
+export interface Perturbation {
+  at: number
+  peerId: string
+  stage: number
+  replica: number
+  /** The committed iteration after which it perturbed. */
+  iteration: number
 }
 
 export interface ChaosBounds {
@@ -121,6 +143,8 @@ export interface ChaosBounds {
   /** How long a restarted coordinator waits for the assigned peers to come back. */
   resumeGraceMs: number
   strategy: string
+  /** Peers per stage the coordinator aims for (--replicas). @default 1 */
+  replicas?: number
 }
 
 export interface ChaosHistory {
@@ -147,6 +171,10 @@ export interface ChaosHistory {
   /** The coordinator was started again (by a fault or after an exit): when its new process was ready. */
   coordinatorRestarts: Array<{ at: number, readyAt?: number, why: string }>
   weights: WeightsCheck[]
+  /** When the final weights check pulled the stages (the coordinator held by SIGSTOP meanwhile, so the replicas agree on the commit). */
+  weightsCheckedAt?: number
+  /** Drifts planted with SPOTPIPE_FAULT_PERTURB that landed. */
+  perturbations?: Perturbation[]
   /** Schedule items that could not be applied (no target alive, ...), with why. */
   skipped: Array<{ item: number, why: string }>
 }

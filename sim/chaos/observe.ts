@@ -85,7 +85,21 @@ export interface PersistedView {
   epoch: number
   committedIteration: number
   holders: string[]
+  /** Stage -> every peer named for it (serving replicas first, in assignment order, and joining ones). */
+  replicas: string[][]
+  /** Peers still joining a stage as new replicas (they serve nothing yet). */
+  joining: string[]
   recoveries: RecoveryRecordView[]
+}
+
+/** The serving replicas of `stage` in `v` (protocols/assignment.ts servingPeers, on the persisted view). */
+export function servingOf (v: Pick<PersistedView, 'replicas' | 'joining'> | undefined, stage: number): string[] {
+  return (v?.replicas[stage] ?? []).filter(p => p !== '' && !(v?.joining ?? []).includes(p))
+}
+
+/** Every peer the view names for any stage (serving or joining): the others are spares. */
+export function assignedPeers (v: Pick<PersistedView, 'replicas'> | undefined): Set<string> {
+  return new Set((v?.replicas ?? []).flat().filter(p => p !== ''))
 }
 
 /** Reads `coordinator.json` in a state dir; undefined while there is none (or it cannot be read). */
@@ -94,13 +108,20 @@ export async function readPersisted (stateDir: string): Promise<PersistedView | 
     const st = JSON.parse(await fs.readFile(join(stateDir, 'coordinator.json'), 'utf8')) as {
       epoch?: number
       committedIteration?: number
-      assignment?: { stages?: Array<{ stage: number, peers?: string[] }> } | null
+      assignment?: { stages?: Array<{ stage: number, peers?: string[] }>, joining?: string[] } | null
       recoveries?: RecoveryRecordView[]
     }
     const stages = st.assignment?.stages ?? []
+    const joining = st.assignment?.joining ?? []
     const holders: string[] = []
-    for (const s of stages) holders[s.stage] = s.peers?.[0] ?? ''
-    return { epoch: st.epoch ?? 0, committedIteration: st.committedIteration ?? -1, holders, recoveries: st.recoveries ?? [] }
+    const replicas: string[][] = []
+    for (const s of stages) {
+      replicas[s.stage] = [...(s.peers ?? [])]
+      // the holder is the first serving replica (with one replica per stage, its one peer)
+      holders[s.stage] = s.peers?.find(p => !joining.includes(p)) ?? s.peers?.[0] ?? ''
+    }
+    for (let i = 0; i < holders.length; i++) { holders[i] ??= ''; replicas[i] ??= [] }
+    return { epoch: st.epoch ?? 0, committedIteration: st.committedIteration ?? -1, holders, replicas, joining, recoveries: st.recoveries ?? [] }
   } catch {
     return undefined
   }
@@ -127,8 +148,10 @@ export class StateWatcher {
     if (v == null) return this.latest
     this.latest = v
     const last = this.snapshots.at(-1)
-    if (last == null || last.epoch !== v.epoch || last.holders.join() !== v.holders.join()) {
-      this.snapshots.push({ at: Date.now(), epoch: v.epoch, committedIteration: v.committedIteration, holders: v.holders })
+    const replicated = v.replicas.some(ps => ps.length > 1) || v.joining.length > 0
+    const shape = (x: { replicas?: string[][], joining?: string[] }): string => JSON.stringify([x.replicas ?? [], x.joining ?? []])
+    if (last == null || last.epoch !== v.epoch || last.holders.join() !== v.holders.join() || (replicated && shape(last) !== shape(v))) {
+      this.snapshots.push({ at: Date.now(), epoch: v.epoch, committedIteration: v.committedIteration, holders: v.holders, ...(replicated || last?.replicas != null ? { replicas: v.replicas, joining: v.joining } : {}) })
     }
     return v
   }
@@ -145,6 +168,15 @@ export function parseInstallLine (line: string, peerId: string, at: number): Sta
   const rebuilt = /rebuilt stage (\d+) by (\S+?):? under epoch (\d+)/.exec(line)
   if (rebuilt != null) return { at, peerId, stage: Number(rebuilt[1]), epoch: Number(rebuilt[3]), source: 'rebuilt', rung: rebuilt[2], via: 'log' }
   return undefined
+}
+
+/**
+ * A peer's log line when a planted drift landed (node/peer.ts afterCommit):
+ * `FAULT INJECTION: stage S replica R: weights perturbed after iteration I`.
+ */
+export function parsePerturbLine (line: string, peerId: string, at: number): { at: number, peerId: string, stage: number, replica: number, iteration: number } | undefined {
+  const m = /FAULT INJECTION: stage (\d+) replica (\d+): weights perturbed after iteration (\d+)/.exec(line)
+  return m == null ? undefined : { at, peerId, stage: Number(m[1]), replica: Number(m[2]), iteration: Number(m[3]) }
 }
 
 /** The coordinator's log line when it decides a peer is lost or departing: a recovery starts now. */

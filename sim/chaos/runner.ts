@@ -17,7 +17,7 @@ import { ChaosConfigError, ChaosFleetError } from './errors.js'
 import { describeItem, type FaultKind, type ScheduleItem } from './faults.js'
 import { Fleet, type FleetProcess } from './fleet.js'
 import type { ChaosBounds, ChaosHistory, CoordinatorEvent, DeadTime, StageInstall } from './history.js'
-import { EventTail, StateWatcher, installFromEvent, parseInstallLine, readEventsFile, readPersisted } from './observe.js'
+import { EventTail, StateWatcher, installFromEvent, parseInstallLine, parsePerturbLine, readEventsFile, readPersisted, servingOf } from './observe.js'
 import { armRecoveryPoint, reachIterationPoint, sleep, type PointContext } from './points.js'
 import { makeSchedule } from './schedule.js'
 import { checkWeights } from './weights-check.js'
@@ -33,13 +33,18 @@ export interface ChaosOptions {
   kinds?: readonly FaultKind[]
   /** @default 4 */
   stages?: number
+  /**
+   * Peers per stage (the coordinator's --replicas): the fleet runs stages x replicas peers plus the
+   * spares, and the schedule draws replica faults. 1 is the fleet without replicas. @default 1
+   */
+  replicas?: number
   /** @default 2 */
   spares?: number
   /** @default 10 */
   checkpointEvery?: number
   /** @default dModel 32, nHeads 2, nBlocks 4, seqLen 16 */
   model?: Partial<ModelConfig>
-  /** @default microbatches 2, microbatchSize 4 */
+  /** @default microbatches max(2, replicas), microbatchSize 4 */
   train?: Partial<Omit<TrainConfig, 'stages'>>
   /** @default 'checkfree' */
   strategy?: string
@@ -101,7 +106,8 @@ export function chaosBounds (o: ChaosOptions): ChaosBounds {
     transferMs: Math.max(500, Math.ceil(bytes / (o.transferFloorBytesPerSec ?? 20e6) * 1000)),
     boundMs: o.boundMs ?? 15_000,
     resumeGraceMs: o.resumeGraceMs ?? 15_000,
-    strategy: o.strategy ?? 'checkfree'
+    strategy: o.strategy ?? 'checkfree',
+    replicas: o.replicas ?? 1
   }
 }
 
@@ -109,12 +115,15 @@ export async function runChaos (o: ChaosOptions): Promise<ChaosHistory> {
   const bounds = chaosBounds(o)
   const { stages } = bounds
   const spares = o.spares ?? 2
+  const replicas = o.replicas ?? 1
+  if (!Number.isInteger(replicas) || replicas < 1) throw new ChaosConfigError(`replicas must be a whole number >= 1, got ${replicas}`)
   const durationMs = o.durationMs ?? 60_000
   const everyMs = o.faultEveryMs ?? 10_000
   if (spares < 0 || !Number.isInteger(spares)) throw new ChaosConfigError(`spares must be a whole number, got ${spares}`)
-  const schedule = o.schedule ?? makeSchedule({ seed: o.seed, durationMs, everyMs, stages, kinds: o.kinds })
+  const schedule = o.schedule ?? makeSchedule({ seed: o.seed, durationMs, everyMs, stages, replicas, kinds: o.kinds })
   const model = { dModel: 32, nHeads: 2, nBlocks: 4, seqLen: 16, ...o.model }
-  const train = { microbatches: 2, microbatchSize: 4, ...o.train }
+  const train = { microbatches: Math.max(2, replicas), microbatchSize: 4, ...o.train }
+  if (replicas > train.microbatches) throw new ChaosConfigError(`replicas (${replicas}) must be at most the microbatches per iteration (${train.microbatches})`)
   resolveTrainConfig({ ...train, stages }, resolveModelConfig(model)) // bad settings fail here, before any process starts
   const log = o.log ?? (() => {})
   // a kept dir must be fresh: a previous run's coordinator state belongs to another cluster, and the
@@ -129,7 +138,7 @@ export async function runChaos (o: ChaosOptions): Promise<ChaosHistory> {
     stages,
     checkpointEvery: bounds.checkpointEvery,
     modelArgs: cliArgs(model, train),
-    coordinatorArgs: ['--strategy', bounds.strategy, '--heartbeat-timeout', String(o.heartbeatTimeoutMs ?? 6000)],
+    coordinatorArgs: ['--strategy', bounds.strategy, '--heartbeat-timeout', String(o.heartbeatTimeoutMs ?? 6000), ...(replicas > 1 ? ['--replicas', String(replicas)] : [])],
     swarmKeyFile
   })
   const tail = new EventTail(fleet.coordinatorEventsFile)
@@ -137,13 +146,18 @@ export async function runChaos (o: ChaosOptions): Promise<ChaosHistory> {
   const h: ChaosHistory = {
     seed: o.seed, bounds, schedule, startedAt: Date.now(), chaosStart: 0, chaosEnd: 0, settledAt: 0, endedAt: 0,
     events: tail.events, persistedRecoveries: [], processes: [], faults: [], installs: [], assignments: state.snapshots,
-    deadTimes: [], coordinatorRestarts: [], weights: [], skipped: []
+    deadTimes: [], coordinatorRestarts: [], weights: [], skipped: [], ...(replicas > 1 ? { perturbations: [] } : {})
   }
   const logInstalls = new Map<FleetProcess, StageInstall[]>()
   fleet.on('line', (p: FleetProcess, stream: string, line: string) => {
     if (p.record.role !== 'peer' || stream !== 'stderr') return
     const i = parseInstallLine(line, p.record.peerId ?? '', Date.now())
     if (i != null) logInstalls.set(p, [...(logInstalls.get(p) ?? []), i])
+    const drifted = h.perturbations != null ? parsePerturbLine(line, p.record.peerId ?? '', Date.now()) : undefined
+    if (drifted != null) {
+      h.perturbations?.push(drifted)
+      log(`    [+${(elapsed() / 1000).toFixed(1)} s] ${p.record.name}: drift landed on stage ${drifted.stage} replica ${drifted.replica} after iteration ${drifted.iteration}`)
+    }
   })
   // the coordinator's own account, interleaved with the faults in the log
   tail.on('event', (e: CoordinatorEvent) => {
@@ -163,7 +177,7 @@ export async function runChaos (o: ChaosOptions): Promise<ChaosHistory> {
   const iterationMs = (): number => median(tail.events.filter(e => e.type === 'iteration').slice(-20).map(e => e.ms as number), 300)
   const peerStartMs = (): number => median(fleet.peers.filter(p => p.record.readyAt != null).map(p => (p.record.readyAt as number) - p.record.startedAt), 8000)
   const ctx: ActionContext & PointContext = {
-    fleet, state, tail, history: h, stages, fleetSize: stages + spares, checkpointEvery: bounds.checkpointEvery,
+    fleet, state, tail, history: h, stages, replicas, fleetSize: stages * replicas + spares, checkpointEvery: bounds.checkpointEvery,
     medianIterationMs: iterationMs, medianPeerStartMs: peerStartMs, track, log, elapsed
   }
 
@@ -186,7 +200,7 @@ export async function runChaos (o: ChaosOptions): Promise<ChaosHistory> {
         const next = fleet.startCoordinator()
         await next.ready.catch(() => {})
         r.readyAt = next.record.readyAt
-      } else if (fleet.peers.filter(x => x.alive).length < stages + spares) {
+      } else if (fleet.peers.filter(x => x.alive).length < stages * replicas + spares) {
         fleet.startPeer(name, p.record.env ?? {})
       }
     })())
@@ -202,6 +216,36 @@ export async function runChaos (o: ChaosOptions): Promise<ChaosHistory> {
     if (short != null) short.to = now
     else { short = { from: now, to: now, why: `fleet short of peers (${running} running)` }; h.deadTimes.push(short) }
   }, 250)
+  /**
+   * With replicas, every serving replica of every stage is pulled, with the coordinator held by
+   * SIGSTOP meanwhile: no commit moves one replica on while another is being read, so they must
+   * agree on the iteration and the bytes. Tried again (a commit was still on its way to some) while
+   * a stage's replicas served different iterations.
+   */
+  const checkReplicaWeights = async (): Promise<ChaosHistory['weights']> => {
+    let out: ChaosHistory['weights'] = []
+    for (let attempt = 1; attempt <= 3; attempt++) {
+      const c = fleet.coordinator
+      const held = c != null && fleet.signal(c, 'SIGSTOP')
+      try {
+        await sleep(1000)
+        const persisted = await state.read()
+        out = await checkWeights({
+          holders: persisted?.holders ?? [],
+          replicas: Array.from({ length: stages }, (_, s) => servingOf(persisted, s)),
+          addrOf: id => fleet.byPeerId(id)?.record.addr,
+          swarmKeyFile
+        })
+      } finally {
+        if (held && c != null) fleet.signal(c, 'SIGCONT')
+      }
+      const split = Array.from({ length: stages }, (_, s) => new Set(out.filter(w => w.stage === s && w.ok).map(w => w.iteration))).filter(x => x.size > 1).length
+      if (split === 0) break
+      log(`    weights check: ${split} stage(s) whose replicas served different iterations (attempt ${attempt})`)
+      await sleep(2000)
+    }
+    return out
+  }
   const killOnExit = (): void => { fleet.killNow() }
   process.once('exit', killOnExit)
   // an abort ends the run at once: every process is killed, and the waits below run out
@@ -214,7 +258,7 @@ export async function runChaos (o: ChaosOptions): Promise<ChaosHistory> {
     log(`coordinator ${fleet.coordinatorAddr ?? '?'} (state in ${fleet.stateDir})`)
     // the stage peers first, the spares once training runs: seven processes starting at once on a
     // small machine starve each other's heartbeats before the first commit
-    const first = Array.from({ length: stages }, () => fleet.startPeer(fleet.newIdentity()))
+    const first = Array.from({ length: stages * replicas }, () => fleet.startPeer(fleet.newIdentity()))
     await within(Promise.all(first.map(async p => { await p.ready })), 180_000, `starting ${first.length} peers`)
     const firstCommit = await tail.next(e => e.type === 'iteration', 180_000)
     if (firstCommit == null) throw new ChaosFleetError(`no iteration committed within 180 s of the fleet starting: ${fleet.coordinator?.record.stderrTail.slice(-3).join(' | ') ?? ''}`)
@@ -222,7 +266,7 @@ export async function runChaos (o: ChaosOptions): Promise<ChaosHistory> {
     const later = Array.from({ length: spares }, () => fleet.startPeer(fleet.newIdentity()))
     await within(Promise.all(later.map(async p => { await p.ready })), 180_000, `starting ${later.length} spares`)
     for (let i = 1; i < (o.warmupCommits ?? 10); i++) await tail.next(e => e.type === 'iteration', 60_000)
-    log(`fleet up: ${stages} stages + ${spares} spares; median iteration ${iterationMs().toFixed(0)} ms; median peer start ${(peerStartMs() / 1000).toFixed(1)} s`)
+    log(`fleet up: ${stages} stages${replicas > 1 ? ` x ${replicas} replicas` : ''} + ${spares} spares; median iteration ${iterationMs().toFixed(0)} ms; median peer start ${(peerStartMs() / 1000).toFixed(1)} s`)
     h.chaosStart = Date.now()
     // a stalled cluster reaches no point: the fault fires anyway, so faults keep coming
     const pointTimeout = Math.min(everyMs / 2, 5000)
@@ -253,12 +297,12 @@ export async function runChaos (o: ChaosOptions): Promise<ChaosHistory> {
     const settled = await tail.next(e => e.type === 'iteration', allowance)
     h.settledAt = Date.now()
     log(settled != null ? `settled: iteration ${String(settled.iteration)} committed` : `NOT settled: no commit within ${allowance} ms after the last fault`)
-    const persisted = await state.read()
-    h.weights = await checkWeights({
-      holders: persisted?.holders ?? [],
+    h.weights = replicas > 1 ? await checkReplicaWeights() : await checkWeights({
+      holders: (await state.read())?.holders ?? [],
       addrOf: id => fleet.byPeerId(id)?.record.addr,
       swarmKeyFile
     })
+    h.weightsCheckedAt = Date.now()
   } finally {
     clearInterval(shortfall)
     state.stop()
