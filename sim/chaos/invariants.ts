@@ -23,12 +23,25 @@
  *   no-nan                every stage's final weights and optimizer state are finite
  *   nonfinite-reported    a planted non-finite step that landed (its peer held the stage long
  *                         enough) is reported as a divergence of that stage
+ *
+ * With replicas (bounds.replicas > 1, faults that name their stage's replicas):
+ *   lost-stage-recorded   a fault that took one replica away is followed by a record naming that
+ *                         peer (rung survivors), or by a ladder record of the stage if it was the last
+ *   rung-loss             survivors and a replica join lose nothing committed either
+ *   replica-loss-no-rebuild  a replica lost while its stage kept a live one is never followed by a
+ *                         CheckFree, CheckFree+ or checkpoint rebuild of that stage that no other
+ *                         fault (on the stage's other replicas, or the coordinator) helped cause
+ *   replicas-identical    at the end, every stage's serving replicas hold bit-identical weights and
+ *                         Adam moments (digests of the same committed iteration)
+ *   drift-mended          a planted drift that landed (its peer perturbed its weights while its
+ *                         stage had another serving replica) is followed by a record dropping that peer
  */
 import type { ChaosHistory, CoordinatorEvent, DeadTime, RecoveryRecordView } from './history.js'
 
 export const INVARIANTS = [
   'no-exit', 'no-stall', 'lost-stage-recorded', 'no-unrecorded-reinit', 'checkpoints-written',
-  'checkpoints-abandoned', 'staleness', 'rung-loss', 'commits-contiguous', 'no-nan', 'nonfinite-reported'
+  'checkpoints-abandoned', 'staleness', 'rung-loss', 'commits-contiguous', 'no-nan', 'nonfinite-reported',
+  'replica-loss-no-rebuild', 'replicas-identical', 'drift-mended'
 ] as const
 export type InvariantName = typeof INVARIANTS[number]
 
@@ -61,6 +74,19 @@ export interface ChaosFigures {
   startFailures: number
   recoveryFailures: number
   divergences: number
+  /** Peers per stage the run aimed for (bounds.replicas). */
+  replicas: number
+  /** Faults that took one replica of a stage away while it kept another (replica losses). */
+  replicaLosses: number
+  /** Of those, the ones a CheckFree/CheckFree+/checkpoint rebuild of the stage followed with no other fault to blame. */
+  rebuildsAfterReplicaLoss: number
+  /** Stages whose serving replicas ended with different weights (same iteration). */
+  replicaMismatches: number
+  /** Stages whose replicas could be compared at the end (at least two served the same iteration). */
+  replicaStagesCompared: number
+  /** Planted drifts that landed, and of those, the ones the coordinator dropped the drifted replica for. */
+  driftsLanded: number
+  driftsMended: number
 }
 
 export interface ChaosReport {
@@ -90,7 +116,8 @@ export function recoveryRecords (h: ChaosHistory): RecoveryRecordView[] {
   const fromEvents = h.events.filter(e => e.type === 'recovery') as unknown as RecoveryRecordView[]
   for (const r of [...h.persistedRecoveries, ...fromEvents]) {
     if (typeof r.stage !== 'number' || typeof r.at !== 'number') continue
-    const key = `${r.epoch ?? '?'}:${r.stage}:${r.rung}:${r.iteration ?? '?'}`
+    // the lost peer too: two replicas of one stage dropped in one round are two records
+    const key = `${r.epoch ?? '?'}:${r.stage}:${r.rung}:${r.iteration ?? '?'}:${r.lostPeer ?? '?'}`
     if (!out.has(key)) out.set(key, r)
   }
   return [...out.values()].sort((a, b) => a.at - b.at)
@@ -141,7 +168,32 @@ function isInitRecord (r: RecoveryRecordView, checkpoints: CoordinatorEvent[]): 
   return r.rung === 'checkpoint' && r.checkpointId == null && newestWrittenBefore(checkpoints, r.at, r.stage) == null
 }
 
-const IN_FLIGHT_RUNGS = new Set(['handover', 'replica', 'checkfree', 'checkfree-plus'])
+const IN_FLIGHT_RUNGS = new Set(['handover', 'replica', 'checkfree', 'checkfree-plus', 'survivors', 'rejoin'])
+
+/** Rungs that rebuild a stage's state from elsewhere than its own replicas: what a replica loss must never need. */
+const REBUILD_RUNGS = new Set(['checkfree', 'checkfree-plus', 'checkpoint'])
+
+/** A record of a peer joining a stage as a new replica (rung `replica` in a replicated run not using the redundant strategy). */
+function isJoinRecord (r: RecoveryRecordView, h: ChaosHistory): boolean {
+  return r.rung === 'replica' && (h.bounds.replicas ?? 1) > 1 && h.bounds.strategy !== 'redundant'
+}
+
+/** A fault that took one replica of a stage away while the stage had another serving one. */
+function isReplicaLoss (f: ChaosHistory['faults'][number]): boolean {
+  return f.removedStage != null && (f.stageReplicas?.length ?? 0) >= 2 && f.peerId != null && f.stageReplicas?.includes(f.peerId) === true
+}
+
+/**
+ * Other faults that may share the blame for a rebuild of stage `stage` at `until` after fault `f`: a
+ * fault on another replica of the stage (or on the stage) whose episode overlapped [f.at - detection,
+ * until], or one on the coordinator (a restarted coordinator may not hear a survivor in time).
+ */
+function contributors (h: ChaosHistory, f: ChaosHistory['faults'][number], stage: number, until: number): ChaosHistory['faults'] {
+  const others = new Set((f.stageReplicas ?? []).filter(p => p !== f.peerId))
+  const from = f.at - h.bounds.detectionMs
+  return h.faults.filter(g => g !== f && g.at <= until && (g.endAt ?? h.endedAt) >= from &&
+    (g.target === 'coordinator' || (g.peerId != null && others.has(g.peerId)) || g.stage === stage || g.removedStage === stage))
+}
 
 /** The stall allowance for a gap between commits, and its parts. */
 export function stallAllowance (h: ChaosHistory, from: number, to: number): { ms: number, faults: number, deadMs: number, restarts: number } {
@@ -222,10 +274,43 @@ export function checkInvariants (h: ChaosHistory): ChaosReport {
   const stallRule = `a gap between commits is a stall above bound ${b.boundMs} ms + (detection ${b.detectionMs} ms + transfer ${b.transferMs} ms) x min(2, faults in the gap) + harness dead time (coordinator paused or down, fleet short of ${b.stages} running peers) + ${b.resumeGraceMs} ms per coordinator restart, and when some stretch of it between faults is above the same allowance counted over that stretch (each fault restarts the clock)`
 
   // lost-stage-recorded
+  // with replicas, a replica's loss is recorded by a record naming it (survivors), or, when it was
+  // the stage's last, by the ladder's record of the stage (which names one of the lost replicas)
   const removals = h.faults.filter(f => f.removedStage != null)
   for (const f of removals) {
-    const r = records.find(x => x.stage === f.removedStage && x.at >= f.at - 500 && x.at <= h.endedAt)
-    if (r == null) v.push({ invariant: 'lost-stage-recorded', at: f.at, detail: `${f.kind} of ${f.target} (${f.peerId?.slice(-8) ?? '?'}) took stage ${f.removedStage ?? '?'} away, and no recovery record for stage ${f.removedStage ?? '?'} followed` })
+    const after = records.filter(x => x.stage === f.removedStage && x.at >= f.at - 500 && x.at <= h.endedAt)
+    const replica = isReplicaLoss(f)
+    const r = replica ? after.find(x => !isJoinRecord(x, h) && (x.lostPeer === f.peerId || x.rung !== 'survivors')) : after[0]
+    if (r == null) {
+      v.push({
+        invariant: 'lost-stage-recorded',
+        at: f.at,
+        detail: replica
+          ? `${f.kind} of ${f.target} (${f.peerId?.slice(-8) ?? '?'}) took replica ${f.replica ?? '?'} of stage ${f.removedStage ?? '?'} away (${f.stageReplicas?.length ?? '?'} serving), and neither a survivors record naming it nor a ladder record of stage ${f.removedStage ?? '?'} followed${after.length > 0 ? ` (only ${after.map(x => `${x.rung} of ${x.lostPeer?.slice(-8) ?? '?'}`).join(', ')})` : ''}`
+          : `${f.kind} of ${f.target} (${f.peerId?.slice(-8) ?? '?'}) took stage ${f.removedStage ?? '?'} away, and no recovery record for stage ${f.removedStage ?? '?'} followed`
+      })
+    }
+  }
+
+  // replica-loss-no-rebuild: a replica lost while its stage keeps a live one is no stage loss. The
+  // fault's outcome is the first of: a survivors record naming its peer (right), or a rebuild of the
+  // stage within one stall allowance (wrong, unless another fault helped take the stage away)
+  const replicaLosses = removals.filter(isReplicaLoss)
+  let rebuildsAfterReplicaLoss = 0
+  const horizon = b.detectionMs + b.transferMs + b.boundMs
+  for (const f of replicaLosses) {
+    const s = f.removedStage as number
+    const after = records.filter(x => x.stage === s && x.at >= f.at - 500 && x.at <= f.at + horizon)
+    const kept = after.find(x => x.rung === 'survivors' && x.lostPeer === f.peerId)
+    const rebuilt = after.find(x => REBUILD_RUNGS.has(x.rung) && (kept == null || x.at < kept.at))
+    if (rebuilt == null) continue
+    const blame = contributors(h, f, s, rebuilt.at)
+    if (blame.length > 0) {
+      notes.push(`stage ${s} rebuilt by ${rebuilt.rung} after ${f.kind} of its replica ${f.replica ?? '?'} (${f.peerId?.slice(-8) ?? '?'}), with other faults to share the blame: ${blame.map(g => `${g.kind} of ${g.target}`).join(', ')}`)
+      continue
+    }
+    rebuildsAfterReplicaLoss += 1
+    v.push({ invariant: 'replica-loss-no-rebuild', at: f.at, detail: `${f.kind} of ${f.target} (${f.peerId?.slice(-8) ?? '?'}) took replica ${f.replica ?? '?'} of stage ${s} while ${(f.stageReplicas ?? []).filter(p => p !== f.peerId).map(p => p.slice(-8)).join(', ')} still served it, and the stage was rebuilt by ${rebuilt.rung} ${((rebuilt.at - f.at) / 1000).toFixed(1)} s later (record: lost ${rebuilt.lostPeer?.slice(-8) ?? '?'}, cause ${rebuilt.cause ?? '?'}) with no other fault on the stage or the coordinator` })
   }
 
   // no-unrecorded-reinit
@@ -336,6 +421,44 @@ export function checkInvariants (h: ChaosHistory): ChaosReport {
     else notes.push(`non-finite step planted on ${p.name} (stage ${s}, ${relative ? `step ${due}` : `iteration ${due}`}): ${landed ? 'it landed and was reported' : `it held the stage for ${held.length} commits, too few for it to land`}${reported && !landed ? ' (a divergence was reported)' : ''}`)
   }
 
+  // replicas-identical: every stage's serving replicas, pulled at the end with the coordinator held,
+  // hold the same bytes when they serve the same committed iteration
+  let replicaMismatches = 0
+  let replicaStagesCompared = 0
+  const perturbations = h.perturbations ?? []
+  const checkedAt = h.weightsCheckedAt ?? h.endedAt
+  for (const s of [...new Set(h.weights.filter(w => w.replica != null).map(w => w.stage))].sort((x, y) => x - y)) {
+    const ok = h.weights.filter(w => w.stage === s && w.ok && w.digest != null)
+    if (ok.length < 2) continue
+    const iterations = new Set(ok.map(w => w.iteration))
+    if (iterations.size > 1) { notes.push(`replicas of stage ${s} not compared: they served iterations ${[...iterations].join(', ')} at the end`); continue }
+    replicaStagesCompared += 1
+    const digests = new Set(ok.map(w => w.digest))
+    if (digests.size === 1) continue
+    // a drift that landed after the last commits before the check had no chance to be seen (the
+    // done reports of the next iteration carry it)
+    const fresh = perturbations.find(p => p.stage === s && commits.filter(c => c.at > p.at && c.at <= checkedAt).length < 2)
+    const detail = `stage ${s}: its ${ok.length} serving replicas differ at iteration ${String([...iterations][0])} (${ok.map(w => `${w.peerId.slice(-8)} ${w.digest?.slice(0, 12) ?? '?'}`).join(', ')})`
+    if (fresh != null) { notes.push(`${detail}, but a drift landed on it after iteration ${fresh.iteration}, too late to be seen before the check`); continue }
+    replicaMismatches += 1
+    v.push({ invariant: 'replicas-identical', detail })
+  }
+
+  // drift-mended: a drift that landed while its stage had another serving replica is followed by a
+  // record dropping the drifted peer (or by the peer's loss some other way)
+  let driftsMended = 0
+  for (const p of perturbations) {
+    const dropped = records.find(x => x.stage === p.stage && x.lostPeer === p.peerId && x.at >= p.at)
+    if (dropped != null) { driftsMended += 1; continue }
+    const snap = h.assignments.filter(a => a.at <= p.at).at(-1)
+    const serving = (snap?.replicas?.[p.stage] ?? []).filter(x => x !== '' && !(snap?.joining ?? []).includes(x))
+    const proc = h.processes.filter(x => x.peerId === p.peerId && x.startedAt <= p.at).at(-1)
+    const seen = commits.filter(c => c.at > p.at && c.at <= Math.min(proc?.exitAt ?? Infinity, checkedAt)).length
+    const why = serving.length < 2 ? `its stage had ${serving.length} serving replica(s) to compare with` : seen < 2 ? `only ${seen} commit(s) followed before its peer was gone or the run was checked` : undefined
+    if (why != null) { notes.push(`drift on stage ${p.stage} replica ${p.replica} (${p.peerId.slice(-8)}) after iteration ${p.iteration}: not mended, but ${why}`); continue }
+    v.push({ invariant: 'drift-mended', at: p.at, detail: `${p.peerId.slice(-8)} perturbed its weights as replica ${p.replica} of stage ${p.stage} after iteration ${p.iteration}, ${seen} commits followed, and no record dropped it` })
+  }
+
   return {
     violations: v,
     stallRule,
@@ -358,7 +481,14 @@ export function checkInvariants (h: ChaosHistory): ChaosReport {
       longestGapMs: longest,
       startFailures,
       recoveryFailures: h.events.filter(e => e.type === 'recovery-failed').length,
-      divergences: h.events.filter(e => e.type === 'divergence').length
+      divergences: h.events.filter(e => e.type === 'divergence').length,
+      replicas: b.replicas ?? 1,
+      replicaLosses: replicaLosses.length,
+      rebuildsAfterReplicaLoss,
+      replicaMismatches,
+      replicaStagesCompared,
+      driftsLanded: perturbations.length,
+      driftsMended
     }
   }
 }

@@ -2,16 +2,26 @@
 import type { ChaosHistory } from './history.js'
 import { INVARIANTS, type ChaosReport } from './invariants.js'
 
-/** The closing lines of `npm run chaos`, in this order. */
+/** The closing lines of `npm run chaos`, in this order (with replicas, five more after them). */
 export function benchLines (r: ChaosReport): string[] {
   const f = r.figures
+  const replicated = f.replicas > 1
+    ? [
+        `bench: chaos_replica_losses=${f.replicaLosses}`,
+        `bench: chaos_rebuilds_after_replica_loss=${f.rebuildsAfterReplicaLoss}`,
+        `bench: chaos_replica_stages_compared=${f.replicaStagesCompared}`,
+        `bench: chaos_replicas_mismatched=${f.replicaMismatches}`,
+        `bench: chaos_drifts_mended=${f.driftsMended}/${f.driftsLanded}`
+      ]
+    : []
   return [
     `bench: chaos_faults=${f.faults}`,
     `bench: chaos_exits=${f.exits}`,
     `bench: chaos_stalls=${f.stalls}`,
     `bench: chaos_unrecorded_reinits=${f.unrecordedReinits}`,
     `bench: chaos_checkpoints_abandoned=${f.checkpointsAbandonedFraction.toFixed(3)}`,
-    `bench: chaos_max_staleness_iters=${f.maxStalenessIters}`
+    `bench: chaos_max_staleness_iters=${f.maxStalenessIters}`,
+    ...replicated
   ]
 }
 
@@ -25,7 +35,8 @@ export function formatReport (h: ChaosHistory, r: ChaosReport, maxPerInvariant =
   out.push(`bounds: detection ${b.detectionMs} ms, transfer ${b.transferMs} ms, bound ${b.boundMs} ms, resume grace ${b.resumeGraceMs} ms, checkpoint every ${b.checkpointEvery}, strategy ${b.strategy}`)
   out.push(`stall rule: ${r.stallRule}`)
   out.push(`checkpoints: ${f.checkpointsWritten} written, ${f.checkpointsPartial} partial, ${f.checkpointsAbandoned} abandoned (${f.stageFilesLost} of ${f.stageFilesTaken} stage files lost); longest gap between commits ${seconds(f.longestGapMs)} s; recovery failures ${f.recoveryFailures}; divergence reports ${f.divergences}`)
-  const weights = h.weights.map(w => `stage ${w.stage} ${w.ok ? `ok (iteration ${w.iteration ?? '?'})` : 'FAILED'}`).join(', ')
+  if (f.replicas > 1) out.push(`replicas: ${f.replicas} per stage; ${f.replicaLosses} replica losses (${f.rebuildsAfterReplicaLoss} followed by a rebuild), ${(h.perturbations ?? []).length} drifts landed (${f.driftsMended} mended), ${f.replicaStagesCompared} stages compared at the end (${f.replicaMismatches} differ)`)
+  const weights = h.weights.map(w => `stage ${w.stage}${w.replica != null ? `/${w.replica}` : ''} ${w.ok ? `ok (iteration ${w.iteration ?? '?'}${w.digest != null ? ` ${w.digest.slice(0, 8)}` : ''})` : 'FAILED'}`).join(', ')
   out.push(`final weights: ${weights === '' ? 'none checked' : weights}`)
   for (const name of INVARIANTS) {
     const vs = r.violations.filter(x => x.invariant === name)
