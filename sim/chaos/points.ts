@@ -5,7 +5,8 @@
  * `checkpoint-pull` just after the commit that starts a checkpoint. Recovery points come from a
  * `recovery-planned` event, or else from the log lines of today's processes: the coordinator's
  * "peer ... lost" / "announced its departure" (transfer follows at once) and a peer's "rebuilt
- * stage" (the stage is being installed). Each wait has a deadline; a point not reached by then
+ * stage" (the stage is being installed), or, for a replica joining a stage, its "pulled the state
+ * of iteration" (it catches up at the next commit). Each wait has a deadline; a point not reached by then
  * fires anyway and says so in `via`.
  */
 import type { EventTail } from './observe.js'
@@ -67,6 +68,7 @@ export function armRecoveryPoint (ctx: PointContext, point: RecoveryPoint, timeo
       })
     ]).then(via => via ?? 'timeout (no recovery seen)')
   }
-  return nextLine(ctx.fleet, (p, s, l) => p.record.role === 'peer' && s === 'stderr' && /rebuilt stage \d+ by/.test(l), timeoutMs)
-    .then(l => l != null ? 'peer log: stage rebuilt, installing' : 'timeout (no rebuild seen)')
+  // a rebuild's install, or (with replicas) a joining replica's: its pull is done and it catches up at the next commit
+  return nextLine(ctx.fleet, (p, s, l) => p.record.role === 'peer' && s === 'stderr' && /rebuilt stage \d+ by|stage \d+: pulled the state of iteration/.test(l), timeoutMs)
+    .then(l => l == null ? 'timeout (no rebuild seen)' : /rebuilt stage/.test(l) ? 'peer log: stage rebuilt, installing' : 'peer log: joining replica pulled its state, catching up')
 }
