@@ -137,6 +137,21 @@ export class Coordinator extends EventEmitter {
   /** Stages whose peer is lost or departing: the iteration in flight cannot finish as assigned. */
   failedStages (): number[] { return this.recovery.failedStages() }
 
+  /** Whether the assignment must change before the next iteration: a stage to recover, or a lost replica still named. */
+  needsRound (): boolean { return this.recovery.needsRound() }
+
+  /**
+   * Between iterations: recovers what was lost (stages, replicas), lists joining replicas that
+   * caught up as serving, and starts joins of spares into stages below the replica target (they
+   * catch up while training goes on). run() calls it before every iteration.
+   */
+  async reconcile (opts: { signal?: AbortSignal, timeoutMs?: number } = {}): Promise<RecoveryEvent[]> {
+    const recovered = this.recovery.needsRound() ? await this.recover(opts) : []
+    await this.recovery.settleJoins(opts.signal)
+    if (this.recovery.canGrow()) await this.recovery.grow(opts.signal)
+    return recovered
+  }
+
   /** The newest heartbeat of `peerId`, if any. */
   heartbeatOf (peerId: string): Heartbeat | undefined { return this.peers.get(peerId)?.heartbeat }
 
@@ -484,6 +499,8 @@ export class Coordinator extends EventEmitter {
       strategy: this.strategy,
       checkfreePlus: this.init.checkfreePlus ?? this.strategy === 'checkfree-plus',
       mirrorEvery: this.init.mirrorEvery ?? 10,
+      // the replica target, for observers (status, top: which stages are one loss from a whole-stage failure)
+      replicas: this.replicas,
       shadow: this.strategy === 'redundant',
       data: this.init.data ?? DEFAULT_DATA_IDENTITY
     }
@@ -559,11 +576,7 @@ export class Coordinator extends EventEmitter {
     while (this.iteration < target) {
       opts.signal?.throwIfAborted()
       try {
-        if (this.recovery.needsRound()) await this.recover(opts)
-        // joining replicas that caught up serve from here on; a stage below its replica target
-        // takes a spare as a new replica, which catches up while training goes on
-        await this.recovery.settleJoins(opts.signal)
-        if (this.recovery.canGrow()) await this.recovery.grow(opts.signal)
+        await this.reconcile(opts)
         const r = await this.runIteration(opts)
         opts.onIteration?.(r)
       } catch (err) {

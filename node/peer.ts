@@ -310,7 +310,7 @@ export class Peer extends EventEmitter {
       const t = JSON.parse(a.trainingConfig) as Partial<TrainConfig> & Partial<ClusterOptions>
       options = { checkfreePlus: t.checkfreePlus === true, mirrorEvery: t.mirrorEvery ?? 10, shadow: t.shadow === true }
       data = (t as { data?: DataIdentity }).data ?? DEFAULT_DATA_IDENTITY
-      for (const k of ['checkfreePlus', 'mirrorEvery', 'shadow', 'strategy', 'data'] as const) delete (t as Record<string, unknown>)[k]
+      for (const k of ['checkfreePlus', 'mirrorEvery', 'shadow', 'strategy', 'data', 'replicas'] as const) delete (t as Record<string, unknown>)[k]
       model = resolveModelConfig(JSON.parse(a.modelConfig) as Partial<ModelConfig>)
       train = resolveTrainConfig({ ...t, stages: a.stages.length }, model)
     } catch (err) {

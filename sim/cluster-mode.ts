@@ -113,12 +113,14 @@ export async function runClusterStrategy (cfg: ClusterModeConfig): Promise<Clust
   const clusterId = `sim-${cfg.strategy}-${process.pid}`
   // a private cluster, as the CLI makes by default: its secret lives (and dies) with the state dir
   const { swarmKey, access } = await createClusterSecret(stateDir)
-  const coord = new Coordinator({ clusterId, model, train, strategy: cfg.strategy, stateDir, swarmKey, checkpointEvery: cfg.checkpointEvery ?? 10, heartbeatTimeoutMs: 5000 })
+  // a replica trace (sim/replica-trace.ts): R peers per stage; its crash/notice events take a whole stage
+  const R = cfg.trace.replicas ?? 1
+  const coord = new Coordinator({ clusterId, model, train, strategy: cfg.strategy, stateDir, swarmKey, checkpointEvery: cfg.checkpointEvery ?? 10, heartbeatTimeoutMs: 5000, replicas: R })
   const run: ClusterRun = { strategy: cfg.strategy, rows: [], recoveries: [], applied: 0, skipped: 0, aborted: 0, wallS: 0 }
   await coord.start()
   const pool = new PeerPool(clusterId, coord.addrs[0], access)
   try {
-    await Promise.all(Array.from({ length: train.stages + (cfg.spares ?? 1) }, async () => await pool.start()))
+    await Promise.all(Array.from({ length: train.stages * R + (cfg.spares ?? 1) }, async () => await pool.start()))
     await coord.assignInitial({ timeoutMs: 120_000 })
     const byAttempt = new Map<number, TraceEvent[]>()
     if (cfg.strategy !== 'none') {
@@ -145,8 +147,10 @@ export async function runClusterStrategy (cfg: ClusterModeConfig): Promise<Clust
       const running = coord.runIteration({ timeoutMs: 300_000 })
       for (const e of events) {
         if (e.kind === 'join') { void pool.start().catch(err => { log.info(`a joining peer failed to start: ${(err as Error).message}`) }); continue }
-        const holder = coord.assignment?.stages[e.stage]?.peers[0]
-        const ok = holder != null && pool.signal(holder, e.kind === 'crash' ? 'SIGKILL' : 'SIGTERM')
+        const holders = coord.assignment?.stages[e.stage]?.peers ?? []
+        // a replica loss takes one replica (the last listed); a crash or notice every replica of the stage
+        const victims = e.kind === 'replica-loss' ? holders.slice(-1) : holders
+        const ok = victims.length > 0 && victims.map(p => pool.signal(p, e.kind === 'notice' ? 'SIGTERM' : 'SIGKILL')).every(Boolean)
         if (ok) { run.applied += 1; pendingNote.push(`${e.kind} stage ${e.stage}`) } else run.skipped += 1
       }
       try {
@@ -161,14 +165,12 @@ export async function runClusterStrategy (cfg: ClusterModeConfig): Promise<Clust
         if (!(err instanceof StageLostError)) throw err
         run.aborted += 1
       }
-      if (coord.failedStages().length === 0 && events.some(e => e.kind !== 'join')) {
+      if (!coord.needsRound() && events.some(e => e.kind !== 'join')) {
         // A failure during an iteration that still committed: wait for detection before going on.
-        await coord.until(() => coord.failedStages().length > 0, 'failure detection', 15_000).catch(() => {})
+        await coord.until(() => coord.needsRound(), 'failure detection', 15_000).catch(() => {})
       }
-      if (coord.failedStages().length > 0) {
-        const evs = await coord.recover({ timeoutMs: 300_000 })
-        pendingNote.push(...evs.map(e => `stage ${e.stage} recovered by ${e.rung}`))
-      }
+      const evs = await coord.reconcile({ timeoutMs: 300_000 })
+      pendingNote.push(...evs.map(e => e.rung === 'survivors' ? `a replica of stage ${e.stage} lost: its survivors took its microbatches` : `stage ${e.stage} recovered by ${e.rung}`))
     }
     run.wallS = wall()
     return run

@@ -35,6 +35,7 @@ import { STRATEGIES, type StrategyName } from './strategies.js'
 import { linePlotPng } from './png.js'
 import { linePlot, validationSeries } from './svg.js'
 import { generateTrace, impliedIterationS, PAPER_RATES, readTrace, resolveFailureRate, writeTrace, type RateConversion, type Trace } from './trace.js'
+import { replicaTrace, replicaWindowIterations } from './replica-trace.js'
 
 export interface ExperimentConfig extends ModelPreset {
   name: string
@@ -48,6 +49,8 @@ export interface ExperimentConfig extends ModelPreset {
   target?: number
   /** Child processes running in parallel; 0 runs everything in this process. */
   workers: number
+  /** Replicas per stage (sim/replica-trace.ts): per-peer failures, a stage lost only with its last replica. @default 1 */
+  replicas?: number
   backend?: BackendName
   quiet?: boolean
 }
@@ -154,7 +157,9 @@ export async function runModelExperiment (cfg: ExperimentConfig): Promise<Experi
     mkdirSync(join(dir, 'traces'), { recursive: true })
     const traces = given != null
       ? [given]
-      : cfg.seeds.map(seed => generateTrace({ seed, stages: train.stages, iterations: 3 * maxIterations, conversion, noticeFraction: cfg.noticeFraction }))
+      : cfg.seeds.map(seed => (cfg.replicas ?? 1) > 1
+        ? replicaTrace({ seed, stages: train.stages, replicas: cfg.replicas as number, iterations: 3 * maxIterations, conversion, noticeFraction: cfg.noticeFraction, windowIterations: replicaWindowIterations(cost, conversion.iterationS) })
+        : generateTrace({ seed, stages: train.stages, iterations: 3 * maxIterations, conversion, noticeFraction: cfg.noticeFraction }))
     for (const t of traces) writeTrace(join(dir, 'traces', `seed${t.seed}.json`), t)
     log(`sim: scenario ${spec.name}${i === 0 ? '' : ''}: ${conversion.formula}`)
     return { spec, dir, conversion, cost, traces, runs: [] }

@@ -1,7 +1,8 @@
 /**
  * Churn simulation: the public surface.
  *
- *   traces       generateTrace / forEachFailure / resolveFailureRate / readTrace / writeTrace
+ *   traces       generateTrace / forEachFailure / resolveFailureRate / readTrace / writeTrace;
+ *                replicaTrace (per-peer failures of R replicas per stage, folded into stage events)
  *   cost model   CostModel, costModelForModel (model mode), costModelForLlm (projections)
  *   strategies   names (the cluster's, plus redundant-compute) and traits
  *   ladder       planBatch: the coordinator's planRecovery on a simulated failure batch (ladder-adapter)
@@ -14,6 +15,7 @@
  */
 export * from './errors.js'
 export * from './trace.js'
+export * from './replica-trace.js'
 export * from './cost-model.js'
 export * from './strategies.js'
 export * from './ladder-adapter.js'

@@ -28,6 +28,7 @@ import { exportStageState, loadStageState, type StageState } from '../model/inde
 import { batchTensors, evaluateBatch, runMicrobatch } from '../model/index.js'
 import type { CostModel } from './cost-model.js'
 import { SimConfigError } from './errors.js'
+import { replicaIterationS } from './replicas.js'
 import { planBatch, type LostStage, type PlannedRecovery } from './ladder-adapter.js'
 import { iterationShape, resolveStrategyOptions, SIM_RUNGS, strategyTraits, type FailureTally, type SimRung, type StrategyName, type StrategyOptions } from './strategies.js'
 import { failuresByIteration, offsetInIteration, type Trace, type TraceEvent } from './trace.js'
@@ -78,6 +79,8 @@ export interface RunTotals extends FailureTally {
   /** Iterations computed to completion (redone ones included). */
   computedIterations: number
   skippedSteps: number
+  /** With replicas (a replica trace): replicas lost while their stage kept another; each aborts the attempt, nothing is rebuilt. */
+  replicaLosses: number
   checkpoints: number
   /** shadows: the redundant strategy's shadow pulls after every commit. */
   bytes: { activations: number, checkpointSave: number, checkpointLoad: number, recovery: number, mirrors: number, shadows: number }
@@ -162,7 +165,10 @@ export function runModelMode (cfg: ModelModeConfig): RunResult {
   const maxAttempts = cfg.maxAttempts ?? (trace != null && traits.failures ? trace.iterations : 3 * cfg.iterations)
   const seed = cfg.seed ?? trace?.seed ?? 0
   const corpus = cfg.corpus ?? loadBrownCorpus()
-  const iterS = cost.iterationS(shape)
+  // with replicas (sim/replica-trace.ts) the microbatches spread over them and their gradients are
+  // all-reduced (sim/replicas.ts); the strategy's own extra time over a plain iteration is kept
+  const R = trace?.replicas ?? 1
+  const iterS = R > 1 ? cost.iterationS(shape) - replicaIterationS(cost, 1).iterationS + replicaIterationS(cost, R).iterationS : cost.iterationS(shape)
   const save = cost.checkpointSave(shape)
   const mirrorCost = cost.mirrorRefresh(shape)
   const actBytes = cost.activationBytes(shape)
@@ -246,6 +252,7 @@ export function runModelMode (cfg: ModelModeConfig): RunResult {
     stageIterationsLost: 0,
     iterationsRedone: 0,
     skippedSteps: 0,
+    replicaLosses: 0,
     checkpoints: 0,
     bytes: { activations: 0, checkpointSave: 0, checkpointLoad: 0, recovery: 0, mirrors: 0, shadows: 0 },
     seconds: { iterations: 0, wasted: 0, detection: 0, recovery: 0, checkpointCopy: 0, contention: 0, handover: 0, shadowWait: 0 },
@@ -424,6 +431,21 @@ export function runModelMode (cfg: ModelModeConfig): RunResult {
         totals.seconds.recovery += seconds
         totals.abortedAttempts += 1
         rows.push({ step: attempt, iteration: progress, wallS: wall, loss: null, valLoss: null, events: text.join('; ') })
+        cfg.onProgress?.({ strategy: cfg.strategy, seed, attempt, iteration: progress, iterations: cfg.iterations, wallS: wall })
+        continue
+      }
+      const replicaLosses = evs.filter(e => e.kind === 'replica-loss')
+      if (replicaLosses.length > 0) {
+        // a replica lost while its stage keeps another: detected, then the survivors redo the
+        // iteration with its microbatches; no state is lost, nothing is rebuilt
+        const u = Math.min(...replicaLosses.map(e => offsetInIteration(trace as Trace, e)))
+        const wasted = u * iterS
+        wall += wasted + cost.p.detectionS
+        totals.replicaLosses += replicaLosses.length
+        totals.seconds.wasted += wasted
+        totals.seconds.detection += cost.p.detectionS
+        totals.abortedAttempts += 1
+        rows.push({ step: attempt, iteration: progress, wallS: wall, loss: null, valLoss: null, events: replicaLosses.map(e => `replica of s${e.stage} lost: its stage's survivors redo the iteration`).join('; ') })
         cfg.onProgress?.({ strategy: cfg.strategy, seed, attempt, iteration: progress, iterations: cfg.iterations, wallS: wall })
         continue
       }

@@ -26,8 +26,13 @@ import { readFileSync, writeFileSync } from 'node:fs'
 import { hashKey, mulberry32 } from '../model/index.js'
 import { SimConfigError, TraceError } from './errors.js'
 
-export type TraceEventKind = 'crash' | 'notice' | 'join'
-export const TRACE_EVENT_KINDS: readonly TraceEventKind[] = ['crash', 'notice', 'join']
+/**
+ * crash / notice: the stage's state is lost (its last replica failed); join: a replacement peer;
+ * replica-loss: with replicas, one of a stage's replicas failed while another was up: no state is
+ * lost, the iteration in flight is redone by the survivors (sim/replica-trace.ts).
+ */
+export type TraceEventKind = 'crash' | 'notice' | 'join' | 'replica-loss'
+export const TRACE_EVENT_KINDS: readonly TraceEventKind[] = ['crash', 'notice', 'join', 'replica-loss']
 
 export interface TraceEvent {
   /** Iteration attempt in which the event happens (0-based, on the trace's iteration clock). */
@@ -64,6 +69,11 @@ export interface Trace {
   /** Nominal seconds per iteration (the clock of timeS). */
   iterationS: number
   conversion: RateConversion
+  /**
+   * Replicas per stage (sim/replica-trace.ts): the rate is then per peer, and crash/notice events
+   * are whole-stage losses. Absent: 1.
+   */
+  replicas?: number
   events: TraceEvent[]
 }
 
@@ -331,7 +341,8 @@ export function validateTrace (value: unknown, source = 'trace'): Trace {
     formula: c.formula as string
   }
   if (typeof c.preset === 'string') conversion.preset = c.preset
-  return { format: 'spotpipe-trace', version: 1, seed, stages, iterations, iterationS, conversion, events }
+  const replicas = value.replicas != null ? int('replicas', value.replicas, 1) : undefined
+  return { format: 'spotpipe-trace', version: 1, seed, stages, iterations, iterationS, conversion, ...(replicas != null ? { replicas } : {}), events }
 }
 
 /** Parses trace JSON text; syntax errors and bad fields raise TraceError. */

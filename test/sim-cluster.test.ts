@@ -51,4 +51,37 @@ describe('local-cluster churn simulation', () => {
     expect(r.table).toMatch(/checkfree-plus/)
     expect(await readFile(join(out, 'checkpoint.csv'), 'utf8')).toMatch(/^iteration,wall_s,loss,val_loss,events/)
   }, 240_000)
+
+  it('with 2 replicas per stage, a replica loss is taken by its survivor and only a whole-stage loss reaches the ladder', async () => {
+    const trace = {
+      ...makeTrace({
+        stages: 4,
+        iterations: 12,
+        seed: 2,
+        events: [
+          { iteration: 2, stage: 1, kind: 'replica-loss' },
+          { iteration: 7, stage: 2, kind: 'crash' }, { iteration: 7, stage: 2, kind: 'join' }, { iteration: 7, stage: 2, kind: 'join' }
+        ]
+      }),
+      replicas: 2
+    }
+    const r = await runClusterExperiment({
+      strategies: ['checkfree'],
+      trace,
+      model: { dModel: 16, nHeads: 2, nBlocks: 4, seqLen: 16 },
+      train: { stages: 4, microbatches: 2, microbatchSize: 4 },
+      iterations: 12,
+      evalEvery: 6,
+      checkpointEvery: 4,
+      validationTokens: loadBrownCorpus().validation,
+      outDir: join(out, 'replicas')
+    })
+    const run = r.runs[0]
+    const recovered = run.recoveries.filter(e => e.outcome === 'recovered').map(e => `${e.stage}:${e.rung}`)
+    // the replica loss of stage 1: its survivor, then a spare joins it; stage 2 lost whole: CheckFree
+    expect(recovered.filter(x => x.startsWith('1:'))).toEqual(['1:survivors', '1:replica'])
+    expect(recovered.filter(x => x.startsWith('2:'))[0]).toBe('2:checkfree')
+    expect(run.applied).toBe(2)
+    expect(run.rows.filter(x => x.iteration >= 0).map(x => x.iteration)).toEqual(Array.from({ length: 12 }, (_, i) => i))
+  }, 240_000)
 })

@@ -57,6 +57,7 @@ function totals (over: Partial<RunTotals> = {}): RunTotals {
     stageIterationsLost: 0,
     iterationsRedone: 0,
     skippedSteps: 0,
+    replicaLosses: 0,
     checkpoints: 0,
     bytes: { activations: 1, checkpointSave: 0, checkpointLoad: 0, recovery: 0, mirrors: 0, shadows: 0 },
     seconds: { iterations: 100, wasted: 0, detection: 0, recovery: 0, checkpointCopy: 0, contention: 0, handover: 0, shadowWait: 0 },

@@ -10,7 +10,7 @@ import { initBackend } from '../../model/index.js'
 import { loadBrownCorpus } from '../../model/index.js'
 import { runClusterExperiment } from '../../sim/index.js'
 import { ProgressBar } from '../../sim/index.js'
-import { generateTrace, readTrace, resolveFailureRate } from '../../sim/index.js'
+import { generateTrace, readTrace, replicaTrace, resolveFailureRate } from '../../sim/index.js'
 import { UsageError } from '../errors.js'
 import { intFlag, numFlag } from '../flags.js'
 
@@ -28,6 +28,8 @@ export const CLUSTER_DEMO = {
   /** Seed 12 draws crashes of the last stage and of two intermediate ones, and a notice on the first. */
   seed: 12,
   noticeFraction: 0.3,
+  /** With --replicas: iterations a lost replica stays missing (detection through a closed connection, its replacement's join). */
+  replicaWindowIterations: 5,
   strategies: ['checkfree-plus', 'checkfree', 'checkpoint', 'redundant', 'none'] as Strategy[]
 }
 
@@ -48,9 +50,14 @@ export async function simCluster (values: Record<string, unknown>): Promise<void
     if (v != null && !(v > 0 && v < 1)) throw new UsageError(`--${name} must be a probability in (0, 1), got ${v}`)
   }
   const seed = values.seeds != null ? intFlag({ seed: String(values.seeds).split(',')[0] }, 'seed', demo.seed, 0) : demo.seed
+  const replicas = intFlag(values, 'replicas', 1)
+  const conversion = resolveFailureRate({ perIteration: pIter ?? (rate == null ? demo.perIteration : undefined), hourlyRate: rate, iterationS: demo.iterationS })
+  if (values.trace != null && values.replicas != null) throw new UsageError('--replicas draws a trace; a --trace file says its own replicas')
   const trace = values.trace != null
     ? readTrace(String(values.trace))
-    : generateTrace({ seed, stages: demo.train.stages, iterations, conversion: resolveFailureRate({ perIteration: pIter ?? (rate == null ? demo.perIteration : undefined), hourlyRate: rate, iterationS: demo.iterationS }), noticeFraction: demo.noticeFraction })
+    : replicas > 1
+      ? replicaTrace({ seed, stages: demo.train.stages, replicas, iterations, conversion, noticeFraction: demo.noticeFraction, windowIterations: demo.replicaWindowIterations })
+      : generateTrace({ seed, stages: demo.train.stages, iterations, conversion, noticeFraction: demo.noticeFraction })
   if (trace.stages !== demo.train.stages) throw new UsageError(`the trace is for ${trace.stages} stages; the cluster demo has ${demo.train.stages}`)
   const out = (values.out as string | undefined) ?? join('out', `sim-cluster-${new Date().toISOString().replace(/[:.]/g, '-')}`)
   // The progress bar and the table tell the story; the coordinator's own log lines would interleave.
@@ -58,7 +65,8 @@ export async function simCluster (values: Record<string, unknown>): Promise<void
   await initBackend({ backend: 'wasm' })
   const corpus = loadBrownCorpus()
   const failures = trace.events.filter(e => e.kind !== 'join')
-  process.stdout.write(`local-cluster churn demo: ${strategies.length} strategies x ${iterations} iterations, ${demo.train.stages} stages + 1 spare as processes on loopback\n`)
+  const R = trace.replicas ?? 1
+  process.stdout.write(`local-cluster churn demo: ${strategies.length} strategies x ${iterations} iterations, ${demo.train.stages} stages${R > 1 ? ` x ${R} replicas` : ''} + 1 spare as processes on loopback\n`)
   process.stdout.write(`trace (seed ${trace.seed}): ${failures.map(e => `${e.kind} stage ${e.stage} @ iteration ${e.iteration}`).join(', ') || 'no failures'}; ${trace.conversion.formula}\n`)
   const bar = new ProgressBar('sim', strategies.length * iterations)
   let done = 0

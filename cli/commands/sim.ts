@@ -12,7 +12,7 @@ import { runModelExperiment, type ExperimentConfig } from '../../sim/index.js'
 import { MODEL_PRESETS, modelPreset, type ScenarioSpec } from '../../sim/index.js'
 import { formatProjection, runProjection, type AbortMode } from '../../sim/index.js'
 import { parseStrategy, STRATEGIES, type StrategyName } from '../../sim/index.js'
-import { generateTrace, resolveFailureRate, writeTrace } from '../../sim/index.js'
+import { generateTrace, replicaTrace, resolveFailureRate, writeTrace } from '../../sim/index.js'
 
 const HELP = `usage: spotpipe sim [--mode cluster|model|projection|trace] [flags]
 
@@ -48,6 +48,10 @@ common flags
   --mirror-every N     CheckFree+ mirror refresh interval (default 10)
   --lr-scale X         learning-rate multiplier of a rebuilt stage (default 1.1)
   --notice-fraction F  share of failures announced by a spot notice (default 0)
+  --replicas R         cluster, model and trace modes: R data-parallel replicas per stage; the rate
+                       is then per peer, and a stage loses its state only when its last live replica
+                       fails (a replica lost while another is up costs the iteration in flight, not a
+                       rebuild); default 1
 
 model mode
   --workers N          parallel child processes (default min(2, cores); 0 = in this process)
@@ -67,6 +71,7 @@ projection mode
 
 trace mode
   --stages S --iterations N --iteration-s T --rate H | --p-iter P --seeds K --out FILE
+  [--replicas R --replica-window W]   W: iterations a lost replica stays missing (default 5)
 `
 
 type Values = Record<string, string | boolean | undefined>
@@ -167,6 +172,7 @@ export function modelModeConfig (values: Values): ExperimentConfig {
     stopAtTarget: values['no-stop'] === true ? false : preset.stopAtTarget,
     traceFile: values.trace != null ? String(values.trace) : undefined,
     noticeFraction: probFlag(values, 'notice-fraction') ?? preset.noticeFraction,
+    replicas: intFlag(values, 'replicas', 1),
     workers: intFlag(values, 'workers', Math.min(2, availableParallelism()), 0),
     backend: values.backend != null ? parseBackendName(String(values.backend)) : undefined
   }
@@ -226,10 +232,15 @@ async function traceMode (values: Values): Promise<void> {
   const seeds = seedsFlag(values) ?? [1]
   const out = String(values.out ?? `trace-seed${seeds[0]}.json`)
   seeds.forEach((seed, i) => {
-    const trace = generateTrace({ seed, stages, iterations, conversion, noticeFraction: probFlag(values, 'notice-fraction') })
+    const replicas = intFlag(values, 'replicas', 1)
+    const trace = replicas > 1
+      ? replicaTrace({ seed, stages, replicas, iterations, conversion, noticeFraction: probFlag(values, 'notice-fraction'), windowIterations: intFlag(values, 'replica-window', 5) })
+      : generateTrace({ seed, stages, iterations, conversion, noticeFraction: probFlag(values, 'notice-fraction') })
     const path = seeds.length === 1 ? out : out.replace(/(\.json)?$/, `-seed${seed}.json`)
     writeTrace(path, trace)
-    process.stdout.write(`${i === 0 ? `${conversion.formula}\n` : ''}trace: ${path} (${trace.events.filter(e => e.kind !== 'join').length} failures)\n`)
+    const losses = trace.events.filter(e => e.kind === 'crash' || e.kind === 'notice').length
+    const replicaLosses = trace.events.filter(e => e.kind === 'replica-loss').length
+    process.stdout.write(`${i === 0 ? `${conversion.formula}\n` : ''}trace: ${path} (${losses} ${replicas > 1 ? 'whole-stage losses' : 'failures'}${replicas > 1 ? `, ${replicaLosses} replica losses` : ''})\n`)
   })
 }
 
@@ -259,6 +270,8 @@ export async function sim (argv: string[]): Promise<void> {
     'mirror-every': { type: 'string' },
     'lr-scale': { type: 'string' },
     'notice-fraction': { type: 'string' },
+    replicas: { type: 'string' },
+    'replica-window': { type: 'string' },
     workers: { type: 'string' },
     'eval-every': { type: 'string' },
     'step-ms': { type: 'string' },

@@ -356,7 +356,7 @@ export class RecoveryMachine {
     c.emit('recovery-planned', records.map(r => ({ epoch: r.epoch, stage: r.stage, rung: r.rung, target: r.target, donors: r.donors, checkpointId: r.checkpointId, deadlineMs: r.deadlineAt - r.plannedAt })))
     for (const r of records) this.applyEarly(r)
     // 4. watch
-    const outcome = await this.watch(published, records, opts.signal)
+    const outcome = await this.watch(published, records, opts.signal, rejoins.map(p => p.stage))
     // 5. settle: installed stages are healthy whatever became of the others
     for (const p of rejoins) this.rejoined(p, a)
     this.survived(published)
@@ -439,9 +439,10 @@ export class RecoveryMachine {
   }
 
   /** Waits until every record is installed and every stage took the epoch, or something fails. */
-  private async watch (a: Assignment, records: RecoveryRecord[], signal?: AbortSignal): Promise<Outcome> {
+  private async watch (a: Assignment, records: RecoveryRecord[], signal?: AbortSignal, rejoining: number[] = []): Promise<Outcome> {
     const c = this.host
     const lostBefore = new Set(this.lost.keys())
+    const planned = new Set([...records.map(r => r.stage), ...rejoining])
     let outcome: Outcome | undefined
     const check = (): boolean => {
       const now = Date.now()
@@ -454,8 +455,12 @@ export class RecoveryMachine {
         outcome = 'failed'
         return true
       }
-      // a stage (or a replica) lost during the round: plan every affected stage together
-      const newLoss = [...this.lost.keys()].find(s => !lostBefore.has(s))
+      // a stage (or a replica) lost during the round: plan every affected stage together. A stage
+      // lost while the round was being published is not new by then, but if the assignment still
+      // names its peers and no plan rebuilds it, nobody will take it (the second replica of a
+      // stage killed at once, in a round that only dropped the first: the watch waited for the
+      // dead one's heartbeat for ever)
+      const newLoss = [...this.lost.keys()].find(s => !lostBefore.has(s) || (!planned.has(s) && (a.stages[s]?.peers.length ?? 0) > 0))
       const droppedNow = a.stages.find(st => st.peers.some(p => this.dropped.has(p)))?.stage
       if (newLoss != null || droppedNow != null || a.stages.some(st => st.peers.some(p => this.departing.has(p)))) {
         const what = newLoss != null ? `stage ${newLoss}` : droppedNow != null ? `a replica of stage ${droppedNow}` : 'stage (departing)'
