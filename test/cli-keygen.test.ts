@@ -12,9 +12,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { ConfigEnvError, ConfigFileError, envVarName, mergeConfig, parseFlagsWithConfig, readConfigFile, CONFIG_FLAG } from '../cli/config-file.js'
 import type { FlagSpec } from '../cli/flags.js'
 import { loadIdentity, loadSwarmKey } from '../net/index.js'
+import { spotpipeArgs } from '../sim/peer-process.js'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
-const CLI = fileURLToPath(new URL('../cli/main-entry.ts', import.meta.url))
 
 interface Run { code: number | null, stdout: string, stderr: string }
 
@@ -25,7 +25,7 @@ async function spotpipe (args: string[], timeoutMs = 20_000): Promise<Run> {
   delete env.SPOTPIPE_QUIET
   let child: ChildProcess | undefined
   try {
-    child = spawn(process.execPath, ['--import', 'tsx', CLI, ...args], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] })
+    child = spawn(process.execPath, [...spotpipeArgs(), ...args], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] })
     let stdout = ''
     let stderr = ''
     child.stdout?.on('data', (b: Buffer) => { stdout += b.toString() })

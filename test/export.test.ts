@@ -37,10 +37,10 @@ import { Stage } from '../model/stage.js'
 import { exportStageState, loadStageState, mergeTensorSets, type StageState } from '../model/state.js'
 import { evaluateBatch, LocalPipelineTrainer } from '../model/trainer.js'
 import { block, embed, logits as headLogits } from '../model/transformer.js'
+import { spotpipeArgs } from '../sim/peer-process.js'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const NUMPY_GPT2 = fileURLToPath(new URL('./py/gpt2_numpy.py', import.meta.url))
-const CLI = fileURLToPath(new URL('../cli/main-entry.ts', import.meta.url))
 
 const MODEL: Partial<ModelConfig> = { dModel: 32, nHeads: 2, nBlocks: 4, seqLen: 16 }
 const FIXED_TEXT = 'The jury said it' // 16 bytes: one full context
@@ -500,7 +500,7 @@ describe('the spotpipe command', () => {
   const cli = async (args: string[]): Promise<Run> => await new Promise((resolve, reject) => {
     const env: NodeJS.ProcessEnv = { ...process.env, SPOTPIPE_QUIET: '1', SPOTPIPE_BACKEND: 'wasm' }
     delete env.DEBUG
-    const child = spawn(process.execPath, ['--import', 'tsx', CLI, ...args], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] })
+    const child = spawn(process.execPath, [...spotpipeArgs(), ...args], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] })
     let stdout = ''
     let stderr = ''
     child.stdout.on('data', (b: Buffer) => { stdout += b.toString() })

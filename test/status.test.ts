@@ -18,9 +18,9 @@ import { ClusterModel } from '../cli/observer.js'
 import type { Assignment, Heartbeat } from '../protocols/index.js'
 import { killAll } from './helpers/procs.js'
 import { TestCluster } from './helpers/cluster.js'
+import { spotpipeArgs } from '../sim/peer-process.js'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
-const CLI = fileURLToPath(new URL('../cli/main-entry.ts', import.meta.url))
 const SCHEMA = fileURLToPath(new URL('../docs/status-schema.json', import.meta.url))
 
 interface Run { code: number | null, stdout: string, stderr: string }
@@ -31,7 +31,7 @@ const children = new Set<ChildProcess>()
 async function run (args: string[], timeoutMs = 30_000): Promise<Run> {
   const env: NodeJS.ProcessEnv = { ...process.env, SPOTPIPE_QUIET: '1' }
   delete env.DEBUG
-  const child = spawn(process.execPath, ['--import', 'tsx', CLI, ...args], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] })
+  const child = spawn(process.execPath, [...spotpipeArgs(), ...args], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] })
   children.add(child)
   let stdout = ''
   let stderr = ''
