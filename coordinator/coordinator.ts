@@ -522,7 +522,8 @@ export class Coordinator extends EventEmitter {
   async resume (opts: { graceMs?: number, signal?: AbortSignal } = {}): Promise<void> {
     const a = this.assignment
     if (a == null) throw new CoordinatorTimeoutError('nothing to resume')
-    const peers = a.stages.map(s => s.peers)
+    // a peer that was still joining holds no state worth resuming: it comes back as a spare (and may join again)
+    const peers = a.stages.map(s => s.peers.filter(p => !(a.joining ?? []).includes(p)))
     const all = peers.flat()
     const graceMs = opts.graceMs ?? 15_000
     const back = (): boolean => all.every(p => this.livePeers().includes(p))

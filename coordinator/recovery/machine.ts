@@ -200,12 +200,15 @@ export class RecoveryMachine {
     const j = this.joins.get(from)
     if (j != null && msg.peerId === from && msg.stage === j.stage) { j.fail(`${msg.code}: ${msg.reason}`, 'rung'); return }
     const r = this.active.get(msg.stage)
-    const holder = this.host.assignment?.stages[msg.stage]?.peers[0]
-    if (r == null && msg.epoch === this.host.epoch && holder === from && msg.peerId === from && !this.lost.has(msg.stage)) {
-      // a holder with no state for its stage (NoStageStateError): the stage is lost, not waiting
+    const holds = this.host.assignment?.stages[msg.stage]?.peers.includes(from) === true
+    if (r == null && msg.epoch === this.host.epoch && holds && msg.peerId === from && !this.lost.has(msg.stage) && !this.dropped.has(from)) {
+      // a holder with no state for its stage (NoStageStateError): the stage is lost, not waiting;
+      // a replica of it is dropped while the stage keeps others
       const now = Date.now()
       log.info(`stage ${msg.stage}: its holder ${short(from)} reports ${msg.code}: ${msg.reason}`)
-      this.lost.set(msg.stage, { peer: from, cause: `${msg.code}: ${msg.reason}`, lastSeen: now, detectedAt: now })
+      const loss = { peer: from, cause: `${msg.code}: ${msg.reason}`, lastSeen: now, detectedAt: now }
+      if (this.liveReplicas(msg.stage, from).length > 0) this.dropReplica(from, msg.stage, loss)
+      else this.lost.set(msg.stage, loss)
       return
     }
     if (r == null || r.epoch !== msg.epoch) { this.early.set(`${msg.epoch}:${msg.stage}`, msg); return }
