@@ -95,7 +95,7 @@ describe('chaos invariants with replicas', () => {
     expect(r.figures).toMatchObject({ replicas: 2, replicaLosses: 0, replicaStagesCompared: 4, replicaMismatches: 0, driftsLanded: 0 })
     expect(benchLines(r).slice(6)).toEqual([
       'bench: chaos_replica_losses=0', 'bench: chaos_rebuilds_after_replica_loss=0', 'bench: chaos_replica_stages_compared=4',
-      'bench: chaos_replicas_mismatched=0', 'bench: chaos_drifts_mended=0/0'
+      'bench: chaos_replicas_mismatched=0', 'bench: chaos_drifts_mended=0/0', 'bench: chaos_unplanted_drifts=0'
     ])
   })
 
@@ -185,6 +185,28 @@ describe('chaos invariants with replicas', () => {
     expect(failing({ ...h, assignments: alone })).toEqual([])
     // it landed just before the check: no commit could show it
     expect(failing({ ...h, perturbations: [{ ...p, at: T0 + 199 * 300 + 10 }] })).toEqual([])
+  })
+})
+
+describe('no-unplanted-drift', () => {
+  it('a replica dropped as drifted must be one a planted drift landed on', () => {
+    // seen in the first soak: a replica joined a stage just rebuilt by CheckFree (fresh Adam, no
+    // moments yet) and was dropped as drifted at its first iteration, though no drift was planted
+    const cause = 'its weights drifted from its stage\'s replicas (digest a4ef1c7943d9d307, the others d87c35d2562be664, iteration 229)'
+    const dropped = rec({ rung: 'survivors', stage: 1, lostPeer: 's1b', at: T0 + 20_700, cause })
+    const r = checkInvariants(withEvents(history(), dropped))
+    expect(r.violations.map(x => x.invariant)).toEqual(['no-unplanted-drift'])
+    expect(r.violations[0].detail).toMatch(/stage 1: replica s1b dropped as drifted .* with no drift planted on it/)
+    expect(r.figures.unplantedDrifts).toBe(1)
+    const planted = { at: T0 + 20_000, peerId: 's1b', stage: 1, replica: 1, iteration: 66 }
+    expect(failing(withEvents(history({ perturbations: [planted] }), dropped))).toEqual([])
+    // planted on another peer, or landed after the drop: no explanation
+    expect(failing(withEvents(history({ perturbations: [{ ...planted, peerId: 's1a' }] }), dropped))).toContain('no-unplanted-drift')
+    expect(failing(withEvents(history({ perturbations: [{ ...planted, at: T0 + 30_000 }] }), dropped))).toContain('no-unplanted-drift')
+    // a replica lost any other way is no drift, and the join replacing a drifted one is not counted twice
+    expect(failing(withEvents(history(), { ...dropped, cause: 'connection closed' }))).toEqual([])
+    const join = rec({ rung: 'replica', stage: 1, lostPeer: 's1b', at: T0 + 22_000, cause: `replaces a lost replica (${cause})` })
+    expect(checkInvariants(withEvents(history(), dropped, join)).figures.unplantedDrifts).toBe(1)
   })
 })
 

@@ -15,7 +15,7 @@ import { sleep } from './points.js'
 export interface ActionContext {
   fleet: Fleet
   state: StateWatcher
-  history: Pick<ChaosHistory, 'faults' | 'deadTimes' | 'coordinatorRestarts' | 'skipped'>
+  history: Pick<ChaosHistory, 'faults' | 'deadTimes' | 'coordinatorRestarts' | 'skipped' | 'perturbations'>
   stages: number
   /** Peers per stage the coordinator aims for. @default 1 */
   replicas?: number
@@ -46,6 +46,18 @@ interface Resolved {
 const usable = (p: FleetProcess | undefined): p is FleetProcess => p != null && p.isReady && !p.stopped && p.record.harnessSignal == null
 const short = (id: string | undefined): string => id?.slice(-8) ?? '?'
 
+/**
+ * A peer carrying a drift plant that has not landed yet, while its due iteration is still ahead (or
+ * just behind): later faults leave it alone, so the plant gets its chance (in the first soaks every
+ * planted peer was killed by another fault before its iteration came).
+ */
+function planted (ctx: ActionContext, p: FleetProcess): boolean {
+  const m = /^\d+:(\d+):\d+$/.exec(p.record.env?.SPOTPIPE_FAULT_PERTURB ?? '')
+  if (m == null) return false
+  if ((ctx.history.perturbations ?? []).some(x => x.peerId === p.record.peerId && x.at >= p.record.startedAt)) return false
+  return (ctx.state.latest?.committedIteration ?? 0) <= Number(m[1]) + 2
+}
+
 async function resolve (ctx: ActionContext, f: Fault, baseStage: number | undefined): Promise<Resolved | string> {
   const t = f.target
   if (t.role === 'coordinator') {
@@ -57,7 +69,7 @@ async function resolve (ctx: ActionContext, f: Fault, baseStage: number | undefi
   const assigned = view != null ? assignedPeers(view) : new Set(holders)
   if (t.role === 'spare') {
     // the coordinator hands a lost stage (or a replica join) to the lowest peer id among its live spares
-    const spares = ctx.fleet.peers.filter(p => usable(p) && !assigned.has(p.record.peerId ?? '')).sort((a, b) => (a.record.peerId ?? '') < (b.record.peerId ?? '') ? -1 : 1)
+    const spares = ctx.fleet.peers.filter(p => usable(p) && !planted(ctx, p) && !assigned.has(p.record.peerId ?? '')).sort((a, b) => (a.record.peerId ?? '') < (b.record.peerId ?? '') ? -1 : 1)
     return spares[0] != null ? { proc: spares[0] } : 'no live spare'
   }
   let want = t.role === 'stage' ? t.stage : (baseStage ?? 0) + t.offset
@@ -71,7 +83,7 @@ async function resolve (ctx: ActionContext, f: Fault, baseStage: number | undefi
     for (let j = 0; j < Math.max(1, serving.length); j++) {
       const idx = (ask + j) % Math.max(1, serving.length)
       const p = ctx.fleet.byPeerId(serving[idx] ?? '')
-      if (!usable(p)) continue
+      if (!usable(p) || planted(ctx, p)) continue
       const note = k !== 0 ? `the ${replicated ? 'replicas' : 'holder'} of stage ${want} ${replicated ? 'were' : 'was'} not usable: hit stage ${s}` : j !== 0 ? `replica ${ask} of stage ${s} was not usable: hit replica ${idx}` : undefined
       return { proc: p, stage: s, note, ...(replicated ? { stageReplicas: serving, replica: idx } : {}) }
     }

@@ -35,13 +35,15 @@
  *                         Adam moments (digests of the same committed iteration)
  *   drift-mended          a planted drift that landed (its peer perturbed its weights while its
  *                         stage had another serving replica) is followed by a record dropping that peer
+ *   no-unplanted-drift    no replica is dropped as drifted unless a planted drift landed on it: the
+ *                         replicas of a stage never diverge on their own, nor does their digest say so
  */
 import type { ChaosHistory, CoordinatorEvent, DeadTime, RecoveryRecordView } from './history.js'
 
 export const INVARIANTS = [
   'no-exit', 'no-stall', 'lost-stage-recorded', 'no-unrecorded-reinit', 'checkpoints-written',
   'checkpoints-abandoned', 'staleness', 'rung-loss', 'commits-contiguous', 'no-nan', 'nonfinite-reported',
-  'replica-loss-no-rebuild', 'replicas-identical', 'drift-mended'
+  'replica-loss-no-rebuild', 'replicas-identical', 'drift-mended', 'no-unplanted-drift'
 ] as const
 export type InvariantName = typeof INVARIANTS[number]
 
@@ -87,6 +89,8 @@ export interface ChaosFigures {
   /** Planted drifts that landed, and of those, the ones the coordinator dropped the drifted replica for. */
   driftsLanded: number
   driftsMended: number
+  /** Replicas dropped as drifted with no planted drift on them. */
+  unplantedDrifts: number
 }
 
 export interface ChaosReport {
@@ -459,6 +463,16 @@ export function checkInvariants (h: ChaosHistory): ChaosReport {
     v.push({ invariant: 'drift-mended', at: p.at, detail: `${p.peerId.slice(-8)} perturbed its weights as replica ${p.replica} of stage ${p.stage} after iteration ${p.iteration}, ${seen} commits followed, and no record dropped it` })
   }
 
+  // no-unplanted-drift: a replica dropped because its digest differed from its stage's others
+  // (rung survivors, the cause says it drifted) must be one a planted drift landed on, before
+  let unplantedDrifts = 0
+  for (const r of records) {
+    if (r.rung !== 'survivors' || !/drifted/.test(r.cause ?? '')) continue
+    if (perturbations.some(p => p.stage === r.stage && p.peerId === r.lostPeer && p.at <= r.at + 500)) continue
+    unplantedDrifts += 1
+    v.push({ invariant: 'no-unplanted-drift', at: r.at, detail: `stage ${r.stage}: replica ${r.lostPeer?.slice(-8) ?? '?'} dropped as drifted (${r.cause ?? '?'}) at iteration ${r.iteration ?? '?'}, with no drift planted on it: the replicas diverged on their own, or their digests disagree on equal states` })
+  }
+
   return {
     violations: v,
     stallRule,
@@ -488,7 +502,8 @@ export function checkInvariants (h: ChaosHistory): ChaosReport {
       replicaMismatches,
       replicaStagesCompared,
       driftsLanded: perturbations.length,
-      driftsMended
+      driftsMended,
+      unplantedDrifts
     }
   }
 }

@@ -2,7 +2,7 @@
 import type { ChaosHistory } from './history.js'
 import { INVARIANTS, type ChaosReport } from './invariants.js'
 
-/** The closing lines of `npm run chaos`, in this order (with replicas, five more after them). */
+/** The closing lines of `npm run chaos`, in this order (with replicas, six more after them). */
 export function benchLines (r: ChaosReport): string[] {
   const f = r.figures
   const replicated = f.replicas > 1
@@ -11,7 +11,8 @@ export function benchLines (r: ChaosReport): string[] {
         `bench: chaos_rebuilds_after_replica_loss=${f.rebuildsAfterReplicaLoss}`,
         `bench: chaos_replica_stages_compared=${f.replicaStagesCompared}`,
         `bench: chaos_replicas_mismatched=${f.replicaMismatches}`,
-        `bench: chaos_drifts_mended=${f.driftsMended}/${f.driftsLanded}`
+        `bench: chaos_drifts_mended=${f.driftsMended}/${f.driftsLanded}`,
+        `bench: chaos_unplanted_drifts=${f.unplantedDrifts}`
       ]
     : []
   return [
@@ -35,7 +36,7 @@ export function formatReport (h: ChaosHistory, r: ChaosReport, maxPerInvariant =
   out.push(`bounds: detection ${b.detectionMs} ms, transfer ${b.transferMs} ms, bound ${b.boundMs} ms, resume grace ${b.resumeGraceMs} ms, checkpoint every ${b.checkpointEvery}, strategy ${b.strategy}`)
   out.push(`stall rule: ${r.stallRule}`)
   out.push(`checkpoints: ${f.checkpointsWritten} written, ${f.checkpointsPartial} partial, ${f.checkpointsAbandoned} abandoned (${f.stageFilesLost} of ${f.stageFilesTaken} stage files lost); longest gap between commits ${seconds(f.longestGapMs)} s; recovery failures ${f.recoveryFailures}; divergence reports ${f.divergences}`)
-  if (f.replicas > 1) out.push(`replicas: ${f.replicas} per stage; ${f.replicaLosses} replica losses (${f.rebuildsAfterReplicaLoss} followed by a rebuild), ${(h.perturbations ?? []).length} drifts landed (${f.driftsMended} mended), ${f.replicaStagesCompared} stages compared at the end (${f.replicaMismatches} differ)`)
+  if (f.replicas > 1) out.push(`replicas: ${f.replicas} per stage; ${f.replicaLosses} replica losses (${f.rebuildsAfterReplicaLoss} followed by a rebuild), ${(h.perturbations ?? []).length} drifts landed (${f.driftsMended} mended), ${f.replicaStagesCompared} stages compared at the end (${f.replicaMismatches} differ), ${f.unplantedDrifts} replicas dropped as drifted with no drift planted`)
   const weights = h.weights.map(w => `stage ${w.stage}${w.replica != null ? `/${w.replica}` : ''} ${w.ok ? `ok (iteration ${w.iteration ?? '?'}${w.digest != null ? ` ${w.digest.slice(0, 8)}` : ''})` : 'FAILED'}`).join(', ')
   out.push(`final weights: ${weights === '' ? 'none checked' : weights}`)
   for (const name of INVARIANTS) {
