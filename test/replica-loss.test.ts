@@ -69,9 +69,13 @@ describe('losing replicas of a stage', () => {
     expect(now?.stages[2].peers).toEqual([survivor, spare])
     for (const s of [0, 1, 3]) expect(now?.stages[s].peers).toEqual(a.stages[s].peers)
 
-    // the redone iteration and the ones after it are those of 4 x 1 on the same global batch
+    // the redone iteration and the ones after it are those of 4 x 1 on the same global batch (on a
+    // loaded machine the kill can land after the iteration's last done report: then it commits and
+    // the next one is redone)
     const history = c.coord.history
-    expect(history.map(r => r.iteration)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8])
+    const committed = c.coord.iteration
+    expect(committed).toBeGreaterThanOrEqual(9)
+    expect(history.map(r => r.iteration)).toEqual(Array.from({ length: committed }, (_, i) => i))
     const local = new LocalPipelineTrainer({ model, train, trainTokens: loadBrownCorpus().train })
     try {
       for (const r of history) {
@@ -82,7 +86,7 @@ describe('losing replicas of a stage', () => {
 
     // the new replica trained on as an exact copy: weights and both Adam moments equal the survivor's
     const [x, y] = await Promise.all([survivor, spare as string].map(async p => await c.weightsOf(2, true, p)))
-    expect([x.iteration, y.iteration]).toEqual([8, 8])
+    expect([x.iteration, y.iteration]).toEqual([committed - 1, committed - 1])
     expect([...x.tensors.keys()].filter(n => n.startsWith(OPTIM_M) || n.startsWith(OPTIM_V)).length).toBeGreaterThan(0)
     expectIdentical(x.tensors, y.tensors, 'stage 2: survivor vs its new replica')
 
@@ -97,7 +101,8 @@ describe('losing replicas of a stage', () => {
     expect(after.map(e => e.targetPeer).sort()).toEqual(fresh.map(p => p.peerId).sort())
     expect(c.coord.assignment?.stages.map(s => s.peers.length)).toEqual([2, 2, 2, 2])
     const last = c.coord.history[c.coord.history.length - 1]
-    expect(last.iteration).toBe(13)
+    expect(last.iteration).toBe(c.coord.iteration - 1)
+    expect(last.iteration).toBeGreaterThanOrEqual(committed + 4)
     expect(Number.isFinite(last.loss)).toBe(true)
   }, 300_000)
 })
