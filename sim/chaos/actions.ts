@@ -79,6 +79,8 @@ async function resolve (ctx: ActionContext, f: Fault, baseStage: number | undefi
     const s = (want + k) % ctx.stages
     // the serving replicas of the stage (with one replica per stage, its holder), the asked-for one first
     const serving = replicated ? servingOf(view, s) : [holders[s] ?? '']
+    // a whole-stage kill takes every replica: not a stage where a drift plant waits for its chance
+    if (f.kind === 'kill-stage' && serving.some(id => { const q = ctx.fleet.byPeerId(id); return q != null && planted(ctx, q) })) continue
     const ask = t.role === 'stage' && t.replica != null && serving.length > 0 ? t.replica % serving.length : 0
     for (let j = 0; j < Math.max(1, serving.length); j++) {
       const idx = (ask + j) % Math.max(1, serving.length)
