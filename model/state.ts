@@ -230,8 +230,9 @@ export const DIGEST_SAMPLES_PER_TENSOR = 64
  * and DIGEST_SAMPLES_PER_TENSOR evenly spaced elements of every parameter and both of its Adam
  * moments, in spec order. Replicas of a stage that stay in step have equal digests; a replica whose
  * step differed (another gradient, another lr) differs in nearly every weight and moment, so the
- * sample sees it. A single corrupted weight off the sample is not seen. Costs a few small gathers
- * and one device read, not a copy of the stage.
+ * sample sees it. A single corrupted weight off the sample is not seen. Moments a fresh Adam has
+ * not made yet count as zeros, as in an exported copy. Costs a few small gathers and one device
+ * read, not a copy of the stage.
  */
 export function stageDigest (stage: Stage): string {
   const h = createHash('sha256')
@@ -243,7 +244,9 @@ export function stageDigest (stage: Stage): string {
       const k = Math.min(n, DIGEST_SAMPLES_PER_TENSOR)
       const idx = tf.tensor1d(Array.from({ length: k }, (_, i) => Math.floor(i * n / k)), 'int32')
       for (const t of [stage.params.get(spec.name), stage.adam.m.get(spec.name), stage.adam.v.get(spec.name)]) {
-        if (t != null) parts.push(tf.gather(tf.reshape(t, [-1]), idx))
+        // a fresh Adam makes its moments at its first step; until then they are zeros, which is
+        // what a copy of that state holds (exportStageState writes them): hash them as zeros
+        parts.push(t != null ? tf.gather(tf.reshape(t, [-1]), idx) : tf.zeros([k]))
       }
     }
     return parts.length > 0 ? tf.concat(parts) : tf.zeros([0])

@@ -94,15 +94,27 @@ export function spawnPeer (opts: PeerProcessOptions): PeerProcess {
     stdio: ['ignore', 'pipe', opts.stderr ?? 'ignore'],
     env: { ...process.env, SPOTPIPE_QUIET: '1' }
   })
+  spawned.add(child)
   const ready = new Promise<string>((resolve, reject) => {
     createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', (l) => {
       const m = PEER_READY.exec(l)
       if (m != null) resolve(m[2])
     })
-    child.once('exit', (code) => { reject(new Error(`a peer exited (${String(code)}) before it started`)) })
+    child.once('exit', (code) => { spawned.delete(child); reject(new Error(`a peer exited (${String(code)}) before it started`)) })
   })
   return { child, ready }
 }
+
+/** Every peer spawnPeer started that has not exited. */
+const spawned = new Set<ChildProcess>()
+
+/**
+ * SIGKILLs every peer spawnPeer started in this process that is still running. A run that was
+ * abandoned (a test's timeout: its own cleanup never runs) leaves none behind; the tests call it
+ * after each test, and this process calls it as it exits.
+ */
+export async function killSpawnedPeers (): Promise<void> { await killAndWait(spawned) }
+process.once('exit', () => { for (const c of spawned) c.kill('SIGKILL') })
 
 /** SIGKILLs every process in `children` still running and waits until each has exited. */
 export async function killAndWait (children: Iterable<ChildProcess>): Promise<void> {

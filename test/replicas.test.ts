@@ -9,7 +9,7 @@ import { laneMicrobatches } from '../model/schedule.js'
 import { Stage } from '../model/stage.js'
 import { LocalPipelineTrainer, batchTensors, runMicrobatch } from '../model/trainer.js'
 import { sampleBatch } from '../model/data.js'
-import { exportStageState, stateToTensorSet } from '../model/state.js'
+import { exportStageState, loadStageState, stageDigest, stateToTensorSet } from '../model/state.js'
 import { ReplicaJoin } from '../node/replica-join.js'
 import { ReplicaJoinError } from '../node/errors.js'
 
@@ -169,5 +169,37 @@ describe('a replica joining while its stage trains (node/replica-join.ts)', () =
     small.reduced(0, sums(st, 1))
     small.reduced(1, sums(st, 2))
     expect(() => { small.reduced(2, sums(st, 3)) }).toThrow(/did not arrive within 2 iterations/)
+  })
+})
+
+describe('the weight digest replicas compare (model/state.ts stageDigest)', () => {
+  it('is equal for a state and its exact copy, a fresh Adam too (its moments not made yet), and differs after a drift', () => {
+    const model = resolveModelConfig(modelInit)
+    const train = resolveTrainConfig(trainInit, model)
+    const layout = stageLayout(model, train.stages, 1)
+    disposeOpCaches()
+    const before = tf.memory().numTensors
+    // a stage as CheckFree builds it: values, a fresh Adam with no moments yet
+    const fresh = new Stage({ model, train, layout, lrScale: 1.1 })
+    const copy = new Stage({ model, train, layout })
+    try {
+      const state = exportStageState(fresh, { optimizer: true })
+      loadStageState(copy, state.tensors, state.meta, { optimizer: true })
+      expect(fresh.adam.m.size).toBe(0)
+      expect(copy.adam.m.size).toBeGreaterThan(0)
+      expect(stageDigest(copy)).toBe(stageDigest(fresh))
+      // the same step on both: still equal; a perturbed weight: not
+      const g = fresh.gradientSums().map((a, i) => a.map((_, k) => ((k * 7 + i) % 13 - 6) * 1e-3))
+      for (const st of [fresh, copy]) { st.setGradientSums(g.map(a => a.slice())); st.prepareStep(train.microbatches); st.commitStep(0) }
+      expect(stageDigest(copy)).toBe(stageDigest(fresh))
+      const p = [...copy.params.values()][0] as tf.Variable
+      tf.tidy(() => { p.assign(tf.add(p, 1e-3)) })
+      expect(stageDigest(copy)).not.toBe(stageDigest(fresh))
+    } finally {
+      fresh.dispose()
+      copy.dispose()
+      disposeOpCaches()
+    }
+    expect(tf.memory().numTensors).toBe(before)
   })
 })

@@ -1,17 +1,20 @@
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { initBackend } from '../model/backend.js'
 import { loadBrownCorpus } from '../model/data.js'
 import { runClusterExperiment } from '../sim/cluster-experiment.js'
 import { makeTrace } from '../sim/trace.js'
+import { killSpawnedPeers } from '../sim/peer-process.js'
 
 let out = ''
 beforeAll(async () => {
   await initBackend({ backend: 'wasm', strict: true })
   out = await mkdtemp(join(tmpdir(), 'spotpipe-sim-'))
 })
+// a run cut off by its timeout never reaches its own cleanup: its peers are killed here
+afterEach(async () => { await killSpawnedPeers() })
 afterAll(async () => { await rm(out, { recursive: true, force: true }) })
 
 describe('local-cluster churn simulation', () => {
