@@ -13,6 +13,7 @@ import { once } from 'node:events'
 import { pathToFileURL } from 'node:url'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
+import { tuneHeapGrowth } from '../common/index.js'
 import type { TensorSet } from '../model/safetensors.js'
 import { createPeerLibp2p, fetchWeights, serveWeights, startAllReduce, tensorCrc } from '../net/index.js'
 
@@ -21,18 +22,24 @@ export type MemberCommand =
   | { type: 'peers', peers: Array<{ id: string, addrs: string[] }> }
   | { type: 'round', group: string[], key: string }
   | { type: 'fetch', from: string }
+  | { type: 'cpu' }
 
 export type MemberReply =
   | { type: 'ready', id: string, addrs: string[] }
   | { type: 'ok' }
   | { type: 'round', ms: number, waitMs: number, bytesSent: number, crc: number, cpuMs: number }
   | { type: 'fetched', ms: number, bytes: number, cpuMs: number }
+  | { type: 'cpu', cpuMs: number }
   | { type: 'error', message: string }
 
 const send = (m: MemberReply): void => { process.send?.(m) }
 const cpuMs = (since: NodeJS.CpuUsage): number => { const c = process.cpuUsage(since); return (c.user + c.system) / 1000 }
 
 async function main (): Promise<void> {
+  // as a real peer runs (cli/main.ts): without it (BENCH_HEAP_TUNING=0), the 64 KiB transport
+  // buffers promoted between scavenges brought a full collection every ~20 MB moved (~8 per member
+  // per 4-member round)
+  if (process.env.BENCH_HEAP_TUNING !== '0') tuneHeapGrowth()
   process.on('disconnect', () => { process.exit(1) }) // the bench is gone
   const [cfg] = await once(process, 'message') as [MemberCommand]
   if (cfg.type !== 'start') throw new Error(`expected start, got ${cfg.type}`)
@@ -72,6 +79,8 @@ async function main (): Promise<void> {
           let crc = 0
           for (const t of r.tensors) crc = tensorCrc(new Uint8Array(t.buffer, t.byteOffset, t.byteLength), crc)
           send({ type: 'round', ms: r.ms, waitMs: r.waitMs, bytesSent: r.bytesSent, crc, cpuMs: cpu })
+        } else if (m.type === 'cpu') {
+          send({ type: 'cpu', cpuMs: cpuMs({ user: 0, system: 0 }) })
         } else if (m.type === 'fetch') {
           const cpu0 = process.cpuUsage()
           const t0 = performance.now()

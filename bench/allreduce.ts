@@ -36,6 +36,10 @@ const MB = 1024 * 1024
 const RUNS = Number(process.env.BENCH_RUNS ?? 5)
 const TENSOR_BYTES = 4 * MB
 const SIZES = [2, 3, 4] as const
+/** For experiments: BENCH_SIZES=4 runs only some group sizes (the efficiency line needs 4), BENCH_P2P=0 skips point to point, BENCH_MEMBER_ARGS='--cpu-prof' passes node flags to the members. */
+const RUN_SIZES: number[] = (process.env.BENCH_SIZES ?? SIZES.join(',')).split(',').map(Number)
+const RUN_P2P = process.env.BENCH_P2P !== '0'
+const MEMBER_ARGS = (process.env.BENCH_MEMBER_ARGS ?? '').split(' ').filter(a => a !== '')
 const MEMBER = fileURLToPath(new URL('./allreduce-member.ts', import.meta.url))
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 
@@ -50,7 +54,7 @@ class Member {
   private exited?: Error
 
   constructor () {
-    this.child = spawn(process.execPath, ['--import', 'tsx', MEMBER], { cwd: ROOT, env: { ...process.env, SPOTPIPE_QUIET: '1' }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+    this.child = spawn(process.execPath, [...MEMBER_ARGS, '--import', 'tsx', MEMBER], { cwd: ROOT, env: { ...process.env, SPOTPIPE_QUIET: '1' }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
     children.add(this.child)
     this.child.on('message', (m: MemberReply) => {
       if (this.waiting != null) { const w = this.waiting; this.waiting = undefined; w(m) } else this.replies.push(m)
@@ -101,7 +105,7 @@ async function main (): Promise<void> {
 
   let roundNo = 0
   /** One all-reduce among the first `n` members: wall time, and the members' CPU. */
-  const round = async (n: number): Promise<{ ms: number, cpuMs: number[], waitMs: number[] }> => {
+  const round = async (n: number): Promise<{ ms: number, cpuMs: number[], waitMs: number[], busy: number }> => {
     const group = members.slice(0, n)
     const key = `bench/${n}/${roundNo++}`
     const t0 = performance.now()
@@ -111,30 +115,39 @@ async function main (): Promise<void> {
     if (new Set(got.map(g => g.crc)).size !== 1) throw new Error(`round ${key}: the members' results differ (CRC-32 ${got.map(g => g.crc.toString(16)).join(', ')})`)
     const expectSent = totalBytes * 2 * (n - 1) / n // 2(R-1) chunks of about 1/R each
     for (const g of got) if (Math.abs(g.bytesSent - expectSent) > 16 * n) throw new Error(`round ${key}: a member sent ${g.bytesSent} bytes, expected about ${expectSent}`)
-    return { ms, cpuMs: got.map(g => g.cpuMs), waitMs: got.map(g => g.waitMs) }
+    return { ms, cpuMs: got.map(g => g.cpuMs), waitMs: got.map(g => g.waitMs), busy: got.reduce((sum, g) => sum + g.cpuMs, 0) / (ms * Math.min(n, cores)) }
   }
-  const pointToPoint = async (): Promise<{ ms: number, cpuMs: number }> => {
+  /** A member's CPU time so far (user + system), in ms. */
+  const cpuOf = async (m: Member): Promise<number> => { m.send({ type: 'cpu' }); return (await m.reply('cpu')).cpuMs }
+  const pointToPoint = async (): Promise<{ ms: number, cpuMs: number, donorCpuMs: number }> => {
+    const donor0 = await cpuOf(members[0])
     members[1].send({ type: 'fetch', from: members[0].id })
     const r = await members[1].reply('fetched')
+    const donorCpuMs = await cpuOf(members[0]) - donor0
     if (r.bytes !== totalBytes) throw new Error(`point to point: fetched ${r.bytes} bytes, expected ${totalBytes}`)
-    return { ms: r.ms, cpuMs: r.cpuMs }
+    return { ms: r.ms, cpuMs: r.cpuMs, donorCpuMs }
   }
 
   // warm-up: JIT, connections, yamux windows, the donor's checksum cache
-  await pointToPoint()
-  for (const n of SIZES) await round(n)
+  if (RUN_P2P) await pointToPoint()
+  for (const n of RUN_SIZES) await round(n)
 
   const p2p: number[] = []
   const p2pCpu: number[] = []
-  const rows = new Map<number, { ms: number[], cpu: number[], wait: number[] }>(SIZES.map(n => [n, { ms: [], cpu: [], wait: [] }]))
+  const p2pDonorCpu: number[] = []
+  const rows = new Map<number, { ms: number[], cpu: number[], wait: number[], busy: number[] }>(RUN_SIZES.map(n => [n, { ms: [], cpu: [], wait: [], busy: [] }]))
   for (let r = 0; r < RUNS; r++) {
-    const p = await pointToPoint()
-    p2p.push(totalBytes / MB / (p.ms / 1000))
-    p2pCpu.push(p.cpuMs)
-    for (const n of SIZES) {
+    if (RUN_P2P) {
+      const p = await pointToPoint()
+      p2p.push(totalBytes / MB / (p.ms / 1000))
+      p2pCpu.push(p.cpuMs)
+      p2pDonorCpu.push(p.donorCpuMs)
+    }
+    for (const n of RUN_SIZES) {
       const x = await round(n)
-      const row = rows.get(n) as { ms: number[], cpu: number[], wait: number[] }
+      const row = rows.get(n) as { ms: number[], cpu: number[], wait: number[], busy: number[] }
       row.ms.push(x.ms)
+      row.busy.push(x.busy)
       row.cpu.push(median(x.cpuMs))
       row.wait.push(median(x.waitMs))
     }
@@ -142,17 +155,24 @@ async function main (): Promise<void> {
   await Promise.allSettled(members.map(async m => { const e = once(m.child, 'exit'); m.child.kill('SIGTERM'); await Promise.race([e, new Promise(resolve => setTimeout(resolve, 5000))]) }))
   killChildren()
 
-  const p2pMbps = median(p2p)
-  console.log(`weights protocol, point to point (member 1 pulls member 0): ${p2pMbps.toFixed(1)} MB/s (runs ${runs(p2p)}); puller CPU ${median(p2pCpu).toFixed(0)} ms`)
+  const p2pMbps = RUN_P2P ? median(p2p) : NaN
+  if (RUN_P2P) console.log(`weights protocol, point to point (member 1 pulls member 0): ${p2pMbps.toFixed(1)} MB/s (runs ${runs(p2p)}); puller CPU ${median(p2pCpu).toFixed(0)} ms, donor CPU ${median(p2pDonorCpu).toFixed(0)} ms (${(100 * (median(p2pCpu) + median(p2pDonorCpu)) / (totalBytes / MB / p2pMbps * 1000 * Math.min(2, cores))).toFixed(0)}% of ${Math.min(2, cores)} cores)`)
   let bus4 = 0
-  for (const n of SIZES) {
-    const row = rows.get(n) as { ms: number[], cpu: number[], wait: number[] }
+  let cpuBound = ''
+  for (const n of RUN_SIZES) {
+    const row = rows.get(n) as { ms: number[], cpu: number[], wait: number[], busy: number[] }
     const ms = median(row.ms)
     const alg = totalBytes / MB / (ms / 1000)
     const bus = alg * 2 * (n - 1) / n
     if (n === 4) bus4 = bus
-    console.log(`all-reduce, ${n} members: ${ms.toFixed(0)} ms (runs ${runs(row.ms)}), algbw ${alg.toFixed(1)} MB/s, busbw ${bus.toFixed(1)} MB/s (${(bus / p2pMbps).toFixed(2)} of point to point); CPU per member ${median(row.cpu).toFixed(0)} ms, waiting for the predecessor ${median(row.wait).toFixed(0)} ms; bit-identical on every member`)
+    if (n > cores && RUN_P2P) {
+      // n processes share the cores: even with every core busy all the time, a round takes at least their CPU time over the cores
+      const floorMs = n * median(row.cpu) / cores
+      cpuBound = `with ${n} members on ${cores} cores, the members' CPU time alone (${median(row.cpu).toFixed(0)} ms each) needs >= ${floorMs.toFixed(0)} ms of wall time per round: busbw <= ${(totalBytes / MB / (floorMs / 1000) * 2 * (n - 1) / n).toFixed(1)} MB/s, ${(totalBytes / MB / (floorMs / 1000) * 2 * (n - 1) / n / p2pMbps).toFixed(2)} of point to point`
+    }
+    console.log(`all-reduce, ${n} members: ${ms.toFixed(0)} ms (runs ${runs(row.ms)}), algbw ${alg.toFixed(1)} MB/s, busbw ${bus.toFixed(1)} MB/s (${(bus / p2pMbps).toFixed(2)} of point to point); CPU per member ${median(row.cpu).toFixed(0)} ms (the members kept ${(100 * median(row.busy)).toFixed(0)}% of ${Math.min(n, cores)} cores busy), waiting for the predecessor ${median(row.wait).toFixed(0)} ms; bit-identical on every member`)
   }
+  if (cpuBound !== '') console.log(cpuBound)
   console.log('')
   console.log(`bench: allreduce_efficiency=${(bus4 / p2pMbps).toFixed(3)}`)
 }
