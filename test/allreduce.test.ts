@@ -8,6 +8,8 @@ import {
   type AllReduceInit, type AllReduceResult, type AllReduceRoundKey, type AllReduceService, type PeerLibp2p
 } from '../net/index.js'
 import { chunkRanges, decodeFrame, encodeHeader, groupDigest, piecePreamble } from '../net/allreduce/codec.js'
+import { PIECE_ELEMENTS } from '../net/allreduce/constants.js'
+import { FlatView } from '../net/allreduce/flat-view.js'
 
 const nodes: PeerLibp2p[] = []
 const services: AllReduceService[] = []
@@ -83,6 +85,51 @@ async function rejection (p: Promise<unknown>, t0 = performance.now()): Promise<
   }
   throw new Error('expected a rejection')
 }
+
+describe('FlatView: a received piece folded in from the transport\'s buffers', () => {
+  /** `bytes` cut at `cuts` into parts at odd offsets of their own buffers (as decrypted noise messages are). */
+  function parts (bytes: Uint8Array, cuts: number[], pad: number): Uint8Array[] {
+    const out: Uint8Array[] = []
+    let at = 0
+    for (const end of [...cuts, bytes.byteLength]) {
+      const buf = new Uint8Array(pad + end - at + 3)
+      buf.set(bytes.subarray(at, end), pad)
+      out.push(buf.subarray(pad, pad + end - at))
+      at = end
+    }
+    return out
+  }
+
+  it.each([0, 1, 2, 3])('adds and sets floats split across parts, aligned or not (buffer offset %i)', (pad) => {
+    const rng = mulberry32(90 + pad)
+    const count = 70_000 // more than one staging buffer (16 384 floats) in one part
+    const src = randomTensors(rng, [count])[0]
+    const srcBytes = new Uint8Array(src.buffer)
+    const skip = 8 // a piece's preamble
+    const framed = new Uint8Array(skip + srcBytes.byteLength)
+    framed.set(srcBytes, skip)
+    // cuts inside floats, at float boundaries, a 1-byte part, and a part that ends inside the preamble
+    const list = parts(framed, [3, 11, 12, 13, 14, 70_001, 70_004, 200_003, framed.byteLength - 1], pad)
+    const [a, b] = randomTensors(rng, [33_333, 60_000])
+    const want = [a.slice(), b.slice()]
+    const start = 12_345
+    for (let i = 0; i < count; i++) {
+      const at = start + i
+      if (at < a.length) want[0][at] += src[i]
+      else want[1][at - a.length] += src[i]
+    }
+    const view = new FlatView([a, b])
+    view.addParts(start, list, skip, count)
+    expect(bytesOf(a).equals(bytesOf(want[0]))).toBe(true)
+    expect(bytesOf(b).equals(bytesOf(want[1]))).toBe(true)
+    view.setParts(start, list, skip, count)
+    const flat = new Float32Array(a.length + b.length)
+    flat.set(a)
+    flat.set(b, a.length)
+    expect(bytesOf(flat.subarray(start, start + count)).equals(bytesOf(src))).toBe(true)
+    expect(() => { view.addParts(start, list, skip, count - 1) }).toThrow(RangeError)
+  })
+})
 
 describe('ring all-reduce', () => {
   it.each([2, 3, 4])('%i members: the mean of awkward sizes, bit-identical on every member, two rounds back to back', async (n) => {
@@ -203,6 +250,34 @@ describe('ring all-reduce', () => {
     expect(out[49]).toBe(-Infinity)
     expect(out[0]).toBeCloseTo((inputs[0][0][0] + inputs[1][0][0] + inputs[2][0][0]) / 3, 5)
     for (const r of results.slice(1)) expect(bytesOf(r.tensors[0]).equals(bytesOf(out))).toBe(true)
+  })
+
+  it('3 members whose chunks differ in piece count (one is a piece and an element), each piece forwarded as it is folded in', async () => {
+    const members = await startMembers(3)
+    const group = members.map(m => m.id)
+    const rng = mulberry32(31)
+    // 3 * PIECE_ELEMENTS + 1 elements: chunk 0 has two pieces, chunks 1 and 2 one each, so the
+    // pieces a member sends and receives at one step differ in number
+    const sizes = [PIECE_ELEMENTS, 2 * PIECE_ELEMENTS - 5, 6]
+    expect(chunkRanges(3 * PIECE_ELEMENTS + 1, 3).map(c => Math.ceil(c.length / PIECE_ELEMENTS))).toEqual([2, 1, 1])
+    for (const op of ['mean', 'sum'] as const) {
+      const inputs = members.map(() => randomTensors(rng, sizes))
+      const copies = inputs.map(ts => ts.map(t => t.slice()))
+      const results = await Promise.all(members.map(async (m, i) =>
+        await m.service.allReduce({ group, key: `uneven-${op}:e0:i0:s0`, tensors: inputs[i], op, inPlace: true, timeoutMs: 30_000 })))
+      if (op === 'mean') expectMeanAndIdentical(copies, results)
+      else {
+        for (let t = 0; t < sizes.length; t++) {
+          for (const r of results) expect(bytesOf(r.tensors[t]).equals(bytesOf(results[0].tensors[t]))).toBe(true)
+          for (let i = 0; i < sizes[t]; i += 997) {
+            const want = copies.reduce((acc, x) => acc + x[t][i], 0)
+            const abs = copies.reduce((acc, x) => acc + Math.abs(x[t][i]), 0)
+            expect(Math.abs(results[0].tensors[t][i] - want)).toBeLessThanOrEqual(1e-6 * Math.max(abs, Number.MIN_VALUE))
+          }
+        }
+      }
+      expect(results.reduce((sum, r) => sum + r.bytesSent, 0)).toBe(2 * 2 * (3 * PIECE_ELEMENTS + 1) * 4)
+    }
   })
 
   it('1M floats: 4 members, and 2 members with chunks larger than one piece frame', async () => {
