@@ -34,7 +34,7 @@
 import { createHash } from 'node:crypto'
 import type { Uint8ArrayList } from 'uint8arraylist'
 import { ConfigError, SpotpipeError } from '../../common/index.js'
-import { ID_PATTERN, MAX_ERROR_CODE_LENGTH, MAX_ID_LENGTH, MAX_PEER_ID_LENGTH, MAX_REASON_LENGTH } from '../../protocols/index.js'
+import { ID_PATTERN, MAX_ERROR_CODE_LENGTH, MAX_ID_LENGTH, MAX_PEER_ID_LENGTH, MAX_REASON_LENGTH, encodeVarint } from '../../protocols/index.js'
 import { ALLREDUCE_MAGIC, ALLREDUCE_VERSION, HEADER_FIXED_BYTES, MAX_ROUND_KEY_LENGTH, PIECE_PREAMBLE_BYTES, ROUND_KEY_PATTERN } from './constants.js'
 import { AllReduceAbortedError, AllReduceError, AllReduceProtocolError, ALLREDUCE_ERROR_CODES, type AllReduceProblem } from './errors.js'
 import type { AllReduceRoundKey } from './index.js'
@@ -117,6 +117,15 @@ function preamble (kind: number, flags: number, step: number): Uint8Array {
 
 /** The 8 bytes in front of a piece's data. */
 export function piecePreamble (step: number): Uint8Array { return preamble(KIND_PIECE, 0, step) }
+
+/** A piece frame's bytes before its data: the frame's varint length prefix (net/transport framing), then the preamble. */
+export function pieceHead (step: number, dataBytes: number): Uint8Array {
+  const prefix = encodeVarint(PIECE_PREAMBLE_BYTES + dataBytes)
+  const head = new Uint8Array(prefix.byteLength + PIECE_PREAMBLE_BYTES)
+  head.set(prefix, 0)
+  head.set(piecePreamble(step), prefix.byteLength)
+  return head
+}
 
 function ascii (s: string, max: number): string {
   const clean = s.replace(/[^\x20-\x7e]/g, '?')

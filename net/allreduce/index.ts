@@ -29,8 +29,15 @@
  * Non-finite values are not inspected: NaN and Inf propagate into the mean (the caller checks),
  * and nothing in the protocol reads values.
  *
+ * Pipelined by pieces (1 MiB frames): piece p of step k is the piece p of the chunk received at
+ * step k - 1, so a member forwards it as soon as it has folded that piece in, not once the whole
+ * step is in; the ring runs as one pipeline instead of 2(N-1) stop-and-go steps, and the summation
+ * of one piece overlaps the transfer of the next. A received piece is added (or, in the all-gather,
+ * copied) straight from the transport's buffers into the tensors. The order of every sum is the
+ * same as step by step, so the result is too, bit for bit.
+ *
  * One stream per round, opened by each member to its successor, carrying all 2(N-1) steps in
- * order: the steps are strictly sequential on that link, so per-step streams would only add a
+ * order: the steps follow each other on that link, so per-step streams would only add a
  * protocol negotiation (a round trip) per step and a window ramp-up per step; one stream per round
  * (not one kept across rounds) keeps a failed or aborted round from leaking into the next, and the
  * group may change between rounds. The reverse direction of that stream carries only control frames

@@ -4,12 +4,12 @@
  * round's single failure, which ends both halves and is told to both neighbours.
  */
 import type { PeerId, Stream } from '@libp2p/interface'
-import type { Uint8ArrayList } from 'uint8arraylist'
+import { Uint8ArrayList } from 'uint8arraylist'
 import { SpotpipeError, createLog } from '../../common/index.js'
-import { FrameTooLargeError, MalformedFrameError, endFrames, openStream, readFrameLists, writeFrame } from '../transport/index.js'
+import { FrameTooLargeError, MalformedFrameError, StreamClosedError, endFrames, openStream, readFrameLists, waitForDrain, writeFrame } from '../transport/index.js'
 import { ALLREDUCE_PROTOCOL, LINGER_MS, MAX_HEADER_BYTES, PIECE_ELEMENTS, PIECE_PREAMBLE_BYTES } from './constants.js'
 import {
-  KIND_ABORT, KIND_PIECE, NO_STEP, abortFrameOf, chunkRanges, copyPiece, decodeFrame, encodeHeader, groupDigest, message, peekPreamble, piecePreamble,
+  KIND_ABORT, KIND_PIECE, NO_STEP, abortFrameOf, chunkRanges, decodeFrame, encodeHeader, groupDigest, message, peekPreamble, pieceHead,
   type AbortFrame, type ChunkRange, type FrameCommon, type HeaderFrame
 } from './codec.js'
 import {
@@ -17,11 +17,31 @@ import {
   GroupMismatchError, NotInGroupError, PeerLostError, RoundKeyMismatchError
 } from './errors.js'
 import { FlatView } from './flat-view.js'
-import { abortable, deferred, sendControl, type Deferred, type Inbound } from './inbound.js'
+import { abortable, deferred, sendControl, type Inbound } from './inbound.js'
 import type { AllReduceResult } from './index.js'
 import type { AllReduceServiceImpl } from './service.js'
 
 const log = createLog('allreduce')
+
+/**
+ * One piece frame (net/transport/framed-stream.ts framing: varint length, then the payload) as a
+ * single send: its length prefix and preamble in one small buffer, then the data as views on the
+ * tensors. writeFrame would send the prefix, the preamble and the data separately, each its own
+ * yamux frame, noise message and socket write (three per piece instead of one). Resolves, as
+ * writeFrame does, once the muxer has taken the bytes (back-pressure: it waits for 'drain').
+ */
+async function writePiece (stream: Stream, step: number, data: Uint8Array[], bytes: number, signal: AbortSignal): Promise<void> {
+  const list = new Uint8ArrayList(pieceHead(step, bytes))
+  for (const d of data) list.append(d)
+  await waitForDrain(stream, signal)
+  if (stream.writeStatus !== 'writable') throw new StreamClosedError(stream.status === 'reset' ? 'reset' : stream.status === 'aborted' ? 'aborted' : 'closed', `cannot write to stream ${stream.id}: its writable end is ${stream.writeStatus}`)
+  try {
+    stream.send(list)
+  } catch (err) {
+    throw new StreamClosedError(stream.status === 'reset' ? 'reset' : 'aborted', `write to stream ${stream.id} failed: ${message(err)}`, { cause: err })
+  }
+  await waitForDrain(stream, signal)
+}
 
 /** The errors a receiver answers a bad stream with (sent back flagged as a refusal). */
 function isRefusal (err: unknown): err is AllReduceError {
@@ -58,9 +78,19 @@ export class Round {
   private readonly controller = new AbortController()
   private readonly inboundArrived = deferred<Inbound>()
   private readonly settled = deferred<undefined>()
-  /** recvDone[k] / sentDone[k]: step k received (and folded in) / sent. */
-  private readonly recvDone: Array<Deferred<undefined>>
-  private readonly sentDone: Array<Deferred<undefined>>
+  /**
+   * sendBase[k] / recvBase[k]: pieces sent / received in the steps before step k (a chunk goes in
+   * ceil(elements / PIECE_ELEMENTS) pieces; the chunks sent and received at one step may differ by
+   * an element, so the two counts may differ).
+   */
+  private readonly sendBase: number[]
+  private readonly recvBase: number[]
+  /** Pieces received (and folded in) / handed to the muxer so far, over all steps in order. */
+  private recvPieces = 0
+  private sentPieces = 0
+  /** The one wait on each counter (the sender waits on recvPieces, the receiver on sentPieces). */
+  private recvWaiter: { until: number, resolve: () => void } | undefined
+  private sentWaiter: { until: number, resolve: () => void } | undefined
   failure: Error | undefined
   /** A stream of the predecessor's for another key was refused while this round waited for its stream (see rememberMismatch). */
   refusedPredecessor = false
@@ -88,8 +118,12 @@ export class Round {
     this.chunks = chunkRanges(plan.total, this.n)
     this.digest = groupDigest(plan.group)
     this.view = new FlatView(plan.tensors)
-    this.recvDone = Array.from({ length: this.steps }, () => deferred<undefined>())
-    this.sentDone = Array.from({ length: this.steps }, () => deferred<undefined>())
+    this.sendBase = [0]
+    this.recvBase = [0]
+    for (let k = 0; k < this.steps; k++) {
+      this.sendBase.push(this.sendBase[k] + Math.ceil(this.chunks[this.sendChunk(k)].length / PIECE_ELEMENTS))
+      this.recvBase.push(this.recvBase[k] + Math.ceil(this.chunks[this.recvChunk(k)].length / PIECE_ELEMENTS))
+    }
   }
 
   get hasInbound (): boolean { return this.inbound !== undefined }
@@ -239,38 +273,69 @@ export class Round {
     return stream
   }
 
+  /**
+   * Sends the 2(N-1) steps, piece by piece as each becomes ready: piece p of step k is the piece p
+   * of the chunk received at step k - 1 (reduce-scatter: with this member's gradient added; the
+   * first all-gather step: the owned chunk, complete), so it goes out as soon as that piece is
+   * folded in, not when the whole of step k - 1 is. The ring then runs as one pipeline of pieces
+   * instead of 2(N-1) stop-and-go steps: every member forwards while it still receives, and the
+   * summation of one piece overlaps the transfer of the next.
+   */
   private async sendAll (): Promise<void> {
     const { signal } = this.controller
     const stream = await this.openOutbound()
     const faults = this.service.faults
     for (let k = 0; k < this.steps; k++) {
-      if (k > 0) await abortable(this.recvDone[k - 1].promise, signal)
       if (faults?.stallBeforeStep === k) {
+        if (k > 0) await this.untilReceived(this.recvBase[k], signal)
         faults.onStall?.(k)
         await abortable(new Promise<never>(() => {}), signal)
       }
-      if (k === this.n - 1 && this.plan.op === 'mean') {
-        // the owned chunk is complete: its mean, once, before anyone gets a copy
-        const own = this.chunks[this.mod(this.rank + 1)]
-        this.view.divide(own.start, own.start + own.length, this.n)
-      }
       const c = this.sendChunk(k)
       const { start, length } = this.chunks[c]
+      const divide = k === this.n - 1 && this.plan.op === 'mean'
       await writeFrame(stream, encodeHeader({ ...this.common(k, c), key: this.key }), signal)
-      const pre = piecePreamble(k)
-      for (let p = 0; p < length; p += PIECE_ELEMENTS) {
+      for (let p = 0, piece = 0; p < length; p += PIECE_ELEMENTS, piece++) {
         const e = Math.min(PIECE_ELEMENTS, length - p)
-        // straight from the tensors: a chunk is only modified again (all-gather) after the whole
+        // the same piece of the chunk received at step k - 1, folded in
+        if (k > 0) await this.untilReceived(this.recvBase[k - 1] + piece + 1, signal)
+        // the owned chunk's piece is complete: its mean, once, before anyone gets a copy
+        if (divide) this.view.divide(start + p, start + p + e, this.n)
+        // straight from the tensors: a piece is only modified again (all-gather) after the whole
         // ring has used what we sent of it, and by then writeFrame has long resolved
-        await writeFrame(stream, [pre, ...this.view.bytes(start + p, start + p + e)], signal)
+        await writePiece(stream, k, this.view.bytes(start + p, start + p + e), e * 4, signal)
         this.bytesSent += e * 4
+        this.progressSent()
       }
       this.sentSteps = k + 1
-      this.sentDone[k].resolve(undefined)
     }
     // flushed before the call returns, so a member that exits right after does not cut its successor off
     await endFrames(stream, signal)
     this.sentAll = true
+  }
+
+  private progressSent (): void {
+    this.sentPieces++
+    const w = this.sentWaiter
+    if (w !== undefined && this.sentPieces >= w.until) { this.sentWaiter = undefined; w.resolve() }
+  }
+
+  private progressReceived (): void {
+    this.recvPieces++
+    const w = this.recvWaiter
+    if (w !== undefined && this.recvPieces >= w.until) { this.recvWaiter = undefined; w.resolve() }
+  }
+
+  /** Until `count` pieces have been received and folded in (or the round fails). */
+  private async untilReceived (count: number, signal: AbortSignal): Promise<void> {
+    if (this.recvPieces >= count) return
+    await abortable(new Promise<void>(resolve => { this.recvWaiter = { until: count, resolve } }), signal)
+  }
+
+  /** Until `count` pieces have been handed to the muxer (or the round fails). */
+  private async untilSent (count: number, signal: AbortSignal): Promise<void> {
+    if (this.sentPieces >= count) return
+    await abortable(new Promise<void>(resolve => { this.sentWaiter = { until: count, resolve } }), signal)
   }
 
   /**
@@ -314,8 +379,6 @@ export class Round {
     const { signal } = this.controller
     const inb = await abortable(this.inboundArrived.promise, signal)
     this.waitMs = performance.now() - this.t0
-    const scratch = new Float32Array(Math.min(PIECE_ELEMENTS, Math.max(1, this.chunks[0].length)))
-    const scratchBytes = new Uint8Array(scratch.buffer)
     for (let k = 0; k < this.steps; k++) {
       inb.step = k
       if (k > 0) {
@@ -324,11 +387,10 @@ export class Round {
         if (frame.kind !== 'header') throw new AllReduceProtocolError('kind', `${this.pred} sent a ${frame.kind} frame where the header of ${this.stepName(k)} was due`, { peer: this.pred, step: k })
         this.check(frame, k, this.pred)
       }
-      // all-gather overwrites a chunk we sent in the reduce-scatter: that send must be done
-      if (k >= this.n - 1) await abortable(this.sentDone[k - this.n + 1].promise, signal)
+      const gather = k >= this.n - 1
       const c = this.recvChunk(k)
       const { start, length } = this.chunks[c]
-      for (let p = 0; p < length; p += PIECE_ELEMENTS) {
+      for (let p = 0, piece = 0; p < length; p += PIECE_ELEMENTS, piece++) {
         const e = Math.min(PIECE_ELEMENTS, length - p)
         const list = await this.read(inb, k, PIECE_PREAMBLE_BYTES + e * 4)
         const { kind, step } = peekPreamble(list, this.pred)
@@ -336,13 +398,17 @@ export class Round {
           const what = kind !== KIND_PIECE ? 'a header' : step !== k ? `a piece of step ${step}` : `a piece of ${list.byteLength - PIECE_PREAMBLE_BYTES} bytes`
           throw new AllReduceProtocolError(kind !== KIND_PIECE ? 'kind' : step !== k ? 'step' : 'length', `${this.pred} sent ${what} where ${e * 4} bytes of chunk ${c} were due (${this.stepName(k)})`, { peer: this.pred, step: k })
         }
-        copyPiece(list, scratchBytes)
-        if (k < this.n - 1) this.view.add(start + p, scratch, e)
-        else this.view.set(start + p, scratch, e)
+        if (gather) {
+          // all-gather overwrites a chunk we sent in the reduce-scatter: that piece's send must be done
+          await this.untilSent(this.sendBase[k - this.n + 1] + piece + 1, signal)
+          this.view.setParts(start + p, list, PIECE_PREAMBLE_BYTES, e)
+        } else {
+          this.view.addParts(start + p, list, PIECE_PREAMBLE_BYTES, e)
+        }
         this.bytesReceived += e * 4
+        this.progressReceived()
       }
       this.recvSteps = k + 1
-      this.recvDone[k].resolve(undefined)
     }
     this.service.track(this.finishInbound(inb))
   }
