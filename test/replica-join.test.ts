@@ -13,14 +13,11 @@ import type { Assignment } from '../protocols/index.js'
 import { servingPeers } from '../protocols/index.js'
 import { clusterLifecycle } from './helpers/lifecycle.js'
 import { TestCluster } from './helpers/cluster.js'
+import { expectSameTensors } from './helpers/tensors.js'
 
 const model = { dModel: 32, nHeads: 2, nBlocks: 4, seqLen: 16 }
 const train = { stages: 4, microbatches: 4, microbatchSize: 4 }
 const { track } = clusterLifecycle('spotpipe-replica-join-')
-
-function bytes (t: { data: ArrayBufferView }): Buffer {
-  return Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength)
-}
 
 /** Runs iterations until no peer is listed as joining (at most 20). */
 async function settle (c: TestCluster): Promise<void> {
@@ -81,11 +78,7 @@ describe('a peer joining a running cluster', () => {
     const [x, y] = await Promise.all([a.stages[0].peers[0], joiner.peerId].map(async p => await c.weightsOf(0, true, p)))
     expect([x.iteration, y.iteration]).toEqual([10, 10])
     expect([...x.tensors.keys()].filter(n => n.startsWith(OPTIM_M) || n.startsWith(OPTIM_V)).length).toBeGreaterThan(0)
-    expect([...y.tensors.keys()].sort()).toEqual([...x.tensors.keys()].sort())
-    for (const [name, t] of x.tensors) {
-      const u = y.tensors.get(name)
-      expect(u != null && bytes(u).equals(bytes(t)), `stage 0 ${name} differs between the replica and the joiner`).toBe(true)
-    }
+    expectSameTensors(x.tensors, y.tensors, 'stage 0: the replica and the joiner')
   }, 240_000)
 
   it('with no spare left, a replica moves from the best-served stage to one down to its last (2 stages: 3 + 1 -> 2 + 2)', async () => {
@@ -117,9 +110,6 @@ describe('a peer joining a running cluster', () => {
     expect(c.coord.recoveries.filter(e => e.stage === 1 && e.outcome === 'recovered').map(e => e.rung).slice(-2)).toEqual(['survivors', 'replica'])
     const [x, y] = await Promise.all(after.stages[1].peers.map(async p => await c.weightsOf(1, true, p)))
     expect(x.iteration).toBe(y.iteration)
-    for (const [name, t] of x.tensors) {
-      const u = y.tensors.get(name)
-      expect(u != null && bytes(u).equals(bytes(t)), `stage 1 ${name} differs between its replicas after the move`).toBe(true)
-    }
+    expectSameTensors(x.tensors, y.tensors, 'stage 1: its replicas after the move')
   }, 240_000)
 })

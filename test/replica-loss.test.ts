@@ -10,27 +10,14 @@ import { describe, expect, it } from 'vitest'
 import { loadBrownCorpus } from '../model/data.js'
 import { LocalPipelineTrainer } from '../model/trainer.js'
 import { OPTIM_M, OPTIM_V } from '../model/state.js'
-import type { TensorSet } from '../model/safetensors.js'
 import { StageLostError, type RecoveryEvent } from '../coordinator/index.js'
 import { clusterLifecycle } from './helpers/lifecycle.js'
 import { TestCluster } from './helpers/cluster.js'
+import { expectSameTensors } from './helpers/tensors.js'
 
 const model = { dModel: 32, nHeads: 2, nBlocks: 4, seqLen: 16 }
 const train = { stages: 4, microbatches: 4, microbatchSize: 4 }
 const { track } = clusterLifecycle('spotpipe-replica-loss-')
-
-function bytes (t: { data: ArrayBufferView }): Buffer {
-  return Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength)
-}
-
-/** Every tensor of `x` equals the same-named one of `y`, bit for bit. */
-function expectIdentical (x: TensorSet, y: TensorSet, what: string): void {
-  expect([...y.keys()].sort(), what).toEqual([...x.keys()].sort())
-  for (const [name, t] of x) {
-    const u = y.get(name)
-    expect(u != null && bytes(u).equals(bytes(t)), `${what}: ${name} differs`).toBe(true)
-  }
-}
 
 /** Starts an iteration and SIGKILLs `victims` while it runs; the iteration is aborted. */
 async function killDuring (c: TestCluster, victims: string[]): Promise<void> {
@@ -88,7 +75,7 @@ describe('losing replicas of a stage', () => {
     const [x, y] = await Promise.all([survivor, spare as string].map(async p => await c.weightsOf(2, true, p)))
     expect([x.iteration, y.iteration]).toEqual([committed - 1, committed - 1])
     expect([...x.tensors.keys()].filter(n => n.startsWith(OPTIM_M) || n.startsWith(OPTIM_V)).length).toBeGreaterThan(0)
-    expectIdentical(x.tensors, y.tensors, 'stage 2: survivor vs its new replica')
+    expectSameTensors(x.tensors, y.tensors, 'stage 2: survivor vs its new replica')
 
     // --- both replicas of stage 2 lost at once: a stage loss; two new peers: a CheckFree target, then a replica
     const fresh = await Promise.all([c.addPeer(), c.addPeer()])
