@@ -53,9 +53,8 @@ export function route (stages: number, mb: number, checkfreePlus = false): Hop[]
 export function laneMicrobatches (microbatches: number, replicas: number, lane: number): number[] {
   checkReplicas(replicas, microbatches)
   if (!Number.isInteger(lane) || lane < 0 || lane >= replicas) throw new RangeError(`lane must be an integer in 0..${replicas - 1}, got ${lane}`)
-  const out: number[] = []
-  for (let m = lane; m < microbatches; m += replicas) out.push(m)
-  return out
+  // a stage with every lane's replica: replica r runs lane r
+  return replicaMicrobatches(microbatches, replicas, replicas, lane)
 }
 
 /**

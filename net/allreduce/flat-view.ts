@@ -70,13 +70,8 @@ export class FlatView {
     const stage = this.staging()
     let at = start
     let carry = 0
-    for (const buf of parts) {
-      let off = 0
-      if (skip > 0) {
-        if (skip >= buf.byteLength) { skip -= buf.byteLength; continue }
-        off = skip
-        skip = 0
-      }
+    for (const [buf, first] of afterSkip(parts, skip)) {
+      let off = first
       if (carry > 0) {
         // the rest of a float begun in the previous part
         while (carry < 4 && off < buf.byteLength) stage.bytes[carry++] = buf[off++]
@@ -110,13 +105,8 @@ export class FlatView {
     let d = 0
     let dOff = 0
     let copied = 0
-    for (const buf of parts) {
-      let off = 0
-      if (skip > 0) {
-        if (skip >= buf.byteLength) { skip -= buf.byteLength; continue }
-        off = skip
-        skip = 0
-      }
+    for (const [buf, first] of afterSkip(parts, skip)) {
+      let off = first
       while (off < buf.byteLength && d < dests.length) {
         const dest = dests[d]
         const n = Math.min(buf.byteLength - off, dest.byteLength - dOff)
@@ -162,4 +152,13 @@ function addInto (a: Float32Array, from: number, to: number, src: Float32Array, 
     a[i + 3] += src[j + 3]
   }
   for (; i < to; i++, j++) a[i] += src[j]
+}
+
+/** The buffers of `parts` with the first `skip` bytes left out: each with the offset its bytes start at. */
+function * afterSkip (parts: Iterable<Uint8Array>, skip: number): Generator<[Uint8Array, number]> {
+  for (const buf of parts) {
+    if (skip >= buf.byteLength) { skip -= buf.byteLength; continue }
+    yield [buf, skip]
+    skip = 0
+  }
 }
