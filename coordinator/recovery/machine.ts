@@ -422,7 +422,7 @@ export class RecoveryMachine {
       heartbeatOf: id => c.heartbeatOf(id),
       lost: this.lost,
       departing: this.departing,
-      dropped: new Set([...this.dropped.keys(), ...this.joins.keys()]),
+      stateless: new Set([...this.dropped.keys(), ...this.joins.keys()]),
       restarted: this.restarted,
       excluded: this.excluded
     }, stages, checkpoints)

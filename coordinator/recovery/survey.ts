@@ -24,8 +24,11 @@ export interface SurveyView {
   heartbeatOf: (peerId: string) => Heartbeat | undefined
   readonly lost: ReadonlyMap<number, LossInfo>
   readonly departing: ReadonlySet<string>
-  /** Replicas lost while their stage keeps others (machine.ts): neither holders nor spares. */
-  readonly dropped: ReadonlySet<string>
+  /**
+   * Replicas whose state does not count (machine.ts): lost ones the assignment still names, and
+   * joiners still catching up. Neither holders nor spares.
+   */
+  readonly stateless: ReadonlySet<string>
   /** Lost peers that came back with fresh state: spares, never rejoins. */
   readonly restarted: ReadonlySet<string>
   readonly excluded: ReadonlyMap<number, ReadonlySet<RecoveryRung>>
@@ -48,7 +51,7 @@ export function survey (v: SurveyView, stages: number[], checkpoints: Checkpoint
   const rejoined = new Map<number, string>()
   for (const st of a.stages) {
     // a stage departs only with its last replica (machine.ts drops the others); any live replica holds it
-    const p = st.peers.find(q => !v.dropped.has(q) && !v.departing.has(q)) ?? st.peers.find(q => v.departing.has(q))
+    const p = st.peers.find(q => !v.stateless.has(q) && !v.departing.has(q)) ?? st.peers.find(q => v.departing.has(q))
     if (p == null) continue
     if (v.departing.has(p)) departing.set(st.stage, p)
     else if (!lostSet.has(st.stage)) holders.set(st.stage, p)
@@ -69,7 +72,7 @@ export function survey (v: SurveyView, stages: number[], checkpoints: Checkpoint
   }
   // every replica a stage keeps is busy, not only the one listed as its holder
   const kept = a.stages.filter(st => !lostSet.has(st.stage)).flatMap(st => st.peers)
-  const busy = new Set([...kept, ...holders.values(), ...departing.values(), ...rejoined.values(), ...v.dropped])
+  const busy = new Set([...kept, ...holders.values(), ...departing.values(), ...rejoined.values(), ...v.stateless])
   const spares = v.livePeers.filter(p => !busy.has(p)).sort()
   const copies = heldCopies(a, holders, v.heartbeatOf)
   // exact copies must be of the last commit; a mirror only has to exist
