@@ -7,8 +7,7 @@
  * once is a stage loss: CheckFree.
  */
 import { describe, expect, it } from 'vitest'
-import { loadBrownCorpus } from '../model/data.js'
-import { LocalPipelineTrainer } from '../model/trainer.js'
+import { expectLocalLosses } from './helpers/reference.js'
 import { OPTIM_M, OPTIM_V } from '../model/state.js'
 import { StageLostError, type RecoveryEvent } from '../coordinator/index.js'
 import { clusterLifecycle } from './helpers/lifecycle.js'
@@ -63,13 +62,7 @@ describe('losing replicas of a stage', () => {
     const committed = c.coord.iteration
     expect(committed).toBeGreaterThanOrEqual(9)
     expect(history.map(r => r.iteration)).toEqual(Array.from({ length: committed }, (_, i) => i))
-    const local = new LocalPipelineTrainer({ model, train, trainTokens: loadBrownCorpus().train })
-    try {
-      for (const r of history) {
-        const want = local.step().loss
-        expect(Math.abs(r.loss - want) / want, `iteration ${r.iteration}: ${r.loss} vs ${want}`).toBeLessThanOrEqual(1e-5)
-      }
-    } finally { local.dispose() }
+    expectLocalLosses(history.map(r => r.loss), model, train)
 
     // the new replica trained on as an exact copy: weights and both Adam moments equal the survivor's
     const [x, y] = await Promise.all([survivor, spare as string].map(async p => await c.weightsOf(2, true, p)))

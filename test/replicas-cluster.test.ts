@@ -4,8 +4,7 @@
  * their gradient sums with the ring all-reduce before the step.
  */
 import { describe, expect, it } from 'vitest'
-import { loadBrownCorpus } from '../model/data.js'
-import { LocalPipelineTrainer } from '../model/trainer.js'
+import { expectLocalLosses } from './helpers/reference.js'
 import { OPTIM_M } from '../model/state.js'
 import { clusterLifecycle } from './helpers/lifecycle.js'
 import { TestCluster } from './helpers/cluster.js'
@@ -26,13 +25,7 @@ describe('4 stages x 2 replicas as separate processes', () => {
     for (let i = 0; i < 20; i++) losses.push((await c.coord.runIteration({ timeoutMs: 60_000 })).loss)
 
     // the local pipeline trainer is what 4 x 1 computes (test/cluster.test.ts)
-    const local = new LocalPipelineTrainer({ model, train, trainTokens: loadBrownCorpus().train })
-    try {
-      for (let i = 0; i < 20; i++) {
-        const want = local.step().loss
-        expect(Math.abs(losses[i] - want) / want, `iteration ${i}: ${losses[i]} vs ${want}`).toBeLessThanOrEqual(1e-5)
-      }
-    } finally { local.dispose() }
+    expectLocalLosses(losses, model, train)
 
     for (const st of a.stages) {
       const [x, y] = await Promise.all(st.peers.map(async p => await c.weightsOf(st.stage, true, p)))

@@ -17,6 +17,9 @@ beforeAll(async () => {
 afterEach(async () => { await killSpawnedPeers() })
 afterAll(async () => { await rm(out, { recursive: true, force: true }) })
 
+/** The small run both tests replay their traces on. */
+const TINY = { model: { dModel: 16, nHeads: 2, nBlocks: 4, seqLen: 16 }, train: { stages: 4, microbatches: 2, microbatchSize: 4 }, iterations: 12, evalEvery: 6, checkpointEvery: 4 }
+
 describe('local-cluster churn simulation', () => {
   it('survives every injected failure, and each appears in the event log with the rung that recovered it', async () => {
     const trace = makeTrace({
@@ -32,11 +35,7 @@ describe('local-cluster churn simulation', () => {
     const r = await runClusterExperiment({
       strategies: ['checkfree-plus', 'checkpoint'],
       trace,
-      model: { dModel: 16, nHeads: 2, nBlocks: 4, seqLen: 16 },
-      train: { stages: 4, microbatches: 2, microbatchSize: 4 },
-      iterations: 12,
-      evalEvery: 6,
-      checkpointEvery: 4,
+      ...TINY,
       validationTokens: loadBrownCorpus().validation,
       outDir: out
     })
@@ -71,11 +70,7 @@ describe('local-cluster churn simulation', () => {
     const r = await runClusterExperiment({
       strategies: ['checkfree'],
       trace,
-      model: { dModel: 16, nHeads: 2, nBlocks: 4, seqLen: 16 },
-      train: { stages: 4, microbatches: 2, microbatchSize: 4 },
-      iterations: 12,
-      evalEvery: 6,
-      checkpointEvery: 4,
+      ...TINY,
       validationTokens: loadBrownCorpus().validation,
       outDir: join(out, 'replicas')
     })
