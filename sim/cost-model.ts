@@ -14,8 +14,10 @@
  * of one [B,T,D] activation (or its gradient) crossing one link, and hops = 2 per slot (activation
  * forward, gradient backward), +1 under redundant computation (see below). Transfers are not assumed
  * to overlap compute (conservative; `overlapTransfers` takes max(compute, transfer) instead).
- * CheckFree+ runs odd microbatches through the swapped route 0(embed) -> 1 -> 0 -> 2 ... S-3 ->
- * S-1 -> S-2 -> S-1(head): 2 more hops forward and 2 backward on the critical path (S >= 4, M >= 2).
+ * CheckFree+ runs odd microbatches through swapped routes; what they cost depends on where the
+ * embedding and head live (PlusLayout): two more hops forward and two backward on the critical path
+ * (layout spotpipe, the cluster's), or none but a per-iteration gradient exchange for the mirrored
+ * embedding and head (layout paper, the reference code's).
  *
  * Redundant computation (Bamboo-style, strategy redundant-compute; the cluster's `redundant` copies
  * instead, see shadowRefresh): each stage also runs its successor's forward and backward and
@@ -39,7 +41,8 @@
  *   checkfree-plus      : the neighbour's blocks plus the mirrored embedding or head
  *   checkpoint (stage)  : the stage's state from the store
  *   checkpoint (whole)  : every stage's state from the store at once
- * Several stages recovering together do so in parallel: the recovery takes the longest of them.
+ * Several stages recovering together do so in parallel: the recovery takes the longest of them,
+ * plus `replacementS` once (a replacement peer getting ready; 0 unless a profile sets it).
  *
  * Time scale: `timeScale` multiplies every duration derived from the model's size (compute and every
  * byte transfer), but not protocol constants (detectionS, latency, noticeLeadS). It lets the small
@@ -96,6 +99,16 @@ export interface CostParams {
   overlapTransfers: boolean
   /** Multiplier on every size-derived duration (compute, byte transfers). @default 1 */
   timeScale: number
+  /** Iterations of the modelled run that one simulated iteration stands for (a proxy model that
+   *  reaches its target in fewer iterations than the modelled one, sim/paper.ts). What recurs every
+   *  iteration (compute, hops, shadow pulls, the paper layout's mirror sync) is charged this many
+   *  times per simulated iteration; what happens per event (a recovery, a checkpoint save, a mirror
+   *  refresh) once. @default 1 */
+  iterationsPerStep: number
+  /** Fixed time every recovery pays on top of its transfers: a replacement peer getting ready (start,
+   *  rendezvous, building its stage). Not size-derived, so not scaled. @default 0 (model mode's
+   *  small model builds a stage in milliseconds; sim/paper.ts sets the paper's "about 30 s") */
+  replacementS: number
 }
 
 export const DEFAULT_COST: Omit<CostParams, 'slotComputeS' | 'stageParams' | 'stageBlockParams' | 'embedParams' | 'headParams' | 'hopBytes' | 'microbatches'> = {
@@ -110,13 +123,32 @@ export const DEFAULT_COST: Omit<CostParams, 'slotComputeS' | 'stageParams' | 'st
   redundantComputeFactor: 1.0,
   redundantExtraHops: 1,
   overlapTransfers: false,
-  timeScale: 1
+  timeScale: 1,
+  iterationsPerStep: 1,
+  replacementS: 0
 }
+
+/**
+ * Where CheckFree+ keeps the embedding and the head, which decides what its swaps cost:
+ *  - spotpipe: stage 0 owns the embedding and S-1 the head, as in the cluster. A swapped
+ *    microbatch runs 0(embed) -> 1 -> 0 -> 2 ... S-3 -> S-1 -> S-2 -> S-1(head): two more hops
+ *    forward and two backward on the critical path.
+ *  - paper: the reference code's, where the swaps are among block stages only. Stage 1 holds a
+ *    live copy of the embedding and S-2 of the head, so a swapped microbatch starts at stage 1
+ *    (it embeds) and ends at S-2 (it runs the head): no extra hop. The price is keeping the copies
+ *    equal: every iteration the two holders of each exchange their gradients for it before the step
+ *    (the larger of embedding and head crossing one link on the critical path), and the mirrors are
+ *    then always current.
+ */
+export type PlusLayout = 'spotpipe' | 'paper'
+export const PLUS_LAYOUTS: readonly PlusLayout[] = ['spotpipe', 'paper']
 
 /** What a strategy changes about the iteration. */
 export interface IterationShape {
   /** CheckFree+ swapped routes on odd microbatches. */
   swaps: boolean
+  /** Where the swaps keep the embedding and head. @default 'spotpipe' */
+  plusLayout?: PlusLayout
   /** Bamboo-style redundant computation of the successor (strategy redundant-compute). */
   redundantCompute: boolean
 }
@@ -144,11 +176,11 @@ export class CostModel {
     const S = params.stageParams.length
     if (S < 1) throw new SimConfigError('the cost model needs at least one stage')
     if (params.stageBlockParams.length !== S) throw new SimConfigError(`stageBlockParams has ${params.stageBlockParams.length} entries for ${S} stages`)
-    for (const k of ['slotComputeS', 'hopBytes', 'bytesPerParam', 'linkBytesPerS', 'storageBytesPerS', 'snapshotBytesPerS', 'timeScale'] as const) {
+    for (const k of ['slotComputeS', 'hopBytes', 'bytesPerParam', 'linkBytesPerS', 'storageBytesPerS', 'snapshotBytesPerS', 'timeScale', 'iterationsPerStep'] as const) {
       const v = params[k]
       if (!Number.isFinite(v) || v <= 0) throw new SimConfigError(`cost.${k} must be a positive finite number, got ${String(v)}`)
     }
-    for (const k of ['optimizerBytesPerParam', 'linkLatencyS', 'detectionS', 'noticeLeadS', 'redundantComputeFactor', 'redundantExtraHops'] as const) {
+    for (const k of ['optimizerBytesPerParam', 'linkLatencyS', 'detectionS', 'noticeLeadS', 'redundantComputeFactor', 'redundantExtraHops', 'replacementS'] as const) {
       const v = params[k]
       if (!Number.isFinite(v) || v < 0) throw new SimConfigError(`cost.${k} must be a non-negative finite number, got ${String(v)}`)
     }
@@ -178,16 +210,19 @@ export class CostModel {
     return p.overlapTransfers ? Math.max(compute, transfers) : compute + transfers
   }
 
-  /** Transfers on the critical path that CheckFree+'s swapped microbatches add. */
+  /** Transfers on the critical path that CheckFree+'s swapped microbatches add, per iteration of the
+   *  modelled run: the extra hops (layout spotpipe) or the mirrors' gradient exchange (layout paper). */
   swapExtraS (shape: IterationShape): number {
-    return shape.swaps && this.stages >= 4 && this.p.microbatches >= 2 ? 4 * this.hopS : 0
+    if (!shape.swaps || this.stages < 4 || this.p.microbatches < 2) return 0
+    if (shape.plusLayout === 'paper') return this.linkS(Math.max(this.p.embedParams, this.p.headParams) * this.p.bytesPerParam)
+    return 4 * this.hopS
   }
 
-  /** Wall-clock seconds of one failure-free iteration. */
+  /** Wall-clock seconds of one failure-free simulated iteration (iterationsPerStep of the modelled run). */
   iterationS (shape: IterationShape): number {
     const S = this.stages
     const M = this.p.microbatches
-    return (M + S - 1) * this.slotS(shape) + this.swapExtraS(shape)
+    return this.p.iterationsPerStep * ((M + S - 1) * this.slotS(shape) + this.swapExtraS(shape))
   }
 
   /** Share of an iteration during which links carry activations (for upload contention). */
@@ -195,16 +230,17 @@ export class CostModel {
     const M = this.p.microbatches
     const S = this.stages
     const transfers = (M + S - 1) * (2 + (shape.redundantCompute ? this.p.redundantExtraHops : 0)) * this.hopS + this.swapExtraS(shape)
-    return Math.min(1, transfers / this.iterationS(shape))
+    return Math.min(1, this.p.iterationsPerStep * transfers / this.iterationS(shape))
   }
 
   /** Activation and gradient bytes crossing links in one iteration (all stages). */
   activationBytes (shape: IterationShape): number {
     const M = this.p.microbatches
     const S = this.stages
-    const swapped = shape.swaps && S >= 4 ? Math.floor(M / 2) : 0
+    const swapped = shape.swaps && S >= 4 && shape.plusLayout !== 'paper' ? Math.floor(M / 2) : 0
     const perMb = 2 * (S - 1) + (shape.redundantCompute ? this.p.redundantExtraHops * Math.max(0, S - 2) : 0)
-    return (M * perMb + swapped * 4) * this.p.hopBytes
+    const mirrorSync = shape.swaps && S >= 4 && shape.plusLayout === 'paper' ? 4 * (this.p.embedParams + this.p.headParams) * this.p.bytesPerParam : 0
+    return this.p.iterationsPerStep * ((M * perMb + swapped * 4) * this.p.hopBytes + mirrorSync)
   }
 
   /** Bytes of a stage's weights, with its Adam moments when `optimizer`. */
@@ -283,7 +319,8 @@ export class CostModel {
     if (this.stages < 2) return { seconds: 0, bytes: 0, contentionS: 0 }
     let seconds = 0
     for (let s = 0; s < this.stages; s++) seconds = Math.max(seconds, this.exactCopy(s).seconds)
-    return { seconds, bytes: this.totalBytes(true), contentionS: seconds * this.linkBusyFraction(shape) }
+    seconds *= this.p.iterationsPerStep
+    return { seconds, bytes: this.p.iterationsPerStep * this.totalBytes(true), contentionS: seconds * this.linkBusyFraction(shape) }
   }
 
   /** Plain-object summary of the parameters and the main derived times, for reports. */
@@ -306,8 +343,11 @@ export class CostModel {
       redundantComputeFactor: p.redundantComputeFactor,
       redundantExtraHops: p.redundantExtraHops,
       overlapTransfers: p.overlapTransfers,
+      iterationsPerStep: p.iterationsPerStep,
+      replacementS: p.replacementS,
       iterationS_plain: this.iterationS(plain),
       iterationS_checkfreePlus: this.iterationS({ swaps: true, redundantCompute: false }),
+      iterationS_checkfreePlus_paperLayout: this.iterationS({ swaps: true, redundantCompute: false, plusLayout: 'paper' }),
       iterationS_redundantCompute: this.iterationS({ swaps: false, redundantCompute: true }),
       shadowRefreshS: this.shadowRefresh(plain).seconds,
       checkpointUploadS: this.checkpointSave(plain).uploadS,

@@ -34,6 +34,7 @@ import { formatSummary, summarize, targetFromReference, writeRunFiles, writeSumm
 import { STRATEGIES, type StrategyName } from './strategies.js'
 import { linePlotPng } from './png.js'
 import { linePlot, validationSeries } from './svg.js'
+import { paperConversion, paperCostModel, paperSetting, type PaperSetting, type ProfileLine } from './paper.js'
 import { generateTrace, impliedIterationS, PAPER_RATES, readTrace, resolveFailureRate, writeTrace, type RateConversion, type Trace } from './trace.js'
 import { replicaTrace, replicaWindowIterations } from './replica-trace.js'
 
@@ -67,9 +68,19 @@ export interface ScenarioResult {
   png: string
 }
 
+/** How a paper preset's proxy stands for the paper's run (sim/paper.ts). */
+export interface PaperProxy {
+  setting: PaperSetting
+  /** Paper iterations per proxy step. */
+  iterationsPerStep: number
+  profile: ProfileLine[]
+}
+
 export interface ExperimentResult {
   out: string
   stepS: number
+  /** Set for a paper preset. */
+  paper?: PaperProxy
   target: number
   targetRule: string
   scenarios: ScenarioResult[]
@@ -115,6 +126,25 @@ export function scenarioClock (spec: ScenarioSpec, base: CostModel): { timeScale
   return { timeScale, cost, conversion }
 }
 
+/**
+ * A paper preset's proxy: one step stands for the paper's failure-free iterations to target over
+ * the proxy's (the step at targetFraction of its failure-free run).
+ */
+export function paperProxy (cfg: Pick<ExperimentConfig, 'paper' | 'iterations' | 'targetFraction' | 'cost'>): PaperProxy {
+  const setting = paperSetting(cfg.paper as string)
+  const proxySteps = Math.round(cfg.iterations * cfg.targetFraction)
+  if (proxySteps < 1) throw new SimConfigError(`${setting.name}: the proxy needs at least one step before its target (iterations ${cfg.iterations} x target fraction ${cfg.targetFraction})`)
+  const iterationsPerStep = setting.failureFreeIterations.value / proxySteps
+  return { setting, iterationsPerStep, profile: paperCostModel(setting, iterationsPerStep, cfg.cost).profile }
+}
+
+/** A paper scenario's clock: the preset's cost model as it is, the paper's rate per proxy step. */
+function paperClock (spec: ScenarioSpec, base: CostModel, paper: PaperProxy): { cost: CostModel, conversion: RateConversion } {
+  const column = paper.setting.columns.find(c => c.rate === spec.preset)
+  if (column == null) throw new SimConfigError(`scenario ${spec.name}: ${paper.setting.name} has no column for rate ${String(spec.preset)} (known: ${paper.setting.columns.map(c => c.rate).join(', ')})`)
+  return { cost: base, conversion: paperConversion(column, paper.iterationsPerStep, base.iterationS({ swaps: false, redundantCompute: false })) }
+}
+
 /** A failure-free run's wall-clock under another iteration time (none: no failures, no saves). */
 export function retimeFailureFree (run: RunResult, iterationS: number): RunResult {
   return {
@@ -141,10 +171,13 @@ export async function runModelExperiment (cfg: ExperimentConfig): Promise<Experi
 
   const backend = await initBackend({ backend: cfg.backend })
   const corpus = loadBrownCorpus()
-  const stepS = cfg.stepS ?? measureStepS({ model, train, corpus })
-  const base = costModelForModel(model, train, stepS, cfg.cost)
+  const paper = cfg.paper != null ? paperProxy(cfg) : undefined
+  // a paper preset's clock is the paper's: this machine's step time does not enter it
+  const stepS = paper != null ? NaN : cfg.stepS ?? measureStepS({ model, train, corpus })
+  const base = paper != null ? paperCostModel(paper.setting, paper.iterationsPerStep, cfg.cost).cost : costModelForModel(model, train, stepS, cfg.cost)
   const plainS = base.iterationS({ swaps: false, redundantCompute: false })
-  log(`sim: ${cfg.name}: step ${(stepS * 1000).toFixed(1)} ms on ${backend} (one process) -> pipeline iteration ${(plainS * 1000).toFixed(1)} ms in the cost model`)
+  if (paper != null) log(`sim: ${cfg.name}: the paper's cost model (${paper.setting.name}); one proxy step = ${paper.iterationsPerStep.toPrecision(4)} paper iterations = ${plainS.toFixed(0)} s failure-free`)
+  else log(`sim: ${cfg.name}: step ${(stepS * 1000).toFixed(1)} ms on ${backend} (one process) -> pipeline iteration ${(plainS * 1000).toFixed(1)} ms in the cost model`)
 
   // Scenarios, their clocks and traces.
   const given = cfg.traceFile != null ? readTrace(cfg.traceFile) : undefined
@@ -152,7 +185,7 @@ export async function runModelExperiment (cfg: ExperimentConfig): Promise<Experi
   const specs: ScenarioSpec[] = given != null ? [{ name: 'trace', perIteration: given.conversion.perIteration, timeScale: cfg.scenarios[0]?.timeScale ?? 1 }] : cfg.scenarios
   const maxIterations = Math.ceil(cfg.iterations * cfg.maxIterationsFactor)
   const scenarios: Array<Omit<ScenarioResult, 'summary' | 'svg' | 'png'>> = specs.map((spec, i) => {
-    const { cost, conversion } = scenarioClock(spec, base)
+    const { cost, conversion } = paper != null ? paperClock(spec, base, paper) : scenarioClock(spec, base)
     const dir = join(cfg.out, spec.name)
     mkdirSync(join(dir, 'traces'), { recursive: true })
     const traces = given != null
@@ -209,6 +242,7 @@ export async function runModelExperiment (cfg: ExperimentConfig): Promise<Experi
         cost: job.cost,
         corpus,
         seed: job.seed,
+        failAtStart: cfg.failAtStart,
         stopAtTarget: job.strategy === 'none' || !cfg.stopAtTarget ? undefined : () => target,
         onProgress: p => { fractions[j] = Math.min(1, p.iteration / job.iterations); report() }
       })
@@ -251,7 +285,9 @@ export async function runModelExperiment (cfg: ExperimentConfig): Promise<Experi
     cfg.description,
     '',
     `- model: d=${model.dModel}, ${model.nHeads} heads, ${model.nBlocks} blocks, seq ${model.seqLen}; ${train.stages} stages, ${train.microbatches} microbatches of ${train.microbatchSize}; lr ${train.lr}`,
-    `- measured single-process step: ${(stepS * 1000).toFixed(2)} ms on ${backend}; cost-model pipeline iteration at time scale 1: ${(plainS * 1000).toFixed(2)} ms`,
+    paper != null
+      ? `- cost model: the paper's (${paper.setting.name}), not this machine's; one proxy step = ${paper.iterationsPerStep.toPrecision(4)} paper iterations (${plainS.toFixed(1)} s failure-free)`
+      : `- measured single-process step: ${(stepS * 1000).toFixed(2)} ms on ${backend}; cost-model pipeline iteration at time scale 1: ${(plainS * 1000).toFixed(2)} ms`,
     `- strategies: ${strategies.join(', ')}; seeds: ${cfg.seeds.join(', ')}; strategy options: ${JSON.stringify({ ...cfg.options })}`,
     `- target: ${target.toFixed(4)} (${targetRule}); runs stop at the target: ${cfg.stopAtTarget}; failing runs may use up to ${maxIterations} iterations`,
     '',
@@ -276,7 +312,7 @@ export async function runModelExperiment (cfg: ExperimentConfig): Promise<Experi
     train,
     scenarios: results.map(r => ({ name: r.spec.name, conversion: r.conversion, cost: r.cost.describe(), summary: r.summary }))
   }, (_k, v) => v === Infinity ? 'Infinity' : v, 1) + '\n')
-  return { out: cfg.out, stepS, target, targetRule, scenarios: results, summaryPath, text: texts.join('\n') }
+  return { out: cfg.out, stepS, paper, target, targetRule, scenarios: results, summaryPath, text: texts.join('\n') }
 }
 
 /** JSON replacer/reviver pair that keeps Infinity and NaN (results carry both). */
@@ -298,6 +334,7 @@ export interface WorkerJob {
   cost: CostParams
   tracePath?: string
   seed: number
+  failAtStart?: boolean
   stopAtTarget: boolean
   target?: number
   backend: BackendName
@@ -323,6 +360,7 @@ async function runInWorkers (cfg: ExperimentConfig, jobs: Job[], model: ModelCon
       cost: { ...job.cost.p } as CostParams,
       tracePath: job.tracePath,
       seed: job.seed,
+      failAtStart: cfg.failAtStart,
       stopAtTarget: cfg.stopAtTarget && job.strategy !== 'none',
       target: getTarget(),
       backend,

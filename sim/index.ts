@@ -27,7 +27,8 @@ export * from './svg.js'
 export * from './png.js'
 export * from './progress.js'
 export * from './presets.js'
-export { measureStepS, runModelExperiment, scenarioClock, retimeFailureFree, type ExperimentConfig, type ExperimentResult, type ScenarioResult } from './experiment.js'
+export * from './paper.js'
+export { measureStepS, paperProxy, runModelExperiment, scenarioClock, retimeFailureFree, type ExperimentConfig, type ExperimentResult, type PaperProxy, type ScenarioResult } from './experiment.js'
 export {
   runClusterExperiment, clusterTimeToTarget, type ClusterExperimentConfig, type ClusterExperimentResult
 } from './cluster-experiment.js'

@@ -131,6 +131,10 @@ export interface ModelModeConfig {
   stopAtTarget?: number | (() => number | undefined)
   /** Label of the run (the trace seed). @default trace.seed or 0 */
   seed?: number
+  /** Every failure strikes at the start of its iteration (the paper's reference simulation injects
+   *  them at microbatch 0), so no part of the iteration is wasted; otherwise at the trace's offset.
+   *  @default false */
+  failAtStart?: boolean
   onProgress?: (p: ModelModeProgress) => void
 }
 
@@ -152,7 +156,9 @@ export function runModelMode (cfg: ModelModeConfig): RunResult {
   const train = resolveTrainConfig(cfg.train, model)
   const opts = resolveStrategyOptions(cfg.options)
   const traits = strategyTraits(cfg.strategy)
-  const shape = iterationShape(cfg.strategy)
+  const shape = iterationShape(cfg.strategy, opts)
+  // layout paper keeps the mirrors equal to the embedding and head every iteration (cost-model.ts PlusLayout)
+  const mirrorsLive = shape.plusLayout === 'paper'
   const cost = cfg.cost
   const S = train.stages
   const M = train.microbatches
@@ -336,7 +342,8 @@ export function runModelMode (cfg: ModelModeConfig): RunResult {
         })
       }
     }
-    let seconds = 0
+    // the recoveries of a batch overlap, and each waits for its replacement peer
+    let seconds = plans.length > 0 ? cost.p.replacementS : 0
     const text: string[] = []
     for (const b of built) {
       stages[b.s].dispose()
@@ -345,7 +352,7 @@ export function runModelMode (cfg: ModelModeConfig): RunResult {
       const held = shadowedStage(b.s, S)
       if (held != null) shadowStale.add(held) // and so did its shadow
       if (b.rec.rung !== 'handover' && b.rec.rung !== 'replica') shadowStale.add(b.s) // the stage's shadow is of its old state
-      seconds = Math.max(seconds, b.rec.transferS)
+      seconds = Math.max(seconds, cost.p.replacementS + b.rec.transferS)
       totals.recoveries[b.rec.rung] += 1
       if (b.rec.rung === 'checkpoint') {
         totals.stageIterationsLost += b.rec.iterationsLost
@@ -375,7 +382,7 @@ export function runModelMode (cfg: ModelModeConfig): RunResult {
       totals.wholeRollbacks += 1
       totals.iterationsRedone += lost
       totals.bytes.checkpointLoad += c.bytes
-      seconds = Math.max(seconds, c.seconds)
+      seconds = Math.max(seconds, cost.p.replacementS + c.seconds)
       progress = ckpt.iteration
       // Checkpoints of the discarded timeline are void.
       for (let i = checkpoints.length - 1; i >= 0; i--) if (checkpoints[i].iteration > progress) checkpoints.splice(i, 1)
@@ -420,8 +427,9 @@ export function runModelMode (cfg: ModelModeConfig): RunResult {
       totals.crashes += crashes.length
       totals.notices += notices.length
       const lostOf = (list: typeof evs): LostStage[] => list.map(e => ({ stage: e.stage, kind: e.kind as 'crash' | 'notice' }))
+      const offsetOf = (e: TraceEvent): number => cfg.failAtStart === true ? 0 : offsetInIteration(trace as Trace, e)
       if (crashes.length > 0) {
-        const u = Math.min(...crashes.map(e => offsetInIteration(trace as Trace, e)))
+        const u = Math.min(...crashes.map(offsetOf))
         const wasted = u * iterS
         wall += wasted
         const { seconds, text } = recover(plan(lostOf([...crashes, ...notices]), wall), attempt, wall)
@@ -438,7 +446,7 @@ export function runModelMode (cfg: ModelModeConfig): RunResult {
       if (replicaLosses.length > 0) {
         // a replica lost while its stage keeps another: detected, then the survivors redo the
         // iteration with its microbatches; no state is lost, nothing is rebuilt
-        const u = Math.min(...replicaLosses.map(e => offsetInIteration(trace as Trace, e)))
+        const u = Math.min(...replicaLosses.map(offsetOf))
         const wasted = u * iterS
         wall += wasted + cost.p.detectionS
         totals.replicaLosses += replicaLosses.length
@@ -486,7 +494,9 @@ export function runModelMode (cfg: ModelModeConfig): RunResult {
         totals.seconds.shadowWait += shadowCost.seconds
         totals.bytes.shadows += shadowCost.bytes
       }
-      if (traits.mirrors && progress % opts.mirrorEvery === 0) {
+      if (traits.mirrors && mirrorsLive) {
+        refreshMirrors() // the gradient exchange that keeps them equal is part of the iteration's cost
+      } else if (traits.mirrors && progress % opts.mirrorEvery === 0) {
         refreshMirrors()
         wall += mirrorCost.contentionS
         totals.seconds.contention += mirrorCost.contentionS

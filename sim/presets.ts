@@ -44,6 +44,11 @@ export interface ModelPreset {
   noticeFraction?: number
   /** Single-process step time (s) to use instead of measuring it. */
   stepS?: number
+  /** A sim/paper.ts setting: the cost model is the paper's (not this machine's), each step stands for
+   *  several paper iterations, and the scenarios' names are PAPER_RATES keys of its columns. */
+  paper?: string
+  /** Failures strike at the start of their iteration (model-mode.ts failAtStart). @default false */
+  failAtStart?: boolean
 }
 
 /** The small model of the paper-scale experiments: thousands of iterations fit in minutes on 2 cores. */
@@ -65,6 +70,24 @@ const PAPER_SCALE = {
   iterations: 1000,
   maxIterationsFactor: 1.6,
   targetFraction: 0.8
+} satisfies Partial<ModelPreset>
+
+/**
+ * The proxies of the paper reproductions (sim/paper.ts): the paper's stage count, the small model's
+ * width. 625 failure-free steps put the target (80%) at step 500, so one step stands for 20 of the
+ * paper's 10,000 failure-free iterations and the 500M config's checkpoint interval of 100 iterations
+ * is 5 steps (the 124M config's 50 rounds to 3 steps, 60 iterations).
+ */
+const PAPER_REPRODUCTION = {
+  iterations: 625,
+  targetFraction: 0.8,
+  // checkpointing needs 2.5x the failure-free iterations at 16%/h in the paper
+  maxIterationsFactor: 4,
+  stopAtTarget: true,
+  strategies: ['checkpoint-whole', 'redundant-compute', 'checkfree', 'checkfree-plus', 'none'],
+  seeds: [1, 2, 3],
+  noticeFraction: 0,
+  failAtStart: true
 } satisfies Partial<ModelPreset>
 
 const PAPER_16: ScenarioSpec = { name: 'p16', preset: '500m-16', matchHourly: 0.16 }
@@ -107,6 +130,24 @@ export const MODEL_PRESETS: Readonly<Record<string, ModelPreset>> = {
     strategies: [...STRATEGIES],
     seeds: [1, 2, 3],
     scenarios: [PAPER_16, PAPER_33]
+  },
+  'paper-500m': {
+    description: 'the CheckFree paper\'s Table 2 (500M config, 6 stages, 5/10/16%/h) with the paper\'s own iteration times and sizes as the cost model and a 6-stage proxy model trained for real; 3 seeds; see docs/reproducing-checkfree.md',
+    ...PAPER_REPRODUCTION,
+    paper: 'paper-500m',
+    model: { dModel: 32, nHeads: 4, nBlocks: 6, seqLen: 32 },
+    train: { stages: 6, microbatches: 2, microbatchSize: 8, lr: 3e-3, evalEvery: 10, evalBatches: 8 },
+    scenarios: [{ name: 'h5', preset: '500m-5' }, { name: 'h10', preset: '500m-10' }, { name: 'h16', preset: '500m-16' }],
+    options: { checkpointEvery: 5, lrScale: 1.2, plusLayout: 'paper' }
+  },
+  'paper-124m': {
+    description: 'the CheckFree paper\'s 124M config (4 stages, 10/16%/h) with the paper\'s rates and implied iteration time as the cost model and a 4-stage proxy trained for real; 3 seeds (our facts hold no wall-clock table for it)',
+    ...PAPER_REPRODUCTION,
+    paper: 'paper-124m',
+    model: SMALL_MODEL,
+    train: { ...SMALL_TRAIN, evalEvery: 10 },
+    scenarios: [{ name: 'h10', preset: '124m-10' }, { name: 'h16', preset: '124m-16' }],
+    options: { checkpointEvery: 3, lrScale: 1.1, plusLayout: 'paper' }
   },
   'hourly-16': {
     description: '16%/h converted with our own measured iteration time (no time scale): failures are rare in 1000 iterations',

@@ -85,7 +85,7 @@ export class Walker implements HeldCopyState {
 
   constructor (readonly name: StrategyName, readonly cost: CostModel, opts: StrategyOptions, readonly target: number) {
     this.traits = strategyTraits(name)
-    const shape = iterationShape(name)
+    const shape = iterationShape(name, opts)
     this.iterS = cost.iterationS(shape)
     const save = cost.checkpointSave(shape)
     this.saveBlockS = this.traits.checkpoints ? save.copyS + save.contentionS : 0
@@ -122,9 +122,10 @@ export class Walker implements HeldCopyState {
         'checkfree-plus': cost.checkfreePlusCopy(st),
         checkpoint: { seconds: this.ckptOneS[st], bytes: cost.stageBytes(st, true) }
       }
-      SIM_RUNGS.forEach((r, i) => { this.rungS[i][st] = costs[r].seconds; this.rungBytes[i][st] = costs[r].bytes })
+      // every rung waits for a ready replacement peer (replacementS; recoveries of one batch overlap)
+      SIM_RUNGS.forEach((r, i) => { this.rungS[i][st] = costs[r].seconds + cost.p.replacementS; this.rungBytes[i][st] = costs[r].bytes })
       // The handover transfer hides behind the notice's lead time.
-      this.rungS[R_HANDOVER][st] = Math.max(0, costs.handover.seconds - cost.p.noticeLeadS)
+      this.rungS[R_HANDOVER][st] = Math.max(0, costs.handover.seconds + cost.p.replacementS - cost.p.noticeLeadS)
     }
   }
 

@@ -7,8 +7,8 @@
  *   checkfree         intermediate stage: weighted average of its two neighbours (fresh Adam, lr x lrScale);
  *                     first/last stage: checkpoint
  *   checkfree-plus    trains with the CheckFree+ swaps; first/last stage: copy of the neighbour plus the
- *                     mirrored embedding/head (mirrors refreshed every mirrorEvery iterations);
- *                     intermediate: as checkfree
+ *                     mirrored embedding/head (mirrors refreshed every mirrorEvery iterations, or kept
+ *                     current every iteration under plusLayout 'paper'); intermediate: as checkfree
  *   checkpoint        every K iterations every stage's state goes to the store; a lost stage reloads
  *                     its newest complete checkpoint, the other stages keep going
  *   checkpoint-whole  as checkpoint, but every stage rolls back: the iterations since are redone
@@ -29,7 +29,7 @@ import { STRATEGIES as COORDINATOR_STRATEGIES, type Strategy } from '../coordina
 import { DEFAULT_LR_SCALE, type Weighting } from '../model/index.js'
 import type { RecoveryRung } from '../protocols/index.js'
 import { SimConfigError } from './errors.js'
-import type { IterationShape } from './cost-model.js'
+import { PLUS_LAYOUTS, type IterationShape, type PlusLayout } from './cost-model.js'
 
 /** The coordinator's strategies (coordinator/ladder.ts), which a real cluster runs, plus the simulated-only
  *  redundant computation. The same name means the same thing in the cluster and here. */
@@ -73,13 +73,17 @@ export interface StrategyOptions {
   lrScale: number
   /** Neighbour weighting of the CheckFree average. @default 'norm' */
   weighting: Weighting
+  /** Where CheckFree+'s swaps keep the embedding and head (cost-model.ts PlusLayout). @default
+   *  'spotpipe' (the cluster's: two extra hops per swapped microbatch) */
+  plusLayout: PlusLayout
 }
 
 export const DEFAULT_STRATEGY_OPTIONS: StrategyOptions = {
   checkpointEvery: 50,
   mirrorEvery: 10,
   lrScale: DEFAULT_LR_SCALE,
-  weighting: 'norm'
+  weighting: 'norm',
+  plusLayout: 'spotpipe'
 }
 
 export function resolveStrategyOptions (partial: Partial<StrategyOptions> = {}): StrategyOptions {
@@ -89,6 +93,7 @@ export function resolveStrategyOptions (partial: Partial<StrategyOptions> = {}):
   }
   if (!(Number.isFinite(o.lrScale) && o.lrScale > 0)) throw new SimConfigError(`lrScale must be a positive number, got ${String(o.lrScale)}`)
   if (!['norm', 'squared', 'uniform'].includes(o.weighting)) throw new SimConfigError(`weighting must be norm, squared or uniform, got ${String(o.weighting)}`)
+  if (!PLUS_LAYOUTS.includes(o.plusLayout)) throw new SimConfigError(`plusLayout must be ${PLUS_LAYOUTS.join(' or ')}, got ${String(o.plusLayout)}`)
   return o
 }
 
@@ -129,7 +134,7 @@ export function strategyTraits (name: StrategyName): StrategyTraits {
   }
 }
 
-export function iterationShape (name: StrategyName): IterationShape {
+export function iterationShape (name: StrategyName, options: Pick<StrategyOptions, 'plusLayout'> = DEFAULT_STRATEGY_OPTIONS): IterationShape {
   const t = strategyTraits(name)
-  return { swaps: t.swaps, redundantCompute: t.redundantCompute }
+  return { swaps: t.swaps, redundantCompute: t.redundantCompute, plusLayout: options.plusLayout }
 }

@@ -24,6 +24,7 @@ const run = runModelMode({
   trace: job.tracePath != null ? readTrace(job.tracePath) : undefined,
   cost: new CostModel(job.cost),
   seed: job.seed,
+  failAtStart: job.failAtStart,
   stopAtTarget: job.stopAtTarget ? job.target : undefined,
   onProgress: p => {
     const now = performance.now()

@@ -80,7 +80,7 @@ function fakeRun (strategy: StrategyName, seed: number, speed: number, end = 400
     recoveries: [],
     totals: totals({ wallS: end }),
     iterationS: 1,
-    options: { checkpointEvery: 50, mirrorEvery: 10, lrScale: 1.1, weighting: 'norm' }
+    options: { checkpointEvery: 50, mirrorEvery: 10, lrScale: 1.1, weighting: 'norm', plusLayout: 'spotpipe' }
   }
 }
 
