@@ -17,3 +17,13 @@ export class SimConfigError extends SpotpipeError {
 export class SimWorkerError extends SpotpipeError {
   constructor (message: string, options?: { cause?: unknown }) { super('ERR_SIM_WORKER', message, options) }
 }
+
+/** resvg could not render the plot's SVG to PNG. */
+export class PlotRenderError extends SpotpipeError {
+  constructor (message: string, options?: { cause?: unknown }) { super('ERR_PLOT_RENDER', message, options) }
+}
+
+/** No font was found for the plot's text: the PNG would have its lines but no labels or legend names. */
+export class PlotFontError extends SpotpipeError {
+  constructor (message: string) { super('ERR_PLOT_FONT', message) }
+}

@@ -32,7 +32,7 @@ import type { ModelPreset, ScenarioSpec } from './presets.js'
 import { ProgressBar } from './progress.js'
 import { formatSummary, summarize, targetFromReference, writeRunFiles, writeSummaryFiles, type ScenarioSummary } from './report.js'
 import { STRATEGIES, type StrategyName } from './strategies.js'
-import { linePlotPng } from './png.js'
+import { assertPlotFont, renderSvg } from './png.js'
 import { linePlot, validationSeries } from './svg.js'
 import { paperConversion, paperCostModel, paperSetting, type PaperSetting, type ProfileLine } from './paper.js'
 import { generateTrace, impliedIterationS, PAPER_RATES, readTrace, resolveFailureRate, writeTrace, type RateConversion, type Trace } from './trace.js'
@@ -166,6 +166,8 @@ export async function runModelExperiment (cfg: ExperimentConfig): Promise<Experi
   const train: TrainConfig = resolveTrainConfig(cfg.train, model)
   const strategies = cfg.strategies.length > 0 ? cfg.strategies : [...STRATEGIES]
   if (cfg.scenarios.length === 0 && cfg.traceFile == null) throw new SimConfigError('an experiment needs at least one scenario or a trace file')
+  // The PNG plot comes last; a machine without a font for its text is told before the runs, not after.
+  assertPlotFont()
   mkdirSync(cfg.out, { recursive: true })
   const log = (s: string): void => { if (cfg.quiet !== true) process.stderr.write(s + '\n') }
 
@@ -274,8 +276,9 @@ export async function runModelExperiment (cfg: ExperimentConfig): Promise<Experi
       xScale: hours ? 3600 : 1,
       hline: { y: target, label: `target ${target.toFixed(3)}` }
     }
-    writeFileSync(svgPath, linePlot(series, plot))
-    writeFileSync(pngPath, linePlotPng(series, plot))
+    const svg = linePlot(series, plot)
+    writeFileSync(svgPath, svg)
+    writeFileSync(pngPath, renderSvg(svg).png)
     results.push({ ...sc, runs, summary, svg: svgPath, png: pngPath })
     texts.push(formatSummary(summary), `conversion: ${sc.conversion.formula}`, `plot: ${svgPath} (and .png)`, '')
   }

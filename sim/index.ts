@@ -11,7 +11,7 @@
  *   projection   runProjection / formatProjection
  *   replicas     runReplicaProjection / formatReplicaProjections: R replicas per stage, failures per peer
  *   cluster mode runClusterExperiment: a real coordinator and peer processes on one machine
- *   outputs      summarize / formatSummary / timeToTarget / writeRunFiles, linePlot, linePlotPng, ProgressBar
+ *   outputs      summarize / formatSummary / timeToTarget / writeRunFiles, linePlot, linePlotPng / renderSvg (resvg), ProgressBar
  */
 export * from './errors.js'
 export * from './trace.js'

@@ -37,6 +37,11 @@ export const STRATEGY_COLOURS: Record<string, string> = {
 }
 const FALLBACK_COLOURS = ['#8c564b', '#e377c2', '#7f7f7f', '#bcbd22']
 
+/** The colour of the i-th series: its strategy's own, or a fallback by position for other names. */
+export function seriesColour (name: string, index: number): string {
+  return STRATEGY_COLOURS[name] ?? FALLBACK_COLOURS[index % FALLBACK_COLOURS.length]
+}
+
 function esc (s: string): string {
   return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;')
 }
@@ -73,10 +78,13 @@ export interface PlotLayout {
   /** Data x (unscaled) and y to pixels. */
   X: (x: number) => number
   Y: (y: number) => number
+  /** The i-th legend entry: its swatch runs from x0 to x1 at height y, its label starts at textX. */
+  legend: (i: number) => { x0: number, x1: number, y: number, textX: number }
 }
 
 /**
- * Axes and scales shared by the SVG and the PNG. The y range leaves out the first 5% of the time
+ * Axes, scales and the legend's place: what linePlot draws with (and what a test of the rendered
+ * picture needs to know where to look). The y range leaves out the first 5% of the time
  * axis (the steep start of training would flatten everything else); lines are clipped to the frame.
  */
 export function plotLayout (series: readonly Series[], opts: PlotOptions): PlotLayout {
@@ -102,12 +110,17 @@ export function plotLayout (series: readonly Series[], opts: PlotOptions): PlotL
   x0 = Math.min(x0, xt[0]); x1 = Math.max(x1, xt[xt.length - 1])
   const X = (x: number): number => m.left + (x / xs - x0) / (x1 - x0) * pw
   const Y = (y: number): number => m.top + (1 - (y - y0) / (y1 - y0)) * ph
-  return { W, H, m, pw, ph, xs, xt, yt, y0, y1, X, Y }
+  const legend = (i: number): { x0: number, x1: number, y: number, textX: number } =>
+    ({ x0: m.left + pw + 15, x1: m.left + pw + 40, y: m.top + 10 + i * 20, textX: m.left + pw + 46 })
+  return { W, H, m, pw, ph, xs, xt, yt, y0, y1, X, Y, legend }
 }
 
 /** The SVG text of a line plot. */
 export function linePlot (series: readonly Series[], opts: PlotOptions): string {
-  const { W, H, m, pw, ph, xs, xt, yt, X, Y } = plotLayout(series, opts)
+  const { W, H, m, pw, ph, xs, xt, yt, X, Y, legend } = plotLayout(series, opts)
+  // Grid, frame and target line are axis-parallel 1-px strokes: crispEdges puts each on one whole
+  // pixel row or column instead of smearing it grey over two (the data lines stay antialiased).
+  const crisp = 'shape-rendering="crispEdges"'
   const out: string[] = []
   out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">`)
   out.push(`<rect x="0" y="0" width="${W}" height="${H}" fill="white"/>`)
@@ -116,33 +129,33 @@ export function linePlot (series: readonly Series[], opts: PlotOptions): string 
   // Grid and ticks.
   for (const v of xt) {
     const x = X(v * xs).toFixed(1)
-    out.push(`<line x1="${x}" y1="${m.top}" x2="${x}" y2="${m.top + ph}" stroke="#eee"/>`)
+    out.push(`<line x1="${x}" y1="${m.top}" x2="${x}" y2="${m.top + ph}" stroke="#eee" ${crisp}/>`)
     out.push(`<text x="${x}" y="${m.top + ph + 18}" text-anchor="middle">${fmtTick(v)}</text>`)
   }
   for (const v of yt) {
     const y = Y(v).toFixed(1)
-    out.push(`<line x1="${m.left}" y1="${y}" x2="${m.left + pw}" y2="${y}" stroke="#eee"/>`)
+    out.push(`<line x1="${m.left}" y1="${y}" x2="${m.left + pw}" y2="${y}" stroke="#eee" ${crisp}/>`)
     out.push(`<text x="${m.left - 8}" y="${y}" text-anchor="end" dominant-baseline="middle">${fmtTick(v)}</text>`)
   }
-  out.push(`<rect x="${m.left}" y="${m.top}" width="${pw}" height="${ph}" fill="none" stroke="#333"/>`)
+  out.push(`<rect x="${m.left}" y="${m.top}" width="${pw}" height="${ph}" fill="none" stroke="#333" ${crisp}/>`)
   out.push(`<text x="${m.left + pw / 2}" y="${H - 12}" text-anchor="middle">${esc(opts.xLabel)}</text>`)
   out.push(`<text x="18" y="${m.top + ph / 2}" text-anchor="middle" transform="rotate(-90 18 ${m.top + ph / 2})">${esc(opts.yLabel)}</text>`)
   if (opts.hline != null) {
     const y = Y(opts.hline.y).toFixed(1)
-    out.push(`<line x1="${m.left}" y1="${y}" x2="${m.left + pw}" y2="${y}" stroke="#888" stroke-dasharray="6 4"/>`)
+    out.push(`<line x1="${m.left}" y1="${y}" x2="${m.left + pw}" y2="${y}" stroke="#888" stroke-dasharray="6 4" ${crisp}/>`)
     out.push(`<text x="${m.left + pw - 4}" y="${Number(y) - 5}" text-anchor="end" fill="#666">${esc(opts.hline.label)}</text>`)
   }
   const pts = (p: Array<[number, number]>): string => p.filter(q => Number.isFinite(q[1])).map(([x, y]) => `${X(x).toFixed(1)},${Y(y).toFixed(1)}`).join(' ')
   series.forEach((s, i) => {
-    const colour = STRATEGY_COLOURS[s.name] ?? FALLBACK_COLOURS[i % FALLBACK_COLOURS.length]
+    const colour = seriesColour(s.name, i)
     for (const r of s.runs ?? []) out.push(`<polyline data-run="${esc(s.name)}:${esc(r.label)}" points="${pts(r.points)}" fill="none" stroke="${colour}" stroke-opacity="0.25" stroke-width="1" clip-path="url(#frame)"/>`)
   })
   series.forEach((s, i) => {
-    const colour = STRATEGY_COLOURS[s.name] ?? FALLBACK_COLOURS[i % FALLBACK_COLOURS.length]
+    const colour = seriesColour(s.name, i)
     out.push(`<polyline data-strategy="${esc(s.name)}" points="${pts(s.points)}" fill="none" stroke="${colour}" stroke-width="2" clip-path="url(#frame)"/>`)
-    const ly = m.top + 10 + i * 20
-    out.push(`<line x1="${m.left + pw + 15}" y1="${ly}" x2="${m.left + pw + 40}" y2="${ly}" stroke="${colour}" stroke-width="2"/>`)
-    out.push(`<text x="${m.left + pw + 46}" y="${ly}" dominant-baseline="middle">${esc(s.name)}</text>`)
+    const l = legend(i)
+    out.push(`<line x1="${l.x0}" y1="${l.y}" x2="${l.x1}" y2="${l.y}" stroke="${colour}" stroke-width="2"/>`)
+    out.push(`<text x="${l.textX}" y="${l.y}" dominant-baseline="middle">${esc(s.name)}</text>`)
   })
   out.push('</svg>')
   return out.join('\n') + '\n'

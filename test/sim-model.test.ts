@@ -9,6 +9,7 @@ import { loadBrownCorpus } from '../model/data.js'
 import { costModelForModel } from '../sim/cost-model.js'
 import { runModelExperiment } from '../sim/experiment.js'
 import { runModelMode, type ModelModeConfig, type RunResult } from '../sim/model-mode.js'
+import { renderSvg } from '../sim/png.js'
 import { MODEL_PRESETS } from '../sim/presets.js'
 import { STRATEGIES, type StrategyName } from '../sim/strategies.js'
 import { generateTrace, makeTrace, resolveFailureRate, type Trace } from '../sim/trace.js'
@@ -125,7 +126,7 @@ describe('model mode', () => {
 })
 
 describe('model-mode experiment outputs', () => {
-  it('writes per-run CSV and JSON, the summary with ratios, and an SVG with one line per strategy', async () => {
+  it('writes per-run CSV and JSON, the summary with ratios, and an SVG with one line per strategy and its PNG', async () => {
     const out = join(dir, 'exp')
     const q = MODEL_PRESETS.quick
     const r = await runModelExperiment({
@@ -163,5 +164,7 @@ describe('model-mode experiment outputs', () => {
     const svg = readFileSync(sc.svg, 'utf8')
     const lines = [...svg.matchAll(/<polyline[^>]*\sdata-strategy="([^"]+)"/g)].map(m => m[1]).sort()
     expect(lines).toEqual([...STRATEGIES].sort())
+    // The PNG beside it is resvg's render of that same SVG text.
+    expect(readFileSync(sc.png).equals(renderSvg(svg).png)).toBe(true)
   })
 })

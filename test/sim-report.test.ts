@@ -1,10 +1,8 @@
-import { inflateSync } from 'node:zlib'
 import { describe, expect, it } from 'vitest'
-import { linePlotPng } from '../sim/png.js'
 import type { EvalPoint, RunResult, RunTotals } from '../sim/model-mode.js'
 import { formatSummary, rowsToCsv, spread, summarize, targetFromReference, timeToTarget } from '../sim/report.js'
 import { SIM_RUNGS, STRATEGIES, type StrategyName } from '../sim/strategies.js'
-import { linePlot, niceTicks, STRATEGY_COLOURS, validationSeries } from '../sim/svg.js'
+import { linePlot, niceTicks, validationSeries } from '../sim/svg.js'
 
 interface XmlElement { name: string, attrs: Record<string, string>, children: XmlElement[] }
 
@@ -152,28 +150,5 @@ describe('SVG plot', () => {
   it('nice ticks are round and cover the range', () => {
     expect(niceTicks(0, 10, 5)).toEqual([0, 2, 4, 6, 8, 10])
     expect(niceTicks(2.31, 2.77, 5)).toEqual([2.4, 2.5, 2.6, 2.7])
-  })
-})
-
-describe('PNG plot', () => {
-  it('is a valid RGB PNG that contains every strategy colour', () => {
-    const runs = STRATEGIES.map(s => fakeRun(s, 1, 100 + STRATEGIES.indexOf(s) * 20))
-    const png = linePlotPng(validationSeries(runs), { title: 'test', xLabel: 'x', yLabel: 'y', width: 400, height: 300 })
-    expect([...png.subarray(0, 8)]).toEqual([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a])
-    expect(png.toString('ascii', 12, 16)).toBe('IHDR')
-    expect(png.readUInt32BE(16)).toBe(400)
-    expect(png.readUInt32BE(20)).toBe(300)
-    const idatLen = png.readUInt32BE(33)
-    expect(png.toString('ascii', 37, 41)).toBe('IDAT')
-    const raw = inflateSync(png.subarray(41, 41 + idatLen))
-    expect(raw.length).toBe(300 * (1 + 400 * 3))
-    const seen = new Set<string>()
-    for (let y = 0; y < 300; y++) {
-      for (let x = 0; x < 400; x++) {
-        const i = y * (1 + 1200) + 1 + x * 3
-        seen.add('#' + [raw[i], raw[i + 1], raw[i + 2]].map(v => v.toString(16).padStart(2, '0')).join(''))
-      }
-    }
-    for (const s of STRATEGIES) expect(seen.has(STRATEGY_COLOURS[s])).toBe(true)
   })
 })
