@@ -28,6 +28,7 @@ export * from './png.js'
 export * from './progress.js'
 export * from './presets.js'
 export * from './paper.js'
+export * from './reproduce.js'
 export { measureStepS, paperProxy, runModelExperiment, scenarioClock, retimeFailureFree, type ExperimentConfig, type ExperimentResult, type PaperProxy, type ScenarioResult } from './experiment.js'
 export {
   runClusterExperiment, clusterTimeToTarget, type ClusterExperimentConfig, type ClusterExperimentResult

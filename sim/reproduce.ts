@@ -13,7 +13,7 @@ import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { ExperimentResult, PaperProxy, ScenarioResult } from './experiment.js'
 import { PAPER_ROW_LABELS, PAPER_ROWS, paperIterationsToTarget, type PaperRow } from './paper.js'
-import { linePlotPng } from './png.js'
+import { renderSvg } from './png.js'
 import { spread, timeToTarget, type Spread } from './report.js'
 import { SimConfigError } from './errors.js'
 import { linePlot, type Series } from './svg.js'
@@ -27,15 +27,20 @@ export interface ReproductionCell {
   paperH: number | null
   /** Paper iterations to target implied by Table 2 (hours x 3600 / its iteration time). */
   paperIterations: number | null
-  /** Ours in paper iterations: hours x 3600 / the row's failure-free iteration time. */
+  /** Ours in paper iterations: hours x 3600 / iterationS. */
   iterations: number | null
+  /** Ours: seconds per computed paper iteration without failures' costs (compute, checkpoint saves,
+   *  shadow pulls), the mean over the seeds; Table 2's iteration column. */
+  iterationS: number
+  /** Table 2's iteration time for this row and column. */
+  paperIterationS: number | null
 }
 
 export interface Reproduction {
   setting: string
   title: string
   columns: string[]
-  rows: Array<{ strategy: PaperRow, label: string, iterationS: number, cells: ReproductionCell[] }>
+  rows: Array<{ strategy: PaperRow, label: string, cells: ReproductionCell[] }>
   /** Failure-free hours to the target (the none run; the paper's: its failure-free iterations x CheckFree's iteration). */
   failureFreeH: { ours: number | null, paper: number }
   /** Per column: strategies fastest first (median hours; unreached seeds count as their lower bound). */
@@ -56,29 +61,34 @@ export function buildReproduction (result: ExperimentResult): Reproduction {
     if (sc == null) throw new SimConfigError(`the experiment has no scenario for ${setting.name}'s ${c.label} column (rate ${c.rate})`)
     return sc
   })
-  const rows = PAPER_ROWS.map(strategy => {
+  const rows = PAPER_ROWS.filter(strategy => scenarios.some(sc => sc.runs.some(r => r.strategy === strategy))).map(strategy => {
     const cells = scenarios.map((sc, j): ReproductionCell => {
       const runs = sc.runs.filter(r => r.strategy === strategy).sort((a, b) => a.seed - b.seed)
       const hours = runs.map(r => { const t = timeToTarget(r.evals, result.target); return t == null ? null : t / 3600 })
       const lowerBoundH = runs.map((r, i) => hours[i] == null ? r.totals.wallS / 3600 : null)
       const stats = spread(hours.filter((h): h is number => h != null))
-      const iterationS = runs[0]?.iterationS ?? NaN
+      const perRun = runs.filter(r => r.totals.computedIterations > 0).map(r => {
+        const t = r.totals
+        return (t.seconds.iterations + t.seconds.checkpointCopy + t.seconds.contention + t.seconds.shadowWait) / t.computedIterations / paper.iterationsPerStep
+      })
+      const iterationS = perRun.length === 0 ? NaN : perRun.reduce((a, b) => a + b, 0) / perRun.length
       return {
         hours,
         lowerBoundH,
         stats,
         paperH: setting.hours?.[strategy]?.[j] ?? null,
         paperIterations: paperIterationsToTarget(setting, strategy, j),
-        iterations: stats == null ? null : stats.median * 3600 / (iterationS / paper.iterationsPerStep)
+        iterations: stats == null ? null : stats.median * 3600 / iterationS,
+        iterationS,
+        paperIterationS: setting.reportedIterationS?.[strategy]?.[j] ?? null
       }
     })
-    const first = scenarios[0].runs.find(r => r.strategy === strategy)
-    return { strategy, label: PAPER_ROW_LABELS[strategy], iterationS: first == null ? NaN : first.iterationS / paper.iterationsPerStep, cells }
+    return { strategy, label: PAPER_ROW_LABELS[strategy], cells }
   })
   const none = scenarios[0].runs.find(r => r.strategy === 'none')
   const noneT = none == null ? null : timeToTarget(none.evals, result.target)
   const rank = (value: (r: typeof rows[number]) => number): PaperRow[] => [...rows].sort((a, b) => value(a) - value(b)).map(r => r.strategy)
-  const medianOrBound = (c: ReproductionCell): number => c.stats?.median ?? Math.max(...c.lowerBoundH.map(h => h ?? 0)) ?? Infinity
+  const medianOrBound = (c: ReproductionCell): number => c.hours.length === 0 ? Infinity : c.stats?.median ?? lowerBound(c)
   const ordering = setting.columns.map((c, j) => {
     const ours = rank(r => medianOrBound(r.cells[j]))
     const paperOrder = setting.hours == null ? null : rank(r => r.cells[j].paperH ?? Infinity)
@@ -97,11 +107,14 @@ export function buildReproduction (result: ExperimentResult): Reproduction {
   }
 }
 
+/** The longest run among the seeds that did not reach the target (0 when none ran). */
+function lowerBound (c: ReproductionCell): number {
+  return c.lowerBoundH.reduce<number>((a, h) => Math.max(a, h ?? 0), 0)
+}
+
 function fmtCell (c: ReproductionCell): string {
-  if (c.stats == null) {
-    const bound = Math.max(...c.lowerBoundH.map(h => h ?? 0))
-    return `>${bound.toFixed(0)} (0/${c.hours.length})`
-  }
+  if (c.hours.length === 0) return 'not run'
+  if (c.stats == null) return `>${lowerBound(c).toFixed(0)} (0/${c.hours.length})`
   const s = c.stats
   const missed = c.hours.length - s.n
   return `${s.median.toFixed(1)} [${s.min.toFixed(1)}-${s.max.toFixed(1)}]${missed > 0 ? ` (${s.n}/${c.hours.length})` : ''}`
@@ -109,10 +122,11 @@ function fmtCell (c: ReproductionCell): string {
 
 /** The report as Markdown. */
 export function formatReproduction (r: Reproduction): string {
-  const head = `| strategy | iteration s | ${r.columns.join(' | ')} |`
+  const head = `| strategy | iteration s (${r.columns.join(' / ')}) | ${r.columns.join(' | ')} |`
   const rule = `|---|---|${r.columns.map(() => '---').join('|')}|`
-  const paperRows = r.rows.map(row => `| ${row.label} | ${row.iterationS.toFixed(2)} | ${row.cells.map(c => c.paperH == null ? '-' : c.paperH.toFixed(2)).join(' | ')} |`)
-  const ourRows = r.rows.map(row => `| ${row.label} (\`${row.strategy}\`) | ${row.iterationS.toFixed(2)} | ${row.cells.map(fmtCell).join(' | ')} |`)
+  const times = (xs: Array<number | null>): string => xs.map(x => x == null || !Number.isFinite(x) ? '-' : x.toFixed(2)).join(' / ')
+  const paperRows = r.rows.map(row => `| ${row.label} | ${times(row.cells.map(c => c.paperIterationS))} | ${row.cells.map(c => c.paperH == null ? '-' : c.paperH.toFixed(2)).join(' | ')} |`)
+  const ourRows = r.rows.map(row => `| ${row.label} (\`${row.strategy}\`) | ${times(row.cells.map(c => c.iterationS))} | ${row.cells.map(fmtCell).join(' | ')} |`)
   const iterRows = r.rows.map(row => `| ${row.label} | ${row.cells.map(c => `${c.paperIterations == null ? '-' : Math.round(c.paperIterations).toLocaleString('en-US')} / ${c.iterations == null ? '-' : Math.round(c.iterations).toLocaleString('en-US')}`).join(' | ')} |`)
   const orderLines = r.ordering.map(o => `- ${o.column}: ours ${o.ours.map(s => PAPER_ROW_LABELS[s]).join(' < ')}${o.paper == null ? '' : `; paper ${o.paper.map(s => PAPER_ROW_LABELS[s]).join(' < ')}; ${o.same === true ? 'same order' : 'different order'}`}`)
   return [
@@ -181,7 +195,8 @@ export function writeReproduction (result: ExperimentResult): { path: string, te
   const series = reproductionSeries(r)
   const plot = { title: `${r.setting}: hours to target against the failure rate (paper and spotpipe)`, xLabel: 'failures per stage per hour (%)', yLabel: 'hours of wall-clock to the target' }
   const svg = join(result.out, 'hours.svg')
-  writeFileSync(svg, linePlot(series, plot))
-  writeFileSync(join(result.out, 'hours.png'), linePlotPng(series, plot))
+  const svgText = linePlot(series, plot)
+  writeFileSync(svg, svgText)
+  writeFileSync(join(result.out, 'hours.png'), renderSvg(svgText).png)
   return { path, text, reproduction: r, svg }
 }

@@ -46,15 +46,24 @@ describe('presets', () => {
   })
 
   it('sim --preset takes a model preset too (the quick experiment with its shape), as --model-preset does on any experiment', () => {
+    const small = modelModeConfig({ preset: 'gpt2-small' })
+    expect(small.name).toBe('quick')
+    expect(small.model).toMatchObject({ dModel: 768, nHeads: 12, nBlocks: 12, seqLen: 1024, vocab: 256 })
+    expect(modelModeConfig({ preset: 'quick', 'model-preset': 'gpt2-small' }).model).toEqual(small.model)
+  })
+
+  it('--model-preset puts a model preset\'s shape on an experiment; --preset paper-124m is the paper reproduction', () => {
     const quick = modelModeConfig({})
-    const paper = modelModeConfig({ preset: 'paper-124m' })
+    const paper = modelModeConfig({ preset: 'quick', 'model-preset': 'paper-124m' })
     expect(paper.name).toBe('quick')
     expect(paper.model).toMatchObject({ dModel: 512, nHeads: 8, nBlocks: 12, seqLen: 512, vocab: 256 })
     expect(paper.train.stages).toBe(4)
     // the rest of the experiment is quick's
     expect(paper.iterations).toBe(quick.iterations)
     expect(paper.strategies).toEqual(quick.strategies)
-    expect(modelModeConfig({ preset: 'quick', 'model-preset': 'paper-124m' }).model).toEqual(paper.model)
+    const reproduction = modelModeConfig({ preset: 'paper-124m' })
+    expect(reproduction.name).toBe('paper-124m')
+    expect(reproduction.paper).toBe('paper-124m')
     // an experiment keeps its own model unless a model preset is named
     expect(modelModeConfig({ preset: 'paper-16' }).model).not.toMatchObject({ dModel: 512 })
     expect(() => modelModeConfig({ preset: 'gpt2-small', 'model-preset': 'demo' })).toThrow(/--preset gpt2-small is a model preset, and so is --model-preset demo/)

@@ -85,7 +85,12 @@ describe('spotpipe sim command line', () => {
     await expect(sim(['--bogus'])).rejects.toThrow(UsageError)
     // Cluster mode (the default) checks its flags before starting any process.
     await expect(sim(['--rate', '1.5'])).rejects.toThrow(/rate/)
-    await expect(sim(['--preset', 'quick'])).rejects.toThrow(/--preset is for --mode model/)
+    await expect(sim(['--mode', 'cluster', '--preset', 'quick'])).rejects.toThrow(/--preset is for --mode model/)
+    // a preset or a report means model mode; a report needs a paper preset, which runs its own rates
+    await expect(sim(['--preset', 'nope'])).rejects.toThrow(/unknown model-mode preset "nope"/)
+    await expect(sim(['--report'])).rejects.toThrow(/--report needs a paper preset/)
+    await expect(sim(['--preset', 'paper-500m', '--rate', '0.1'])).rejects.toThrow(/runs the paper's own failure rates/)
+    await expect(sim(['--preset', 'paper-500m', '--plus-layout', 'sideways'])).rejects.toThrow(/--plus-layout must be spotpipe or paper/)
     await expect(sim(['--strategies', 'checkfree,magic'])).rejects.toThrow(/unknown strategy/)
   })
 })

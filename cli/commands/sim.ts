@@ -11,7 +11,7 @@ import { UsageError } from '../errors.js'
 import { runModelExperiment, type ExperimentConfig } from '../../sim/index.js'
 import { MODEL_PRESETS, modelPreset, type ScenarioSpec } from '../../sim/index.js'
 import { formatProjection, runProjection, type AbortMode } from '../../sim/index.js'
-import { parseStrategy, STRATEGIES, type StrategyName } from '../../sim/index.js'
+import { parseStrategy, PLUS_LAYOUTS, STRATEGIES, writeReproduction, type PlusLayout, type StrategyName } from '../../sim/index.js'
 import { generateTrace, replicaTrace, resolveFailureRate, writeTrace } from '../../sim/index.js'
 
 const HELP = `usage: spotpipe sim [--mode cluster|model|projection|trace] [flags]
@@ -23,15 +23,20 @@ each stage also computes its successor), simulated only (model and projection mo
 
 modes
   cluster      the demo: every strategy on a real local cluster (coordinator + peer processes on
-               loopback), the same seeded trace replayed as SIGKILL / SIGTERM / new peers (default)
+               loopback), the same seeded trace replayed as SIGKILL / SIGTERM / new peers (default,
+               but model mode when --preset or --report is given)
   model        real training of a small model in one process, wall-clock from the cost model
   projection   the cost model alone for large clusters (default: 70B params, 1000 stages, 500 Mb/s)
   trace        write a failure trace file only
 
 common flags
   --preset NAME        model mode: an experiment, ${Object.keys(MODEL_PRESETS).join(', ')} (default quick), or a
-                       model preset as on train and coordinator, ${CONFIG_PRESET_NAMES.join(', ')}: the
-                       quick experiment with that model's shape
+                       model preset as on train and coordinator, ${CONFIG_PRESET_NAMES.filter(n => !(n in MODEL_PRESETS)).join(', ')}: the
+                       quick experiment with that model's shape. paper-500m and paper-124m reproduce
+                       the CheckFree paper: its iteration times and sizes as the cost model, a proxy
+                       model of its stage count (docs/reproducing-checkfree.md)
+  --report             with a paper preset: write reproduction.md (the paper's table beside ours, the
+                       orderings, every number's source) and hours.svg/.png into --out
   --model-preset NAME  model mode: the model shape of ${CONFIG_PRESET_NAMES.join(' | ')} (model/presets.ts)
                        on the experiment --preset names; the data stays the Brown corpus in bytes
                        (vocabulary 256)
@@ -47,6 +52,9 @@ common flags
   --checkpoint-every K checkpoint interval in iterations (default 50; the preset's for quick)
   --mirror-every N     CheckFree+ mirror refresh interval (default 10)
   --lr-scale X         learning-rate multiplier of a rebuilt stage (default 1.1)
+  --plus-layout L      where CheckFree+ keeps the embedding and head: spotpipe (the cluster's: two
+                       extra hops per swapped microbatch, default) | paper (no extra hop; mirrors kept
+                       current by a gradient exchange every iteration)
   --notice-fraction F  share of failures announced by a spot notice (default 0)
   --replicas R         cluster, model and trace modes: R data-parallel replicas per stage; the rate
                        is then per peer, and a stage loses its state only when its last live replica
@@ -116,6 +124,11 @@ function strategyOptions (values: Values): ExperimentConfig['options'] {
   if (values['checkpoint-every'] != null) o.checkpointEvery = intFlag(values, 'checkpoint-every', 50)
   if (values['mirror-every'] != null) o.mirrorEvery = intFlag(values, 'mirror-every', 10)
   if (values['lr-scale'] != null) o.lrScale = numFlag(values, 'lr-scale', 1.1)
+  if (values['plus-layout'] != null) {
+    const l = String(values['plus-layout'])
+    if (!(PLUS_LAYOUTS as readonly string[]).includes(l)) throw new UsageError(`--plus-layout must be ${PLUS_LAYOUTS.join(' or ')}, got "${l}"`)
+    o.plusLayout = l as PlusLayout
+  }
   return o
 }
 
@@ -146,6 +159,8 @@ export function modelModeConfig (values: Values): ExperimentConfig {
   let preset
   try { preset = modelPreset(presetName) } catch (err) { throw new UsageError(`${(err as Error).message}, or a model preset: ${CONFIG_PRESET_NAMES.join(', ')}`) }
   const scenario = scenarioFlags(values)
+  if (preset.paper != null && (scenario != null || values.trace != null)) throw new UsageError(`--preset ${presetName} runs the paper's own failure rates (its columns); --rate, --p-iter, --time-scale and --trace do not apply`)
+  if (values.report === true && preset.paper == null) throw new UsageError(`--report needs a paper preset (paper-500m or paper-124m), not --preset ${presetName}`)
   const options = { ...preset.options, ...strategyOptions(values) }
   let model = preset.model
   const train = { ...preset.train }
@@ -185,6 +200,11 @@ async function modelMode (values: Values): Promise<void> {
   process.stdout.write(r.text + '\n')
   process.stdout.write(`summary: ${r.summaryPath}\n`)
   for (const s of r.scenarios) process.stdout.write(`plot: ${s.svg}\n`)
+  if (values.report === true) {
+    const rep = writeReproduction(r)
+    process.stdout.write(rep.text + '\n')
+    process.stdout.write(`reproduction: ${rep.path}\nplot: ${rep.svg} (and .png)\n`)
+  }
 }
 
 async function projectionMode (values: Values): Promise<void> {
@@ -269,6 +289,8 @@ export async function sim (argv: string[]): Promise<void> {
     'checkpoint-every': { type: 'string' },
     'mirror-every': { type: 'string' },
     'lr-scale': { type: 'string' },
+    'plus-layout': { type: 'string' },
+    report: { type: 'boolean' },
     'notice-fraction': { type: 'string' },
     replicas: { type: 'string' },
     'replica-window': { type: 'string' },
@@ -287,7 +309,8 @@ export async function sim (argv: string[]): Promise<void> {
   })
   if (values.help === true) { process.stdout.write(HELP); return }
   if (positionals.length > 0) throw new UsageError(`unexpected argument "${positionals[0]}"`)
-  const mode = String(values.mode ?? 'cluster')
+  // the embedded demo is cluster mode; an experiment preset or a report is model mode's
+  const mode = String(values.mode ?? (values.preset != null || values.report === true ? 'model' : 'cluster'))
   const runner = runners[mode]
   if (runner == null) throw new UsageError(`unknown --mode "${mode}" (known: ${Object.keys(runners).join(', ')})`)
   await runner(values)
