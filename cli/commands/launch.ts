@@ -25,13 +25,13 @@ const HELP = `usage: spotpipe launch --cloud aws|gcp|azure --coordinator MULTIAD
 Writes <out>/${USER_DATA_FILE}, the cloud-init user data of a spotpipe peer VM (Node 20, spotpipe
 built from --install, a systemd unit running spotpipe peer with the cloud's spot notice watcher,
 restarted on failure), and prints the command of the cloud's CLI that requests --count spot VMs
-with it. Nothing is sent anywhere: run the printed command yourself.
+with it. Nothing is sent anywhere: run the printed command yourself. The --swarm-key file's text
+goes into the user data (a root-only file on the VM; docs/spot-vms.md says who can read user data).
 
   --cloud NAME         aws | gcp | azure
   --count N            how many VMs (default 1)
   --coordinator ADDR   the coordinator's multiaddr as the VMs reach it, ending in /p2p/<peer id>
-${ACCESS_HELP}                       the key file's text goes into the user data (mode 0600 on the VM)
-  --install URL        where the VMs get spotpipe's sources: a .tar.gz URL of a source tree under
+${ACCESS_HELP}  --install URL        where the VMs get spotpipe's sources: a .tar.gz URL of a source tree under
                        one folder (git archive --prefix=spotpipe/ -o spotpipe.tar.gz HEAD), or
                        git+https://HOST/REPO.git[#REF]; built on the VM with npm ci
   --cluster ID         the coordinator's --cluster (default "spotpipe")
