@@ -25,6 +25,10 @@ const COMMANDS: Record<string, Command> = {
     summary: 'join a cluster and train the stage the coordinator assigns',
     run: async (argv) => { await (await import('./commands/peer.js')).peer(argv) }
   },
+  launch: {
+    summary: 'write cloud-init user data for spot VM peers and print the cloud CLI command that requests them',
+    run: async (argv) => { await (await import('./commands/launch.js')).launch(argv) }
+  },
   train: {
     summary: 'train the model locally as an S-stage pipeline in one process',
     run: async (argv) => { await (await import('./commands/train.js')).train(argv) }

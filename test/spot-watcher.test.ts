@@ -3,81 +3,10 @@
  * GCP's preempted flag, Azure scheduled events, auto-detection, and the off-cloud cases (closed
  * port, a service that never answers). Nothing here leaves loopback.
  */
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
-import type { AddressInfo } from 'node:net'
-import { randomBytes } from 'node:crypto'
+import { createServer } from 'node:http'
 import { afterEach, describe, expect, it } from 'vitest'
 import { SpotWatcher, type SpotNotice, type SpotProvider } from '../node/spot-watcher.js'
-
-interface FakeState {
-  /** Which services the fake plays; the others answer 404 like an unrelated web server. */
-  serve: Set<SpotProvider>
-  awsAction?: { action: string, time: string }
-  gcpPreempted: boolean
-  azureEvents: Array<Record<string, unknown>>
-}
-
-interface Fake {
-  base: string
-  state: FakeState
-  /** Every request as "METHOD path status". */
-  log: string[]
-  tokens: Set<string>
-  close: () => Promise<void>
-}
-
-async function listen (server: Server): Promise<number> {
-  await new Promise<void>(resolve => { server.listen(0, '127.0.0.1', resolve) })
-  return (server.address() as AddressInfo).port
-}
-
-async function closeServer (server: Server): Promise<void> {
-  await new Promise<void>(resolve => {
-    server.close(() => { resolve() })
-    server.closeAllConnections()
-  })
-}
-
-async function fakeMetadata (serve: SpotProvider[]): Promise<Fake> {
-  const state: FakeState = { serve: new Set(serve), gcpPreempted: false, azureEvents: [] }
-  const log: string[] = []
-  const tokens = new Set<string>()
-  const server = createServer((req: IncomingMessage, res: ServerResponse) => {
-    const reply = (status: number, body = '', headers: Record<string, string> = {}): void => {
-      log.push(`${req.method ?? ''} ${req.url ?? ''} ${status}`)
-      res.writeHead(status, headers).end(body)
-    }
-    const url = req.url ?? ''
-    if (state.serve.has('aws') && url === '/latest/api/token') {
-      const ttl = Number(req.headers['x-aws-ec2-metadata-token-ttl-seconds'])
-      if (req.method !== 'PUT' || !(ttl >= 1 && ttl <= 21600)) { reply(400); return }
-      const t = randomBytes(16).toString('base64')
-      tokens.add(t)
-      reply(200, t)
-      return
-    }
-    if (state.serve.has('aws') && url === '/latest/meta-data/spot/instance-action') {
-      const t = req.headers['x-aws-ec2-metadata-token']
-      if (typeof t !== 'string' || !tokens.has(t)) { reply(401); return }
-      if (state.awsAction == null) reply(404, 'Not Found')
-      else reply(200, JSON.stringify(state.awsAction), { 'Content-Type': 'text/plain' })
-      return
-    }
-    if (state.serve.has('gcp') && url === '/computeMetadata/v1/instance/preempted') {
-      if (req.headers['metadata-flavor'] !== 'Google') { reply(403); return }
-      reply(200, state.gcpPreempted ? 'TRUE' : 'FALSE', { 'Metadata-Flavor': 'Google', 'Content-Type': 'application/text' })
-      return
-    }
-    if (state.serve.has('azure') && url === '/metadata/scheduledevents?api-version=2020-07-01') {
-      if (req.headers.metadata !== 'true') { reply(400, '{"error":"Bad request"}'); return }
-      reply(200, JSON.stringify({ DocumentIncarnation: state.azureEvents.length, Events: state.azureEvents }), { 'Content-Type': 'application/json' })
-      return
-    }
-    reply(404)
-  })
-  const port = await listen(server)
-  return { base: `http://127.0.0.1:${port}`, state, log, tokens, close: async () => { await closeServer(server) } }
-}
+import { closeServer, fakeMetadata, listen, type Fake } from './helpers/fake-metadata.js'
 
 /** A URL on a loopback port nobody listens on. */
 async function closedPortUrl (): Promise<string> {

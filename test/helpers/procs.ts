@@ -20,9 +20,10 @@ export interface Proc {
 
 const live = new Set<ChildProcess>()
 
-export function spotpipe (args: string[], env: Record<string, string> = {}): Proc {
+/** Starts `spotpipe <args>` with `env` added to this process's environment, in `cwd` (the repository by default). */
+export function spotpipe (args: string[], env: Record<string, string> = {}, cwd: string = ROOT): Proc {
   const child = spawn(process.execPath, [...spotpipeArgs(), ...args], {
-    cwd: ROOT,
+    cwd,
     env: { ...process.env, SPOTPIPE_QUIET: '1', ...env },
     stdio: ['ignore', 'pipe', 'pipe']
   })
