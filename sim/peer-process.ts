@@ -23,7 +23,8 @@ export function spotpipeArgs (): string[] {
   const built = fileURLToPath(new URL(here.endsWith('.ts') ? '../dist/cli/main-entry.js' : '../cli/main-entry.js', import.meta.url))
   if (!here.endsWith('.ts')) return [built]
   buildIsFresh ??= process.env.SPOTPIPE_FROM_SOURCES !== '1' && freshBuild(fileURLToPath(new URL('..', import.meta.url)), built)
-  return buildIsFresh ? [built] : ['--import', 'tsx', fileURLToPath(new URL('../cli/main-entry.ts', import.meta.url))]
+  // tsx resolved here, so a child started in another folder (a test's temporary one) finds it
+  return buildIsFresh ? [built] : ['--import', import.meta.resolve('tsx'), fileURLToPath(new URL('../cli/main-entry.ts', import.meta.url))]
 }
 
 let buildIsFresh: boolean | undefined

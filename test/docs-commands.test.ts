@@ -28,6 +28,7 @@ const TRAINS = 'trains a model for minutes (test/training.test.ts and test/data.
 /** Command lines shown in the docs that cannot run here, each with the reason (the text as shown, comments dropped). */
 const NOT_LOCAL: Record<string, string> = {
   'npx spotpipe sim': 'the churn demo: five strategies on real clusters for minutes (test/sim-cluster.test.ts runs a small one)',
+  'npx spotpipe sim --preset paper-500m --report --out out/paper-500m': 'the paper reproduction: 37 model-mode runs, 15-30 minutes (test/sim-paper.test.ts runs a shrunk one)',
   'npx spotpipe coordinator --stages 4 --listen /ip4/127.0.0.1/tcp/9000 --identity coord.key --create-identity': RUNS_A_NODE,
   'npx spotpipe peer --coordinator /ip4/127.0.0.1/tcp/9000/p2p/12D3KooW... --swarm-key swarm.key': NEEDS_CLUSTER,
   'npx spotpipe export --checkpoint state/ --out gpt2-bytes/': NEEDS_CHECKPOINT,
