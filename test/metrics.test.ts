@@ -1,8 +1,8 @@
 /**
  * The metrics on prom-client: the coordinator's series served on /metrics (status, content type,
  * HELP/TYPE lines, histogram buckets, the default process metrics), one registry per coordinator
- * (never the global one), and instrument() on a stand-in coordinator (its events and the few
- * fields it reads). Values are read back with prom-client's
+ * or peer (never the global one), instrument() on a stand-in coordinator (its events and the few
+ * fields it reads) and instrumentPeer() on a stand-in peer. Values are read back with prom-client's
  * own accessors (test/helpers/metrics.ts); the real-Prometheus scrape is test/prometheus.test.ts.
  */
 import { EventEmitter } from 'node:events'
@@ -13,6 +13,8 @@ import type { Coordinator, IterationRecord, RecoveryEvent } from '../coordinator
 import { instrument } from '../coordinator/instrument.js'
 import { RECOVERY_PHASES, RECOVERY_SECONDS_BUCKETS, createSpotpipeMetrics } from '../coordinator/metrics.js'
 import { ITERATION_SECONDS_BUCKETS, MetricsListenError, PROMETHEUS_CONTENT_TYPE, createMetricsRegistry, serveMetrics, type MetricsServer } from '../net/index.js'
+import { ALLREDUCE_SECONDS_BUCKETS, instrumentPeer } from '../node/metrics.js'
+import type { Peer, PeerDoneEvent, PeerTotals } from '../node/peer.js'
 import type { Assignment } from '../protocols/index.js'
 import { seriesOf, typeOf, valueOf } from './helpers/metrics.js'
 
@@ -118,7 +120,7 @@ describe('metrics', () => {
     }
     m.iterationSeconds.observe(1)
     expect(await bucketBounds(m.registry, 'spotpipe_iteration_seconds')).toEqual(ITERATION_SECONDS_BUCKETS)
-    for (const b of [ITERATION_SECONDS_BUCKETS, RECOVERY_SECONDS_BUCKETS]) expect([...b].sort((x, y) => x - y)).toEqual(b)
+    for (const b of [ITERATION_SECONDS_BUCKETS, RECOVERY_SECONDS_BUCKETS, ALLREDUCE_SECONDS_BUCKETS]) expect([...b].sort((x, y) => x - y)).toEqual(b)
     // the detect phase's bounds tell a closed connection (ms) from the heartbeat floor (3 s) and the ceiling (30 s)
     expect(RECOVERY_SECONDS_BUCKETS).toEqual(expect.arrayContaining([0.1, 2, 3.5, 30]))
   })
@@ -211,6 +213,68 @@ describe('metrics', () => {
     } finally {
       c.emit('stopped')
     }
+  })
+
+  it('instrumentPeer() exports the stage a peer serves, its compute and all-reduce times, its traffic, heartbeats and drops', async () => {
+    // what instrumentPeer() reads of a Peer: its events, node, stage, epoch and totals
+    const p = new (class extends EventEmitter {
+      node?: object
+      peerId = '12D3KooWPeer'
+      stageIndex = -1
+      epoch = 0
+      isDeparting = false
+      weightsBytesSent = 0
+      framesRejected = 0
+      staleFrames = 0
+      totals: PeerTotals = { activationBytesSent: 0, activationBytesReceived: 0, weightsBytesReceived: 0, heartbeatsPublished: 0, heartbeatsFailed: 0 }
+    })()
+    const m = instrumentPeer(p as unknown as Peer)
+    const r = m.registry
+    // not started: no peer id yet, a spare
+    expect(await seriesOf(r, 'spotpipe_peer_info')).toEqual([])
+    expect(await valueOf(r, 'spotpipe_peer_stage')).toBe(-1)
+    expect(await valueOf(r, 'spotpipe_peer_activation_bytes_total', { direction: 'sent' })).toBe(0)
+
+    p.node = {}
+    p.stageIndex = 2
+    p.epoch = 5
+    p.emit('stage', { stage: 2, epoch: 5, iteration: 0, source: 'seed' })
+    const done = (iteration: number, computeMs: number, extra: Partial<PeerDoneEvent> = {}): void => {
+      p.emit('done', { iteration, gradNorm: 1, computeMs, stage: 2, epoch: 5, ...extra } satisfies PeerDoneEvent)
+    }
+    done(0, 80)
+    done(1, 300, { loss: 2.25, allReduceMs: 20 })
+    Object.assign(p.totals, { activationBytesSent: 1000, activationBytesReceived: 2000, weightsBytesReceived: 30, heartbeatsPublished: 9, heartbeatsFailed: 1 })
+    p.weightsBytesSent = 40
+    p.framesRejected = 3
+    p.staleFrames = 4
+    p.isDeparting = true
+    p.emit('recovery-failed', { stage: 2, epoch: 6, rung: 'checkfree', code: 'ERR_X', reason: 'x' })
+
+    expect(await seriesOf(r, 'spotpipe_peer_info')).toEqual([{ sample: 'spotpipe_peer_info', labels: { peer_id: '12D3KooWPeer' }, value: 1 }])
+    expect(await valueOf(r, 'spotpipe_peer_stage')).toBe(2)
+    expect(await valueOf(r, 'spotpipe_peer_epoch')).toBe(5)
+    expect(await valueOf(r, 'spotpipe_peer_departing')).toBe(1)
+    expect(await valueOf(r, 'spotpipe_peer_iteration')).toBe(1)
+    expect(await valueOf(r, 'spotpipe_peer_loss')).toBe(2.25)
+    expect(await valueOf(r, 'spotpipe_peer_compute_seconds', {}, 'spotpipe_peer_compute_seconds_count')).toBe(2)
+    expect(await valueOf(r, 'spotpipe_peer_compute_seconds', { le: '0.1' }, 'spotpipe_peer_compute_seconds_bucket')).toBe(1)
+    expect(await valueOf(r, 'spotpipe_peer_compute_seconds', { le: '0.5' }, 'spotpipe_peer_compute_seconds_bucket')).toBe(2)
+    expect(await valueOf(r, 'spotpipe_peer_allreduce_seconds', {}, 'spotpipe_peer_allreduce_seconds_count')).toBe(1)
+    expect(await valueOf(r, 'spotpipe_peer_allreduce_seconds', { le: '0.025' }, 'spotpipe_peer_allreduce_seconds_bucket')).toBe(1)
+    expect(await valueOf(r, 'spotpipe_peer_activation_bytes_total', { direction: 'sent' })).toBe(1000)
+    expect(await valueOf(r, 'spotpipe_peer_activation_bytes_total', { direction: 'received' })).toBe(2000)
+    expect(await valueOf(r, 'spotpipe_peer_weights_bytes_total', { direction: 'sent' })).toBe(40)
+    expect(await valueOf(r, 'spotpipe_peer_weights_bytes_total', { direction: 'received' })).toBe(30)
+    expect(await valueOf(r, 'spotpipe_peer_heartbeats_total', { outcome: 'published' })).toBe(9)
+    expect(await valueOf(r, 'spotpipe_peer_heartbeats_total', { outcome: 'failed' })).toBe(1)
+    expect(await valueOf(r, 'spotpipe_peer_frames_dropped_total', { reason: 'rejected' })).toBe(3)
+    expect(await valueOf(r, 'spotpipe_peer_frames_dropped_total', { reason: 'stale_epoch' })).toBe(4)
+    expect(await valueOf(r, 'spotpipe_peer_stage_installs_total', { source: 'seed' })).toBe(1)
+    expect(await valueOf(r, 'spotpipe_peer_recovery_failures_total', { rung: 'checkfree' })).toBe(1)
+    expect(await typeOf(r, 'spotpipe_peer_activation_bytes_total')).toBe('counter')
+    // the process metrics are there too, on the peer's own registry
+    expect(r.getSingleMetric('process_resident_memory_bytes')).toBeDefined()
   })
 
   it('close() frees the port, the signal closes the server, and a port in use is a MetricsListenError', async () => {
