@@ -4,8 +4,11 @@
  * or peer (never the global one), instrument() on a stand-in coordinator (its events and the few
  * fields it reads) and instrumentPeer() on a stand-in peer. Values are read back with prom-client's
  * own accessors (test/helpers/metrics.ts); the real-Prometheus scrape is test/prometheus.test.ts.
+ * And the docs: the Grafana dashboard asks only for series that exist, and docs/spot-vms.md names
+ * every spotpipe series.
  */
 import { EventEmitter } from 'node:events'
+import { readFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { register as globalRegistry } from 'prom-client'
 import { afterEach, describe, expect, it } from 'vitest'
@@ -16,7 +19,8 @@ import { ITERATION_SECONDS_BUCKETS, MetricsListenError, PROMETHEUS_CONTENT_TYPE,
 import { ALLREDUCE_SECONDS_BUCKETS, instrumentPeer } from '../node/metrics.js'
 import type { Peer, PeerDoneEvent, PeerTotals } from '../node/peer.js'
 import type { Assignment } from '../protocols/index.js'
-import { seriesOf, typeOf, valueOf } from './helpers/metrics.js'
+import { dashboardQueries, seriesOf, typeOf, valueOf } from './helpers/metrics.js'
+import { ROOT } from './helpers/procs.js'
 
 const servers: MetricsServer[] = []
 afterEach(async () => {
@@ -300,5 +304,32 @@ describe('metrics', () => {
     } finally {
       await new Promise(resolve => taken.close(resolve))
     }
+  })
+
+  it('the Grafana dashboard uses only declared series, and docs/spot-vms.md lists every spotpipe series', async () => {
+    const declared = new Map<string, string>()
+    const fake = Object.assign(new EventEmitter(), { epoch: 0, livePeers: () => [], assignedPeers: () => [] })
+    const coord = instrument(fake as unknown as Coordinator)
+    fake.emit('stopped')
+    const peer = instrumentPeer(new EventEmitter() as unknown as Peer)
+    // the declared metrics, without collecting them (the stand-ins have nothing to read)
+    for (const r of [coord.registry, peer.registry]) for (const f of r.getMetricsAsArray()) declared.set(f.name, String(f.type))
+    // a histogram is queried by its _bucket, _sum and _count series
+    const known = (name: string): boolean => declared.has(name) ||
+      ['_bucket', '_sum', '_count'].some(x => name.endsWith(x) && declared.get(name.slice(0, -x.length)) === 'histogram')
+    const queries = dashboardQueries(JSON.parse(readFileSync(`${ROOT}docs/grafana-dashboard.json`, 'utf8')))
+    expect(queries.length).toBeGreaterThan(20)
+    const used = new Set<string>()
+    for (const q of queries) {
+      const names = q.expr.match(/\b(?:spotpipe|process|nodejs)_[a-z0-9_]+/g) ?? []
+      // Prometheus's own `up` is the one other series a panel may use
+      expect(names.length > 0 || /^count\(up\{/.test(q.expr), q.panel).toBe(true)
+      for (const n of names) { expect(known(n), `${q.panel}: ${n}`).toBe(true); used.add(n.replace(/_(bucket|sum|count)$/, '')) }
+    }
+    const spotpipe = [...declared.keys()].filter(n => n.startsWith('spotpipe_'))
+    // every spotpipe series is on a panel, and named in the metrics section of the docs
+    expect(spotpipe.filter(n => !used.has(n))).toEqual([])
+    const doc = readFileSync(`${ROOT}docs/spot-vms.md`, 'utf8')
+    expect(spotpipe.filter(n => !doc.includes(`\`${n}`))).toEqual([])
   })
 })

@@ -5,17 +5,21 @@
  * loopback port with its storage there, trains a few iterations, SIGKILLs the peer of the middle
  * stage so CheckFree rebuilds it on the spare, trains on, and then asks Prometheus's HTTP API what
  * it scraped: the iteration, the iteration-time and recovery histograms and one peer's series must
- * be what the cluster did. Every process it started is killed, pass or fail.
+ * be what the cluster did. Every query of the shipped Grafana dashboard must be valid PromQL to
+ * it, and the shipped scrape config must pass promtool. Every process it started is killed, pass
+ * or fail.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { writeFile } from 'node:fs/promises'
+import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
 import { StageLostError, instrument, RECOVERY_SECONDS_BUCKETS, type IterationRecord, type RecoveryEvent } from '../coordinator/index.js'
 import { serveMetrics, type MetricsServer } from '../net/index.js'
 import { clusterLifecycle } from './helpers/lifecycle.js'
 import { TestCluster, type TestPeer } from './helpers/cluster.js'
+import { dashboardQueries } from './helpers/metrics.js'
 import { freePort } from './helpers/ports.js'
+import { ROOT } from './helpers/procs.js'
 
 const model = { dModel: 16, nHeads: 2, nBlocks: 3, seqLen: 8 }
 const train = { stages: 3, microbatches: 2, microbatchSize: 2 }
@@ -89,6 +93,9 @@ function target (url: string): string {
 describe('a real Prometheus server scraping a cluster', () => {
   it('sees the iteration, the iteration-time histogram, a CheckFree recovery in the recovery histogram and a peer\'s own series', async () => {
     requirePrometheus()
+    // the shipped scrape config is one Prometheus accepts
+    const check = spawnSync('promtool', ['check', 'config', join(ROOT, 'docs/prometheus.yml')], { encoding: 'utf8' })
+    expect(check.status, `promtool check config docs/prometheus.yml: ${check.stdout}${check.stderr}`).toBe(0)
     const dir = await tempDir()
     const cluster = track(new TestCluster({ clusterId: 'prom', model, train, strategy: 'checkfree' }))
     try {
@@ -192,6 +199,17 @@ describe('a real Prometheus server scraping a cluster', () => {
       expect(await scalar(base, `process_resident_memory_bytes${sel}`)).toBeGreaterThan(0)
       // the killed peer's target is down
       expect(await scalar(base, `up{instance="${peerMetrics.get(victim) as string}"}`)).toBe(0)
+
+      // every query of docs/grafana-dashboard.json, with Grafana's variables filled in, is valid
+      // PromQL to this server; the panels on series the cluster has by now show data
+      const dashboard = dashboardQueries(JSON.parse(await readFile(join(ROOT, 'docs/grafana-dashboard.json'), 'utf8')))
+      const filled = (expr: string): string => expr.replaceAll('$__rate_interval', '1m').replaceAll('$coordinator_job', 'spotpipe-coordinator').replaceAll('$peer_job', 'spotpipe-peer')
+      for (const q of dashboard) await query(base, filled(q.expr))
+      for (const title of ['Iteration', 'Recoveries by rung', 'Serving replicas per stage', 'Stage per peer', 'Compute per iteration (p90)', 'Resident memory']) {
+        const exprs = dashboard.filter(q => q.panel === title).map(q => filled(q.expr))
+        expect(exprs.length, title).toBeGreaterThan(0)
+        expect((await Promise.all(exprs.map(async e => await query(base, e)))).flat().length, `panel ${title}`).toBeGreaterThan(0)
+      }
     } finally {
       await stopPrometheus()
       await metricsServer?.close()

@@ -32,3 +32,17 @@ export async function typeOf (registry: Registry, name: string): Promise<string 
   const type: unknown = (await registry.getSingleMetric(name)?.get())?.type
   return type == null ? undefined : String(type)
 }
+
+/** A Grafana dashboard's PromQL, panel by panel (rows' nested panels included). */
+export function dashboardQueries (dashboard: unknown): Array<{ panel: string, expr: string }> {
+  interface Panel { title?: string, targets?: Array<{ expr?: string }>, panels?: Panel[] }
+  const out: Array<{ panel: string, expr: string }> = []
+  const visit = (ps: Panel[] | undefined): void => {
+    for (const p of ps ?? []) {
+      for (const t of p.targets ?? []) if (t.expr != null) out.push({ panel: p.title ?? '', expr: t.expr })
+      visit(p.panels)
+    }
+  }
+  visit((dashboard as { panels?: Panel[] }).panels)
+  return out
+}
