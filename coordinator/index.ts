@@ -6,7 +6,7 @@ export { FailureDetector, type DetectorOptions, type LostPeer } from './detector
 export { planRecovery, STRATEGIES, type Strategy, type StagePlan, type LadderInput, type LadderResult } from './ladder.js'
 export { planReplicaJoins, type ReplicaJoinInput, type ReplicaJoinPlan } from './replica-plan.js'
 export { instrument } from './instrument.js'
-export { createSpotpipeMetrics, serveMetrics, MetricsRegistry, parsePrometheusText, type SpotpipeMetrics } from './metrics.js'
+export { createSpotpipeMetrics, CHECKPOINT_SECONDS_BUCKETS, RECOVERY_PHASES, RECOVERY_SECONDS_BUCKETS, type RecoveryPhase, type SpotpipeMetrics } from './metrics.js'
 export { CheckpointStore } from './checkpoint-store.js'
 export { readCheckpointAt, type CheckpointSource, type FoundCheckpoint } from './checkpoint-read.js'
 export { DurableState } from './durable-state.js'

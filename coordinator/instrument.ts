@@ -1,9 +1,10 @@
 /**
- * Connects a Coordinator's events to the Prometheus metrics of metrics.ts: iteration, epoch, loss,
- * tokens/s, peers by role, recoveries by rung, recovery phase durations, bytes moved, the sparse
- * checkpoints (by outcome, their durations and bytes, the newest one's iteration), and the replicas:
- * serving and joining peers per stage, the stages at risk (at most one live serving replica) and
- * each stage's all-reduce time in the last committed iteration.
+ * Connects a Coordinator's events to the Prometheus metrics of metrics.ts: iteration (and each
+ * iteration's duration), epoch, loss, tokens/s, peers by role, recoveries and failed attempts by
+ * rung, recovery phase durations, bytes moved, the sparse checkpoints (by outcome, their durations
+ * and bytes, the newest one's iteration), and the replicas: serving and joining peers per stage,
+ * which stages are at risk (at most one live serving replica) and each stage's all-reduce time in
+ * the last committed iteration.
  */
 import { servingPeers } from '../protocols/index.js'
 import type { CheckpointEvent, Coordinator, IterationRecord, RecoveryEvent } from './coordinator.js'
@@ -13,8 +14,8 @@ export function instrument (c: Coordinator, metrics: SpotpipeMetrics = createSpo
   const refreshPeers = (): void => {
     const assigned = new Set(c.assignedPeers())
     const live = c.livePeers()
-    metrics.peers.set(live.filter(p => assigned.has(p)).length, { role: 'stage' })
-    metrics.peers.set(live.filter(p => !assigned.has(p)).length, { role: 'spare' })
+    metrics.peers.set({ role: 'stage' }, live.filter(p => assigned.has(p)).length)
+    metrics.peers.set({ role: 'spare' }, live.filter(p => !assigned.has(p)).length)
     metrics.epoch.set(c.epoch)
     refreshReplicas(live)
   }
@@ -23,14 +24,17 @@ export function instrument (c: Coordinator, metrics: SpotpipeMetrics = createSpo
     const a = c.assignment
     metrics.stageReplicas.reset()
     metrics.stageJoining.reset()
+    metrics.stageAtRisk.reset()
     if (a == null) { metrics.stagesAtRisk.set(0); return }
     const alive = new Set(live)
     let atRisk = 0
     for (const st of a.stages) {
       const serving = servingPeers(a, st.stage)
-      metrics.stageReplicas.set(serving.length, { stage: st.stage })
-      metrics.stageJoining.set(st.peers.length - serving.length, { stage: st.stage })
-      if (serving.filter(p => alive.has(p)).length <= 1) atRisk += 1
+      const risky = serving.filter(p => alive.has(p)).length <= 1
+      metrics.stageReplicas.set({ stage: st.stage }, serving.length)
+      metrics.stageJoining.set({ stage: st.stage }, st.peers.length - serving.length)
+      metrics.stageAtRisk.set({ stage: st.stage }, risky ? 1 : 0)
+      if (risky) atRisk += 1
     }
     metrics.stagesAtRisk.set(atRisk)
   }
@@ -39,24 +43,26 @@ export function instrument (c: Coordinator, metrics: SpotpipeMetrics = createSpo
     metrics.iteration.set(r.iteration)
     metrics.loss.set(r.loss)
     metrics.tokensPerSecond.set(r.tokensPerSec)
-    r.allReduceMs.forEach((ms, stage) => { metrics.allReduceSeconds.set(ms / 1000, { stage }) })
+    metrics.iterationSeconds.observe(r.ms / 1000)
+    r.allReduceMs.forEach((ms, stage) => { metrics.allReduceSeconds.set({ stage }, ms / 1000) })
     refreshPeers()
   })
   c.on('recovery', (events: RecoveryEvent[]) => {
     for (const e of events) {
-      metrics.recoveries.inc(1, { rung: e.rung })
+      metrics.recoveries.inc({ rung: e.rung })
       metrics.bytesMoved.inc(e.bytes)
-      metrics.recoverySeconds.observe(e.detectMs / 1000, { phase: 'detect' })
-      metrics.recoverySeconds.observe(e.transferMs / 1000, { phase: 'transfer' })
-      metrics.recoverySeconds.observe(e.rebuildMs / 1000, { phase: 'rebuild' })
+      metrics.recoverySeconds.observe({ phase: 'detect' }, e.detectMs / 1000)
+      metrics.recoverySeconds.observe({ phase: 'transfer' }, e.transferMs / 1000)
+      metrics.recoverySeconds.observe({ phase: 'rebuild' }, e.rebuildMs / 1000)
     }
     refreshPeers()
   })
+  c.on('recovery-failed', (e: RecoveryEvent) => { metrics.recoveryFailures.inc({ rung: e.rung }) })
   c.on('recovered', (events: RecoveryEvent[]) => {
-    for (const e of events) metrics.recoverySeconds.observe(e.resumeMs / 1000, { phase: 'resume' })
+    for (const e of events) metrics.recoverySeconds.observe({ phase: 'resume' }, e.resumeMs / 1000)
   })
   c.on('checkpoint', (e: CheckpointEvent) => {
-    metrics.checkpoints.inc(1, { outcome: e.outcome })
+    metrics.checkpoints.inc({ outcome: e.outcome })
     if (e.outcome === 'abandoned') return
     metrics.checkpointBytes.inc(e.bytes)
     metrics.checkpointSeconds.observe(e.ms / 1000)

@@ -124,6 +124,22 @@ export interface StageEvent {
 /** Emitted as 'recovery-failed' when this peer could not carry out a recovery plan. */
 export interface RebuildFailure { stage: number, epoch: number, rung: string, code: string, reason: string }
 
+/** Emitted as 'done' when this peer's stage finished its part of an iteration (what it reports to the coordinator). */
+export interface PeerDoneEvent extends DoneInfo { stage: number, epoch: number }
+
+/**
+ * Running totals of what a peer moved and published, kept as plain numbers (node/metrics.ts reads
+ * them when scraped). Activation bytes are frame payloads; weights bytes received are every pull
+ * (rebuilds, joins, mirrors, shadows).
+ */
+export interface PeerTotals {
+  activationBytesSent: number
+  activationBytesReceived: number
+  weightsBytesReceived: number
+  heartbeatsPublished: number
+  heartbeatsFailed: number
+}
+
 export class Peer extends EventEmitter {
   readonly init: PeerInit
   node!: PeerLibp2p
@@ -140,6 +156,7 @@ export class Peer extends EventEmitter {
   private readonly startedAt = performance.now()
   /** Number of frames dropped because they came from an older epoch. */
   staleFrames = 0
+  readonly totals: PeerTotals = { activationBytesSent: 0, activationBytesReceived: 0, weightsBytesReceived: 0, heartbeatsPublished: 0, heartbeatsFailed: 0 }
   /** A dialable address of every peer named in an assignment so far. */
   private readonly addrs = new Map<string, string>()
   /** Recovery plans addressed to this peer, by `${epoch}:${stage}`. */
@@ -167,6 +184,12 @@ export class Peer extends EventEmitter {
   get stageIndex (): number { return this.current?.stage?.stage ?? -1 }
   get stage (): Stage | undefined { return this.current?.stage }
   get runtime (): StageRuntime | undefined { return this.current?.runtime }
+  /** Whether this peer announced its departure (spot notice, SIGTERM). */
+  get isDeparting (): boolean { return this.departing }
+  /** Chunk payload bytes this peer's weights server has sent to pullers. */
+  get weightsBytesSent (): number { return this.weightsServer?.stats.bytes ?? 0 }
+  /** Activation frames and streams refused by the admission policy (net/activations). */
+  get framesRejected (): number { return this.links?.rejected ?? 0 }
 
   async start (): Promise<void> {
     this.node = await createPeerLibp2p({ privateKey: this.init.privateKey, swarmKey: this.init.swarmKey, listen: this.init.listen, transport: this.init.transport })
@@ -215,6 +238,7 @@ export class Peer extends EventEmitter {
       return { peer: addr != null && addr !== '' ? multiaddr(addr) : peerIdFromString(id) }
     })
     const r = await fetchWeights(this.node, { donors, stage: req.stage, minIteration: req.minIteration, includeOptimizer: req.includeOptimizer, names: req.names, signal, timeoutMs: 120_000 })
+    this.totals.weightsBytesReceived += r.bytes
     return { iteration: r.iteration, tensors: r.tensors, bytes: r.bytes }
   }
 
@@ -250,7 +274,9 @@ export class Peer extends EventEmitter {
     this.lastBeat = Date.now()
     try {
       await this.gossip.publish(this.heartbeatMessage())
+      this.totals.heartbeatsPublished += 1
     } catch (err) {
+      this.totals.heartbeatsFailed += 1
       log('heartbeat not published: %s', (err as Error).message)
     }
   }
@@ -639,6 +665,7 @@ export class Peer extends EventEmitter {
     }
     try {
       await this.links.send(target.id, target.addr, header, f.data)
+      this.totals.activationBytesSent += f.data.byteLength
     } catch (err) {
       if (err instanceof NeighbourLostError) void this.reportStreamBreak(cur, target.id, f.iteration, err.message)
       throw err
@@ -676,6 +703,7 @@ export class Peer extends EventEmitter {
 
   private onFrame (h: TensorFrameHeader, data: Float32Array, from: string): void {
     const cur = this.current
+    this.totals.activationBytesReceived += data.byteLength
     if (cur?.runtime == null) throw new UnexpectedFrameError(`tensor frame from ${from} but this peer holds no stage`)
     if (h.epoch < cur.assignment.epoch) { this.staleFrames += 1; return }
     if (h.epoch > cur.assignment.epoch) throw new UnexpectedFrameError(`frame from epoch ${h.epoch}, this peer is at ${cur.assignment.epoch}`)
@@ -705,6 +733,7 @@ export class Peer extends EventEmitter {
   private async reportDone (cur: Current, info: DoneInfo): Promise<void> {
     this.lastDone = info
     if (cur.stage == null) return
+    this.emit('done', { ...info, stage: cur.stage.stage, epoch: cur.assignment.epoch } satisfies PeerDoneEvent)
     // the state the iteration started from: its step is prepared, not applied
     const digest = info.nonFinite == null ? this.digestOf(cur) : undefined
     try {

@@ -23,8 +23,8 @@ const ROOT = fileURLToPath(new URL('..', import.meta.url))
  *   protocols     wire formats and codecs (no networking)
  *   model         stages, tokenizer, data, state, recovery arithmetic
  *   net           libp2p node creation, framed streams, identity and swarm-key files, the weights
- *                 protocol's server and client, cluster gossip: the networking that both the peer
- *                 and the coordinator run on
+ *                 protocol's server and client, cluster gossip, the /metrics server: the networking
+ *                 that both the peer and the coordinator run on
  *   node          the peer
  *   coordinator   membership, assignment, detection, recovery, checkpoints
  *   sim           simulation (runs coordinators and peers)

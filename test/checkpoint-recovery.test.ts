@@ -4,11 +4,12 @@ import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { loadBrownCorpus } from '../model/data.js'
 import { LocalPipelineTrainer } from '../model/trainer.js'
-import { StageLostError, instrument, parsePrometheusText, type CheckpointEvent } from '../coordinator/index.js'
+import { StageLostError, instrument, type CheckpointEvent } from '../coordinator/index.js'
 import { tensorsFor } from '../coordinator/checkpoint-store.js'
 import { spotpipe } from './helpers/procs.js'
 import { clusterLifecycle } from './helpers/lifecycle.js'
 import { TestCluster } from './helpers/cluster.js'
+import { seriesOf, valueOf } from './helpers/metrics.js'
 import { freePort } from './helpers/ports.js'
 
 const model = { dModel: 32, nHeads: 2, nBlocks: 4, seqLen: 16 }
@@ -35,10 +36,10 @@ describe('sparse checkpoints', () => {
     expect(written.map(e => [e.iteration, e.outcome])).toEqual([[1, 'written'], [3, 'written'], [5, 'written']])
     const onDisk = store.list().reduce((n, c) => n + (c.bytes ?? 0), 0)
     expect(written.reduce((n, e) => n + e.bytes, 0)).toBe(onDisk)
-    const fams = parsePrometheusText(metrics.registry.render())
-    expect(fams.get('spotpipe_checkpoints_total')?.samples).toEqual([{ name: 'spotpipe_checkpoints_total', labels: { outcome: 'written' }, value: 3 }])
-    expect(fams.get('spotpipe_checkpoint_iteration')?.samples[0].value).toBe(5)
-    expect(fams.get('spotpipe_checkpoint_bytes_total')?.samples[0].value).toBe(onDisk)
+    expect(await seriesOf(metrics.registry, 'spotpipe_checkpoints_total')).toEqual([{ sample: 'spotpipe_checkpoints_total', labels: { outcome: 'written' }, value: 3 }])
+    expect(await valueOf(metrics.registry, 'spotpipe_checkpoint_iteration')).toBe(5)
+    expect(await valueOf(metrics.registry, 'spotpipe_checkpoint_bytes_total')).toBe(onDisk)
+    expect(await valueOf(metrics.registry, 'spotpipe_checkpoint_seconds', {}, 'spotpipe_checkpoint_seconds_count')).toBe(3)
     // Flip one byte in the middle of the newest checkpoint's stage-1 file.
     const newest = join(stateDir, 'checkpoints', (await readdir(join(stateDir, 'checkpoints'))).filter(n => n.startsWith('ckpt-')).sort().pop() as string)
     const file = join(newest, 'stage-1.safetensors')

@@ -3,10 +3,12 @@ import { resolveModelConfig } from '../model/config.js'
 import { stageLayout } from '../model/params.js'
 import { checkfreeAverage, type NamedValues } from '../model/recovery.js'
 import type { TensorSet } from '../model/safetensors.js'
-import { StageLostError, instrument, parsePrometheusText, serveMetrics, type RecoveryEvent } from '../coordinator/index.js'
+import { StageLostError, instrument, type RecoveryEvent } from '../coordinator/index.js'
+import { serveMetrics } from '../net/index.js'
 import { shadowsBehind } from '../coordinator/recovery/index.js'
 import { clusterLifecycle } from './helpers/lifecycle.js'
 import { TestCluster } from './helpers/cluster.js'
+import { valueOf } from './helpers/metrics.js'
 
 const model = { dModel: 32, nHeads: 2, nBlocks: 4, seqLen: 16 }
 const train = { stages: 4, microbatches: 2, microbatchSize: 4, lr: 3e-3 }
@@ -54,17 +56,19 @@ describe('recovery with real processes', () => {
   it('CheckFree rebuilds a SIGKILLed intermediate stage as the gradient-norm-weighted average of its neighbours', async () => {
     cluster = track(new TestCluster({ clusterId: 'cf', model, train, strategy: 'checkfree' }))
     await cluster.start(5)
-    const metrics = await serveMetrics({ port: 0, registry: instrument(cluster.coord).registry })
+    const registry = instrument(cluster.coord).registry
+    const metrics = await serveMetrics({ port: 0, registry })
     await cluster.coord.assignInitial({ timeoutMs: 30_000 })
     const before = await train_(cluster, 30)
     const events = await failDuring(cluster, 2)
     // The coordinator's /metrics shows the recovery.
     try {
-      const parsed = parsePrometheusText(await (await fetch(metrics.url)).text())
-      expect(parsed.get('spotpipe_recoveries_total')?.samples.find(x => x.labels.rung === 'checkfree')?.value).toBe(1)
-      expect(parsed.get('spotpipe_iteration')?.samples[0].value).toBe(29)
-      expect(parsed.get('spotpipe_bytes_moved_total')?.samples[0].value).toBe(events[0].bytes)
-      expect(parsed.get('spotpipe_recovery_seconds')?.type).toBe('summary')
+      const lines = (await (await fetch(metrics.url)).text()).split('\n')
+      expect(lines).toContain('spotpipe_recoveries_total{rung="checkfree"} 1')
+      expect(lines).toContain('spotpipe_iteration 29')
+      expect(lines).toContain(`spotpipe_bytes_moved_total ${events[0].bytes}`)
+      expect(lines).toContain('# TYPE spotpipe_recovery_seconds histogram')
+      expect(await valueOf(registry, 'spotpipe_recovery_seconds', { phase: 'detect', le: '+Inf' }, 'spotpipe_recovery_seconds_bucket')).toBe(1)
     } finally { await metrics.close() }
     // Nothing has trained since the failure: these are the neighbour weights and norms it averaged.
     const [prev, next] = await Promise.all([cluster.weightsOf(1), cluster.weightsOf(3)])

@@ -1,6 +1,7 @@
 /** `spotpipe coordinator`: assigns stages to the peers that join and drives training iterations. */
-import { Coordinator, DIVERGENCE_ACTIONS, STRATEGIES, StageLostError, instrument, serveMetrics, type DivergenceAction, type DivergenceEvent, type RecoveryEvent, type Strategy } from '../../coordinator/index.js'
+import { Coordinator, DIVERGENCE_ACTIONS, STRATEGIES, StageLostError, instrument, type DivergenceAction, type DivergenceEvent, type RecoveryEvent, type Strategy } from '../../coordinator/index.js'
 import { DEFAULT_TRAIN } from '../../model/index.js'
+import { serveMetrics } from '../../net/index.js'
 import { UsageError } from '../errors.js'
 import { CONFIG_FLAG, CONFIG_HELP, parseFlagsWithConfig } from '../config-file.js'
 import { intFlag, numFlag } from '../flags.js'
@@ -28,7 +29,8 @@ ${CONFIG_HELP}${NODE_HELP}  --iterations N       train until N iterations are co
   --state-dir DIR      durable coordinator state and checkpoints; a restarted coordinator resumes from it
   --checkpoint-every K sparse checkpoint every K iterations (default 50 with --state-dir; 0 = never)
   --keep-checkpoints N complete checkpoints kept (default 3)
-  --metrics-port PORT  serve Prometheus metrics on http://<metrics-host>:PORT/metrics (default: off)
+  --metrics-port PORT  serve Prometheus metrics on http://<metrics-host>:PORT/metrics (default: off;
+                       0 = any free port); prints "metrics <url>"
   --metrics-host HOST  address for the metrics server (default 127.0.0.1)
   --strategy NAME      recovery strategy: checkfree | checkfree-plus | checkpoint | checkpoint-whole | redundant | none (default checkfree);
                        redundant: each peer keeps a shadow copy of its successor stage, pulled after every commit

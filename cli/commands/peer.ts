@@ -1,6 +1,7 @@
 /** `spotpipe peer`: joins a cluster, takes the stage the coordinator assigns, and trains it. */
 import { multiaddr } from '@multiformats/multiaddr'
-import { Peer } from '../../node/index.js'
+import { Peer, instrumentPeer } from '../../node/index.js'
+import { serveMetrics } from '../../net/index.js'
 import { UsageError } from '../errors.js'
 import { CONFIG_FLAG, CONFIG_HELP, parseFlagsWithConfig } from '../config-file.js'
 import { intFlag } from '../flags.js'
@@ -21,6 +22,9 @@ const HELP = `usage: spotpipe peer --coordinator MULTIADDR (--swarm-key FILE | -
   --events FILE        append this peer's events (start, stage installs, departure) as JSON lines
   --join-timeout MS    keep dialling an unreachable coordinator this long before giving up
                        (default 60000; 0 tries once)
+  --metrics-port PORT  serve this peer's Prometheus metrics on http://<metrics-host>:PORT/metrics
+                       (default: off; 0 = any free port); prints "metrics <url>"
+  --metrics-host HOST  address for the metrics server (default 127.0.0.1)
 ${CONFIG_HELP}${NODE_HELP}
 ${DATA_HELP}  Stage 0 and the head's stage (the last, or with CheckFree+ swaps the one holding a
   microbatch's last hop) read tokens: give them the coordinator's --data and --tokenizer (the
@@ -51,6 +55,8 @@ export async function peer (argv: string[]): Promise<void> {
     'spot-interval': { type: 'string' },
     events: { type: 'string' },
     'join-timeout': { type: 'string' },
+    'metrics-port': { type: 'string' },
+    'metrics-host': { type: 'string' },
     help: { type: 'boolean', short: 'h' }
   })
   const spot = (values.spot as string | undefined) ?? 'none'
@@ -90,9 +96,16 @@ export async function peer (argv: string[]): Promise<void> {
   // the Peer raises events only once it is an emitter (stage installs): record them when it is
   const source = p as unknown as Partial<EventSource>
   if (eventsFile != null && typeof source.on === 'function' && typeof source.off === 'function') eventsFile.record(source as EventSource, PEER_EVENTS)
+  // instrumented before it starts, so the first stage it installs is counted
+  const metrics = values['metrics-port'] != null ? instrumentPeer(p) : undefined
+  const metricsPort = values['metrics-port'] != null ? intFlag(values, 'metrics-port', 0, 0) : 0
   await p.start()
+  const metricsServer = metrics != null
+    ? await serveMetrics({ port: metricsPort, host: (values['metrics-host'] as string | undefined) ?? '127.0.0.1', registry: metrics.registry })
+    : undefined
   eventsFile?.write('start', { pid: process.pid, peerId: p.peerId, addr: p.node.getMultiaddrs()[0]?.toString() ?? '' })
   process.stdout.write(`peer ${p.node.getMultiaddrs()[0]?.toString() ?? ''}\n`)
+  if (metricsServer != null) process.stdout.write(`metrics ${metricsServer.url}\n`)
   // A spot notice or SIGTERM (systemd stop) hands the stage over before leaving; SIGINT just leaves.
   let watcher: SpotWatcher | undefined
   let refused: Error | undefined
@@ -118,6 +131,7 @@ export async function peer (argv: string[]): Promise<void> {
     await p.depart()
   }
   await p.stop()
+  await metricsServer?.close()
   eventsFile?.write('stop', {})
   eventsFile?.close()
   if (refused != null) throw refused
