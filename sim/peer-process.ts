@@ -23,8 +23,9 @@ export function spotpipeArgs (): string[] {
   const built = fileURLToPath(new URL(here.endsWith('.ts') ? '../dist/cli/main-entry.js' : '../cli/main-entry.js', import.meta.url))
   if (!here.endsWith('.ts')) return [built]
   buildIsFresh ??= process.env.SPOTPIPE_FROM_SOURCES !== '1' && freshBuild(fileURLToPath(new URL('..', import.meta.url)), built)
-  // tsx resolved here, so a child started in another folder (a test's temporary one) finds it
-  return buildIsFresh ? [built] : ['--import', import.meta.resolve('tsx'), fileURLToPath(new URL('../cli/main-entry.ts', import.meta.url))]
+  // tsx's entry (its package.json "exports": "./dist/loader.mjs") by path, so a child started in
+  // another folder (a test's temporary one) finds it
+  return buildIsFresh ? [built] : ['--import', new URL('../node_modules/tsx/dist/loader.mjs', import.meta.url).href, fileURLToPath(new URL('../cli/main-entry.ts', import.meta.url))]
 }
 
 let buildIsFresh: boolean | undefined
