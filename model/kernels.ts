@@ -109,3 +109,56 @@ const columnSumsKernel = define('ColumnSums', ['x'], ([s]) => [[s[1]]], ([x], [o
 })
 
 export const columnSums = (x: tf.Tensor2D): tf.Tensor1D => columnSumsKernel([x])[0] as tf.Tensor1D
+
+/** What the per-item matmul uses of tfjs-wasm's internals: tensor ids over raw heap ranges. */
+interface WasmInternals {
+  dataIdNextNumber: number
+  getMemoryOffset: (dataId: object) => number
+  wasm: {
+    cwrap: (name: string, ret: null, args: string[]) => (...args: unknown[]) => void
+    tfjs: { registerTensor: (id: number, size: number, offset: number) => void, disposeData: (id: number) => void }
+  }
+}
+
+let batchMatMulFn: ((...args: unknown[]) => void) | undefined
+
+/**
+ * a [n,m,k] @ b [n,k,p] -> [n,m,p] as n plain 2-D matmuls. tfjs-wasm runs a batched matMul with a
+ * naive loop (1.5 GFLOP/s at [32,128,128] @ [32,128,64] here) and only a 2-D one through XNNPACK
+ * (~9 GFLOP/s there). Splitting the batch with tfjs ops costs two copies of every item in
+ * (readSync, then a new tensor) and one out (stack); instead each item gets a tensor id of the
+ * wasm module's own over its range of a, b and the output, and the module's BatchMatMul runs on
+ * those ids: no copies at all. The ids are released after each product (which also drops the
+ * XNNPACK operator cached on b's id); the memory stays owned by a, b and the output.
+ */
+register('SpotpipeItemMatMul', ({ inputs, backend }) => {
+  const b = backend as WasmKernelBackend & WasmInternals
+  const x = inputs.a as tf.TensorInfo
+  const y = inputs.b as tf.TensorInfo
+  const [n, m, k] = x.shape
+  const p = y.shape[2]
+  const out = b.makeOutput([n, m, p], 'float32')
+  batchMatMulFn ??= b.wasm.cwrap('BatchMatMul', null, ['number', 'array', 'number', 'number', 'array', 'number', 'number', 'number', 'number'])
+  const { registerTensor, disposeData } = b.wasm.tfjs
+  const aShape = new Uint8Array(new Int32Array([1, m, k]).buffer)
+  const bShape = new Uint8Array(new Int32Array([1, k, p]).buffer)
+  const offA = b.getMemoryOffset(x.dataId)
+  const offB = b.getMemoryOffset(y.dataId)
+  const offO = b.getMemoryOffset(out.dataId)
+  for (let i = 0; i < n; i++) {
+    const ia = b.dataIdNextNumber++
+    const ib = b.dataIdNextNumber++
+    const io = b.dataIdNextNumber++
+    registerTensor(ia, m * k, offA + 4 * i * m * k)
+    registerTensor(ib, k * p, offB + 4 * i * k * p)
+    registerTensor(io, m * p, offO + 4 * i * m * p)
+    batchMatMulFn(ia, aShape, 3, ib, bShape, 3, false, false, io)
+    disposeData(ia)
+    disposeData(ib)
+    disposeData(io)
+  }
+  return out
+})
+
+/** a [n,m,k] @ b [n,k,p] -> [n,m,p] item by item through XNNPACK, without copies (wasm only). */
+export const itemMatMul = (a: tf.Tensor3D, b: tf.Tensor3D): tf.Tensor3D => run('SpotpipeItemMatMul', ['a', 'b'], [a, b])[0] as tf.Tensor3D
