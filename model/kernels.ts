@@ -1,11 +1,12 @@
 /**
- * spotpipe's own kernels for tfjs-wasm, written in JS over the module's heap: each reads its inputs
- * where they lie and writes its outputs into tensors allocated there, so a chain of elementwise
- * steps costs one pass over memory instead of one kernel (and one intermediate tensor) per step.
- * They are registered with tfjs like its own kernels (tidy, tf.memory and tf.profile see them).
- * On other backends the callers fall back to plain tfjs ops.
+ * spotpipe's own kernels for tfjs-wasm, for the few places where tfjs-wasm's kernels move memory
+ * badly: a transpose, column sums and the per-head matmuls. Each reads its inputs where they lie in
+ * the module's heap and writes its output into a tensor allocated there; they are registered with
+ * tfjs like its own kernels (tidy, tf.memory and tf.profile see them). On other backends the
+ * callers use plain tfjs ops.
  *
- * Each row's reductions accumulate in float64, and every output is rounded to float32 once; JS
+ * Elementwise chains stay on tfjs's kernels: written in JS they ran slower than XNNPACK's
+ * vectorised ones (see docs/compute.md). Column sums accumulate in float64 and round once; JS
  * arithmetic is IEEE, so the same inputs give the same bits in every process.
  */
 import * as tf from '@tensorflow/tfjs'
@@ -19,7 +20,7 @@ interface WasmKernelBackend {
 /** True when the JS kernels serve: the wasm backend and float32 inputs. */
 export const jsKernels = (...xs: tf.Tensor[]): boolean => tf.getBackend() === 'wasm' && xs.every(x => x.dtype === 'float32')
 
-type KernelArgs = { inputs: tf.NamedTensorInfoMap, backend: unknown, attrs?: tf.NamedAttrMap }
+interface KernelArgs { inputs: tf.NamedTensorInfoMap, backend: unknown }
 
 /** Registers `kernelFunc` as kernel `name` on wasm (once: module reloads in tests would warn). */
 function register (kernelName: string, kernelFunc: (args: KernelArgs) => tf.TensorInfo | tf.TensorInfo[]): void {
@@ -27,29 +28,29 @@ function register (kernelName: string, kernelFunc: (args: KernelArgs) => tf.Tens
 }
 
 /** Runs kernel `name` on tensors `xs`, named by `names`: its outputs. */
-function run (kernelName: string, names: string[], xs: tf.Tensor[], attrs: Record<string, number> = {}): tf.Tensor[] {
-  const r = tf.engine().runKernel(kernelName, Object.fromEntries(names.map((n, i) => [n, xs[i]])), attrs as tf.NamedAttrMap)
+function run (kernelName: string, names: string[], xs: tf.Tensor[]): tf.Tensor[] {
+  const r = tf.engine().runKernel(kernelName, Object.fromEntries(names.map((n, i) => [n, xs[i]])), {})
   return Array.isArray(r) ? r : [r as tf.Tensor]
 }
 
-type Body = (inputs: Float32Array[], outputs: Float32Array[], shapes: number[][], attrs: Record<string, number>) => void
+type Body = (inputs: Float32Array[], outputs: Float32Array[], shapes: number[][]) => void
 
 /**
  * Registers kernel `name` on wasm: `outShapes` gives the outputs' shapes from the inputs' shapes,
- * `body` fills them. Returns a caller taking tensors (in `names` order) and numeric attributes.
+ * `body` fills them. Returns a caller taking tensors in `names` order.
  */
-function define (name: string, names: string[], outShapes: (shapes: number[][]) => number[][], body: Body): (xs: tf.Tensor[], attrs?: Record<string, number>) => tf.Tensor[] {
+function define (name: string, names: string[], outShapes: (shapes: number[][]) => number[][], body: Body): (xs: tf.Tensor[]) => tf.Tensor[] {
   const kernelName = `Spotpipe${name}`
-  register(kernelName, ({ inputs, backend, attrs }) => {
+  register(kernelName, ({ inputs, backend }) => {
     const b = backend as WasmKernelBackend
     const ins = names.map(n => inputs[n] as tf.TensorInfo)
     const shapes = ins.map(t => t.shape)
     const outs = outShapes(shapes).map(s => b.makeOutput(s, 'float32'))
     // views only after the allocations: growing the heap detaches older ones
-    body(ins.map(t => b.typedArrayFromHeap(t)), outs.map(t => b.typedArrayFromHeap(t)), shapes, (attrs ?? {}) as Record<string, number>)
+    body(ins.map(t => b.typedArrayFromHeap(t)), outs.map(t => b.typedArrayFromHeap(t)), shapes)
     return outs
   })
-  return (xs, attrs) => run(kernelName, names, xs, attrs)
+  return xs => run(kernelName, names, xs)
 }
 
 /**
@@ -63,7 +64,7 @@ const TILE = 8
  * [..., r, c] -> [..., c, r]. tfjs-wasm's Transpose walks its output with a stride of r floats
  * (~10 ns per number on [1024,1024] here); the tiled loop is ~3x faster. Pure copies: exact.
  */
-const transposeKernel = define('TransposeLast2', ['x'], ([s]) => [[...s.slice(0, -2), s[s.length -1], s[s.length - 2]]], ([src], [dst], [s]) => {
+const transposeKernel = define('TransposeLast2', ['x'], ([s]) => [[...s.slice(0, -2), s[s.length - 1], s[s.length - 2]]], ([src], [dst], [s]) => {
   const r = s[s.length - 2]
   const c = s[s.length - 1]
   const n = src.length / (r * c)
@@ -120,7 +121,8 @@ interface WasmInternals {
   }
 }
 
-let batchMatMulFn: ((...args: unknown[]) => void) | undefined
+/** The module's BatchMatMul entry, per module instance (a re-created backend brings a new one). */
+const batchMatMulFns = new WeakMap<object, (...args: unknown[]) => void>()
 
 /**
  * a [n,m,k] @ b [n,k,p] -> [n,m,p] as n plain 2-D matmuls. tfjs-wasm runs a batched matMul with a
@@ -138,7 +140,11 @@ register('SpotpipeItemMatMul', ({ inputs, backend }) => {
   const [n, m, k] = x.shape
   const p = y.shape[2]
   const out = b.makeOutput([n, m, p], 'float32')
-  batchMatMulFn ??= b.wasm.cwrap('BatchMatMul', null, ['number', 'array', 'number', 'number', 'array', 'number', 'number', 'number', 'number'])
+  let batchMatMul = batchMatMulFns.get(b.wasm)
+  if (batchMatMul == null) {
+    batchMatMul = b.wasm.cwrap('BatchMatMul', null, ['number', 'array', 'number', 'number', 'array', 'number', 'number', 'number', 'number'])
+    batchMatMulFns.set(b.wasm, batchMatMul)
+  }
   const { registerTensor, disposeData } = b.wasm.tfjs
   const aShape = new Uint8Array(new Int32Array([1, m, k]).buffer)
   const bShape = new Uint8Array(new Int32Array([1, k, p]).buffer)
@@ -152,7 +158,7 @@ register('SpotpipeItemMatMul', ({ inputs, backend }) => {
     registerTensor(ia, m * k, offA + 4 * i * m * k)
     registerTensor(ib, k * p, offB + 4 * i * k * p)
     registerTensor(io, m * p, offO + 4 * i * m * p)
-    batchMatMulFn(ia, aShape, 3, ib, bShape, 3, false, false, io)
+    batchMatMul(ia, aShape, 3, ib, bShape, 3, false, false, io)
     disposeData(ia)
     disposeData(ib)
     disposeData(io)
