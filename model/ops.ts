@@ -7,6 +7,7 @@
  * gradient that transposes explicitly and then calls a plain matMul.
  */
 import * as tf from '@tensorflow/tfjs'
+import { itemMatMul } from './kernels.js'
 
 /** Plain 2-D matmul a [m,k] @ b [k,n] -> [m,n], with a gradient that avoids transposed matmuls. */
 export const matmul = tf.customGrad(((a: tf.Tensor, b: tf.Tensor, save: tf.GradSaveFunc) => {
@@ -70,39 +71,11 @@ export function gelu (x: tf.Tensor): tf.Tensor {
   return tf.mul(tf.mul(x, 0.5), tf.add(tf.tanh(inner), 1))
 }
 
-/** What the wasm fast paths use of tfjs-wasm's backend: its data map and ranged readSync. */
-interface WasmRangeRead { readSync: (dataId: object, start?: number, end?: number) => Float32Array }
-
-/**
- * Splits t [n, ...rest] into its n items [...rest] (each its own tensor). On wasm, tf.unstack and
- * tf.slice copy the whole input out of the module's memory once per piece (the Slice kernel calls
- * readSync on all of x), so 32 heads of a [32,128,128] tensor cost 32 full copies (~70 ms); here
- * each piece reads only its own range, one copy of t in all.
- */
-export function unstack0 (t: tf.Tensor): tf.Tensor[] {
-  const [n, ...rest] = t.shape
-  if (tf.getBackend() !== 'wasm' || t.dtype !== 'float32') return tf.unstack(t)
-  const size = t.size / n
-  const b = tf.backend() as unknown as WasmRangeRead
-  const out: tf.Tensor[] = []
-  for (let i = 0; i < n; i++) out.push(tf.tensor(b.readSync(t.dataId, i * size, (i + 1) * size), rest, 'float32'))
-  return out
-}
-
-/**
- * Batched matmul as n plain 2-D matmuls: a [n,m,k] @ b [n,k,p] -> [n,m,p], given as their items
- * (unstack0). tfjs-wasm runs a batched matMul (batch > 1) with a naive loop (1.5 GFLOP/s measured
- * on [32,128,128] @ [32,128,64]); each 2-D matMul goes through XNNPACK (~9 GFLOP/s at that size).
- */
-export function bmmItems (a: tf.Tensor[], b: tf.Tensor[]): tf.Tensor3D {
-  return tf.stack(a.map((ai, i) => tf.matMul(ai as tf.Tensor2D, b[i] as tf.Tensor2D))) as tf.Tensor3D
-}
-
 /**
  * Per-item products [m,k]@[k,p] below this many multiply-adds run as one batched matMul: measured
  * on the test suite's tiny models (T 16, head 16: 4,096) the B*H separate dispatches made a whole
  * training step 35% slower (139 against 98 ms), while at the bench's [128,64]@[64,128] (1M) they
- * are the faster path (see bmmItems).
+ * are the faster path (see kernels.itemMatMul).
  */
 export const PER_ITEM_MIN_MACS = 65_536
 
@@ -110,8 +83,8 @@ export const PER_ITEM_MIN_MACS = 65_536
 export function headMatMul (a: tf.Tensor3D, b: tf.Tensor3D): tf.Tensor3D {
   const [, m, k] = a.shape
   const p = b.shape[2]
-  if (tf.getBackend() !== 'wasm' || m * k * p < PER_ITEM_MIN_MACS) return tf.matMul(a, b)
-  return bmmItems(unstack0(a), unstack0(b))
+  if (tf.getBackend() !== 'wasm' || a.dtype !== 'float32' || m * k * p < PER_ITEM_MIN_MACS) return tf.matMul(a, b)
+  return itemMatMul(a, b)
 }
 
 const maskCache = new Map<number, tf.Tensor2D>()
