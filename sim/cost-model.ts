@@ -41,8 +41,16 @@
  *   checkfree-plus      : the neighbour's blocks plus the mirrored embedding or head
  *   checkpoint (stage)  : the stage's state from the store
  *   checkpoint (whole)  : every stage's state from the store at once
- * Several stages recovering together do so in parallel: the recovery takes the longest of them,
- * plus `replacementS` once (a replacement peer getting ready; 0 unless a profile sets it).
+ * Several stages recovering together do so in parallel: the recovery takes the longest of them.
+ *
+ * One host (the local cluster, bench:costmodel): with `hostCores` set, the stages are processes sharing
+ * that many cores, and the pipeline part of the iteration is the event simulation of
+ * pipeline-schedule.ts (the peers' own order of forwards and backwards, cores shared fairly) instead
+ * of the formula above; `forwardFraction` splits a slot's compute into forward and backward there.
+ * `iterationOverheadS` is the coordinator's control round trip per iteration (begin out, done
+ * reports back, the commit persisted) and `recoveryRoundS` what a recovery round costs beyond its
+ * transfer (publishing the epoch, the stages taking it, building the stage); both default to 0, so
+ * the simulator's results without them are the formula's.
  *
  * Time scale: `timeScale` multiplies every duration derived from the model's size (compute and every
  * byte transfer), but not protocol constants (detectionS, latency, noticeLeadS). It lets the small
@@ -52,6 +60,7 @@
 import type { ModelConfig, TrainConfig } from '../model/index.js'
 import { countParams, embedSpecs, headSpecs, partSpecs, stageLayout, stageSpecs } from '../model/index.js'
 import { SimConfigError } from './errors.js'
+import { pipelineMakespan } from './pipeline-schedule.js'
 
 /** Named parameters, each with its default and where the default comes from. */
 export interface CostParams {
@@ -105,10 +114,20 @@ export interface CostParams {
    *  times per simulated iteration; what happens per event (a recovery, a checkpoint save, a mirror
    *  refresh) once. @default 1 */
   iterationsPerStep: number
-  /** Fixed time every recovery pays on top of its transfers: a replacement peer getting ready (start,
-   *  rendezvous, building its stage). Not size-derived, so not scaled. @default 0 (model mode's
-   *  small model builds a stage in milliseconds; sim/paper.ts sets the paper's "about 30 s") */
-  replacementS: number
+  /** Cores the stages share on one host; unset: a machine per stage (the formula). Source: the host
+   *  (os.availableParallelism) when every stage is a process on it, as in the local cluster. */
+  hostCores?: number
+  /** Share of a slot's compute that is the forward, with hostCores. @default 1/3 (a backward costs
+   *  about two forwards); bench:costmodel measures it. */
+  forwardFraction?: number
+  /** With hostCores: CPU seconds both ends of a weights transfer spend per byte (the loopback
+   *  "link" is the host's CPU, so a background upload takes cores from training). @default 0 */
+  transferCpuSPerByte?: number
+  /** Control round trip of the coordinator per iteration, s (not scaled). @default 0 */
+  iterationOverheadS?: number
+  /** A recovery round's cost beyond its transfer, s: the epoch published and taken, the stage built
+   *  (not scaled). @default 0 */
+  recoveryRoundS?: number
 }
 
 export const DEFAULT_COST: Omit<CostParams, 'slotComputeS' | 'stageParams' | 'stageBlockParams' | 'embedParams' | 'headParams' | 'hopBytes' | 'microbatches'> = {
@@ -124,8 +143,7 @@ export const DEFAULT_COST: Omit<CostParams, 'slotComputeS' | 'stageParams' | 'st
   redundantExtraHops: 1,
   overlapTransfers: false,
   timeScale: 1,
-  iterationsPerStep: 1,
-  replacementS: 0
+  iterationsPerStep: 1
 }
 
 /**
@@ -180,11 +198,17 @@ export class CostModel {
       const v = params[k]
       if (!Number.isFinite(v) || v <= 0) throw new SimConfigError(`cost.${k} must be a positive finite number, got ${String(v)}`)
     }
-    for (const k of ['optimizerBytesPerParam', 'linkLatencyS', 'detectionS', 'noticeLeadS', 'redundantComputeFactor', 'redundantExtraHops', 'replacementS'] as const) {
+    for (const k of ['optimizerBytesPerParam', 'linkLatencyS', 'detectionS', 'noticeLeadS', 'redundantComputeFactor', 'redundantExtraHops'] as const) {
       const v = params[k]
       if (!Number.isFinite(v) || v < 0) throw new SimConfigError(`cost.${k} must be a non-negative finite number, got ${String(v)}`)
     }
     if (!Number.isInteger(params.microbatches) || params.microbatches < 1) throw new SimConfigError(`cost.microbatches must be a positive integer, got ${String(params.microbatches)}`)
+    for (const k of ['iterationOverheadS', 'recoveryRoundS', 'transferCpuSPerByte'] as const) {
+      const v = params[k]
+      if (v !== undefined && (!Number.isFinite(v) || v < 0)) throw new SimConfigError(`cost.${k} must be a non-negative finite number, got ${String(v)}`)
+    }
+    if (params.hostCores !== undefined && !(params.hostCores > 0)) throw new SimConfigError(`cost.hostCores must be > 0, got ${String(params.hostCores)}`)
+    if (params.forwardFraction !== undefined && !(params.forwardFraction > 0 && params.forwardFraction < 1)) throw new SimConfigError(`cost.forwardFraction must be in (0, 1), got ${String(params.forwardFraction)}`)
     this.p = Object.freeze({ ...params, stageParams: [...params.stageParams], stageBlockParams: [...params.stageBlockParams] })
     this.stages = S
   }
@@ -222,8 +246,22 @@ export class CostModel {
   iterationS (shape: IterationShape): number {
     const S = this.stages
     const M = this.p.microbatches
-    return this.p.iterationsPerStep * ((M + S - 1) * this.slotS(shape) + this.swapExtraS(shape))
+    const pipeline = this.p.hostCores == null ? (M + S - 1) * this.slotS(shape) : this.sharedHostPipelineS(shape, this.p.hostCores)
+    return this.p.iterationsPerStep * (pipeline + this.swapExtraS(shape) + (this.p.iterationOverheadS ?? 0))
   }
+
+  /** The pipeline part of an iteration when the stages share `cores` (pipeline-schedule.ts); overlapTransfers does not apply. */
+  private sharedHostPipelineS (shape: IterationShape, cores: number): number {
+    const p = this.p
+    const S = this.stages
+    const compute = p.slotComputeS * p.timeScale * (1 + (shape.redundantCompute ? p.redundantComputeFactor : 0))
+    const forward = compute * (p.forwardFraction ?? 1 / 3)
+    const hops = 1 + (shape.redundantCompute ? p.redundantExtraHops / 2 : 0)
+    return pipelineMakespan({ stages: S, microbatches: p.microbatches, forwardS: new Array<number>(S).fill(forward), backwardS: new Array<number>(S).fill(compute - forward), hopS: hops * this.hopS, cores })
+  }
+
+  /** A recovery round's control-plane and build time beyond its transfer (recoveryRoundS). */
+  get roundS (): number { return this.p.recoveryRoundS ?? 0 }
 
   /** Share of an iteration during which links carry activations (for upload contention). */
   linkBusyFraction (shape: IterationShape): number {
@@ -263,7 +301,19 @@ export class CostModel {
     const total = this.totalBytes(true)
     const copyS = largest / p.snapshotBytesPerS * p.timeScale
     const uploadS = p.linkLatencyS + Math.max(largest / p.linkBytesPerS, total / p.storageBytesPerS) * p.timeScale
-    return { copyS, uploadS, contentionS: uploadS * this.linkBusyFraction(shape), bytes: total }
+    return { copyS, uploadS, contentionS: uploadS * this.linkBusyFraction(shape) + this.cpuContentionS(total, shape), bytes: total }
+  }
+
+  /**
+   * On a shared host (hostCores): the CPU a background transfer of `bytes` takes, in the share the
+   * training keeps the cores busy (what it takes from idle cores costs nothing). 0 otherwise.
+   */
+  cpuContentionS (bytes: number, shape: IterationShape): number {
+    const p = this.p
+    if (p.hostCores == null || p.transferCpuSPerByte == null) return 0
+    const work = this.stages * p.microbatches * p.slotComputeS * p.timeScale * (1 + (shape.redundantCompute ? p.redundantComputeFactor : 0))
+    const busy = Math.min(1, work / (p.hostCores * this.iterationS(shape)))
+    return bytes * p.transferCpuSPerByte * p.timeScale * busy
   }
 
   /** Loading the given stages' checkpointed state from the store, in parallel. */
@@ -276,26 +326,26 @@ export class CostModel {
       largest = Math.max(largest, b)
       total += b
     }
-    return { seconds: p.linkLatencyS + Math.max(largest / p.linkBytesPerS, total / p.storageBytesPerS) * p.timeScale, bytes: total }
+    return { seconds: this.roundS + p.linkLatencyS + Math.max(largest / p.linkBytesPerS, total / p.storageBytesPerS) * p.timeScale, bytes: total }
   }
 
   /** Exact copy of a stage's state (handover, replica: a shadow copied to the new peer). */
   exactCopy (stage: number): TransferCost {
     const bytes = this.stageBytes(stage, true)
-    return { seconds: this.linkS(bytes), bytes }
+    return { seconds: this.roundS + this.linkS(bytes), bytes }
   }
 
   /** CheckFree: both neighbours' weights of the lost stage's size, into the new peer's one link. */
   checkfreeRebuild (stage: number): TransferCost {
     const bytes = 2 * this.p.stageBlockParams[stage] * this.p.bytesPerParam
-    return { seconds: this.linkS(bytes), bytes }
+    return { seconds: this.roundS + this.linkS(bytes), bytes }
   }
 
   /** CheckFree+: the neighbour's blocks plus the mirrored embedding (stage 0) or head (stage S-1). */
   checkfreePlusCopy (stage: number): TransferCost {
     const mirror = stage === 0 ? this.p.embedParams : this.p.headParams
     const bytes = (this.p.stageBlockParams[stage] + mirror) * this.p.bytesPerParam
-    return { seconds: this.linkS(bytes), bytes }
+    return { seconds: this.roundS + this.linkS(bytes), bytes }
   }
 
   /** Refreshing both CheckFree+ mirrors (embedding to stage 1, head to stage S-2), in the background. */
@@ -309,7 +359,7 @@ export class CostModel {
    * Strategy redundant (the cluster's shadow copy): after every commit each peer pulls its
    * successor's parameters and Adam moments (stage S-1 pulls stage 0's), and the commit is done only
    * once every shadow holds it (coordinator.ts awaitShadows), so `seconds`, the slowest pull
-   * (exactCopy(s)), is added to every iteration and a shadow is always of the last commit; per
+   * (a stage's state over one link), is added to every iteration and a shadow is always of the last commit; per
    * iteration every stage's state crosses one link (12P bytes per peer with fp32 weights and Adam).
    * Nothing else runs during the pulls, so there is no contention (`contentionS` is what a
    * background pull would cost instead). Memory per peer doubles (reported, not timed). Compute is
@@ -318,7 +368,7 @@ export class CostModel {
   shadowRefresh (shape: IterationShape): TransferCost & { contentionS: number } {
     if (this.stages < 2) return { seconds: 0, bytes: 0, contentionS: 0 }
     let seconds = 0
-    for (let s = 0; s < this.stages; s++) seconds = Math.max(seconds, this.exactCopy(s).seconds)
+    for (let s = 0; s < this.stages; s++) seconds = Math.max(seconds, this.linkS(this.stageBytes(s, true)))
     seconds *= this.p.iterationsPerStep
     return { seconds, bytes: this.p.iterationsPerStep * this.totalBytes(true), contentionS: seconds * this.linkBusyFraction(shape) }
   }
@@ -344,7 +394,7 @@ export class CostModel {
       redundantExtraHops: p.redundantExtraHops,
       overlapTransfers: p.overlapTransfers,
       iterationsPerStep: p.iterationsPerStep,
-      replacementS: p.replacementS,
+      recoveryRoundS: this.roundS,
       iterationS_plain: this.iterationS(plain),
       iterationS_checkfreePlus: this.iterationS({ swaps: true, redundantCompute: false }),
       iterationS_checkfreePlus_paperLayout: this.iterationS({ swaps: true, redundantCompute: false, plusLayout: 'paper' }),

@@ -342,8 +342,7 @@ export function runModelMode (cfg: ModelModeConfig): RunResult {
         })
       }
     }
-    // the recoveries of a batch overlap, and each waits for its replacement peer
-    let seconds = plans.length > 0 ? cost.p.replacementS : 0
+    let seconds = 0
     const text: string[] = []
     for (const b of built) {
       stages[b.s].dispose()
@@ -352,7 +351,7 @@ export function runModelMode (cfg: ModelModeConfig): RunResult {
       const held = shadowedStage(b.s, S)
       if (held != null) shadowStale.add(held) // and so did its shadow
       if (b.rec.rung !== 'handover' && b.rec.rung !== 'replica') shadowStale.add(b.s) // the stage's shadow is of its old state
-      seconds = Math.max(seconds, cost.p.replacementS + b.rec.transferS)
+      seconds = Math.max(seconds, b.rec.transferS)
       totals.recoveries[b.rec.rung] += 1
       if (b.rec.rung === 'checkpoint') {
         totals.stageIterationsLost += b.rec.iterationsLost
@@ -382,7 +381,7 @@ export function runModelMode (cfg: ModelModeConfig): RunResult {
       totals.wholeRollbacks += 1
       totals.iterationsRedone += lost
       totals.bytes.checkpointLoad += c.bytes
-      seconds = Math.max(seconds, cost.p.replacementS + c.seconds)
+      seconds = Math.max(seconds, c.seconds)
       progress = ckpt.iteration
       // Checkpoints of the discarded timeline are void.
       for (let i = checkpoints.length - 1; i >= 0; i--) if (checkpoints[i].iteration > progress) checkpoints.splice(i, 1)

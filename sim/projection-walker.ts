@@ -122,10 +122,9 @@ export class Walker implements HeldCopyState {
         'checkfree-plus': cost.checkfreePlusCopy(st),
         checkpoint: { seconds: this.ckptOneS[st], bytes: cost.stageBytes(st, true) }
       }
-      // every rung waits for a ready replacement peer (replacementS; recoveries of one batch overlap)
-      SIM_RUNGS.forEach((r, i) => { this.rungS[i][st] = costs[r].seconds + cost.p.replacementS; this.rungBytes[i][st] = costs[r].bytes })
+      SIM_RUNGS.forEach((r, i) => { this.rungS[i][st] = costs[r].seconds; this.rungBytes[i][st] = costs[r].bytes })
       // The handover transfer hides behind the notice's lead time.
-      this.rungS[R_HANDOVER][st] = Math.max(0, costs.handover.seconds + cost.p.replacementS - cost.p.noticeLeadS)
+      this.rungS[R_HANDOVER][st] = Math.max(0, costs.handover.seconds - cost.p.noticeLeadS)
     }
   }
 

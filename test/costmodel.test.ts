@@ -1,0 +1,109 @@
+import { describe, expect, it } from 'vitest'
+import { resolveModelConfig, resolveTrainConfig } from '../model/index.js'
+import { costModelForModel } from '../sim/cost-model.js'
+import { CostValidationError, median, predictFigures, predictRecovery, relativeError } from '../sim/cost-validation.js'
+import { pipelineMakespan } from '../sim/pipeline-schedule.js'
+
+const PLAIN = { swaps: false, redundantCompute: false }
+const model = resolveModelConfig({})
+const train = resolveTrainConfig({}, model)
+// a 1.6 s single-process step: 100 ms per slot
+const base = costModelForModel(model, train, 1.6)
+
+describe('pipelineMakespan', () => {
+  const uniform = (S: number, x: number): number[] => new Array<number>(S).fill(x)
+  it('is (M + S - 1) x (forward + backward) with a core per stage and no hop time', () => {
+    expect(pipelineMakespan({ stages: 4, microbatches: 4, forwardS: uniform(4, 1), backwardS: uniform(4, 2), hopS: 0, cores: Infinity })).toBeCloseTo(21, 9)
+    expect(pipelineMakespan({ stages: 3, microbatches: 5, forwardS: uniform(3, 1), backwardS: uniform(3, 2), hopS: 0, cores: 3 })).toBeCloseTo(21, 9)
+  })
+
+  it('is all the work in a row on one core', () => {
+    expect(pipelineMakespan({ stages: 4, microbatches: 4, forwardS: uniform(4, 1), backwardS: uniform(4, 2), stepS: uniform(4, 0.5), hopS: 0, cores: 1 })).toBeCloseTo(4 * 4 * 3 + 4 * 0.5, 9)
+  })
+
+  it('lies between the two with two cores for four stages, and hops lengthen it', () => {
+    const two = pipelineMakespan({ stages: 4, microbatches: 4, forwardS: uniform(4, 1), backwardS: uniform(4, 2), hopS: 0, cores: 2 })
+    expect(two).toBeGreaterThan(21)
+    expect(two).toBeLessThan(48)
+    // the critical path crosses S - 1 links each way
+    expect(pipelineMakespan({ stages: 4, microbatches: 4, forwardS: uniform(4, 1), backwardS: uniform(4, 2), hopS: 0.1, cores: Infinity })).toBeCloseTo(21 + 6 * 0.1, 9)
+  })
+
+  it('refuses shapes it cannot run', () => {
+    expect(() => pipelineMakespan({ stages: 2, microbatches: 2, forwardS: [1], backwardS: [1, 1], hopS: 0, cores: 1 })).toThrow(/forwardS has 1 entries/)
+    expect(() => pipelineMakespan({ stages: 2, microbatches: 2, forwardS: [1, 1], backwardS: [1, 1], hopS: 0, cores: 0 })).toThrow(/cores must be > 0/)
+  })
+})
+
+describe('the cost model on one shared host', () => {
+  it('leaves every figure unchanged while the new parameters are unset', () => {
+    const explicit = base.with({ iterationOverheadS: 0, recoveryRoundS: 0, transferCpuSPerByte: 0 })
+    expect(explicit.iterationS(PLAIN)).toBe(base.iterationS(PLAIN))
+    expect(explicit.exactCopy(1)).toEqual(base.exactCopy(1))
+    expect(explicit.checkpointSave(PLAIN)).toEqual(base.checkpointSave(PLAIN))
+    expect(base.iterationS(PLAIN)).toBeCloseTo(7 * (0.1 + 2 * base.hopS), 12)
+  })
+
+  it('charges the control round trip per iteration and the round per recovery', () => {
+    const c = base.with({ iterationOverheadS: 0.05, recoveryRoundS: 0.3 })
+    expect(c.iterationS(PLAIN) - base.iterationS(PLAIN)).toBeCloseTo(0.05, 12)
+    expect(c.checkfreeRebuild(1).seconds - base.checkfreeRebuild(1).seconds).toBeCloseTo(0.3, 12)
+    expect(c.checkpointLoad([3]).seconds - base.checkpointLoad([3]).seconds).toBeCloseTo(0.3, 12)
+    // the shadow pulls of `redundant` are no recovery round
+    expect(c.shadowRefresh(PLAIN).seconds).toBe(base.shadowRefresh(PLAIN).seconds)
+  })
+
+  it('makes four stages on two cores slower than a machine each, and charges an upload its CPU', () => {
+    const shared = base.with({ hostCores: 2, transferCpuSPerByte: 20e-9 })
+    expect(shared.iterationS(PLAIN)).toBeGreaterThan(base.iterationS(PLAIN) * 1.1)
+    const one = base.with({ hostCores: 1, transferCpuSPerByte: 20e-9 })
+    // one core: the upload's CPU is lost to training in the share the 1.6 s of compute keeps it busy
+    // (the rest of the iteration is hops)
+    const bytes = one.totalBytes(true)
+    expect(one.cpuContentionS(bytes, PLAIN)).toBeCloseTo(bytes * 20e-9 * 1.6 / one.iterationS(PLAIN), 9)
+    expect(one.iterationS(PLAIN)).toBeGreaterThan(1.6)
+    expect(base.cpuContentionS(bytes, PLAIN)).toBe(0)
+  })
+})
+
+describe('predictFigures', () => {
+  const cost = base.with({ detectionS: 0.01, noticeLeadS: 0, recoveryRoundS: 0.2 })
+
+  it('charges a crash its detection and its rung, a notice its handover beyond the lead', () => {
+    const p = predictFigures(cost, 'checkfree', [
+      { kind: 'crash', stage: 1, checkpoint: 10 },
+      { kind: 'notice', stage: 2, checkpoint: 10 },
+      { kind: 'crash', stage: 3, checkpoint: 10 }
+    ])
+    expect(p.recoveries.map(r => r.rung)).toEqual(['checkfree', 'handover', 'checkpoint'])
+    expect(p.recoveries[0].seconds).toBeCloseTo(0.01 + cost.checkfreeRebuild(1).seconds, 12)
+    expect(p.recoveries[1].seconds).toBeCloseTo(cost.exactCopy(2).seconds, 12)
+    expect(p.recoveries[2].seconds).toBeCloseTo(0.01 + cost.checkpointLoad([3]).seconds, 12)
+    expect(p.iterationS).toBe(cost.iterationS(PLAIN))
+    const save = cost.checkpointSave(PLAIN)
+    expect(p.checkpointS).toBeCloseTo(save.copyS + save.contentionS, 12)
+  })
+
+  it('hides a handover behind a long enough notice, and loads nothing before the first checkpoint', () => {
+    expect(predictRecovery(cost.with({ noticeLeadS: 30 }), 'checkfree', { kind: 'notice', stage: 2, checkpoint: 0 }).seconds).toBe(0)
+    const first = predictRecovery(cost, 'checkfree', { kind: 'crash', stage: 3, checkpoint: 0 })
+    expect(first.rung).toBe('checkpoint')
+    expect(first.bytes).toBe(0)
+    expect(first.seconds).toBeCloseTo(0.01 + 0.2, 12)
+  })
+
+  it('refuses a stage the model does not have', () => {
+    expect(() => predictRecovery(cost, 'checkfree', { kind: 'crash', stage: 4, checkpoint: 0 })).toThrow(CostValidationError)
+  })
+})
+
+describe('relativeError and median', () => {
+  it('measure against the measurement', () => {
+    expect(relativeError(1.2, 1)).toBeCloseTo(0.2, 12)
+    expect(relativeError(0.5, 1)).toBeCloseTo(0.5, 12)
+    expect(() => relativeError(1, 0)).toThrow(/positive measurement/)
+    expect(median([3, 1, 2])).toBe(2)
+    expect(median([4, 1, 2, 3])).toBe(2.5)
+    expect(() => median([])).toThrow(CostValidationError)
+  })
+})
