@@ -333,7 +333,8 @@ export function runModelMode (cfg: ModelModeConfig): RunResult {
         built.push({ s, make: () => newStage(s, values, p.lrScale), rec: { ...base, bytes: c.bytes, transferS: c.seconds } })
       } else if (!rollbackAll) {
         const ckpt = checkpointAt(p.checkpointIteration ?? 0)
-        const c = ckpt.states == null ? { seconds: 0, bytes: 0 } : cost.checkpointLoad([s])
+        // the seeded initialisation moves nothing, but the replacement's round is paid all the same
+        const c = ckpt.states == null ? { seconds: cost.roundS, bytes: 0 } : cost.checkpointLoad([s])
         const state = ckpt.states?.[s]
         built.push({
           s,
@@ -364,7 +365,7 @@ export function runModelMode (cfg: ModelModeConfig): RunResult {
       // Every stage reloads the checkpoint the ladder chose, survivors included.
       const ckpt = checkpointAt(plans.find(p => p.rung === 'checkpoint')?.checkpointIteration ?? 0)
       const all = Array.from({ length: S }, (_, s) => s)
-      const c = ckpt.states == null ? { seconds: 0, bytes: 0 } : cost.checkpointLoad(all)
+      const c = ckpt.states == null ? { seconds: cost.roundS, bytes: 0 } : cost.checkpointLoad(all)
       const lost = progress - ckpt.iteration
       for (const s of all) {
         stages[s].dispose()
