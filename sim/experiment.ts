@@ -74,6 +74,8 @@ export interface PaperProxy {
   /** Paper iterations per proxy step. */
   iterationsPerStep: number
   profile: ProfileLine[]
+  /** The paper's cost model for this proxy (paperCostModel). */
+  cost: CostModel
 }
 
 export interface ExperimentResult {
@@ -135,7 +137,8 @@ export function paperProxy (cfg: Pick<ExperimentConfig, 'paper' | 'iterations' |
   const proxySteps = Math.round(cfg.iterations * cfg.targetFraction)
   if (proxySteps < 1) throw new SimConfigError(`${setting.name}: the proxy needs at least one step before its target (iterations ${cfg.iterations} x target fraction ${cfg.targetFraction})`)
   const iterationsPerStep = setting.failureFreeIterations.value / proxySteps
-  return { setting, iterationsPerStep, profile: paperCostModel(setting, iterationsPerStep, cfg.cost).profile }
+  const { cost, profile } = paperCostModel(setting, iterationsPerStep, cfg.cost)
+  return { setting, iterationsPerStep, profile, cost }
 }
 
 /** A paper scenario's clock: the preset's cost model as it is, the paper's rate per proxy step. */
@@ -176,7 +179,7 @@ export async function runModelExperiment (cfg: ExperimentConfig): Promise<Experi
   const paper = cfg.paper != null ? paperProxy(cfg) : undefined
   // a paper preset's clock is the paper's: this machine's step time does not enter it
   const stepS = paper != null ? NaN : cfg.stepS ?? measureStepS({ model, train, corpus })
-  const base = paper != null ? paperCostModel(paper.setting, paper.iterationsPerStep, cfg.cost).cost : costModelForModel(model, train, stepS, cfg.cost)
+  const base = paper != null ? paper.cost : costModelForModel(model, train, stepS, cfg.cost)
   const plainS = base.iterationS({ swaps: false, redundantCompute: false })
   if (paper != null) log(`sim: ${cfg.name}: the paper's cost model (${paper.setting.name}); one proxy step = ${paper.iterationsPerStep.toPrecision(4)} paper iterations = ${plainS.toFixed(0)} s failure-free`)
   else log(`sim: ${cfg.name}: step ${(stepS * 1000).toFixed(1)} ms on ${backend} (one process) -> pipeline iteration ${(plainS * 1000).toFixed(1)} ms in the cost model`)
