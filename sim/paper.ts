@@ -27,7 +27,7 @@
  */
 import { CostModel, DEFAULT_COST, type CostParams, type IterationShape } from './cost-model.js'
 import { SimConfigError } from './errors.js'
-import { PAPER_RATES, type RateConversion } from './trace.js'
+import { hourlyRateOf, PAPER_RATES, type RateConversion } from './trace.js'
 
 /** Table 2's rows, named by the simulator strategy that is the paper's baseline. */
 export type PaperRow = 'checkpoint-whole' | 'redundant-compute' | 'checkfree' | 'checkfree-plus'
@@ -249,7 +249,7 @@ export function paperConversion (column: PaperColumn, iterationsPerStep: number,
   if (r == null) throw new SimConfigError(`unknown paper rate "${column.rate}"`)
   const p = -Math.expm1(Math.log1p(-r.perIteration) * iterationsPerStep)
   const paperS = stepS / iterationsPerStep
-  const hourly = -Math.expm1(Math.log1p(-r.perIteration) * 3600 / paperS)
+  const hourly = hourlyRateOf(r.perIteration, paperS)
   return {
     kind: 'per-iteration',
     hourlyRate: hourly,
