@@ -4,7 +4,9 @@
  * the weights protocol (its first pull is cold, as a rebuilt peer's is), and runs iterations of its
  * own stage's compute (M forwards, M backwards, the step) on fixed inputs: the first is cold (wasm
  * kernels and buffers made on first use), the later ones warm. Several probes computing at once
- * give what the host's cores do with that many busy stage processes.
+ * give what the host's cores do with that many busy stage processes; the probes computing one after
+ * another give the compute of one training step, measured outside the coordinator's process (a
+ * step measured inside it stalled its event loop for 1.3 s before every attempt).
  */
 import '../common/polyfill.js'
 import { once } from 'node:events'
@@ -18,11 +20,13 @@ export type ProbeRequest =
   | { type: 'start', model: Partial<ModelConfig>, train: Partial<TrainConfig>, stage: number, swarmKeyFile: string }
   | { type: 'pull', donor: string, donorAddrs: string[], stage: number }
   | { type: 'compute', iterations: number }
+  | { type: 'sample', iteration: number }
 
 export type ProbeReply =
   | { type: 'ready' }
   | { type: 'pulled', seconds: number, bytes: number }
   | { type: 'computed', seconds: number[] }
+  | { type: 'sampled', forwardS: number, backwardS: number, stepS: number }
   | { type: 'error', message: string }
 
 const send = (m: ProbeReply): void => { process.send?.(m) }
@@ -44,7 +48,8 @@ async function main (): Promise<void> {
   const tokens = loadBrownCorpus().train
   const act = [train.microbatchSize, model.seqLen, model.dModel]
   let node: PeerLibp2p | undefined
-  const computeOnce = (it: number): number => {
+  /** One iteration of this stage's compute as its peer runs it: M forwards, M backwards, the step (seconds of each part). */
+  const computeOnce = (it: number): { forwardS: number, backwardS: number, stepS: number } => {
     const t0 = performance.now()
     for (let mb = 0; mb < M; mb++) {
       const b = sampleBatch(tokens, { seed: train.dataSeed, iteration: it, microbatch: mb, replica: 0 }, train.microbatchSize, model.seqLen)
@@ -57,6 +62,7 @@ async function main (): Promise<void> {
       x.dispose()
       targets?.dispose()
     }
+    const t1 = performance.now()
     for (let mb = 0; mb < M; mb++) {
       const dy = last ? undefined : tf.tensor(new Float32Array(act[0] * act[1] * act[2]).fill(1e-4), act, 'float32')
       const dx = stage.backward(`${mb}:${hop}`, dy)
@@ -64,8 +70,9 @@ async function main (): Promise<void> {
       dx?.dispose()
       dy?.dispose()
     }
+    const t2 = performance.now()
     tf.tidy(() => { stage.step(M) })
-    return (performance.now() - t0) / 1000
+    return { forwardS: (t1 - t0) / 1000, backwardS: (t2 - t1) / 1000, stepS: (performance.now() - t2) / 1000 }
   }
   send({ type: 'ready' })
   process.on('message', (m: ProbeRequest) => {
@@ -79,8 +86,13 @@ async function main (): Promise<void> {
         send({ type: 'pulled', seconds: (performance.now() - t0) / 1000, bytes: r.bytes })
       } else if (m.type === 'compute') {
         const seconds: number[] = []
-        for (let i = 0; i < m.iterations; i++) seconds.push(computeOnce(i))
+        for (let i = 0; i < m.iterations; i++) {
+          const c = computeOnce(i)
+          seconds.push(c.forwardS + c.backwardS + c.stepS)
+        }
         send({ type: 'computed', seconds })
+      } else if (m.type === 'sample') {
+        send({ type: 'sampled', ...computeOnce(m.iteration) })
       }
     })().catch((err: Error) => { send({ type: 'error', message: err.stack ?? err.message }) })
   })

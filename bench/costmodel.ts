@@ -10,11 +10,13 @@
  * Measured, each against the attempts next to it (the load on this shared machine drifts within
  * minutes): the clean iteration; each failure's cost, signal -> recovered (the stage installed and
  * every stage on the new epoch) plus the redone iteration beyond the clean iterations before it; a
- * checkpoint's cost, the two iterations after its snapshot commit less the two before.
+ * checkpoint's cost, in a phase after the replay with a checkpoint every other commit, each attempt
+ * after a snapshot commit less the mean of its two neighbours after plain commits.
  *
  * Predicted with the cost model from parameters measured in the same run, independently of those
- * outcomes, each printed with its source: compute from a single-process step of the same stages
- * just before each attempt; how the host's cores serve several busy stage processes from fresh
+ * outcomes, each printed with its source: compute from a step of the same stages, each in a probe
+ * process of its own, just before each attempt (never in this process: it would stall the
+ * coordinator's event loop); how the host's cores serve several busy stage processes from fresh
  * probe processes (bench/costmodel-probe.ts) computing alone and at once; the link from a
  * weights-protocol pull and pings before training; the control round trip from the heartbeats'
  * gossip delay and the coordinator's persist; the recovery round from re-publishing the assignment
@@ -32,12 +34,11 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { join } from 'node:path'
 import { readFileSync } from 'node:fs'
-import * as tf from '@tensorflow/tfjs'
 import { multiaddr } from '@multiformats/multiaddr'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id'
 import { Coordinator, StageLostError, type CheckpointEvent, type RecoveryEvent } from '../coordinator/index.js'
-import { CONFIG_PRESETS, resolveModelConfig, resolveTrainConfig, initBackend, loadBrownCorpus, sampleBatch, batchTensors, route, stageLayout, Stage, exportStageState, type ModelConfig, type TrainConfig, type StageState } from '../model/index.js'
+import { CONFIG_PRESETS, resolveModelConfig, resolveTrainConfig, initBackend, stageLayout, Stage, exportStageState, type StageState } from '../model/index.js'
 import { fetchWeights } from '../net/index.js'
 import { costModelForModel, type CostModel } from '../sim/cost-model.js'
 import { CostValidationError, median, predictRecovery, relativeError } from '../sim/cost-validation.js'
@@ -48,6 +49,8 @@ import type { ProbeReply, ProbeRequest } from './costmodel-probe.js'
 
 const STRATEGY = 'checkfree'
 const CHECKPOINT_EVERY = 5
+/** The checkpoint phase: this many attempts after a snapshot commit, each between two after plain commits. */
+const CHECKPOINT_PAIRS = 10
 // The detector's floor for silent peers. Local-cluster mode uses 5 s; on this shared 2-core machine a
 // peer building its stage under load has gone 5 s without a heartbeat, so 10 s as in bench:recovery.
 // A SIGKILL is found by the closed connection, not by this floor.
@@ -60,71 +63,38 @@ const train = resolveTrainConfig(preset.train, model)
 const S = train.stages
 const M = train.microbatches
 
-/** The trace: attempts on the trace's clock, a failure's offset inside its attempt as timeS. */
+/**
+ * The trace: attempts on the trace's clock, a failure's offset inside its attempt as timeS. Each
+ * kind of failure REPEATS times, 6 attempts apart: one recovery on this shared machine varied by
+ * 2x between runs, so each rung's figure is the median of its REPEATS.
+ */
+const REPEATS = 3
+const FAILURES = [
+  { stage: 1, kind: 'crash' as const }, // CheckFree
+  { stage: 2, kind: 'notice' as const }, // handover
+  { stage: 3, kind: 'crash' as const } // the checkpoint rung: the last stage cannot be rebuilt by CheckFree
+]
+const FIRST_FAILURE = 7
+const FAILURE_SPACING = 6
 const trace = makeTrace({
   stages: S,
-  iterations: 24,
+  iterations: FIRST_FAILURE + FAILURES.length * REPEATS * FAILURE_SPACING - 2,
   seed: 13,
-  events: [
-    { iteration: 7, timeS: 7.4, stage: 1, kind: 'crash', peer: 's1.0' },
-    { iteration: 7, timeS: 7.4, stage: 1, kind: 'join', peer: 's1.1' },
-    { iteration: 14, timeS: 14.4, stage: 2, kind: 'notice', peer: 's2.0' },
-    { iteration: 14, timeS: 14.4, stage: 2, kind: 'join', peer: 's2.1' },
-    { iteration: 20, timeS: 20.4, stage: 3, kind: 'crash', peer: 's3.0' },
-    { iteration: 20, timeS: 20.4, stage: 3, kind: 'join', peer: 's3.1' }
-  ]
+  events: Array.from({ length: REPEATS }, (_, r) => FAILURES.map((f, k) => {
+    const iteration = FIRST_FAILURE + (r * FAILURES.length + k) * FAILURE_SPACING
+    return [
+      { iteration, timeS: iteration + 0.4, stage: f.stage, kind: f.kind, peer: `s${f.stage}.${r}` },
+      { iteration, timeS: iteration + 0.4, stage: f.stage, kind: 'join' as const, peer: `s${f.stage}.${r + 1}` }
+    ]
+  }).flat()).flat()
 })
 
 const ms = (s: number): string => `${(s * 1000).toFixed(0)} ms`
 const sleep = async (t: number): Promise<void> => await new Promise(resolve => setTimeout(resolve, t))
 
-// ------------------------------------------------------------------ compute, in this process
+// ------------------------------------------------------------------ compute, in the probe processes
 
 interface ComputeSample { forwardS: number, backwardS: number, stepS: number }
-
-/**
- * Single-process steps of the same stages, timed the way a peer runs them (stage-runtime.ts: each
- * forward and backward copies its output to the host; then the clip and the Adam step).
- */
-function measureCompute (stages: Stage[], tokens: Uint8Array, steps: number, iteration0: number): ComputeSample[] {
-  const out: ComputeSample[] = []
-  for (let it = 0; it < steps; it++) {
-    let f = 0
-    let b = 0
-    for (let mb = 0; mb < M; mb++) {
-      const batch = sampleBatch(tokens, { seed: train.dataSeed, iteration: iteration0 + it, microbatch: mb, replica: 0 }, train.microbatchSize, model.seqLen)
-      const { inputs, targets } = batchTensors(batch, train.microbatchSize, model.seqLen)
-      const hops = route(S, mb, false)
-      let x: tf.Tensor = inputs
-      hops.forEach((hop, h) => {
-        const last = h === hops.length - 1
-        const t0 = performance.now()
-        const y = stages[hop.stage].forward(`${mb}:${h}`, x, hop.parts, last ? targets : undefined)
-        y.dataSync()
-        f += performance.now() - t0
-        if (x !== inputs) x.dispose()
-        if (last) y.dispose()
-        else x = y
-      })
-      let dy: tf.Tensor | null = null
-      for (let h = hops.length - 1; h >= 0; h--) {
-        const t0 = performance.now()
-        const dx = stages[hops[h].stage].backward(`${mb}:${h}`, dy ?? undefined)
-        dx?.dataSync()
-        b += performance.now() - t0
-        dy?.dispose()
-        dy = dx
-      }
-      dy?.dispose()
-      inputs.dispose()
-      targets.dispose()
-    }
-    const t0 = performance.now()
-    tf.tidy(() => { for (const st of stages) st.step(M) })
-    out.push({ forwardS: f / 1000, backwardS: b / 1000, stepS: (performance.now() - t0) / 1000 })
-  }
-  return out
-}
 
 /** Seconds per byte of the peers' checkpoint snapshot: exportStageState into the previous snapshot's arrays. */
 function measureSnapshot (stage: Stage): { bytesPerS: number, bytes: number } {
@@ -149,23 +119,17 @@ function cpuMs (pid: number | undefined): number {
   return (Number(after[11]) + Number(after[12])) * 1000 / USER_HZ
 }
 
-interface LinkProbe { bytesPerS: number, bytes: number, latencyS: number, cpuSPerByte: number }
+interface LinkProbe { bytesPerS: number, bytes: number, latencyS: number }
 
-/** A stage's full state (weights + Adam) pulled over the weights protocol, and pings, on loopback. */
+/** A stage's full state (weights + Adam) pulled over the weights protocol into new arrays (as a rebuilt peer pulls), and pings, on loopback. */
 async function probeLink (coord: Coordinator, peers: BenchPeer[]): Promise<LinkProbe> {
   const donor = holder(coord, peers, 1)
   const rates: number[] = []
-  const cpu: number[] = []
   let bytes = 0
   for (let i = 0; i < 3; i++) {
     const t0 = performance.now()
-    const c0 = process.cpuUsage()
-    const d0 = cpuMs(donor.child.pid)
     const r = await fetchWeights(coord.node, { donors: [{ peer: peerIdFromString(donor.peerId) }], stage: 1, includeOptimizer: true, timeoutMs: 60_000 })
     rates.push(r.bytes / ((performance.now() - t0) / 1000))
-    const c = process.cpuUsage(c0)
-    // both ends: this process pulling and checking, the donor serving (/proc: 10 ms ticks)
-    cpu.push(((c.user + c.system) / 1e6 + (cpuMs(donor.child.pid) - d0) / 1000) / r.bytes)
     bytes = r.bytes
   }
   const rtts: number[] = []
@@ -174,7 +138,47 @@ async function probeLink (coord: Coordinator, peers: BenchPeer[]): Promise<LinkP
     await coord.node.services.ping.ping(peerIdFromString(donor.peerId))
     rtts.push((performance.now() - t0) / 1000)
   }
-  return { bytesPerS: median(rates), bytes, latencyS: median(rtts) / 2, cpuSPerByte: median(cpu) }
+  return { bytesPerS: median(rates), bytes, latencyS: median(rtts) / 2 }
+}
+
+/**
+ * CPU seconds per byte of the checkpoint store's pull, both ends: every stage's snapshot of the
+ * newest checkpoint pulled again from its holder as the store pulls it (the snapshot served by
+ * exactly its iteration, into the previous pull's arrays), on the idle cluster after the replay.
+ * (The CPU of a pull of the live state into new arrays, which a first version used, was twice
+ * what a checkpoint took.) The store's file writes are not included.
+ */
+async function probeCheckpointCpu (coord: Coordinator, peers: BenchPeer[]): Promise<number> {
+  const it = coord.store?.list().find(c => c.complete)?.iteration
+  if (it == null) throw new CostValidationError('no complete checkpoint to pull again')
+  const reuse = new Map<number, Map<string, Float32Array | Int32Array>>()
+  const perByte: number[] = []
+  for (let round = 0; round < 3; round++) {
+    let cpuS = 0
+    let bytes = 0
+    for (let s = 0; s < S; s++) {
+      const donor = holder(coord, peers, s)
+      const into = reuse.get(s)
+      const c0 = process.cpuUsage()
+      const d0 = cpuMs(donor.child.pid)
+      const r = await fetchWeights(coord.node, {
+        donors: [{ peer: peerIdFromString(donor.peerId) }],
+        stage: s,
+        minIteration: it,
+        includeOptimizer: true,
+        timeoutMs: 60_000,
+        ...(into != null ? { destination: (info: { name: string, byteLength: number }) => { const a = into.get(info.name); return a?.byteLength === info.byteLength ? a : undefined } } : {})
+      })
+      if (r.iteration !== it) throw new CostValidationError(`stage ${s}'s holder served iteration ${r.iteration}, not the checkpoint's ${it}`)
+      const c = process.cpuUsage(c0)
+      // this process pulling and checking, the holder serving (/proc: 10 ms ticks)
+      cpuS += (c.user + c.system) / 1e6 + (cpuMs(donor.child.pid) - d0) / 1000
+      bytes += r.bytes
+      reuse.set(s, new Map([...r.tensors].map(([name, t]) => [name, t.data])))
+    }
+    if (round > 0) perByte.push(cpuS / bytes) // the first round allocates the arrays
+  }
+  return median(perByte)
 }
 
 /** The detector's path for a killed process: its connection closes and the confirming ping is refused. */
@@ -266,6 +270,28 @@ class Probe {
   async compute (iterations: number): Promise<number[]> {
     return (await this.ask({ type: 'compute', iterations }, 'computed') as Extract<ProbeReply, { type: 'computed' }>).seconds
   }
+
+  async sample (iteration: number): Promise<ComputeSample> {
+    const { forwardS, backwardS, stepS } = await this.ask({ type: 'sample', iteration }, 'sampled') as Extract<ProbeReply, { type: 'sampled' }>
+    return { forwardS, backwardS, stepS }
+  }
+}
+
+/**
+ * The compute of one training step: each stage's iteration, timed the way its peer runs it (each
+ * forward and backward copies its output to the host; then the clip and the Adam step), in its
+ * probe process, one stage after another. Outside this process: the coordinator's event loop must
+ * not stall (a step measured here held it 1.3 s before every attempt, and the detector saw pauses).
+ */
+async function sampleCompute (probes: Probe[], iteration: number): Promise<ComputeSample> {
+  const out: ComputeSample = { forwardS: 0, backwardS: 0, stepS: 0 }
+  for (const p of probes) {
+    const c = await p.sample(iteration)
+    out.forwardS += c.forwardS
+    out.backwardS += c.backwardS
+    out.stepS += c.stepS
+  }
+  return out
 }
 
 interface FreshPeer { coldPullExtraS: number, coldComputeExtraS: number, warmPullS: number }
@@ -310,7 +336,7 @@ interface Attempt {
   /** When the aborted iteration returned, and when the recovery (reconcile) did. */
   abortedS?: number
   recoveredS?: number
-  /** A single-process step measured just before this attempt (none right after a snapshot commit,
+  /** A step of the stages (in the probe processes) measured just before this attempt (none right after a snapshot commit,
    *  whose background upload it would hide). */
   baseline?: ComputeSample
 }
@@ -323,7 +349,7 @@ interface Replay {
   checkpointAt: Map<number, number>
 }
 
-async function replay (coord: Coordinator, peers: BenchPeer[], clock: () => number, baseline: (attempt: number) => ComputeSample): Promise<Replay> {
+async function replay (coord: Coordinator, peers: BenchPeer[], clock: () => number, baseline: (attempt: number) => Promise<ComputeSample>): Promise<Replay> {
   const out: Replay = { attempts: [], recoveries: [], checkpoints: [], checkpointAt: new Map() }
   coord.on('recovery', (evs: RecoveryEvent[]) => { out.recoveries.push(...evs) })
   coord.on('checkpoint', (e: CheckpointEvent) => { out.checkpoints.push(e) })
@@ -332,7 +358,7 @@ async function replay (coord: Coordinator, peers: BenchPeer[], clock: () => numb
   const clean: number[] = []
   for (let a = 0; a < trace.iterations; a++) {
     const event = byAttempt.get(a)
-    const sample = out.attempts.slice(-2).some(x => x.snapshot) ? undefined : baseline(a)
+    const sample = out.attempts.slice(-2).some(x => x.snapshot) ? undefined : await baseline(a)
     const rec: Attempt = { attempt: a, iteration: coord.iteration, startS: clock(), endS: 0, committed: false, snapshot: false, ...(event != null ? { event } : {}), ...(sample != null ? { baseline: sample } : {}) }
     const running = coord.runIteration({ timeoutMs: 120_000 })
     if (event != null) {
@@ -365,9 +391,77 @@ async function replay (coord: Coordinator, peers: BenchPeer[], clock: () => numb
   return out
 }
 
+// ------------------------------------------------------------------ the checkpoint phase
+
+interface CheckpointPhase {
+  /** Per attempt after a snapshot commit: its period less the mean of its two neighbours' (after plain commits). */
+  overheadS: number[]
+  /** The neighbours' periods, for the print. */
+  plainS: number[]
+  /** Per attempt after a snapshot commit: the CPU (this process and the peers) beyond its neighbours' mean. */
+  extraCpuS: number[]
+  /** The CPU the neighbours took over their wall time: how many cores the cluster keeps busy. */
+  plainCores: number[]
+  uploadsMs: number[]
+}
+
+/** CPU seconds of this process and every live peer so far (/proc: 10 ms ticks). */
+function clusterCpuS (peers: BenchPeer[]): number {
+  const c = process.cpuUsage()
+  let s = (c.user + c.system) / 1e6
+  for (const p of peers) if (p.child.exitCode == null && p.child.signalCode == null) s += cpuMs(p.child.pid) / 1000
+  return s
+}
+
+/**
+ * A checkpoint's cost, measured apart from the failures: with a checkpoint every other commit, each
+ * attempt after a snapshot commit (which carries the peers' snapshot copy and the store's background
+ * pull) sits between two attempts after plain commits, and its excess over their mean is one
+ * checkpoint's overhead. The neighbours are taken in the same seconds, so the load's drift cancels;
+ * the median over CHECKPOINT_PAIRS such attempts resolves what the difference of two pairs of
+ * iterations could not. `init` is the coordinator's own init, whose `checkpointEvery` it reads at
+ * each commit. No compute step is measured inside the phase: it would hide the background pull.
+ */
+async function checkpointPhase (coord: Coordinator, peers: BenchPeer[], init: { checkpointEvery?: number }): Promise<CheckpointPhase> {
+  const uploads: number[] = []
+  const onCheckpoint = (e: CheckpointEvent): void => { uploads.push(e.ms) }
+  await coord.flushCheckpoints()
+  init.checkpointEvery = 2
+  coord.on('checkpoint', onCheckpoint)
+  const periods: Array<{ s: number, cpuS: number, afterSnapshot: boolean }> = []
+  let lastSnapshot = false
+  try {
+    // commits alternate snapshot and plain: 2 x PAIRS + 3 attempts give PAIRS inner ones after a snapshot
+    for (let k = 0; k < 2 * CHECKPOINT_PAIRS + 3; k++) {
+      const t0 = performance.now()
+      const c0 = clusterCpuS(peers)
+      const r = await coord.runIteration({ timeoutMs: 120_000 })
+      periods.push({ s: (performance.now() - t0) / 1000, cpuS: clusterCpuS(peers) - c0, afterSnapshot: lastSnapshot })
+      lastSnapshot = (r.iteration + 1) % 2 === 0
+    }
+    await coord.flushCheckpoints()
+  } finally {
+    coord.off('checkpoint', onCheckpoint)
+    init.checkpointEvery = CHECKPOINT_EVERY
+  }
+  const overheadS: number[] = []
+  const plainS: number[] = []
+  const extraCpuS: number[] = []
+  const plainCores: number[] = []
+  // the first attempt follows a commit of the replay's schedule: only from the second on
+  for (let i = 2; i < periods.length - 1; i++) {
+    const [prev, cur, next] = [periods[i - 1], periods[i], periods[i + 1]]
+    if (!cur.afterSnapshot || prev.afterSnapshot || next.afterSnapshot) continue
+    overheadS.push(cur.s - (prev.s + next.s) / 2)
+    plainS.push(prev.s, next.s)
+    extraCpuS.push(cur.cpuS - (prev.cpuS + next.cpuS) / 2)
+    plainCores.push(prev.cpuS / prev.s, next.cpuS / next.s)
+  }
+  return { overheadS, plainS, extraCpuS, plainCores, uploadsMs: uploads }
+}
+
 // ------------------------------------------------------------------ main
 
-const corpus = loadBrownCorpus()
 const stateDir = await mkdtemp(join(tmpdir(), 'spotpipe-costmodel-'))
 let cluster: { coord: Coordinator, peers: BenchPeer[] } | undefined
 let failed = false
@@ -376,11 +470,11 @@ try {
   console.log(`demo model: d=${model.dModel}, ${model.nBlocks} blocks, seq ${model.seqLen}; ${S} stages x ${M} microbatches of ${train.microbatchSize}; strategy ${STRATEGY}, a checkpoint every ${CHECKPOINT_EVERY} iterations`)
   console.log(`trace (seed ${trace.seed}, ${trace.iterations} attempts): ${trace.events.filter(e => e.kind !== 'join').map(e => `${e.kind} of stage ${e.stage} at attempt ${e.iteration}`).join(', ')}; joins are spares started with the cluster`)
 
-  // local stages for the compute measurements (the same seeded weights the peers start from)
-  const local = Array.from({ length: S }, (_, s) => new Stage({ model, train, layout: stageLayout(model, S, s) }))
+  // the snapshot rate, on stage 1 (the same seeded weights its peer starts from)
+  const local = new Stage({ model, train, layout: stageLayout(model, S, 1) })
+  const snapshot = measureSnapshot(local)
+  local.dispose()
   const capacities: number[] = []
-  measureCompute(local, corpus.train, 2, 1000) // warm-up
-  const snapshot = measureSnapshot(local[1])
 
   // a spare per join of the trace, and one in reserve
   const spares = trace.events.filter(e => e.kind === 'join').length + 1
@@ -408,13 +502,16 @@ try {
   const t0 = performance.now()
   const t0Wall = Date.now()
   const clock = (): number => (performance.now() - t0) / 1000
-  const run = await replay(coord, peers, clock, (a) => measureCompute(local, corpus.train, 1, 100 + a)[0])
+  const run = await replay(coord, peers, clock, async (a) => await sampleCompute(probes, 100 + a))
+  const phaseSamples = [await sampleCompute(probes, 200), await sampleCompute(probes, 201)]
+  const phase = await checkpointPhase(coord, peers, coord.init)
+  phaseSamples.push(await sampleCompute(probes, 202), await sampleCompute(probes, 203))
+  const checkpointCpuSPerByte = await probeCheckpointCpu(coord, peers)
   capacities.push(await probeCapacity(probes))
   for (const p of probes) p.child.kill('SIGKILL')
-  for (const st of local) st.dispose()
 
   // ---- parameters: shared by every prediction but the compute, which each attempt takes from the
-  // single-process step measured just before it (the load on this shared machine drifts)
+  // step measured just before it (the load on this shared machine drifts)
   const cores = Math.min(availableParallelism(), median(capacities))
   const iterationOverheadS = 2 * gossipS + persistS
   const costFor = (c: ComputeSample): CostModel => costModelForModel(model, train, c.forwardS + c.backwardS + c.stepS, {
@@ -428,7 +525,7 @@ try {
     noticeLeadS: 0,
     iterationOverheadS,
     recoveryRoundS: epochS + fresh.coldPullExtraS + fresh.coldComputeExtraS,
-    transferCpuSPerByte: link.cpuSPerByte
+    transferCpuSPerByte: checkpointCpuSPerByte
   })
   const atts = run.attempts
   const baselines = atts.flatMap(a => a.baseline ?? [])
@@ -436,12 +533,12 @@ try {
   const cost = costFor(typical)
   const PLAIN = { swaps: false, redundantCompute: false }
   console.log('\nparameters (each measured in this run, beside or before the replay, or configuration):')
-  console.log(`  slotComputeS        ${ms(cost.p.slotComputeS)} (median; each attempt's own from the step just before it): single-process steps of the same ${S} stages (${baselines.length} steps between the attempts, ${ms(Math.min(...baselines.map(c => c.forwardS + c.backwardS + c.stepS)))}..${ms(Math.max(...baselines.map(c => c.forwardS + c.backwardS + c.stepS)))}; median forward ${ms(typical.forwardS)}, backward ${ms(typical.backwardS)}, clip + Adam ${ms(typical.stepS)}) / (S x M)`)
+  console.log(`  slotComputeS        ${ms(cost.p.slotComputeS)} (median; each attempt's own from the step just before it): steps of the ${S} stages, each stage in its probe process, one after another (${baselines.length} steps between the attempts, ${ms(Math.min(...baselines.map(c => c.forwardS + c.backwardS + c.stepS)))}..${ms(Math.max(...baselines.map(c => c.forwardS + c.backwardS + c.stepS)))}; median forward ${ms(typical.forwardS)}, backward ${ms(typical.backwardS)}, clip + Adam ${ms(typical.stepS)}) / (S x M)`)
   console.log(`  forwardFraction     ${cost.p.forwardFraction?.toFixed(3)}: forward / whole step, same steps`)
   console.log(`  hostCores           ${cores.toFixed(2)}: what ${S} fresh stage processes computing at once get of this host, in units of one alone (${capacities.map(c => c.toFixed(2)).join(', ')}: before and after the replay), at most os.availableParallelism() = ${availableParallelism()}; every stage is a process on this host`)
-  console.log(`  transferCpuSPerByte ${(link.cpuSPerByte * 1e9).toFixed(1)} ns/B: CPU of both ends of the link probe's pulls; new, default 0`)
+  console.log(`  transferCpuSPerByte ${(checkpointCpuSPerByte * 1e9).toFixed(1)} ns/B: CPU of both ends of the store's pull of every stage's checkpoint snapshot, pulled again from its holders into the previous pull's arrays on the idle cluster after the replay, median of 2 rounds; new, default 0`)
   console.log(`  hopBytes            ${cost.p.hopBytes} B: B x T x D x 4 (the model)`)
-  console.log(`  linkBytesPerS       ${(link.bytesPerS / 2 ** 20).toFixed(1)} MB/s: stage 1's weights + Adam (${(link.bytes / 2 ** 20).toFixed(1)} MB) pulled over the weights protocol from its peer, median of 3, before training`)
+  console.log(`  linkBytesPerS       ${(link.bytesPerS / 2 ** 20).toFixed(1)} MB/s: stage 1's weights + Adam (${(link.bytes / 2 ** 20).toFixed(1)} MB) pulled over the weights protocol from its peer into new arrays (as a rebuilt peer pulls), median of 3, before training`)
   console.log('  storageBytesPerS    the same: the store is this process, pulling over the same loopback')
   console.log(`  linkLatencyS        ${(link.latencyS * 1000).toFixed(2)} ms: half the median libp2p ping round trip to a peer`)
   console.log(`  snapshotBytesPerS   ${(snapshot.bytesPerS / 1e9).toFixed(2)} GB/s: exportStageState into the previous snapshot's arrays (a peer's checkpoint snapshot), ${(snapshot.bytes / 2 ** 20).toFixed(1)} MB stage`)
@@ -463,41 +560,48 @@ try {
   console.log(`iteration: predicted ${ms(iterPred)}, measured ${ms(iterMeasured)}, relative error ${iterErr.toFixed(3)}  (medians over ${clean.length} clean attempts, each predicted from the step before it; measured ${clean.map(a => (period(a) * 1000).toFixed(0)).join(' ')} ms; the formula for a machine per stage would give ${ms(cost.with({ hostCores: undefined, iterationOverheadS: 0 }).iterationS(PLAIN))})`)
 
   const records = run.recoveries.filter(r => r.outcome === 'recovered')
-  const recErrs: number[] = []
+  // per kind of failure (and so per rung): the REPEATS failures' predictions and measurements
+  const byRung = new Map<string, { predicted: number[], measured: number[] }>()
   for (const [i, a] of atts.entries()) {
     if (a.event == null) continue
     const redone = atts[i + 1]
     const before = [atts[i - 1], atts[i - 2]].filter(plain)
-    if (!plain(redone) || before.length === 0 || a.baseline == null) throw new CostValidationError(`attempt ${a.attempt}'s ${a.event.kind} has no clean attempts around it`)
+    // the step measured just before; after a snapshot commit none is, and the newest earlier one stands in
+    const step = a.baseline ?? atts.slice(0, i).reverse().find(x => x.baseline != null)?.baseline
+    if (!plain(redone) || before.length === 0 || step == null) throw new CostValidationError(`attempt ${a.attempt}'s ${a.event.kind} has no clean attempts around it`)
     const base = before.reduce((sum, b) => sum + period(b), 0) / before.length
     // signal -> recovered, then what the redone iteration took beyond the clean ones before (the
-    // single-process step measured between the two is not the cluster's time)
+    // step measured between the two is not the cluster's time)
     const measured = (a.recoveredS as number) - (a.signalS as number) + period(redone) - base
     const f = { kind: a.event.kind as 'crash' | 'notice', stage: a.event.stage, checkpoint: run.checkpointAt.get(a.attempt) ?? 0 }
-    const p = predictRecovery(costFor(a.baseline), STRATEGY, f)
+    const p = predictRecovery(costFor(step), STRATEGY, f)
     const rec = records.find(r => r.stage === f.stage && r.at >= t0Wall + (a.signalS as number) * 1000 - 1000)
-    const err = measured > 0 ? relativeError(p.seconds, measured) : Infinity
-    recErrs.push(err)
-    console.log(`recovery (${f.kind} of stage ${f.stage}, rung ${p.rung}${rec != null && rec.rung !== p.rung ? `; the coordinator chose ${rec.rung}` : ''}): predicted ${ms(p.seconds)}, measured ${ms(measured)}, relative error ${err.toFixed(3)}`)
+    const key = `${f.kind} of stage ${f.stage}, rung ${p.rung}`
+    const g = byRung.get(key) ?? { predicted: [], measured: [] }
+    byRung.set(key, g)
+    g.predicted.push(p.seconds)
+    g.measured.push(measured)
+    console.log(`recovery (${key}${rec != null && rec.rung !== p.rung ? `; the coordinator chose ${rec.rung}` : ''}) at attempt ${a.attempt}: predicted ${ms(p.seconds)}, measured ${ms(measured)}`)
     console.log(`  predicted: detection ${ms(p.detectionS)} + round ${ms(cost.roundS)} + transfer of ${(p.bytes / 2 ** 20).toFixed(2)} MB ${ms(p.transferS - cost.roundS)}; measured: signal -> aborted ${ms((a.abortedS ?? NaN) - (a.signalS ?? NaN))}, -> recovered ${ms((a.recoveredS ?? NaN) - (a.signalS ?? NaN))}, redone iteration ${ms(period(redone))} against ${ms(base)} before; the coordinator's record: transfer ${rec?.transferMs.toFixed(0) ?? '?'} ms, rebuild ${rec?.rebuildMs.toFixed(0) ?? '?'} ms, ${rec?.bytes ?? '?'} B`)
   }
+  const recErrs: number[] = []
+  for (const [key, g] of byRung) {
+    const m = median(g.measured)
+    const err = m > 0 ? relativeError(median(g.predicted), m) : Infinity
+    recErrs.push(err)
+    console.log(`recovery (${key}): predicted ${ms(median(g.predicted))}, measured ${ms(m)}, relative error ${err.toFixed(3)}  (medians of ${g.measured.length}; measured ${g.measured.map(x => (x * 1000).toFixed(0)).join(' ')} ms)`)
+  }
 
-  // a checkpoint: the two attempts after its snapshot commit against the two before them
-  const ckPred: number[] = []
-  const ckMeasured: number[] = []
-  atts.forEach((a, i) => {
-    if (!a.snapshot) return
-    const after = [atts[i + 1], atts[i + 2]]
-    const before = [atts[i], atts[i - 1]]
-    if (!after.every(plain) || !before.every(plain) || after.some(x => x.snapshot) || a.baseline == null) return
-    ckMeasured.push(after.reduce((sum, x) => sum + period(x), 0) - before.reduce((sum, x) => sum + period(x), 0))
-    const save = costFor(a.baseline).checkpointSave(PLAIN)
-    ckPred.push(save.copyS + save.contentionS)
-  })
-  if (ckMeasured.length === 0) throw new CostValidationError('no checkpoint had two clean attempts on either side')
-  const ckErr = median(ckMeasured) > 0 ? relativeError(median(ckPred), median(ckMeasured)) : Infinity
-  const save = cost.checkpointSave(PLAIN)
-  console.log(`checkpoint overhead: predicted ${ms(median(ckPred))}, measured ${ms(median(ckMeasured))}, relative error ${ckErr.toFixed(3)}  (per checkpoint, median; measured ${ckMeasured.map(x => (x * 1000).toFixed(0)).join(' ')} ms; predicted copy ${ms(save.copyS)} + link contention ${ms(save.uploadS * cost.linkBusyFraction(PLAIN))} + CPU contention ${ms(cost.cpuContentionS(save.bytes, PLAIN))} at the median step; uploads took ${run.checkpoints.map(c => c.ms.toFixed(0)).join(' ')} ms)`)
+  // a checkpoint: the phase's attempts after a snapshot commit against their neighbours
+  if (phase.overheadS.length === 0) throw new CostValidationError('the checkpoint phase had no attempt after a snapshot commit between two after plain ones')
+  const phaseCompute: ComputeSample = { forwardS: median(phaseSamples.map(c => c.forwardS)), backwardS: median(phaseSamples.map(c => c.backwardS)), stepS: median(phaseSamples.map(c => c.stepS)) }
+  const phaseCost = costFor(phaseCompute)
+  const save = phaseCost.checkpointSave(PLAIN)
+  const ckPred = save.copyS + save.contentionS
+  const ckMeasured = median(phase.overheadS)
+  const ckErr = ckMeasured > 0 ? relativeError(ckPred, ckMeasured) : Infinity
+  console.log(`checkpoint overhead: predicted ${ms(ckPred)}, measured ${ms(ckMeasured)}, relative error ${ckErr.toFixed(3)}  (per checkpoint; measured: the median over ${phase.overheadS.length} attempts after a snapshot commit of the excess over their two neighbours after plain commits (a checkpoint every other commit), ${phase.overheadS.map(x => (x * 1000).toFixed(0)).join(' ')} ms, neighbours median ${ms(median(phase.plainS))}; predicted copy ${ms(save.copyS)} + link contention ${ms(save.uploadS * phaseCost.linkBusyFraction(PLAIN))} + CPU contention ${ms(phaseCost.cpuContentionS(save.bytes, PLAIN))}, from the median of ${phaseSamples.length} steps measured just before and after the phase (${phaseSamples.map(c => ms(c.forwardS + c.backwardS + c.stepS)).join(', ')}); the store's pulls took ${phase.uploadsMs.map(x => x.toFixed(0)).join(' ')} ms)`)
+  console.log(`  CPU (this process and the peers, /proc): a checkpoint took ${ms(median(phase.extraCpuS))} beyond its neighbours (median, during training; transferCpuSPerByte gives ${ms(save.bytes * checkpointCpuSPerByte)} for its ${(save.bytes / 2 ** 20).toFixed(1)} MB); the attempts after plain commits kept ${median(phase.plainCores).toFixed(2)} cores busy (median; the model's busy share ${(phaseCost.cpuContentionS(save.bytes, PLAIN) * cores / (save.bytes * checkpointCpuSPerByte)).toFixed(2)} of ${cores.toFixed(2)})`)
   const recoveryError = Math.max(...recErrs)
   console.log(`bench: costmodel_iteration_error=${iterErr.toFixed(3)}`)
   console.log(`bench: costmodel_recovery_error=${recoveryError.toFixed(3)}`)

@@ -62,6 +62,10 @@ describe('the cost model on one shared host', () => {
     const bytes = one.totalBytes(true)
     expect(one.cpuContentionS(bytes, PLAIN)).toBeCloseTo(bytes * 20e-9 * 1.6 / one.iterationS(PLAIN), 9)
     expect(one.iterationS(PLAIN)).toBeGreaterThan(1.6)
+    // two cores: the same core-seconds, taken from the share of two busy cores, delay the work
+    // spread over both by half as much
+    const busy2 = Math.min(1, 1.6 / (2 * shared.iterationS(PLAIN)))
+    expect(shared.cpuContentionS(bytes, PLAIN)).toBeCloseTo(bytes * 20e-9 * busy2 / 2, 9)
     expect(base.cpuContentionS(bytes, PLAIN)).toBe(0)
   })
 })
