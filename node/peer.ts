@@ -191,7 +191,17 @@ export class Peer extends EventEmitter {
   /** Activation frames and streams refused by the admission policy (net/activations). */
   get framesRejected (): number { return this.links?.rejected ?? 0 }
 
+  /**
+   * The tokens this peer trains on: `init.trainTokens`, else the Brown corpus's train split, loaded
+   * by start() before the peer joins. Not when a stage is installed: a spare given a stage mid-run
+   * then tokenized the corpus (0.4 to 0.8 s on a loaded 2-core host) between its rebuild and its
+   * claim of the stage, inside every recovery (bench:costmodel's timeline showed 0.75 s there).
+   */
+  get trainTokens (): TokenArray | undefined { return this.tokens }
+  private tokens?: TokenArray
+
   async start (): Promise<void> {
+    this.tokens = this.init.trainTokens ?? loadBrownCorpus().train
     this.node = await createPeerLibp2p({ privateKey: this.init.privateKey, swarmKey: this.init.swarmKey, listen: this.init.listen, transport: this.init.transport })
     this.gossip = new ClusterGossip(this.node, { clusterId: this.init.clusterId, coordinatorId: this.init.coordinatorId, onMessage: (m) => { this.onMessage(m) } })
     this.gossip.start()
@@ -578,7 +588,7 @@ export class Peer extends EventEmitter {
         model: cur.model,
         train: cur.train,
         checkfreePlus: cur.checkfreePlus,
-        trainTokens: this.init.trainTokens ?? loadBrownCorpus().train,
+        trainTokens: this.tokens ?? (this.tokens = loadBrownCorpus().train),
         share: { microbatches: cur.microbatches, replicas: cur.replicas.length },
         reduceGradients: async (it, sums, signal) => await this.reduceGradients(cur, stage.stage, it, sums, signal),
         reduced: (it, sums) => { this.logReduced(cur, it, sums) },

@@ -301,7 +301,18 @@ export class CostModel {
     const total = this.totalBytes(true)
     const copyS = largest / p.snapshotBytesPerS * p.timeScale
     const uploadS = p.linkLatencyS + Math.max(largest / p.linkBytesPerS, total / p.storageBytesPerS) * p.timeScale
-    return { copyS, uploadS, contentionS: uploadS * this.linkBusyFraction(shape) + this.cpuContentionS(total, shape), bytes: total }
+    return { copyS, uploadS, contentionS: this.backgroundContentionS(uploadS, total, shape), bytes: total }
+  }
+
+  /**
+   * What a background transfer of `bytes`, `seconds` long, costs the training. Between machines:
+   * the share of the link the activations lose to it while it runs. On one host (hostCores) there
+   * is no link between the stages: the bytes move through memory, so the activations lose nothing
+   * to it but the CPU both ends spend (cpuContentionS), which charging the link share as well
+   * would count twice (bench:costmodel: link share 89 ms + CPU 155 ms predicted, 151 ms measured).
+   */
+  backgroundContentionS (seconds: number, bytes: number, shape: IterationShape): number {
+    return this.p.hostCores != null ? this.cpuContentionS(bytes, shape) : seconds * this.linkBusyFraction(shape)
   }
 
   /**
@@ -356,7 +367,7 @@ export class CostModel {
   mirrorRefresh (shape: IterationShape): TransferCost & { contentionS: number } {
     const bytes = (this.p.embedParams + this.p.headParams) * this.p.bytesPerParam
     const seconds = this.linkS(Math.max(this.p.embedParams, this.p.headParams) * this.p.bytesPerParam)
-    return { seconds, bytes, contentionS: seconds * this.linkBusyFraction(shape) }
+    return { seconds, bytes, contentionS: this.backgroundContentionS(seconds, bytes, shape) }
   }
 
   /**
@@ -374,7 +385,8 @@ export class CostModel {
     let seconds = 0
     for (let s = 0; s < this.stages; s++) seconds = Math.max(seconds, this.linkS(this.stageBytes(s, true)))
     seconds *= this.p.iterationsPerStep
-    return { seconds, bytes: this.p.iterationsPerStep * this.totalBytes(true), contentionS: seconds * this.linkBusyFraction(shape) }
+    const bytes = this.p.iterationsPerStep * this.totalBytes(true)
+    return { seconds, bytes, contentionS: this.backgroundContentionS(seconds, bytes, shape) }
   }
 
   /** Plain-object summary of the parameters and the main derived times, for reports. */

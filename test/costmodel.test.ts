@@ -67,6 +67,9 @@ describe('the cost model on one shared host', () => {
     const busy2 = Math.min(1, 1.6 / (2 * shared.iterationS(PLAIN)))
     expect(shared.cpuContentionS(bytes, PLAIN)).toBeCloseTo(bytes * 20e-9 * busy2 / 2, 9)
     expect(base.cpuContentionS(bytes, PLAIN)).toBe(0)
+    // on one host a checkpoint upload costs the training its CPU only: no link share on top
+    expect(shared.checkpointSave(PLAIN).contentionS).toBeCloseTo(shared.cpuContentionS(bytes, PLAIN), 12)
+    expect(base.checkpointSave(PLAIN).contentionS).toBeCloseTo(base.checkpointSave(PLAIN).uploadS * base.linkBusyFraction(PLAIN), 12)
   })
 })
 
