@@ -294,17 +294,21 @@ async function sampleCompute (probes: Probe[], iteration: number): Promise<Compu
   return out
 }
 
-interface FreshPeer { coldPullExtraS: number, coldComputeExtraS: number, warmPullS: number }
+interface FreshPeer { coldPullExtraS: number, installS: number, coldComputeExtraS: number, warmPullS: number }
 
-/** A fresh process's first pull and first iteration of its stage, beyond warm ones (the cluster idle). */
+/**
+ * A fresh process given stage 1, on the idle cluster: its first pull beyond warm ones, the install
+ * of the pulled state as a rebuilt peer installs it (built, weights packed), and its first
+ * iteration beyond warm ones.
+ */
 async function probeFreshPeer (probe: Probe, coord: Coordinator, peers: BenchPeer[]): Promise<FreshPeer> {
   const donor = holder(coord, peers, 1)
   const addrs = (await coord.node.peerStore.get(peerIdFromString(donor.peerId))).addresses.map(a => a.multiaddr.toString())
-  const pull = async (): Promise<number> => (await probe.ask({ type: 'pull', donor: donor.peerId, donorAddrs: addrs, stage: 1 }, 'pulled') as Extract<ProbeReply, { type: 'pulled' }>).seconds
-  const cold = await pull()
-  const warm = median([await pull(), await pull()])
+  const pull = async (install: boolean): Promise<Extract<ProbeReply, { type: 'pulled' }>> => await probe.ask({ type: 'pull', donor: donor.peerId, donorAddrs: addrs, stage: 1, install }, 'pulled') as Extract<ProbeReply, { type: 'pulled' }>
+  const cold = await pull(true)
+  const warm = median([(await pull(false)).seconds, (await pull(false)).seconds])
   const times = await probe.compute(3)
-  return { coldPullExtraS: Math.max(0, cold - warm), coldComputeExtraS: Math.max(0, times[0] - median(times.slice(1))), warmPullS: warm }
+  return { coldPullExtraS: Math.max(0, cold.seconds - warm), installS: cold.installS, coldComputeExtraS: Math.max(0, times[0] - median(times.slice(1))), warmPullS: warm }
 }
 
 /**
@@ -524,7 +528,7 @@ try {
     detectionS: refusedS,
     noticeLeadS: 0,
     iterationOverheadS,
-    recoveryRoundS: epochS + fresh.coldPullExtraS + fresh.coldComputeExtraS,
+    recoveryRoundS: epochS + fresh.coldPullExtraS + fresh.installS + fresh.coldComputeExtraS,
     transferCpuSPerByte: checkpointCpuSPerByte
   })
   const atts = run.attempts
@@ -545,7 +549,7 @@ try {
   console.log(`  detectionS          ${ms(refusedS)}: the detector's path for a killed process (its connection closes; the confirming ping is refused: measured to a closed loopback port); the ${HEARTBEAT_TIMEOUT_MS} ms heartbeat floor applies only to a silent peer`)
   console.log('  noticeLeadS         0: the coordinator moves a departing stage at once (the iteration in flight is aborted); it does not wait out the notice')
   console.log(`  iterationOverheadS  ${ms(iterationOverheadS)}: 2 x the heartbeats' one-way gossip delay (${ms(gossipS)}: begin out, done back) + the coordinator's persist per commit (${ms(persistS)}); new, default 0`)
-  console.log(`  recoveryRoundS      ${ms(cost.roundS)}: the assignment re-published under a new epoch until every stage took it (${ms(epochS)}, median of 3, before training) + a fresh process's first pull beyond a warm one (${ms(fresh.coldPullExtraS)}; warm ${ms(fresh.warmPullS)}) + its first iteration of stage 1 beyond a warm one (${ms(fresh.coldComputeExtraS)}); new, default 0`)
+  console.log(`  recoveryRoundS      ${ms(cost.roundS)}: the assignment re-published under a new epoch until every stage took it (${ms(epochS)}, median of 3, before training) + a fresh process's first pull beyond a warm one (${ms(fresh.coldPullExtraS)}; warm ${ms(fresh.warmPullS)}) + its install of the pulled stage 1, built and its weights packed, as a rebuilt peer's (${ms(fresh.installS)}) + its first iteration beyond a warm one (${ms(fresh.coldComputeExtraS)}); new, default 0`)
 
   // ---- figures, each against the attempts next to it
   const period = (a: Attempt): number => a.endS - a.startS
