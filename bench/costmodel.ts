@@ -96,6 +96,11 @@ const sleep = async (t: number): Promise<void> => await new Promise(resolve => s
 
 interface ComputeSample { forwardS: number, backwardS: number, stepS: number }
 
+/** Each part's median over `samples`. */
+function medianSample (samples: readonly ComputeSample[]): ComputeSample {
+  return { forwardS: median(samples.map(c => c.forwardS)), backwardS: median(samples.map(c => c.backwardS)), stepS: median(samples.map(c => c.stepS)) }
+}
+
 /** Seconds per byte of the peers' checkpoint snapshot: exportStageState into the previous snapshot's arrays. */
 function measureSnapshot (stage: Stage): { bytesPerS: number, bytes: number } {
   let prev: StageState | undefined
@@ -533,7 +538,7 @@ try {
   })
   const atts = run.attempts
   const baselines = atts.flatMap(a => a.baseline ?? [])
-  const typical: ComputeSample = { forwardS: median(baselines.map(c => c.forwardS)), backwardS: median(baselines.map(c => c.backwardS)), stepS: median(baselines.map(c => c.stepS)) }
+  const typical = medianSample(baselines)
   const cost = costFor(typical)
   const PLAIN = { swaps: false, redundantCompute: false }
   console.log('\nparameters (each measured in this run, beside or before the replay, or configuration):')
@@ -598,7 +603,7 @@ try {
 
   // a checkpoint: the phase's attempts after a snapshot commit against their neighbours
   if (phase.overheadS.length === 0) throw new CostValidationError('the checkpoint phase had no attempt after a snapshot commit between two after plain ones')
-  const phaseCompute: ComputeSample = { forwardS: median(phaseSamples.map(c => c.forwardS)), backwardS: median(phaseSamples.map(c => c.backwardS)), stepS: median(phaseSamples.map(c => c.stepS)) }
+  const phaseCompute = medianSample(phaseSamples)
   const phaseCost = costFor(phaseCompute)
   const save = phaseCost.checkpointSave(PLAIN)
   const ckPred = save.copyS + save.contentionS

@@ -199,9 +199,10 @@ export class Peer extends EventEmitter {
    */
   get trainTokens (): TokenArray | undefined { return this.tokens }
   private tokens?: TokenArray
+  private loadTokens (): TokenArray { return (this.tokens ??= this.init.trainTokens ?? loadBrownCorpus().train) }
 
   async start (): Promise<void> {
-    this.tokens = this.init.trainTokens ?? loadBrownCorpus().train
+    this.loadTokens()
     this.node = await createPeerLibp2p({ privateKey: this.init.privateKey, swarmKey: this.init.swarmKey, listen: this.init.listen, transport: this.init.transport })
     this.gossip = new ClusterGossip(this.node, { clusterId: this.init.clusterId, coordinatorId: this.init.coordinatorId, onMessage: (m) => { this.onMessage(m) } })
     this.gossip.start()
@@ -588,7 +589,7 @@ export class Peer extends EventEmitter {
         model: cur.model,
         train: cur.train,
         checkfreePlus: cur.checkfreePlus,
-        trainTokens: this.tokens ?? (this.tokens = loadBrownCorpus().train),
+        trainTokens: this.loadTokens(),
         share: { microbatches: cur.microbatches, replicas: cur.replicas.length },
         reduceGradients: async (it, sums, signal) => await this.reduceGradients(cur, stage.stage, it, sums, signal),
         reduced: (it, sums) => { this.logReduced(cur, it, sums) },
