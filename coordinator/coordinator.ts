@@ -11,7 +11,7 @@
  */
 import { EventEmitter } from 'node:events'
 import { peerIdFromString } from '@libp2p/peer-id'
-import { checkReplicas, DEFAULT_MODEL, laneCount, modelConfigDiff, replicaMicrobatches, resolveModelConfig, resolveTrainConfig, type ModelConfig, type TrainConfig } from '../model/index.js'
+import { checkReplicas, DEFAULT_MODEL, laneCount, lossMicrobatchesByStage, modelConfigDiff, PLUS_LAYOUTS, replicaMicrobatches, resolveModelConfig, resolveTrainConfig, type ModelConfig, type PlusLayout, type TrainConfig } from '../model/index.js'
 import { createLog } from '../common/index.js'
 import type { Assignment, DoneReport, Heartbeat, Message, StreamBreakReport } from '../protocols/index.js'
 import { DEFAULT_DATA_IDENTITY, servingPeers } from '../protocols/index.js'
@@ -73,6 +73,9 @@ export class Coordinator extends EventEmitter {
     // throws a RangeError naming the bound for a replica count the iteration cannot spread over
     checkReplicas(this.replicas, this.train.microbatches)
     if (!Number.isInteger(this.minReplicas) || this.minReplicas < 1 || this.minReplicas > this.replicas) throw new CoordinatorUsageError(`minReplicas must be an integer in 1..${this.replicas} (the replica target), got ${this.minReplicas}`)
+    if (!PLUS_LAYOUTS.includes(this.plusLayout)) throw new CoordinatorUsageError(`plusLayout must be ${PLUS_LAYOUTS.join(' or ')}, got ${JSON.stringify(this.plusLayout)}`)
+    // the shared embedding and head are one owner and one holder; replicas would need a group per lane
+    if (this.plusLayout === 'paper' && this.replicas > 1) throw new CoordinatorUsageError(`plusLayout paper works with one replica per stage, not ${this.replicas}`)
     this.recovery = new RecoveryMachine(this)
     this.divergence = new Divergence(this, {
       onDivergence: init.onDivergence,
@@ -84,6 +87,9 @@ export class Coordinator extends EventEmitter {
   }
 
   get runId (): string { return this.init.runId ?? 'run' }
+  /** Where CheckFree+'s swapped microbatches embed and run the head (model/schedule.ts). */
+  get plusLayout (): PlusLayout { return this.init.plusLayout ?? 'spotpipe' }
+  get checkfreePlus (): boolean { return this.init.checkfreePlus ?? this.strategy === 'checkfree-plus' }
   /** Replicas per stage the run aims for: joining peers become replicas up to it. */
   get replicas (): number { return this.init.replicas ?? 1 }
   /** Replicas per stage the initial assignment needs at least (the rest join while training goes on). */
@@ -425,10 +431,20 @@ export class Coordinator extends EventEmitter {
    * share of the microbatches, weighted here by that share (model/schedule.ts replicaMicrobatches).
    */
   private iterationLoss (a: Assignment): number {
+    const M = this.train.microbatches
+    if (this.plusLayout === 'paper') {
+      // swapped microbatches end on stage S-2 (its copy of the head): each head weighted by its microbatches (one replica per stage)
+      let sum = 0
+      for (const [s, n] of lossMicrobatchesByStage(a.stages.length, M, this.checkfreePlus, this.plusLayout)) {
+        const loss = this.reports.get(servingPeers(a, s)[0])?.loss
+        if (loss == null) return NaN
+        sum += loss * n
+      }
+      return sum / M
+    }
     // joining replicas run no microbatch (protocols/assignment.ts)
     const head = servingPeers(a, a.stages.length - 1)
     if (head.length === 1) return this.reports.get(head[0])?.loss ?? NaN
-    const M = this.train.microbatches
     const lanes = laneCount(a.stages.map(s => servingPeers(a, s.stage).length), M)
     let sum = 0
     for (const [i, p] of head.entries()) {
@@ -497,7 +513,8 @@ export class Coordinator extends EventEmitter {
   protected clusterOptions (): Record<string, unknown> {
     return {
       strategy: this.strategy,
-      checkfreePlus: this.init.checkfreePlus ?? this.strategy === 'checkfree-plus',
+      checkfreePlus: this.checkfreePlus,
+      plusLayout: this.plusLayout,
       mirrorEvery: this.init.mirrorEvery ?? 10,
       // the replica target, for observers (status, top: which stages are one loss from a whole-stage failure)
       replicas: this.replicas,

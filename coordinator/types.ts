@@ -3,7 +3,7 @@
  * one per recovery, one per peer it hears from. coordinator.ts re-exports them.
  */
 import type { PrivateKey } from '@libp2p/interface'
-import type { ModelConfig, TrainConfig } from '../model/index.js'
+import type { ModelConfig, PlusLayout, TrainConfig } from '../model/index.js'
 import type { DataIdentity, Heartbeat } from '../protocols/index.js'
 import type { DetectorOptions } from './detector.js'
 import type { Strategy, StagePlan } from './ladder.js'
@@ -30,6 +30,13 @@ export interface CoordinatorInit {
   minReplicas?: number
   /** Train with CheckFree+ swapped microbatches. @default false */
   checkfreePlus?: boolean
+  /**
+   * Where CheckFree+'s swapped microbatches embed and run the head (model/schedule.ts): 'spotpipe'
+   * (stage 0's embedding and S-1's head, two extra hops each way) or 'paper' (stage 1 and S-2 run
+   * copies of them: no extra hop, an all-reduce of the two parts and a pull of their weights every
+   * iteration). 'paper' needs one replica per stage. @default 'spotpipe'
+   */
+  plusLayout?: PlusLayout
   /**
    * The data the peers must train on, published in every assignment; a peer holding other data
    * refuses the run. @default DEFAULT_DATA_IDENTITY (the Brown corpus, byte tokens)

@@ -28,7 +28,7 @@ export {
   countParams, embedSpecs, headSpecs, partSpecs, stageLayout, stageSpecs,
   type ParamSpec, type Part, type StageLayout
 } from './params.js'
-export { checkReplicas, laneCount, laneMicrobatches, replicaMicrobatches, route, servingReplica, type Hop } from './schedule.js'
+export { checkReplicas, laneCount, laneMicrobatches, lossMicrobatchesByStage, PLUS_LAYOUTS, replicaMicrobatches, route, servingReplica, sharedPart, type Hop, type PlusLayout } from './schedule.js'
 export { hostCopy } from './ops.js'
 export {
   assertFinite, decodeSafetensors, encodeSafetensors,

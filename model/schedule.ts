@@ -6,6 +6,16 @@
  * CheckFree+ (out-of-order pipelining): on odd microbatches the first two stages' blocks run in
  * swapped order, and likewise the last two, so each learns to stand in for its neighbour. The pairs
  * come from the stage count; with fewer than 4 stages the pairs would overlap, so nothing swaps.
+ *
+ * Where a swapped microbatch embeds and runs the head is the layout (PlusLayout):
+ *
+ *   spotpipe  0(embed) -> 1 -> 0 -> 2 ... S-3 -> S-1 -> S-2 -> S-1(head)   two extra hops each way
+ *   paper     1(embed, blocks) -> 0 -> 2 ... S-3 -> S-1 -> S-2(blocks, head)   no extra hop
+ *
+ * Under `paper` stage 1 runs a copy of stage 0's embedding and stage S-2 a copy of S-1's head (the
+ * "shared parts", sharedPart below): the owner alone steps the part, on the gradient both add up
+ * before the step, and the holder takes the owner's new weights after every commit. Both layouts
+ * compute the same function with the same weights; only the hops differ.
  */
 import type { Part } from './params.js'
 
@@ -13,6 +23,10 @@ export interface Hop {
   stage: number
   parts: Part[]
 }
+
+/** Where CheckFree+'s swapped microbatches embed and run the head (see the module comment). */
+export type PlusLayout = 'spotpipe' | 'paper'
+export const PLUS_LAYOUTS: readonly PlusLayout[] = ['spotpipe', 'paper']
 
 /** True when microbatch `mb` runs with the CheckFree+ swaps. */
 export function isSwapped (stages: number, mb: number, checkfreePlus: boolean): boolean {
@@ -30,10 +44,14 @@ export function blockOrder (stages: number, mb: number, checkfreePlus: boolean):
 }
 
 /** The hops of microbatch `mb`; consecutive parts on the same stage merge into one hop. */
-export function route (stages: number, mb: number, checkfreePlus = false): Hop[] {
-  const steps: Array<{ stage: number, part: Part }> = [{ stage: 0, part: 'embed' }]
-  for (const s of blockOrder(stages, mb, checkfreePlus)) steps.push({ stage: s, part: 'blocks' })
-  steps.push({ stage: stages - 1, part: 'head' })
+export function route (stages: number, mb: number, checkfreePlus = false, layout: PlusLayout = 'spotpipe'): Hop[] {
+  const order = blockOrder(stages, mb, checkfreePlus)
+  // paper: the embedding runs where the blocks start, the head where they end (a swapped microbatch: copies on 1 and S-2)
+  const embedAt = layout === 'paper' ? order[0] : 0
+  const headAt = layout === 'paper' ? order[stages - 1] : stages - 1
+  const steps: Array<{ stage: number, part: Part }> = [{ stage: embedAt, part: 'embed' }]
+  for (const s of order) steps.push({ stage: s, part: 'blocks' })
+  steps.push({ stage: headAt, part: 'head' })
   const hops: Hop[] = []
   for (const { stage, part } of steps) {
     const last = hops[hops.length - 1]
@@ -41,6 +59,30 @@ export function route (stages: number, mb: number, checkfreePlus = false): Hop[]
     else hops.push({ stage, parts: [part] })
   }
   return hops
+}
+
+/**
+ * What stage `stage` shares under the paper layout: the owner of the embedding (stage 0) or head
+ * (S-1), or the holder of a copy of it (stage 1 or S-2), with the other side of the pair. Undefined
+ * when nothing is shared (another layout, no swaps, fewer than 4 stages, a middle stage).
+ */
+export function sharedPart (stage: number, stages: number, checkfreePlus: boolean, layout: PlusLayout): { part: 'embed' | 'head', role: 'owner' | 'holder', peer: number } | undefined {
+  if (layout !== 'paper' || !checkfreePlus || stages < 4) return undefined
+  if (stage === 0) return { part: 'embed', role: 'owner', peer: 1 }
+  if (stage === 1) return { part: 'embed', role: 'holder', peer: 0 }
+  if (stage === stages - 1) return { part: 'head', role: 'owner', peer: stages - 2 }
+  if (stage === stages - 2) return { part: 'head', role: 'holder', peer: stages - 1 }
+  return undefined
+}
+
+/** How many of the iteration's `microbatches` end (run the head, report the loss) on each stage. */
+export function lossMicrobatchesByStage (stages: number, microbatches: number, checkfreePlus: boolean, layout: PlusLayout): Map<number, number> {
+  const out = new Map<number, number>()
+  for (let mb = 0; mb < microbatches; mb++) {
+    const s = (route(stages, mb, checkfreePlus, layout).at(-1) as Hop).stage
+    out.set(s, (out.get(s) ?? 0) + 1)
+  }
+  return out
 }
 
 /**

@@ -74,6 +74,13 @@ export class Stage {
    */
   iteration = -1
   private readonly grads = new Map<string, tf.Tensor>()
+  /**
+   * A copy of another stage's embedding or head this stage runs but does not own (CheckFree+'s paper
+   * layout, model/schedule.ts sharedPart): its weights, set by borrow(), and the gradient that
+   * backward accumulates for them, read by borrowedGradientSums(). Never stepped, exported or
+   * checkpointed here: the owner steps the part and the holder borrows its new weights again.
+   */
+  private borrowed?: { part: 'embed' | 'head', specs: ParamSpec[], params: Map<string, tf.Tensor>, grads: Map<string, tf.Tensor> }
   private readonly saved = new Map<string, Saved>()
   private prepared: StepResult | undefined
 
@@ -101,7 +108,7 @@ export class Stage {
 
   private lookup (names?: Map<string, tf.Tensor>): Params {
     return (name: string) => {
-      const t = names != null ? names.get(name) : this.params.get(name)
+      const t = names != null ? names.get(name) : (this.params.get(name) ?? this.borrowed?.params.get(name))
       if (t == null) throw new MissingParameterError(`stage ${this.stage} has no parameter ${name}`)
       return t
     }
@@ -111,8 +118,8 @@ export class Stage {
     const m = this.model
     if (parts.length === 0) throw new StageStateError('a hop must run at least one part')
     for (const part of parts) {
-      if (part === 'embed' && !this.layout.hasEmbed) throw new StageStateError(`stage ${this.stage} has no embedding`)
-      if (part === 'head' && !this.layout.hasHead) throw new StageStateError(`stage ${this.stage} has no head`)
+      if (part === 'embed' && !this.layout.hasEmbed && this.borrowed?.part !== 'embed') throw new StageStateError(`stage ${this.stage} has no embedding`)
+      if (part === 'head' && !this.layout.hasHead && this.borrowed?.part !== 'head') throw new StageStateError(`stage ${this.stage} has no head`)
     }
     if (parts[0] === 'embed') {
       if (x.dtype !== 'int32' || x.rank !== 2) throw new ShapeMismatchError(`embed input must be int32 [B,T], got ${x.dtype} [${x.shape.join(',')}]`)
@@ -180,11 +187,101 @@ export class Stage {
 
   /** Adds `g` to the accumulated gradient of `name` (called inside a tidy). */
   private readonly sink = (name: string, g: tf.Tensor): void => {
-    const prev = this.grads.get(name)
+    const into = this.borrowed?.params.has(name) === true ? this.borrowed.grads : this.grads
+    const prev = into.get(name)
     const next = prev != null ? tf.add(prev, g) : g
     tf.keep(next)
     prev?.dispose()
-    this.grads.set(name, next)
+    into.set(name, next)
+  }
+
+  /**
+   * Runs `part` (the embedding or head this stage does not own) with `values` from now on, replacing
+   * any weights borrowed before. Call between iterations: gradients of the old weights must have
+   * been read (borrowedGradientSums) or dropped.
+   */
+  borrow (part: 'embed' | 'head', values: ReadonlyMap<string, Float32Array>): void {
+    if ((part === 'embed' && this.layout.hasEmbed) || (part === 'head' && this.layout.hasHead)) throw new StageStateError(`stage ${this.stage} owns its ${part}; it cannot borrow one`)
+    // a pending forward of this iteration used no borrowed weights (the runtime borrows before the first that does)
+    if (this.borrowed != null && this.borrowed.grads.size > 0) throw new StageStateError(`stage ${this.stage}: borrowed ${part} replaced while its gradient is pending`)
+    const specs = partSpecs(this.model, { ...this.layout, hasEmbed: part === 'embed', hasHead: part === 'head' }, part)
+    const params = new Map<string, tf.Tensor>()
+    try {
+      for (const spec of specs) {
+        const v = values.get(spec.name)
+        if (v == null) throw new MissingParameterError(`borrowed ${part} lacks ${spec.name}`)
+        const size = spec.shape.reduce((a, b) => a * b, 1)
+        if (v.length !== size) throw new ShapeMismatchError(`borrowed ${spec.name}: expected ${size} values for shape [${spec.shape.join(',')}], got ${v.length}`)
+        params.set(spec.name, hostTensor(v, spec.shape))
+      }
+    } catch (err) {
+      for (const t of params.values()) t.dispose()
+      throw err
+    }
+    this.dropBorrowed()
+    this.borrowed = { part, specs, params, grads: new Map() }
+  }
+
+  /** The part borrowed now, if any. */
+  get borrowedPart (): 'embed' | 'head' | undefined { return this.borrowed?.part }
+
+  /**
+   * The accumulated gradient sums of the borrowed `part` (spec order, zeros where no microbatch
+   * reached it, all zeros when nothing was borrowed this iteration); they are dropped here.
+   */
+  borrowedGradientSums (part: 'embed' | 'head'): Float32Array[] {
+    const b = this.borrowed
+    if (b != null && b.part !== part) throw new StageStateError(`stage ${this.stage} borrows a ${b.part}, not a ${part}`)
+    if (this.saved.size > 0) throw new StageStateError(`stage ${this.stage}: borrowed gradients read with ${this.saved.size} backward passes pending`)
+    const specs = b?.specs ?? partSpecs(this.model, { ...this.layout, hasEmbed: part === 'embed', hasHead: part === 'head' }, part)
+    const out = specs.map(spec => {
+      const g = b?.grads.get(spec.name)
+      return g != null ? hostCopy(g) : new Float32Array(spec.shape.reduce((a, b) => a * b, 1))
+    })
+    this.discardBorrowedGradients()
+    return out
+  }
+
+  private discardBorrowedGradients (): void {
+    if (this.borrowed == null) return
+    for (const g of this.borrowed.grads.values()) g.dispose()
+    this.borrowed.grads.clear()
+  }
+
+  private dropBorrowed (): void {
+    if (this.borrowed == null) return
+    this.discardBorrowedGradients()
+    for (const t of this.borrowed.params.values()) t.dispose()
+    this.borrowed = undefined
+  }
+
+  /**
+   * The accumulated gradient sums of one owned part (spec order, zeros where no microbatch reached
+   * it): what the owner of a shared embedding or head adds to its holder's before the step.
+   */
+  partGradientSums (part: 'embed' | 'head'): Float32Array[] {
+    if (this.saved.size > 0) throw new StageStateError(`stage ${this.stage}: gradients read with ${this.saved.size} backward passes pending`)
+    return partSpecs(this.model, this.layout, part).map(spec => {
+      const g = this.grads.get(spec.name)
+      return g != null ? hostCopy(g) : new Float32Array(spec.shape.reduce((a, b) => a * b, 1))
+    })
+  }
+
+  /** Replaces one owned part's accumulated gradients with `sums` (spec order; taken over, not copied). */
+  setPartGradientSums (part: 'embed' | 'head', sums: Float32Array[]): void {
+    const specs = partSpecs(this.model, this.layout, part)
+    if (specs.length === 0) throw new StageStateError(`stage ${this.stage} has no ${part}`)
+    if (sums.length !== specs.length) throw new ShapeMismatchError(`stage ${this.stage}: ${sums.length} gradient arrays for the ${specs.length} parameters of its ${part}`)
+    if (this.prepared != null) throw new StageStateError(`stage ${this.stage}: gradients replaced after the step was prepared`)
+    const next = specs.map((spec, i) => {
+      const size = spec.shape.reduce((a, b) => a * b, 1)
+      if (sums[i].length !== size) throw new ShapeMismatchError(`${spec.name}: expected ${size} gradient values for shape [${spec.shape.join(',')}], got ${sums[i].length}`)
+      return [spec.name, hostTensor(sums[i], spec.shape)] as const
+    })
+    for (const [n, t] of next) {
+      this.grads.get(n)?.dispose()
+      this.grads.set(n, t)
+    }
   }
 
   /**
@@ -250,6 +347,7 @@ export class Stage {
   discardGradients (): void {
     for (const g of this.grads.values()) g.dispose()
     this.grads.clear()
+    this.discardBorrowedGradients()
   }
 
   /** Accumulated gradients (the sum over microbatches), for tests and the gradient-norm report. */
@@ -373,7 +471,7 @@ export class Stage {
   prepack (): void {
     if (tf.getBackend() !== 'wasm') return
     tf.tidy(() => {
-      for (const [name, w] of this.params) {
+      for (const [name, w] of [...this.params, ...(this.borrowed?.params ?? [])]) {
         if (w.rank !== 2 || name === 'embed.pos') continue // every other matrix is a matMul's right operand in forward
         tf.matMul(tf.zeros([1, w.shape[0]]) as tf.Tensor2D, w as tf.Tensor2D)
       }
@@ -390,6 +488,7 @@ export class Stage {
   dispose (): void {
     this.dropSaved()
     this.discardGradients()
+    this.dropBorrowed()
     for (const v of this.params.values()) v.dispose()
     this.params.clear()
     this.adam.dispose()

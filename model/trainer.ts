@@ -9,7 +9,7 @@ import { resolveModelConfig, resolveTrainConfig, type ModelConfig, type TrainCon
 import { DataError } from '../common/index.js'
 import { sampleBatch, validationBatches, type Batch, type TokenArray } from './data.js'
 import { stageLayout } from './params.js'
-import { route } from './schedule.js'
+import { route, type PlusLayout } from './schedule.js'
 import { Stage } from './stage.js'
 
 export interface IterationResult {
@@ -43,8 +43,8 @@ export function batchTensors (b: Batch, batch: number, seqLen: number): { inputs
  * Runs one microbatch through `stages` along its route and back, accumulating gradients.
  * Returns the microbatch loss. Shared by the local trainer and the single-process simulator.
  */
-export function runMicrobatch (stages: Stage[], mb: number, inputs: tf.Tensor2D, targets: tf.Tensor2D, checkfreePlus: boolean): number {
-  const hops = route(stages.length, mb, checkfreePlus)
+export function runMicrobatch (stages: Stage[], mb: number, inputs: tf.Tensor2D, targets: tf.Tensor2D, checkfreePlus: boolean, layout: PlusLayout = 'spotpipe'): number {
+  const hops = route(stages.length, mb, checkfreePlus, layout)
   let x: tf.Tensor = inputs
   let loss = NaN
   hops.forEach((hop, h) => {

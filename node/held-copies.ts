@@ -2,16 +2,18 @@
  * What a peer holds for others besides the stage it trains, and serves over the weights protocol:
  *
  *   checkpoint  its stage's state at a commit, kept until the coordinator has pulled that checkpoint
- *   mirror      CheckFree+: its neighbour's embedding (stage 1) or head (stage S-2)
+ *   mirror      CheckFree+: its neighbour's embedding (stage 1) or head (stage S-2); under the
+ *               paper layout refreshed after every commit and run by the holder's stage
+ *               (awaitMirror), otherwise every mirrorEvery iterations as a recovery source only
  *   shadow      redundant strategy: the successor stage's parameters and moments
  *   retiring    a departing peer's old stage, until the peers rebuilding from it are done
  *
  * The peer (peer.ts) decides when to refresh or drop them; this module keeps them and answers
  * weight requests from them.
  */
-import { createLog } from '../common/index.js'
+import { createLog, SpotpipeError } from '../common/index.js'
 import { embedSpecs, headSpecs } from '../model/index.js'
-import { mirroredOwners, shadowedStage } from '../model/index.js'
+import { mirroredOwners, shadowedStage, sharedPart, type PlusLayout } from '../model/index.js'
 import type { TensorSet } from '../model/index.js'
 import type { Stage } from '../model/index.js'
 import { exportStageState, stateToTensorSet } from '../model/index.js'
@@ -37,12 +39,13 @@ export interface RefreshContext {
   stages: number
   stage: Stage
   checkfreePlus: boolean
+  plusLayout: PlusLayout
   mirrorEvery: number
   shadow: boolean
   /** Stage -> the peer id holding it. */
   holderOf: (stage: number) => string | undefined
   self: string
-  fetch: (peerId: string, req: WeightsRequestSpec) => Promise<{ iteration: number, tensors: TensorSet }>
+  fetch: (peerId: string, req: WeightsRequestSpec, signal?: AbortSignal) => Promise<{ iteration: number, tensors: TensorSet }>
   /** Called when the mirror or shadow of `stage` is replaced (its holder may have rebuilt it under an iteration served before). */
   replaced: (stage: number) => void
   /** False once the assignment the refresh started under has been replaced: its result is dropped. */
@@ -64,11 +67,18 @@ function lease (held: HeldState): WeightsSnapshot {
   }
 }
 
+/** The paper layout's holder waited MIRROR_WAIT_MS for its owner's weights of the iteration it runs, in vain. */
+export class MirrorUnavailableError extends SpotpipeError {
+  constructor (message: string) { super('ERR_MIRROR_UNAVAILABLE', message) }
+}
+
 export class HeldCopies {
   checkpoint?: HeldState
   mirror?: HeldState
   shadow?: HeldState
   retiring?: Stage
+  /** The mirror pull in flight (paper layout), so a stage waiting for the mirror joins it rather than pulling twice. */
+  private mirrorPull?: { minIteration: number, done: Promise<void> }
 
   /** Serves `own()` (or the retiring stage), the checkpoint snapshot of it, the shadow and the mirror. */
   provider (own: () => Stage | undefined): WeightsProvider {
@@ -130,7 +140,11 @@ export class HeldCopies {
   refresh (ctx: RefreshContext, force: boolean, it = 0): void {
     const S = ctx.stages
     const s = ctx.stage.stage
-    if (ctx.checkfreePlus && S >= 2 && (force || (it + 1) % ctx.mirrorEvery === 0)) {
+    const live = sharedPart(s, S, ctx.checkfreePlus, ctx.plusLayout)
+    if (live?.role === 'holder') {
+      // paper layout: the stage runs the mirror, so it is pulled after every commit (of that commit)
+      this.startMirrorPull(ctx, live.peer, force ? -1 : it)
+    } else if (ctx.checkfreePlus && S >= 2 && (force || (it + 1) % ctx.mirrorEvery === 0)) {
       const src = mirroredOwners(s, S)[0] ?? -1 // one mirror slot: with three stages, stage 1 keeps only the embedding's
       if (src >= 0) {
         const names = (src === 0 ? embedSpecs(ctx.model) : headSpecs(ctx.model)).map(x => x.name)
@@ -166,6 +180,67 @@ export class HeldCopies {
   }
 
   /**
+   * Paper layout: the mirror of stage `owner`'s part as committed at `minIteration` or later, pulled
+   * now unless a pull already in flight brings it. Owner and holder apply a commit at about the same
+   * moment, and a rebuilt owner serves only once installed, so a refused pull is asked again until
+   * MIRROR_WAIT_MS have passed (MirrorUnavailableError) or `signal` is aborted.
+   */
+  async awaitMirror (ctx: RefreshContext, owner: number, minIteration: number, signal: AbortSignal): Promise<HeldState> {
+    const deadline = Date.now() + MIRROR_WAIT_MS
+    let lastError: Error | undefined
+    for (;;) {
+      const m = this.mirror
+      if (m != null && m.stage === owner && m.iteration >= minIteration) return m
+      signal.throwIfAborted()
+      if (!ctx.stillCurrent()) throw new MirrorUnavailableError(`the assignment changed while waiting for stage ${owner}'s weights of iteration ${minIteration}`)
+      if (Date.now() > deadline) throw new MirrorUnavailableError(`stage ${owner} did not serve its weights of iteration ${minIteration} within ${MIRROR_WAIT_MS} ms${lastError != null ? `: ${lastError.message}` : ''}`)
+      const inFlight = this.mirrorPull
+      try {
+        if (inFlight != null && inFlight.minIteration >= minIteration) await inFlight.done
+        else await this.pullMirror(ctx, owner, minIteration, signal)
+      } catch (err) {
+        lastError = err as Error
+        await new Promise(resolve => setTimeout(resolve, SHADOW_RETRY_MS))
+      }
+    }
+  }
+
+  private startMirrorPull (ctx: RefreshContext, owner: number, minIteration: number): void {
+    this.pullMirror(ctx, owner, minIteration).catch(err => { log('mirror pull from stage %d (iteration %d) failed: %s', owner, minIteration, (err as Error).message) })
+  }
+
+  /** One pull of stage `owner`'s embedding or head, kept as the mirror; refused ones are asked again SHADOW_RETRIES times. */
+  private async pullMirror (ctx: RefreshContext, owner: number, minIteration: number, signal?: AbortSignal): Promise<void> {
+    const names = (owner === 0 ? embedSpecs(ctx.model) : headSpecs(ctx.model)).map(x => x.name)
+    const holder = ctx.holderOf(owner)
+    if (holder == null || holder === ctx.self) throw new MirrorUnavailableError(`no other peer holds stage ${owner}`)
+    const done = (async () => {
+      for (let attempt = 0; ; attempt++) {
+        try {
+          const r = await ctx.fetch(holder, { stage: owner, minIteration, includeOptimizer: false, names }, signal)
+          if (!ctx.stillCurrent()) return
+          if (this.mirror == null || this.mirror.stage !== owner || this.mirror.iteration < r.iteration) {
+            this.mirror = { stage: owner, iteration: r.iteration, tensors: r.tensors }
+            ctx.replaced(owner)
+          }
+          return
+        } catch (err) {
+          if (!(err instanceof IterationUnavailableError) || attempt >= SHADOW_RETRIES) throw err
+        }
+        await new Promise(resolve => setTimeout(resolve, SHADOW_RETRY_MS))
+        if (!ctx.stillCurrent()) return
+      }
+    })()
+    const pull = { minIteration, done }
+    this.mirrorPull = pull
+    try {
+      await done
+    } finally {
+      if (this.mirrorPull === pull) this.mirrorPull = undefined
+    }
+  }
+
+  /**
    * Fetches the successor's state of `minIteration` or later, retrying while the successor has not
    * applied that commit yet (SHADOW_RETRIES times, SHADOW_RETRY_MS apart); undefined when the
    * assignment changed meanwhile.
@@ -186,3 +261,9 @@ export class HeldCopies {
 /** How often a shadow pull asks again for a commit its holder has not applied yet, and how far apart. */
 const SHADOW_RETRIES = 20
 const SHADOW_RETRY_MS = 25
+/**
+ * How long the paper layout's holder waits for its owner's weights before its iteration fails. The
+ * owner may be a peer still rebuilding its stage (a recovery's transfer and install: seconds), and
+ * an owner that is gone is found by the failure detector first, which replaces the assignment.
+ */
+const MIRROR_WAIT_MS = 60_000

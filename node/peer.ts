@@ -10,7 +10,7 @@ import { EventEmitter } from 'node:events'
 import { multiaddr } from '@multiformats/multiaddr'
 import type { PrivateKey } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
-import { laneCount, replicaMicrobatches, resolveModelConfig, resolveTrainConfig, servingReplica, stageDigest, type ModelConfig, type TrainConfig } from '../model/index.js'
+import { laneCount, PLUS_LAYOUTS, replicaMicrobatches, resolveModelConfig, resolveTrainConfig, servingReplica, sharedPart, stageDigest, type ModelConfig, type PlusLayout, type TrainConfig } from '../model/index.js'
 import { loadBrownCorpus, type TokenArray } from '../model/index.js'
 import { createLog } from '../common/index.js'
 import { stageLayout } from '../model/index.js'
@@ -20,7 +20,7 @@ import type { Assignment, DataIdentity, Heartbeat, Message, RecoveryPlan, Role, 
 import { DEFAULT_DATA_IDENTITY, servingPeers } from '../protocols/index.js'
 import { ActivationLinks, activationPolicy, type ActivationPolicy } from './activations.js'
 import type { NonFiniteFaults, PerturbFaults } from './faults.js'
-import { HeldCopies } from './held-copies.js'
+import { HeldCopies, type RefreshContext } from './held-copies.js'
 import { AssignmentError, DataMismatchError, DataRequiredError, NeighbourLostError, NoStageStateError, UnexpectedFrameError } from './errors.js'
 import { SpotpipeError } from '../common/index.js'
 import { rebuildStage, type WeightsRequestSpec } from './recovery.js'
@@ -28,7 +28,7 @@ import { fetchWeights, serveWeights, type WeightsFaults, type WeightsProvider, t
 import { ClusterGossip, startAllReduce, type AllReduceService } from '../net/index.js'
 import { CoordinatorLink } from './coordinator-link.js'
 import { ReplicaJoin } from './replica-join.js'
-import { StageRuntime, stageNeedsTokens, type DoneInfo, type OutFrame } from './stage-runtime.js'
+import { StageRuntime, stageNeedsTokens, type DoneInfo, type OutFrame, type SharedPartLink } from './stage-runtime.js'
 import { createPeerLibp2p, type PeerLibp2p } from '../net/index.js'
 
 const log = createLog('peer')
@@ -75,6 +75,8 @@ export interface PeerInit {
 /** Cluster-wide options that ride in the assignment's training config. */
 export interface ClusterOptions {
   checkfreePlus: boolean
+  /** Where CheckFree+'s swapped microbatches embed and run the head (model/schedule.ts). */
+  plusLayout: PlusLayout
   /** CheckFree+ mirrors (embedding on stage 1, head on stage S-2) are refreshed every N iterations. */
   mirrorEvery: number
   /** Keep a shadow copy of the successor stage, refreshed every iteration (redundant strategy). */
@@ -345,9 +347,11 @@ export class Peer extends EventEmitter {
     let data: DataIdentity
     try {
       const t = JSON.parse(a.trainingConfig) as Partial<TrainConfig> & Partial<ClusterOptions>
-      options = { checkfreePlus: t.checkfreePlus === true, mirrorEvery: t.mirrorEvery ?? 10, shadow: t.shadow === true }
+      const plusLayout = t.plusLayout ?? 'spotpipe'
+      if (!PLUS_LAYOUTS.includes(plusLayout)) throw new AssignmentError(`plusLayout must be ${PLUS_LAYOUTS.join(' or ')}, got ${JSON.stringify(plusLayout)}`)
+      options = { checkfreePlus: t.checkfreePlus === true, plusLayout, mirrorEvery: t.mirrorEvery ?? 10, shadow: t.shadow === true }
       data = (t as { data?: DataIdentity }).data ?? DEFAULT_DATA_IDENTITY
-      for (const k of ['checkfreePlus', 'mirrorEvery', 'shadow', 'strategy', 'data', 'replicas'] as const) delete (t as Record<string, unknown>)[k]
+      for (const k of ['checkfreePlus', 'plusLayout', 'mirrorEvery', 'shadow', 'strategy', 'data', 'replicas'] as const) delete (t as Record<string, unknown>)[k]
       model = resolveModelConfig(JSON.parse(a.modelConfig) as Partial<ModelConfig>)
       train = resolveTrainConfig({ ...t, stages: a.stages.length }, model)
     } catch (err) {
@@ -575,7 +579,7 @@ export class Peer extends EventEmitter {
     const own = this.init.data ?? DEFAULT_DATA_IDENTITY
     if (own.fingerprint === theirs.fingerprint) return
     if (this.init.data == null) {
-      if (mine < 0 || !stageNeedsTokens(mine, train.stages, train.microbatches, options.checkfreePlus)) return
+      if (mine < 0 || !stageNeedsTokens(mine, train.stages, train.microbatches, options.checkfreePlus, options.plusLayout)) return
       throw new DataRequiredError(`stage ${mine} reads training tokens, but this peer has no --data while the coordinator trains on data ${theirs.fingerprint} (tokenizer ${theirs.tokenizer}): start it with the coordinator's --data and --tokenizer`)
     }
     throw new DataMismatchError(`data fingerprint mismatch: this peer holds ${own.fingerprint} (tokenizer ${own.tokenizer}), the coordinator trains on ${theirs.fingerprint} (tokenizer ${theirs.tokenizer}): give both the same --data, --data-field and --tokenizer`)
@@ -589,6 +593,8 @@ export class Peer extends EventEmitter {
         model: cur.model,
         train: cur.train,
         checkfreePlus: cur.checkfreePlus,
+        plusLayout: cur.options.plusLayout,
+        shared: this.sharedLink(cur, stage.stage),
         trainTokens: this.loadTokens(),
         share: { microbatches: cur.microbatches, replicas: cur.replicas.length },
         reduceGradients: async (it, sums, signal) => await this.reduceGradients(cur, stage.stage, it, sums, signal),
@@ -628,6 +634,35 @@ export class Peer extends EventEmitter {
     return r.tensors
   }
 
+  /**
+   * Paper layout: this stage's side of its shared embedding or head (model/schedule.ts sharedPart).
+   * The holder runs the mirror HeldCopies keeps of the owner's part; both add up their gradients
+   * for it in a two-member all-reduce keyed by the iteration and the part.
+   */
+  private sharedLink (cur: Current, stage: number): SharedPartLink | undefined {
+    const sp = sharedPart(stage, cur.train.stages, cur.checkfreePlus, cur.options.plusLayout)
+    if (sp == null) return undefined
+    const other = cur.peers.get(sp.peer)?.[0]?.id
+    const [owner, holder] = sp.role === 'owner' ? [this.peerId, other] : [other, this.peerId]
+    return {
+      part: sp.part,
+      role: sp.role,
+      weights: sp.role === 'holder'
+        ? async (it, signal) => {
+          const m = await this.held.awaitMirror(this.copiesContext(cur), sp.peer, it - 1, signal)
+          return new Map([...m.tensors].map(([name, t]) => [name, t.data as Float32Array]))
+        }
+        : undefined,
+      exchange: async (it, sums, signal) => {
+        if (this.allReduce == null) throw new AssignmentError('the all-reduce service is not running')
+        if (owner == null || holder == null) throw new AssignmentError(`no peer holds stage ${sp.peer} under epoch ${cur.assignment.epoch}: the shared ${sp.part} has no other side`)
+        const a = cur.assignment
+        const r = await this.allReduce.allReduce({ group: [owner, holder], key: `${a.runId}:e${a.epoch}:i${it}:shared-${sp.part}`, tensors: sums, op: 'sum', inPlace: true, signal, timeoutMs: 120_000 })
+        return r.tensors
+      }
+    }
+  }
+
   /** After a commit: a join's catch-up, checkpoint snapshot, CheckFree+ mirror refresh, redundant shadow refresh. */
   private afterCommit (cur: Current, it: number, skipped = false): void {
     const stage = cur.stage
@@ -646,24 +681,31 @@ export class Peer extends EventEmitter {
 
   /** Pull the mirror (CheckFree+) or shadow (redundant) this stage keeps of a neighbour, in the background. */
   private refreshCopies (cur: Current, force: boolean, it = 0): void {
+    if (cur.stage == null) return
+    this.held.refresh(this.copiesContext(cur), force, it)
+  }
+
+  /** What HeldCopies needs to refresh, or wait for, the copies this peer keeps under `cur`. */
+  private copiesContext (cur: Current): RefreshContext {
     const stage = cur.stage
-    if (stage == null) return
-    this.held.refresh({
+    if (stage == null) throw new AssignmentError('this peer holds no stage, so it keeps no copies')
+    return {
       model: cur.model,
       stages: cur.train.stages,
       stage,
       checkfreePlus: cur.options.checkfreePlus,
+      plusLayout: cur.options.plusLayout,
       mirrorEvery: cur.options.mirrorEvery,
       shadow: cur.options.shadow,
       // any replica of a neighbour holds the same weights: spread the pulls over them
       holderOf: s => { const ps = cur.peers.get(s); return ps?.[Math.max(0, cur.replicas.indexOf(this.peerId)) % ps.length]?.id },
       self: this.peerId,
-      fetch: async (peerId, req) => await this.fetch(peerId, req),
+      fetch: async (peerId, req, signal) => await this.fetch(peerId, req, signal),
       // say so at once: the coordinator plans an exact copy only from a shadow its heartbeats show
       // to be of the last commit, and a loss right after the refresh would otherwise find it a beat old
       replaced: s => { this.weightsServer?.forgetChecksums(s); void this.heartbeat() },
       stillCurrent: () => this.current === cur
-    }, force, it)
+    }
   }
 
   private async sendFrame (cur: Current, toStage: number, f: OutFrame): Promise<void> {

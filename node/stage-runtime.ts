@@ -18,6 +18,12 @@
  * replicas' (`reduceGradients`, an all-reduce among the stage's peers), so every replica steps on
  * the whole global batch and the replicas stay bit-identical. With R = 1 nothing is exchanged.
  *
+ * CheckFree+'s paper layout (model/schedule.ts): stage 1 runs a copy of stage 0's embedding on the
+ * swapped microbatches and S-2 a copy of S-1's head (`shared`). Before the step owner and holder add
+ * up their gradients for the part (one two-member all-reduce), the owner steps on the sum, and the
+ * holder borrows the owner's new weights (the owner's state of iteration it - 1) before its first
+ * forward of iteration it that needs them. The copy is never stepped, so it cannot drift.
+ *
  * Non-finite values: a NaN/Inf loss, parameter gradient, or tensor about to be sent ends the stage's
  * part of the iteration at once. It drops the iteration's work and reports done with `nonFinite`;
  * the coordinator then commits the iteration as skipped, and every stage drops its step (weights and
@@ -28,7 +34,7 @@ import type { ModelConfig, TrainConfig } from '../model/index.js'
 import { sampleBatch, type TokenArray } from '../model/index.js'
 import { createLog } from '../common/index.js'
 import { NonFiniteError } from '../common/index.js'
-import { route, type Hop } from '../model/index.js'
+import { route, type Hop, type PlusLayout } from '../model/index.js'
 import type { Stage, StepResult } from '../model/index.js'
 import { firstNonFinite, MAX_EARLY_ITERATIONS, type Direction, type NonFiniteWhat } from '../protocols/index.js'
 import { EarlyFrameError, UnexpectedFrameError } from './errors.js'
@@ -65,6 +71,10 @@ export interface StageRuntimeInit {
   model: ModelConfig
   train: TrainConfig
   checkfreePlus: boolean
+  /** Where CheckFree+'s swapped microbatches embed and run the head. @default 'spotpipe' */
+  plusLayout?: PlusLayout
+  /** Required when the layout makes this stage share its embedding or head, or hold a copy of one (model/schedule.ts sharedPart). */
+  shared?: SharedPartLink
   /** Training tokens, for sampling microbatches (stage 0) and targets (the head's stage). */
   trainTokens: TokenArray
   /**
@@ -98,6 +108,20 @@ export interface StageRuntimeInit {
   failed: (err: Error, iteration: number) => void
 }
 
+/** This stage's side of a shared embedding or head under CheckFree+'s paper layout (model/schedule.ts sharedPart). */
+export interface SharedPartLink {
+  part: 'embed' | 'head'
+  /** The owner steps the part; the holder runs a copy of it on the swapped microbatches. */
+  role: 'owner' | 'holder'
+  /**
+   * Holder only: the owner's weights of the part by name, as committed before iteration `iteration`
+   * began (the owner's state of iteration - 1). `signal` is aborted when the iteration is dropped.
+   */
+  weights?: (iteration: number, signal: AbortSignal) => Promise<ReadonlyMap<string, Float32Array>>
+  /** Adds this side's gradient sums of the part (spec order) to the other side's and returns the sums, the same on both. */
+  exchange: (iteration: number, sums: Float32Array[], signal: AbortSignal) => Promise<Float32Array[]>
+}
+
 interface ForwardTask { mb: number, hop: number, x: tf.Tensor }
 
 /**
@@ -105,9 +129,11 @@ interface ForwardTask { mb: number, hop: number, x: tf.Tensor }
  * holding a microbatch's last hop (the head) samples the same batch (seed, iteration, microbatch)
  * itself for its targets, so no token crosses the network.
  */
-export function stageNeedsTokens (stage: number, stages: number, microbatches: number, checkfreePlus: boolean): boolean {
-  if (stage === 0) return true
-  for (let mb = 0; mb < microbatches; mb++) if (route(stages, mb, checkfreePlus).at(-1)?.stage === stage) return true
+export function stageNeedsTokens (stage: number, stages: number, microbatches: number, checkfreePlus: boolean, layout: PlusLayout = 'spotpipe'): boolean {
+  for (let mb = 0; mb < microbatches; mb++) {
+    const hops = route(stages, mb, checkfreePlus, layout)
+    if (hops[0].stage === stage || hops.at(-1)?.stage === stage) return true
+  }
   return false
 }
 
@@ -135,8 +161,12 @@ export class StageRuntime {
   private losses: number[] = []
   private computeMs = 0
   private pumping = false
-  /** Cuts off the gradient all-reduce in flight when the iteration is dropped. */
+  /** Cuts off the gradient all-reduce or shared-part exchange in flight when the iteration is dropped. */
   private reducing?: AbortController
+  /** The iteration whose borrowed weights the stage holds (paper layout holder); -1: none yet. */
+  private borrowedFor = -1
+  /** The borrow in flight (paper layout holder), and what cuts it off when the iteration is dropped. */
+  private borrowing?: { done: Promise<void>, stop: AbortController }
   private lastDone?: DoneInfo
   /** Wall-clock ms of the last gradient all-reduce (0 with one replica). */
   private allReduceMs = 0
@@ -152,6 +182,8 @@ export class StageRuntime {
     this.replicas = share.replicas
     this.mine = [...share.microbatches]
     if (share.replicas > 1 && init.reduceGradients == null) throw new RangeError(`stage ${init.stage.stage}: ${share.replicas} replicas need reduceGradients`)
+    if (init.shared != null && share.replicas > 1) throw new RangeError(`stage ${init.stage.stage}: a shared ${init.shared.part} (CheckFree+ paper layout) works with one replica per stage, not ${share.replicas}`)
+    if (init.shared?.role === 'holder' && init.shared.weights == null) throw new RangeError(`stage ${init.stage.stage}: holding a copy of the ${init.shared.part} needs weights()`)
     this.init = init
   }
 
@@ -162,7 +194,7 @@ export class StageRuntime {
   get stage (): Stage { return this.init.stage }
   private get S (): number { return this.init.train.stages }
   private get M (): number { return this.init.train.microbatches }
-  private routeOf (mb: number): Hop[] { return route(this.S, mb, this.init.checkfreePlus) }
+  private routeOf (mb: number): Hop[] { return route(this.S, mb, this.init.checkfreePlus, this.init.plusLayout) }
 
   /** Start iteration `it`. A prepared previous iteration is committed first (begin implies commit). */
   begin (it: number): void {
@@ -190,12 +222,13 @@ export class StageRuntime {
       const hops = this.routeOf(mb)
       for (let h = hops.length - 1; h >= 0; h--) if (hops[h].stage === me) this.expected.push(`${mb}:${h}`)
     }
-    if (me === 0) {
-      for (const mb of this.mine) {
-        const b = this.batch(it, mb)
-        this.forwards.push({ mb, hop: 0, x: tf.tensor2d(b.inputs, [this.init.train.microbatchSize, this.init.model.seqLen], 'int32') })
-      }
+    for (const mb of this.mine) {
+      if (this.routeOf(mb)[0].stage !== me) continue // this stage embeds the microbatch (stage 0; stage 1 on swaps in the paper layout)
+      const b = this.batch(it, mb)
+      this.forwards.push({ mb, hop: 0, x: tf.tensor2d(b.inputs, [this.init.train.microbatchSize, this.init.model.seqLen], 'int32') })
     }
+    // the holder of a shared part fetches the owner's weights now, while it waits for its first input
+    if (this.init.shared?.role === 'holder') this.startBorrow(this.init.shared)
     const early = this.early.filter(f => f.iteration === it)
     this.early = this.early.filter(f => f.iteration > it)
     for (const f of early) this.accept(f.direction, f.mb, f.hop, f.shape, f.data)
@@ -298,7 +331,10 @@ export class StageRuntime {
             this.next += 1
             await this.runBackward(key, dy)
           } else if (this.forwards.length > 0) {
-            await this.runForward(this.forwards.shift() as ForwardTask)
+            // oldest first, but a forward waiting for borrowed weights lets the others by
+            const i = this.forwards.findIndex(f => this.canRun(f))
+            if (i < 0) break // the borrow's completion pumps again
+            await this.runForward(this.forwards.splice(i, 1)[0])
           } else break
           this.init.tick?.()
         }
@@ -317,8 +353,8 @@ export class StageRuntime {
     const { mb, hop, x } = task
     const hops = this.routeOf(mb)
     const last = hop === hops.length - 1
-    const t0 = performance.now()
     const generation = this.generation
+    const t0 = performance.now()
     let out: tf.Tensor
     let targets: tf.Tensor2D | undefined
     try {
@@ -371,6 +407,67 @@ export class StageRuntime {
     await this.init.send(prev.stage, { iteration: this.iteration, microbatch: mb, hop: hop - 1, direction: 'backward', shape, data })
   }
 
+  /** False for a forward that runs the borrowed part before this iteration's borrow is done. */
+  private canRun (f: ForwardTask): boolean {
+    const shared = this.init.shared
+    if (shared?.role !== 'holder' || this.borrowedFor === this.iteration) return true
+    if (!this.routeOf(f.mb)[f.hop].parts.includes(shared.part)) return true
+    this.startBorrow(shared)
+    return false
+  }
+
+  /**
+   * Holder of a shared part: fetches the owner's weights for the running iteration (once per
+   * iteration) in the background, and pumps when they are in. A failed borrow fails the iteration.
+   */
+  private startBorrow (shared: SharedPartLink): void {
+    if (this.borrowedFor === this.iteration || this.borrowing != null) return
+    const it = this.iteration
+    const generation = this.generation
+    const stop = new AbortController()
+    const done = (async () => {
+      const values = await (shared.weights as NonNullable<SharedPartLink['weights']>)(it, stop.signal)
+      if (generation !== this.generation) return
+      this.stage.borrow(shared.part, values)
+      this.stage.prepack()
+      this.borrowedFor = it
+    })()
+    const mine = { done, stop }
+    this.borrowing = mine
+    done.then(() => {
+      if (this.borrowing === mine) this.borrowing = undefined
+      if (generation === this.generation) this.pump()
+    }, (err: Error) => {
+      if (this.borrowing === mine) this.borrowing = undefined
+      // a dropped iteration cut its borrow off on purpose
+      if (generation === this.generation) this.init.failed(err, it)
+    })
+  }
+
+  /**
+   * Paper layout: adds this side's gradient for the shared part to the other side's. The owner
+   * takes the sum as its gradient for the part; the holder's copy is not stepped, so it only gives.
+   * False when the iteration was dropped meanwhile.
+   */
+  private async exchangeShared (shared: SharedPartLink): Promise<boolean> {
+    const generation = this.generation
+    const stop = new AbortController()
+    this.reducing = stop
+    const mine = shared.role === 'owner' ? this.stage.partGradientSums(shared.part) : this.stage.borrowedGradientSums(shared.part)
+    let sums: Float32Array[]
+    try {
+      sums = await shared.exchange(this.iteration, mine, stop.signal)
+    } catch (err) {
+      if (generation !== this.generation) return false
+      throw err
+    } finally {
+      if (this.reducing === stop) this.reducing = undefined
+    }
+    if (generation !== this.generation) return false
+    if (shared.role === 'owner') this.stage.setPartGradientSums(shared.part, sums)
+    return true
+  }
+
   /** True when `data`, about to be sent for `hop`, is finite; otherwise reports the iteration non-finite. */
   private sendable (what: NonFiniteWhat, data: Float32Array, mb: number, hop: number): boolean {
     const i = firstNonFinite(new Uint8Array(data.buffer, data.byteOffset, data.byteLength))
@@ -416,6 +513,7 @@ export class StageRuntime {
       this.init.reduced?.(this.iteration, sums)
       this.stage.setGradientSums(sums)
     }
+    if (this.init.shared != null && !(await this.exchangeShared(this.init.shared))) return
     const t0 = performance.now()
     this.init.beforeStep?.(this.iteration)
     let r: StepResult
@@ -491,6 +589,8 @@ export class StageRuntime {
     this.generation += 1
     this.reducing?.abort(new Error(`iteration ${this.iteration} dropped`))
     this.reducing = undefined
+    this.borrowing?.stop.abort(new Error(`iteration ${this.iteration} dropped`))
+    this.borrowing = undefined
     for (const f of this.forwards) f.x.dispose()
     this.forwards = []
     for (const t of this.ready.values()) t?.dispose()

@@ -6,7 +6,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { Strategy } from '../coordinator/index.js'
-import type { ModelConfig, TrainConfig } from '../model/index.js'
+import type { ModelConfig, PlusLayout, TrainConfig } from '../model/index.js'
 import { runClusterStrategy, type ClusterRow, type ClusterRun } from './cluster-mode.js'
 import { linePlot } from './svg.js'
 import { serializeTrace, type Trace } from './trace.js'
@@ -19,6 +19,8 @@ export interface ClusterExperimentConfig {
   iterations: number
   evalEvery: number
   checkpointEvery: number
+  /** Where CheckFree+'s swapped microbatches embed and run the head. @default 'spotpipe' */
+  plusLayout?: PlusLayout
   validationTokens: Uint8Array
   outDir: string
   onProgress?: (strategy: Strategy, row: ClusterRow) => void
@@ -62,6 +64,7 @@ export async function runClusterExperiment (cfg: ClusterExperimentConfig): Promi
       iterations: cfg.iterations,
       evalEvery: cfg.evalEvery,
       checkpointEvery: cfg.checkpointEvery,
+      plusLayout: cfg.plusLayout,
       validationTokens: cfg.validationTokens,
       onIteration: (row) => { cfg.onProgress?.(strategy, row) }
     })

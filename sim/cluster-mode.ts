@@ -12,7 +12,7 @@ import { join } from 'node:path'
 import * as tf from '@tensorflow/tfjs'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { Coordinator, StageLostError, type RecoveryEvent, type Strategy } from '../coordinator/index.js'
-import { resolveModelConfig, resolveTrainConfig, type ModelConfig, type TrainConfig } from '../model/index.js'
+import { resolveModelConfig, resolveTrainConfig, type ModelConfig, type PlusLayout, type TrainConfig } from '../model/index.js'
 import { validationBatches } from '../model/index.js'
 import { createLog } from '../common/index.js'
 import { stageLayout } from '../model/index.js'
@@ -57,6 +57,8 @@ export interface ClusterModeConfig {
   /** Spare peers started with the cluster. @default 1 */
   spares?: number
   checkpointEvery?: number
+  /** Where CheckFree+'s swapped microbatches embed and run the head (model/schedule.ts). @default 'spotpipe' */
+  plusLayout?: PlusLayout
   validationTokens: Uint8Array
   onIteration?: (row: ClusterRow) => void
   signal?: AbortSignal
@@ -115,7 +117,7 @@ export async function runClusterStrategy (cfg: ClusterModeConfig): Promise<Clust
   const { swarmKey, access } = await createClusterSecret(stateDir)
   // a replica trace (sim/replica-trace.ts): R peers per stage; its crash/notice events take a whole stage
   const R = cfg.trace.replicas ?? 1
-  const coord = new Coordinator({ clusterId, model, train, strategy: cfg.strategy, stateDir, swarmKey, checkpointEvery: cfg.checkpointEvery ?? 10, heartbeatTimeoutMs: 5000, replicas: R })
+  const coord = new Coordinator({ clusterId, model, train, strategy: cfg.strategy, plusLayout: cfg.plusLayout, stateDir, swarmKey, checkpointEvery: cfg.checkpointEvery ?? 10, heartbeatTimeoutMs: 5000, replicas: R })
   const run: ClusterRun = { strategy: cfg.strategy, rows: [], recoveries: [], applied: 0, skipped: 0, aborted: 0, wallS: 0 }
   await coord.start()
   const pool = new PeerPool(clusterId, coord.addrs[0], access)

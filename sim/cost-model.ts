@@ -58,7 +58,7 @@
  * per-iteration failure probability and an hourly rate describe the same clock.
  */
 import type { ModelConfig, TrainConfig } from '../model/index.js'
-import { countParams, embedSpecs, headSpecs, partSpecs, stageLayout, stageSpecs } from '../model/index.js'
+import { countParams, embedSpecs, headSpecs, partSpecs, PLUS_LAYOUTS, stageLayout, stageSpecs, type PlusLayout } from '../model/index.js'
 import { SimConfigError } from './errors.js'
 import { pipelineMakespan } from './pipeline-schedule.js'
 
@@ -154,12 +154,15 @@ export const DEFAULT_COST: Omit<CostParams, 'slotComputeS' | 'stageParams' | 'st
  *  - paper: the reference code's, where the swaps are among block stages only. Stage 1 holds a
  *    live copy of the embedding and S-2 of the head, so a swapped microbatch starts at stage 1
  *    (it embeds) and ends at S-2 (it runs the head): no extra hop. The price is keeping the copies
- *    equal: every iteration the two holders of each exchange their gradients for it before the step
- *    (the larger of embedding and head crossing one link on the critical path), and the mirrors are
- *    then always current.
+ *    equal, as the cluster does it (model/schedule.ts sharedPart): every iteration owner and holder
+ *    add up their gradients for the part before the step (a two-member all-reduce: each sends the
+ *    part's bytes once, the larger of embedding and head crossing one link on the critical path),
+ *    the owner steps, and the holder pulls the new weights after the commit (once more the part's
+ *    bytes). The pull is hidden behind the holder's first forward slot of the next iteration (stage
+ *    0 is busy with microbatch 0 meanwhile) and costs only what exceeds it. The mirrors are then
+ *    always current.
  */
-export type PlusLayout = 'spotpipe' | 'paper'
-export const PLUS_LAYOUTS: readonly PlusLayout[] = ['spotpipe', 'paper']
+export { PLUS_LAYOUTS, type PlusLayout }
 
 /** What a strategy changes about the iteration. */
 export interface IterationShape {
@@ -238,7 +241,11 @@ export class CostModel {
    *  modelled run: the extra hops (layout spotpipe) or the mirrors' gradient exchange (layout paper). */
   swapExtraS (shape: IterationShape): number {
     if (!shape.swaps || this.stages < 4 || this.p.microbatches < 2) return 0
-    if (shape.plusLayout === 'paper') return this.linkS(Math.max(this.p.embedParams, this.p.headParams) * this.p.bytesPerParam)
+    if (shape.plusLayout === 'paper') {
+      const part = this.linkS(Math.max(this.p.embedParams, this.p.headParams) * this.p.bytesPerParam)
+      const forwardSlot = this.p.slotComputeS * this.p.timeScale * (this.p.forwardFraction ?? 1 / 3)
+      return part + Math.max(0, part - forwardSlot) // the all-reduce, and the pull beyond what the first slot hides
+    }
     return 4 * this.hopS
   }
 
@@ -277,7 +284,8 @@ export class CostModel {
     const S = this.stages
     const swapped = shape.swaps && S >= 4 && shape.plusLayout !== 'paper' ? Math.floor(M / 2) : 0
     const perMb = 2 * (S - 1) + (shape.redundantCompute ? this.p.redundantExtraHops * Math.max(0, S - 2) : 0)
-    const mirrorSync = shape.swaps && S >= 4 && shape.plusLayout === 'paper' ? 4 * (this.p.embedParams + this.p.headParams) * this.p.bytesPerParam : 0
+    // paper layout: per part, the all-reduce sends its bytes once each way and the holder's pull once more
+    const mirrorSync = shape.swaps && S >= 4 && shape.plusLayout === 'paper' ? 3 * (this.p.embedParams + this.p.headParams) * this.p.bytesPerParam : 0
     return this.p.iterationsPerStep * ((M * perMb + swapped * 4) * this.p.hopBytes + mirrorSync)
   }
 

@@ -1,6 +1,6 @@
 /** `spotpipe coordinator`: assigns stages to the peers that join and drives training iterations. */
 import { Coordinator, DIVERGENCE_ACTIONS, STRATEGIES, StageLostError, instrument, type DivergenceAction, type DivergenceEvent, type RecoveryEvent, type Strategy } from '../../coordinator/index.js'
-import { DEFAULT_TRAIN } from '../../model/index.js'
+import { DEFAULT_TRAIN, PLUS_LAYOUTS, type PlusLayout } from '../../model/index.js'
 import { serveMetrics } from '../../net/index.js'
 import { UsageError } from '../errors.js'
 import { CONFIG_FLAG, CONFIG_HELP, parseFlagsWithConfig } from '../config-file.js'
@@ -43,6 +43,11 @@ ${CONFIG_HELP}${NODE_HELP}  --iterations N       train until N iterations are co
   --pause-grace MS     after the coordinator itself stalled (SIGSTOP, GC, a suspended VM), each peer
                        has this long to be heard again before a ping decides (default 5000)
   --checkfree-plus     train with CheckFree+ swapped microbatches (implied by --strategy checkfree-plus)
+  --plus-layout L      where a swapped microbatch embeds and runs the head: spotpipe (stage 0's
+                       embedding, S-1's head: two extra hops each way) or paper (stage 1 and S-2 run
+                       copies of them, as in the CheckFree paper: no extra hop, but an all-reduce of
+                       the two parts and a pull of their weights every iteration; one replica per
+                       stage) (default spotpipe)
   --on-divergence WHAT after --divergence-limit iterations in a row with a non-finite loss or gradient
                        (each one's step is skipped): rollback = every stage reloads the newest checkpoint
                        from before them (the seeded weights if none) at a lower learning rate;
@@ -74,6 +79,7 @@ export async function coordinator (argv: string[]): Promise<void> {
     'metrics-port': { type: 'string' },
     'metrics-host': { type: 'string' },
     'checkfree-plus': { type: 'boolean' },
+    'plus-layout': { type: 'string' },
     'on-divergence': { type: 'string' },
     'divergence-limit': { type: 'string' },
     'divergence-lr-factor': { type: 'string' },
@@ -95,6 +101,9 @@ export async function coordinator (argv: string[]): Promise<void> {
   if (replicas > microbatches) throw new UsageError(`--replicas (${replicas}) must be at most --microbatches (${microbatches}): each replica runs at least one microbatch per iteration`)
   const strategy = (values.strategy as string | undefined) ?? 'checkfree'
   if (!(STRATEGIES as readonly string[]).includes(strategy)) throw new UsageError(`--strategy must be one of ${STRATEGIES.join(', ')}, got "${strategy}"`)
+  const plusLayout = (values['plus-layout'] as string | undefined) ?? 'spotpipe'
+  if (!(PLUS_LAYOUTS as readonly string[]).includes(plusLayout)) throw new UsageError(`--plus-layout must be ${PLUS_LAYOUTS.join(' or ')}, got "${plusLayout}"`)
+  if (plusLayout === 'paper' && replicas > 1) throw new UsageError(`--plus-layout paper works with one replica per stage, not --replicas ${replicas}`)
   const floor = intFlag(values, 'heartbeat-timeout', 3000)
   const ceiling = values['heartbeat-timeout-max'] != null ? intFlag(values, 'heartbeat-timeout-max', 0) : undefined
   if (ceiling != null && ceiling < floor) throw new UsageError(`--heartbeat-timeout-max (${ceiling}) must be at least --heartbeat-timeout (${floor})`)
@@ -120,6 +129,7 @@ export async function coordinator (argv: string[]): Promise<void> {
     checkpointEvery: values['checkpoint-every'] != null ? intFlag(values, 'checkpoint-every', 0, 0) : undefined,
     keepCheckpoints: intFlag(values, 'keep-checkpoints', 3),
     checkfreePlus: values['checkfree-plus'] === true ? true : undefined,
+    plusLayout: plusLayout as PlusLayout,
     onDivergence: onDivergence as DivergenceAction | undefined,
     divergenceLimit: values['divergence-limit'] != null ? intFlag(values, 'divergence-limit', 3) : undefined,
     divergenceLrFactor: lrFactor

@@ -6,7 +6,7 @@
  */
 import { join } from 'node:path'
 import { STRATEGIES, type Strategy } from '../../coordinator/index.js'
-import { initBackend } from '../../model/index.js'
+import { initBackend, PLUS_LAYOUTS, type PlusLayout } from '../../model/index.js'
 import { loadBrownCorpus } from '../../model/index.js'
 import { runClusterExperiment } from '../../sim/index.js'
 import { ProgressBar } from '../../sim/index.js'
@@ -51,6 +51,9 @@ export async function simCluster (values: Record<string, unknown>): Promise<void
   }
   const seed = values.seeds != null ? intFlag({ seed: String(values.seeds).split(',')[0] }, 'seed', demo.seed, 0) : demo.seed
   const replicas = intFlag(values, 'replicas', 1)
+  const plusLayout = (values['plus-layout'] as string | undefined) ?? 'spotpipe'
+  if (!(PLUS_LAYOUTS as readonly string[]).includes(plusLayout)) throw new UsageError(`--plus-layout must be ${PLUS_LAYOUTS.join(' or ')}, got "${plusLayout}"`)
+  if (plusLayout === 'paper' && replicas > 1) throw new UsageError(`--plus-layout paper works with one replica per stage, not --replicas ${replicas}`)
   const conversion = resolveFailureRate({ perIteration: pIter ?? (rate == null ? demo.perIteration : undefined), hourlyRate: rate, iterationS: demo.iterationS })
   if (values.trace != null && values.replicas != null) throw new UsageError('--replicas draws a trace; a --trace file says its own replicas')
   const trace = values.trace != null
@@ -78,6 +81,7 @@ export async function simCluster (values: Record<string, unknown>): Promise<void
     iterations,
     evalEvery: demo.evalEvery,
     checkpointEvery: demo.checkpointEvery,
+    plusLayout: plusLayout as PlusLayout,
     validationTokens: corpus.validation,
     outDir: out,
     onStrategy: (s, i) => { done = i * iterations; bar.update(done, s) },

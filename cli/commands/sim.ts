@@ -52,9 +52,10 @@ common flags
   --checkpoint-every K checkpoint interval in iterations (default 50; the preset's for quick)
   --mirror-every N     CheckFree+ mirror refresh interval (default 10)
   --lr-scale X         learning-rate multiplier of a rebuilt stage (default 1.1)
-  --plus-layout L      where CheckFree+ keeps the embedding and head: spotpipe (the cluster's: two
-                       extra hops per swapped microbatch, default) | paper (no extra hop; mirrors kept
-                       current by a gradient exchange every iteration)
+  --plus-layout L      where CheckFree+ keeps the embedding and head, in every mode: spotpipe (two
+                       extra hops per swapped microbatch, default) | paper (stage 1 and S-2 run copies:
+                       no extra hop; the copies' gradients are added to the owners' and their weights
+                       pulled every iteration; one replica per stage in cluster mode)
   --notice-fraction F  share of failures announced by a spot notice (default 0)
   --replicas R         cluster, model and trace modes: R data-parallel replicas per stage; the rate
                        is then per peer, and a stage loses its state only when its last live replica
