@@ -26,6 +26,7 @@ import { CoordinatorTimeoutError, CoordinatorUsageError, StageLostError } from '
 import { FailureDetector } from './detector.js'
 import type { Strategy, StagePlan } from './ladder.js'
 import { RecoveryMachine, recoveryPlanMessages, shadowsBehind } from './recovery/index.js'
+import { keepsShadows } from './ladder.js'
 import { SparseCheckpoints } from './sparse-checkpoints.js'
 import { waitUntil } from './wait.js'
 import type { CheckpointEvent, CoordinatorInit, DivergenceEvent, IterationRecord, PeerView, RecoveryEvent } from './types.js'
@@ -76,6 +77,9 @@ export class Coordinator extends EventEmitter {
     if (!PLUS_LAYOUTS.includes(this.plusLayout)) throw new CoordinatorUsageError(`plusLayout must be ${PLUS_LAYOUTS.join(' or ')}, got ${JSON.stringify(this.plusLayout)}`)
     // the shared embedding and head are one owner and one holder; replicas would need a group per lane
     if (this.plusLayout === 'paper' && this.replicas > 1) throw new CoordinatorUsageError(`plusLayout paper works with one replica per stage, not ${this.replicas}`)
+    // redundant computation runs the successor's hops of the plain route, one shadow per stage
+    if (this.strategy === 'redundant-compute' && this.replicas > 1) throw new CoordinatorUsageError(`strategy redundant-compute works with one replica per stage, not ${this.replicas}`)
+    if (this.strategy === 'redundant-compute' && this.checkfreePlus) throw new CoordinatorUsageError('strategy redundant-compute does not train with CheckFree+ swaps (checkfreePlus)')
     this.recovery = new RecoveryMachine(this)
     this.divergence = new Divergence(this, {
       onDivergence: init.onDivergence,
@@ -418,7 +422,7 @@ export class Coordinator extends EventEmitter {
     const snapshot = this.checkpoints.due(it)
     await this.gossip.publish({ kind: 'commit', epoch: this.epoch, iteration: it, ...(checkpoint !== undefined ? { checkpoint } : {}), ...(nonFinite != null ? { skipped: true } : {}), ...(snapshot ? { snapshot: true } : {}) })
     this.checkpoints.afterCommit(it, snapshot)
-    if (nonFinite == null && this.strategy === 'redundant') await this.awaitShadows(a, it, opts.signal)
+    if (nonFinite == null && keepsShadows(this.strategy)) await this.awaitShadows(a, it, opts.signal)
     const resumed = this.recovery.resumed()
     if (resumed.length > 0) this.emit('recovered', resumed)
     // skipped: no 'iteration' event (nothing was trained) but a 'divergence' one (above); may roll back or throw
@@ -519,6 +523,8 @@ export class Coordinator extends EventEmitter {
       // the replica target, for observers (status, top: which stages are one loss from a whole-stage failure)
       replicas: this.replicas,
       shadow: this.strategy === 'redundant',
+      // Bamboo-style: the shadow is trained alongside by redundant computation, never pulled after a commit
+      shadowCompute: this.strategy === 'redundant-compute',
       data: this.init.data ?? DEFAULT_DATA_IDENTITY
     }
   }

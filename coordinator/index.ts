@@ -3,7 +3,7 @@ export { Coordinator, type CheckpointEvent, type CoordinatorInit, type Divergenc
 export { DIVERGENCE_ACTIONS, DivergenceError, type DivergenceAction } from './divergence.js'
 export { CoordinatorTimeoutError, CoordinatorUsageError, StageLostError } from './errors.js'
 export { FailureDetector, type DetectorOptions, type LostPeer } from './detector.js'
-export { planRecovery, STRATEGIES, type Strategy, type StagePlan, type LadderInput, type LadderResult } from './ladder.js'
+export { keepsShadows, planRecovery, STRATEGIES, type Strategy, type StagePlan, type LadderInput, type LadderResult } from './ladder.js'
 export { planReplicaJoins, type ReplicaJoinInput, type ReplicaJoinPlan } from './replica-plan.js'
 export { instrument } from './instrument.js'
 export { createSpotpipeMetrics, CHECKPOINT_SECONDS_BUCKETS, RECOVERY_PHASES, RECOVERY_SECONDS_BUCKETS, type RecoveryPhase, type SpotpipeMetrics } from './metrics.js'

@@ -6,7 +6,9 @@
  *   0. rejoin          the lost peer itself is back with its state intact and current: it keeps
  *                      the stage, nothing moves
  *   1. handover        the departing peer is still reachable: copy its exact state
- *   2. replica         another live peer holds an up-to-date copy (the `redundant` shadow)
+ *   2. replica         another live peer holds an up-to-date copy (the shadow of strategies
+ *                      `redundant`, pulled after every commit, and `redundant-compute`, trained
+ *                      alongside by redundant computation)
  *   3. checkfree       intermediate stage, both neighbours alive: gradient-norm-weighted average
  *   4. checkfree-plus  first or last stage (strategy checkfree-plus): neighbour copy + mirror, when
  *                      a live peer is known to hold the mirror
@@ -30,8 +32,17 @@
 import { DEFAULT_LR_SCALE, mirrorHolder } from '../model/index.js'
 import type { RecoveryRung } from '../protocols/index.js'
 
-export type Strategy = 'checkfree' | 'checkfree-plus' | 'checkpoint' | 'checkpoint-whole' | 'redundant' | 'none'
-export const STRATEGIES: readonly Strategy[] = ['checkfree', 'checkfree-plus', 'checkpoint', 'checkpoint-whole', 'redundant', 'none']
+export type Strategy = 'checkfree' | 'checkfree-plus' | 'checkpoint' | 'checkpoint-whole' | 'redundant' | 'redundant-compute' | 'none'
+export const STRATEGIES: readonly Strategy[] = ['checkfree', 'checkfree-plus', 'checkpoint', 'checkpoint-whole', 'redundant', 'redundant-compute', 'none']
+
+/**
+ * Whether every stage's predecessor keeps a shadow of it (model/recovery.ts shadowHolder): copied
+ * after every commit (`redundant`) or computed alongside the stage itself, Bamboo-style
+ * (`redundant-compute`). The ladder treats both alike: a current shadow is an exact copy.
+ */
+export function keepsShadows (strategy: Strategy): boolean {
+  return strategy === 'redundant' || strategy === 'redundant-compute'
+}
 
 export interface LadderInput {
   strategy: Strategy
@@ -128,7 +139,7 @@ export function planRecovery (input: LadderInput): LadderResult {
     const mirrorPeer = (n: number): string | undefined => input.mirrors == null ? server(n) : input.mirrors.get(s)
     if (departing != null && allowed(s, 'handover')) {
       plan = { stage: s, rung: 'handover', target, donors: [{ peerId: departing, stage: s }], ...base }
-    } else if (strategy === 'redundant' && replica != null && allowed(s, 'replica')) {
+    } else if (keepsShadows(strategy) && replica != null && allowed(s, 'replica')) {
       plan = { stage: s, rung: 'replica', target, donors: [{ peerId: replica, stage: s }], ...base }
     } else if ((strategy === 'checkfree' || strategy === 'checkfree-plus') && s > 0 && s < S - 1 && alive(s - 1) && alive(s + 1) && allowed(s, 'checkfree')) {
       plan = {

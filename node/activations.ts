@@ -15,7 +15,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import type { Stream } from '@libp2p/interface'
 import { createLog } from '../common/index.js'
-import { route } from '../model/index.js'
+import { route, shadowedStage, type PlusLayout } from '../model/index.js'
 import {
   ACTIVATIONS_PROTOCOL, ACTIVATION_FRAMES_IN_FLIGHT, MAX_ACTIVATION_STREAMS_PER_PEER, MAX_TENSOR_FRAME_BYTES,
   decodeTensorFrame, encodeTensorFrame, tensorFrameBytes, type TensorFrameHeader
@@ -65,15 +65,24 @@ export function activationPolicy (init: {
   holderOf: (stage: number, mb: number) => string | undefined
   stages: number
   checkfreePlus: boolean
+  /** @default 'spotpipe' */
+  plusLayout?: PlusLayout
+  /** Redundant computation: this stage's shadow of its successor also takes gradients from the stage after that. @default false */
+  shadowCompute?: boolean
   shape: readonly number[]
 }): ActivationPolicy {
   const senders = new Set<string>()
+  const shadowed = init.shadowCompute === true ? shadowedStage(init.stage, init.stages) : undefined
   for (const mb of init.microbatches) {
-    const hops = route(init.stages, mb, init.checkfreePlus)
+    const hops = route(init.stages, mb, init.checkfreePlus, init.plusLayout)
     hops.forEach((hop, i) => {
-      if (hop.stage !== init.stage) return
-      for (const from of [hops[i - 1], hops[i + 1]]) {
-        const id = from == null ? undefined : init.holderOf(from.stage, mb)
+      if (hop.stage === init.stage) {
+        for (const from of [hops[i - 1], hops[i + 1]]) {
+          const id = from == null ? undefined : init.holderOf(from.stage, mb)
+          if (id != null && id !== init.self) senders.add(id)
+        }
+      } else if (hop.stage === shadowed && hops[i + 1] != null) {
+        const id = init.holderOf(hops[i + 1].stage, mb)
         if (id != null && id !== init.self) senders.add(id)
       }
     })

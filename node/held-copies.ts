@@ -5,7 +5,9 @@
  *   mirror      CheckFree+: its neighbour's embedding (stage 1) or head (stage S-2); under the
  *               paper layout refreshed after every commit and run by the holder's stage
  *               (awaitMirror), otherwise every mirrorEvery iterations as a recovery source only
- *   shadow      redundant strategy: the successor stage's parameters and moments
+ *   shadow      redundant strategy: the successor stage's parameters and moments; under
+ *               redundant-compute a live Stage (`liveShadow`) pulled once per assignment and then
+ *               trained by this peer's runtime alongside its own stage
  *   retiring    a departing peer's old stage, until the peers rebuilding from it are done
  *
  * The peer (peer.ts) decides when to refresh or drop them; this module keeps them and answers
@@ -15,9 +17,9 @@ import { createLog, SpotpipeError } from '../common/index.js'
 import { embedSpecs, headSpecs } from '../model/index.js'
 import { mirroredOwners, shadowedStage, sharedPart, type PlusLayout } from '../model/index.js'
 import type { TensorSet } from '../model/index.js'
-import type { Stage } from '../model/index.js'
-import { exportStageState, stateToTensorSet } from '../model/index.js'
-import type { ModelConfig } from '../model/index.js'
+import { Stage, stageLayout } from '../model/index.js'
+import { exportStageState, loadStageState, stateFromTensorSet, stateToTensorSet } from '../model/index.js'
+import type { ModelConfig, TrainConfig } from '../model/index.js'
 import type { HeldCopy } from '../protocols/index.js'
 import type { WeightsRequestSpec } from './recovery.js'
 import { IterationUnavailableError, type WeightsProvider, type WeightsSnapshot } from '../net/index.js'
@@ -36,12 +38,17 @@ export interface HeldState {
 /** What a refresh needs to know about the peer's current assignment. */
 export interface RefreshContext {
   model: ModelConfig
+  train: TrainConfig
   stages: number
+  /** The committed iteration the assignment starts from (its first iteration - 1). */
+  committed: number
   stage: Stage
   checkfreePlus: boolean
   plusLayout: PlusLayout
   mirrorEvery: number
   shadow: boolean
+  /** Train the shadow by redundant computation (strategy redundant-compute): pulled once per assignment, never after a commit. */
+  shadowCompute: boolean
   /** Stage -> the peer id holding it. */
   holderOf: (stage: number) => string | undefined
   self: string
@@ -79,6 +86,9 @@ export class HeldCopies {
   retiring?: Stage
   /** The mirror pull in flight (paper layout), so a stage waiting for the mirror joins it rather than pulling twice. */
   private mirrorPull?: { minIteration: number, done: Promise<void> }
+  /** Redundant computation: the shadow this peer's runtime trains, and its pull under the current assignment. */
+  liveShadow?: Stage
+  private liveShadowPull?: { ctx: RefreshContext, done: Promise<Stage> }
 
   /** Serves `own()` (or the retiring stage), the checkpoint snapshot of it, the shadow and the mirror. */
   provider (own: () => Stage | undefined): WeightsProvider {
@@ -92,6 +102,11 @@ export class HeldCopies {
           if (mine.iteration < minIteration) return undefined
           const state = exportStageState(mine, { optimizer: includeOptimizer })
           return { iteration: mine.iteration, tensors: includeOptimizer ? stateToTensorSet(state) : state.tensors }
+        }
+        const live = this.liveShadow
+        if (live != null && live.stage === stage && live.iteration >= minIteration) {
+          const state = exportStageState(live, { optimizer: includeOptimizer })
+          return { iteration: live.iteration, tensors: includeOptimizer ? stateToTensorSet(state) : state.tensors }
         }
         for (const h of [this.shadow, this.mirror]) {
           if (h != null && h.stage === stage && h.iteration >= minIteration) return { iteration: h.iteration, tensors: h.tensors }
@@ -119,6 +134,7 @@ export class HeldCopies {
     const out: HeldCopy[] = []
     if (this.mirror != null) out.push({ kind: 'mirror', stage: this.mirror.stage, iteration: this.mirror.iteration })
     if (this.shadow != null) out.push({ kind: 'shadow', stage: this.shadow.stage, iteration: this.shadow.iteration })
+    if (this.liveShadow != null) out.push({ kind: 'shadow', stage: this.liveShadow.stage, iteration: this.liveShadow.iteration })
     if (this.checkpoint != null) out.push({ kind: 'checkpoint', stage: this.checkpoint.stage, iteration: this.checkpoint.iteration })
     return out
   }
@@ -132,6 +148,8 @@ export class HeldCopies {
     else {
       this.mirror = undefined
       this.shadow = undefined
+      this.liveShadow?.dispose()
+      this.liveShadow = undefined
     }
     this.checkpoint = undefined
   }
@@ -160,7 +178,9 @@ export class HeldCopies {
         }
       }
     }
-    if (ctx.shadow && S >= 2) {
+    if (ctx.shadowCompute && S >= 2) {
+      if (force) this.startLiveShadowPull(ctx)
+    } else if (ctx.shadow && S >= 2) {
       const succ = shadowedStage(s, S) as number
       const holder = ctx.holderOf(succ)
       if (holder != null && holder !== ctx.self) {
@@ -238,6 +258,59 @@ export class HeldCopies {
     } finally {
       if (this.mirrorPull === pull) this.mirrorPull = undefined
     }
+  }
+
+  /**
+   * Redundant computation: the shadow pulled under `ctx`'s assignment (an exact copy of the
+   * successor as committed before its first iteration), waiting for the pull the assignment started.
+   */
+  async awaitLiveShadow (ctx: RefreshContext, signal: AbortSignal): Promise<Stage> {
+    const pull = this.liveShadowPull?.ctx.stillCurrent() === true ? this.liveShadowPull : this.startLiveShadowPull(ctx)
+    const stop = new Promise<never>((_resolve, reject) => {
+      if (signal.aborted) reject(signal.reason)
+      signal.addEventListener('abort', () => { reject(signal.reason) }, { once: true })
+    })
+    return await Promise.race([pull.done, stop])
+  }
+
+  /**
+   * Pulls the successor's whole state (weights, moments, metadata) of ctx.committed, asking again
+   * while its peer has not installed it (a rebuilt successor serves only once installed) for up to
+   * MIRROR_WAIT_MS, and makes it the live shadow. The old one stays served until then: a peer
+   * rebuilding the successor from it by the replica rung may still be pulling it.
+   */
+  private startLiveShadowPull (ctx: RefreshContext): { ctx: RefreshContext, done: Promise<Stage> } {
+    const succ = shadowedStage(ctx.stage.stage, ctx.stages) as number
+    const done = (async () => {
+      const deadline = Date.now() + MIRROR_WAIT_MS
+      for (;;) {
+        const holder = ctx.holderOf(succ)
+        if (holder == null || holder === ctx.self) throw new MirrorUnavailableError(`no other peer holds stage ${succ} to shadow`)
+        try {
+          const r = await ctx.fetch(holder, { stage: succ, minIteration: ctx.committed, includeOptimizer: true })
+          const state = stateFromTensorSet(r.tensors)
+          const stage = new Stage({ model: ctx.model, train: ctx.train, layout: stageLayout(ctx.model, ctx.stages, succ) })
+          try {
+            loadStageState(stage, state.tensors, state.meta, { optimizer: true })
+          } catch (err) {
+            stage.dispose()
+            throw err
+          }
+          if (!ctx.stillCurrent()) { stage.dispose(); throw new MirrorUnavailableError('the assignment changed while the shadow was pulled') }
+          this.liveShadow?.dispose()
+          this.liveShadow = stage
+          ctx.replaced(succ)
+          return stage
+        } catch (err) {
+          if (!(err instanceof IterationUnavailableError) || Date.now() > deadline || !ctx.stillCurrent()) throw err
+        }
+        await new Promise(resolve => setTimeout(resolve, SHADOW_RETRY_MS))
+      }
+    })()
+    done.catch(err => { log('shadow of stage %d not pulled: %s', succ, (err as Error).message) })
+    const pull = { ctx, done }
+    this.liveShadowPull = pull
+    return pull
   }
 
   /**

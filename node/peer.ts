@@ -81,6 +81,8 @@ export interface ClusterOptions {
   mirrorEvery: number
   /** Keep a shadow copy of the successor stage, refreshed every iteration (redundant strategy). */
   shadow: boolean
+  /** Train a shadow of the successor by redundant computation (strategy redundant-compute). */
+  shadowCompute: boolean
 }
 
 interface Current {
@@ -216,7 +218,7 @@ export class Peer extends EventEmitter {
         const c = this.current
         if (c?.stage == null) return undefined
         if (admission.of !== c) {
-          admission = { of: c, policy: activationPolicy({ self: this.peerId, stage: c.stage.stage, microbatches: c.microbatches, holderOf: (s, mb) => holderFor(c, s, mb)?.id, stages: c.train.stages, checkfreePlus: c.checkfreePlus, shape: [c.train.microbatchSize, c.model.seqLen, c.model.dModel] }) }
+          admission = { of: c, policy: activationPolicy({ self: this.peerId, stage: c.stage.stage, microbatches: c.microbatches, holderOf: (s, mb) => holderFor(c, s, mb)?.id, stages: c.train.stages, checkfreePlus: c.checkfreePlus, plusLayout: c.options.plusLayout, shadowCompute: c.options.shadowCompute, shape: [c.train.microbatchSize, c.model.seqLen, c.model.dModel] }) }
         }
         return admission.policy
       },
@@ -349,9 +351,9 @@ export class Peer extends EventEmitter {
       const t = JSON.parse(a.trainingConfig) as Partial<TrainConfig> & Partial<ClusterOptions>
       const plusLayout = t.plusLayout ?? 'spotpipe'
       if (!PLUS_LAYOUTS.includes(plusLayout)) throw new AssignmentError(`plusLayout must be ${PLUS_LAYOUTS.join(' or ')}, got ${JSON.stringify(plusLayout)}`)
-      options = { checkfreePlus: t.checkfreePlus === true, plusLayout, mirrorEvery: t.mirrorEvery ?? 10, shadow: t.shadow === true }
+      options = { checkfreePlus: t.checkfreePlus === true, plusLayout, mirrorEvery: t.mirrorEvery ?? 10, shadow: t.shadow === true, shadowCompute: t.shadowCompute === true }
       data = (t as { data?: DataIdentity }).data ?? DEFAULT_DATA_IDENTITY
-      for (const k of ['checkfreePlus', 'plusLayout', 'mirrorEvery', 'shadow', 'strategy', 'data', 'replicas'] as const) delete (t as Record<string, unknown>)[k]
+      for (const k of ['checkfreePlus', 'plusLayout', 'mirrorEvery', 'shadow', 'shadowCompute', 'strategy', 'data', 'replicas'] as const) delete (t as Record<string, unknown>)[k]
       model = resolveModelConfig(JSON.parse(a.modelConfig) as Partial<ModelConfig>)
       train = resolveTrainConfig({ ...t, stages: a.stages.length }, model)
     } catch (err) {
@@ -595,6 +597,7 @@ export class Peer extends EventEmitter {
         checkfreePlus: cur.checkfreePlus,
         plusLayout: cur.options.plusLayout,
         shared: this.sharedLink(cur, stage.stage),
+        shadowCompute: cur.options.shadowCompute ? { stage: async (signal) => await this.held.awaitLiveShadow(this.copiesContext(cur), signal) } : undefined,
         trainTokens: this.loadTokens(),
         share: { microbatches: cur.microbatches, replicas: cur.replicas.length },
         reduceGradients: async (it, sums, signal) => await this.reduceGradients(cur, stage.stage, it, sums, signal),
@@ -677,6 +680,8 @@ export class Peer extends EventEmitter {
     // the coordinator alone decides which commits are checkpoints, and says so in the commit
     if (this.snapshotDue === it) this.held.takeCheckpoint(stage)
     this.refreshCopies(cur, false, it)
+    // the shadow trained alongside committed with the stage: say so, the coordinator waits for it (awaitShadows)
+    if (cur.options.shadowCompute && this.held.liveShadow?.iteration === it) void this.heartbeat()
   }
 
   /** Pull the mirror (CheckFree+) or shadow (redundant) this stage keeps of a neighbour, in the background. */
@@ -691,12 +696,15 @@ export class Peer extends EventEmitter {
     if (stage == null) throw new AssignmentError('this peer holds no stage, so it keeps no copies')
     return {
       model: cur.model,
+      train: cur.train,
       stages: cur.train.stages,
+      committed: cur.assignment.iteration - 1,
       stage,
       checkfreePlus: cur.options.checkfreePlus,
       plusLayout: cur.options.plusLayout,
       mirrorEvery: cur.options.mirrorEvery,
       shadow: cur.options.shadow,
+      shadowCompute: cur.options.shadowCompute,
       // any replica of a neighbour holds the same weights: spread the pulls over them
       holderOf: s => { const ps = cur.peers.get(s); return ps?.[Math.max(0, cur.replicas.indexOf(this.peerId)) % ps.length]?.id },
       self: this.peerId,

@@ -24,7 +24,7 @@
 import { planRecovery, type LadderInput, type StagePlan } from '../coordinator/ladder.js'
 import { shadowHolder } from '../model/index.js'
 import { SimConfigError } from './errors.js'
-import { ladderStrategy, SIM_RUNGS, strategyTraits, type SimRung, type StrategyName } from './strategies.js'
+import { SIM_RUNGS, strategyTraits, type SimRung, type StrategyName } from './strategies.js'
 
 export interface LostStage {
   stage: number
@@ -146,7 +146,7 @@ function inputOf (state: BatchState, batch: LostStage[], pipeline: HeldPipeline)
     }
   }
   return {
-    strategy: ladderStrategy(state.strategy),
+    strategy: state.strategy,
     stages: S,
     holders,
     lost: batch.map(l => l.stage),

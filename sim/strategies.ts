@@ -16,9 +16,10 @@
  *                     pulls its successor's parameters and Adam moments (stage S-1 shadows stage 0); a
  *                     lost stage is the shadow, exactly (rung replica). Costs traffic (the successor's
  *                     state per peer per iteration) and memory, not compute
- *   redundant-compute simulator only (the paper's Bamboo-style baseline, redundant COMPUTATION): each
- *                     stage also computes its successor's forward and backward and steps the same copy,
- *                     so the shadow is always current (rung replica); costs compute every iteration
+ *   redundant-compute the cluster's strategy of that name (the paper's Bamboo-style baseline, redundant
+ *                     COMPUTATION): each stage also computes its successor's forward and backward and
+ *                     steps the same copy, so the shadow is always current (rung replica); costs
+ *                     compute every iteration and one more gradient hop per microbatch
  *   none              no failures: the reference curve
  *
  * A spot notice (the peer is still reachable) is a graceful handover, and a rung whose donor is gone
@@ -31,17 +32,10 @@ import type { RecoveryRung } from '../protocols/index.js'
 import { SimConfigError } from './errors.js'
 import { PLUS_LAYOUTS, type IterationShape, type PlusLayout } from './cost-model.js'
 
-/** The coordinator's strategies (coordinator/ladder.ts), which a real cluster runs, plus the simulated-only
- *  redundant computation. The same name means the same thing in the cluster and here. */
-export type StrategyName = Strategy | 'redundant-compute'
-export const STRATEGIES: readonly StrategyName[] = [...COORDINATOR_STRATEGIES.filter(s => s !== 'none'), 'redundant-compute', 'none']
-
-/** The strategy the coordinator's ladder plans with: redundant computation keeps its exact copy on the
- *  predecessor like `redundant` does, so the ladder treats both alike (rung replica); only how the
- *  copy is kept current, and what that costs, differ. */
-export function ladderStrategy (name: StrategyName): Strategy {
-  return name === 'redundant-compute' ? 'redundant' : name
-}
+/** The coordinator's strategies (coordinator/ladder.ts), which a real cluster runs. The same name
+ *  means the same thing in the cluster and here. */
+export type StrategyName = Strategy
+export const STRATEGIES: readonly StrategyName[] = COORDINATOR_STRATEGIES
 
 /** The rungs a simulated stage is recovered by: the coordinator's rungs but `wait` (the simulator
  *  always has a spare, as the paper assumes). */

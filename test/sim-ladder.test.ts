@@ -17,7 +17,7 @@ import { ladderInput, planBatch, type LostStage } from '../sim/ladder-adapter.js
 import { CRASH, LadderMemo, NOTICE } from '../sim/ladder-memo.js'
 import { runModelMode } from '../sim/model-mode.js'
 import { Walker } from '../sim/projection-walker.js'
-import { ladderStrategy, resolveStrategyOptions, SIM_RUNGS, STRATEGIES, type StrategyName } from '../sim/strategies.js'
+import { resolveStrategyOptions, SIM_RUNGS, STRATEGIES, type StrategyName } from '../sim/strategies.js'
 import { makeTrace } from '../sim/trace.js'
 
 beforeAll(async () => { await initBackend({ backend: 'wasm', strict: true }) })
@@ -97,7 +97,7 @@ function expected (strategy: StrategyName, b: Batch, spares = b.lost.length): st
   // as if it were out of reach.
   for (const h of b.noMirror ?? []) { holders.delete(h); departing.delete(h) }
   const input: LadderInput = {
-    strategy: ladderStrategy(strategy),
+    strategy,
     stages: S,
     holders,
     lost,

@@ -32,8 +32,10 @@ ${CONFIG_HELP}${NODE_HELP}  --iterations N       train until N iterations are co
   --metrics-port PORT  serve Prometheus metrics on http://<metrics-host>:PORT/metrics (default: off;
                        0 = any free port); prints "metrics <url>"
   --metrics-host HOST  address for the metrics server (default 127.0.0.1)
-  --strategy NAME      recovery strategy: checkfree | checkfree-plus | checkpoint | checkpoint-whole | redundant | none (default checkfree);
-                       redundant: each peer keeps a shadow copy of its successor stage, pulled after every commit
+  --strategy NAME      recovery strategy: checkfree | checkfree-plus | checkpoint | checkpoint-whole | redundant | redundant-compute | none (default checkfree);
+                       redundant: each peer keeps a shadow copy of its successor stage, pulled after every commit;
+                       redundant-compute: each peer trains a shadow of its successor by redundant computation
+                       (its forward and backward too, Bamboo-style; one replica per stage, no --checkfree-plus)
   --heartbeat-timeout MS  floor: no peer is lost for a shorter silence (default 3000); beyond it the
                        peer's own heartbeat rhythm decides (phi accrual)
   --heartbeat-timeout-max MS  ceiling: a peer silent this long is lost, whatever its rhythm

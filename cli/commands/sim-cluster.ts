@@ -39,7 +39,6 @@ export async function simCluster (values: Record<string, unknown>): Promise<void
     ? String(values.strategies).split(',').map(s => s.trim()) as Strategy[]
     : demo.strategies
   for (const s of strategies) {
-    if ((s as string) === 'redundant-compute') throw new UsageError('--strategies: redundant-compute (redundant computation) is simulated only: use --mode model or --mode projection; the cluster\'s redundant keeps a shadow copy')
     if (!(STRATEGIES as readonly string[]).includes(s)) throw new UsageError(`--strategies: unknown strategy "${s}" (known: ${STRATEGIES.join(', ')})`)
   }
   if (values.preset != null) throw new UsageError('cluster mode runs one embedded demo; --preset is for --mode model')
@@ -51,6 +50,7 @@ export async function simCluster (values: Record<string, unknown>): Promise<void
   }
   const seed = values.seeds != null ? intFlag({ seed: String(values.seeds).split(',')[0] }, 'seed', demo.seed, 0) : demo.seed
   const replicas = intFlag(values, 'replicas', 1)
+  if (strategies.includes('redundant-compute') && replicas > 1) throw new UsageError(`--strategies: redundant-compute works with one replica per stage, not --replicas ${replicas}`)
   const plusLayout = (values['plus-layout'] as string | undefined) ?? 'spotpipe'
   if (!(PLUS_LAYOUTS as readonly string[]).includes(plusLayout)) throw new UsageError(`--plus-layout must be ${PLUS_LAYOUTS.join(' or ')}, got "${plusLayout}"`)
   if (plusLayout === 'paper' && replicas > 1) throw new UsageError(`--plus-layout paper works with one replica per stage, not --replicas ${replicas}`)

@@ -19,7 +19,7 @@ const HELP = `usage: spotpipe sim [--mode cluster|model|projection|trace] [flags
 Simulates stage failures and compares recovery strategies (${STRATEGIES.join(', ')}).
 redundant is the cluster's strategy of that name (each stage keeps a shadow COPY of its successor,
 pulled after every commit); redundant-compute is the paper's redundant computation (Bamboo-style:
-each stage also computes its successor), simulated only (model and projection modes).
+each stage also computes its successor's forward and backward), in the cluster and here alike.
 
 modes
   cluster      the demo: every strategy on a real local cluster (coordinator + peer processes on
