@@ -16,11 +16,11 @@
  * to overlap compute (conservative; `overlapTransfers` takes max(compute, transfer) instead).
  * CheckFree+ runs odd microbatches through swapped routes; what they cost depends on where the
  * embedding and head live (PlusLayout): two more hops forward and two backward on the critical path
- * (layout spotpipe, the cluster's), or none but a per-iteration gradient exchange for the mirrored
- * embedding and head (layout paper, the reference code's).
+ * (layout spotpipe, the cluster's default), or none but a per-iteration gradient exchange for the
+ * mirrored embedding and head (layout paper, the reference code's; the cluster's --plus-layout paper).
  *
- * Redundant computation (Bamboo-style, strategy redundant-compute; the cluster's `redundant` copies
- * instead, see shadowRefresh): each stage also runs its successor's forward and backward and
+ * Redundant computation (Bamboo-style, strategy redundant-compute, as the cluster runs it; strategy
+ * `redundant` copies instead, see shadowRefresh): each stage also runs its successor's forward and backward and
  * applies the same optimizer step to that shadow copy, so computeS grows by `redundantComputeFactor`
  * (1.0 = +100%: the successor's layers cost what one's own do); to run the successor's backward it
  * needs the gradient from two stages down, one more hop per slot. The shadow stays in sync without

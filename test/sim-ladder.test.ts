@@ -113,7 +113,7 @@ function expected (strategy: StrategyName, b: Batch, spares = b.lost.length): st
 describe('one ladder: the simulator recovers by the coordinator\'s rungs', () => {
   it('the adapter describes the cluster as the coordinator does', () => {
     const input = ladderInput({ strategy: 'redundant-compute', stages: S, lost: [notice(1), crash(2), crash(2)], gradNorms: [1, 2, 3, 4], checkpoint: 10 })
-    expect(input.strategy).toBe('redundant')
+    expect(input.strategy).toBe('redundant-compute') // the coordinator's own strategy: its ladder treats both shadow strategies alike (keepsShadows)
     expect(input.lost).toEqual([1, 2])
     expect([...input.holders]).toEqual([[0, 'stage-0'], [3, 'stage-3']])
     expect([...input.departing]).toEqual([[1, 'stage-1']])
