@@ -25,13 +25,9 @@
  * forward of iteration it that needs them. The copy is never stepped, so it cannot drift.
  *
  * Redundant computation (strategy redundant-compute, Bamboo-style; `shadowCompute`): the stage also
- * trains a shadow of its successor j = (me + 1) % S. Its forward input is this stage's own output
- * (or, for stage S-1 shadowing stage 0, the tokens); its backward takes the gradient stage j + 1
- * sends to j, which j + 1 also sends here (one more hop per microbatch; the last stage's shadow ends
- * with the loss and needs none). Run in the same microbatch order with the same weights, it
- * accumulates the gradient stage j does, prepares and commits the same step, and so stays an exact
- * copy without a transfer. Shadow work runs when the stage's own work is blocked, and the stage
- * reports done only when both are prepared.
+ * trains a shadow of its successor (shadow-trainer.ts) on this stage's own outputs and on the
+ * gradient the stage after the successor sends it too (one more frame per microbatch). Shadow work
+ * runs when the stage's own work is blocked, and the stage reports done only when both are prepared.
  *
  * Non-finite values: a NaN/Inf loss, parameter gradient, or tensor about to be sent ends the stage's
  * part of the iteration at once. It drops the iteration's work and reports done with `nonFinite`;
@@ -43,10 +39,11 @@ import type { ModelConfig, TrainConfig } from '../model/index.js'
 import { sampleBatch, type TokenArray } from '../model/index.js'
 import { createLog } from '../common/index.js'
 import { NonFiniteError } from '../common/index.js'
-import { route, shadowedStage, shadowHolder, type Hop, type PlusLayout } from '../model/index.js'
+import { route, shadowHolder, type Hop, type PlusLayout } from '../model/index.js'
 import type { Stage, StepResult } from '../model/index.js'
 import { firstNonFinite, MAX_EARLY_ITERATIONS, type Direction, type NonFiniteWhat } from '../protocols/index.js'
 import { EarlyFrameError, UnexpectedFrameError } from './errors.js'
+import { ShadowTrainer, type ShadowComputeLink } from './shadow-trainer.js'
 
 const log = createLog('runtime')
 
@@ -133,15 +130,7 @@ export interface SharedPartLink {
   exchange: (iteration: number, sums: Float32Array[], signal: AbortSignal) => Promise<Float32Array[]>
 }
 
-/** Redundant computation (strategy redundant-compute): this stage's shadow of its successor. */
-export interface ShadowComputeLink {
-  /**
-   * The shadow, an exact copy of the successor's state as it was committed before the assignment's
-   * first iteration (pulled once per assignment, then trained here). `signal` is aborted when the
-   * iteration is dropped.
-   */
-  stage: (signal: AbortSignal) => Promise<Stage>
-}
+export type { ShadowComputeLink }
 
 interface ForwardTask { mb: number, hop: number, x: tf.Tensor }
 
@@ -188,14 +177,8 @@ export class StageRuntime {
   private borrowedFor = -1
   /** The borrow in flight (paper layout holder), and what cuts it off when the iteration is dropped. */
   private borrowing?: { done: Promise<void>, stop: AbortController }
-  /** Redundant computation: the shadow once fetched, its fetch in flight, and the iteration's shadow work. */
-  private shadow?: Stage
-  private shadowFetch?: AbortController
-  /** Set when the shadow missed a step (it could not be fetched in time, or met a non-finite value): no more shadow work under this assignment. */
-  private shadowStale = false
-  private shadowForwards: Array<{ mb: number, x: tf.Tensor }> = []
-  private readonly shadowReady = new Map<number, tf.Tensor | null>()
-  private shadowNext = 0
+  /** Redundant computation: this stage's shadow of its successor (shadow-trainer.ts). */
+  private readonly shadow?: ShadowTrainer
   private lastDone?: DoneInfo
   /** Wall-clock ms of the last gradient all-reduce (0 with one replica). */
   private allReduceMs = 0
@@ -215,6 +198,17 @@ export class StageRuntime {
     if (init.shared?.role === 'holder' && init.shared.weights == null) throw new RangeError(`stage ${init.stage.stage}: holding a copy of the ${init.shared.part} needs weights()`)
     if (init.shadowCompute != null && (share.replicas > 1 || init.checkfreePlus || init.train.stages < 2)) throw new RangeError(`stage ${init.stage.stage}: redundant computation needs 2 or more stages, one replica per stage and no CheckFree+ swaps`)
     this.init = init
+    if (init.shadowCompute != null) {
+      this.shadow = new ShadowTrainer({
+        link: init.shadowCompute,
+        me: init.stage.stage,
+        stages: init.train.stages,
+        microbatches: this.mine,
+        batch: (it, mb) => this.batch(it, mb),
+        tokenShape: [init.train.microbatchSize, init.model.seqLen],
+        wake: () => { this.pump() }
+      })
+    }
   }
 
   /** Replicas of this stage (the all-reduce group), and the microbatches this one runs (ascending). */
@@ -225,9 +219,6 @@ export class StageRuntime {
   private get S (): number { return this.init.train.stages }
   private get M (): number { return this.init.train.microbatches }
   private routeOf (mb: number): Hop[] { return route(this.S, mb, this.init.checkfreePlus, this.init.plusLayout) }
-  /** The successor this stage shadows under redundant computation (its hop index too: the plain route's hop h runs on stage h). */
-  private get shadowOf (): number { return shadowedStage(this.stage.stage, this.S) as number }
-  private get shadowing (): boolean { return this.init.shadowCompute != null && !this.shadowStale }
 
   /** Start iteration `it`. A prepared previous iteration is committed first (begin implies commit). */
   begin (it: number): void {
@@ -262,17 +253,7 @@ export class StageRuntime {
     }
     // the holder of a shared part fetches the owner's weights now, while it waits for its first input
     if (this.init.shared?.role === 'holder') this.startBorrow(this.init.shared)
-    this.shadowNext = 0
-    this.shadowForwarded = new Set()
-    if (this.shadowing) {
-      this.startShadowFetch()
-      if (this.shadowOf === 0) {
-        for (const mb of this.mine) {
-          const b = this.batch(it, mb)
-          this.shadowForwards.push({ mb, x: tf.tensor2d(b.inputs, [this.init.train.microbatchSize, this.init.model.seqLen], 'int32') })
-        }
-      }
-    }
+    this.shadow?.begin(it)
     const early = this.early.filter(f => f.iteration === it)
     this.early = this.early.filter(f => f.iteration > it)
     for (const f of early) this.accept(f.direction, f.mb, f.hop, f.shape, f.data)
@@ -306,7 +287,7 @@ export class StageRuntime {
     if (!this.mine.includes(mb)) throw new UnexpectedFrameError(`microbatch ${mb} is not run by this replica of stage ${this.stage.stage} (it runs ${this.mine.join(', ')})`)
     const hops = this.routeOf(mb)
     if (hop < 0 || hop >= hops.length || (hops[hop].stage !== this.stage.stage && !this.forShadow(direction, mb, hop))) {
-      throw new UnexpectedFrameError(`hop ${hop} of microbatch ${mb} does not run on stage ${this.stage.stage}${this.init.shadowCompute != null ? ` or its shadow of stage ${this.shadowOf}` : ''}`)
+      throw new UnexpectedFrameError(`hop ${hop} of microbatch ${mb} does not run on stage ${this.stage.stage}${this.shadow != null ? ` or its shadow of stage ${this.shadow.of}` : ''}`)
     }
     if (direction === 'backward' && hop === hops.length - 1) throw new UnexpectedFrameError('the loss hop receives no gradient')
     if (direction === 'forward' && hop === 0) throw new UnexpectedFrameError('hop 0 reads tokens, it receives no activations')
@@ -336,16 +317,14 @@ export class StageRuntime {
     this.early.push(f)
   }
 
-  /** True for the gradient of the shadowed stage's output (redundant computation), which stage shadowOf + 1 sends here too. */
+  /** True for the gradient of the shadowed stage's output (redundant computation), which the stage after it sends here too. */
   private forShadow (direction: Direction, mb: number, hop: number): boolean {
-    if (this.init.shadowCompute == null || direction !== 'backward') return false
-    const hops = this.routeOf(mb)
-    return hops[hop]?.stage === this.shadowOf && hop < hops.length - 1
+    return this.shadow != null && direction === 'backward' && this.shadow.takesGradient(hop, this.routeOf(mb).length)
   }
 
   /** Tensors this stage receives in one iteration: a forward input per hop but the first, a gradient per hop but the last (and one per microbatch for a shadow). */
   private framesPerIteration (): number {
-    let n = this.init.shadowCompute != null ? this.mine.length : 0
+    let n = this.shadow != null ? this.mine.length : 0
     for (const mb of this.mine) {
       const hops = this.routeOf(mb)
       hops.forEach((h, i) => { if (h.stage === this.stage.stage) n += (i > 0 ? 1 : 0) + (i < hops.length - 1 ? 1 : 0) })
@@ -358,12 +337,7 @@ export class StageRuntime {
       if (this.forwardsTaken.has(`${mb}:${hop}`)) throw new UnexpectedFrameError(`duplicate activations for ${mb}:${hop}`)
       this.forwardsTaken.add(`${mb}:${hop}`)
     }
-    if (this.forShadow(direction, mb, hop)) {
-      if (this.shadowStale) return // no shadow work any more under this assignment
-      if (this.shadowReady.has(mb)) throw new UnexpectedFrameError(`duplicate shadow gradient for ${mb}:${hop}`)
-      this.shadowReady.set(mb, tf.tensor(data, shape, 'float32'))
-      return
-    }
+    if (this.forShadow(direction, mb, hop)) { this.shadow?.gradient(mb, data, shape); return }
     const t = tf.tensor(data, shape, 'float32')
     if (direction === 'forward') this.forwards.push({ mb, hop, x: t })
     else {
@@ -395,7 +369,7 @@ export class StageRuntime {
           } else if (!(await this.runShadowTask())) break
           this.init.tick?.()
         }
-        if (this.state === 'running' && this.iteration === it && this.next === this.expected.length && this.shadowDone()) await this.finish()
+        if (this.state === 'running' && this.iteration === it && this.next === this.expected.length && (this.shadow?.done ?? true)) await this.finish()
       } catch (err) {
         this.init.failed(err as Error, it)
       } finally {
@@ -437,7 +411,7 @@ export class StageRuntime {
     const data = await out.data() as Float32Array
     const shape = [...out.shape]
     // redundant computation: this output is also the shadow's input (the successor runs hop + 1 on it)
-    if (this.shadowing && hops[hop + 1].stage === this.shadowOf && generation === this.generation) this.shadowForwards.push({ mb, x: out })
+    if (this.shadow?.active === true && hops[hop + 1].stage === this.shadow.of && generation === this.generation) this.shadow.offerInput(mb, out)
     else out.dispose()
     if (generation !== this.generation) return
     this.computeMs += performance.now() - t0
@@ -464,105 +438,23 @@ export class StageRuntime {
     if (!this.sendable('gradient', data, mb, hop - 1)) return
     const prev = this.routeOf(mb)[hop - 1]
     const frame: OutFrame = { iteration: this.iteration, microbatch: mb, hop: hop - 1, direction: 'backward', shape, data }
-    if (this.init.shadowCompute == null) { await this.init.send(prev.stage, frame); return }
+    if (this.shadow == null) { await this.init.send(prev.stage, frame); return }
     // redundant computation: the shadow of stage hop - 1 (held by its predecessor) needs this gradient too
     const holder = shadowHolder(prev.stage, this.S) as number
     if (holder === this.stage.stage) {
-      if (!this.shadowStale && !this.shadowReady.has(mb)) this.shadowReady.set(mb, tf.tensor(data, shape, 'float32'))
-      this.pump()
+      this.shadow.gradient(mb, data, shape) // two stages: this one shadows its own predecessor
       await this.init.send(prev.stage, frame)
     } else {
       await Promise.all([this.init.send(prev.stage, frame), this.init.send(holder, frame)])
     }
   }
 
-  /** Redundant computation: every shadow backward of the iteration has run (or there is no shadow work). */
-  private shadowDone (): boolean {
-    return !this.shadowing || this.shadowNext === this.mine.length
-  }
-
-  /**
-   * Runs one piece of shadow work if one can run: the next shadow backward (in microbatch order,
-   * as the successor accumulates) when its gradient is in, else the oldest shadow forward. False
-   * when nothing could run (the shadow is still being fetched, or waits for a gradient).
-   */
+  /** Runs one piece of shadow work (redundant computation); false when none could run. */
   private async runShadowTask (): Promise<boolean> {
-    if (!this.shadowing) return false
-    const shadow = this.shadow
-    if (shadow == null) { this.startShadowFetch(); return false }
-    const j = this.shadowOf
-    const mb = this.mine[this.shadowNext]
-    if (mb != null && this.shadowReady.has(mb) && this.shadowForwarded.has(mb)) {
-      const dy = this.shadowReady.get(mb) ?? null
-      this.shadowReady.delete(mb)
-      this.shadowNext += 1
-      const t0 = performance.now()
-      try {
-        shadow.backward(`${mb}:${j}`, dy ?? undefined)?.dispose()
-      } finally {
-        dy?.dispose()
-      }
-      this.computeMs += performance.now() - t0
-      return true
-    }
-    const task = this.shadowForwards.shift()
-    if (task == null) return false
-    const generation = this.generation
-    const hops = this.routeOf(task.mb)
-    const last = j === hops.length - 1
-    const t0 = performance.now()
-    let targets: tf.Tensor2D | undefined
-    let out: tf.Tensor
-    try {
-      if (last) targets = tf.tensor2d(this.batch(this.iteration, task.mb).targets, [this.init.train.microbatchSize, this.init.model.seqLen], 'int32')
-      out = shadow.forward(`${task.mb}:${j}`, task.x, hops[j].parts, targets)
-    } finally {
-      task.x.dispose()
-      targets?.dispose()
-    }
-    this.shadowForwarded.add(task.mb)
-    // only the loss hop's output is read (to wait for the compute); the successor sends its own activations
-    if (last) await out.data()
-    out.dispose()
-    if (generation !== this.generation) return true
-    if (last) this.shadowReady.set(task.mb, null) // the loss hop's backward needs no gradient
-    this.computeMs += performance.now() - t0
+    const ms = await this.shadow?.runTask()
+    if (ms == null) return false
+    this.computeMs += ms
     return true
-  }
-
-  /** Microbatches whose shadow forward has run this iteration. */
-  private shadowForwarded = new Set<number>()
-
-  /** Fetches the shadow once per assignment, in the background; pumps when it is in. A failed fetch leaves the shadow stale. */
-  private startShadowFetch (): void {
-    const link = this.init.shadowCompute
-    if (link == null || this.shadow != null || this.shadowFetch != null || this.shadowStale) return
-    const stop = new AbortController()
-    this.shadowFetch = stop
-    link.stage(stop.signal).then(stage => {
-      if (this.shadowFetch === stop) this.shadowFetch = undefined
-      if (stop.signal.aborted) return
-      this.shadow = stage
-      this.pump()
-    }, (err: Error) => {
-      if (this.shadowFetch === stop) this.shadowFetch = undefined
-      if (stop.signal.aborted) return
-      this.markShadowStale(`it could not be fetched: ${err.message}`)
-      this.pump()
-    })
-  }
-
-  /** The shadow missed (or will miss) a step: stop training it under this assignment, and say so. */
-  private markShadowStale (why: string): void {
-    if (this.shadowStale) return
-    this.shadowStale = true
-    log.info(`stage ${this.stage.stage}: its shadow of stage ${this.shadowOf} is no longer an exact copy (${why}); no more redundant computation under this assignment`)
-    this.shadow?.abortStep()
-    this.shadow?.dropSaved()
-    for (const f of this.shadowForwards) f.x.dispose()
-    this.shadowForwards = []
-    for (const t of this.shadowReady.values()) t?.dispose()
-    this.shadowReady.clear()
   }
 
   /** False for a forward that runs the borrowed part before this iteration's borrow is done. */
@@ -683,15 +575,7 @@ export class StageRuntime {
       this.reportNonFinite('gradient', err.message)
       return
     }
-    if (this.shadowing && this.shadow != null) {
-      try {
-        this.shadow.prepareStep(this.M)
-      } catch (err) {
-        // the successor meets the same value and reports it; the iteration is then skipped
-        if (!(err instanceof NonFiniteError)) throw err
-        this.shadow.abortStep()
-      }
-    }
+    this.shadow?.prepare(this.M)
     this.computeMs += performance.now() - t0
     this.state = 'prepared'
     const hasLoss = this.losses.length > 0
@@ -718,10 +602,7 @@ export class StageRuntime {
       return
     }
     this.stage.commitStep(it)
-    if (this.shadowing && this.shadow != null) {
-      if (this.shadow.hasPreparedStep) this.shadow.commitStep(it)
-      else this.markShadowStale(`it has no step for iteration ${it}`)
-    }
+    this.shadow?.commit(it)
     this.init.tick?.()
     this.state = 'idle'
     this.init.committed?.(it, false)
@@ -739,7 +620,7 @@ export class StageRuntime {
     this.iteration = it
     this.dropIteration()
     this.stage.skipStep(it)
-    if (this.shadowing) this.shadow?.skipStep(it)
+    this.shadow?.skip(it)
     this.nonFinite = undefined
     this.state = 'idle'
     this.init.tick?.()
@@ -751,7 +632,6 @@ export class StageRuntime {
     if (it !== this.iteration || this.state === 'idle') return
     this.clearInFlight()
     this.stage.abortStep()
-    this.shadow?.abortStep()
     this.nonFinite = undefined
     this.state = 'idle'
     this.iteration = it - 1
@@ -764,12 +644,7 @@ export class StageRuntime {
     this.reducing = undefined
     this.borrowing?.stop.abort(new Error(`iteration ${this.iteration} dropped`))
     this.borrowing = undefined
-    for (const f of this.shadowForwards) f.x.dispose()
-    this.shadowForwards = []
-    for (const t of this.shadowReady.values()) t?.dispose()
-    this.shadowReady.clear()
-    this.shadowForwarded.clear()
-    this.shadow?.dropSaved()
+    this.shadow?.drop()
     for (const f of this.forwards) f.x.dispose()
     this.forwards = []
     for (const t of this.ready.values()) t?.dispose()
@@ -785,7 +660,6 @@ export class StageRuntime {
 
   dispose (): void {
     this.clearInFlight()
-    this.shadowFetch?.abort(new Error('runtime disposed'))
-    this.shadowFetch = undefined
+    this.shadow?.dispose()
   }
 }
