@@ -177,9 +177,18 @@ export class Coordinator extends EventEmitter {
     this.emit('change')
   }
 
-  /** A neighbour's stream to `suspect` broke: believed only from an assigned reporter, about an assigned peer. */
+  /**
+   * A neighbour's stream to `suspect` broke: believed only from an assigned reporter, about an
+   * assigned peer. A report made under an earlier epoch about a peer that holds no stage any more is
+   * about a pipeline already replaced (a neighbour's stream to a lost peer breaks while its recovery
+   * runs): expected, and dropped quietly.
+   */
   protected onStreamBreak (m: StreamBreakReport, from: string): void {
     const assigned = this.assignedPeers()
+    if (from === m.reporter && m.epoch < this.epoch && !assigned.includes(m.suspect)) {
+      log('stream-break report from %s about %s under epoch %d dropped: the cluster is at epoch %d, without it', from, m.suspect, m.epoch, this.epoch)
+      return
+    }
     if (from !== m.reporter || !assigned.includes(from) || !assigned.includes(m.suspect)) {
       log.error('stream-break report from %s about %s ignored: the reporter must be the sender and both must hold stages', from, m.suspect)
       return
