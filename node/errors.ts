@@ -66,3 +66,12 @@ export class DataRequiredError extends DataError {
 export class ReplicaJoinError extends SpotpipeError {
   constructor (message: string) { super('ERR_REPLICA_JOIN', message) }
 }
+
+/**
+ * A copy this peer's stage needs to run could not be had: the paper layout's mirror of its owner's
+ * embedding or head for the iteration it runs, or the redundant-compute shadow of its successor
+ * (waited for up to held-copies.ts HELD_COPY_WAIT_MS, or the assignment changed meanwhile).
+ */
+export class HeldCopyUnavailableError extends SpotpipeError {
+  constructor (message: string) { super('ERR_HELD_COPY_UNAVAILABLE', message) }
+}

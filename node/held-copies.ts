@@ -13,7 +13,8 @@
  * The peer (peer.ts) decides when to refresh or drop them; this module keeps them and answers
  * weight requests from them.
  */
-import { createLog, SpotpipeError } from '../common/index.js'
+import { createLog } from '../common/index.js'
+import { HeldCopyUnavailableError } from './errors.js'
 import { embedSpecs, headSpecs } from '../model/index.js'
 import { mirroredOwners, shadowedStage, sharedPart, type PlusLayout } from '../model/index.js'
 import type { TensorSet } from '../model/index.js'
@@ -72,11 +73,6 @@ function lease (held: HeldState): WeightsSnapshot {
       held.readers = (held.readers ?? 1) - 1
     }
   }
-}
-
-/** The paper layout's holder waited MIRROR_WAIT_MS for its owner's weights of the iteration it runs, in vain. */
-export class MirrorUnavailableError extends SpotpipeError {
-  constructor (message: string) { super('ERR_MIRROR_UNAVAILABLE', message) }
 }
 
 export class HeldCopies {
@@ -203,17 +199,17 @@ export class HeldCopies {
    * Paper layout: the mirror of stage `owner`'s part as committed at `minIteration` or later, pulled
    * now unless a pull already in flight brings it. Owner and holder apply a commit at about the same
    * moment, and a rebuilt owner serves only once installed, so a refused pull is asked again until
-   * MIRROR_WAIT_MS have passed (MirrorUnavailableError) or `signal` is aborted.
+   * HELD_COPY_WAIT_MS have passed (HeldCopyUnavailableError) or `signal` is aborted.
    */
   async awaitMirror (ctx: RefreshContext, owner: number, minIteration: number, signal: AbortSignal): Promise<HeldState> {
-    const deadline = Date.now() + MIRROR_WAIT_MS
+    const deadline = Date.now() + HELD_COPY_WAIT_MS
     let lastError: Error | undefined
     for (;;) {
       const m = this.mirror
       if (m != null && m.stage === owner && m.iteration >= minIteration) return m
       signal.throwIfAborted()
-      if (!ctx.stillCurrent()) throw new MirrorUnavailableError(`the assignment changed while waiting for stage ${owner}'s weights of iteration ${minIteration}`)
-      if (Date.now() > deadline) throw new MirrorUnavailableError(`stage ${owner} did not serve its weights of iteration ${minIteration} within ${MIRROR_WAIT_MS} ms${lastError != null ? `: ${lastError.message}` : ''}`)
+      if (!ctx.stillCurrent()) throw new HeldCopyUnavailableError(`the assignment changed while waiting for stage ${owner}'s weights of iteration ${minIteration}`)
+      if (Date.now() > deadline) throw new HeldCopyUnavailableError(`stage ${owner} did not serve its weights of iteration ${minIteration} within ${HELD_COPY_WAIT_MS} ms${lastError != null ? `: ${lastError.message}` : ''}`)
       const inFlight = this.mirrorPull
       try {
         if (inFlight != null && inFlight.minIteration >= minIteration) await inFlight.done
@@ -233,7 +229,7 @@ export class HeldCopies {
   private async pullMirror (ctx: RefreshContext, owner: number, minIteration: number, signal?: AbortSignal): Promise<void> {
     const names = (owner === 0 ? embedSpecs(ctx.model) : headSpecs(ctx.model)).map(x => x.name)
     const holder = ctx.holderOf(owner)
-    if (holder == null || holder === ctx.self) throw new MirrorUnavailableError(`no other peer holds stage ${owner}`)
+    if (holder == null || holder === ctx.self) throw new HeldCopyUnavailableError(`no other peer holds stage ${owner}`)
     const done = (async () => {
       for (let attempt = 0; ; attempt++) {
         try {
@@ -276,16 +272,16 @@ export class HeldCopies {
   /**
    * Pulls the successor's whole state (weights, moments, metadata) of ctx.committed, asking again
    * while its peer has not installed it (a rebuilt successor serves only once installed) for up to
-   * MIRROR_WAIT_MS, and makes it the live shadow. The old one stays served until then: a peer
+   * HELD_COPY_WAIT_MS, and makes it the live shadow. The old one stays served until then: a peer
    * rebuilding the successor from it by the replica rung may still be pulling it.
    */
   private startLiveShadowPull (ctx: RefreshContext): { ctx: RefreshContext, done: Promise<Stage> } {
     const succ = shadowedStage(ctx.stage.stage, ctx.stages) as number
     const done = (async () => {
-      const deadline = Date.now() + MIRROR_WAIT_MS
+      const deadline = Date.now() + HELD_COPY_WAIT_MS
       for (;;) {
         const holder = ctx.holderOf(succ)
-        if (holder == null || holder === ctx.self) throw new MirrorUnavailableError(`no other peer holds stage ${succ} to shadow`)
+        if (holder == null || holder === ctx.self) throw new HeldCopyUnavailableError(`no other peer holds stage ${succ} to shadow`)
         try {
           const r = await ctx.fetch(holder, { stage: succ, minIteration: ctx.committed, includeOptimizer: true })
           const state = stateFromTensorSet(r.tensors)
@@ -296,7 +292,7 @@ export class HeldCopies {
             stage.dispose()
             throw err
           }
-          if (!ctx.stillCurrent()) { stage.dispose(); throw new MirrorUnavailableError('the assignment changed while the shadow was pulled') }
+          if (!ctx.stillCurrent()) { stage.dispose(); throw new HeldCopyUnavailableError('the assignment changed while the shadow was pulled') }
           this.liveShadow?.dispose()
           this.liveShadow = stage
           ctx.replaced(succ)
@@ -335,8 +331,9 @@ export class HeldCopies {
 const SHADOW_RETRIES = 20
 const SHADOW_RETRY_MS = 25
 /**
- * How long the paper layout's holder waits for its owner's weights before its iteration fails. The
- * owner may be a peer still rebuilding its stage (a recovery's transfer and install: seconds), and
- * an owner that is gone is found by the failure detector first, which replaces the assignment.
+ * How long a stage waits for a copy it runs (the paper layout's mirror, the redundant-compute
+ * shadow) before its iteration fails (or its shadow goes stale). The source may be a peer still
+ * rebuilding its stage (a recovery's transfer and install: seconds), and a source that is gone is
+ * found by the failure detector first, which replaces the assignment.
  */
-const MIRROR_WAIT_MS = 60_000
+const HELD_COPY_WAIT_MS = 60_000
