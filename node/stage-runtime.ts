@@ -361,12 +361,14 @@ export class StageRuntime {
             this.ready.delete(key)
             this.next += 1
             await this.runBackward(key, dy)
-          } else if (this.forwards.length > 0) {
-            // oldest first, but a forward waiting for borrowed weights lets the others by
+          } else {
+            // oldest forward first, but one waiting for borrowed weights lets the others by (the
+            // borrow's completion pumps again); else shadow work. A frame that came in while the
+            // shadow was asked found this loop busy: look again before leaving.
             const i = this.forwards.findIndex(f => this.canRun(f))
             if (i >= 0) await this.runForward(this.forwards.splice(i, 1)[0])
-            else if (!(await this.runShadowTask())) break // the borrow's completion pumps again
-          } else if (!(await this.runShadowTask())) break
+            else if (!(await this.runShadowTask()) && !this.runnable()) break
+          }
           this.init.tick?.()
         }
         if (this.state === 'running' && this.iteration === it && this.next === this.expected.length && (this.shadow?.done ?? true)) await this.finish()
@@ -447,6 +449,12 @@ export class StageRuntime {
     } else {
       await Promise.all([this.init.send(prev.stage, frame), this.init.send(holder, frame)])
     }
+  }
+
+  /** True when the next expected backward's gradient is in, or a forward can run. */
+  private runnable (): boolean {
+    const key = this.expected[this.next]
+    return (key != null && this.ready.has(key)) || this.forwards.some(f => this.canRun(f))
   }
 
   /** Runs one piece of shadow work (redundant computation); false when none could run. */
