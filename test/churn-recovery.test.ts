@@ -125,6 +125,81 @@ describe('churn-proof recovery (real processes, real signals)', () => {
     expect(c.coord.iteration).toBe(6)
   }, 180_000)
 
+  it('a recovery target SIGKILLed after installing its stage, while the round waits for another stage, is recovered again instead of kept', async () => {
+    // found by the chaos suite (seed 2): a stage rebuilt on a spare that was killed right after it
+    // installed, while another stage had not taken the epoch yet. The round settled the stage on
+    // the dead peer, the detector (which had already reported it) never spoke of it again, and
+    // every iteration after waited for its done report: no commit until the run ended.
+    cluster = track(new TestCluster({ clusterId: 'lostinstalled', model, train, strategy: 'checkfree', heartbeatTimeoutMs: 20_000 }))
+    await cluster.startCoordinator()
+    const c = cluster
+    await Promise.all(Array.from({ length: 6 }, async () => await c.addPeer()))
+    const log = recorder(c)
+    await c.coord.assignInitial({ timeoutMs: 30_000 })
+    await trainFor(c, 3)
+    const assigned = new Set(c.coord.assignedPeers())
+    const spares = c.peers.filter(p => !assigned.has(p.peerId))
+    expect(spares).toHaveLength(2)
+    // stage 3's peer hangs (SIGSTOP, well inside the 20 s silence floor): it cannot take the
+    // round's epoch, so the round stays open after stage 1's rebuild is installed
+    const held = c.holder(3)
+    held.proc.child.kill('SIGSTOP')
+    c.holder(1).proc.child.kill('SIGKILL')
+    const running = c.coord.run(3, {})
+    const installed = (): TestPeer | undefined => spares.find(p => {
+      const hb = c.coord.heartbeatOf(p.peerId)
+      return hb?.stage === 1 && hb.epoch === c.coord.epoch
+    })
+    // a rebuilt peer claims its stage in its heartbeats only once installed, right after it sent recovery-done
+    await c.coord.until(() => installed() != null, 'a spare to install stage 1', 60_000)
+    const target = installed() as TestPeer
+    await new Promise(resolve => setTimeout(resolve, 300))
+    target.proc.child.kill('SIGKILL')
+    await target.proc.exited
+    held.proc.child.kill('SIGCONT')
+    await resumes(c, log, running)
+    expect(log.failed.find(e => e.stage === 1 && e.targetPeer === target.peerId), `a failed record for the dead target; failed: ${JSON.stringify(log.failed.map(e => [e.stage, e.epoch, e.targetPeer.slice(-6), e.reason]))}`).toMatchObject({ rung: 'checkfree', outcome: 'failed' })
+    const other = spares.find(p => p !== target) as TestPeer
+    expect(log.recovered.filter(e => e.stage === 1).at(-1), 'stage 1 recovered on the other spare').toMatchObject({ targetPeer: other.peerId, outcome: 'recovered' })
+    expect(c.coord.assignment?.stages[1].peers).toEqual([other.peerId])
+    expect(c.coord.iteration).toBe(6)
+  }, 180_000)
+
+  it('a rejoiner SIGKILLed after taking its stage back, while the round waits for another stage, is not kept', async () => {
+    // the same hole for the rejoin rung: the peer was still counted lost by the detector while its
+    // rejoin round ran, so its death went unheard and the round settled the stage on it
+    cluster = track(new TestCluster({ clusterId: 'lostrejoiner', model, train, strategy: 'checkfree', heartbeatTimeoutMs: 20_000 }))
+    await cluster.startCoordinator()
+    const c = cluster
+    await Promise.all(Array.from({ length: 5 }, async () => await c.addPeer()))
+    const log = recorder(c)
+    await c.coord.assignInitial({ timeoutMs: 30_000 })
+    await trainFor(c, 3)
+    const assigned = new Set(c.coord.assignedPeers())
+    const spare = c.peers.find(p => !assigned.has(p.peerId)) as TestPeer
+    const held = c.holder(3)
+    const rejoiner = c.holder(2)
+    held.proc.child.kill('SIGSTOP')
+    // judged lost while it is in fact fine (a partition that healed): its next heartbeat shows its
+    // state intact, so the ladder's first rung takes it back
+    const lostAt = Date.now()
+    c.coord.detector.markLost(rejoiner.peerId, 'test: a partition')
+    await c.coord.until(() => (c.coord.heartbeatOf(rejoiner.peerId)?.timestampMs ?? 0) > lostAt + 50, 'a heartbeat after the loss', 15_000)
+    const epoch = c.coord.epoch
+    const running = c.coord.run(3, {})
+    await c.coord.until(() => c.coord.epoch > epoch && c.coord.heartbeatOf(rejoiner.peerId)?.epoch === c.coord.epoch, 'the rejoiner to take the round\'s epoch', 30_000)
+    rejoiner.proc.child.kill('SIGKILL')
+    await rejoiner.proc.exited
+    await new Promise(resolve => setTimeout(resolve, 300))
+    held.proc.child.kill('SIGCONT')
+    await resumes(c, log, running)
+    expect(log.failed.find(e => e.stage === 2 && e.rung === 'rejoin'), 'the failed rejoin is on record').toMatchObject({ targetPeer: rejoiner.peerId, outcome: 'failed', reason: expect.stringMatching(/lost during the round/) as unknown as string })
+    expect(log.recovered.some(e => e.stage === 2 && e.rung === 'rejoin'), `no rejoin on record; recovered: ${JSON.stringify(log.recovered.map(e => [e.stage, e.rung, e.targetPeer.slice(-6)]))}`).toBe(false)
+    expect(log.recovered.filter(e => e.stage === 2).at(-1), 'stage 2 recovered on the spare').toMatchObject({ targetPeer: spare.peerId, outcome: 'recovered' })
+    expect(c.coord.assignment?.stages[2].peers).toEqual([spare.peerId])
+    expect(c.coord.iteration).toBe(6)
+  }, 180_000)
+
   it('failure 5: a rebuild that fails on the peer is reported, and the coordinator falls to the next rung instead of exiting', async () => {
     cluster = track(new TestCluster({ clusterId: 'failrebuild', model, train, strategy: 'checkfree' }))
     await cluster.startCoordinator()

@@ -97,6 +97,12 @@ export class RecoveryMachine {
   private readonly restarted = new Set<string>()
   /** The round in flight, by stage. */
   private active = new Map<number, RecoveryRecord>()
+  /**
+   * Peers lost since the round in flight was published. A recovery's target or a rejoiner holds a
+   * stage that is still counted lost from before, so its own loss adds no new lost stage: the
+   * watch looks here to know the round lost a holder.
+   */
+  private readonly roundLost = new Map<string, LostPeer>()
   /** Rungs that failed for a stage since it was lost: the ladder skips them. */
   private readonly excluded = new Map<number, Set<RecoveryRung>>()
   /** recovery-done/-failed reports that arrived before their round was watching, by `epoch:stage`. */
@@ -116,6 +122,7 @@ export class RecoveryMachine {
 
   /** The detector declared `l.peerId` lost: its stage (if any) is lost; recoveries it serves or targets fail. */
   peerLost (l: LostPeer): void {
+    this.roundLost.set(l.peerId, l)
     const s = this.stageHeldBy(l.peerId)
     const info = { peer: l.peerId, cause: l.cause, lastSeen: l.lastSeen, detectedAt: l.detectedAt }
     if (s != null && !this.lost.has(s) && !this.dropped.has(l.peerId)) {
@@ -351,6 +358,10 @@ export class RecoveryMachine {
     this.abandoned.clear()
     for (const p of [...rejoins, ...plans]) next[p.stage] = [p.target]
     const committed = c.iteration - 1
+    // a rejoiner is watched again from now: the detector reports each peer lost once, so one still
+    // counted lost from before could die during the round unheard
+    for (const p of rejoins) c.forgetLoss(p.target)
+    this.roundLost.clear()
     const published = await c.publishAssignment(next, plans)
     this.active = new Map(plans.map(p => [p.stage, new RecoveryRecord({
       plan: p, epoch: published.epoch, committed, loss: this.lossOf(p.stage, a), deadlineMs: this.deadlineMs(p)
@@ -360,8 +371,19 @@ export class RecoveryMachine {
     for (const r of records) this.applyEarly(r)
     // 4. watch
     const outcome = await this.watch(published, records, opts.signal, rejoins.map(p => p.stage))
-    // 5. settle: installed stages are healthy whatever became of the others
-    for (const p of rejoins) this.rejoined(p, a)
+    // 5. settle: installed stages are healthy whatever became of the others. A rejoiner lost during
+    // the round is not: its stage stays lost, now from this loss (the heartbeat that made it a
+    // rejoin candidate is older than the loss, so the next round does not take it back again)
+    for (const p of rejoins) {
+      const again = this.roundLost.get(p.target)
+      if (again == null) { this.rejoined(p, a); continue }
+      const reason = `the rejoiner ${short(p.target)} was lost during the round (${again.cause})`
+      const e: RecoveryEvent = { ...lossEvent(p.stage, this.lossOf(p.stage, a), published.epoch, c.iteration), rung: 'rejoin', targetPeer: p.target, donors: [], outcome: 'failed', reason, iterationsBehind: 0 }
+      this.lost.set(p.stage, { peer: p.target, cause: again.cause, lastSeen: again.lastSeen, detectedAt: again.detectedAt })
+      log.info(`stage ${p.stage}: ${reason}; planning again`)
+      c.recoveries.push(e)
+      c.emit('recovery-failed', e)
+    }
     this.survived(published)
     const installed = records.filter(r => r.state === 'installed')
     for (const r of installed) this.settle(r, a)
@@ -452,6 +474,10 @@ export class RecoveryMachine {
       for (const r of records) {
         if (r.state === 'planned' && c.heartbeatOf(r.target)?.epoch === a.epoch) r.move('transferring')
         if (r.open && now > r.deadlineAt) r.fail(`no progress within its deadline of ${r.deadlineAt - r.plannedAt} ms`, 'rung')
+        // installed, then lost while the round waited for other stages: settling it would hand the
+        // stage to a dead peer that the detector never reports again (the chaos suite: a stage
+        // killed just after its rebuild; every iteration after waited for its done report)
+        if (r.state === 'installed' && this.roundLost.has(r.target)) r.fail(`its target ${short(r.target)} was lost after it installed the stage`, 'superseded')
       }
       if (records.some(r => r.state === 'failed')) {
         for (const r of records) if (r.open) r.fail('superseded: another stage of its round failed', 'superseded')
@@ -465,8 +491,11 @@ export class RecoveryMachine {
       // dead one's heartbeat for ever)
       const newLoss = [...this.lost.keys()].find(s => !lostBefore.has(s) || (!planned.has(s) && (a.stages[s]?.peers.length ?? 0) > 0))
       const droppedNow = a.stages.find(st => st.peers.some(p => this.dropped.has(p)))?.stage
-      if (newLoss != null || droppedNow != null || a.stages.some(st => st.peers.some(p => this.departing.has(p)))) {
-        const what = newLoss != null ? `stage ${newLoss}` : droppedNow != null ? `a replica of stage ${droppedNow}` : 'stage (departing)'
+      // a rejoiner lost during the round (its stage was lost before, so newLoss does not see it);
+      // the round would otherwise wait for ever for the dead peer to take the epoch
+      const holderLost = a.stages.find(st => rejoining.includes(st.stage) && st.peers.some(p => this.roundLost.has(p)))?.stage
+      if (newLoss != null || droppedNow != null || holderLost != null || a.stages.some(st => st.peers.some(p => this.departing.has(p)))) {
+        const what = newLoss != null ? `stage ${newLoss}` : droppedNow != null ? `a replica of stage ${droppedNow}` : holderLost != null ? `the rejoiner of stage ${holderLost}` : 'stage (departing)'
         for (const r of records) if (r.open) r.fail(`superseded: ${what} lost during the recovery`, 'superseded')
         outcome = 'failed'
         return true
