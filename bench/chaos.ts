@@ -11,6 +11,7 @@
  */
 import '../common/polyfill.js'
 import { parseArgs } from 'node:util'
+import { exitOnFatalError } from '../common/index.js'
 import { ChaosConfigError, benchLines, checkInvariants, formatReport, runChaos } from '../sim/chaos/index.js'
 
 const { values } = parseArgs({
@@ -39,6 +40,7 @@ function num (name: string, raw: string | undefined, min: number): number {
 // Ctrl-C or a kill runs the exit handlers, which kill the fleet (without these, a SIGTERMed soak
 // left its seven peers and the coordinator running)
 process.once('SIGINT', () => { process.exit(130) })
+exitOnFatalError() // so does a crash (common/fatal-exit.ts)
 process.once('SIGTERM', () => { process.exit(143) })
 
 const minutes = num('minutes', values.minutes, 0.1)

@@ -3,6 +3,7 @@
  * interrupted or terminated, so no donor or member outlives a failed run.
  */
 import type { ChildProcess } from 'node:child_process'
+import { exitOnFatalError } from '../common/index.js'
 
 export const children = new Set<ChildProcess>()
 
@@ -12,5 +13,7 @@ export function killChildren (): void {
 }
 
 process.on('exit', killChildren)
+// an error thrown inside tfjs-wasm's own handlers would end the process without 'exit'
+exitOnFatalError()
 process.on('SIGINT', () => { killChildren(); process.exit(130) })
 process.on('SIGTERM', () => { killChildren(); process.exit(143) })

@@ -8,11 +8,13 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Coordinator, type CoordinatorInit } from '../coordinator/index.js'
-import { tuneHeapGrowth } from '../common/index.js'
+import { exitOnFatalError, tuneHeapGrowth } from '../common/index.js'
 import { createClusterSecret, spawnPeer, type PeerAccess } from '../sim/peer-process.js'
 
 // the benchmarks' coordinator runs in this process: tuned as `spotpipe coordinator` is
 tuneHeapGrowth()
+// a crash, even inside tfjs-wasm's own error handlers, still runs the exit hook below
+exitOnFatalError()
 
 const children = new Set<ChildProcess>()
 const secretDirs = new Set<string>()

@@ -19,6 +19,7 @@ import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto'
 import { once } from 'node:events'
 import { createConnection, createServer, type Socket } from 'node:net'
 import { fileURLToPath, pathToFileURL } from 'node:url'
+import { exitOnFatalError } from '../common/index.js'
 
 const MB = 1024 * 1024
 const RECORD_BYTES = 64 * 1024
@@ -73,6 +74,7 @@ export async function measureSealedRawTransfer (totalBytes = 256 * MB): Promise<
   })
   const killChild = (): void => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL') }
   process.once('exit', killChild)
+  exitOnFatalError()
   const timer = setTimeout(killChild, TIMEOUT_MS)
   let socket: Socket | undefined
   try {

@@ -3,7 +3,7 @@
  * into a one-line message and a non-zero exit (a stack trace only with DEBUG set).
  */
 import '../common/polyfill.js'
-import { tuneHeapGrowth } from '../common/index.js'
+import { exitOnFatalError, tuneHeapGrowth } from '../common/index.js'
 import { SpotpipeError } from '../common/index.js'
 import { UsageError } from './errors.js'
 
@@ -76,6 +76,8 @@ export async function main (argv: string[]): Promise<void> {
     const cmd = COMMANDS[name]
     if (cmd == null) throw new UsageError(`unknown command "${name}" (try: ${Object.keys(COMMANDS).join(', ')})`)
     tuneHeapGrowth()
+    // a crash still runs the exit hooks that stop the peers a command started (common/fatal-exit.ts)
+    exitOnFatalError()
     await cmd.run(rest)
   } catch (err) {
     const e = err as Error
