@@ -40,8 +40,8 @@ function num (name: string, raw: string | undefined, min: number): number {
 // Ctrl-C or a kill runs the exit handlers, which kill the fleet (without these, a SIGTERMed soak
 // left its seven peers and the coordinator running)
 process.once('SIGINT', () => { process.exit(130) })
-exitOnFatalError() // so does a crash (common/fatal-exit.ts)
 process.once('SIGTERM', () => { process.exit(143) })
+exitOnFatalError() // and so does a crash (common/fatal-exit.ts)
 
 const minutes = num('minutes', values.minutes, 0.1)
 const seed = num('seed', values.seed, 0)

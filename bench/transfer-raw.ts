@@ -74,7 +74,6 @@ export async function measureSealedRawTransfer (totalBytes = 256 * MB): Promise<
   })
   const killChild = (): void => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL') }
   process.once('exit', killChild)
-  exitOnFatalError()
   const timer = setTimeout(killChild, TIMEOUT_MS)
   let socket: Socket | undefined
   try {
@@ -199,4 +198,4 @@ async function main (): Promise<void> {
 // only when run directly: a bench importing measureSealedRawTransfer must not start either role
 const isMain = process.argv[1] != null && import.meta.url === pathToFileURL(process.argv[1]).href
 if (isMain && process.argv.includes(CHILD_FLAG)) await receiver()
-else if (isMain) await main()
+else if (isMain) { exitOnFatalError(); await main() }

@@ -16,7 +16,7 @@
 let installed = false
 
 /** Exit code of a process ended by an uncaught error, as Node's own default. */
-export const FATAL_EXIT_CODE = 1
+const FATAL_EXIT_CODE = 1
 
 export function exitOnFatalError (): void {
   if (installed) return

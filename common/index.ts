@@ -12,4 +12,4 @@ export {
 } from './errors.js'
 export { createLog, type Log } from './log.js'
 export { HEAP_GROWING_PERCENT, tuneHeapGrowth } from './heap-tuning.js'
-export { FATAL_EXIT_CODE, exitOnFatalError } from './fatal-exit.js'
+export { exitOnFatalError } from './fatal-exit.js'

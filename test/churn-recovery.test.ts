@@ -125,20 +125,28 @@ describe('churn-proof recovery (real processes, real signals)', () => {
     expect(c.coord.iteration).toBe(6)
   }, 180_000)
 
+  /**
+   * 4 stage peers and `spares` spares, 3 iterations trained, a 20 s silence floor (a SIGSTOPped
+   * peer holding a round open is not declared lost meanwhile); returns the spares too.
+   */
+  async function trainedCluster (clusterId: string, spares: number): Promise<{ c: TestCluster, log: ReturnType<typeof recorder>, spares: TestPeer[] }> {
+    const c = track(new TestCluster({ clusterId, model, train, strategy: 'checkfree', heartbeatTimeoutMs: 20_000 }))
+    cluster = c
+    await c.startCoordinator()
+    await Promise.all(Array.from({ length: 4 + spares }, async () => await c.addPeer()))
+    const log = recorder(c)
+    await c.coord.assignInitial({ timeoutMs: 30_000 })
+    await trainFor(c, 3)
+    const assigned = new Set(c.coord.assignedPeers())
+    return { c, log, spares: c.peers.filter(p => !assigned.has(p.peerId)) }
+  }
+
   it('a recovery target SIGKILLed after installing its stage, while the round waits for another stage, is recovered again instead of kept', async () => {
     // found by the chaos suite (seed 2): a stage rebuilt on a spare that was killed right after it
     // installed, while another stage had not taken the epoch yet. The round settled the stage on
     // the dead peer, the detector (which had already reported it) never spoke of it again, and
     // every iteration after waited for its done report: no commit until the run ended.
-    cluster = track(new TestCluster({ clusterId: 'lostinstalled', model, train, strategy: 'checkfree', heartbeatTimeoutMs: 20_000 }))
-    await cluster.startCoordinator()
-    const c = cluster
-    await Promise.all(Array.from({ length: 6 }, async () => await c.addPeer()))
-    const log = recorder(c)
-    await c.coord.assignInitial({ timeoutMs: 30_000 })
-    await trainFor(c, 3)
-    const assigned = new Set(c.coord.assignedPeers())
-    const spares = c.peers.filter(p => !assigned.has(p.peerId))
+    const { c, log, spares } = await trainedCluster('lostinstalled', 2)
     expect(spares).toHaveLength(2)
     // stage 3's peer hangs (SIGSTOP, well inside the 20 s silence floor): it cannot take the
     // round's epoch, so the round stays open after stage 1's rebuild is installed
@@ -168,15 +176,7 @@ describe('churn-proof recovery (real processes, real signals)', () => {
   it('a rejoiner SIGKILLed after taking its stage back, while the round waits for another stage, is not kept', async () => {
     // the same hole for the rejoin rung: the peer was still counted lost by the detector while its
     // rejoin round ran, so its death went unheard and the round settled the stage on it
-    cluster = track(new TestCluster({ clusterId: 'lostrejoiner', model, train, strategy: 'checkfree', heartbeatTimeoutMs: 20_000 }))
-    await cluster.startCoordinator()
-    const c = cluster
-    await Promise.all(Array.from({ length: 5 }, async () => await c.addPeer()))
-    const log = recorder(c)
-    await c.coord.assignInitial({ timeoutMs: 30_000 })
-    await trainFor(c, 3)
-    const assigned = new Set(c.coord.assignedPeers())
-    const spare = c.peers.find(p => !assigned.has(p.peerId)) as TestPeer
+    const { c, log, spares: [spare] } = await trainedCluster('lostrejoiner', 1)
     const held = c.holder(3)
     const rejoiner = c.holder(2)
     held.proc.child.kill('SIGSTOP')

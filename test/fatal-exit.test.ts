@@ -50,18 +50,15 @@ describe('a crash of an entry point ends the processes it started', () => {
     expect(await goneWithin(r.grandchild, 500)).toBe(false)
   }, 60_000)
 
-  it('an uncaught exception: exit code 1, the error on stderr, the exit listener kills the grandchild', async () => {
-    const r = await crash('throw', 'guarded')
+  // an unhandled rejection reaches our listener as an exception too: tfjs-wasm's
+  // unhandledRejection listener rethrows the reason
+  it.each([
+    { what: 'an uncaught exception', how: 'throw' as const, said: /uncaught exception: Error: boom \(thrown\)/ },
+    { what: 'an unhandled rejection', how: 'reject' as const, said: /uncaught exception: Error: boom \(rejected\)/ }
+  ])('$what: exit code 1, the error on stderr, the exit listener kills the grandchild', async ({ how, said }) => {
+    const r = await crash(how, 'guarded')
     expect(r.code).toBe(1)
-    expect(r.stderr).toMatch(/uncaught exception: Error: boom \(thrown\)/)
-    expect(await goneWithin(r.grandchild, 5000)).toBe(true)
-  }, 60_000)
-
-  it('an unhandled rejection: exit code 1, the error on stderr, the exit listener kills the grandchild', async () => {
-    const r = await crash('reject', 'guarded')
-    expect(r.code).toBe(1)
-    // tfjs-wasm's unhandledRejection listener rethrows the reason: it reaches ours as an exception
-    expect(r.stderr).toMatch(/uncaught exception: Error: boom \(rejected\)/)
+    expect(r.stderr).toMatch(said)
     expect(await goneWithin(r.grandchild, 5000)).toBe(true)
   }, 60_000)
 })

@@ -376,13 +376,8 @@ export class RecoveryMachine {
     // rejoin candidate is older than the loss, so the next round does not take it back again)
     for (const p of rejoins) {
       const again = this.roundLost.get(p.target)
-      if (again == null) { this.rejoined(p, a); continue }
-      const reason = `the rejoiner ${short(p.target)} was lost during the round (${again.cause})`
-      const e: RecoveryEvent = { ...lossEvent(p.stage, this.lossOf(p.stage, a), published.epoch, c.iteration), rung: 'rejoin', targetPeer: p.target, donors: [], outcome: 'failed', reason, iterationsBehind: 0 }
-      this.lost.set(p.stage, { peer: p.target, cause: again.cause, lastSeen: again.lastSeen, detectedAt: again.detectedAt })
-      log.info(`stage ${p.stage}: ${reason}; planning again`)
-      c.recoveries.push(e)
-      c.emit('recovery-failed', e)
+      if (again == null) this.rejoined(p, a)
+      else this.rejoinLost(p, a, again)
     }
     this.survived(published)
     const installed = records.filter(r => r.state === 'installed')
@@ -710,21 +705,38 @@ export class RecoveryMachine {
 
   /** A lost peer was taken back on its stage with its own state: record it. */
   private rejoined (p: StagePlan, old: Assignment): void {
-    const info = this.lossOf(p.stage, old)
+    const e = this.rejoinEvent(p, old, 'recovered')
     this.lost.delete(p.stage)
     this.excluded.delete(p.stage)
     this.host.forgetLoss(p.target)
-    const e: RecoveryEvent = {
-      ...lossEvent(p.stage, info, this.host.epoch, this.host.iteration),
-      rung: 'rejoin',
-      targetPeer: p.target,
-      donors: [],
-      outcome: 'recovered',
-      iterationsBehind: 0
-    }
     log.info(`stage ${p.stage}: peer ${short(p.target)} is back with its state intact: it keeps the stage`)
     this.host.recoveries.push(e)
     this.host.emit('recovery', [e])
+  }
+
+  /**
+   * A rejoiner lost during its round (`again`): the stage stays lost, now from this loss, so the
+   * next round does not take the dead peer back on the heartbeat that made it a candidate. Recorded.
+   */
+  private rejoinLost (p: StagePlan, old: Assignment, again: LostPeer): void {
+    const reason = `the rejoiner ${short(p.target)} was lost during the round (${again.cause})`
+    const e = this.rejoinEvent(p, old, 'failed', reason)
+    this.lost.set(p.stage, { peer: p.target, cause: again.cause, lastSeen: again.lastSeen, detectedAt: again.detectedAt })
+    log.info(`stage ${p.stage}: ${reason}; planning again`)
+    this.host.recoveries.push(e)
+    this.host.emit('recovery-failed', e)
+  }
+
+  private rejoinEvent (p: StagePlan, old: Assignment, outcome: RecoveryEvent['outcome'], reason?: string): RecoveryEvent {
+    return {
+      ...lossEvent(p.stage, this.lossOf(p.stage, old), this.host.epoch, this.host.iteration),
+      rung: 'rejoin',
+      targetPeer: p.target,
+      donors: [],
+      outcome,
+      ...(reason != null ? { reason } : {}),
+      iterationsBehind: 0
+    }
   }
 
   private exclude (stage: number, rung: RecoveryRung): void {
