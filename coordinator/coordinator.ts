@@ -405,6 +405,7 @@ export class Coordinator extends EventEmitter {
       // the replicas of a stage step on the same summed gradient: their norms are equal
       gradNorms: a.stages.map(s => this.reports.get(s.peers[0])?.gradNorm ?? NaN),
       allReduceMs: a.stages.map(s => Math.max(0, ...s.peers.map(p => this.reports.get(p)?.allReduceMs ?? 0))),
+      computeMs: a.stages.map(s => Math.max(0, ...s.peers.map(p => this.reports.get(p)?.computeMs ?? 0))),
       ms,
       tokensPerSec: this.train.microbatches * this.train.microbatchSize * this.model.seqLen / (ms / 1000),
       ...(nonFinite != null ? { skipped: { stage: nonFinite.stage, what: nonFinite.nonFiniteWhat ?? '' } } : {})

@@ -155,6 +155,8 @@ export interface IterationRecord {
   tokensPerSec: number
   /** Per stage, the slowest of its replicas' gradient all-reduce in ms (0 for a stage with one replica). */
   allReduceMs: number[]
+  /** Per stage, the slowest of its replicas' own compute in ms: its forwards, backwards and step (not the waits between them). */
+  computeMs: number[]
   /** Set when the iteration was committed without a step: a stage met a non-finite value (loss is NaN). */
   skipped?: { stage: number, what: string }
 }

@@ -180,7 +180,7 @@ describe('metrics', () => {
       // a committed iteration: its time, all-reduce seconds per stage; b1 is no longer live, so
       // stage 1 is at risk too (the joining peer does not count)
       c.live = ['a0', 'a1', 'b0', 'j', 'c0']
-      const rec: IterationRecord = { iteration: 5, epoch: 3, loss: 3.5, gradNorms: [1, 1, 1], ms: 900, tokensPerSec: 100, allReduceMs: [250, 125, 0] }
+      const rec: IterationRecord = { iteration: 5, epoch: 3, loss: 3.5, gradNorms: [1, 1, 1], ms: 900, tokensPerSec: 100, allReduceMs: [250, 125, 0], computeMs: [400, 410, 420] }
       c.emit('iteration', rec)
       expect(await perStage('spotpipe_allreduce_seconds')).toEqual([['0', 0.25], ['1', 0.125], ['2', 0]])
       expect(await perStage('spotpipe_stage_at_risk')).toEqual([['0', 0], ['1', 1], ['2', 1]])

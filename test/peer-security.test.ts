@@ -41,6 +41,9 @@ describe('a private cluster', () => {
     const { coord } = await cluster(key)
     const r = await coord.runIteration({ timeoutMs: 30_000 })
     expect(Number.isFinite(r.loss)).toBe(true)
+    // the record carries every stage's own compute, from its done report, within the iteration's time
+    expect(r.computeMs).toHaveLength(r.gradNorms.length)
+    for (const c of r.computeMs) expect(c > 0 && c <= r.ms).toBe(true)
 
     // an open node's dials are refused for as long as it keeps trying (here 3 s)
     const outsider = new Peer({ clusterId: 'sec', coordinatorId: coord.peerId, coordinatorAddrs: [coord.addrs[0]], joinTimeoutMs: 3000 })
