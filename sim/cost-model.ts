@@ -48,8 +48,13 @@
  * pipeline-schedule.ts (the peers' own order of forwards and backwards, cores shared fairly) instead
  * of the formula above; `forwardFraction` splits a slot's compute into forward and backward there.
  * `iterationOverheadS` is the coordinator's control round trip per iteration (begin out, done
- * reports back, the commit persisted) and `recoveryRoundS` what a recovery round costs beyond its
- * transfer (publishing the epoch, the stages taking it, building the stage); both default to 0, so
+ * reports back, the commit persisted). A recovery round (coordinator/recovery/machine.ts round()) is
+ * published once; then the surviving stages take the new epoch (`epochTakeS`) while the rebuilt
+ * peer pulls and installs its state (`rebuildOverheadS` beyond the transfer), and the round ends when
+ * both are done. A donor that is a surviving or departing peer serves only once it is through the
+ * compute it was inside, which is when it takes the epoch itself (`donorReadyS`, by default
+ * `epochTakeS`); the store serves at once. The rebuilt stage's first iteration is cold (`coldIterationS` more
+ * compute on that stage), charged as what it adds to the pipeline. All of these default to 0, so
  * the simulator's results without them are the formula's.
  *
  * Time scale: `timeScale` multiplies every duration derived from the model's size (compute and every
@@ -125,10 +130,27 @@ export interface CostParams {
   transferCpuSPerByte?: number
   /** Control round trip of the coordinator per iteration, s (not scaled). @default 0 */
   iterationOverheadS?: number
-  /** A recovery round's cost beyond its transfer, s: the epoch published and taken, the stage built
-   *  (not scaled). @default 0 */
-  recoveryRoundS?: number
+  /** Time until a departing peer's notice reaches the coordinator, s (not scaled): on a shared host
+   *  the peer handles the signal only once it is through the compute it is inside. @default 0 */
+  noticeHeardS?: number
+  /** A recovery round's survivors: from the new epoch's publication until every surviving stage
+   *  took it, s (not scaled). Runs alongside the rebuilt peer's pull; a peer donor serves after it.
+   *  @default 0 */
+  epochTakeS?: number
+  /** When a peer donor serves, s after the round's epoch is published: once it has taken the epoch,
+   *  through its own compute first (not scaled). @default epochTakeS */
+  donorReadyS?: number
+  /** What a rebuilt peer's round costs beyond its transfer, s: its first pull's cold start and the
+   *  install of the pulled state (not scaled). The paper presets put the paper's recovery time here.
+   *  @default 0 */
+  rebuildOverheadS?: number
+  /** The rebuilt stage's first iteration beyond a warm one: compute seconds on that stage (a fresh
+   *  process's first kernels), charged as what they add to the pipeline. @default 0 */
+  coldIterationS?: number
 }
+
+/** Who serves a recovery's state: a peer (survivor, departing peer, replica), the checkpoint store, or nobody (seeded weights). */
+export type RecoveryDonor = 'peer' | 'store' | 'none'
 
 export const DEFAULT_COST: Omit<CostParams, 'slotComputeS' | 'stageParams' | 'stageBlockParams' | 'embedParams' | 'headParams' | 'hopBytes' | 'microbatches'> = {
   bytesPerParam: 4,
@@ -206,7 +228,7 @@ export class CostModel {
       if (!Number.isFinite(v) || v < 0) throw new SimConfigError(`cost.${k} must be a non-negative finite number, got ${String(v)}`)
     }
     if (!Number.isInteger(params.microbatches) || params.microbatches < 1) throw new SimConfigError(`cost.microbatches must be a positive integer, got ${String(params.microbatches)}`)
-    for (const k of ['iterationOverheadS', 'recoveryRoundS', 'transferCpuSPerByte'] as const) {
+    for (const k of ['iterationOverheadS', 'noticeHeardS', 'epochTakeS', 'donorReadyS', 'rebuildOverheadS', 'coldIterationS', 'transferCpuSPerByte'] as const) {
       const v = params[k]
       if (v !== undefined && (!Number.isFinite(v) || v < 0)) throw new SimConfigError(`cost.${k} must be a non-negative finite number, got ${String(v)}`)
     }
@@ -257,18 +279,64 @@ export class CostModel {
     return this.p.iterationsPerStep * (pipeline + this.swapExtraS(shape) + (this.p.iterationOverheadS ?? 0))
   }
 
-  /** The pipeline part of an iteration when the stages share `cores` (pipeline-schedule.ts); overlapTransfers does not apply. */
-  private sharedHostPipelineS (shape: IterationShape, cores: number): number {
+  /**
+   * The pipeline part of an iteration when the stages share `cores` (pipeline-schedule.ts);
+   * overlapTransfers does not apply. `coldS[s]`: compute seconds added to stage s's first forward
+   * and first backward (split as a slot's compute is), where a fresh process first runs its kernels.
+   */
+  private sharedHostPipelineS (shape: IterationShape, cores: number, coldS?: readonly number[]): number {
     const p = this.p
     const S = this.stages
     const compute = p.slotComputeS * p.timeScale * (1 + (shape.redundantCompute ? p.redundantComputeFactor : 0))
-    const forward = compute * (p.forwardFraction ?? 1 / 3)
+    const ff = p.forwardFraction ?? 1 / 3
     const hops = 1 + (shape.redundantCompute ? p.redundantExtraHops / 2 : 0)
-    return pipelineMakespan({ stages: S, microbatches: p.microbatches, forwardS: new Array<number>(S).fill(forward), backwardS: new Array<number>(S).fill(compute - forward), hopS: hops * this.hopS, cores })
+    const cold = Array.from({ length: S }, (_, s) => coldS?.[s] ?? 0)
+    return pipelineMakespan({
+      stages: S,
+      microbatches: p.microbatches,
+      forwardS: new Array<number>(S).fill(compute * ff),
+      backwardS: new Array<number>(S).fill(compute * (1 - ff)),
+      firstForwardExtraS: cold.map(c => c * ff),
+      firstBackwardExtraS: cold.map(c => c * (1 - ff)),
+      hopS: hops * this.hopS,
+      cores
+    })
   }
 
-  /** A recovery round's control-plane and build time beyond its transfer (recoveryRoundS). */
-  get roundS (): number { return this.p.recoveryRoundS ?? 0 }
+  /**
+   * A recovery round that rebuilds `stages`, moving state for `transferS` from `donor`: the epoch
+   * published, then the survivors taking it (epochTakeS) alongside the rebuilt peers' pull and
+   * install (rebuildOverheadS + transferS), which a peer donor serves once it has taken the epoch
+   * itself (donorReadyS) and the store at once. Then what the rebuilt stages' cold first iteration
+   * adds to the redone one.
+   */
+  recoveryS (stages: readonly number[], transferS: number, donor: RecoveryDonor): number {
+    const epoch = this.p.epochTakeS ?? 0
+    const ready = donor === 'peer' ? this.p.donorReadyS ?? epoch : 0
+    return Math.max(epoch, ready + (this.p.rebuildOverheadS ?? 0) + transferS) + this.coldIterationDelayS(stages)
+  }
+
+  /** What a spot notice whose handover takes `handoverS` stalls training: the notice heard, then the handover beyond the notice's lead. */
+  noticeStallS (handoverS: number): number {
+    return (this.p.noticeHeardS ?? 0) + Math.max(0, handoverS - this.p.noticeLeadS)
+  }
+
+  /**
+   * What the rebuilt `stages`' cold first iteration (coldIterationS more compute on each) adds to
+   * the plain iteration, from the pipeline's own schedule. A fresh process pays the warm-up of its
+   * kernels on their first run, so the extra sits on the stage's first forward and first backward
+   * (the demo model on this 2-core host: a fresh process's first microbatch took 88-101 ms forward
+   * and 146-179 ms backward against 30-50 and 60-100 ms warm, its later ones within 10-20 ms of
+   * warm), which nothing downstream of it can overlap.
+   */
+  coldIterationDelayS (stages: readonly number[]): number {
+    const cold = (this.p.coldIterationS ?? 0) * this.p.timeScale
+    if (cold === 0 || stages.length === 0) return 0
+    const plain: IterationShape = { swaps: false, redundantCompute: false }
+    const cores = this.p.hostCores ?? Infinity
+    const extra = Array.from({ length: this.stages }, (_, s) => stages.includes(s) ? cold : 0)
+    return this.p.iterationsPerStep * (this.sharedHostPipelineS(plain, cores, extra) - this.sharedHostPipelineS(plain, cores))
+  }
 
   /** Share of an iteration during which links carry activations (for upload contention). */
   linkBusyFraction (shape: IterationShape): number {
@@ -339,8 +407,11 @@ export class CostModel {
     return bytes * p.transferCpuSPerByte * p.timeScale * busy / p.hostCores
   }
 
-  /** Loading the given stages' checkpointed state from the store, in parallel. */
-  checkpointLoad (stages: readonly number[]): TransferCost {
+  /**
+   * Loading the given stages' checkpointed state from the store, in parallel. `rebuilt`: the stages
+   * on new peers, whose first iteration is cold (a whole rollback reloads survivors in place).
+   */
+  checkpointLoad (stages: readonly number[], rebuilt: readonly number[] = stages): TransferCost {
     const p = this.p
     let largest = 0
     let total = 0
@@ -349,26 +420,31 @@ export class CostModel {
       largest = Math.max(largest, b)
       total += b
     }
-    return { seconds: this.roundS + p.linkLatencyS + Math.max(largest / p.linkBytesPerS, total / p.storageBytesPerS) * p.timeScale, bytes: total }
+    return { seconds: this.recoveryS(rebuilt, p.linkLatencyS + Math.max(largest / p.linkBytesPerS, total / p.storageBytesPerS) * p.timeScale, 'store'), bytes: total }
+  }
+
+  /** The checkpoint rung with no checkpoint yet: the seeded weights are built where they are needed, nothing moves. */
+  seededRebuild (rebuilt: readonly number[]): TransferCost {
+    return { seconds: this.recoveryS(rebuilt, 0, 'none'), bytes: 0 }
   }
 
   /** Exact copy of a stage's state (handover, replica: a shadow copied to the new peer). */
   exactCopy (stage: number): TransferCost {
     const bytes = this.stageBytes(stage, true)
-    return { seconds: this.roundS + this.linkS(bytes), bytes }
+    return { seconds: this.recoveryS([stage], this.linkS(bytes), 'peer'), bytes }
   }
 
   /** CheckFree: both neighbours' weights of the lost stage's size, into the new peer's one link. */
   checkfreeRebuild (stage: number): TransferCost {
     const bytes = 2 * this.p.stageBlockParams[stage] * this.p.bytesPerParam
-    return { seconds: this.roundS + this.linkS(bytes), bytes }
+    return { seconds: this.recoveryS([stage], this.linkS(bytes), 'peer'), bytes }
   }
 
   /** CheckFree+: the neighbour's blocks plus the mirrored embedding (stage 0) or head (stage S-1). */
   checkfreePlusCopy (stage: number): TransferCost {
     const mirror = stage === 0 ? this.p.embedParams : this.p.headParams
     const bytes = (this.p.stageBlockParams[stage] + mirror) * this.p.bytesPerParam
-    return { seconds: this.roundS + this.linkS(bytes), bytes }
+    return { seconds: this.recoveryS([stage], this.linkS(bytes), 'peer'), bytes }
   }
 
   /** Refreshing both CheckFree+ mirrors (embedding to stage 1, head to stage S-2), in the background. */
@@ -418,7 +494,11 @@ export class CostModel {
       redundantExtraHops: p.redundantExtraHops,
       overlapTransfers: p.overlapTransfers,
       iterationsPerStep: p.iterationsPerStep,
-      recoveryRoundS: this.roundS,
+      noticeHeardS: p.noticeHeardS ?? 0,
+      epochTakeS: p.epochTakeS ?? 0,
+      donorReadyS: p.donorReadyS ?? p.epochTakeS ?? 0,
+      rebuildOverheadS: p.rebuildOverheadS ?? 0,
+      coldIterationS: p.coldIterationS ?? 0,
       iterationS_plain: this.iterationS(plain),
       iterationS_checkfreePlus: this.iterationS({ swaps: true, redundantCompute: false }),
       iterationS_checkfreePlus_paperLayout: this.iterationS({ swaps: true, redundantCompute: false, plusLayout: 'paper' }),

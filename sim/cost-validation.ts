@@ -6,8 +6,9 @@
  * The figures, each charged as model mode charges it (model-mode.ts), from the moment of the
  * failure (the elapsed part of the aborted attempt lies before it and is left out of both sides):
  *  - iteration: cost.iterationS of the plain route;
- *  - a crash: detectionS plus the rung's transfer (recovery rounds include recoveryRoundS);
- *  - a notice: the handover's transfer beyond the notice lead, max(0, transfer - noticeLeadS);
+ *  - a crash: detectionS plus the rung's recovery round (CostModel.recoveryS: the epoch taken, the
+ *    rebuilt peer's pull and install, the cold first iteration);
+ *  - a notice: the notice heard, then the handover beyond the notice lead (CostModel.noticeStallS);
  *  - a checkpoint: its blocking snapshot copy plus the slow-down from the background upload.
  * The redone iteration after a failure is an ordinary iteration on both sides.
  */
@@ -31,6 +32,8 @@ export interface ValidationFailure {
 
 export interface PredictedRecovery extends ValidationFailure {
   rung: SimRung
+  /** The stages whose peers serve the rung's state (none: the store, or seeded weights). */
+  donors: number[]
   /** What the failure costs from its moment to the redone iteration's start, s. */
   seconds: number
   detectionS: number
@@ -74,11 +77,11 @@ export function predictRecovery (cost: CostModel, strategy: StrategyName, f: Val
       ? cost.checkfreePlusCopy(f.stage)
       : rung === 'checkpoint'
         // the seeded weights are rebuilt where they are needed: nothing moves (model mode does the same)
-        ? (f.checkpoint === 0 ? { seconds: cost.roundS, bytes: 0 } : cost.checkpointLoad([f.stage]))
+        ? (f.checkpoint === 0 ? cost.seededRebuild([f.stage]) : cost.checkpointLoad([f.stage]))
         : cost.exactCopy(f.stage)
   const detectionS = f.kind === 'crash' ? cost.p.detectionS : 0
-  const seconds = f.kind === 'crash' ? detectionS + t.seconds : Math.max(0, t.seconds - cost.p.noticeLeadS)
-  return { ...f, rung, seconds, detectionS, transferS: t.seconds, bytes: t.bytes }
+  const seconds = f.kind === 'crash' ? detectionS + t.seconds : cost.noticeStallS(t.seconds)
+  return { ...f, rung, donors: [...plans[0].donors], seconds, detectionS, transferS: t.seconds, bytes: t.bytes }
 }
 
 /** |predicted - measured| / measured; the measurement must be a positive finite number. */

@@ -334,7 +334,7 @@ export function runModelMode (cfg: ModelModeConfig): RunResult {
       } else if (!rollbackAll) {
         const ckpt = checkpointAt(p.checkpointIteration ?? 0)
         // the seeded initialisation moves nothing, but the replacement's round is paid all the same
-        const c = ckpt.states == null ? { seconds: cost.roundS, bytes: 0 } : cost.checkpointLoad([s])
+        const c = ckpt.states == null ? cost.seededRebuild([s]) : cost.checkpointLoad([s])
         const state = ckpt.states?.[s]
         built.push({
           s,
@@ -365,7 +365,8 @@ export function runModelMode (cfg: ModelModeConfig): RunResult {
       // Every stage reloads the checkpoint the ladder chose, survivors included.
       const ckpt = checkpointAt(plans.find(p => p.rung === 'checkpoint')?.checkpointIteration ?? 0)
       const all = Array.from({ length: S }, (_, s) => s)
-      const c = ckpt.states == null ? { seconds: cost.roundS, bytes: 0 } : cost.checkpointLoad(all)
+      const rebuilt = plans.map(p => p.stage)
+      const c = ckpt.states == null ? cost.seededRebuild(rebuilt) : cost.checkpointLoad(all, rebuilt)
       const lost = progress - ckpt.iteration
       for (const s of all) {
         stages[s].dispose()
@@ -468,7 +469,7 @@ export function runModelMode (cfg: ModelModeConfig): RunResult {
       if (notices.length > 0) {
         // The departing peers finish the iteration, then hand their exact state over.
         const { seconds, text } = recover(plan(lostOf(notices), wall), attempt, wall)
-        const blocking = Math.max(0, seconds - cost.p.noticeLeadS)
+        const blocking = cost.noticeStallS(seconds)
         wall += blocking
         totals.seconds.handover += blocking
         notes.push(...text)

@@ -196,7 +196,7 @@ export function paperCostModel (setting: PaperSetting, iterationsPerStep: number
     linkLatencyS: HARNESS_LATENCY.value,
     storageBytesPerS: HARNESS_LINK.value,
     detectionS: 0,
-    recoveryRoundS: setting.recoveryS.value,
+    rebuildOverheadS: setting.recoveryS.value,
     noticeLeadS: 30,
     iterationsPerStep: 1,
     ...overrides

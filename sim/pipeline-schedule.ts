@@ -25,6 +25,10 @@ export interface PipelineShape {
   backwardS: readonly number[]
   /** Seconds of stage s's optimizer step after its last backward: [S] (0 when not modelled). */
   stepS?: readonly number[]
+  /** Seconds added to stage s's first forward and first backward: [S] each (a fresh process pays its
+   *  kernels' warm-up on their first run). @default none */
+  firstForwardExtraS?: readonly number[]
+  firstBackwardExtraS?: readonly number[]
   /** Seconds from a tensor's send to its arrival at the neighbour. */
   hopS: number
   /** Cores the stages share; Infinity: a core (machine) per stage. */
@@ -41,7 +45,9 @@ export function pipelineMakespan (p: PipelineShape): number {
   if (!(cores > 0)) throw new SimConfigError(`pipeline cores must be > 0, got ${String(cores)}`)
   if (!(hopS >= 0) || !Number.isFinite(hopS)) throw new SimConfigError(`pipeline hopS must be a non-negative finite number, got ${String(hopS)}`)
   const stepS = p.stepS ?? new Array<number>(S).fill(0)
-  for (const [name, xs] of [['forwardS', p.forwardS], ['backwardS', p.backwardS], ['stepS', stepS]] as const) {
+  const firstF = p.firstForwardExtraS ?? new Array<number>(S).fill(0)
+  const firstB = p.firstBackwardExtraS ?? new Array<number>(S).fill(0)
+  for (const [name, xs] of [['forwardS', p.forwardS], ['backwardS', p.backwardS], ['stepS', stepS], ['firstForwardExtraS', firstF], ['firstBackwardExtraS', firstB]] as const) {
     if (xs.length !== S) throw new SimConfigError(`pipeline ${name} has ${xs.length} entries for ${S} stages`)
     for (const x of xs) if (!(x >= 0) || !Number.isFinite(x)) throw new SimConfigError(`pipeline ${name} must hold non-negative finite seconds, got ${String(x)}`)
   }
@@ -49,6 +55,7 @@ export function pipelineMakespan (p: PipelineShape): number {
   const forwards: number[][] = Array.from({ length: S }, (_, s) => s === 0 ? Array.from({ length: M }, (_, m) => m) : [])
   const grads: Array<Set<number>> = Array.from({ length: S }, () => new Set())
   const nextBackward = new Array<number>(S).fill(0)
+  const forwardsRun = new Array<number>(S).fill(0)
   const running: Array<Task | undefined> = new Array(S).fill(undefined)
   const finished = new Array<boolean>(S).fill(false)
   // tensors in flight: arrival time, where, what
@@ -58,8 +65,11 @@ export function pipelineMakespan (p: PipelineShape): number {
   const pick = (s: number): Task | undefined => {
     if (finished[s]) return undefined
     const due = nextBackward[s]
-    if (due < M && grads[s].has(due)) { grads[s].delete(due); nextBackward[s] += 1; return { stage: s, kind: 'backward', mb: due, left: p.backwardS[s] } }
-    if (forwards[s].length > 0) return { stage: s, kind: 'forward', mb: forwards[s].shift() as number, left: p.forwardS[s] }
+    if (due < M && grads[s].has(due)) { grads[s].delete(due); nextBackward[s] += 1; return { stage: s, kind: 'backward', mb: due, left: p.backwardS[s] + (due === 0 ? firstB[s] : 0) } }
+    if (forwards[s].length > 0) {
+      const extra = forwardsRun[s]++ === 0 ? firstF[s] : 0
+      return { stage: s, kind: 'forward', mb: forwards[s].shift() as number, left: p.forwardS[s] + extra }
+    }
     if (due === M) { finished[s] = true; return { stage: s, kind: 'step', mb: -1, left: stepS[s] } }
     return undefined
   }

@@ -124,7 +124,7 @@ export class Walker implements HeldCopyState {
       }
       SIM_RUNGS.forEach((r, i) => { this.rungS[i][st] = costs[r].seconds; this.rungBytes[i][st] = costs[r].bytes })
       // The handover transfer hides behind the notice's lead time.
-      this.rungS[R_HANDOVER][st] = Math.max(0, costs.handover.seconds - cost.p.noticeLeadS)
+      this.rungS[R_HANDOVER][st] = cost.noticeStallS(costs.handover.seconds)
     }
   }
 

@@ -29,6 +29,17 @@ describe('pipelineMakespan', () => {
     expect(pipelineMakespan({ stages: 4, microbatches: 4, forwardS: uniform(4, 1), backwardS: uniform(4, 2), hopS: 0.1, cores: Infinity })).toBeCloseTo(21 + 6 * 0.1, 9)
   })
 
+  it('puts a cold stage\'s extra on its first forward and first backward', () => {
+    const plain = { stages: 4, microbatches: 4, forwardS: uniform(4, 1), backwardS: uniform(4, 2), hopS: 0, cores: Infinity }
+    // the last stage's first forward and backward are on the critical path: all of it shows
+    expect(pipelineMakespan({ ...plain, firstForwardExtraS: [0, 0, 0, 0.5], firstBackwardExtraS: [0, 0, 0, 0.25] })).toBeCloseTo(21 + 0.75, 9)
+    // stage 0's first forward delays everything behind it
+    expect(pipelineMakespan({ ...plain, firstForwardExtraS: [0.5, 0, 0, 0] })).toBeCloseTo(21 + 0.5, 9)
+    // the same extra spread over all four forwards lands partly in the pipeline's bubbles
+    expect(pipelineMakespan({ ...plain, forwardS: [1.125, 1, 1, 1] })).toBeLessThan(21 + 0.5)
+    expect(() => pipelineMakespan({ ...plain, firstForwardExtraS: [0, -1, 0, 0] })).toThrow(/firstForwardExtraS must hold non-negative/)
+  })
+
   it('refuses shapes it cannot run', () => {
     expect(() => pipelineMakespan({ stages: 2, microbatches: 2, forwardS: [1], backwardS: [1, 1], hopS: 0, cores: 1 })).toThrow(/forwardS has 1 entries/)
     expect(() => pipelineMakespan({ stages: 2, microbatches: 2, forwardS: [1, 1], backwardS: [1, 1], hopS: 0, cores: 0 })).toThrow(/cores must be > 0/)
@@ -37,20 +48,56 @@ describe('pipelineMakespan', () => {
 
 describe('the cost model on one shared host', () => {
   it('leaves every figure unchanged while the new parameters are unset', () => {
-    const explicit = base.with({ iterationOverheadS: 0, recoveryRoundS: 0, transferCpuSPerByte: 0 })
+    const explicit = base.with({ iterationOverheadS: 0, epochTakeS: 0, rebuildOverheadS: 0, coldIterationS: 0, transferCpuSPerByte: 0 })
     expect(explicit.iterationS(PLAIN)).toBe(base.iterationS(PLAIN))
     expect(explicit.exactCopy(1)).toEqual(base.exactCopy(1))
+    expect(explicit.checkpointLoad([3])).toEqual(base.checkpointLoad([3]))
+    expect(base.exactCopy(1).seconds).toBe(base.linkS(base.stageBytes(1, true)))
+    expect(base.seededRebuild([3]).seconds).toBe(0)
     expect(explicit.checkpointSave(PLAIN)).toEqual(base.checkpointSave(PLAIN))
     expect(base.iterationS(PLAIN)).toBeCloseTo(7 * (0.1 + 2 * base.hopS), 12)
   })
 
-  it('charges the control round trip per iteration and the round per recovery', () => {
-    const c = base.with({ iterationOverheadS: 0.05, recoveryRoundS: 0.3 })
+  it('charges the control round trip per iteration', () => {
+    const c = base.with({ iterationOverheadS: 0.05 })
     expect(c.iterationS(PLAIN) - base.iterationS(PLAIN)).toBeCloseTo(0.05, 12)
-    expect(c.checkfreeRebuild(1).seconds - base.checkfreeRebuild(1).seconds).toBeCloseTo(0.3, 12)
-    expect(c.checkpointLoad([3]).seconds - base.checkpointLoad([3]).seconds).toBeCloseTo(0.3, 12)
+  })
+
+  it('runs the survivors\' epoch alongside the rebuilt peer\'s pull, which a peer donor serves only after it', () => {
+    const c = base.with({ epochTakeS: 0.3, rebuildOverheadS: 0.1 })
+    const fromStore = base.checkpointLoad([3]).seconds // the transfer alone
+    // a peer donor is through its aborted compute when it takes the epoch: the pull comes after
+    expect(c.checkfreeRebuild(1).seconds).toBeCloseTo(0.3 + 0.1 + base.checkfreeRebuild(1).seconds, 12)
+    expect(c.exactCopy(2).seconds).toBeCloseTo(0.3 + 0.1 + base.exactCopy(2).seconds, 12)
+    // the store serves at once: the round is the longer of the two paths
+    expect(c.checkpointLoad([3]).seconds).toBeCloseTo(Math.max(0.3, 0.1 + fromStore), 12)
+    expect(c.with({ epochTakeS: 5 }).checkpointLoad([3]).seconds).toBeCloseTo(5, 12)
+    expect(c.seededRebuild([3]).seconds).toBeCloseTo(0.3, 12)
+    // donors that take the epoch before the last survivor does serve sooner; the round still waits for the survivors
+    expect(c.with({ donorReadyS: 0.1 }).checkfreeRebuild(1).seconds).toBeCloseTo(Math.max(0.3, 0.1 + 0.1 + base.checkfreeRebuild(1).seconds), 12)
+    expect(c.with({ donorReadyS: 0 }).checkfreeRebuild(1).seconds).toBeCloseTo(0.3, 12)
     // the shadow pulls of `redundant` are no recovery round
     expect(c.shadowRefresh(PLAIN).seconds).toBe(base.shadowRefresh(PLAIN).seconds)
+  })
+
+  it('charges a cold first iteration as what it adds to the pipeline', () => {
+    // a machine per stage: the cold part sits on the stage's first forward and backward, all of
+    // the last stage's on the critical path, a middle stage's backward part partly in a bubble
+    const own = base.with({ coldIterationS: 0.4 })
+    expect(own.coldIterationDelayS([3])).toBeCloseTo(0.4, 9)
+    expect(own.coldIterationDelayS([1])).toBeGreaterThan(0.4 / 3)
+    expect(own.coldIterationDelayS([1])).toBeLessThan(0.4)
+    expect(own.exactCopy(1).seconds - base.exactCopy(1).seconds).toBeCloseTo(own.coldIterationDelayS([1]), 12)
+    // four stages on two cores: the other stages' compute overlaps more of a middle stage's
+    const shared = base.with({ coldIterationS: 0.4, hostCores: 2 })
+    expect(shared.coldIterationDelayS([1])).toBeGreaterThan(0)
+    expect(shared.coldIterationDelayS([1])).toBeLessThan(own.coldIterationDelayS([1]))
+    // two cold stages cost more than one; none costs nothing
+    expect(shared.coldIterationDelayS([1, 2])).toBeGreaterThan(shared.coldIterationDelayS([1]))
+    expect(shared.coldIterationDelayS([])).toBe(0)
+    // a whole rollback reloads the survivors in place: only the rebuilt stage is cold
+    const all = [0, 1, 2, 3]
+    expect(shared.checkpointLoad(all, [3]).seconds - shared.with({ coldIterationS: 0 }).checkpointLoad(all, [3]).seconds).toBeCloseTo(shared.coldIterationDelayS([3]), 12)
   })
 
   it('makes four stages on two cores slower than a machine each, and charges an upload its CPU', () => {
@@ -74,7 +121,7 @@ describe('the cost model on one shared host', () => {
 })
 
 describe('predictFigures', () => {
-  const cost = base.with({ detectionS: 0.01, noticeLeadS: 0, recoveryRoundS: 0.2 })
+  const cost = base.with({ detectionS: 0.01, noticeLeadS: 0, epochTakeS: 0.2 })
 
   it('charges a crash its detection and its rung, a notice its handover beyond the lead', () => {
     const p = predictFigures(cost, 'checkfree', [

@@ -53,7 +53,7 @@ describe('the paper-500m cost profile', () => {
     expect(k20.shadowRefresh(plain).seconds).toBeCloseTo(20 * one.shadowRefresh(plain).seconds, 9)
     expect(k20.checkfreeRebuild(1).seconds).toBe(one.checkfreeRebuild(1).seconds)
     expect(k20.checkpointSave(plain).copyS).toBe(one.checkpointSave(plain).copyS)
-    expect(k20.roundS).toBe(30)
+    expect(k20.p.rebuildOverheadS).toBe(30)
   })
 
   it('converts the paper\'s rates per proxy step and reads Table 2 back as iterations', () => {
