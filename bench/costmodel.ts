@@ -19,9 +19,12 @@
  * coordinator's event loop); how the host's cores serve several busy stage processes from fresh
  * probe processes (bench/costmodel-probe.ts) computing alone and at once; the link from a
  * weights-protocol pull and pings before training; the control round trip from the heartbeats'
- * gossip delay and the coordinator's persist; the recovery round from re-publishing the assignment
- * and a fresh process's first pull and iteration; detection from the detector's path for a killed
- * process; the snapshot rate from the peers' own snapshot routine. Nothing is fitted.
+ * gossip delay and the coordinator's persist; the recovery round's parts apart from any failure:
+ * the survivors' and donors' take of an epoch published into a busy iteration (a stage frozen for
+ * a crash, none for a notice), a fresh process's first pull, install and first iteration;
+ * detection from spares SIGKILLed during training; the snapshot rate from the peers' own snapshot
+ * routine. Nothing is fitted. Each recovery's timeline as the coordinator saw it is printed beside
+ * its figure.
  *
  * Ends with `bench: costmodel_error=<largest relative error>` (target <= 0.2).
  */
@@ -50,12 +53,14 @@ import type { ProbeReply, ProbeRequest } from './costmodel-probe.js'
 const STRATEGY = 'checkfree'
 const CHECKPOINT_EVERY = 5
 /** The checkpoint phase: this many attempts after a snapshot commit, each between two after plain commits. */
-const CHECKPOINT_PAIRS = 10
+const CHECKPOINT_PAIRS = 16
 // The detector's floor for silent peers. Local-cluster mode uses 5 s; on this shared 2-core machine a
 // peer building its stage under load has gone 5 s without a heartbeat, so 10 s as in bench:recovery.
 // A SIGKILL is found by the closed connection, not by this floor.
 const HEARTBEAT_TIMEOUT_MS = 10_000
 const USER_HZ = 100
+/** Spares the busy detection probe kills, one per measurement. */
+const DISCONNECT_PROBES = 3
 
 const preset = CONFIG_PRESETS.demo
 const model = resolveModelConfig(preset.model)
@@ -68,7 +73,9 @@ const M = train.microbatches
  * kind of failure REPEATS times, 6 attempts apart: one recovery on this shared machine varied by
  * 2x between runs, so each rung's figure is the median of its REPEATS.
  */
-const REPEATS = 3
+const REPEATS = 5
+/** A failure's figure is measured against the median of the clean attempts up to this many before it and after its redone attempt. */
+const NEIGHBOURS = 3
 const FAILURES = [
   { stage: 1, kind: 'crash' as const }, // CheckFree
   { stage: 2, kind: 'notice' as const }, // handover
@@ -236,16 +243,127 @@ async function probePersist (coord: Coordinator): Promise<number> {
   return median(times)
 }
 
-/** The same assignment published under a new epoch and taken by every stage: a recovery round without a rebuild. */
-async function probeEpoch (coord: Coordinator): Promise<number> {
-  const times: number[] = []
-  for (let i = 0; i < 3; i++) {
+/** Where in a clean iteration the busy probes act: where the trace's failures land (0.4 of an iteration). */
+const BUSY_AT = 0.4
+
+/**
+ * The survivors' part of a recovery round, measured without a rebuild: BUSY_AT into a clean
+ * iteration, the same assignment is published under a new epoch, and the time until each stage
+ * took it. A stage takes it only once it is through the compute it is inside (a WASM kernel does
+ * not yield). With `frozen` (a crash), that stage's peer is SIGSTOPped at BUSY_AT and the epoch
+ * published `delayS` later (the detection), so its neighbours run out of work as a crash's
+ * survivors do; it is SIGCONTed once the others took the epoch (its silence stays far under the
+ * detector's floor), and only the others' times count. Without (a notice), every stage goes on
+ * computing, as they do while a departing peer finishes what it is inside. The probed iteration is
+ * dropped (redone under the new epoch); a clean iteration before each probe starts it warm.
+ */
+async function probeBusyEpoch (coord: Coordinator, periodS: number, rounds: number, frozen?: { peer: BenchPeer, stage: number, delayS: number }): Promise<EpochProbe> {
+  const allS: number[] = []
+  const takes: Array<Map<number, number>> = []
+  for (let i = 0; i < rounds; i++) {
+    await coord.runIteration({ timeoutMs: 120_000 })
+    const stop = new AbortController()
+    const running = coord.runIteration({ timeoutMs: 120_000, signal: stop.signal }).then(() => true, () => false)
+    await sleep(BUSY_AT * periodS * 1000)
+    if (frozen != null) {
+      frozen.peer.child.kill('SIGSTOP')
+      await sleep(frozen.delayS * 1000)
+    }
     const peers = (coord.assignment?.stages ?? []).map(s => [...s.peers])
+    // as the coordinator drops an iteration for a loss: the abort first, then the round's epoch
     const t0 = performance.now()
-    await coord.assign(peers, { timeoutMs: 30_000 })
-    times.push((performance.now() - t0) / 1000)
+    await coord.gossip.publish({ kind: 'abort', epoch: coord.epoch, iteration: coord.iteration, reason: 'bench:costmodel probe of the survivors\' epoch' })
+    stop.abort(new CostValidationError('probe: the iteration was dropped for a new epoch'))
+    const watch = new EpochWatch(coord, () => performance.now())
+    try {
+      const others = (): boolean => peers.every((_, st) => st === frozen?.stage || watch.takenAt.has(st))
+      const assigned = coord.assign(peers, { timeoutMs: 30_000 })
+      await coord.until(others, 'the survivors to take the probe\'s epoch', 30_000)
+      allS.push((performance.now() - t0) / 1000)
+      if (frozen != null) frozen.peer.child.kill('SIGCONT')
+      await assigned
+    } finally {
+      if (frozen != null) frozen.peer.child.kill('SIGCONT')
+      watch.stop()
+    }
+    takes.push(new Map([...watch.takenAt].filter(([st]) => st !== frozen?.stage).map(([st, t]) => [st, (t - t0) / 1000])))
+    if (await running) throw new CostValidationError(`the iteration probed for the busy epoch committed within ${ms(BUSY_AT * periodS)}: the stages were not busy when the epoch came`)
   }
-  return median(times)
+  return { allS, takes }
+}
+
+/** One busy-epoch probe: per round, every stage but a frozen one on the new epoch, and each stage's take, s after the abort. */
+interface EpochProbe { allS: number[], takes: Array<Map<number, number>> }
+
+/** Per round, the latest take among `stages`; their median. */
+function latestTake (probe: EpochProbe, stages: readonly number[]): number {
+  return median(probe.takes.map(t => Math.max(0, ...stages.map(st => {
+    const x = t.get(st)
+    if (x == null) throw new CostValidationError(`the busy-epoch probe has no take for stage ${st}`)
+    return x
+  }))))
+}
+
+/**
+ * When each stage of the coordinator's assignment first heartbeats that it holds its stage under
+ * the newest epoch published since the watch began (the rebuilt stage's heartbeat is its claim, once
+ * installed), on `clock`.
+ */
+class EpochWatch {
+  readonly takenAt = new Map<number, number>()
+  publishedAt?: number
+  epoch?: number
+  private readonly onEpoch = (e: { epoch: number }): void => {
+    this.epoch = e.epoch
+    this.publishedAt = this.clock()
+    this.takenAt.clear()
+    this.look()
+  }
+
+  private readonly look = (): void => {
+    if (this.epoch == null) return
+    for (const st of this.coord.assignment?.stages ?? []) {
+      if (this.takenAt.has(st.stage)) continue
+      const hb = this.coord.peers.get(st.peers[0] ?? '')?.heartbeat
+      if (hb?.epoch === this.epoch && hb.stage === st.stage) this.takenAt.set(st.stage, this.clock())
+    }
+  }
+
+  constructor (private readonly coord: Coordinator, private readonly clock: () => number) {
+    coord.on('epoch', this.onEpoch)
+    coord.on('change', this.look)
+  }
+
+  stop (): void {
+    this.coord.off('epoch', this.onEpoch)
+    this.coord.off('change', this.look)
+  }
+}
+
+/**
+ * The detector's path for a process killed while the cluster trains: a spare (no stage: the
+ * iteration goes on) SIGKILLed BUSY_AT into a clean iteration, to the coordinator's libp2p seeing
+ * its connection close. The detector then confirms with a ping, which the dead port refuses
+ * (probeRefusedPing).
+ */
+async function probeBusyDisconnect (coord: Coordinator, spare: BenchPeer, periodS: number): Promise<number> {
+  const running = coord.runIteration({ timeoutMs: 120_000 })
+  await sleep(BUSY_AT * periodS * 1000)
+  const closed = new Promise<number>((resolve, reject) => {
+    const timer = setTimeout(() => { coord.node.removeEventListener('peer:disconnect', on); reject(new CostValidationError(`the killed spare ${spare.peerId} was not disconnected within 10 s`)) }, 10_000)
+    const on = (e: CustomEvent<{ toString: () => string }>): void => {
+      if (e.detail.toString() !== spare.peerId) return
+      clearTimeout(timer)
+      coord.node.removeEventListener('peer:disconnect', on)
+      resolve(performance.now())
+    }
+    coord.node.addEventListener('peer:disconnect', on)
+  })
+  const t0 = performance.now()
+  spare.child.kill('SIGKILL')
+  const seconds = ((await closed) - t0) / 1000
+  await running
+  return seconds
 }
 
 // ------------------------------------------------------------------ fresh stage processes
@@ -261,12 +379,14 @@ class Probe {
   }
 
   async ask (m: ProbeRequest, want: ProbeReply['type']): Promise<ProbeReply> {
+    // both listeners go when the reply comes (left behind, every ask would add two to the child)
+    const done = new AbortController()
     const reply = Promise.race([
-      once(this.child, 'message') as Promise<[ProbeReply]>,
-      once(this.child, 'exit').then(([code, sig]) => { throw new CostValidationError(`the probe of stage ${this.stage} exited (${String(sig ?? code)})`) })
+      once(this.child, 'message', { signal: done.signal }) as Promise<[ProbeReply]>,
+      once(this.child, 'exit', { signal: done.signal }).then(([code, sig]) => { throw new CostValidationError(`the probe of stage ${this.stage} exited (${String(sig ?? code)})`) })
     ])
     this.child.send(m)
-    const [r] = await reply
+    const [r] = await reply.finally(() => { done.abort() })
     if (r.type === 'error') throw new CostValidationError(`the probe of stage ${this.stage}: ${r.message}`)
     if (r.type !== want) throw new CostValidationError(`the probe of stage ${this.stage} sent ${r.type}, expected ${want}`)
     return r
@@ -299,21 +419,22 @@ async function sampleCompute (probes: Probe[], iteration: number): Promise<Compu
   return out
 }
 
-interface FreshPeer { coldPullExtraS: number, installS: number, coldComputeExtraS: number, warmPullS: number }
+interface FreshPeer { coldPullExtraS: number, installS: number, coldComputeExtraS: number, warmComputeS: number, warmPullS: number }
 
 /**
- * A fresh process given stage 1, on the idle cluster: its first pull beyond warm ones, the install
- * of the pulled state as a rebuilt peer installs it (built, weights packed), and its first
- * iteration beyond warm ones.
+ * A fresh process given its stage, on the idle cluster: its first pull of the stage's state from
+ * the stage's peer beyond warm ones, the install of the pulled state as a rebuilt peer installs it
+ * (built, weights packed), and its first iteration beyond warm ones.
  */
 async function probeFreshPeer (probe: Probe, coord: Coordinator, peers: BenchPeer[]): Promise<FreshPeer> {
-  const donor = holder(coord, peers, 1)
+  const donor = holder(coord, peers, probe.stage)
   const addrs = (await coord.node.peerStore.get(peerIdFromString(donor.peerId))).addresses.map(a => a.multiaddr.toString())
-  const pull = async (install: boolean): Promise<Extract<ProbeReply, { type: 'pulled' }>> => await probe.ask({ type: 'pull', donor: donor.peerId, donorAddrs: addrs, stage: 1, install }, 'pulled') as Extract<ProbeReply, { type: 'pulled' }>
+  const pull = async (install: boolean): Promise<Extract<ProbeReply, { type: 'pulled' }>> => await probe.ask({ type: 'pull', donor: donor.peerId, donorAddrs: addrs, stage: probe.stage, install }, 'pulled') as Extract<ProbeReply, { type: 'pulled' }>
   const cold = await pull(true)
   const warm = median([(await pull(false)).seconds, (await pull(false)).seconds])
   const times = await probe.compute(3)
-  return { coldPullExtraS: Math.max(0, cold.seconds - warm), installS: cold.installS, coldComputeExtraS: Math.max(0, times[0] - median(times.slice(1))), warmPullS: warm }
+  const warmComputeS = median(times.slice(1))
+  return { coldPullExtraS: Math.max(0, cold.seconds - warm), installS: cold.installS, coldComputeExtraS: Math.max(0, times[0] - warmComputeS), warmComputeS, warmPullS: warm }
 }
 
 /**
@@ -340,6 +461,8 @@ interface Attempt {
   committed: boolean
   /** The commit asked the stages for a checkpoint snapshot. */
   snapshot: boolean
+  /** Per stage, its own compute in this attempt, s (the done reports'; committed attempts only). */
+  computeS?: number[]
   event?: TraceEvent
   signalS?: number
   /** When the aborted iteration returned, and when the recovery (reconcile) did. */
@@ -348,6 +471,16 @@ interface Attempt {
   /** A step of the stages (in the probe processes) measured just before this attempt (none right after a snapshot commit,
    *  whose background upload it would hide). */
   baseline?: ComputeSample
+  /** A failure's recovery as the coordinator saw it, s on the bench clock. */
+  timeline?: RecoveryTimeline
+}
+
+/** When the coordinator knew each step of one recovery, s on the bench clock. */
+interface RecoveryTimeline {
+  /** The lost or departing stage known: needsRound() turned true. */
+  knownS?: number
+  /** The recovery's epoch: when it was published, when each stage took it. */
+  watch: EpochWatch
 }
 
 interface Replay {
@@ -364,6 +497,9 @@ async function replay (coord: Coordinator, peers: BenchPeer[], clock: () => numb
   coord.on('checkpoint', (e: CheckpointEvent) => { out.checkpoints.push(e) })
   const byAttempt = new Map<number, TraceEvent>()
   for (const e of trace.events) if (e.kind !== 'join') byAttempt.set(e.iteration, e)
+  // the recovery in flight, if any: what the coordinator knew when
+  let timeline: RecoveryTimeline | undefined
+  coord.on('change', () => { if (timeline != null && timeline.knownS == null && coord.needsRound()) timeline.knownS = clock() })
   const clean: number[] = []
   for (let a = 0; a < trace.iterations; a++) {
     const event = byAttempt.get(a)
@@ -376,12 +512,15 @@ async function replay (coord: Coordinator, peers: BenchPeer[], clock: () => numb
       const u = event.timeS - event.iteration
       await sleep(u * median(clean) * 1000)
       const victim = holder(coord, peers, event.stage)
+      timeline = { watch: new EpochWatch(coord, clock) }
+      rec.timeline = timeline
       rec.signalS = clock()
       victim.child.kill(event.kind === 'notice' ? 'SIGTERM' : 'SIGKILL')
     }
     try {
       const r = await running
       rec.committed = true
+      rec.computeS = r.computeMs.map(x => x / 1000)
       rec.snapshot = (r.iteration + 1) % CHECKPOINT_EVERY === 0
     } catch (err) {
       if (!(err instanceof StageLostError)) throw err
@@ -391,6 +530,8 @@ async function replay (coord: Coordinator, peers: BenchPeer[], clock: () => numb
     if (event != null) {
       await coord.reconcile({ timeoutMs: 120_000 })
       rec.recoveredS = clock()
+      timeline?.watch.stop()
+      timeline = undefined
     }
     rec.endS = clock()
     out.attempts.push(rec)
@@ -485,8 +626,8 @@ try {
   local.dispose()
   const capacities: number[] = []
 
-  // a spare per join of the trace, and one in reserve
-  const spares = trace.events.filter(e => e.kind === 'join').length + 1
+  // a spare per join of the trace, one in reserve, and those the busy detection probe kills
+  const spares = trace.events.filter(e => e.kind === 'join').length + 1 + DISCONNECT_PROBES
   const secret = await benchSecret()
   const coord = new Coordinator({ clusterId: `costmodel-${process.pid}`, model: preset.model, train: preset.train, strategy: STRATEGY, stateDir, checkpointEvery: CHECKPOINT_EVERY, heartbeatTimeoutMs: HEARTBEAT_TIMEOUT_MS, swarmKey: secret.swarmKey })
   await coord.start()
@@ -503,9 +644,30 @@ try {
   const refusedS = await probeRefusedPing(coord)
   const gossipS = await probeGossip(coord, 3000)
   const persistS = await probePersist(coord)
-  const epochS = await probeEpoch(coord)
-  const fresh = await probeFreshPeer(probes[1], coord, peers)
-  await Promise.all(probes.filter((_, s) => s !== 1).map(async p => await p.compute(1))) // their cold iteration
+  // under load: warm iterations, then the probes that act inside clean ones
+  // the cluster's first iterations: every stage's peer computes its stage for the first time in the
+  // first one (each stage's own compute from its done report), then warm ones
+  const first: Array<{ s: number, computeS: number[] }> = []
+  for (let i = 0; i < 4; i++) {
+    const w0 = performance.now()
+    const r = await coord.runIteration({ timeoutMs: 120_000 })
+    first.push({ s: (performance.now() - w0) / 1000, computeS: r.computeMs.map(x => x / 1000) })
+  }
+  const busyPeriodS = median(first.slice(1).map(f => f.s))
+  const assigned = new Set((coord.assignment?.stages ?? []).flatMap(st => st.peers))
+  const disconnects: number[] = []
+  for (const spare of peers.filter(p => !assigned.has(p.peerId)).slice(-DISCONNECT_PROBES)) disconnects.push(await probeBusyDisconnect(coord, spare, busyPeriodS))
+  const busyDetectionS = median(disconnects) + refusedS
+  // the survivors' epoch: every stage busy (a notice), and with each crashed stage of the trace frozen
+  const busyEpoch = await probeBusyEpoch(coord, busyPeriodS, 3)
+  const crashEpoch = new Map<number, EpochProbe>()
+  for (const st of new Set(FAILURES.filter(f => f.kind === 'crash').map(f => f.stage))) {
+    crashEpoch.set(st, await probeBusyEpoch(coord, busyPeriodS, 3, { peer: holder(coord, peers, st), stage: st, delayS: busyDetectionS }))
+  }
+  // every probe as a fresh peer given its stage, one after another (their cold iterations done
+  // here, the cluster idle between iterations)
+  const fresh: FreshPeer[] = []
+  for (const p of probes) fresh.push(await probeFreshPeer(p, coord, peers))
   capacities.push(await probeCapacity(probes))
 
   const t0 = performance.now()
@@ -523,6 +685,10 @@ try {
   // step measured just before it (the load on this shared machine drifts)
   const cores = Math.min(availableParallelism(), median(capacities))
   const iterationOverheadS = 2 * gossipS + persistS
+  const detectionS = busyDetectionS
+  // a departing stage's signal is handled when the stage is through its compute, as the epoch is
+  // taken; the epoch's way out and its install are not on the notice's path
+  const rebuildOverheadS = median(fresh.map(f => f.coldPullExtraS + f.installS))
   const costFor = (c: ComputeSample): CostModel => costModelForModel(model, train, c.forwardS + c.backwardS + c.stepS, {
     hostCores: cores,
     forwardFraction: c.forwardS / (c.forwardS + c.backwardS + c.stepS),
@@ -530,16 +696,36 @@ try {
     storageBytesPerS: link.bytesPerS,
     linkLatencyS: link.latencyS,
     snapshotBytesPerS: snapshot.bytesPerS,
-    detectionS: refusedS,
+    detectionS,
     noticeLeadS: 0,
     iterationOverheadS,
-    recoveryRoundS: epochS + fresh.coldPullExtraS + fresh.installS + fresh.coldComputeExtraS,
+    rebuildOverheadS,
     transferCpuSPerByte: checkpointCpuSPerByte
   })
   const atts = run.attempts
   const baselines = atts.flatMap(a => a.baseline ?? [])
   const typical = medianSample(baselines)
   const cost = costFor(typical)
+  const all = Array.from({ length: S }, (_, st) => st)
+  // the cold first iteration, as a share of a warm one: the fresh probes' first iteration beyond
+  // their next two, each against those two (one process's run, so the load's drift cancels); each
+  // failure is charged that share of its stage's compute at the step measured before it
+  const coldShare = median(fresh.map(f => f.coldComputeExtraS / f.warmComputeS))
+  /**
+   * A failure's cost model: the survivors' epoch from the probe of its kind (every stage busy for a
+   * notice, its stage frozen for a crash), the latest survivor's take and the latest donor's
+   * (`donors`: the rung's), a notice heard when its stage is through its compute.
+   */
+  const failureCost = (c: ComputeSample, f: { kind: 'crash' | 'notice', stage: number }, donors: readonly number[]): CostModel => {
+    const probe = f.kind === 'crash' ? crashEpoch.get(f.stage) ?? busyEpoch : busyEpoch
+    const base = costFor(c)
+    return base.with({
+      epochTakeS: latestTake(probe, all.filter(st => st !== f.stage)),
+      ...(donors.length > 0 ? { donorReadyS: latestTake(probe, donors) } : {}),
+      noticeHeardS: f.kind === 'notice' ? Math.max(0, latestTake(busyEpoch, [f.stage]) - gossipS) : 0,
+      coldIterationS: coldShare * train.microbatches * base.p.slotComputeS
+    })
+  }
   const PLAIN = { swaps: false, redundantCompute: false }
   console.log('\nparameters (each measured in this run, beside or before the replay, or configuration):')
   console.log(`  slotComputeS        ${ms(cost.p.slotComputeS)} (median; each attempt's own from the step just before it): steps of the ${S} stages, each stage in its probe process, one after another (${baselines.length} steps between the attempts, ${ms(Math.min(...baselines.map(c => c.forwardS + c.backwardS + c.stepS)))}..${ms(Math.max(...baselines.map(c => c.forwardS + c.backwardS + c.stepS)))}; median forward ${ms(typical.forwardS)}, backward ${ms(typical.backwardS)}, clip + Adam ${ms(typical.stepS)}) / (S x M)`)
@@ -551,10 +737,15 @@ try {
   console.log('  storageBytesPerS    the same: the store is this process, pulling over the same loopback')
   console.log(`  linkLatencyS        ${(link.latencyS * 1000).toFixed(2)} ms: half the median libp2p ping round trip to a peer`)
   console.log(`  snapshotBytesPerS   ${(snapshot.bytesPerS / 1e9).toFixed(2)} GB/s: exportStageState into the previous snapshot's arrays (a peer's checkpoint snapshot), ${(snapshot.bytes / 2 ** 20).toFixed(1)} MB stage`)
-  console.log(`  detectionS          ${ms(refusedS)}: the detector's path for a killed process (its connection closes; the confirming ping is refused: measured to a closed loopback port); the ${HEARTBEAT_TIMEOUT_MS} ms heartbeat floor applies only to a silent peer`)
+  console.log(`  detectionS          ${ms(detectionS)}: the detector's path for a killed process: its connection closes (${disconnects.map(ms).join(', ')}: a spare SIGKILLed ${BUSY_AT} into a clean iteration (${ms(busyPeriodS)}), to the coordinator's libp2p seeing it close; median) and the confirming ping is refused (${ms(refusedS)}: measured to a closed loopback port); the ${HEARTBEAT_TIMEOUT_MS} ms heartbeat floor applies only to a silent peer`)
   console.log('  noticeLeadS         0: the coordinator moves a departing stage at once (the iteration in flight is aborted); it does not wait out the notice')
+  console.log(`  noticeHeardS        a departing stage handles its signal once through the compute it is inside, as it takes an epoch: that stage's take in the all-busy probe below, less the epoch's way out (${ms(gossipS)}); new, default 0`)
   console.log(`  iterationOverheadS  ${ms(iterationOverheadS)}: 2 x the heartbeats' one-way gossip delay (${ms(gossipS)}: begin out, done back) + the coordinator's persist per commit (${ms(persistS)}); new, default 0`)
-  console.log(`  recoveryRoundS      ${ms(cost.roundS)}: the assignment re-published under a new epoch until every stage took it (${ms(epochS)}, median of 3, before training) + a fresh process's first pull beyond a warm one (${ms(fresh.coldPullExtraS)}; warm ${ms(fresh.warmPullS)}) + its install of the pulled stage 1, built and its weights packed, as a rebuilt peer's (${ms(fresh.installS)}) + its first iteration beyond a warm one (${ms(fresh.coldComputeExtraS)}); new, default 0`)
+  const showProbe = (p: EpochProbe): string => `${p.allS.map(ms).join(', ')}; per stage, round by round: ${p.takes.map(t => [...t].sort((x, y) => x[0] - y[0]).map(([st, x]) => `${st}:${ms(x)}`).join(' ')).join('; ')}`
+  console.log(`  epochTakeS          the survivors of a recovery round, each through the compute it is inside first: ${BUSY_AT} into a clean iteration it is dropped as for a loss (the abort published) and the same assignment published under a new epoch, until every stage but a frozen one took it, 3 rounds (the iteration redone after); the latest survivor's take, median over the rounds. For a notice every stage goes on computing (${showProbe(busyEpoch)}); for a crash of stage s its peer is SIGSTOPped at ${BUSY_AT} and the abort published detectionS later (${[...crashEpoch].map(([st, e]) => `stage ${st}: ${showProbe(e)}`).join('; ')}); new, default 0`)
+  console.log('  donorReadyS         the same probes: the latest of the rung\'s donor stages to take the epoch (a handover\'s donor is the departing stage, in the all-busy probe); the store serves at once; new, default epochTakeS')
+  console.log(`  rebuildOverheadS    ${ms(rebuildOverheadS)}: a fresh process given a stage (one per stage, before training): its first pull of the stage's state beyond a warm one (${fresh.map(f => ms(f.coldPullExtraS)).join(', ')}; warm ${fresh.map(f => ms(f.warmPullS)).join(', ')}) + its install, built and its weights packed, as a rebuilt peer's (${fresh.map(f => ms(f.installS)).join(', ')}); median of the sums; new, default 0`)
+  console.log(`  coldIterationS      ${(100 * coldShare).toFixed(0)}% of the stage's compute per iteration (${ms(coldShare * train.microbatches * cost.p.slotComputeS)} at the median step; each failure at the step before it): the fresh processes' first iteration of their stage beyond the next two, against those two (${fresh.map(f => `${ms(f.coldComputeExtraS)} / ${ms(f.warmComputeS)}`).join(', ')}; median of the shares), after the busy probes; charged as what it adds to the pipeline: ${ms(failureCost(typical, { kind: 'crash', stage: 1 }, []).coldIterationDelayS([1]))} for stage 1, ${ms(failureCost(typical, { kind: 'crash', stage: S - 1 }, []).coldIterationDelayS([S - 1]))} for stage ${S - 1}. (The cluster's own first iteration, every stage cold at once: ${ms(first[0].s)} against ${ms(busyPeriodS)}, its stages' own compute ${first[0].computeS.map(ms).join(', ')} against ${all.map(st => ms(median(first.slice(1).map(f => f.computeS[st])))).join(', ')}.) New, default 0`)
 
   // ---- figures, each against the attempts next to it
   const period = (a: Attempt): number => a.endS - a.startS
@@ -562,6 +753,7 @@ try {
   const afterEvent = new Set<number>()
   atts.forEach((a, i) => { if (a.event != null) afterEvent.add(i + 1) })
   const clean = atts.filter((a, i) => i >= 2 && plain(a) && a.baseline != null && !afterEvent.has(i))
+  const cleanSet = new Set(clean)
   const iterPred = median(clean.map(a => costFor(a.baseline as ComputeSample).iterationS(PLAIN)))
   const iterMeasured = median(clean.map(period))
   const iterErr = relativeError(iterPred, iterMeasured)
@@ -574,16 +766,18 @@ try {
   for (const [i, a] of atts.entries()) {
     if (a.event == null) continue
     const redone = atts[i + 1]
-    const before = [atts[i - 1], atts[i - 2]].filter(plain)
+    // the clean attempts next to it: up to NEIGHBOURS before the failure and after the redone one
+    const around = [...atts.slice(Math.max(0, i - NEIGHBOURS), i), ...atts.slice(i + 2, i + 2 + NEIGHBOURS)].filter(x => cleanSet.has(x))
     // the step measured just before; after a snapshot commit none is, and the newest earlier one stands in
     const step = a.baseline ?? atts.slice(0, i).reverse().find(x => x.baseline != null)?.baseline
-    if (!plain(redone) || before.length === 0 || step == null) throw new CostValidationError(`attempt ${a.attempt}'s ${a.event.kind} has no clean attempts around it`)
-    const base = before.reduce((sum, b) => sum + period(b), 0) / before.length
-    // signal -> recovered, then what the redone iteration took beyond the clean ones before (the
+    if (!plain(redone) || around.length === 0 || step == null) throw new CostValidationError(`attempt ${a.attempt}'s ${a.event.kind} has no clean attempts around it`)
+    const base = median(around.map(period))
+    // signal -> recovered, then what the redone iteration took beyond the clean ones around it (the
     // step measured between the two is not the cluster's time)
     const measured = (a.recoveredS as number) - (a.signalS as number) + period(redone) - base
     const f = { kind: a.event.kind as 'crash' | 'notice', stage: a.event.stage, checkpoint: run.checkpointAt.get(a.attempt) ?? 0 }
-    const p = predictRecovery(costFor(step), STRATEGY, f)
+    const pc = failureCost(step, f, predictRecovery(costFor(step), STRATEGY, f).donors)
+    const p = predictRecovery(pc, STRATEGY, f)
     const rec = records.find(r => r.stage === f.stage && r.at >= t0Wall + (a.signalS as number) * 1000 - 1000)
     const key = `${f.kind} of stage ${f.stage}, rung ${p.rung}`
     const g = byRung.get(key) ?? { predicted: [], measured: [] }
@@ -591,7 +785,14 @@ try {
     g.predicted.push(p.seconds)
     g.measured.push(measured)
     console.log(`recovery (${key}${rec != null && rec.rung !== p.rung ? `; the coordinator chose ${rec.rung}` : ''}) at attempt ${a.attempt}: predicted ${ms(p.seconds)}, measured ${ms(measured)}`)
-    console.log(`  predicted: detection ${ms(p.detectionS)} + round ${ms(cost.roundS)} + transfer of ${(p.bytes / 2 ** 20).toFixed(2)} MB ${ms(p.transferS - cost.roundS)}; measured: signal -> aborted ${ms((a.abortedS ?? NaN) - (a.signalS ?? NaN))}, -> recovered ${ms((a.recoveredS ?? NaN) - (a.signalS ?? NaN))}, redone iteration ${ms(period(redone))} against ${ms(base)} before; the coordinator's record: transfer ${rec?.transferMs.toFixed(0) ?? '?'} ms, rebuild ${rec?.rebuildMs.toFixed(0) ?? '?'} ms, ${rec?.bytes ?? '?'} B`)
+    const coldS = pc.coldIterationDelayS([f.stage])
+    console.log(`  predicted: ${f.kind === 'crash' ? `detection ${ms(p.detectionS)}` : `notice heard ${ms(pc.p.noticeHeardS ?? 0)}`} + round ${ms(p.transferS - coldS)} (the survivors' epoch ${ms(pc.p.epochTakeS ?? 0)}; alongside it ${p.donors.length > 0 ? `the donors (stage ${p.donors.join(', ')}) on the epoch at ${ms(pc.p.donorReadyS ?? 0)}, then` : 'from the store'} the pull of ${(p.bytes / 2 ** 20).toFixed(2)} MB and install: ${ms(rebuildOverheadS)} + the transfer) + the cold first iteration ${ms(coldS)}; measured: signal -> aborted ${ms((a.abortedS ?? NaN) - (a.signalS ?? NaN))}, -> recovered ${ms((a.recoveredS ?? NaN) - (a.signalS ?? NaN))}, redone iteration ${ms(period(redone))} against ${ms(base)} (median of ${around.length} clean attempts around it); the coordinator's record: transfer ${rec?.transferMs.toFixed(0) ?? '?'} ms, rebuild ${rec?.rebuildMs.toFixed(0) ?? '?'} ms, ${rec?.bytes ?? '?'} B`)
+    // the rebuilt stage's own compute in the redone attempt against the attempts around it: its cold first iteration, as the cluster ran it
+    const own = (x: Attempt): number => x.computeS?.[f.stage] ?? NaN
+    console.log(`  stage ${f.stage}'s own compute: redone ${ms(own(redone))}, around it ${ms(median(around.map(own)))} (the model's cold part: ${ms(pc.p.coldIterationS ?? 0)} of compute alone); every stage in the redone attempt: ${redone.computeS?.map(ms).join(', ') ?? '?'}`)
+    const tl = a.timeline
+    const since = (x: number | undefined): string => x == null ? '?' : ms(x - (a.signalS as number))
+    if (tl != null) console.log(`  timeline from the signal: known ${since(tl.knownS)}, aborted ${since(a.abortedS)}, epoch ${tl.watch.epoch ?? '?'} published ${since(tl.watch.publishedAt)}, taken by ${[...tl.watch.takenAt].sort((x, y) => x[0] - y[0]).map(([st, t]) => `stage ${st}${st === f.stage ? ' (rebuilt)' : ''} ${since(t)}`).join(', ')}, recovered ${since(a.recoveredS)}`)
   }
   const recErrs: number[] = []
   for (const [key, g] of byRung) {
