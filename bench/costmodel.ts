@@ -17,50 +17,54 @@
  * outcomes, each printed with its source: compute from a step of the same stages, each in a probe
  * process of its own, just before each attempt (never in this process: it would stall the
  * coordinator's event loop); how the host's cores serve several busy stage processes from fresh
- * probe processes (bench/costmodel-probe.ts) computing alone and at once; the link from a
- * weights-protocol pull and pings before training; the control round trip from the heartbeats'
- * gossip delay and the coordinator's persist; the recovery round's parts apart from any failure:
- * the survivors' and donors' take of an epoch published into a busy iteration (a stage frozen for
- * a crash, none for a notice), a fresh process's first pull, install and first iteration;
- * detection from spares SIGKILLed during training; the snapshot rate from the peers' own snapshot
- * routine. Nothing is fitted. Each recovery's timeline as the coordinator saw it is printed beside
- * its figure.
+ * probe processes (bench/costmodel-probe.ts) computing alone and at once; the link from
+ * weights-protocol pulls between the replay's attempts (each recovery at the rate around it) and
+ * pings before training; the control round trip from the heartbeats' gossip delay and the
+ * coordinator's persist; the recovery round's parts apart from the failures predicted: the
+ * survivors' and donors' take of an epoch published into a busy iteration (a stage frozen for a
+ * crash, none for a notice), fresh processes' first pull and install (before and after the
+ * replay), the rebuilt stage's cold first iteration from calibration recoveries before and after
+ * the replay (none of them predicted); detection from spares SIGKILLed during training; the
+ * snapshot rate from the peers' own snapshot routine. Nothing is fitted. Each recovery's timeline
+ * as the coordinator saw it is printed beside its figure. The probes are in costmodel-probes.ts.
  *
  * Ends with `bench: costmodel_error=<largest relative error>` (target <= 0.2).
  */
 import '../common/polyfill.js'
-import { once } from 'node:events'
 import { mkdtemp, rm } from 'node:fs/promises'
-import { createServer } from 'node:net'
 import { availableParallelism, tmpdir } from 'node:os'
-import { spawn, type ChildProcess } from 'node:child_process'
-import { fileURLToPath } from 'node:url'
 import { join } from 'node:path'
-import { readFileSync } from 'node:fs'
-import { multiaddr } from '@multiformats/multiaddr'
-import { generateKeyPair } from '@libp2p/crypto/keys'
-import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id'
 import { Coordinator, StageLostError, type CheckpointEvent, type RecoveryEvent } from '../coordinator/index.js'
-import { CONFIG_PRESETS, resolveModelConfig, resolveTrainConfig, initBackend, stageLayout, Stage, exportStageState, type StageState } from '../model/index.js'
-import { fetchWeights } from '../net/index.js'
+import { CONFIG_PRESETS, resolveModelConfig, resolveTrainConfig, initBackend, stageLayout, Stage } from '../model/index.js'
 import { costModelForModel, type CostModel } from '../sim/cost-model.js'
 import { CostValidationError, median, predictRecovery, relativeError } from '../sim/cost-validation.js'
+import { planBatch } from '../sim/ladder-adapter.js'
 import { makeTrace, type TraceEvent } from '../sim/trace.js'
 import { benchSecret, startPeer, stopCluster, holder, type BenchPeer } from './harness.js'
-import { children } from './children.js'
-import type { ProbeReply, ProbeRequest } from './costmodel-probe.js'
+import {
+  BUSY_AT, EpochWatch, Probe, cpuMs, latestTake, measureSnapshot, medianSample, ms, probeBusyDisconnect, probeBusyEpoch, probeCapacity,
+  busyPullRate, probeCheckpointCpu, probeColdIteration, probeFreshPeer, probeGossip, probeLink, probePersist, probeRefusedPing, sampleCompute, sampleLink, sleep,
+  type ColdSample, type ComputeSample, type EpochProbe, type FreshPeer
+} from './costmodel-probes.js'
 
 const STRATEGY = 'checkfree'
 const CHECKPOINT_EVERY = 5
 /** The checkpoint phase: this many attempts after a snapshot commit, each between two after plain commits. */
-const CHECKPOINT_PAIRS = 16
+const CHECKPOINT_PAIRS = 20
 // The detector's floor for silent peers. Local-cluster mode uses 5 s; on this shared 2-core machine a
 // peer building its stage under load has gone 5 s without a heartbeat, so 10 s as in bench:recovery.
 // A SIGKILL is found by the closed connection, not by this floor.
 const HEARTBEAT_TIMEOUT_MS = 10_000
-const USER_HZ = 100
 /** Spares the busy detection probe kills, one per measurement. */
 const DISCONNECT_PROBES = 3
+/**
+ * The calibration recoveries of the cold first iteration (probeColdIteration), by stage: the first
+ * half before the replay, the rest after it. Each kills a stage's peer and uses a spare.
+ */
+const COLD_CALIBRATIONS = [1, 2, 3, 1, 2, 3]
+/** The replay's link samples: a pull between attempts every this many attempts; a recovery's pull is charged at the median of the LINK_NEAREST samples nearest it. */
+const LINK_EVERY = 2
+const LINK_NEAREST = 5
 
 const preset = CONFIG_PRESETS.demo
 const model = resolveModelConfig(preset.model)
@@ -73,7 +77,7 @@ const M = train.microbatches
  * kind of failure REPEATS times, 6 attempts apart: one recovery on this shared machine varied by
  * 2x between runs, so each rung's figure is the median of its REPEATS.
  */
-const REPEATS = 5
+const REPEATS = 6
 /** A failure's figure is measured against the median of the clean attempts up to this many before it and after its redone attempt. */
 const NEIGHBOURS = 3
 const FAILURES = [
@@ -96,366 +100,11 @@ const trace = makeTrace({
   }).flat()).flat()
 })
 
-const ms = (s: number): string => `${(s * 1000).toFixed(0)} ms`
-const sleep = async (t: number): Promise<void> => await new Promise(resolve => setTimeout(resolve, t))
-
-// ------------------------------------------------------------------ compute, in the probe processes
-
-interface ComputeSample { forwardS: number, backwardS: number, stepS: number }
-
-/** Each part's median over `samples`. */
-function medianSample (samples: readonly ComputeSample[]): ComputeSample {
-  return { forwardS: median(samples.map(c => c.forwardS)), backwardS: median(samples.map(c => c.backwardS)), stepS: median(samples.map(c => c.stepS)) }
-}
-
-/** Seconds per byte of the peers' checkpoint snapshot: exportStageState into the previous snapshot's arrays. */
-function measureSnapshot (stage: Stage): { bytesPerS: number, bytes: number } {
-  let prev: StageState | undefined
-  const times: number[] = []
-  let bytes = 0
-  for (let i = 0; i < 7; i++) {
-    const t0 = performance.now()
-    const s = exportStageState(stage, { optimizer: true, reuse: prev?.tensors })
-    times.push((performance.now() - t0) / 1000)
-    bytes = [...s.tensors.values()].reduce((n, t) => n + t.data.byteLength, 0)
-    prev = s
-  }
-  return { bytesPerS: bytes / median(times.slice(2)), bytes }
-}
-
-// ------------------------------------------------------------------ loopback, on the idle cluster
-
-function cpuMs (pid: number | undefined): number {
-  if (pid == null) throw new CostValidationError('a peer without a pid')
-  const after = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')
-  return (Number(after[11]) + Number(after[12])) * 1000 / USER_HZ
-}
-
-interface LinkProbe { bytesPerS: number, bytes: number, latencyS: number }
-
-/** A stage's full state (weights + Adam) pulled over the weights protocol into new arrays (as a rebuilt peer pulls), and pings, on loopback. */
-async function probeLink (coord: Coordinator, peers: BenchPeer[]): Promise<LinkProbe> {
-  const donor = holder(coord, peers, 1)
-  const rates: number[] = []
-  let bytes = 0
-  for (let i = 0; i < 3; i++) {
-    const t0 = performance.now()
-    const r = await fetchWeights(coord.node, { donors: [{ peer: peerIdFromString(donor.peerId) }], stage: 1, includeOptimizer: true, timeoutMs: 60_000 })
-    rates.push(r.bytes / ((performance.now() - t0) / 1000))
-    bytes = r.bytes
-  }
-  const rtts: number[] = []
-  for (let tries = 0; rtts.length < 10; tries++) {
-    const t0 = performance.now()
-    try {
-      await coord.node.services.ping.ping(peerIdFromString(donor.peerId))
-      rtts.push((performance.now() - t0) / 1000)
-    } catch (err) {
-      // libp2p allows one outbound ping stream per connection, and the coordinator's detector
-      // pings its peers too: a ping that met the detector's is not a round trip, so it is taken again
-      if ((err as Error).name !== 'TooManyOutboundProtocolStreamsError' || tries >= 50) throw err
-      await sleep(20)
-    }
-  }
-  return { bytesPerS: median(rates), bytes, latencyS: median(rtts) / 2 }
-}
-
-/**
- * CPU seconds per byte of the checkpoint store's pull, both ends: every stage's snapshot of the
- * newest checkpoint pulled again from its holder as the store pulls it (the snapshot served by
- * exactly its iteration, into the previous pull's arrays), on the idle cluster after the replay.
- * (The CPU of a pull of the live state into new arrays, which a first version used, was twice
- * what a checkpoint took.) The store's file writes are not included.
- */
-async function probeCheckpointCpu (coord: Coordinator, peers: BenchPeer[]): Promise<number> {
-  const it = coord.store?.list().find(c => c.complete)?.iteration
-  if (it == null) throw new CostValidationError('no complete checkpoint to pull again')
-  const reuse = new Map<number, Map<string, Float32Array | Int32Array>>()
-  const perByte: number[] = []
-  for (let round = 0; round < 3; round++) {
-    let cpuS = 0
-    let bytes = 0
-    for (let s = 0; s < S; s++) {
-      const donor = holder(coord, peers, s)
-      const into = reuse.get(s)
-      const c0 = process.cpuUsage()
-      const d0 = cpuMs(donor.child.pid)
-      const r = await fetchWeights(coord.node, {
-        donors: [{ peer: peerIdFromString(donor.peerId) }],
-        stage: s,
-        minIteration: it,
-        includeOptimizer: true,
-        timeoutMs: 60_000,
-        ...(into != null ? { destination: (info: { name: string, byteLength: number }) => { const a = into.get(info.name); return a?.byteLength === info.byteLength ? a : undefined } } : {})
-      })
-      if (r.iteration !== it) throw new CostValidationError(`stage ${s}'s holder served iteration ${r.iteration}, not the checkpoint's ${it}`)
-      const c = process.cpuUsage(c0)
-      // this process pulling and checking, the holder serving (/proc: 10 ms ticks)
-      cpuS += (c.user + c.system) / 1e6 + (cpuMs(donor.child.pid) - d0) / 1000
-      bytes += r.bytes
-      reuse.set(s, new Map([...r.tensors].map(([name, t]) => [name, t.data])))
-    }
-    if (round > 0) perByte.push(cpuS / bytes) // the first round allocates the arrays
-  }
-  return median(perByte)
-}
-
-/** The detector's path for a killed process: its connection closes and the confirming ping is refused. */
-async function probeRefusedPing (coord: Coordinator): Promise<number> {
-  // a peer id nobody is connected to, or libp2p would use the open connection
-  const stranger = peerIdFromPrivateKey(await generateKeyPair('Ed25519')).toString()
-  const server = createServer()
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  const port = (server.address() as { port: number }).port
-  server.close()
-  await once(server, 'close')
-  const times: number[] = []
-  for (let i = 0; i < 5; i++) {
-    const t0 = performance.now()
-    const ok = await coord.node.services.ping.ping(multiaddr(`/ip4/127.0.0.1/tcp/${port}/p2p/${stranger}`), { signal: AbortSignal.timeout(3000) }).then(() => true, () => false)
-    if (ok) throw new CostValidationError(`a ping to the closed port ${port} was answered`)
-    times.push((performance.now() - t0) / 1000)
-  }
-  return median(times)
-}
-
-/** One-way gossip delay of heartbeats (peer's send timestamp -> the coordinator's receipt, one host clock). */
-async function probeGossip (coord: Coordinator, forMs: number): Promise<number> {
-  const delays: number[] = []
-  const last = new Map<string, number>()
-  const onChange = (): void => {
-    for (const [id, v] of coord.peers) {
-      if (last.get(id) === v.heartbeat.timestampMs) continue
-      last.set(id, v.heartbeat.timestampMs)
-      delays.push(Math.max(0, v.seenAt - v.heartbeat.timestampMs) / 1000)
-    }
-  }
-  onChange()
-  delays.length = 0
-  coord.on('change', onChange)
-  await sleep(forMs)
-  coord.off('change', onChange)
-  if (delays.length < 3) throw new CostValidationError(`only ${delays.length} heartbeats heard in ${forMs} ms`)
-  return median(delays)
-}
-
-async function probePersist (coord: Coordinator): Promise<number> {
-  const times: number[] = []
-  for (let i = 0; i < 7; i++) {
-    const t0 = performance.now()
-    await coord.persist()
-    times.push((performance.now() - t0) / 1000)
-  }
-  return median(times)
-}
-
-/** Where in a clean iteration the busy probes act: where the trace's failures land (0.4 of an iteration). */
-const BUSY_AT = 0.4
-
-/**
- * The survivors' part of a recovery round, measured without a rebuild: BUSY_AT into a clean
- * iteration, the same assignment is published under a new epoch, and the time until each stage
- * took it. A stage takes it only once it is through the compute it is inside (a WASM kernel does
- * not yield). With `frozen` (a crash), that stage's peer is SIGSTOPped at BUSY_AT and the epoch
- * published `delayS` later (the detection), so its neighbours run out of work as a crash's
- * survivors do; it is SIGCONTed once the others took the epoch (its silence stays far under the
- * detector's floor), and only the others' times count. Without (a notice), every stage goes on
- * computing, as they do while a departing peer finishes what it is inside. The probed iteration is
- * dropped (redone under the new epoch); a clean iteration before each probe starts it warm.
- */
-async function probeBusyEpoch (coord: Coordinator, periodS: number, rounds: number, frozen?: { peer: BenchPeer, stage: number, delayS: number }): Promise<EpochProbe> {
-  const allS: number[] = []
-  const takes: Array<Map<number, number>> = []
-  for (let i = 0; i < rounds; i++) {
-    await coord.runIteration({ timeoutMs: 120_000 })
-    const stop = new AbortController()
-    const running = coord.runIteration({ timeoutMs: 120_000, signal: stop.signal }).then(() => true, () => false)
-    await sleep(BUSY_AT * periodS * 1000)
-    if (frozen != null) {
-      frozen.peer.child.kill('SIGSTOP')
-      await sleep(frozen.delayS * 1000)
-    }
-    const peers = (coord.assignment?.stages ?? []).map(s => [...s.peers])
-    // as the coordinator drops an iteration for a loss: the abort first, then the round's epoch
-    const t0 = performance.now()
-    await coord.gossip.publish({ kind: 'abort', epoch: coord.epoch, iteration: coord.iteration, reason: 'bench:costmodel probe of the survivors\' epoch' })
-    stop.abort(new CostValidationError('probe: the iteration was dropped for a new epoch'))
-    const watch = new EpochWatch(coord, () => performance.now())
-    try {
-      const others = (): boolean => peers.every((_, st) => st === frozen?.stage || watch.takenAt.has(st))
-      const assigned = coord.assign(peers, { timeoutMs: 30_000 })
-      await coord.until(others, 'the survivors to take the probe\'s epoch', 30_000)
-      allS.push((performance.now() - t0) / 1000)
-      if (frozen != null) frozen.peer.child.kill('SIGCONT')
-      await assigned
-    } finally {
-      if (frozen != null) frozen.peer.child.kill('SIGCONT')
-      watch.stop()
-    }
-    takes.push(new Map([...watch.takenAt].filter(([st]) => st !== frozen?.stage).map(([st, t]) => [st, (t - t0) / 1000])))
-    if (await running) throw new CostValidationError(`the iteration probed for the busy epoch committed within ${ms(BUSY_AT * periodS)}: the stages were not busy when the epoch came`)
-  }
-  return { allS, takes }
-}
-
-/** One busy-epoch probe: per round, every stage but a frozen one on the new epoch, and each stage's take, s after the abort. */
-interface EpochProbe { allS: number[], takes: Array<Map<number, number>> }
-
-/** Per round, the latest take among `stages`; their median. */
-function latestTake (probe: EpochProbe, stages: readonly number[]): number {
-  return median(probe.takes.map(t => Math.max(0, ...stages.map(st => {
-    const x = t.get(st)
-    if (x == null) throw new CostValidationError(`the busy-epoch probe has no take for stage ${st}`)
-    return x
-  }))))
-}
-
-/**
- * When each stage of the coordinator's assignment first heartbeats that it holds its stage under
- * the newest epoch published since the watch began (the rebuilt stage's heartbeat is its claim, once
- * installed), on `clock`.
- */
-class EpochWatch {
-  readonly takenAt = new Map<number, number>()
-  publishedAt?: number
-  epoch?: number
-  private readonly onEpoch = (e: { epoch: number }): void => {
-    this.epoch = e.epoch
-    this.publishedAt = this.clock()
-    this.takenAt.clear()
-    this.look()
-  }
-
-  private readonly look = (): void => {
-    if (this.epoch == null) return
-    for (const st of this.coord.assignment?.stages ?? []) {
-      if (this.takenAt.has(st.stage)) continue
-      const hb = this.coord.peers.get(st.peers[0] ?? '')?.heartbeat
-      if (hb?.epoch === this.epoch && hb.stage === st.stage) this.takenAt.set(st.stage, this.clock())
-    }
-  }
-
-  constructor (private readonly coord: Coordinator, private readonly clock: () => number) {
-    coord.on('epoch', this.onEpoch)
-    coord.on('change', this.look)
-  }
-
-  stop (): void {
-    this.coord.off('epoch', this.onEpoch)
-    this.coord.off('change', this.look)
-  }
-}
-
-/**
- * The detector's path for a process killed while the cluster trains: a spare (no stage: the
- * iteration goes on) SIGKILLed BUSY_AT into a clean iteration, to the coordinator's libp2p seeing
- * its connection close. The detector then confirms with a ping, which the dead port refuses
- * (probeRefusedPing).
- */
-async function probeBusyDisconnect (coord: Coordinator, spare: BenchPeer, periodS: number): Promise<number> {
-  const running = coord.runIteration({ timeoutMs: 120_000 })
-  await sleep(BUSY_AT * periodS * 1000)
-  const closed = new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => { coord.node.removeEventListener('peer:disconnect', on); reject(new CostValidationError(`the killed spare ${spare.peerId} was not disconnected within 10 s`)) }, 10_000)
-    const on = (e: CustomEvent<{ toString: () => string }>): void => {
-      if (e.detail.toString() !== spare.peerId) return
-      clearTimeout(timer)
-      coord.node.removeEventListener('peer:disconnect', on)
-      resolve(performance.now())
-    }
-    coord.node.addEventListener('peer:disconnect', on)
-  })
-  const t0 = performance.now()
-  spare.child.kill('SIGKILL')
-  const seconds = ((await closed) - t0) / 1000
-  await running
-  return seconds
-}
-
-// ------------------------------------------------------------------ fresh stage processes
-
-const PROBE = fileURLToPath(new URL('./costmodel-probe.ts', import.meta.url))
-
-/** A probe process (costmodel-probe.ts) for one stage, asked over IPC. */
-class Probe {
-  readonly child: ChildProcess
-  constructor (readonly stage: number) {
-    this.child = spawn(process.execPath, ['--import', 'tsx', PROBE], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], env: { ...process.env, SPOTPIPE_QUIET: '1' } })
-    children.add(this.child)
-  }
-
-  async ask (m: ProbeRequest, want: ProbeReply['type']): Promise<ProbeReply> {
-    // both listeners go when the reply comes (left behind, every ask would add two to the child)
-    const done = new AbortController()
-    const reply = Promise.race([
-      once(this.child, 'message', { signal: done.signal }) as Promise<[ProbeReply]>,
-      once(this.child, 'exit', { signal: done.signal }).then(([code, sig]) => { throw new CostValidationError(`the probe of stage ${this.stage} exited (${String(sig ?? code)})`) })
-    ])
-    this.child.send(m)
-    const [r] = await reply.finally(() => { done.abort() })
-    if (r.type === 'error') throw new CostValidationError(`the probe of stage ${this.stage}: ${r.message}`)
-    if (r.type !== want) throw new CostValidationError(`the probe of stage ${this.stage} sent ${r.type}, expected ${want}`)
-    return r
-  }
-
-  async compute (iterations: number): Promise<number[]> {
-    return (await this.ask({ type: 'compute', iterations }, 'computed') as Extract<ProbeReply, { type: 'computed' }>).seconds
-  }
-
-  async sample (iteration: number): Promise<ComputeSample> {
-    const { forwardS, backwardS, stepS } = await this.ask({ type: 'sample', iteration }, 'sampled') as Extract<ProbeReply, { type: 'sampled' }>
-    return { forwardS, backwardS, stepS }
-  }
-}
-
-/**
- * The compute of one training step: each stage's iteration, timed the way its peer runs it (each
- * forward and backward copies its output to the host; then the clip and the Adam step), in its
- * probe process, one stage after another. Outside this process: the coordinator's event loop must
- * not stall (a step measured here held it 1.3 s before every attempt, and the detector saw pauses).
- */
-async function sampleCompute (probes: Probe[], iteration: number): Promise<ComputeSample> {
-  const out: ComputeSample = { forwardS: 0, backwardS: 0, stepS: 0 }
-  for (const p of probes) {
-    const c = await p.sample(iteration)
-    out.forwardS += c.forwardS
-    out.backwardS += c.backwardS
-    out.stepS += c.stepS
-  }
-  return out
-}
-
-interface FreshPeer { coldPullExtraS: number, installS: number, coldComputeExtraS: number, warmComputeS: number, warmPullS: number }
-
-/**
- * A fresh process given its stage, on the idle cluster: its first pull of the stage's state from
- * the stage's peer beyond warm ones, the install of the pulled state as a rebuilt peer installs it
- * (built, weights packed), and its first iteration beyond warm ones.
- */
-async function probeFreshPeer (probe: Probe, coord: Coordinator, peers: BenchPeer[]): Promise<FreshPeer> {
-  const donor = holder(coord, peers, probe.stage)
-  const addrs = (await coord.node.peerStore.get(peerIdFromString(donor.peerId))).addresses.map(a => a.multiaddr.toString())
-  const pull = async (install: boolean): Promise<Extract<ProbeReply, { type: 'pulled' }>> => await probe.ask({ type: 'pull', donor: donor.peerId, donorAddrs: addrs, stage: probe.stage, install }, 'pulled') as Extract<ProbeReply, { type: 'pulled' }>
-  const cold = await pull(true)
-  const warm = median([(await pull(false)).seconds, (await pull(false)).seconds])
-  const times = await probe.compute(3)
-  const warmComputeS = median(times.slice(1))
-  return { coldPullExtraS: Math.max(0, cold.seconds - warm), installS: cold.installS, coldComputeExtraS: Math.max(0, times[0] - warmComputeS), warmComputeS, warmPullS: warm }
-}
-
-/**
- * What the host does with S busy stage processes, in units of one alone: the stages' iterations run
- * one after another, over the same iterations run all at once (wall-clock). An idle 2-core host
- * gives min(S, 2); other sessions' load lowers it (the kernel shares the CPU between sessions first:
- * autogroup).
- */
-async function probeCapacity (probes: Probe[]): Promise<number> {
-  let alone = 0
-  for (const p of probes) alone += (await p.compute(2)).reduce((a, b) => a + b, 0)
-  const t0 = performance.now()
-  await Promise.all(probes.map(async p => await p.compute(2)))
-  return alone / ((performance.now() - t0) / 1000)
+/** The coordinator's ladder's plan for one failure of the trace (a complete checkpoint on disk). */
+function rungOf (f: { kind: 'crash' | 'notice', stage: number }, checkpoint = 1): { rung: string, donors: readonly number[] } {
+  const plan = planBatch({ strategy: STRATEGY, stages: S, lost: [{ stage: f.stage, kind: f.kind }], checkpoint }).plans[0]
+  if (plan == null) throw new CostValidationError(`the ladder has no plan for the ${f.kind} of stage ${f.stage}`)
+  return plan
 }
 
 // ------------------------------------------------------------------ the replay
@@ -478,6 +127,8 @@ interface Attempt {
   /** A step of the stages (in the probe processes) measured just before this attempt (none right after a snapshot commit,
    *  whose background upload it would hide). */
   baseline?: ComputeSample
+  /** A pull of a stage's state over the link just before this attempt (every LINK_EVERY attempts with a baseline), bytes/s. */
+  linkBytesPerS?: number
   /** A failure's recovery as the coordinator saw it, s on the bench clock. */
   timeline?: RecoveryTimeline
 }
@@ -511,7 +162,8 @@ async function replay (coord: Coordinator, peers: BenchPeer[], clock: () => numb
   for (let a = 0; a < trace.iterations; a++) {
     const event = byAttempt.get(a)
     const sample = out.attempts.slice(-2).some(x => x.snapshot) ? undefined : await baseline(a)
-    const rec: Attempt = { attempt: a, iteration: coord.iteration, startS: clock(), endS: 0, committed: false, snapshot: false, ...(event != null ? { event } : {}), ...(sample != null ? { baseline: sample } : {}) }
+    const link = sample != null && a % LINK_EVERY === 0 ? (await sampleLink(coord, peers)).bytesPerS : undefined
+    const rec: Attempt = { attempt: a, iteration: coord.iteration, startS: clock(), endS: 0, committed: false, snapshot: false, ...(event != null ? { event } : {}), ...(sample != null ? { baseline: sample } : {}), ...(link != null ? { linkBytesPerS: link } : {}) }
     const running = coord.runIteration({ timeoutMs: 120_000 })
     if (event != null) {
       out.checkpointAt.set(a, coord.store?.list().find(c => c.complete)?.iteration ?? 0)
@@ -634,19 +286,35 @@ try {
   const capacities: number[] = []
 
   // a spare per join of the trace, one in reserve, and those the busy detection probe kills
-  const spares = trace.events.filter(e => e.kind === 'join').length + 1 + DISCONNECT_PROBES
+  const spares = trace.events.filter(e => e.kind === 'join').length + 1 + DISCONNECT_PROBES + COLD_CALIBRATIONS.length
   const secret = await benchSecret()
   const coord = new Coordinator({ clusterId: `costmodel-${process.pid}`, model: preset.model, train: preset.train, strategy: STRATEGY, stateDir, checkpointEvery: CHECKPOINT_EVERY, heartbeatTimeoutMs: HEARTBEAT_TIMEOUT_MS, swarmKey: secret.swarmKey })
   await coord.start()
   const peers: BenchPeer[] = []
   cluster = { coord, peers }
   peers.push(...await Promise.all(Array.from({ length: S + spares }, async () => await startPeer(coord.addrs[0], coord.init.clusterId, secret.access))))
-  // fresh processes standing in for rebuilt peers, one per stage (they compute only when told)
+  // fresh processes standing in for rebuilt peers, one per stage (they compute only when told): the
+  // first S are measured as fresh peers at once and then compute the steps, the next S are measured
+  // as fresh peers after the replay
   const probes = Array.from({ length: S }, (_, s) => new Probe(s))
-  await Promise.all(probes.map(async (p, s) => await p.ask({ type: 'start', model: preset.model, train: preset.train, stage: s, swarmKeyFile: secret.access.swarmKeyFile }, 'ready')))
+  const laterProbes = Array.from({ length: S }, (_, s) => new Probe(s))
+  await Promise.all([...probes, ...laterProbes].map(async p => await p.ask({ type: 'start', model: preset.model, train: preset.train, stage: p.stage, swarmKeyFile: secret.access.swarmKeyFile }, 'ready')))
   await coord.assignInitial({ timeoutMs: 300_000 })
   // a stage lost while the first epoch was being taken (a starved peer) uses the reserve spare
   if (coord.needsRound()) await coord.reconcile({ timeoutMs: 120_000 })
+  // The host's speed moves within minutes (other sessions' load), and every time measured here is
+  // CPU on this host: each probe is taken with a step of the stages measured beside it (the same
+  // step each attempt is predicted from), so that a failure is charged the probe's time at the speed
+  // of the step measured before that failure. `step` numbers the steps' batches.
+  let step = 0
+  const stepNow = async (): Promise<ComputeSample> => await sampleCompute(probes, 1000 + step++)
+  // every probe as a fresh peer given its stage, one after another, on the idle cluster (first, so
+  // that the steps, computed by the same processes, do not warm them)
+  const fresh: Array<FreshPeer & { at: ComputeSample }> = []
+  const freshFirst: FreshPeer[] = []
+  for (const p of probes) freshFirst.push(await probeFreshPeer(p, coord, peers))
+  const freshFirstAt = await stepNow()
+  fresh.push(...freshFirst.map(f => ({ ...f, at: freshFirstAt })))
   const link = await probeLink(coord, peers)
   const refusedS = await probeRefusedPing(coord)
   const gossipS = await probeGossip(coord, 3000)
@@ -662,75 +330,119 @@ try {
   }
   const busyPeriodS = median(first.slice(1).map(f => f.s))
   const assigned = new Set((coord.assignment?.stages ?? []).flatMap(st => st.peers))
+  const disconnectAt = await stepNow()
   const disconnects: number[] = []
   for (const spare of peers.filter(p => !assigned.has(p.peerId)).slice(-DISCONNECT_PROBES)) disconnects.push(await probeBusyDisconnect(coord, spare, busyPeriodS))
-  const busyDetectionS = median(disconnects) + refusedS
-  // the survivors' epoch: every stage busy (a notice), and with each crashed stage of the trace frozen
-  const busyEpoch = await probeBusyEpoch(coord, busyPeriodS, 3)
-  const crashEpoch = new Map<number, EpochProbe>()
-  for (const st of new Set(FAILURES.filter(f => f.kind === 'crash').map(f => f.stage))) {
-    crashEpoch.set(st, await probeBusyEpoch(coord, busyPeriodS, 3, { peer: holder(coord, peers, st), stage: st, delayS: busyDetectionS }))
+  const closeS = median(disconnects)
+  // the survivors' epoch: every stage busy (a notice), and with each crashed stage of the trace
+  // frozen; each with the pull from its rung's donor peers, if it has any
+  const pullOf = (f: { kind: 'crash' | 'notice', stage: number }): { stages: number[], includeOptimizer: boolean } | undefined => {
+    const plan = rungOf(f)
+    return plan.donors.length === 0 ? undefined : { stages: [...plan.donors], includeOptimizer: plan.rung !== 'checkfree' && plan.rung !== 'checkfree-plus' }
   }
-  // every probe as a fresh peer given its stage, one after another (their cold iterations done
-  // here, the cluster idle between iterations)
-  const fresh: FreshPeer[] = []
-  for (const p of probes) fresh.push(await probeFreshPeer(p, coord, peers))
+  const notice = FAILURES.find(f => f.kind === 'notice')
+  const busyEpochAt = await stepNow()
+  const busyEpoch = await probeBusyEpoch(coord, busyPeriodS, 3, undefined, notice != null ? pullOf(notice) : undefined)
+  const crashEpoch = new Map<number, { probe: EpochProbe, at: ComputeSample }>()
+  for (const st of new Set(FAILURES.filter(f => f.kind === 'crash').map(f => f.stage))) {
+    const at = await stepNow()
+    crashEpoch.set(st, { probe: await probeBusyEpoch(coord, busyPeriodS, 3, { peer: holder(coord, peers, st), stage: st, delayS: closeS + refusedS }, pullOf({ kind: 'crash', stage: st })), at })
+  }
   capacities.push(await probeCapacity(probes))
+  // the cold first iteration in the cluster: calibration recoveries, half of them here
+  const half = Math.ceil(COLD_CALIBRATIONS.length / 2)
+  const colds: Array<ColdSample & { at: ComputeSample }> = []
+  const calibrate = async (st: number): Promise<void> => {
+    const at = await stepNow()
+    colds.push({ ...await probeColdIteration(coord, peers, st), at })
+  }
+  for (const st of COLD_CALIBRATIONS.slice(0, half)) await calibrate(st)
 
   const t0 = performance.now()
   const t0Wall = Date.now()
   const clock = (): number => (performance.now() - t0) / 1000
   const run = await replay(coord, peers, clock, async (a) => await sampleCompute(probes, 100 + a))
+  for (const st of COLD_CALIBRATIONS.slice(half)) await calibrate(st)
+  const freshLaterAt = await stepNow()
+  for (const p of laterProbes) fresh.push({ ...await probeFreshPeer(p, coord, peers), at: freshLaterAt })
+  for (const p of laterProbes) p.child.kill('SIGKILL')
   const phaseSamples = [await sampleCompute(probes, 200), await sampleCompute(probes, 201)]
   const phase = await checkpointPhase(coord, peers, coord.init)
   phaseSamples.push(await sampleCompute(probes, 202), await sampleCompute(probes, 203))
-  const checkpointCpuSPerByte = await probeCheckpointCpu(coord, peers)
+  const checkpointCpuSPerByte = await probeCheckpointCpu(coord, peers, join(stateDir, 'cpu-probe-store'))
   capacities.push(await probeCapacity(probes))
   for (const p of probes) p.child.kill('SIGKILL')
 
   // ---- parameters: shared by every prediction but the compute, which each attempt takes from the
-  // step measured just before it (the load on this shared machine drifts)
+  // step measured just before it, and the probes' times, which each failure takes at the speed of
+  // that step (the load on this shared machine drifts)
   const cores = Math.min(availableParallelism(), median(capacities))
   const iterationOverheadS = 2 * gossipS + persistS
-  const detectionS = busyDetectionS
-  // a departing stage's signal is handled when the stage is through its compute, as the epoch is
-  // taken; the epoch's way out and its install are not on the notice's path
-  const rebuildOverheadS = median(fresh.map(f => f.coldPullExtraS + f.installS))
-  const costFor = (c: ComputeSample): CostModel => costModelForModel(model, train, c.forwardS + c.backwardS + c.stepS, {
+  const stepS = (c: ComputeSample): number => c.forwardS + c.backwardS + c.stepS
+  /** A time measured beside the step `at`, at the speed of the step `now`. */
+  const atSpeed = (x: number, at: ComputeSample, now: ComputeSample): number => x * stepS(now) / stepS(at)
+  const atts = run.attempts
+  // the link's rate: before training, and from the samples between the replay's attempts
+  const linkSamples = atts.filter(a => a.linkBytesPerS != null)
+  const linkRates = linkSamples.map(a => a.linkBytesPerS as number)
+  const linkBytesPerS = median(linkRates)
+  /** The link's rate around attempt `i`: the median of the LINK_NEAREST samples nearest it. */
+  const linkNear = (i: number): number => median([...linkSamples].sort((x, y) => Math.abs(x.attempt - i) - Math.abs(y.attempt - i)).slice(0, LINK_NEAREST).map(x => x.linkBytesPerS as number))
+  /** Seconds of a fresh peer's first pull beyond a warm one and its install, per second of the step beside it. */
+  const rebuildPerStep = median(fresh.map(f => (f.coldPullExtraS + f.installS) / stepS(f.at)))
+  const costFor = (c: ComputeSample, linkRate = linkBytesPerS): CostModel => costModelForModel(model, train, stepS(c), {
     hostCores: cores,
-    forwardFraction: c.forwardS / (c.forwardS + c.backwardS + c.stepS),
-    linkBytesPerS: link.bytesPerS,
-    storageBytesPerS: link.bytesPerS,
+    forwardFraction: c.forwardS / stepS(c),
+    linkBytesPerS: linkRate,
+    storageBytesPerS: linkRate,
     linkLatencyS: link.latencyS,
     snapshotBytesPerS: snapshot.bytesPerS,
-    detectionS,
+    detectionS: atSpeed(closeS, disconnectAt, c) + refusedS,
     noticeLeadS: 0,
     iterationOverheadS,
-    rebuildOverheadS,
+    rebuildOverheadS: rebuildPerStep * stepS(c),
     transferCpuSPerByte: checkpointCpuSPerByte
   })
-  const atts = run.attempts
   const baselines = atts.flatMap(a => a.baseline ?? [])
   const typical = medianSample(baselines)
   const cost = costFor(typical)
   const all = Array.from({ length: S }, (_, st) => st)
-  // the cold first iteration, as a share of a warm one: the fresh probes' first iteration beyond
-  // their next two, each against those two (one process's run, so the load's drift cancels); each
-  // failure is charged that share of its stage's compute at the step measured before it
-  const coldShare = median(fresh.map(f => f.coldComputeExtraS / f.warmComputeS))
+  // The cold first iteration, from the calibration recoveries: what the first iteration after each
+  // took beyond the median of the next two, as the cold compute on the rebuilt stage's first
+  // forward and backward that gives that delay in the model's pipeline schedule at the step
+  // measured beside it (solved by bisection: the delay grows with the compute), per second of that
+  // step. The rebuilt peer's own compute and the fresh probes' share are printed beside it.
+  const coldFor = (c: CostModel, st: number, delayS: number): number => {
+    if (delayS <= 0) return 0
+    const delay = (x: number): number => c.with({ coldIterationS: x }).coldIterationDelayS([st])
+    let hi = c.p.slotComputeS
+    for (let k = 0; k < 40 && delay(hi) < delayS; k++) hi *= 2
+    let lo = 0
+    for (let k = 0; k < 50; k++) {
+      const mid = (lo + hi) / 2
+      if (delay(mid) < delayS) lo = mid
+      else hi = mid
+    }
+    return (lo + hi) / 2
+  }
+  const coldPerStep = colds.map(k => coldFor(costFor(k.at), k.stage, k.firstPeriodS - k.warmPeriodS) / stepS(k.at))
+  const coldIterationPerStep = median(coldPerStep)
+  const freshColdShare = median(fresh.map(f => f.coldComputeExtraS / f.warmComputeS))
   /**
-   * A failure's cost model: the survivors' epoch from the probe of its kind (every stage busy for a
-   * notice, its stage frozen for a crash), the latest survivor's take and the latest donor's
-   * (`donors`: the rung's), a notice heard when its stage is through its compute.
+   * A failure's cost model at the step `c` measured before it: the survivors' epoch from the probe
+   * of its kind (every stage busy for a notice, its stage frozen for a crash), the latest survivor's
+   * take and the latest donor's (`donors`: the rung's), a notice heard when its stage is through its
+   * compute, the cold first iteration; each probe's time at the speed of `c`.
    */
-  const failureCost = (c: ComputeSample, f: { kind: 'crash' | 'notice', stage: number }, donors: readonly number[]): CostModel => {
-    const probe = f.kind === 'crash' ? crashEpoch.get(f.stage) ?? busyEpoch : busyEpoch
-    const base = costFor(c)
+  const failureCost = (c: ComputeSample, f: { kind: 'crash' | 'notice', stage: number }, donors: readonly number[], linkRate = linkBytesPerS): CostModel => {
+    const { probe, at } = f.kind === 'crash' ? crashEpoch.get(f.stage) ?? { probe: busyEpoch, at: busyEpochAt } : { probe: busyEpoch, at: busyEpochAt }
+    // a peer donor serves at the rate its probe's pull had in the round; the store at the link's
+    const base = costFor(c, donors.length > 0 && probe.pulls != null ? busyPullRate(probe, donors) * stepS(at) / stepS(c) : linkRate)
     return base.with({
-      epochTakeS: latestTake(probe, all.filter(st => st !== f.stage)),
-      ...(donors.length > 0 ? { donorReadyS: latestTake(probe, donors) } : {}),
-      noticeHeardS: f.kind === 'notice' ? Math.max(0, latestTake(busyEpoch, [f.stage]) - gossipS) : 0,
-      coldIterationS: coldShare * train.microbatches * base.p.slotComputeS
+      epochTakeS: atSpeed(latestTake(probe, all.filter(st => st !== f.stage)), at, c),
+      ...(donors.length > 0 ? { donorReadyS: atSpeed(latestTake(probe, donors), at, c) } : {}),
+      noticeHeardS: f.kind === 'notice' ? Math.max(0, atSpeed(latestTake(busyEpoch, [f.stage]), busyEpochAt, c) - gossipS) : 0,
+      coldIterationS: coldIterationPerStep * stepS(c)
     })
   }
   const PLAIN = { swaps: false, redundantCompute: false }
@@ -738,21 +450,26 @@ try {
   console.log(`  slotComputeS        ${ms(cost.p.slotComputeS)} (median; each attempt's own from the step just before it): steps of the ${S} stages, each stage in its probe process, one after another (${baselines.length} steps between the attempts, ${ms(Math.min(...baselines.map(c => c.forwardS + c.backwardS + c.stepS)))}..${ms(Math.max(...baselines.map(c => c.forwardS + c.backwardS + c.stepS)))}; median forward ${ms(typical.forwardS)}, backward ${ms(typical.backwardS)}, clip + Adam ${ms(typical.stepS)}) / (S x M)`)
   console.log(`  forwardFraction     ${cost.p.forwardFraction?.toFixed(3)}: forward / whole step, same steps`)
   console.log(`  hostCores           ${cores.toFixed(2)}: what ${S} fresh stage processes computing at once get of this host, in units of one alone (${capacities.map(c => c.toFixed(2)).join(', ')}: before and after the replay), at most os.availableParallelism() = ${availableParallelism()}; every stage is a process on this host`)
-  console.log(`  transferCpuSPerByte ${(checkpointCpuSPerByte * 1e9).toFixed(1)} ns/B: CPU of both ends of the store's pull of every stage's checkpoint snapshot, pulled again from its holders into the previous pull's arrays on the idle cluster after the replay, median of 2 rounds; new, default 0`)
+  console.log(`  transferCpuSPerByte ${(checkpointCpuSPerByte * 1e9).toFixed(1)} ns/B: CPU of both ends of the store's pull of every stage's checkpoint snapshot, pulled again from its holders into the previous pull's arrays and written as the store writes it (a scratch store), on the idle cluster after the replay, median of 4 rounds; new, default 0`)
   console.log(`  hopBytes            ${cost.p.hopBytes} B: B x T x D x 4 (the model)`)
-  console.log(`  linkBytesPerS       ${(link.bytesPerS / 2 ** 20).toFixed(1)} MB/s: stage 1's weights + Adam (${(link.bytes / 2 ** 20).toFixed(1)} MB) pulled over the weights protocol from its peer into new arrays (as a rebuilt peer pulls), median of 3, before training`)
+  console.log(`  linkBytesPerS       ${(linkBytesPerS / 2 ** 20).toFixed(1)} MB/s (median; each recovery at the median of the ${LINK_NEAREST} samples nearest it): stage 1's weights + Adam (${(link.bytes / 2 ** 20).toFixed(1)} MB) pulled over the weights protocol from its peer into new arrays (as a rebuilt peer pulls), before every ${LINK_EVERY}nd attempt of the replay that has a step measured (${linkRates.length} pulls, ${(Math.min(...linkRates) / 2 ** 20).toFixed(1)}..${(Math.max(...linkRates) / 2 ** 20).toFixed(1)} MB/s; before training ${(link.bytesPerS / 2 ** 20).toFixed(1)} MB/s, median of 3)`)
   console.log('  storageBytesPerS    the same: the store is this process, pulling over the same loopback')
   console.log(`  linkLatencyS        ${(link.latencyS * 1000).toFixed(2)} ms: half the median libp2p ping round trip to a peer`)
   console.log(`  snapshotBytesPerS   ${(snapshot.bytesPerS / 1e9).toFixed(2)} GB/s: exportStageState into the previous snapshot's arrays (a peer's checkpoint snapshot), ${(snapshot.bytes / 2 ** 20).toFixed(1)} MB stage`)
-  console.log(`  detectionS          ${ms(detectionS)}: the detector's path for a killed process: its connection closes (${disconnects.map(ms).join(', ')}: a spare SIGKILLed ${BUSY_AT} into a clean iteration (${ms(busyPeriodS)}), to the coordinator's libp2p seeing it close; median) and the confirming ping is refused (${ms(refusedS)}: measured to a closed loopback port); the ${HEARTBEAT_TIMEOUT_MS} ms heartbeat floor applies only to a silent peer`)
+  const speedNote = (at: ComputeSample): string => `beside a step of ${ms(stepS(at))}`
+  console.log(`  (the probes' speed)  each failure is charged a probe's time x (the step before the failure / the step beside the probe): the steps ran ${ms(Math.min(...baselines.map(stepS)))}..${ms(Math.max(...baselines.map(stepS)))} over the replay, median ${ms(stepS(typical))}; the values below are at the median step`)
+  console.log(`  detectionS          ${ms(cost.p.detectionS)}: the detector's path for a killed process: its connection closes (${disconnects.map(ms).join(', ')}: a spare SIGKILLed ${BUSY_AT} into a clean iteration (${ms(busyPeriodS)}), to the coordinator's libp2p seeing it close; median, ${speedNote(disconnectAt)}) and the confirming ping is refused (${ms(refusedS)}: measured to a closed loopback port); the ${HEARTBEAT_TIMEOUT_MS} ms heartbeat floor applies only to a silent peer`)
   console.log('  noticeLeadS         0: the coordinator moves a departing stage at once (the iteration in flight is aborted); it does not wait out the notice')
   console.log(`  noticeHeardS        a departing stage handles its signal once through the compute it is inside, as it takes an epoch: that stage's take in the all-busy probe below, less the epoch's way out (${ms(gossipS)}); new, default 0`)
   console.log(`  iterationOverheadS  ${ms(iterationOverheadS)}: 2 x the heartbeats' one-way gossip delay (${ms(gossipS)}: begin out, done back) + the coordinator's persist per commit (${ms(persistS)}); new, default 0`)
-  const showProbe = (p: EpochProbe): string => `${p.allS.map(ms).join(', ')}; per stage, round by round: ${p.takes.map(t => [...t].sort((x, y) => x[0] - y[0]).map(([st, x]) => `${st}:${ms(x)}`).join(' ')).join('; ')}`
-  console.log(`  epochTakeS          the survivors of a recovery round, each through the compute it is inside first: ${BUSY_AT} into a clean iteration it is dropped as for a loss (the abort published) and the same assignment published under a new epoch, until every stage but a frozen one took it, 3 rounds (the iteration redone after); the latest survivor's take, median over the rounds. For a notice every stage goes on computing (${showProbe(busyEpoch)}); for a crash of stage s its peer is SIGSTOPped at ${BUSY_AT} and the abort published detectionS later (${[...crashEpoch].map(([st, e]) => `stage ${st}: ${showProbe(e)}`).join('; ')}); new, default 0`)
+  const showProbe = (p: EpochProbe): string => `latest ${p.takes.map(t => ms(Math.max(...t.values()))).join(', ')}; per stage, round by round: ${p.takes.map(t => [...t].sort((x, y) => x[0] - y[0]).map(([st, x]) => `${st}:${ms(x)}`).join(' ')).join('; ')}`
+  console.log(`  epochTakeS          the survivors of a recovery round, each through the compute it is inside first: ${BUSY_AT} into a clean iteration it is dropped as for a loss (the abort published) and the same assignment published under a new epoch, until every stage but a frozen one took it, 3 rounds (the iteration redone after); the latest survivor's take, median over the rounds. For a notice every stage goes on computing (${showProbe(busyEpoch)}, ${speedNote(busyEpochAt)}); for a crash of stage s its peer is SIGSTOPped at ${BUSY_AT} and the abort published detectionS later (${[...crashEpoch].map(([st, e]) => `stage ${st}: ${showProbe(e.probe)}, ${speedNote(e.at)}`).join('; ')}); at the median step: notice ${ms(failureCost(typical, { kind: 'notice', stage: 2 }, []).p.epochTakeS ?? 0)}, ${[...crashEpoch.keys()].map(st => `crash of stage ${st} ${ms(failureCost(typical, { kind: 'crash', stage: st }, []).p.epochTakeS ?? 0)}`).join(', ')}; new, default 0`)
   console.log('  donorReadyS         the same probes: the latest of the rung\'s donor stages to take the epoch (a handover\'s donor is the departing stage, in the all-busy probe); the store serves at once; new, default epochTakeS')
-  console.log(`  rebuildOverheadS    ${ms(rebuildOverheadS)}: a fresh process given a stage (one per stage, before training): its first pull of the stage's state beyond a warm one (${fresh.map(f => ms(f.coldPullExtraS)).join(', ')}; warm ${fresh.map(f => ms(f.warmPullS)).join(', ')}) + its install, built and its weights packed, as a rebuilt peer's (${fresh.map(f => ms(f.installS)).join(', ')}); median of the sums; new, default 0`)
-  console.log(`  coldIterationS      ${(100 * coldShare).toFixed(0)}% of the stage's compute per iteration (${ms(coldShare * train.microbatches * cost.p.slotComputeS)} at the median step; each failure at the step before it): the fresh processes' first iteration of their stage beyond the next two, against those two (${fresh.map(f => `${ms(f.coldComputeExtraS)} / ${ms(f.warmComputeS)}`).join(', ')}; median of the shares), after the busy probes; charged as what it adds to the pipeline: ${ms(failureCost(typical, { kind: 'crash', stage: 1 }, []).coldIterationDelayS([1]))} for stage 1, ${ms(failureCost(typical, { kind: 'crash', stage: S - 1 }, []).coldIterationDelayS([S - 1]))} for stage ${S - 1}. (The cluster's own first iteration, every stage cold at once: ${ms(first[0].s)} against ${ms(busyPeriodS)}, its stages' own compute ${first[0].computeS.map(ms).join(', ')} against ${all.map(st => ms(median(first.slice(1).map(f => f.computeS[st])))).join(', ')}.) New, default 0`)
+  const pullNote = (label: string, e: EpochProbe, donors: readonly number[]): string => e.pulls == null ? `${label}: none (the store)` : `${label} from stage ${donors.join(' and ')}: ${(busyPullRate(e, donors) / 2 ** 20).toFixed(1)} MB/s (${e.pulls.map(x => `${(x.bytes / 2 ** 20).toFixed(2)} MB by ${ms(x.doneS)}`).join(', ')})`
+  console.log(`  (a peer donor's link) in the same probes this process pulled the rung's donor stages' state as soon as the epoch was published, as the rebuilt peer pulls it; a peer donor's transfer is charged at the bytes over the time from the latest donor's take to the last byte, median of the rounds (at the failure's speed): ${[notice != null ? pullNote(`notice of stage ${notice.stage}`, busyEpoch, rungOf(notice).donors) : '', ...[...crashEpoch].map(([st, e]) => pullNote(`crash of stage ${st}`, e.probe, rungOf({ kind: 'crash', stage: st }).donors))].filter(x => x !== '').join('; ')}; the store's transfer at linkBytesPerS`)
+  console.log(`  rebuildOverheadS    ${ms(cost.p.rebuildOverheadS ?? 0)}: a fresh process given a stage (one per stage before the replay, ${speedNote(freshFirstAt)}, one per stage after it, ${speedNote(freshLaterAt)}): its first pull of the stage's state beyond a warm one (${fresh.map(f => ms(f.coldPullExtraS)).join(', ')}; warm ${fresh.map(f => ms(f.warmPullS)).join(', ')}) + its install, built and its weights packed, as a rebuilt peer's (${fresh.map(f => ms(f.installS)).join(', ')}); the median of the sums per second of the step beside them; new, default 0`)
+  const coldAtTypical = coldIterationPerStep * stepS(typical)
+  console.log(`  coldIterationS      ${ms(coldAtTypical)} of compute on the rebuilt stage's first forward and backward (at the median step; ${(100 * coldAtTypical / (M * cost.p.slotComputeS)).toFixed(0)}% of a stage's compute): ${colds.length} calibration recoveries in the cluster, ${half} before the replay and ${colds.length - half} after (a stage's peer SIGKILLed between iterations, the coordinator's ladder recovering it; none of them a failure predicted): the first iteration after each beyond the median of the next two (${colds.map((c, k) => `stage ${c.stage} (${c.rung}) ${ms(c.firstPeriodS - c.warmPeriodS)} of ${ms(c.warmPeriodS)} -> ${ms(coldPerStep[k] * stepS(c.at))} ${speedNote(c.at)}`).join(', ')}), each as the cold compute that gives that delay in the model's pipeline schedule at its step, median per second of step. The rebuilt peers' own compute in those first iterations beyond the next two: ${colds.map(c => `${ms(c.firstOwnS - c.warmOwnS)} / ${ms(c.warmOwnS)}`).join(', ')}. The fresh probe processes, alone on the idle cluster, gave ${(100 * freshColdShare).toFixed(0)}% of their warm compute (${fresh.map(f => `${ms(f.coldComputeExtraS)} / ${ms(f.warmComputeS)}`).join(', ')}). Charged as what it adds to the pipeline: ${ms(failureCost(typical, { kind: 'crash', stage: 1 }, []).coldIterationDelayS([1]))} for stage 1, ${ms(failureCost(typical, { kind: 'crash', stage: S - 1 }, []).coldIterationDelayS([S - 1]))} for stage ${S - 1}. (The cluster's own first iteration, every stage cold at once: ${ms(first[0].s)} against ${ms(busyPeriodS)}, its stages' own compute ${first[0].computeS.map(ms).join(', ')} against ${all.map(st => ms(median(first.slice(1).map(f => f.computeS[st])))).join(', ')}.) New, default 0`)
 
   // ---- figures, each against the attempts next to it
   const period = (a: Attempt): number => a.endS - a.startS
@@ -783,7 +500,8 @@ try {
     // step measured between the two is not the cluster's time)
     const measured = (a.recoveredS as number) - (a.signalS as number) + period(redone) - base
     const f = { kind: a.event.kind as 'crash' | 'notice', stage: a.event.stage, checkpoint: run.checkpointAt.get(a.attempt) ?? 0 }
-    const pc = failureCost(step, f, predictRecovery(costFor(step), STRATEGY, f).donors)
+    const donors = rungOf(f, f.checkpoint).donors
+    const pc = failureCost(step, f, donors, linkNear(a.attempt))
     const p = predictRecovery(pc, STRATEGY, f)
     const rec = records.find(r => r.stage === f.stage && r.at >= t0Wall + (a.signalS as number) * 1000 - 1000)
     const key = `${f.kind} of stage ${f.stage}, rung ${p.rung}`
@@ -793,7 +511,7 @@ try {
     g.measured.push(measured)
     console.log(`recovery (${key}${rec != null && rec.rung !== p.rung ? `; the coordinator chose ${rec.rung}` : ''}) at attempt ${a.attempt}: predicted ${ms(p.seconds)}, measured ${ms(measured)}`)
     const coldS = pc.coldIterationDelayS([f.stage])
-    console.log(`  predicted: ${f.kind === 'crash' ? `detection ${ms(p.detectionS)}` : `notice heard ${ms(pc.p.noticeHeardS ?? 0)}`} + round ${ms(p.transferS - coldS)} (the survivors' epoch ${ms(pc.p.epochTakeS ?? 0)}; alongside it ${p.donors.length > 0 ? `the donors (stage ${p.donors.join(', ')}) on the epoch at ${ms(pc.p.donorReadyS ?? 0)}, then` : 'from the store'} the pull of ${(p.bytes / 2 ** 20).toFixed(2)} MB and install: ${ms(rebuildOverheadS)} + the transfer) + the cold first iteration ${ms(coldS)}; measured: signal -> aborted ${ms((a.abortedS ?? NaN) - (a.signalS ?? NaN))}, -> recovered ${ms((a.recoveredS ?? NaN) - (a.signalS ?? NaN))}, redone iteration ${ms(period(redone))} against ${ms(base)} (median of ${around.length} clean attempts around it); the coordinator's record: transfer ${rec?.transferMs.toFixed(0) ?? '?'} ms, rebuild ${rec?.rebuildMs.toFixed(0) ?? '?'} ms, ${rec?.bytes ?? '?'} B`)
+    console.log(`  predicted: ${f.kind === 'crash' ? `detection ${ms(p.detectionS)}` : `notice heard ${ms(pc.p.noticeHeardS ?? 0)}`} + round ${ms(p.transferS - coldS)} (the survivors' epoch ${ms(pc.p.epochTakeS ?? 0)}; alongside it ${p.donors.length > 0 ? `the donors (stage ${p.donors.join(', ')}) on the epoch at ${ms(pc.p.donorReadyS ?? 0)}, then` : 'from the store'} the pull of ${(p.bytes / 2 ** 20).toFixed(2)} MB and install: ${ms(pc.p.rebuildOverheadS ?? 0)} + the transfer at ${(pc.p.linkBytesPerS / 2 ** 20).toFixed(1)} MB/s) + the cold first iteration ${ms(coldS)}; measured: signal -> aborted ${ms((a.abortedS ?? NaN) - (a.signalS ?? NaN))}, -> recovered ${ms((a.recoveredS ?? NaN) - (a.signalS ?? NaN))}, redone iteration ${ms(period(redone))} against ${ms(base)} (median of ${around.length} clean attempts around it); the coordinator's record: transfer ${rec?.transferMs.toFixed(0) ?? '?'} ms, rebuild ${rec?.rebuildMs.toFixed(0) ?? '?'} ms, ${rec?.bytes ?? '?'} B`)
     // the rebuilt stage's own compute in the redone attempt against the attempts around it: its cold first iteration, as the cluster ran it
     const own = (x: Attempt): number => x.computeS?.[f.stage] ?? NaN
     console.log(`  stage ${f.stage}'s own compute: redone ${ms(own(redone))}, around it ${ms(median(around.map(own)))} (the model's cold part: ${ms(pc.p.coldIterationS ?? 0)} of compute alone); every stage in the redone attempt: ${redone.computeS?.map(ms).join(', ') ?? '?'}`)
