@@ -115,7 +115,7 @@ export async function probeCheckpointCpu (coord: Coordinator, peers: BenchPeer[]
   for (let round = 0; round < CHECKPOINT_CPU_ROUNDS + 1; round++) {
     let cpuS = 0
     let bytes = 0
-    const pending = await scratch.beginCheckpoint(round, S, { probe: 'bench:costmodel' })
+    const pending = await scratch.beginCheckpoint(it, S, { probe: 'bench:costmodel' }) // the snapshot's own iteration (putState checks it), replaced each round
     for (let s = 0; s < S; s++) {
       const donor = holder(coord, peers, s)
       const into = reuse.get(s)
