@@ -29,6 +29,9 @@ export const sleep = async (t: number): Promise<void> => await new Promise(resol
 
 export interface ComputeSample { forwardS: number, backwardS: number, stepS: number }
 
+/** A step's whole compute: forward, backward and the optimizer step. */
+export const stepS = (c: ComputeSample): number => c.forwardS + c.backwardS + c.stepS
+
 /** Each part's median over `samples`. */
 export function medianSample (samples: readonly ComputeSample[]): ComputeSample {
   return { forwardS: median(samples.map(c => c.forwardS)), backwardS: median(samples.map(c => c.backwardS)), stepS: median(samples.map(c => c.stepS)) }

@@ -43,7 +43,7 @@ import { makeTrace, type TraceEvent } from '../sim/trace.js'
 import { benchSecret, startPeer, stopCluster, holder, type BenchPeer } from './harness.js'
 import {
   BUSY_AT, EpochWatch, Probe, cpuMs, latestTake, measureSnapshot, medianSample, ms, probeBusyDisconnect, probeBusyEpoch, probeCapacity,
-  busyPullRate, probeCheckpointCpu, probeColdIteration, probeFreshPeer, probeGossip, probeLink, probePersist, probeRefusedPing, sampleCompute, sampleLink, sleep,
+  busyPullRate, probeCheckpointCpu, probeColdIteration, probeFreshPeer, probeGossip, probeLink, probePersist, probeRefusedPing, sampleCompute, sampleLink, sleep, stepS,
   type ColdSample, type ComputeSample, type EpochProbe, type FreshPeer
 } from './costmodel-probes.js'
 
@@ -310,11 +310,10 @@ try {
   const stepNow = async (): Promise<ComputeSample> => await sampleCompute(probes, 1000 + step++)
   // every probe as a fresh peer given its stage, one after another, on the idle cluster (first, so
   // that the steps, computed by the same processes, do not warm them)
-  const fresh: Array<FreshPeer & { at: ComputeSample }> = []
   const freshFirst: FreshPeer[] = []
   for (const p of probes) freshFirst.push(await probeFreshPeer(p, coord, peers))
   const freshFirstAt = await stepNow()
-  fresh.push(...freshFirst.map(f => ({ ...f, at: freshFirstAt })))
+  const fresh: Array<FreshPeer & { at: ComputeSample }> = freshFirst.map(f => ({ ...f, at: freshFirstAt }))
   const link = await probeLink(coord, peers)
   const refusedS = await probeRefusedPing(coord)
   const gossipS = await probeGossip(coord, 3000)
@@ -378,7 +377,6 @@ try {
   // that step (the load on this shared machine drifts)
   const cores = Math.min(availableParallelism(), median(capacities))
   const iterationOverheadS = 2 * gossipS + persistS
-  const stepS = (c: ComputeSample): number => c.forwardS + c.backwardS + c.stepS
   /** A time measured beside the step `at`, at the speed of the step `now`. */
   const atSpeed = (x: number, at: ComputeSample, now: ComputeSample): number => x * stepS(now) / stepS(at)
   const atts = run.attempts
@@ -435,9 +433,10 @@ try {
    * compute, the cold first iteration; each probe's time at the speed of `c`.
    */
   const failureCost = (c: ComputeSample, f: { kind: 'crash' | 'notice', stage: number }, donors: readonly number[], linkRate = linkBytesPerS): CostModel => {
-    const { probe, at } = f.kind === 'crash' ? crashEpoch.get(f.stage) ?? { probe: busyEpoch, at: busyEpochAt } : { probe: busyEpoch, at: busyEpochAt }
-    // a peer donor serves at the rate its probe's pull had in the round; the store at the link's
-    const base = costFor(c, donors.length > 0 && probe.pulls != null ? busyPullRate(probe, donors) * stepS(at) / stepS(c) : linkRate)
+    const { probe, at } = (f.kind === 'crash' ? crashEpoch.get(f.stage) : undefined) ?? { probe: busyEpoch, at: busyEpochAt }
+    // a peer donor serves at the rate its probe's pull had in the round (a rate: the inverse of a
+    // time at the failure's speed); the store at the link's
+    const base = costFor(c, donors.length > 0 && probe.pulls != null ? busyPullRate(probe, donors) / atSpeed(1, at, c) : linkRate)
     return base.with({
       epochTakeS: atSpeed(latestTake(probe, all.filter(st => st !== f.stage)), at, c),
       ...(donors.length > 0 ? { donorReadyS: atSpeed(latestTake(probe, donors), at, c) } : {}),
@@ -447,7 +446,7 @@ try {
   }
   const PLAIN = { swaps: false, redundantCompute: false }
   console.log('\nparameters (each measured in this run, beside or before the replay, or configuration):')
-  console.log(`  slotComputeS        ${ms(cost.p.slotComputeS)} (median; each attempt's own from the step just before it): steps of the ${S} stages, each stage in its probe process, one after another (${baselines.length} steps between the attempts, ${ms(Math.min(...baselines.map(c => c.forwardS + c.backwardS + c.stepS)))}..${ms(Math.max(...baselines.map(c => c.forwardS + c.backwardS + c.stepS)))}; median forward ${ms(typical.forwardS)}, backward ${ms(typical.backwardS)}, clip + Adam ${ms(typical.stepS)}) / (S x M)`)
+  console.log(`  slotComputeS        ${ms(cost.p.slotComputeS)} (median; each attempt's own from the step just before it): steps of the ${S} stages, each stage in its probe process, one after another (${baselines.length} steps between the attempts, ${ms(Math.min(...baselines.map(stepS)))}..${ms(Math.max(...baselines.map(stepS)))}; median forward ${ms(typical.forwardS)}, backward ${ms(typical.backwardS)}, clip + Adam ${ms(typical.stepS)}) / (S x M)`)
   console.log(`  forwardFraction     ${cost.p.forwardFraction?.toFixed(3)}: forward / whole step, same steps`)
   console.log(`  hostCores           ${cores.toFixed(2)}: what ${S} fresh stage processes computing at once get of this host, in units of one alone (${capacities.map(c => c.toFixed(2)).join(', ')}: before and after the replay), at most os.availableParallelism() = ${availableParallelism()}; every stage is a process on this host`)
   console.log(`  transferCpuSPerByte ${(checkpointCpuSPerByte * 1e9).toFixed(1)} ns/B: CPU of both ends of the store's pull of every stage's checkpoint snapshot, pulled again from its holders into the previous pull's arrays and written as the store writes it (a scratch store), on the idle cluster after the replay, median of 4 rounds; new, default 0`)
@@ -535,7 +534,7 @@ try {
   const ckPred = save.copyS + save.contentionS
   const ckMeasured = median(phase.overheadS)
   const ckErr = ckMeasured > 0 ? relativeError(ckPred, ckMeasured) : Infinity
-  console.log(`checkpoint overhead: predicted ${ms(ckPred)}, measured ${ms(ckMeasured)}, relative error ${ckErr.toFixed(3)}  (per checkpoint; measured: the median over ${phase.overheadS.length} attempts after a snapshot commit of the excess over their two neighbours after plain commits (a checkpoint every other commit), ${phase.overheadS.map(x => (x * 1000).toFixed(0)).join(' ')} ms, neighbours median ${ms(median(phase.plainS))}; predicted copy ${ms(save.copyS)} + the upload's CPU taken from training ${ms(save.contentionS)} (one host: no link share, which would add ${ms(save.uploadS * phaseCost.linkBusyFraction(PLAIN))}), from the median of ${phaseSamples.length} steps measured just before and after the phase (${phaseSamples.map(c => ms(c.forwardS + c.backwardS + c.stepS)).join(', ')}); the store's pulls took ${phase.uploadsMs.map(x => x.toFixed(0)).join(' ')} ms)`)
+  console.log(`checkpoint overhead: predicted ${ms(ckPred)}, measured ${ms(ckMeasured)}, relative error ${ckErr.toFixed(3)}  (per checkpoint; measured: the median over ${phase.overheadS.length} attempts after a snapshot commit of the excess over their two neighbours after plain commits (a checkpoint every other commit), ${phase.overheadS.map(x => (x * 1000).toFixed(0)).join(' ')} ms, neighbours median ${ms(median(phase.plainS))}; predicted copy ${ms(save.copyS)} + the upload's CPU taken from training ${ms(save.contentionS)} (one host: no link share, which would add ${ms(save.uploadS * phaseCost.linkBusyFraction(PLAIN))}), from the median of ${phaseSamples.length} steps measured just before and after the phase (${phaseSamples.map(c => ms(stepS(c))).join(', ')}); the store's pulls took ${phase.uploadsMs.map(x => x.toFixed(0)).join(' ')} ms)`)
   console.log(`  CPU (this process and the peers, /proc): a checkpoint took ${ms(median(phase.extraCpuS))} beyond its neighbours (median, during training; transferCpuSPerByte gives ${ms(save.bytes * checkpointCpuSPerByte)} for its ${(save.bytes / 2 ** 20).toFixed(1)} MB); the attempts after plain commits kept ${median(phase.plainCores).toFixed(2)} cores busy (median; the model's busy share ${(phaseCost.cpuContentionS(save.bytes, PLAIN) * cores / (save.bytes * checkpointCpuSPerByte)).toFixed(2)} of ${cores.toFixed(2)})`)
   const recoveryError = Math.max(...recErrs)
   console.log(`bench: costmodel_iteration_error=${iterErr.toFixed(3)}`)
