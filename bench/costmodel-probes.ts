@@ -4,14 +4,11 @@
  * costmodel.ts). Compute runs in probe processes (costmodel-probe.ts), never in the coordinator's.
  */
 import { once } from 'node:events'
-import { createServer } from 'node:net'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { readFileSync } from 'node:fs'
-import { multiaddr } from '@multiformats/multiaddr'
-import { generateKeyPair } from '@libp2p/crypto/keys'
-import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id'
-import { CheckpointStore, type Coordinator, type RecoveryEvent } from '../coordinator/index.js'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { CheckpointStore, StageLostError, type Coordinator, type RecoveryEvent } from '../coordinator/index.js'
 import { exportStageState, stateFromTensorSet, type Stage, type StageState } from '../model/index.js'
 import { fetchWeights } from '../net/index.js'
 import { CostValidationError, median } from '../sim/cost-validation.js'
@@ -149,26 +146,6 @@ export async function probeCheckpointCpu (coord: Coordinator, peers: BenchPeer[]
   return median(perByte)
 }
 
-/** The detector's path for a killed process: its connection closes and the confirming ping is refused. */
-export async function probeRefusedPing (coord: Coordinator): Promise<number> {
-  // a peer id nobody is connected to, or libp2p would use the open connection
-  const stranger = peerIdFromPrivateKey(await generateKeyPair('Ed25519')).toString()
-  const server = createServer()
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  const port = (server.address() as { port: number }).port
-  server.close()
-  await once(server, 'close')
-  const times: number[] = []
-  for (let i = 0; i < 5; i++) {
-    const t0 = performance.now()
-    const ok = await coord.node.services.ping.ping(multiaddr(`/ip4/127.0.0.1/tcp/${port}/p2p/${stranger}`), { signal: AbortSignal.timeout(3000) }).then(() => true, () => false)
-    if (ok) throw new CostValidationError(`a ping to the closed port ${port} was answered`)
-    times.push((performance.now() - t0) / 1000)
-  }
-  return median(times)
-}
-
 /** One-way gossip delay of heartbeats (peer's send timestamp -> the coordinator's receipt, one host clock). */
 export async function probeGossip (coord: Coordinator, forMs: number): Promise<number> {
   const delays: number[] = []
@@ -213,8 +190,9 @@ export const BUSY_AT = 0.4
  * computing, as they do while a departing peer finishes what it is inside. The probed iteration is
  * dropped (redone under the new epoch); a clean iteration before each probe starts it warm.
  *
- * With `pull`, this process pulls those stages' state from their peers as soon as the epoch is
- * published, all at once, as a rebuilt peer pulls from the rung's donors (CheckFree: both
+ * Every time is from the epoch's publication (the model's epochTakeS; what comes before it is the
+ * coordinator's part of the round, measured by the calibration recoveries). With `pull`, this
+ * process pulls those stages' state from their peers as soon as the epoch is published, all at once, as a rebuilt peer pulls from the rung's donors (CheckFree: both
  * neighbours' weights; a handover: the departing stage's weights and Adam): a donor serves once it
  * is through its compute, and then while the other stages still finish theirs on the same cores.
  */
@@ -232,35 +210,39 @@ export async function probeBusyEpoch (coord: Coordinator, periodS: number, round
     }
     const peers = (coord.assignment?.stages ?? []).map(s => [...s.peers])
     // as the coordinator drops an iteration for a loss: the abort first, then the round's epoch
-    const t0 = performance.now()
     await coord.gossip.publish({ kind: 'abort', epoch: coord.epoch, iteration: coord.iteration, reason: 'bench:costmodel probe of the survivors\' epoch' })
     stop.abort(new CostValidationError('probe: the iteration was dropped for a new epoch'))
     const watch = new EpochWatch(coord, () => performance.now())
+    let done: { at: number, bytes: number } | undefined
     try {
       const others = (): boolean => peers.every((_, st) => st === frozen?.stage || watch.takenAt.has(st))
+      const epoch = once(coord, 'epoch')
       const assigned = coord.assign(peers, { timeoutMs: 30_000 })
       const pulled = pull == null
         ? undefined
-        : Promise.all(pull.stages.map(async st => await fetchWeights(coord.node, { donors: [{ peer: peerIdFromString(peers[st][0]) }], stage: st, includeOptimizer: pull.includeOptimizer, timeoutMs: 30_000 })))
-          .then(rs => ({ doneS: (performance.now() - t0) / 1000, bytes: rs.reduce((n, r) => n + r.bytes, 0) }))
+        : epoch.then(async () => await Promise.all(pull.stages.map(async st => await fetchWeights(coord.node, { donors: [{ peer: peerIdFromString(peers[st][0]) }], stage: st, includeOptimizer: pull.includeOptimizer, timeoutMs: 30_000 }))))
+          .then(rs => ({ at: performance.now(), bytes: rs.reduce((n, r) => n + r.bytes, 0) }))
       await coord.until(others, 'the survivors to take the probe\'s epoch', 30_000)
-      if (pulled != null) pulls.push(await pulled)
+      if (pulled != null) done = await pulled
       if (frozen != null) frozen.peer.child.kill('SIGCONT')
       await assigned
     } finally {
       if (frozen != null) frozen.peer.child.kill('SIGCONT')
       watch.stop()
     }
-    takes.push(new Map([...watch.takenAt].filter(([st]) => st !== frozen?.stage).map(([st, t]) => [st, (t - t0) / 1000])))
+    const published = watch.publishedAt
+    if (published == null) throw new CostValidationError('the busy-epoch probe saw no epoch published')
+    takes.push(new Map([...watch.takenAt].filter(([st]) => st !== frozen?.stage).map(([st, t]) => [st, (t - published) / 1000])))
+    if (done != null) pulls.push({ doneS: (done.at - published) / 1000, bytes: done.bytes })
     if (await running) throw new CostValidationError(`the iteration probed for the busy epoch committed within ${ms(BUSY_AT * periodS)}: the stages were not busy when the epoch came`)
   }
   return { takes, ...(pull != null ? { pulls } : {}) }
 }
 
-/** One busy-epoch probe: per round, every stage but a frozen one on the new epoch, and each stage's take, s after the abort. */
+/** One busy-epoch probe: per round, every stage but a frozen one on the new epoch, and each stage's take, s after the epoch's publication. */
 export interface EpochProbe {
   takes: Array<Map<number, number>>
-  /** With a pull: per round, when the last donor had served (s after the abort) and the bytes pulled. */
+  /** With a pull: per round, when the last donor had served (s after the epoch's publication) and the bytes pulled. */
   pulls?: Array<{ doneS: number, bytes: number }>
 }
 
@@ -319,32 +301,6 @@ export class EpochWatch {
     this.coord.off('epoch', this.onEpoch)
     this.coord.off('change', this.look)
   }
-}
-
-/**
- * The detector's path for a process killed while the cluster trains: a spare (no stage: the
- * iteration goes on) SIGKILLed BUSY_AT into a clean iteration, to the coordinator's libp2p seeing
- * its connection close. The detector then confirms with a ping, which the dead port refuses
- * (probeRefusedPing).
- */
-export async function probeBusyDisconnect (coord: Coordinator, spare: BenchPeer, periodS: number): Promise<number> {
-  const running = coord.runIteration({ timeoutMs: 120_000 })
-  await sleep(BUSY_AT * periodS * 1000)
-  const closed = new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => { coord.node.removeEventListener('peer:disconnect', on); reject(new CostValidationError(`the killed spare ${spare.peerId} was not disconnected within 10 s`)) }, 10_000)
-    const on = (e: CustomEvent<{ toString: () => string }>): void => {
-      if (e.detail.toString() !== spare.peerId) return
-      clearTimeout(timer)
-      coord.node.removeEventListener('peer:disconnect', on)
-      resolve(performance.now())
-    }
-    coord.node.addEventListener('peer:disconnect', on)
-  })
-  const t0 = performance.now()
-  spare.child.kill('SIGKILL')
-  const seconds = ((await closed) - t0) / 1000
-  await running
-  return seconds
 }
 
 // ------------------------------------------------------------------ fresh stage processes
@@ -433,37 +389,74 @@ export async function probeCapacity (probes: Probe[]): Promise<number> {
 }
 
 
-// ------------------------------------------------------------------ the cold first iteration, in the cluster
-
-/** One calibration recovery: its first iteration and the median of the next two, whole (the coordinator's call) and the rebuilt peer's own compute. */
-export interface ColdSample { stage: number, firstPeriodS: number, warmPeriodS: number, firstOwnS: number, warmOwnS: number, rung: string }
+// ------------------------------------------------------------------ calibration recoveries, in the cluster
 
 /**
- * The cold first iteration as the cluster runs it. Between two iterations the peer holding `stage`
- * is SIGKILLed and the coordinator recovers the stage with its own ladder (a spare is given it, as
- * in every recovery of the replay), then three iterations run: the first against the median of the
- * next two, the whole iteration and the rebuilt peer's own compute (its done report). Measured in
- * the busy cluster, where
- * the rebuilt stage computes beside the other stages' processes, unlike a fresh probe process
- * computing alone on the idle cluster (whose cold share moved from 47% to 117% between runs and
+ * One calibration recovery: the detector's path and the coordinator's own part of the round, then
+ * the first iteration after it and the median of the next two, whole (the coordinator's call) and
+ * the rebuilt peer's own compute. Seconds.
+ */
+export interface CalibrationSample {
+  stage: number
+  rung: string
+  /** SIGKILL -> the loss known (the coordinator's needsRound()). */
+  detectS: number
+  /** The loss known -> the round's epoch published: the aborted iteration returned, the survey and plan, the epoch persisted and published. */
+  beforePublishS: number
+  /** The last stage's take of the epoch -> the round's end (reconcile returned): the recoveries settled and persisted. */
+  afterTakesS: number
+  firstPeriodS: number
+  warmPeriodS: number
+  firstOwnS: number
+  warmOwnS: number
+}
+
+/**
+ * A recovery as the cluster runs one, apart from the failures the bench predicts: BUSY_AT into a
+ * clean iteration (where the trace's crashes land) the peer holding `stage` is SIGKILLed, the
+ * detector finds it lost, and the coordinator's ladder recovers the stage (a spare is given it, as
+ * in every recovery of the replay); then three iterations run. From it: the detector's path for a
+ * killed stage holder, through whatever hint comes first (its connection closing, a neighbour's
+ * broken stream) and the confirming ping; the coordinator's own part of the round around the
+ * stages' takes; and the rebuilt stage's cold first iteration, measured in the busy cluster where
+ * the rebuilt stage computes beside the other stages' processes (unlike a fresh probe process
+ * computing alone on the idle cluster, whose cold share moved from 47% to 117% between runs and
  * was above what the rebuilt peers showed in every run). These recoveries are the bench's
  * calibration, before and after the replay: none of the failures it predicts is among them.
  */
-export async function probeColdIteration (coord: Coordinator, peers: BenchPeer[], stage: number): Promise<ColdSample> {
+export async function probeCalibration (coord: Coordinator, peers: BenchPeer[], stage: number, periodS: number): Promise<CalibrationSample> {
   await coord.runIteration({ timeoutMs: 120_000 })
   const victim = holder(coord, peers, stage)
   const rungs: string[] = []
   const onRecovery = (evs: RecoveryEvent[]): void => { for (const e of evs) if (e.stage === stage) rungs.push(e.rung) }
+  let knownAt: number | undefined
+  const onChange = (): void => { if (knownAt == null && coord.needsRound()) knownAt = performance.now() }
   coord.on('recovery', onRecovery)
+  coord.on('change', onChange)
+  const watch = new EpochWatch(coord, () => performance.now())
+  let killedAt = NaN
+  let endAt = NaN
   try {
+    const running = coord.runIteration({ timeoutMs: 120_000 }).then(() => true, (err: unknown) => {
+      if (err instanceof StageLostError) return false
+      throw err
+    })
+    await sleep(BUSY_AT * periodS * 1000)
+    killedAt = performance.now()
     victim.child.kill('SIGKILL')
+    if (await running) throw new CostValidationError(`the calibration iteration committed although stage ${stage}'s peer was killed ${ms(BUSY_AT * periodS)} into it`)
     await coord.until(() => coord.needsRound(), `the loss of stage ${stage} to be known`, 30_000)
     await coord.reconcile({ timeoutMs: 120_000 })
+    endAt = performance.now()
   } finally {
     coord.off('recovery', onRecovery)
+    coord.off('change', onChange)
+    watch.stop()
   }
   const rebuilt = holder(coord, peers, stage)
   if (rebuilt.peerId === victim.peerId) throw new CostValidationError(`stage ${stage} is still held by the killed peer ${victim.peerId}`)
+  const takes = [...watch.takenAt.values()]
+  if (knownAt == null || watch.publishedAt == null || takes.length !== (coord.assignment?.stages.length ?? -1)) throw new CostValidationError(`the calibration recovery of stage ${stage} was not seen whole: loss known ${knownAt != null}, epoch published ${watch.publishedAt != null}, ${takes.length} stages took it`)
   const own: number[] = []
   const periods: number[] = []
   for (let i = 0; i < 3; i++) {
@@ -471,5 +464,15 @@ export async function probeColdIteration (coord: Coordinator, peers: BenchPeer[]
     own.push((await coord.runIteration({ timeoutMs: 120_000 })).computeMs[stage] / 1000)
     periods.push((performance.now() - t0) / 1000)
   }
-  return { stage, firstPeriodS: periods[0], warmPeriodS: median(periods.slice(1)), firstOwnS: own[0], warmOwnS: median(own.slice(1)), rung: rungs.at(-1) ?? '?' }
+  return {
+    stage,
+    rung: rungs.at(-1) ?? '?',
+    detectS: (knownAt - killedAt) / 1000,
+    beforePublishS: (watch.publishedAt - knownAt) / 1000,
+    afterTakesS: (endAt - Math.max(...takes)) / 1000,
+    firstPeriodS: periods[0],
+    warmPeriodS: median(periods.slice(1)),
+    firstOwnS: own[0],
+    warmOwnS: median(own.slice(1))
+  }
 }

@@ -23,10 +23,11 @@
  * coordinator's persist; the recovery round's parts apart from the failures predicted: the
  * survivors' and donors' take of an epoch published into a busy iteration (a stage frozen for a
  * crash, none for a notice), fresh processes' first pull and install (before and after the
- * replay), the rebuilt stage's cold first iteration from calibration recoveries before and after
- * the replay (none of them predicted); detection from spares SIGKILLed during training; the
- * snapshot rate from the peers' own snapshot routine. Nothing is fitted. Each recovery's timeline
- * as the coordinator saw it is printed beside its figure. The probes are in costmodel-probes.ts.
+ * replay); from calibration recoveries before and after the replay (none of them predicted: a
+ * stage's peer SIGKILLed during an iteration and recovered by the ladder) the detector's path, the
+ * coordinator's own part of a round and the rebuilt stage's cold first iteration; the snapshot
+ * rate from the peers' own snapshot routine. Nothing is fitted. Each recovery's timeline as the
+ * coordinator saw it is printed beside its figure. The probes are in costmodel-probes.ts.
  *
  * Ends with `bench: costmodel_error=<largest relative error>` (target <= 0.2).
  */
@@ -42,26 +43,24 @@ import { planBatch } from '../sim/ladder-adapter.js'
 import { makeTrace, type TraceEvent } from '../sim/trace.js'
 import { benchSecret, startPeer, stopCluster, holder, type BenchPeer } from './harness.js'
 import {
-  BUSY_AT, EpochWatch, Probe, cpuMs, latestTake, measureSnapshot, medianSample, ms, probeBusyDisconnect, probeBusyEpoch, probeCapacity,
-  busyPullRate, probeCheckpointCpu, probeColdIteration, probeFreshPeer, probeGossip, probeLink, probePersist, probeRefusedPing, sampleCompute, sampleLink, sleep, stepS,
-  type ColdSample, type ComputeSample, type EpochProbe, type FreshPeer
+  BUSY_AT, EpochWatch, Probe, cpuMs, latestTake, measureSnapshot, medianSample, ms, probeBusyEpoch, probeCalibration, probeCapacity,
+  busyPullRate, probeCheckpointCpu, probeFreshPeer, probeGossip, probeLink, probePersist, sampleCompute, sampleLink, sleep, stepS,
+  type CalibrationSample, type ComputeSample, type EpochProbe, type FreshPeer
 } from './costmodel-probes.js'
 
 const STRATEGY = 'checkfree'
 const CHECKPOINT_EVERY = 5
 /** The checkpoint phase: this many attempts after a snapshot commit, each between two after plain commits. */
-const CHECKPOINT_PAIRS = 20
+const CHECKPOINT_PAIRS = 40
 // The detector's floor for silent peers. Local-cluster mode uses 5 s; on this shared 2-core machine a
 // peer building its stage under load has gone 5 s without a heartbeat, so 10 s as in bench:recovery.
 // A SIGKILL is found by the closed connection, not by this floor.
 const HEARTBEAT_TIMEOUT_MS = 10_000
-/** Spares the busy detection probe kills, one per measurement. */
-const DISCONNECT_PROBES = 3
 /**
- * The calibration recoveries of the cold first iteration (probeColdIteration), by stage: the first
- * half before the replay, the rest after it. Each kills a stage's peer and uses a spare.
+ * The calibration recoveries (probeCalibration), by stage: the first half before the replay, the
+ * rest after it. Each kills a stage's peer during an iteration and uses a spare.
  */
-const COLD_CALIBRATIONS = [1, 2, 3, 1, 2, 3]
+const CALIBRATIONS = [1, 2, 3, 1, 2, 3]
 /** The replay's link samples: a pull between attempts every this many attempts; a recovery's pull is charged at the median of the LINK_NEAREST samples nearest it. */
 const LINK_EVERY = 2
 const LINK_NEAREST = 5
@@ -285,8 +284,8 @@ try {
   local.dispose()
   const capacities: number[] = []
 
-  // a spare per join of the trace, one in reserve, and those the busy detection probe kills
-  const spares = trace.events.filter(e => e.kind === 'join').length + 1 + DISCONNECT_PROBES + COLD_CALIBRATIONS.length
+  // a spare per join of the trace, one in reserve, and one per calibration recovery
+  const spares = trace.events.filter(e => e.kind === 'join').length + 1 + CALIBRATIONS.length
   const secret = await benchSecret()
   const coord = new Coordinator({ clusterId: `costmodel-${process.pid}`, model: preset.model, train: preset.train, strategy: STRATEGY, stateDir, checkpointEvery: CHECKPOINT_EVERY, heartbeatTimeoutMs: HEARTBEAT_TIMEOUT_MS, swarmKey: secret.swarmKey })
   await coord.start()
@@ -315,7 +314,6 @@ try {
   const freshFirstAt = await stepNow()
   const fresh: Array<FreshPeer & { at: ComputeSample }> = freshFirst.map(f => ({ ...f, at: freshFirstAt }))
   const link = await probeLink(coord, peers)
-  const refusedS = await probeRefusedPing(coord)
   const gossipS = await probeGossip(coord, 3000)
   const persistS = await probePersist(coord)
   // under load: warm iterations, then the probes that act inside clean ones
@@ -328,11 +326,17 @@ try {
     first.push({ s: (performance.now() - w0) / 1000, computeS: r.computeMs.map(x => x / 1000) })
   }
   const busyPeriodS = median(first.slice(1).map(f => f.s))
-  const assigned = new Set((coord.assignment?.stages ?? []).flatMap(st => st.peers))
-  const disconnectAt = await stepNow()
-  const disconnects: number[] = []
-  for (const spare of peers.filter(p => !assigned.has(p.peerId)).slice(-DISCONNECT_PROBES)) disconnects.push(await probeBusyDisconnect(coord, spare, busyPeriodS))
-  const closeS = median(disconnects)
+  // calibration recoveries, half of them here: the detector's path, the coordinator's part of a
+  // round, the cold first iteration
+  const half = Math.ceil(CALIBRATIONS.length / 2)
+  const calibrations: Array<CalibrationSample & { at: ComputeSample }> = []
+  const calibrate = async (st: number): Promise<void> => {
+    const at = await stepNow()
+    calibrations.push({ ...await probeCalibration(coord, peers, st, busyPeriodS), at })
+  }
+  for (const st of CALIBRATIONS.slice(0, half)) await calibrate(st)
+  // the crash probes below publish their epoch this long after freezing their stage
+  const detectedS = median(calibrations.map(k => k.detectS))
   // the survivors' epoch: every stage busy (a notice), and with each crashed stage of the trace
   // frozen; each with the pull from its rung's donor peers, if it has any
   const pullOf = (f: { kind: 'crash' | 'notice', stage: number }): { stages: number[], includeOptimizer: boolean } | undefined => {
@@ -345,23 +349,15 @@ try {
   const crashEpoch = new Map<number, { probe: EpochProbe, at: ComputeSample }>()
   for (const st of new Set(FAILURES.filter(f => f.kind === 'crash').map(f => f.stage))) {
     const at = await stepNow()
-    crashEpoch.set(st, { probe: await probeBusyEpoch(coord, busyPeriodS, 3, { peer: holder(coord, peers, st), stage: st, delayS: closeS + refusedS }, pullOf({ kind: 'crash', stage: st })), at })
+    crashEpoch.set(st, { probe: await probeBusyEpoch(coord, busyPeriodS, 3, { peer: holder(coord, peers, st), stage: st, delayS: detectedS }, pullOf({ kind: 'crash', stage: st })), at })
   }
   capacities.push(await probeCapacity(probes))
-  // the cold first iteration in the cluster: calibration recoveries, half of them here
-  const half = Math.ceil(COLD_CALIBRATIONS.length / 2)
-  const colds: Array<ColdSample & { at: ComputeSample }> = []
-  const calibrate = async (st: number): Promise<void> => {
-    const at = await stepNow()
-    colds.push({ ...await probeColdIteration(coord, peers, st), at })
-  }
-  for (const st of COLD_CALIBRATIONS.slice(0, half)) await calibrate(st)
 
   const t0 = performance.now()
   const t0Wall = Date.now()
   const clock = (): number => (performance.now() - t0) / 1000
   const run = await replay(coord, peers, clock, async (a) => await sampleCompute(probes, 100 + a))
-  for (const st of COLD_CALIBRATIONS.slice(half)) await calibrate(st)
+  for (const st of CALIBRATIONS.slice(half)) await calibrate(st)
   const freshLaterAt = await stepNow()
   for (const p of laterProbes) fresh.push({ ...await probeFreshPeer(p, coord, peers), at: freshLaterAt })
   for (const p of laterProbes) p.child.kill('SIGKILL')
@@ -386,6 +382,9 @@ try {
   const linkBytesPerS = median(linkRates)
   /** The link's rate around attempt `i`: the median of the LINK_NEAREST samples nearest it. */
   const linkNear = (i: number): number => median([...linkSamples].sort((x, y) => Math.abs(x.attempt - i) - Math.abs(y.attempt - i)).slice(0, LINK_NEAREST).map(x => x.linkBytesPerS as number))
+  /** The detector's path and the coordinator's part of a round, from the calibration recoveries, per second of the step beside each. */
+  const detectionPerStep = median(calibrations.map(k => k.detectS / stepS(k.at)))
+  const roundPerStep = median(calibrations.map(k => (k.beforePublishS + k.afterTakesS) / stepS(k.at)))
   /** Seconds of a fresh peer's first pull beyond a warm one and its install, per second of the step beside it. */
   const rebuildPerStep = median(fresh.map(f => (f.coldPullExtraS + f.installS) / stepS(f.at)))
   const costFor = (c: ComputeSample, linkRate = linkBytesPerS): CostModel => costModelForModel(model, train, stepS(c), {
@@ -395,9 +394,10 @@ try {
     storageBytesPerS: linkRate,
     linkLatencyS: link.latencyS,
     snapshotBytesPerS: snapshot.bytesPerS,
-    detectionS: atSpeed(closeS, disconnectAt, c) + refusedS,
+    detectionS: detectionPerStep * stepS(c),
     noticeLeadS: 0,
     iterationOverheadS,
+    roundOverheadS: roundPerStep * stepS(c),
     rebuildOverheadS: rebuildPerStep * stepS(c),
     transferCpuSPerByte: checkpointCpuSPerByte
   })
@@ -423,7 +423,7 @@ try {
     }
     return (lo + hi) / 2
   }
-  const coldPerStep = colds.map(k => coldFor(costFor(k.at), k.stage, k.firstPeriodS - k.warmPeriodS) / stepS(k.at))
+  const coldPerStep = calibrations.map(k => coldFor(costFor(k.at), k.stage, k.firstPeriodS - k.warmPeriodS) / stepS(k.at))
   const coldIterationPerStep = median(coldPerStep)
   const freshColdShare = median(fresh.map(f => f.coldComputeExtraS / f.warmComputeS))
   /**
@@ -457,18 +457,20 @@ try {
   console.log(`  snapshotBytesPerS   ${(snapshot.bytesPerS / 1e9).toFixed(2)} GB/s: exportStageState into the previous snapshot's arrays (a peer's checkpoint snapshot), ${(snapshot.bytes / 2 ** 20).toFixed(1)} MB stage`)
   const speedNote = (at: ComputeSample): string => `beside a step of ${ms(stepS(at))}`
   console.log(`  (the probes' speed)  each failure is charged a probe's time x (the step before the failure / the step beside the probe): the steps ran ${ms(Math.min(...baselines.map(stepS)))}..${ms(Math.max(...baselines.map(stepS)))} over the replay, median ${ms(stepS(typical))}; the values below are at the median step`)
-  console.log(`  detectionS          ${ms(cost.p.detectionS)}: the detector's path for a killed process: its connection closes (${disconnects.map(ms).join(', ')}: a spare SIGKILLed ${BUSY_AT} into a clean iteration (${ms(busyPeriodS)}), to the coordinator's libp2p seeing it close; median, ${speedNote(disconnectAt)}) and the confirming ping is refused (${ms(refusedS)}: measured to a closed loopback port); the ${HEARTBEAT_TIMEOUT_MS} ms heartbeat floor applies only to a silent peer`)
+  const calNote = (k: CalibrationSample & { at: ComputeSample }, x: number): string => `stage ${k.stage} ${ms(x)} ${speedNote(k.at)}`
+  console.log(`  detectionS          ${ms(cost.p.detectionS)}: the detector's path for a killed stage holder, from the ${calibrations.length} calibration recoveries (${half} before the replay, ${calibrations.length - half} after; a stage's peer SIGKILLed ${BUSY_AT} into a clean iteration (${ms(busyPeriodS)}), to the coordinator knowing the loss: its connection closed or a neighbour's stream broke, and the confirming ping refused): ${calibrations.map(k => calNote(k, k.detectS)).join(', ')}; median per second of step; the ${HEARTBEAT_TIMEOUT_MS} ms heartbeat floor applies only to a silent peer`)
+  console.log(`  roundOverheadS      ${ms(cost.p.roundOverheadS ?? 0)}: the coordinator's own part of a recovery round, from the same calibration recoveries: the loss known -> the round's epoch published (the aborted iteration returned, the survey and plan, the epoch persisted and published: ${calibrations.map(k => calNote(k, k.beforePublishS)).join(', ')}) + the last stage's take -> the round's end (settled and persisted: ${calibrations.map(k => calNote(k, k.afterTakesS)).join(', ')}); median of the sums per second of step; new, default 0`)
   console.log('  noticeLeadS         0: the coordinator moves a departing stage at once (the iteration in flight is aborted); it does not wait out the notice')
   console.log(`  noticeHeardS        a departing stage handles its signal once through the compute it is inside, as it takes an epoch: that stage's take in the all-busy probe below, less the epoch's way out (${ms(gossipS)}); new, default 0`)
   console.log(`  iterationOverheadS  ${ms(iterationOverheadS)}: 2 x the heartbeats' one-way gossip delay (${ms(gossipS)}: begin out, done back) + the coordinator's persist per commit (${ms(persistS)}); new, default 0`)
   const showProbe = (p: EpochProbe): string => `latest ${p.takes.map(t => ms(Math.max(...t.values()))).join(', ')}; per stage, round by round: ${p.takes.map(t => [...t].sort((x, y) => x[0] - y[0]).map(([st, x]) => `${st}:${ms(x)}`).join(' ')).join('; ')}`
-  console.log(`  epochTakeS          the survivors of a recovery round, each through the compute it is inside first: ${BUSY_AT} into a clean iteration it is dropped as for a loss (the abort published) and the same assignment published under a new epoch, until every stage but a frozen one took it, 3 rounds (the iteration redone after); the latest survivor's take, median over the rounds. For a notice every stage goes on computing (${showProbe(busyEpoch)}, ${speedNote(busyEpochAt)}); for a crash of stage s its peer is SIGSTOPped at ${BUSY_AT} and the abort published detectionS later (${[...crashEpoch].map(([st, e]) => `stage ${st}: ${showProbe(e.probe)}, ${speedNote(e.at)}`).join('; ')}); at the median step: notice ${ms(failureCost(typical, { kind: 'notice', stage: 2 }, []).p.epochTakeS ?? 0)}, ${[...crashEpoch.keys()].map(st => `crash of stage ${st} ${ms(failureCost(typical, { kind: 'crash', stage: st }, []).p.epochTakeS ?? 0)}`).join(', ')}; new, default 0`)
+  console.log(`  epochTakeS          the survivors of a recovery round, each through the compute it is inside first: ${BUSY_AT} into a clean iteration it is dropped as for a loss (the abort published) and the same assignment published under a new epoch, until every stage but a frozen one took it, 3 rounds (the iteration redone after); the latest survivor's take after the epoch's publication, median over the rounds. For a notice every stage goes on computing (${showProbe(busyEpoch)}, ${speedNote(busyEpochAt)}); for a crash of stage s its peer is SIGSTOPped at ${BUSY_AT} and the abort published detectionS later (${[...crashEpoch].map(([st, e]) => `stage ${st}: ${showProbe(e.probe)}, ${speedNote(e.at)}`).join('; ')}); at the median step: notice ${ms(failureCost(typical, { kind: 'notice', stage: 2 }, []).p.epochTakeS ?? 0)}, ${[...crashEpoch.keys()].map(st => `crash of stage ${st} ${ms(failureCost(typical, { kind: 'crash', stage: st }, []).p.epochTakeS ?? 0)}`).join(', ')}; new, default 0`)
   console.log('  donorReadyS         the same probes: the latest of the rung\'s donor stages to take the epoch (a handover\'s donor is the departing stage, in the all-busy probe); the store serves at once; new, default epochTakeS')
   const pullNote = (label: string, e: EpochProbe, donors: readonly number[]): string => e.pulls == null ? `${label}: none (the store)` : `${label} from stage ${donors.join(' and ')}: ${(busyPullRate(e, donors) / 2 ** 20).toFixed(1)} MB/s (${e.pulls.map(x => `${(x.bytes / 2 ** 20).toFixed(2)} MB by ${ms(x.doneS)}`).join(', ')})`
   console.log(`  (a peer donor's link) in the same probes this process pulled the rung's donor stages' state as soon as the epoch was published, as the rebuilt peer pulls it; a peer donor's transfer is charged at the bytes over the time from the latest donor's take to the last byte, median of the rounds (at the failure's speed): ${[notice != null ? pullNote(`notice of stage ${notice.stage}`, busyEpoch, rungOf(notice).donors) : '', ...[...crashEpoch].map(([st, e]) => pullNote(`crash of stage ${st}`, e.probe, rungOf({ kind: 'crash', stage: st }).donors))].filter(x => x !== '').join('; ')}; the store's transfer at linkBytesPerS`)
   console.log(`  rebuildOverheadS    ${ms(cost.p.rebuildOverheadS ?? 0)}: a fresh process given a stage (one per stage before the replay, ${speedNote(freshFirstAt)}, one per stage after it, ${speedNote(freshLaterAt)}): its first pull of the stage's state beyond a warm one (${fresh.map(f => ms(f.coldPullExtraS)).join(', ')}; warm ${fresh.map(f => ms(f.warmPullS)).join(', ')}) + its install, built and its weights packed, as a rebuilt peer's (${fresh.map(f => ms(f.installS)).join(', ')}); the median of the sums per second of the step beside them; new, default 0`)
   const coldAtTypical = coldIterationPerStep * stepS(typical)
-  console.log(`  coldIterationS      ${ms(coldAtTypical)} of compute on the rebuilt stage's first forward and backward (at the median step; ${(100 * coldAtTypical / (M * cost.p.slotComputeS)).toFixed(0)}% of a stage's compute): ${colds.length} calibration recoveries in the cluster, ${half} before the replay and ${colds.length - half} after (a stage's peer SIGKILLed between iterations, the coordinator's ladder recovering it; none of them a failure predicted): the first iteration after each beyond the median of the next two (${colds.map((c, k) => `stage ${c.stage} (${c.rung}) ${ms(c.firstPeriodS - c.warmPeriodS)} of ${ms(c.warmPeriodS)} -> ${ms(coldPerStep[k] * stepS(c.at))} ${speedNote(c.at)}`).join(', ')}), each as the cold compute that gives that delay in the model's pipeline schedule at its step, median per second of step. The rebuilt peers' own compute in those first iterations beyond the next two: ${colds.map(c => `${ms(c.firstOwnS - c.warmOwnS)} / ${ms(c.warmOwnS)}`).join(', ')}. The fresh probe processes, alone on the idle cluster, gave ${(100 * freshColdShare).toFixed(0)}% of their warm compute (${fresh.map(f => `${ms(f.coldComputeExtraS)} / ${ms(f.warmComputeS)}`).join(', ')}). Charged as what it adds to the pipeline: ${ms(failureCost(typical, { kind: 'crash', stage: 1 }, []).coldIterationDelayS([1]))} for stage 1, ${ms(failureCost(typical, { kind: 'crash', stage: S - 1 }, []).coldIterationDelayS([S - 1]))} for stage ${S - 1}. (The cluster's own first iteration, every stage cold at once: ${ms(first[0].s)} against ${ms(busyPeriodS)}, its stages' own compute ${first[0].computeS.map(ms).join(', ')} against ${all.map(st => ms(median(first.slice(1).map(f => f.computeS[st])))).join(', ')}.) New, default 0`)
+  console.log(`  coldIterationS      ${ms(coldAtTypical)} of compute on the rebuilt stage's first forward and backward (at the median step; ${(100 * coldAtTypical / (M * cost.p.slotComputeS)).toFixed(0)}% of a stage's compute): the same calibration recoveries (the coordinator's ladder recovering the stage; none of them a failure predicted): the first iteration after each beyond the median of the next two (${calibrations.map((c, k) => `stage ${c.stage} (${c.rung}) ${ms(c.firstPeriodS - c.warmPeriodS)} of ${ms(c.warmPeriodS)} -> ${ms(coldPerStep[k] * stepS(c.at))} ${speedNote(c.at)}`).join(', ')}), each as the cold compute that gives that delay in the model's pipeline schedule at its step, median per second of step. The rebuilt peers' own compute in those first iterations beyond the next two: ${calibrations.map(c => `${ms(c.firstOwnS - c.warmOwnS)} / ${ms(c.warmOwnS)}`).join(', ')}. The fresh probe processes, alone on the idle cluster, gave ${(100 * freshColdShare).toFixed(0)}% of their warm compute (${fresh.map(f => `${ms(f.coldComputeExtraS)} / ${ms(f.warmComputeS)}`).join(', ')}). Charged as what it adds to the pipeline: ${ms(failureCost(typical, { kind: 'crash', stage: 1 }, []).coldIterationDelayS([1]))} for stage 1, ${ms(failureCost(typical, { kind: 'crash', stage: S - 1 }, []).coldIterationDelayS([S - 1]))} for stage ${S - 1}. (The cluster's own first iteration, every stage cold at once: ${ms(first[0].s)} against ${ms(busyPeriodS)}, its stages' own compute ${first[0].computeS.map(ms).join(', ')} against ${all.map(st => ms(median(first.slice(1).map(f => f.computeS[st])))).join(', ')}.) New, default 0`)
 
   // ---- figures, each against the attempts next to it
   const period = (a: Attempt): number => a.endS - a.startS

@@ -49,12 +49,13 @@
  * of the formula above; `forwardFraction` splits a slot's compute into forward and backward there.
  * `iterationOverheadS` is the coordinator's control round trip per iteration (begin out, done
  * reports back, the commit persisted). A recovery round (coordinator/recovery/machine.ts round()) is
- * published once; then the surviving stages take the new epoch (`epochTakeS`) while the rebuilt
- * peer pulls and installs its state (`rebuildOverheadS` beyond the transfer), and the round ends when
- * both are done. A donor that is a surviving or departing peer serves only once it is through the
- * compute it was inside, which is when it takes the epoch itself (`donorReadyS`, by default
- * `epochTakeS`); the store serves at once. The rebuilt stage's first iteration is cold (`coldIterationS` more
- * compute on that stage), charged as what it adds to the pipeline. All of these default to 0, so
+ * planned and published once and settled at its end (the coordinator's part: `roundOverheadS`);
+ * in between the surviving stages take the new epoch (`epochTakeS`) while the rebuilt peer pulls
+ * and installs its state (`rebuildOverheadS` beyond the transfer), until both are done. A donor
+ * that is a surviving or departing peer serves only once it is through the compute it was inside,
+ * which is when it takes the epoch itself (`donorReadyS`, by default `epochTakeS`); the store
+ * serves at once. The rebuilt stage's first iteration is cold (`coldIterationS` more compute on
+ * that stage), charged as what it adds to the pipeline. All of these default to 0, so
  * the simulator's results without them are the formula's.
  *
  * Time scale: `timeScale` multiplies every duration derived from the model's size (compute and every
@@ -133,6 +134,11 @@ export interface CostParams {
   /** Time until a departing peer's notice reaches the coordinator, s (not scaled): on a shared host
    *  the peer handles the signal only once it is through the compute it is inside. @default 0 */
   noticeHeardS?: number
+  /** The coordinator's own part of a recovery round, s (not scaled): from the loss known to the
+   *  round's epoch published (the iteration aborted, the survey and plan, the epoch persisted and
+   *  published) and from the last stage's take to the round's end (the recoveries settled and
+   *  persisted). @default 0 */
+  roundOverheadS?: number
   /** A recovery round's survivors: from the new epoch's publication until every surviving stage
    *  took it, s (not scaled). Runs alongside the rebuilt peer's pull; a peer donor serves after it.
    *  @default 0 */
@@ -228,7 +234,7 @@ export class CostModel {
       if (!Number.isFinite(v) || v < 0) throw new SimConfigError(`cost.${k} must be a non-negative finite number, got ${String(v)}`)
     }
     if (!Number.isInteger(params.microbatches) || params.microbatches < 1) throw new SimConfigError(`cost.microbatches must be a positive integer, got ${String(params.microbatches)}`)
-    for (const k of ['iterationOverheadS', 'noticeHeardS', 'epochTakeS', 'donorReadyS', 'rebuildOverheadS', 'coldIterationS', 'transferCpuSPerByte'] as const) {
+    for (const k of ['iterationOverheadS', 'noticeHeardS', 'roundOverheadS', 'epochTakeS', 'donorReadyS', 'rebuildOverheadS', 'coldIterationS', 'transferCpuSPerByte'] as const) {
       const v = params[k]
       if (v !== undefined && (!Number.isFinite(v) || v < 0)) throw new SimConfigError(`cost.${k} must be a non-negative finite number, got ${String(v)}`)
     }
@@ -304,16 +310,17 @@ export class CostModel {
   }
 
   /**
-   * A recovery round that rebuilds `stages`, moving state for `transferS` from `donor`: the epoch
-   * published, then the survivors taking it (epochTakeS) alongside the rebuilt peers' pull and
-   * install (rebuildOverheadS + transferS), which a peer donor serves once it has taken the epoch
-   * itself (donorReadyS) and the store at once. Then what the rebuilt stages' cold first iteration
+   * A recovery round that rebuilds `stages`, moving state for `transferS` from `donor`: the
+   * coordinator's own part (roundOverheadS: plan and publish, settle); between them the survivors
+   * taking the epoch (epochTakeS) alongside the rebuilt peers' pull and install (rebuildOverheadS
+   * + transferS), which a peer donor serves once it has taken the epoch itself (donorReadyS) and
+   * the store at once. Then what the rebuilt stages' cold first iteration
    * adds to the redone one.
    */
   recoveryS (stages: readonly number[], transferS: number, donor: RecoveryDonor): number {
     const epoch = this.p.epochTakeS ?? 0
     const ready = donor === 'peer' ? this.p.donorReadyS ?? epoch : 0
-    return Math.max(epoch, ready + (this.p.rebuildOverheadS ?? 0) + transferS) + this.coldIterationDelayS(stages)
+    return (this.p.roundOverheadS ?? 0) + Math.max(epoch, ready + (this.p.rebuildOverheadS ?? 0) + transferS) + this.coldIterationDelayS(stages)
   }
 
   /** What a spot notice whose handover takes `handoverS` stalls training: the notice heard, then the handover beyond the notice's lead. */
@@ -495,6 +502,7 @@ export class CostModel {
       overlapTransfers: p.overlapTransfers,
       iterationsPerStep: p.iterationsPerStep,
       noticeHeardS: p.noticeHeardS ?? 0,
+      roundOverheadS: p.roundOverheadS ?? 0,
       epochTakeS: p.epochTakeS ?? 0,
       donorReadyS: p.donorReadyS ?? p.epochTakeS ?? 0,
       rebuildOverheadS: p.rebuildOverheadS ?? 0,

@@ -48,7 +48,7 @@ describe('pipelineMakespan', () => {
 
 describe('the cost model on one shared host', () => {
   it('leaves every figure unchanged while the new parameters are unset', () => {
-    const explicit = base.with({ iterationOverheadS: 0, epochTakeS: 0, rebuildOverheadS: 0, coldIterationS: 0, transferCpuSPerByte: 0 })
+    const explicit = base.with({ iterationOverheadS: 0, roundOverheadS: 0, epochTakeS: 0, rebuildOverheadS: 0, coldIterationS: 0, transferCpuSPerByte: 0 })
     expect(explicit.iterationS(PLAIN)).toBe(base.iterationS(PLAIN))
     expect(explicit.exactCopy(1)).toEqual(base.exactCopy(1))
     expect(explicit.checkpointLoad([3])).toEqual(base.checkpointLoad([3]))
@@ -61,6 +61,22 @@ describe('the cost model on one shared host', () => {
   it('charges the control round trip per iteration', () => {
     const c = base.with({ iterationOverheadS: 0.05 })
     expect(c.iterationS(PLAIN) - base.iterationS(PLAIN)).toBeCloseTo(0.05, 12)
+  })
+
+  it('adds the coordinator\'s own part of a round to every recovery, and to nothing else', () => {
+    const c = base.with({ epochTakeS: 0.3, rebuildOverheadS: 0.1 })
+    const r = c.with({ roundOverheadS: 0.04 })
+    for (const [name, f] of [
+      ['checkfree', (m: typeof c) => m.checkfreeRebuild(1).seconds],
+      ['checkfree-plus', (m: typeof c) => m.checkfreePlusCopy(0).seconds],
+      ['exact copy', (m: typeof c) => m.exactCopy(2).seconds],
+      ['checkpoint', (m: typeof c) => m.checkpointLoad([3]).seconds],
+      ['seeded', (m: typeof c) => m.seededRebuild([3]).seconds]
+    ] as const) expect(f(r) - f(c), name).toBeCloseTo(0.04, 12)
+    expect(r.iterationS(PLAIN)).toBe(c.iterationS(PLAIN))
+    expect(r.checkpointSave(PLAIN)).toEqual(c.checkpointSave(PLAIN))
+    expect(r.shadowRefresh(PLAIN).seconds).toBe(c.shadowRefresh(PLAIN).seconds)
+    expect(() => base.with({ roundOverheadS: -1 })).toThrow(/roundOverheadS must be a non-negative/)
   })
 
   it('runs the survivors\' epoch alongside the rebuilt peer\'s pull, which a peer donor serves only after it', () => {
