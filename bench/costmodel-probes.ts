@@ -246,25 +246,28 @@ export interface EpochProbe {
   pulls?: Array<{ doneS: number, bytes: number }>
 }
 
+/** A busy-epoch probe and the step measured beside it. */
+export interface EpochSample { probe: EpochProbe, at: ComputeSample }
+
 /**
- * The link's rate in a round, from the donors' side: per round, the bytes pulled over the time from
- * the latest donor's take of the epoch (when it could first serve) to the last byte; their median.
+ * The link's rate in each round, from the donors' side: the bytes pulled over the time from the
+ * latest donor's take of the epoch (when it could first serve) to the last byte.
  */
-export function busyPullRate (probe: EpochProbe, donors: readonly number[]): number {
+export function roundPullRates (probe: EpochProbe, donors: readonly number[]): number[] {
   if (probe.pulls == null) throw new CostValidationError('the busy-epoch probe pulled nothing')
-  return median(probe.pulls.map((p, r) => {
+  return probe.pulls.map((p, r) => {
     const ready = Math.max(0, ...donors.map(st => probe.takes[r].get(st) ?? 0))
     return p.bytes / Math.max(0.01, p.doneS - ready)
-  }))
+  })
 }
 
-/** Per round, the latest take among `stages`; their median. */
-export function latestTake (probe: EpochProbe, stages: readonly number[]): number {
-  return median(probe.takes.map(t => Math.max(0, ...stages.map(st => {
+/** In each round, the latest take among `stages`. */
+export function roundTakes (probe: EpochProbe, stages: readonly number[]): number[] {
+  return probe.takes.map(t => Math.max(0, ...stages.map(st => {
     const x = t.get(st)
     if (x == null) throw new CostValidationError(`the busy-epoch probe has no take for stage ${st}`)
     return x
-  }))))
+  })))
 }
 
 /**
@@ -374,18 +377,30 @@ export async function probeFreshPeer (probe: Probe, coord: Coordinator, peers: B
   return { coldPullExtraS: Math.max(0, cold.seconds - warm), installS: cold.installS, coldComputeExtraS: Math.max(0, times[0] - warmComputeS), warmComputeS, warmPullS: warm }
 }
 
+/** What the host gives S busy stage processes (probeCapacity). */
+export interface Capacity {
+  /** In units of one process alone: their iterations one after another over the same all at once (wall-clock). */
+  units: number
+  /** In CPU seconds per second: what /proc counted for them while all computed at once. */
+  cpuCores: number
+}
+
 /**
  * What the host does with S busy stage processes, in units of one alone: the stages' iterations run
  * one after another, over the same iterations run all at once (wall-clock). An idle 2-core host
- * gives min(S, 2); other sessions' load lowers it (the kernel shares the CPU between sessions first:
- * autogroup).
+ * gives min(S, 2) at most, less where its cores share caches and memory; other sessions' load
+ * lowers it (the kernel shares the CPU between sessions first: autogroup). And the CPU seconds per
+ * second the processes got while all computed at once, the unit CPU is counted in.
  */
-export async function probeCapacity (probes: Probe[]): Promise<number> {
+export async function probeCapacity (probes: Probe[]): Promise<Capacity> {
   let alone = 0
   for (const p of probes) alone += (await p.compute(2)).reduce((a, b) => a + b, 0)
+  const cpu0 = probes.reduce((n, p) => n + cpuMs(p.child.pid), 0)
   const t0 = performance.now()
   await Promise.all(probes.map(async p => await p.compute(2)))
-  return alone / ((performance.now() - t0) / 1000)
+  const wallS = (performance.now() - t0) / 1000
+  const cpuS = (probes.reduce((n, p) => n + cpuMs(p.child.pid), 0) - cpu0) / 1000
+  return { units: alone / wallS, cpuCores: cpuS / wallS }
 }
 
 

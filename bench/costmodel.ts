@@ -43,9 +43,9 @@ import { planBatch } from '../sim/ladder-adapter.js'
 import { makeTrace, type TraceEvent } from '../sim/trace.js'
 import { benchSecret, startPeer, stopCluster, holder, type BenchPeer } from './harness.js'
 import {
-  BUSY_AT, EpochWatch, Probe, cpuMs, latestTake, measureSnapshot, medianSample, ms, probeBusyEpoch, probeCalibration, probeCapacity,
-  busyPullRate, probeCheckpointCpu, probeFreshPeer, probeGossip, probeLink, probePersist, sampleCompute, sampleLink, sleep, stepS,
-  type CalibrationSample, type ComputeSample, type EpochProbe, type FreshPeer
+  BUSY_AT, EpochWatch, Probe, cpuMs, measureSnapshot, medianSample, ms, probeBusyEpoch, probeCalibration, probeCapacity,
+  roundPullRates, roundTakes, probeCheckpointCpu, probeFreshPeer, probeGossip, probeLink, probePersist, sampleCompute, sampleLink, sleep, stepS,
+  type CalibrationSample, type Capacity, type ComputeSample, type EpochProbe, type EpochSample, type FreshPeer
 } from './costmodel-probes.js'
 
 const STRATEGY = 'checkfree'
@@ -63,6 +63,8 @@ const HEARTBEAT_TIMEOUT_MS = 10_000
 const CALIBRATIONS = [1, 2, 3, 1, 2, 3]
 /** The replay's link samples: a pull between attempts every this many attempts; a recovery's pull is charged at the median of the LINK_NEAREST samples nearest it. */
 const LINK_EVERY = 2
+/** Rounds of each busy-epoch probe; each probe is taken before the replay and again after it. */
+const EPOCH_ROUNDS = 3
 const LINK_NEAREST = 5
 
 const preset = CONFIG_PRESETS.demo
@@ -282,7 +284,7 @@ try {
   const local = new Stage({ model, train, layout: stageLayout(model, S, 1) })
   const snapshot = measureSnapshot(local)
   local.dispose()
-  const capacities: number[] = []
+  const capacities: Capacity[] = []
 
   // a spare per join of the trace, one in reserve, and one per calibration recovery
   const spares = trace.events.filter(e => e.kind === 'join').length + 1 + CALIBRATIONS.length
@@ -338,19 +340,26 @@ try {
   // the crash probes below publish their epoch this long after freezing their stage
   const detectedS = median(calibrations.map(k => k.detectS))
   // the survivors' epoch: every stage busy (a notice), and with each crashed stage of the trace
-  // frozen; each with the pull from its rung's donor peers, if it has any
+  // frozen; each with the pull from its rung's donor peers, if it has any; taken before the replay
+  // and again after it
   const pullOf = (f: { kind: 'crash' | 'notice', stage: number }): { stages: number[], includeOptimizer: boolean } | undefined => {
     const plan = rungOf(f)
     return plan.donors.length === 0 ? undefined : { stages: [...plan.donors], includeOptimizer: plan.rung !== 'checkfree' && plan.rung !== 'checkfree-plus' }
   }
   const notice = FAILURES.find(f => f.kind === 'notice')
-  const busyEpochAt = await stepNow()
-  const busyEpoch = await probeBusyEpoch(coord, busyPeriodS, 3, undefined, notice != null ? pullOf(notice) : undefined)
-  const crashEpoch = new Map<number, { probe: EpochProbe, at: ComputeSample }>()
-  for (const st of new Set(FAILURES.filter(f => f.kind === 'crash').map(f => f.stage))) {
-    const at = await stepNow()
-    crashEpoch.set(st, { probe: await probeBusyEpoch(coord, busyPeriodS, 3, { peer: holder(coord, peers, st), stage: st, delayS: detectedS }, pullOf({ kind: 'crash', stage: st })), at })
+  const busyEpoch: EpochSample[] = []
+  const crashEpoch = new Map<number, EpochSample[]>()
+  const crashed = [...new Set(FAILURES.filter(f => f.kind === 'crash').map(f => f.stage))]
+  const probeEpochs = async (): Promise<void> => {
+    let at = await stepNow()
+    busyEpoch.push({ probe: await probeBusyEpoch(coord, busyPeriodS, EPOCH_ROUNDS, undefined, notice != null ? pullOf(notice) : undefined), at })
+    for (const st of crashed) {
+      at = await stepNow()
+      const probe = await probeBusyEpoch(coord, busyPeriodS, EPOCH_ROUNDS, { peer: holder(coord, peers, st), stage: st, delayS: detectedS }, pullOf({ kind: 'crash', stage: st }))
+      crashEpoch.set(st, [...crashEpoch.get(st) ?? [], { probe, at }])
+    }
   }
+  await probeEpochs()
   capacities.push(await probeCapacity(probes))
 
   const t0 = performance.now()
@@ -358,6 +367,7 @@ try {
   const clock = (): number => (performance.now() - t0) / 1000
   const run = await replay(coord, peers, clock, async (a) => await sampleCompute(probes, 100 + a))
   for (const st of CALIBRATIONS.slice(half)) await calibrate(st)
+  await probeEpochs()
   const freshLaterAt = await stepNow()
   for (const p of laterProbes) fresh.push({ ...await probeFreshPeer(p, coord, peers), at: freshLaterAt })
   for (const p of laterProbes) p.child.kill('SIGKILL')
@@ -371,7 +381,8 @@ try {
   // ---- parameters: shared by every prediction but the compute, which each attempt takes from the
   // step measured just before it, and the probes' times, which each failure takes at the speed of
   // that step (the load on this shared machine drifts)
-  const cores = Math.min(availableParallelism(), median(capacities))
+  const cores = Math.min(availableParallelism(), median(capacities.map(c => c.units)))
+  const cpuCores = Math.min(availableParallelism(), median(capacities.map(c => c.cpuCores)))
   const iterationOverheadS = 2 * gossipS + persistS
   /** A time measured beside the step `at`, at the speed of the step `now`. */
   const atSpeed = (x: number, at: ComputeSample, now: ComputeSample): number => x * stepS(now) / stepS(at)
@@ -389,6 +400,7 @@ try {
   const rebuildPerStep = median(fresh.map(f => (f.coldPullExtraS + f.installS) / stepS(f.at)))
   const costFor = (c: ComputeSample, linkRate = linkBytesPerS): CostModel => costModelForModel(model, train, stepS(c), {
     hostCores: cores,
+    hostCpuCores: cpuCores,
     forwardFraction: c.forwardS / stepS(c),
     linkBytesPerS: linkRate,
     storageBytesPerS: linkRate,
@@ -426,6 +438,9 @@ try {
   const coldPerStep = calibrations.map(k => coldFor(costFor(k.at), k.stage, k.firstPeriodS - k.warmPeriodS) / stepS(k.at))
   const coldIterationPerStep = median(coldPerStep)
   const freshColdShare = median(fresh.map(f => f.coldComputeExtraS / f.warmComputeS))
+  /** Over every round of the probes `samples`, the latest take among `stages`, each at the speed of `c`: their median. */
+  const takeAt = (samples: EpochSample[], stages: readonly number[], c: ComputeSample): number =>
+    median(samples.flatMap(x => roundTakes(x.probe, stages).map(t => atSpeed(t, x.at, c))))
   /**
    * A failure's cost model at the step `c` measured before it: the survivors' epoch from the probe
    * of its kind (every stage busy for a notice, its stage frozen for a crash), the latest survivor's
@@ -433,14 +448,15 @@ try {
    * compute, the cold first iteration; each probe's time at the speed of `c`.
    */
   const failureCost = (c: ComputeSample, f: { kind: 'crash' | 'notice', stage: number }, donors: readonly number[], linkRate = linkBytesPerS): CostModel => {
-    const { probe, at } = (f.kind === 'crash' ? crashEpoch.get(f.stage) : undefined) ?? { probe: busyEpoch, at: busyEpochAt }
+    const samples = (f.kind === 'crash' ? crashEpoch.get(f.stage) : undefined) ?? busyEpoch
     // a peer donor serves at the rate its probe's pull had in the round (a rate: the inverse of a
     // time at the failure's speed); the store at the link's
-    const base = costFor(c, donors.length > 0 && probe.pulls != null ? busyPullRate(probe, donors) / atSpeed(1, at, c) : linkRate)
+    const pulled = donors.length > 0 && samples.every(x => x.probe.pulls != null)
+    const base = costFor(c, pulled ? median(samples.flatMap(x => roundPullRates(x.probe, donors).map(r => r / atSpeed(1, x.at, c)))) : linkRate)
     return base.with({
-      epochTakeS: atSpeed(latestTake(probe, all.filter(st => st !== f.stage)), at, c),
-      ...(donors.length > 0 ? { donorReadyS: atSpeed(latestTake(probe, donors), at, c) } : {}),
-      noticeHeardS: f.kind === 'notice' ? Math.max(0, atSpeed(latestTake(busyEpoch, [f.stage]), busyEpochAt, c) - gossipS) : 0,
+      epochTakeS: takeAt(samples, all.filter(st => st !== f.stage), c),
+      ...(donors.length > 0 ? { donorReadyS: takeAt(samples, donors, c) } : {}),
+      noticeHeardS: f.kind === 'notice' ? Math.max(0, takeAt(busyEpoch, [f.stage], c) - gossipS) : 0,
       coldIterationS: coldIterationPerStep * stepS(c)
     })
   }
@@ -448,7 +464,8 @@ try {
   console.log('\nparameters (each measured in this run, beside or before the replay, or configuration):')
   console.log(`  slotComputeS        ${ms(cost.p.slotComputeS)} (median; each attempt's own from the step just before it): steps of the ${S} stages, each stage in its probe process, one after another (${baselines.length} steps between the attempts, ${ms(Math.min(...baselines.map(stepS)))}..${ms(Math.max(...baselines.map(stepS)))}; median forward ${ms(typical.forwardS)}, backward ${ms(typical.backwardS)}, clip + Adam ${ms(typical.stepS)}) / (S x M)`)
   console.log(`  forwardFraction     ${cost.p.forwardFraction?.toFixed(3)}: forward / whole step, same steps`)
-  console.log(`  hostCores           ${cores.toFixed(2)}: what ${S} fresh stage processes computing at once get of this host, in units of one alone (${capacities.map(c => c.toFixed(2)).join(', ')}: before and after the replay), at most os.availableParallelism() = ${availableParallelism()}; every stage is a process on this host`)
+  console.log(`  hostCores           ${cores.toFixed(2)}: what ${S} fresh stage processes computing at once get of this host, in units of one alone (${capacities.map(c => c.units.toFixed(2)).join(', ')}: before and after the replay), at most os.availableParallelism() = ${availableParallelism()}; every stage is a process on this host`)
+  console.log(`  hostCpuCores        ${cpuCores.toFixed(2)}: the CPU seconds per second (/proc) the same ${S} processes got while they computed at once (${capacities.map(c => c.cpuCores.toFixed(2)).join(', ')}), at most ${availableParallelism()}: the unit transferCpuSPerByte counts in, over which a background transfer's CPU is spread; new, default hostCores`)
   console.log(`  transferCpuSPerByte ${(checkpointCpuSPerByte * 1e9).toFixed(1)} ns/B: CPU of both ends of the store's pull of every stage's checkpoint snapshot, pulled again from its holders into the previous pull's arrays and written as the store writes it (a scratch store), on the idle cluster after the replay, median of 4 rounds; new, default 0`)
   console.log(`  hopBytes            ${cost.p.hopBytes} B: B x T x D x 4 (the model)`)
   console.log(`  linkBytesPerS       ${(linkBytesPerS / 2 ** 20).toFixed(1)} MB/s (median; each recovery at the median of the ${LINK_NEAREST} samples nearest it): stage 1's weights + Adam (${(link.bytes / 2 ** 20).toFixed(1)} MB) pulled over the weights protocol from its peer into new arrays (as a rebuilt peer pulls), before every ${LINK_EVERY}nd attempt of the replay that has a step measured (${linkRates.length} pulls, ${(Math.min(...linkRates) / 2 ** 20).toFixed(1)}..${(Math.max(...linkRates) / 2 ** 20).toFixed(1)} MB/s; before training ${(link.bytesPerS / 2 ** 20).toFixed(1)} MB/s, median of 3)`)
@@ -464,10 +481,10 @@ try {
   console.log(`  noticeHeardS        a departing stage handles its signal once through the compute it is inside, as it takes an epoch: that stage's take in the all-busy probe below, less the epoch's way out (${ms(gossipS)}); new, default 0`)
   console.log(`  iterationOverheadS  ${ms(iterationOverheadS)}: 2 x the heartbeats' one-way gossip delay (${ms(gossipS)}: begin out, done back) + the coordinator's persist per commit (${ms(persistS)}); new, default 0`)
   const showProbe = (p: EpochProbe): string => `latest ${p.takes.map(t => ms(Math.max(...t.values()))).join(', ')}; per stage, round by round: ${p.takes.map(t => [...t].sort((x, y) => x[0] - y[0]).map(([st, x]) => `${st}:${ms(x)}`).join(' ')).join('; ')}`
-  console.log(`  epochTakeS          the survivors of a recovery round, each through the compute it is inside first: ${BUSY_AT} into a clean iteration it is dropped as for a loss (the abort published) and the same assignment published under a new epoch, until every stage but a frozen one took it, 3 rounds (the iteration redone after); the latest survivor's take after the epoch's publication, median over the rounds. For a notice every stage goes on computing (${showProbe(busyEpoch)}, ${speedNote(busyEpochAt)}); for a crash of stage s its peer is SIGSTOPped at ${BUSY_AT} and the abort published detectionS later (${[...crashEpoch].map(([st, e]) => `stage ${st}: ${showProbe(e.probe)}, ${speedNote(e.at)}`).join('; ')}); at the median step: notice ${ms(failureCost(typical, { kind: 'notice', stage: 2 }, []).p.epochTakeS ?? 0)}, ${[...crashEpoch.keys()].map(st => `crash of stage ${st} ${ms(failureCost(typical, { kind: 'crash', stage: st }, []).p.epochTakeS ?? 0)}`).join(', ')}; new, default 0`)
+  console.log(`  epochTakeS          the survivors of a recovery round, each through the compute it is inside first: ${BUSY_AT} into a clean iteration it is dropped as for a loss (the abort published) and the same assignment published under a new epoch, until every stage but a frozen one took it (the iteration redone after); the latest survivor's take after the epoch's publication. For a notice every stage goes on computing (${busyEpoch.map(e => `${showProbe(e.probe)}, ${speedNote(e.at)}`).join('; then after the replay ')}); for a crash of stage s its peer is SIGSTOPped at ${BUSY_AT} and the abort published the calibrations' median detection (${ms(detectedS)}) later (${[...crashEpoch].map(([st, es]) => `stage ${st}: ${es.map(e => `${showProbe(e.probe)}, ${speedNote(e.at)}`).join('; then after the replay ')}`).join('; ')}); each probe ${EPOCH_ROUNDS} rounds, before the replay and again after it, every round at the failure's speed, their median; at the median step: notice ${ms(failureCost(typical, { kind: 'notice', stage: 2 }, []).p.epochTakeS ?? 0)}, ${[...crashEpoch.keys()].map(st => `crash of stage ${st} ${ms(failureCost(typical, { kind: 'crash', stage: st }, []).p.epochTakeS ?? 0)}`).join(', ')}; new, default 0`)
   console.log('  donorReadyS         the same probes: the latest of the rung\'s donor stages to take the epoch (a handover\'s donor is the departing stage, in the all-busy probe); the store serves at once; new, default epochTakeS')
-  const pullNote = (label: string, e: EpochProbe, donors: readonly number[]): string => e.pulls == null ? `${label}: none (the store)` : `${label} from stage ${donors.join(' and ')}: ${(busyPullRate(e, donors) / 2 ** 20).toFixed(1)} MB/s (${e.pulls.map(x => `${(x.bytes / 2 ** 20).toFixed(2)} MB by ${ms(x.doneS)}`).join(', ')})`
-  console.log(`  (a peer donor's link) in the same probes this process pulled the rung's donor stages' state as soon as the epoch was published, as the rebuilt peer pulls it; a peer donor's transfer is charged at the bytes over the time from the latest donor's take to the last byte, median of the rounds (at the failure's speed): ${[notice != null ? pullNote(`notice of stage ${notice.stage}`, busyEpoch, rungOf(notice).donors) : '', ...[...crashEpoch].map(([st, e]) => pullNote(`crash of stage ${st}`, e.probe, rungOf({ kind: 'crash', stage: st }).donors))].filter(x => x !== '').join('; ')}; the store's transfer at linkBytesPerS`)
+  const pullNote = (label: string, es: EpochSample[], donors: readonly number[]): string => es.some(e => e.probe.pulls == null) ? `${label}: none (the store)` : `${label} from stage ${donors.join(' and ')}: ${es.map(e => `${roundPullRates(e.probe, donors).map(r => (r / 2 ** 20).toFixed(1)).join(', ')} MB/s (${(e.probe.pulls ?? []).map(x => `${(x.bytes / 2 ** 20).toFixed(2)} MB by ${ms(x.doneS)}`).join(', ')}), ${speedNote(e.at)}`).join('; then ')}`
+  console.log(`  (a peer donor's link) in the same probes this process pulled the rung's donor stages' state as soon as the epoch was published, as the rebuilt peer pulls it; a peer donor's transfer is charged at the bytes over the time from the latest donor's take to the last byte, the median of the rounds, each at the failure's speed: ${[notice != null ? pullNote(`notice of stage ${notice.stage}`, busyEpoch, rungOf(notice).donors) : '', ...[...crashEpoch].map(([st, es]) => pullNote(`crash of stage ${st}`, es, rungOf({ kind: 'crash', stage: st }).donors))].filter(x => x !== '').join('; ')}; the store's transfer at linkBytesPerS`)
   console.log(`  rebuildOverheadS    ${ms(cost.p.rebuildOverheadS ?? 0)}: a fresh process given a stage (one per stage before the replay, ${speedNote(freshFirstAt)}, one per stage after it, ${speedNote(freshLaterAt)}): its first pull of the stage's state beyond a warm one (${fresh.map(f => ms(f.coldPullExtraS)).join(', ')}; warm ${fresh.map(f => ms(f.warmPullS)).join(', ')}) + its install, built and its weights packed, as a rebuilt peer's (${fresh.map(f => ms(f.installS)).join(', ')}); the median of the sums per second of the step beside them; new, default 0`)
   const coldAtTypical = coldIterationPerStep * stepS(typical)
   console.log(`  coldIterationS      ${ms(coldAtTypical)} of compute on the rebuilt stage's first forward and backward (at the median step; ${(100 * coldAtTypical / (M * cost.p.slotComputeS)).toFixed(0)}% of a stage's compute): the same calibration recoveries (the coordinator's ladder recovering the stage; none of them a failure predicted): the first iteration after each beyond the median of the next two (${calibrations.map((c, k) => `stage ${c.stage} (${c.rung}) ${ms(c.firstPeriodS - c.warmPeriodS)} of ${ms(c.warmPeriodS)} -> ${ms(coldPerStep[k] * stepS(c.at))} ${speedNote(c.at)}`).join(', ')}), each as the cold compute that gives that delay in the model's pipeline schedule at its step, median per second of step. The rebuilt peers' own compute in those first iterations beyond the next two: ${calibrations.map(c => `${ms(c.firstOwnS - c.warmOwnS)} / ${ms(c.warmOwnS)}`).join(', ')}. The fresh probe processes, alone on the idle cluster, gave ${(100 * freshColdShare).toFixed(0)}% of their warm compute (${fresh.map(f => `${ms(f.coldComputeExtraS)} / ${ms(f.warmComputeS)}`).join(', ')}). Charged as what it adds to the pipeline: ${ms(failureCost(typical, { kind: 'crash', stage: 1 }, []).coldIterationDelayS([1]))} for stage 1, ${ms(failureCost(typical, { kind: 'crash', stage: S - 1 }, []).coldIterationDelayS([S - 1]))} for stage ${S - 1}. (The cluster's own first iteration, every stage cold at once: ${ms(first[0].s)} against ${ms(busyPeriodS)}, its stages' own compute ${first[0].computeS.map(ms).join(', ')} against ${all.map(st => ms(median(first.slice(1).map(f => f.computeS[st])))).join(', ')}.) New, default 0`)
@@ -537,7 +554,7 @@ try {
   const ckMeasured = median(phase.overheadS)
   const ckErr = ckMeasured > 0 ? relativeError(ckPred, ckMeasured) : Infinity
   console.log(`checkpoint overhead: predicted ${ms(ckPred)}, measured ${ms(ckMeasured)}, relative error ${ckErr.toFixed(3)}  (per checkpoint; measured: the median over ${phase.overheadS.length} attempts after a snapshot commit of the excess over their two neighbours after plain commits (a checkpoint every other commit), ${phase.overheadS.map(x => (x * 1000).toFixed(0)).join(' ')} ms, neighbours median ${ms(median(phase.plainS))}; predicted copy ${ms(save.copyS)} + the upload's CPU taken from training ${ms(save.contentionS)} (one host: no link share, which would add ${ms(save.uploadS * phaseCost.linkBusyFraction(PLAIN))}), from the median of ${phaseSamples.length} steps measured just before and after the phase (${phaseSamples.map(c => ms(stepS(c))).join(', ')}); the store's pulls took ${phase.uploadsMs.map(x => x.toFixed(0)).join(' ')} ms)`)
-  console.log(`  CPU (this process and the peers, /proc): a checkpoint took ${ms(median(phase.extraCpuS))} beyond its neighbours (median, during training; transferCpuSPerByte gives ${ms(save.bytes * checkpointCpuSPerByte)} for its ${(save.bytes / 2 ** 20).toFixed(1)} MB); the attempts after plain commits kept ${median(phase.plainCores).toFixed(2)} cores busy (median; the model's busy share ${(phaseCost.cpuContentionS(save.bytes, PLAIN) * cores / (save.bytes * checkpointCpuSPerByte)).toFixed(2)} of ${cores.toFixed(2)})`)
+  console.log(`  CPU (this process and the peers, /proc): a checkpoint took ${ms(median(phase.extraCpuS))} beyond its neighbours (median, during training; transferCpuSPerByte gives ${ms(save.bytes * checkpointCpuSPerByte)} for its ${(save.bytes / 2 ** 20).toFixed(1)} MB); the attempts after plain commits kept ${median(phase.plainCores).toFixed(2)} cores busy (median; the model's busy share ${(phaseCost.cpuContentionS(save.bytes, PLAIN) * cpuCores / (save.bytes * checkpointCpuSPerByte)).toFixed(2)} of ${cpuCores.toFixed(2)} CPU seconds per second)`)
   const recoveryError = Math.max(...recErrs)
   console.log(`bench: costmodel_iteration_error=${iterErr.toFixed(3)}`)
   console.log(`bench: costmodel_recovery_error=${recoveryError.toFixed(3)}`)

@@ -129,6 +129,11 @@ export interface CostParams {
   /** With hostCores: CPU seconds both ends of a weights transfer spend per byte (the loopback
    *  "link" is the host's CPU, so a background upload takes cores from training). @default 0 */
   transferCpuSPerByte?: number
+  /** With hostCores: the CPU seconds per second the host gives the busy stage processes (what
+   *  /proc counts, the unit of transferCpuSPerByte). hostCores counts in units of one process
+   *  alone, which cores sharing caches and memory make smaller (an idle 2-core host here: 2.0
+   *  against 1.7). @default hostCores */
+  hostCpuCores?: number
   /** Control round trip of the coordinator per iteration, s (not scaled). @default 0 */
   iterationOverheadS?: number
   /** Time until a departing peer's notice reaches the coordinator, s (not scaled): on a shared host
@@ -239,6 +244,7 @@ export class CostModel {
       if (v !== undefined && (!Number.isFinite(v) || v < 0)) throw new SimConfigError(`cost.${k} must be a non-negative finite number, got ${String(v)}`)
     }
     if (params.hostCores !== undefined && !(params.hostCores > 0)) throw new SimConfigError(`cost.hostCores must be > 0, got ${String(params.hostCores)}`)
+    if (params.hostCpuCores !== undefined && !(params.hostCpuCores > 0)) throw new SimConfigError(`cost.hostCpuCores must be > 0, got ${String(params.hostCpuCores)}`)
     if (params.forwardFraction !== undefined && !(params.forwardFraction > 0 && params.forwardFraction < 1)) throw new SimConfigError(`cost.forwardFraction must be in (0, 1), got ${String(params.forwardFraction)}`)
     this.p = Object.freeze({ ...params, stageParams: [...params.stageParams], stageBlockParams: [...params.stageBlockParams] })
     this.stages = S
@@ -402,7 +408,8 @@ export class CostModel {
    * On a shared host (hostCores): the delay a background transfer of `bytes` causes the training.
    * Its CPU (bytes x transferCpuSPerByte, core-seconds) is taken from busy cores in the share the
    * training keeps them busy (what it takes from idle cores costs nothing), and the training's work
-   * is spread over hostCores cores, so c core-seconds taken from it delay it by c / hostCores
+   * is spread over the cores, so c core-seconds taken from it delay it by c / hostCpuCores (cores
+   * counted in the same unit as c: CPU seconds per second)
    * (bench:costmodel measured a checkpoint at 0.3 core-seconds beyond its neighbours and 0.2 s
    * of delay, on 1.65 cores kept 93% busy). 0 otherwise.
    */
@@ -411,7 +418,7 @@ export class CostModel {
     if (p.hostCores == null || p.transferCpuSPerByte == null) return 0
     const work = this.stages * p.microbatches * p.slotComputeS * p.timeScale * (1 + (shape.redundantCompute ? p.redundantComputeFactor : 0))
     const busy = Math.min(1, work / (p.hostCores * this.iterationS(shape)))
-    return bytes * p.transferCpuSPerByte * p.timeScale * busy / p.hostCores
+    return bytes * p.transferCpuSPerByte * p.timeScale * busy / (p.hostCpuCores ?? p.hostCores)
   }
 
   /**

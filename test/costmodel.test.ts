@@ -134,6 +134,19 @@ describe('the cost model on one shared host', () => {
     expect(shared.checkpointSave(PLAIN).contentionS).toBeCloseTo(shared.cpuContentionS(bytes, PLAIN), 12)
     expect(base.checkpointSave(PLAIN).contentionS).toBeCloseTo(base.checkpointSave(PLAIN).uploadS * base.linkBusyFraction(PLAIN), 12)
   })
+
+  it('spreads an upload\'s CPU seconds over the CPU the host gives, not over its units of one process alone', () => {
+    // 1.7 units of one process alone, from 2.0 CPU seconds per second: the busy share comes from
+    // the work in units of one process alone, the spread from the cores in CPU seconds
+    const units = base.with({ hostCores: 1.7, transferCpuSPerByte: 20e-9 })
+    const cpu = units.with({ hostCpuCores: 2 })
+    const bytes = units.totalBytes(true)
+    expect(cpu.iterationS(PLAIN)).toBe(units.iterationS(PLAIN))
+    expect(cpu.cpuContentionS(bytes, PLAIN)).toBeCloseTo(units.cpuContentionS(bytes, PLAIN) * 1.7 / 2, 12)
+    const busy = Math.min(1, 1.6 / (1.7 * units.iterationS(PLAIN)))
+    expect(cpu.cpuContentionS(bytes, PLAIN)).toBeCloseTo(bytes * 20e-9 * busy / 2, 12)
+    expect(() => units.with({ hostCpuCores: 0 })).toThrow(/hostCpuCores must be > 0/)
+  })
 })
 
 describe('predictFigures', () => {
