@@ -58,9 +58,9 @@ const CHECKPOINT_PAIRS = 40
 const HEARTBEAT_TIMEOUT_MS = 10_000
 /**
  * The calibration recoveries (probeCalibration), by stage: the first half before the replay, the
- * rest after it. Each kills a stage's peer during an iteration and uses a spare.
+ * rest after it; each rebuilt stage of the trace is calibrated four times. Each kills a stage's peer during an iteration and uses a spare.
  */
-const CALIBRATIONS = [1, 2, 3, 1, 2, 3]
+const CALIBRATIONS = [1, 2, 3, 1, 2, 3, 1, 2, 3, 1, 2, 3]
 /** The replay's link samples: a pull between attempts every this many attempts; a recovery's pull is charged at the median of the LINK_NEAREST samples nearest it. */
 const LINK_EVERY = 2
 /** Rounds of each busy-epoch probe; each probe is taken before the replay and again after it. */
@@ -421,7 +421,10 @@ try {
   // took beyond the median of the next two, as the cold compute on the rebuilt stage's first
   // forward and backward that gives that delay in the model's pipeline schedule at the step
   // measured beside it (solved by bisection: the delay grows with the compute), per second of that
-  // step. The rebuilt peer's own compute and the fresh probes' share are printed beside it.
+  // step; a stage's from the calibrations of that stage (where the cold compute sits in the
+  // pipeline decides what it delays, and the stages' first iterations differ: the last stage's
+  // calibrations gave 0 to 213 ms of cold compute where stages 1 and 2 gave 260 to 800 in runs U
+  // to W). The rebuilt peer's own compute and the fresh probes' share are printed beside it.
   const coldFor = (c: CostModel, st: number, delayS: number): number => {
     if (delayS <= 0) return 0
     const delay = (x: number): number => c.with({ coldIterationS: x }).coldIterationDelayS([st])
@@ -436,7 +439,11 @@ try {
     return (lo + hi) / 2
   }
   const coldPerStep = calibrations.map(k => coldFor(costFor(k.at), k.stage, k.firstPeriodS - k.warmPeriodS) / stepS(k.at))
-  const coldIterationPerStep = median(coldPerStep)
+  /** Stage `st`'s cold compute per second of step: the median of its own calibrations (of them all for a stage never calibrated). */
+  const coldPerStepOf = (st: number): number => {
+    const own = coldPerStep.filter((_, k) => calibrations[k].stage === st)
+    return median(own.length > 0 ? own : coldPerStep)
+  }
   const freshColdShare = median(fresh.map(f => f.coldComputeExtraS / f.warmComputeS))
   /** Over every round of the probes `samples`, the latest take among `stages`, each at the speed of `c`: their median. */
   const takeAt = (samples: EpochSample[], stages: readonly number[], c: ComputeSample): number =>
@@ -457,7 +464,7 @@ try {
       epochTakeS: takeAt(samples, all.filter(st => st !== f.stage), c),
       ...(donors.length > 0 ? { donorReadyS: takeAt(samples, donors, c) } : {}),
       noticeHeardS: f.kind === 'notice' ? Math.max(0, takeAt(busyEpoch, [f.stage], c) - gossipS) : 0,
-      coldIterationS: coldIterationPerStep * stepS(c)
+      coldIterationS: coldPerStepOf(f.stage) * stepS(c)
     })
   }
   const PLAIN = { swaps: false, redundantCompute: false }
@@ -486,8 +493,8 @@ try {
   const pullNote = (label: string, es: EpochSample[], donors: readonly number[]): string => es.some(e => e.probe.pulls == null) ? `${label}: none (the store)` : `${label} from stage ${donors.join(' and ')}: ${es.map(e => `${roundPullRates(e.probe, donors).map(r => (r / 2 ** 20).toFixed(1)).join(', ')} MB/s (${(e.probe.pulls ?? []).map(x => `${(x.bytes / 2 ** 20).toFixed(2)} MB by ${ms(x.doneS)}`).join(', ')}), ${speedNote(e.at)}`).join('; then ')}`
   console.log(`  (a peer donor's link) in the same probes this process pulled the rung's donor stages' state as soon as the epoch was published, as the rebuilt peer pulls it; a peer donor's transfer is charged at the bytes over the time from the latest donor's take to the last byte, the median of the rounds, each at the failure's speed: ${[notice != null ? pullNote(`notice of stage ${notice.stage}`, busyEpoch, rungOf(notice).donors) : '', ...[...crashEpoch].map(([st, es]) => pullNote(`crash of stage ${st}`, es, rungOf({ kind: 'crash', stage: st }).donors))].filter(x => x !== '').join('; ')}; the store's transfer at linkBytesPerS`)
   console.log(`  rebuildOverheadS    ${ms(cost.p.rebuildOverheadS ?? 0)}: a fresh process given a stage (one per stage before the replay, ${speedNote(freshFirstAt)}, one per stage after it, ${speedNote(freshLaterAt)}): its first pull of the stage's state beyond a warm one (${fresh.map(f => ms(f.coldPullExtraS)).join(', ')}; warm ${fresh.map(f => ms(f.warmPullS)).join(', ')}) + its install, built and its weights packed, as a rebuilt peer's (${fresh.map(f => ms(f.installS)).join(', ')}); the median of the sums per second of the step beside them; new, default 0`)
-  const coldAtTypical = coldIterationPerStep * stepS(typical)
-  console.log(`  coldIterationS      ${ms(coldAtTypical)} of compute on the rebuilt stage's first forward and backward (at the median step; ${(100 * coldAtTypical / (M * cost.p.slotComputeS)).toFixed(0)}% of a stage's compute): the same calibration recoveries (the coordinator's ladder recovering the stage; none of them a failure predicted): the first iteration after each beyond the median of the next two (${calibrations.map((c, k) => `stage ${c.stage} (${c.rung}) ${ms(c.firstPeriodS - c.warmPeriodS)} of ${ms(c.warmPeriodS)} -> ${ms(coldPerStep[k] * stepS(c.at))} ${speedNote(c.at)}`).join(', ')}), each as the cold compute that gives that delay in the model's pipeline schedule at its step, median per second of step. The rebuilt peers' own compute in those first iterations beyond the next two: ${calibrations.map(c => `${ms(c.firstOwnS - c.warmOwnS)} / ${ms(c.warmOwnS)}`).join(', ')}. The fresh probe processes, alone on the idle cluster, gave ${(100 * freshColdShare).toFixed(0)}% of their warm compute (${fresh.map(f => `${ms(f.coldComputeExtraS)} / ${ms(f.warmComputeS)}`).join(', ')}). Charged as what it adds to the pipeline: ${ms(failureCost(typical, { kind: 'crash', stage: 1 }, []).coldIterationDelayS([1]))} for stage 1, ${ms(failureCost(typical, { kind: 'crash', stage: S - 1 }, []).coldIterationDelayS([S - 1]))} for stage ${S - 1}. (The cluster's own first iteration, every stage cold at once: ${ms(first[0].s)} against ${ms(busyPeriodS)}, its stages' own compute ${first[0].computeS.map(ms).join(', ')} against ${all.map(st => ms(median(first.slice(1).map(f => f.computeS[st])))).join(', ')}.) New, default 0`)
+  const calibrated = [...new Set(calibrations.map(k => k.stage))].sort((x, y) => x - y)
+  console.log(`  coldIterationS      of compute on the rebuilt stage's first forward and backward, per stage (at the median step): ${calibrated.map(st => `stage ${st} ${ms(coldPerStepOf(st) * stepS(typical))} (${(100 * coldPerStepOf(st) * stepS(typical) / (M * cost.p.slotComputeS)).toFixed(0)}% of a stage's compute)`).join(', ')}: the same calibration recoveries (the coordinator's ladder recovering the stage; none of them a failure predicted): the first iteration after each beyond the median of the next two (${calibrations.map((c, k) => `stage ${c.stage} (${c.rung}) ${ms(c.firstPeriodS - c.warmPeriodS)} of ${ms(c.warmPeriodS)} -> ${ms(coldPerStep[k] * stepS(c.at))} ${speedNote(c.at)}`).join(', ')}), each as the cold compute that gives that delay in the model's pipeline schedule at its step; per stage the median of its own calibrations per second of step. The rebuilt peers' own compute in those first iterations beyond the next two: ${calibrations.map(c => `${ms(c.firstOwnS - c.warmOwnS)} / ${ms(c.warmOwnS)}`).join(', ')}. The fresh probe processes, alone on the idle cluster, gave ${(100 * freshColdShare).toFixed(0)}% of their warm compute (${fresh.map(f => `${ms(f.coldComputeExtraS)} / ${ms(f.warmComputeS)}`).join(', ')}). Charged as what it adds to the pipeline: ${ms(failureCost(typical, { kind: 'crash', stage: 1 }, []).coldIterationDelayS([1]))} for stage 1, ${ms(failureCost(typical, { kind: 'crash', stage: S - 1 }, []).coldIterationDelayS([S - 1]))} for stage ${S - 1}. (The cluster's own first iteration, every stage cold at once: ${ms(first[0].s)} against ${ms(busyPeriodS)}, its stages' own compute ${first[0].computeS.map(ms).join(', ')} against ${all.map(st => ms(median(first.slice(1).map(f => f.computeS[st])))).join(', ')}.) New, default 0`)
 
   // ---- figures, each against the attempts next to it
   const period = (a: Attempt): number => a.endS - a.startS
