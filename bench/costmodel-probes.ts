@@ -179,6 +179,13 @@ export async function probePersist (coord: Coordinator): Promise<number> {
 /** Where in a clean iteration the busy probes act: where the trace's failures land (0.4 of an iteration). */
 export const BUSY_AT = 0.4
 
+/** Runs one clean iteration and returns its period, s: the busy probes act BUSY_AT into the next (the host's speed drifts 2x within minutes). */
+export async function cleanPeriod (coord: Coordinator): Promise<number> {
+  const t0 = performance.now()
+  await coord.runIteration({ timeoutMs: 120_000 })
+  return (performance.now() - t0) / 1000
+}
+
 /**
  * The survivors' part of a recovery round, measured without a rebuild: BUSY_AT into a clean
  * iteration, the same assignment is published under a new epoch, and the time until each stage
@@ -188,7 +195,8 @@ export const BUSY_AT = 0.4
  * survivors do; it is SIGCONTed once the others took the epoch (its silence stays far under the
  * detector's floor), and only the others' times count. Without (a notice), every stage goes on
  * computing, as they do while a departing peer finishes what it is inside. The probed iteration is
- * dropped (redone under the new epoch); a clean iteration before each probe starts it warm.
+ * dropped (redone under the new epoch); a clean iteration before each round starts it warm and
+ * gives the period BUSY_AT is of.
  *
  * Every time is from the epoch's publication (the model's epochTakeS; what comes before it is the
  * coordinator's part of the round, measured by the calibration recoveries). With `pull`, this
@@ -196,11 +204,11 @@ export const BUSY_AT = 0.4
  * neighbours' weights; a handover: the departing stage's weights and Adam): a donor serves once it
  * is through its compute, and then while the other stages still finish theirs on the same cores.
  */
-export async function probeBusyEpoch (coord: Coordinator, periodS: number, rounds: number, frozen?: { peer: BenchPeer, stage: number, delayS: number }, pull?: { stages: number[], includeOptimizer: boolean }): Promise<EpochProbe> {
+export async function probeBusyEpoch (coord: Coordinator, rounds: number, frozen?: { peer: BenchPeer, stage: number, delayS: number }, pull?: { stages: number[], includeOptimizer: boolean }): Promise<EpochProbe> {
   const takes: Array<Map<number, number>> = []
   const pulls: Array<{ doneS: number, bytes: number }> = []
   for (let i = 0; i < rounds; i++) {
-    await coord.runIteration({ timeoutMs: 120_000 })
+    const periodS = await cleanPeriod(coord)
     const stop = new AbortController()
     const running = coord.runIteration({ timeoutMs: 120_000, signal: stop.signal }).then(() => true, () => false)
     await sleep(BUSY_AT * periodS * 1000)
@@ -427,8 +435,8 @@ export interface CalibrationSample {
 }
 
 /**
- * A recovery as the cluster runs one, apart from the failures the bench predicts: BUSY_AT into a
- * clean iteration (where the trace's crashes land) the peer holding `stage` is SIGKILLed, the
+ * A recovery as the cluster runs one, apart from the failures the bench predicts: BUSY_AT into an
+ * iteration (where the trace's crashes land; of the clean iteration run just before) the peer holding `stage` is SIGKILLed, the
  * detector finds it lost, and the coordinator's ladder recovers the stage (a spare is given it, as
  * in every recovery of the replay); then three iterations run. From it: the detector's path for a
  * killed stage holder, through whatever hint comes first (its connection closing, a neighbour's
@@ -439,8 +447,8 @@ export interface CalibrationSample {
  * was above what the rebuilt peers showed in every run). These recoveries are the bench's
  * calibration, before and after the replay: none of the failures it predicts is among them.
  */
-export async function probeCalibration (coord: Coordinator, peers: BenchPeer[], stage: number, periodS: number): Promise<CalibrationSample> {
-  await coord.runIteration({ timeoutMs: 120_000 })
+export async function probeCalibration (coord: Coordinator, peers: BenchPeer[], stage: number): Promise<CalibrationSample> {
+  const periodS = await cleanPeriod(coord)
   const victim = holder(coord, peers, stage)
   const rungs: string[] = []
   const onRecovery = (evs: RecoveryEvent[]): void => { for (const e of evs) if (e.stage === stage) rungs.push(e.rung) }

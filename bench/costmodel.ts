@@ -334,7 +334,7 @@ try {
   const calibrations: Array<CalibrationSample & { at: ComputeSample }> = []
   const calibrate = async (st: number): Promise<void> => {
     const at = await stepNow()
-    calibrations.push({ ...await probeCalibration(coord, peers, st, busyPeriodS), at })
+    calibrations.push({ ...await probeCalibration(coord, peers, st), at })
   }
   for (const st of CALIBRATIONS.slice(0, half)) await calibrate(st)
   // the crash probes below publish their epoch this long after freezing their stage
@@ -352,10 +352,10 @@ try {
   const crashed = [...new Set(FAILURES.filter(f => f.kind === 'crash').map(f => f.stage))]
   const probeEpochs = async (): Promise<void> => {
     let at = await stepNow()
-    busyEpoch.push({ probe: await probeBusyEpoch(coord, busyPeriodS, EPOCH_ROUNDS, undefined, notice != null ? pullOf(notice) : undefined), at })
+    busyEpoch.push({ probe: await probeBusyEpoch(coord, EPOCH_ROUNDS, undefined, notice != null ? pullOf(notice) : undefined), at })
     for (const st of crashed) {
       at = await stepNow()
-      const probe = await probeBusyEpoch(coord, busyPeriodS, EPOCH_ROUNDS, { peer: holder(coord, peers, st), stage: st, delayS: detectedS }, pullOf({ kind: 'crash', stage: st }))
+      const probe = await probeBusyEpoch(coord, EPOCH_ROUNDS, { peer: holder(coord, peers, st), stage: st, delayS: detectedS }, pullOf({ kind: 'crash', stage: st }))
       crashEpoch.set(st, [...crashEpoch.get(st) ?? [], { probe, at }])
     }
   }
@@ -482,7 +482,7 @@ try {
   const speedNote = (at: ComputeSample): string => `beside a step of ${ms(stepS(at))}`
   console.log(`  (the probes' speed)  each failure is charged a probe's time x (the step before the failure / the step beside the probe): the steps ran ${ms(Math.min(...baselines.map(stepS)))}..${ms(Math.max(...baselines.map(stepS)))} over the replay, median ${ms(stepS(typical))}; the values below are at the median step`)
   const calNote = (k: CalibrationSample & { at: ComputeSample }, x: number): string => `stage ${k.stage} ${ms(x)} ${speedNote(k.at)}`
-  console.log(`  detectionS          ${ms(cost.p.detectionS)}: the detector's path for a killed stage holder, from the ${calibrations.length} calibration recoveries (${half} before the replay, ${calibrations.length - half} after; a stage's peer SIGKILLed ${BUSY_AT} into a clean iteration (${ms(busyPeriodS)}), to the coordinator knowing the loss: its connection closed or a neighbour's stream broke, and the confirming ping refused): ${calibrations.map(k => calNote(k, k.detectS)).join(', ')}; median per second of step; the ${HEARTBEAT_TIMEOUT_MS} ms heartbeat floor applies only to a silent peer`)
+  console.log(`  detectionS          ${ms(cost.p.detectionS)}: the detector's path for a killed stage holder, from the ${calibrations.length} calibration recoveries (${half} before the replay, ${calibrations.length - half} after; a stage's peer SIGKILLed ${BUSY_AT} into an iteration, of the clean one just before, to the coordinator knowing the loss: its connection closed or a neighbour's stream broke, and the confirming ping refused): ${calibrations.map(k => calNote(k, k.detectS)).join(', ')}; median per second of step; the ${HEARTBEAT_TIMEOUT_MS} ms heartbeat floor applies only to a silent peer`)
   console.log(`  roundOverheadS      ${ms(cost.p.roundOverheadS ?? 0)}: the coordinator's own part of a recovery round, from the same calibration recoveries: the loss known -> the round's epoch published (the aborted iteration returned, the survey and plan, the epoch persisted and published: ${calibrations.map(k => calNote(k, k.beforePublishS)).join(', ')}) + the last stage's take -> the round's end (settled and persisted: ${calibrations.map(k => calNote(k, k.afterTakesS)).join(', ')}); median of the sums per second of step; new, default 0`)
   console.log('  noticeLeadS         0: the coordinator moves a departing stage at once (the iteration in flight is aborted); it does not wait out the notice')
   console.log(`  noticeHeardS        a departing stage handles its signal once through the compute it is inside, as it takes an epoch: that stage's take in the all-busy probe below, less the epoch's way out (${ms(gossipS)}); new, default 0`)
