@@ -58,14 +58,15 @@ const CHECKPOINT_PAIRS = 40
 const HEARTBEAT_TIMEOUT_MS = 10_000
 /**
  * The calibration recoveries (probeCalibration), by stage: the first half before the replay, the
- * rest after it; each rebuilt stage of the trace is calibrated four times. Each kills a stage's peer during an iteration and uses a spare.
+ * rest after it; each rebuilt stage of the trace is calibrated four times. Each kills a stage's
+ * peer during an iteration and uses a spare.
  */
 const CALIBRATIONS = [1, 2, 3, 1, 2, 3, 1, 2, 3, 1, 2, 3]
 /** The replay's link samples: a pull between attempts every this many attempts; a recovery's pull is charged at the median of the LINK_NEAREST samples nearest it. */
 const LINK_EVERY = 2
+const LINK_NEAREST = 5
 /** Rounds of each busy-epoch probe; each probe is taken before the replay and again after it. */
 const EPOCH_ROUNDS = 3
-const LINK_NEAREST = 5
 
 const preset = CONFIG_PRESETS.demo
 const model = resolveModelConfig(preset.model)
