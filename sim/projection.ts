@@ -21,7 +21,8 @@
  *
  * The per-strategy arithmetic (the Walker) is in projection-walker.ts.
  */
-import { costModelForLlm, LLM_70B_PROFILE, type CostParams, type LlmProfile } from './cost-model.js'
+import type { CostParams } from './cost-model.js'
+import { costModelForLlm, LLM_70B_PROFILE, type LlmProfile } from './cost-profiles.js'
 import { SimConfigError } from './errors.js'
 import { CRASH, NOTICE, Walker, type ProjectionStrategyResult } from './projection-walker.js'
 import { fmtBytes, fmtSeconds, REFERENCE_STRATEGY } from './report.js'

@@ -39,7 +39,8 @@
  * (a replica up for a mean 1/lambda, down for w; a loss is a failure while the other R - 1 are down).
  */
 import { hashKey, mulberry32 } from '../model/index.js'
-import { costModelForLlm, type CostModel, type CostParams, type LlmProfile, LLM_70B_PROFILE } from './cost-model.js'
+import type { CostModel, CostParams } from './cost-model.js'
+import { costModelForLlm, type LlmProfile, LLM_70B_PROFILE } from './cost-profiles.js'
 import { SimConfigError } from './errors.js'
 
 /**

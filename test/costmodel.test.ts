@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { resolveModelConfig, resolveTrainConfig } from '../model/index.js'
-import { costModelForModel } from '../sim/cost-model.js'
+import { costModelForModel } from '../sim/cost-profiles.js'
 import { CostValidationError, median, predictFigures, predictRecovery, relativeError } from '../sim/cost-validation.js'
 import { pipelineMakespan } from '../sim/pipeline-schedule.js'
 

@@ -14,7 +14,7 @@ import { paperConversion, paperCostModel, paperIterationsToTarget, paperSetting,
 import { runModelExperiment } from '../sim/experiment.js'
 import { buildReproduction, writeReproduction } from '../sim/reproduce.js'
 import { runModelMode } from '../sim/model-mode.js'
-import { costModelForModel } from '../sim/cost-model.js'
+import { costModelForModel } from '../sim/cost-profiles.js'
 import { generateTrace, resolveFailureRate } from '../sim/trace.js'
 import { resolveModelConfig } from '../model/index.js'
 

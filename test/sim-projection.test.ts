@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import { UsageError } from '../cli/errors.js'
 import { sim } from '../cli/commands/sim.js'
-import { costModelForLlm, LLM_70B_PROFILE } from '../sim/cost-model.js'
+import { costModelForLlm, LLM_70B_PROFILE } from '../sim/cost-profiles.js'
 import { scenarioClock } from '../sim/experiment.js'
 import { runProjection } from '../sim/projection.js'
 
