@@ -44,10 +44,11 @@ import { planBatch } from '../sim/ladder-adapter.js'
 import { makeTrace, type TraceEvent } from '../sim/trace.js'
 import { benchSecret, startPeer, stopCluster, holder, type BenchPeer } from './harness.js'
 import {
-  BUSY_AT, EpochWatch, Probe, cpuMs, measureSnapshot, medianSample, ms, probeBusyEpoch, probeCalibration, probeCapacity,
+  BUSY_AT, EpochWatch, Probe, cpuMs, measureSnapshot, medianSample, ms, probeBusyEpoch, probeCapacity,
   roundPullRates, roundTakes, probeCheckpointCpu, probeFreshPeer, probeGossip, probeLink, probePersist, sampleCompute, sampleLink, sleep, stepS,
-  type CalibrationSample, type Capacity, type ComputeSample, type EpochProbe, type EpochSample, type FreshPeer
+  type Capacity, type ComputeSample, type EpochProbe, type EpochSample, type FreshPeer
 } from './costmodel-probes.js'
+import { probeCalibration, type CalibrationSample } from './costmodel-calibration.js'
 
 const STRATEGY = 'checkfree'
 const CHECKPOINT_EVERY = 5
