@@ -27,7 +27,8 @@
  * stage's peer SIGKILLed during an iteration and recovered by the ladder) the detector's path, the
  * coordinator's own part of a round and the rebuilt stage's cold first iteration; the snapshot
  * rate from the peers' own snapshot routine. Nothing is fitted. Each recovery's timeline as the
- * coordinator saw it is printed beside its figure. The probes are in costmodel-probes.ts.
+ * coordinator saw it is printed beside its figure. The probes are in costmodel-probes.ts, the
+ * calibration recoveries in costmodel-calibration.ts.
  *
  * Ends with `bench: costmodel_error=<largest relative error>` (target <= 0.2).
  */
