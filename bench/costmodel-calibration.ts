@@ -46,10 +46,7 @@ export async function probeCalibration (coord: Coordinator, peers: BenchPeer[], 
   const victim = holder(coord, peers, stage)
   const rungs: string[] = []
   const onRecovery = (evs: RecoveryEvent[]): void => { for (const e of evs) if (e.stage === stage) rungs.push(e.rung) }
-  let knownAt: number | undefined
-  const onChange = (): void => { if (knownAt == null && coord.needsRound()) knownAt = performance.now() }
   coord.on('recovery', onRecovery)
-  coord.on('change', onChange)
   const watch = new EpochWatch(coord, () => performance.now())
   let killedAt = NaN
   let endAt = NaN
@@ -67,12 +64,12 @@ export async function probeCalibration (coord: Coordinator, peers: BenchPeer[], 
     endAt = performance.now()
   } finally {
     coord.off('recovery', onRecovery)
-    coord.off('change', onChange)
     watch.stop()
   }
   const rebuilt = holder(coord, peers, stage)
   if (rebuilt.peerId === victim.peerId) throw new CostValidationError(`stage ${stage} is still held by the killed peer ${victim.peerId}`)
   const takes = [...watch.takenAt.values()]
+  const knownAt = watch.knownAt
   if (knownAt == null || watch.publishedAt == null || takes.length !== (coord.assignment?.stages.length ?? -1)) throw new CostValidationError(`the calibration recovery of stage ${stage} was not seen whole: loss known ${knownAt != null}, epoch published ${watch.publishedAt != null}, ${takes.length} stages took it`)
   const own: number[] = []
   const periods: number[] = []

@@ -279,12 +279,14 @@ export function roundTakes (probe: EpochProbe, stages: readonly number[]): numbe
 }
 
 /**
- * When each stage of the coordinator's assignment first heartbeats that it holds its stage under
- * the newest epoch published since the watch began (the rebuilt stage's heartbeat is its claim, once
- * installed), on `clock`.
+ * One recovery as the coordinator sees it, on `clock`: when it first needed a recovery round (a
+ * lost or departing stage known) since the watch began, when the newest epoch since then was
+ * published, and when each stage of the assignment first heartbeats that it holds its stage under
+ * that epoch (the rebuilt stage's heartbeat is its claim, once installed).
  */
 export class EpochWatch {
   readonly takenAt = new Map<number, number>()
+  knownAt?: number
   publishedAt?: number
   epoch?: number
   private readonly onEpoch = (e: { epoch: number }): void => {
@@ -295,6 +297,7 @@ export class EpochWatch {
   }
 
   private readonly look = (): void => {
+    if (this.knownAt == null && this.coord.needsRound()) this.knownAt = this.clock()
     if (this.epoch == null) return
     for (const st of this.coord.assignment?.stages ?? []) {
       if (this.takenAt.has(st.stage)) continue

@@ -135,15 +135,7 @@ interface Attempt {
   /** A pull of a stage's state over the link just before this attempt (every LINK_EVERY attempts with a baseline), bytes/s. */
   linkBytesPerS?: number
   /** A failure's recovery as the coordinator saw it, s on the bench clock. */
-  timeline?: RecoveryTimeline
-}
-
-/** When the coordinator knew each step of one recovery, s on the bench clock. */
-interface RecoveryTimeline {
-  /** The lost or departing stage known: needsRound() turned true. */
-  knownS?: number
-  /** The recovery's epoch: when it was published, when each stage took it. */
-  watch: EpochWatch
+  timeline?: EpochWatch
 }
 
 interface Replay {
@@ -161,8 +153,7 @@ async function replay (coord: Coordinator, peers: BenchPeer[], clock: () => numb
   const byAttempt = new Map<number, TraceEvent>()
   for (const e of trace.events) if (e.kind !== 'join') byAttempt.set(e.iteration, e)
   // the recovery in flight, if any: what the coordinator knew when
-  let timeline: RecoveryTimeline | undefined
-  coord.on('change', () => { if (timeline != null && timeline.knownS == null && coord.needsRound()) timeline.knownS = clock() })
+  let timeline: EpochWatch | undefined
   const clean: number[] = []
   for (let a = 0; a < trace.iterations; a++) {
     const event = byAttempt.get(a)
@@ -176,7 +167,7 @@ async function replay (coord: Coordinator, peers: BenchPeer[], clock: () => numb
       const u = event.timeS - event.iteration
       await sleep(u * median(clean) * 1000)
       const victim = holder(coord, peers, event.stage)
-      timeline = { watch: new EpochWatch(coord, clock) }
+      timeline = new EpochWatch(coord, clock)
       rec.timeline = timeline
       rec.signalS = clock()
       victim.child.kill(event.kind === 'notice' ? 'SIGTERM' : 'SIGKILL')
@@ -194,7 +185,7 @@ async function replay (coord: Coordinator, peers: BenchPeer[], clock: () => numb
     if (event != null) {
       await coord.reconcile({ timeoutMs: 120_000 })
       rec.recoveredS = clock()
-      timeline?.watch.stop()
+      timeline?.stop()
       timeline = undefined
     }
     rec.endS = clock()
@@ -546,7 +537,7 @@ try {
     console.log(`  stage ${f.stage}'s own compute: redone ${ms(own(redone))}, around it ${ms(median(around.map(own)))} (the model's cold part: ${ms(pc.p.coldIterationS ?? 0)} of compute alone); every stage in the redone attempt: ${redone.computeS?.map(ms).join(', ') ?? '?'}`)
     const tl = a.timeline
     const since = (x: number | undefined): string => x == null ? '?' : ms(x - (a.signalS as number))
-    if (tl != null) console.log(`  timeline from the signal: known ${since(tl.knownS)}, aborted ${since(a.abortedS)}, epoch ${tl.watch.epoch ?? '?'} published ${since(tl.watch.publishedAt)}, taken by ${[...tl.watch.takenAt].sort((x, y) => x[0] - y[0]).map(([st, t]) => `stage ${st}${st === f.stage ? ' (rebuilt)' : ''} ${since(t)}`).join(', ')}, recovered ${since(a.recoveredS)}`)
+    if (tl != null) console.log(`  timeline from the signal: known ${since(tl.knownAt)}, aborted ${since(a.abortedS)}, epoch ${tl.epoch ?? '?'} published ${since(tl.publishedAt)}, taken by ${[...tl.takenAt].sort((x, y) => x[0] - y[0]).map(([st, t]) => `stage ${st}${st === f.stage ? ' (rebuilt)' : ''} ${since(t)}`).join(', ')}, recovered ${since(a.recoveredS)}`)
   }
   const recErrs: number[] = []
   for (const [key, g] of byRung) {
