@@ -1,10 +1,7 @@
 /**
- * Probe process of bench:costmodel (not run directly): a fresh process standing in for a spare peer
- * that has just been given a stage. Told over IPC, it pulls a stage's state from a cluster peer over
- * the weights protocol (its first pull is cold, as a rebuilt peer's is) and, when told, installs it
- * as a rebuilt peer does (the stage built from the pulled state, its weights packed), and runs iterations of its
- * own stage's compute (M forwards, M backwards, the step) on fixed inputs: the first is cold (wasm
- * kernels and buffers made on first use), the later ones warm. Several probes computing at once
+ * Probe process of bench:costmodel (not run directly): a process holding one stage. Told over IPC,
+ * it runs iterations of its stage's compute (M forwards, M backwards, the step) on fixed inputs: the
+ * first is cold (wasm kernels and buffers made on first use), the later ones warm. Several probes computing at once
  * give what the host's cores do with that many busy stage processes; the probes computing one after
  * another give the compute of one training step, measured outside the coordinator's process (a
  * step measured inside it stalled its event loop for 1.3 s before every attempt).
@@ -12,20 +9,15 @@
 import '../common/polyfill.js'
 import { once } from 'node:events'
 import * as tf from '@tensorflow/tfjs'
-import { peerIdFromString } from '@libp2p/peer-id'
-import { multiaddr } from '@multiformats/multiaddr'
-import { initBackend, resolveModelConfig, resolveTrainConfig, route, sampleBatch, stageLayout, Stage, loadBrownCorpus, loadStageState, stateFromTensorSet, type ModelConfig, type TrainConfig } from '../model/index.js'
-import { createPeerLibp2p, fetchWeights, loadSwarmKey, type PeerLibp2p } from '../net/index.js'
+import { initBackend, resolveModelConfig, resolveTrainConfig, route, sampleBatch, stageLayout, Stage, loadBrownCorpus, type ModelConfig, type TrainConfig } from '../model/index.js'
 
 export type ProbeRequest =
-  | { type: 'start', model: Partial<ModelConfig>, train: Partial<TrainConfig>, stage: number, swarmKeyFile: string }
-  | { type: 'pull', donor: string, donorAddrs: string[], stage: number, install?: boolean }
+  | { type: 'start', model: Partial<ModelConfig>, train: Partial<TrainConfig>, stage: number }
   | { type: 'compute', iterations: number }
   | { type: 'sample', iteration: number }
 
 export type ProbeReply =
   | { type: 'ready' }
-  | { type: 'pulled', seconds: number, bytes: number, installS: number }
   | { type: 'computed', seconds: number[] }
   | { type: 'sampled', forwardS: number, backwardS: number, stepS: number }
   | { type: 'error', message: string }
@@ -42,13 +34,12 @@ async function main (): Promise<void> {
   const S = train.stages
   const M = train.microbatches
   const s = start.stage
-  let stage = new Stage({ model, train, layout: stageLayout(model, S, s) })
+  const stage = new Stage({ model, train, layout: stageLayout(model, S, s) })
   const hop = route(S, 0, false).findIndex(h => h.stage === s)
   const parts = route(S, 0, false)[hop].parts
   const last = s === S - 1
   const tokens = loadBrownCorpus().train
   const act = [train.microbatchSize, model.seqLen, model.dModel]
-  let node: PeerLibp2p | undefined
   /** One iteration of this stage's compute as its peer runs it: M forwards, M backwards, the step (seconds of each part). */
   const computeOnce = (it: number): { forwardS: number, backwardS: number, stepS: number } => {
     const t0 = performance.now()
@@ -78,28 +69,7 @@ async function main (): Promise<void> {
   send({ type: 'ready' })
   process.on('message', (m: ProbeRequest) => {
     void (async () => {
-      if (m.type === 'pull') {
-        node ??= await createPeerLibp2p({ swarmKey: await loadSwarmKey(start.swarmKeyFile) })
-        const id = peerIdFromString(m.donor)
-        await node.peerStore.merge(id, { multiaddrs: m.donorAddrs.map(a => multiaddr(a)) })
-        const t0 = performance.now()
-        const r = await fetchWeights(node, { donors: [{ peer: id }], stage: m.stage, includeOptimizer: true, timeoutMs: 120_000 })
-        const seconds = (performance.now() - t0) / 1000
-        let installS = 0
-        if (m.install === true) {
-          // as a rebuilt peer installs its stage: built from the pulled state (node/recovery.ts
-          // exactCopy), then its weights packed for the first forward (node/peer.ts install)
-          const t1 = performance.now()
-          const state = stateFromTensorSet(r.tensors)
-          const built = new Stage({ model, train, layout: stageLayout(model, S, m.stage) })
-          loadStageState(built, state.tensors, state.meta, { optimizer: true })
-          stage.dispose()
-          stage = built
-          stage.prepack()
-          installS = (performance.now() - t1) / 1000
-        }
-        send({ type: 'pulled', seconds, bytes: r.bytes, installS })
-      } else if (m.type === 'compute') {
+      if (m.type === 'compute') {
         const seconds: number[] = []
         for (let i = 0; i < m.iterations; i++) {
           const c = computeOnce(i)

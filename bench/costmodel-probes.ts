@@ -285,7 +285,10 @@ export function roundTakes (probe: EpochProbe, stages: readonly number[]): numbe
  * that epoch (the rebuilt stage's heartbeat is its claim, once installed).
  */
 export class EpochWatch {
+  /** Per stage, when its holder's heartbeat first carried the epoch. */
   readonly takenAt = new Map<number, number>()
+  /** Per peer (holders, spares, a departing donor), when its heartbeat first carried the epoch. */
+  readonly peerTakenAt = new Map<string, number>()
   knownAt?: number
   publishedAt?: number
   epoch?: number
@@ -293,12 +296,14 @@ export class EpochWatch {
     this.epoch = e.epoch
     this.publishedAt = this.clock()
     this.takenAt.clear()
+    this.peerTakenAt.clear()
     this.look()
   }
 
   private readonly look = (): void => {
     if (this.knownAt == null && this.coord.needsRound()) this.knownAt = this.clock()
     if (this.epoch == null) return
+    for (const [id, v] of this.coord.peers) if (!this.peerTakenAt.has(id) && v.heartbeat.epoch === this.epoch) this.peerTakenAt.set(id, this.clock())
     for (const st of this.coord.assignment?.stages ?? []) {
       if (this.takenAt.has(st.stage)) continue
       const hb = this.coord.peers.get(st.peers[0] ?? '')?.heartbeat
@@ -317,7 +322,7 @@ export class EpochWatch {
   }
 }
 
-// ------------------------------------------------------------------ fresh stage processes
+// ------------------------------------------------------------------ stage processes
 
 const PROBE = fileURLToPath(new URL('./costmodel-probe.ts', import.meta.url))
 
@@ -368,24 +373,6 @@ export async function sampleCompute (probes: Probe[], iteration: number): Promis
     out.stepS += c.stepS
   }
   return out
-}
-
-export interface FreshPeer { coldPullExtraS: number, installS: number, coldComputeExtraS: number, warmComputeS: number, warmPullS: number }
-
-/**
- * A fresh process given its stage, on the idle cluster: its first pull of the stage's state from
- * the stage's peer beyond warm ones, the install of the pulled state as a rebuilt peer installs it
- * (built, weights packed), and its first iteration beyond warm ones.
- */
-export async function probeFreshPeer (probe: Probe, coord: Coordinator, peers: BenchPeer[]): Promise<FreshPeer> {
-  const donor = holder(coord, peers, probe.stage)
-  const addrs = (await coord.node.peerStore.get(peerIdFromString(donor.peerId))).addresses.map(a => a.multiaddr.toString())
-  const pull = async (install: boolean): Promise<Extract<ProbeReply, { type: 'pulled' }>> => await probe.ask({ type: 'pull', donor: donor.peerId, donorAddrs: addrs, stage: probe.stage, install }, 'pulled') as Extract<ProbeReply, { type: 'pulled' }>
-  const cold = await pull(true)
-  const warm = median([(await pull(false)).seconds, (await pull(false)).seconds])
-  const times = await probe.compute(3)
-  const warmComputeS = median(times.slice(1))
-  return { coldPullExtraS: Math.max(0, cold.seconds - warm), installS: cold.installS, coldComputeExtraS: Math.max(0, times[0] - warmComputeS), warmComputeS, warmPullS: warm }
 }
 
 /** What the host gives S busy stage processes (probeCapacity). */

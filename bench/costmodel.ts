@@ -16,17 +16,17 @@
  * Predicted with the cost model from parameters measured in the same run, independently of those
  * outcomes, each printed with its source: compute from a step of the same stages, each in a probe
  * process of its own, just before each attempt (never in this process: it would stall the
- * coordinator's event loop); how the host's cores serve several busy stage processes from fresh
+ * coordinator's event loop); how the host's cores serve several busy stage processes from the same
  * probe processes (bench/costmodel-probe.ts) computing alone and at once; the link from
  * weights-protocol pulls between the replay's attempts (each recovery at the rate around it) and
  * pings before training; the control round trip from the heartbeats' gossip delay and the
  * coordinator's persist; the recovery round's parts apart from the failures predicted: the
  * survivors' and donors' take of an epoch published into a busy iteration (a stage frozen for a
- * crash, none for a notice), fresh processes' first pull and install (before and after the
- * replay); from calibration recoveries before and after the replay (none of them predicted: a
- * stage's peer SIGKILLed during an iteration and recovered by the ladder) the detector's path, the
- * coordinator's own part of a round and the rebuilt stage's cold first iteration; the snapshot
- * rate from the peers' own snapshot routine. Nothing is fitted. Each recovery's timeline as the
+ * crash, none for a notice); from calibration recoveries before and after the replay (none of them
+ * predicted: a stage's peer SIGKILLed or SIGTERMed during an iteration and recovered by the
+ * ladder) the detector's path, a notice's path, the coordinator's own part of a round, the rebuilt
+ * peer's own part of it beyond the transfer and the rebuilt stage's cold first iteration; the
+ * snapshot rate from the peers' own snapshot routine. Nothing is fitted. Each recovery's timeline as the
  * coordinator saw it is printed beside its figure. The probes are in costmodel-probes.ts, the
  * calibration recoveries in costmodel-calibration.ts.
  *
@@ -46,8 +46,8 @@ import { makeTrace, type TraceEvent } from '../sim/trace.js'
 import { benchSecret, startPeer, stopCluster, holder, type BenchPeer } from './harness.js'
 import {
   BUSY_AT, EpochWatch, Probe, cpuMs, measureSnapshot, medianSample, ms, probeBusyEpoch, probeCapacity,
-  roundPullRates, roundTakes, probeCheckpointCpu, probeFreshPeer, probeGossip, probeLink, probePersist, sampleCompute, sampleLink, sleep, stepS,
-  type Capacity, type ComputeSample, type EpochProbe, type EpochSample, type FreshPeer
+  roundPullRates, roundTakes, probeCheckpointCpu, probeGossip, probeLink, probePersist, sampleCompute, sampleLink, sleep, stepS,
+  type Capacity, type ComputeSample, type EpochProbe, type EpochSample
 } from './costmodel-probes.js'
 import { probeCalibration, type CalibrationSample } from './costmodel-calibration.js'
 
@@ -60,11 +60,14 @@ const CHECKPOINT_PAIRS = 40
 // A SIGKILL is found by the closed connection, not by this floor.
 const HEARTBEAT_TIMEOUT_MS = 10_000
 /**
- * The calibration recoveries (probeCalibration), by stage: the first half before the replay, the
- * rest after it; each rebuilt stage of the trace is calibrated four times. Each kills a stage's
- * peer during an iteration and uses a spare.
+ * The calibration recoveries (probeCalibration): the first half before the replay, the rest after
+ * it. A crash of each stage but the first four times, and a notice of the stage the trace hands
+ * over four times (the path of a notice, signal -> departure known, is a stage's own: it announces
+ * once through the compute it is inside). Each uses a spare.
  */
-const CALIBRATIONS = [1, 2, 3, 1, 2, 3, 1, 2, 3, 1, 2, 3]
+const CALIBRATIONS = Array.from({ length: 4 }, () => [
+  { stage: 1, kind: 'crash' as const }, { stage: 2, kind: 'crash' as const }, { stage: 3, kind: 'crash' as const }, { stage: 2, kind: 'notice' as const }
+]).flat()
 /** The replay's link samples: a pull between attempts every this many attempts; a recovery's pull is charged at the median of the LINK_NEAREST samples nearest it. */
 const LINK_EVERY = 2
 const LINK_NEAREST = 5
@@ -267,6 +270,9 @@ async function checkpointPhase (coord: Coordinator, peers: BenchPeer[], init: { 
 
 // ------------------------------------------------------------------ main
 
+/** A calibration recovery with the step measured before it and the link's rate sampled right after it. */
+type Calibration = CalibrationSample & { at: ComputeSample, linkBytesPerS: number }
+
 const stateDir = await mkdtemp(join(tmpdir(), 'spotpipe-costmodel-'))
 let cluster: { coord: Coordinator, peers: BenchPeer[] } | undefined
 let failed = false
@@ -289,12 +295,9 @@ try {
   const peers: BenchPeer[] = []
   cluster = { coord, peers }
   peers.push(...await Promise.all(Array.from({ length: S + spares }, async () => await startPeer(coord.addrs[0], coord.init.clusterId, secret.access))))
-  // fresh processes standing in for rebuilt peers, one per stage (they compute only when told): the
-  // first S are measured as fresh peers at once and then compute the steps, the next S are measured
-  // as fresh peers after the replay
+  // a probe process per stage, computing its stage's steps only when told
   const probes = Array.from({ length: S }, (_, s) => new Probe(s))
-  const laterProbes = Array.from({ length: S }, (_, s) => new Probe(s))
-  await Promise.all([...probes, ...laterProbes].map(async p => await p.ask({ type: 'start', model: preset.model, train: preset.train, stage: p.stage, swarmKeyFile: secret.access.swarmKeyFile }, 'ready')))
+  await Promise.all(probes.map(async p => await p.ask({ type: 'start', model: preset.model, train: preset.train, stage: p.stage }, 'ready')))
   await coord.assignInitial({ timeoutMs: 300_000 })
   // a stage lost while the first epoch was being taken (a starved peer) uses the reserve spare
   if (coord.needsRound()) await coord.reconcile({ timeoutMs: 120_000 })
@@ -304,12 +307,6 @@ try {
   // of the step measured before that failure. `step` numbers the steps' batches.
   let step = 0
   const stepNow = async (): Promise<ComputeSample> => await sampleCompute(probes, 1000 + step++)
-  // every probe as a fresh peer given its stage, one after another, on the idle cluster (first, so
-  // that the steps, computed by the same processes, do not warm them)
-  const freshFirst: FreshPeer[] = []
-  for (const p of probes) freshFirst.push(await probeFreshPeer(p, coord, peers))
-  const freshFirstAt = await stepNow()
-  const fresh: Array<FreshPeer & { at: ComputeSample }> = freshFirst.map(f => ({ ...f, at: freshFirstAt }))
   const link = await probeLink(coord, peers)
   const gossipS = await probeGossip(coord, 3000)
   const persistS = await probePersist(coord)
@@ -326,14 +323,19 @@ try {
   // calibration recoveries, half of them here: the detector's path, the coordinator's part of a
   // round, the cold first iteration
   const half = Math.ceil(CALIBRATIONS.length / 2)
-  const calibrations: Array<CalibrationSample & { at: ComputeSample }> = []
-  const calibrate = async (st: number): Promise<void> => {
+  const calibrations: Calibration[] = []
+  const calibrate = async (c: { stage: number, kind: 'crash' | 'notice' }): Promise<void> => {
     const at = await stepNow()
-    calibrations.push({ ...await probeCalibration(coord, peers, st), at })
+    // between the recovery and its first iteration, what the replay runs before a redone attempt
+    let linkBytesPerS = NaN
+    const beforeFirst = async (): Promise<void> => { await stepNow(); linkBytesPerS = (await sampleLink(coord, peers)).bytesPerS }
+    const k = await probeCalibration(coord, peers, c.stage, c.kind, beforeFirst)
+    calibrations.push({ ...k, at, linkBytesPerS })
   }
-  for (const st of CALIBRATIONS.slice(0, half)) await calibrate(st)
+  for (const c of CALIBRATIONS.slice(0, half)) await calibrate(c)
+  const crashCalibrations = (): typeof calibrations => calibrations.filter(k => k.kind === 'crash')
   // the crash probes below publish their epoch this long after freezing their stage
-  const detectedS = median(calibrations.map(k => k.detectS))
+  const detectedS = median(crashCalibrations().map(k => k.knownS))
   // the survivors' epoch: every stage busy (a notice), and with each crashed stage of the trace
   // frozen; each with the pull from its rung's donor peers, if it has any; taken before the replay
   // and again after it
@@ -361,11 +363,8 @@ try {
   const t0Wall = Date.now()
   const clock = (): number => (performance.now() - t0) / 1000
   const run = await replay(coord, peers, clock, async (a) => await sampleCompute(probes, 100 + a))
-  for (const st of CALIBRATIONS.slice(half)) await calibrate(st)
+  for (const c of CALIBRATIONS.slice(half)) await calibrate(c)
   await probeEpochs()
-  const freshLaterAt = await stepNow()
-  for (const p of laterProbes) fresh.push({ ...await probeFreshPeer(p, coord, peers), at: freshLaterAt })
-  for (const p of laterProbes) p.child.kill('SIGKILL')
   const phaseSamples = [await sampleCompute(probes, 200), await sampleCompute(probes, 201)]
   const phase = await checkpointPhase(coord, peers, coord.init)
   phaseSamples.push(await sampleCompute(probes, 202), await sampleCompute(probes, 203))
@@ -388,11 +387,21 @@ try {
   const linkBytesPerS = median(linkRates)
   /** The link's rate around attempt `i`: the median of the LINK_NEAREST samples nearest it. */
   const linkNear = (i: number): number => median([...linkSamples].sort((x, y) => Math.abs(x.attempt - i) - Math.abs(y.attempt - i)).slice(0, LINK_NEAREST).map(x => x.linkBytesPerS as number))
-  /** The detector's path and the coordinator's part of a round, from the calibration recoveries, per second of the step beside each. */
-  const detectionPerStep = median(calibrations.map(k => k.detectS / stepS(k.at)))
+  /** The detector's path (the crashes), a notice's path (the notices) and the coordinator's part of a round (all), from the calibration recoveries, per second of the step beside each. */
+  const crashes = crashCalibrations()
+  const notices = calibrations.filter(k => k.kind === 'notice')
+  const detectionPerStep = median(crashes.map(k => k.knownS / stepS(k.at)))
+  const noticeHeardPerStep = median(notices.map(k => k.knownS / stepS(k.at)))
   const roundPerStep = median(calibrations.map(k => (k.beforePublishS + k.afterTakesS) / stepS(k.at)))
-  /** Seconds of a fresh peer's first pull beyond a warm one and its install, per second of the step beside it. */
-  const rebuildPerStep = median(fresh.map(f => (f.coldPullExtraS + f.installS) / stepS(f.at)))
+  /**
+   * The rebuilt peer's own part of a round beyond the transfer, from the calibration recoveries: the
+   * epoch published -> the rebuilt stage's take, less the latest donor peer's take (0 for the store)
+   * and the transfer of its bytes at the link's rate sampled right after it; per second of the step
+   * beside each. What the rebuilt peer does there: take the epoch, open its streams to the donors,
+   * the pull's first exchange, build the stage from the state, pack its weights, report the take.
+   */
+  const rebuildOf = (k: Calibration): number | undefined => k.donorsReadyS == null ? undefined : Math.max(0, k.rebuiltTakeS - k.donorsReadyS - k.bytes / k.linkBytesPerS)
+  const rebuildPerStep = median(calibrations.flatMap(k => { const x = rebuildOf(k); return x == null ? [] : [x / stepS(k.at)] }))
   const costFor = (c: ComputeSample, linkRate = linkBytesPerS): CostModel => costModelForModel(model, train, stepS(c), {
     hostCores: cores,
     hostCpuCores: cpuCores,
@@ -439,7 +448,6 @@ try {
     const own = coldPerStep.filter((_, k) => calibrations[k].stage === st)
     return median(own.length > 0 ? own : coldPerStep)
   }
-  const freshColdShare = median(fresh.map(f => f.coldComputeExtraS / f.warmComputeS))
   /** Over every round of the probes `samples`, the latest take among `stages`, each at the speed of `c`: their median. */
   const takeAt = (samples: EpochSample[], stages: readonly number[], c: ComputeSample): number =>
     median(samples.flatMap(x => roundTakes(x.probe, stages).map(t => atSpeed(t, x.at, c))))
@@ -458,7 +466,7 @@ try {
     return base.with({
       epochTakeS: takeAt(samples, all.filter(st => st !== f.stage), c),
       ...(donors.length > 0 ? { donorReadyS: takeAt(samples, donors, c) } : {}),
-      noticeHeardS: f.kind === 'notice' ? Math.max(0, takeAt(busyEpoch, [f.stage], c) - gossipS) : 0,
+      noticeHeardS: f.kind === 'notice' ? noticeHeardPerStep * stepS(c) : 0,
       coldIterationS: coldPerStepOf(f.stage) * stepS(c)
     })
   }
@@ -476,20 +484,20 @@ try {
   console.log(`  snapshotBytesPerS   ${(snapshot.bytesPerS / 1e9).toFixed(2)} GB/s: exportStageState into the previous snapshot's arrays (a peer's checkpoint snapshot), ${(snapshot.bytes / 2 ** 20).toFixed(1)} MB stage`)
   const speedNote = (at: ComputeSample): string => `beside a step of ${ms(stepS(at))}`
   console.log(`  (the probes' speed)  each failure is charged a probe's time x (the step before the failure / the step beside the probe): the steps ran ${ms(Math.min(...baselines.map(stepS)))}..${ms(Math.max(...baselines.map(stepS)))} over the replay, median ${ms(stepS(typical))}; the values below are at the median step`)
-  const calNote = (k: CalibrationSample & { at: ComputeSample }, x: number): string => `stage ${k.stage} ${ms(x)} ${speedNote(k.at)}`
-  console.log(`  detectionS          ${ms(cost.p.detectionS)}: the detector's path for a killed stage holder, from the ${calibrations.length} calibration recoveries (${half} before the replay, ${calibrations.length - half} after; a stage's peer SIGKILLed ${BUSY_AT} into an iteration, of the clean one just before, to the coordinator knowing the loss: its connection closed or a neighbour's stream broke, and the confirming ping refused): ${calibrations.map(k => calNote(k, k.detectS)).join(', ')}; median per second of step; the ${HEARTBEAT_TIMEOUT_MS} ms heartbeat floor applies only to a silent peer`)
-  console.log(`  roundOverheadS      ${ms(cost.p.roundOverheadS ?? 0)}: the coordinator's own part of a recovery round, from the same calibration recoveries: the loss known -> the round's epoch published (the aborted iteration returned, the survey and plan, the epoch persisted and published: ${calibrations.map(k => calNote(k, k.beforePublishS)).join(', ')}) + the last stage's take -> the round's end (settled and persisted: ${calibrations.map(k => calNote(k, k.afterTakesS)).join(', ')}); median of the sums per second of step; new, default 0`)
+  const calNote = (k: Calibration, x: number): string => `${k.kind} of stage ${k.stage} ${ms(x)} ${speedNote(k.at)}`
+  console.log(`  detectionS          ${ms(cost.p.detectionS)}: the detector's path for a killed stage holder, from the ${crashes.length} crash calibration recoveries (of ${calibrations.length}: ${half} before the replay, ${calibrations.length - half} after; a stage's peer SIGKILLed ${BUSY_AT} into an iteration, of the clean one just before, to the coordinator knowing the loss: its connection closed or a neighbour's stream broke, and the confirming ping refused): ${crashes.map(k => calNote(k, k.knownS)).join(', ')}; median per second of step; the ${HEARTBEAT_TIMEOUT_MS} ms heartbeat floor applies only to a silent peer`)
+  console.log(`  roundOverheadS      ${ms(cost.p.roundOverheadS ?? 0)}: the coordinator's own part of a recovery round, from every calibration recovery (crashes and notices): the loss known -> the round's epoch published (the aborted iteration returned, the survey and plan, the epoch persisted and published: ${calibrations.map(k => calNote(k, k.beforePublishS)).join(', ')}) + the last stage's take -> the round's end (settled and persisted: ${calibrations.map(k => calNote(k, k.afterTakesS)).join(', ')}); median of the sums per second of step; new, default 0`)
   console.log('  noticeLeadS         0: the coordinator moves a departing stage at once (the iteration in flight is aborted); it does not wait out the notice')
-  console.log(`  noticeHeardS        a departing stage handles its signal once through the compute it is inside, as it takes an epoch: that stage's take in the all-busy probe below, less the epoch's way out (${ms(gossipS)}); new, default 0`)
+  console.log(`  noticeHeardS        ${ms(noticeHeardPerStep * stepS(typical))}: a notice's path, from the ${notices.length} notice calibration recoveries (a stage's peer SIGTERMed ${BUSY_AT} into an iteration to the coordinator knowing its departure: the peer handles the signal once through the compute it is inside and its heartbeat says departing): ${notices.map(k => calNote(k, k.knownS)).join(', ')}; median per second of step (the stage's take in the all-busy probe below, the proxy earlier runs charged, at the median step: ${ms(Math.max(0, takeAt(busyEpoch, [notice?.stage ?? 2], typical) - gossipS))}); new, default 0`)
   console.log(`  iterationOverheadS  ${ms(iterationOverheadS)}: 2 x the heartbeats' one-way gossip delay (${ms(gossipS)}: begin out, done back) + the coordinator's persist per commit (${ms(persistS)}); new, default 0`)
   const showProbe = (p: EpochProbe): string => `latest ${p.takes.map(t => ms(Math.max(...t.values()))).join(', ')}; per stage, round by round: ${p.takes.map(t => [...t].sort((x, y) => x[0] - y[0]).map(([st, x]) => `${st}:${ms(x)}`).join(' ')).join('; ')}`
   console.log(`  epochTakeS          the survivors of a recovery round, each through the compute it is inside first: ${BUSY_AT} into a clean iteration it is dropped as for a loss (the abort published) and the same assignment published under a new epoch, until every stage but a frozen one took it (the iteration redone after); the latest survivor's take after the epoch's publication. For a notice every stage goes on computing (${busyEpoch.map(e => `${showProbe(e.probe)}, ${speedNote(e.at)}`).join('; then after the replay ')}); for a crash of stage s its peer is SIGSTOPped at ${BUSY_AT} and the abort published the calibrations' median detection (${ms(detectedS)}) later (${[...crashEpoch].map(([st, es]) => `stage ${st}: ${es.map(e => `${showProbe(e.probe)}, ${speedNote(e.at)}`).join('; then after the replay ')}`).join('; ')}); each probe ${EPOCH_ROUNDS} rounds, before the replay and again after it, every round at the failure's speed, their median; at the median step: notice ${ms(failureCost(typical, { kind: 'notice', stage: 2 }, []).p.epochTakeS ?? 0)}, ${[...crashEpoch.keys()].map(st => `crash of stage ${st} ${ms(failureCost(typical, { kind: 'crash', stage: st }, []).p.epochTakeS ?? 0)}`).join(', ')}; new, default 0`)
   console.log('  donorReadyS         the same probes: the latest of the rung\'s donor stages to take the epoch (a handover\'s donor is the departing stage, in the all-busy probe); the store serves at once; new, default epochTakeS')
   const pullNote = (label: string, es: EpochSample[], donors: readonly number[]): string => es.some(e => e.probe.pulls == null) ? `${label}: none (the store)` : `${label} from stage ${donors.join(' and ')}: ${es.map(e => `${roundPullRates(e.probe, donors).map(r => (r / 2 ** 20).toFixed(1)).join(', ')} MB/s (${(e.probe.pulls ?? []).map(x => `${(x.bytes / 2 ** 20).toFixed(2)} MB by ${ms(x.doneS)}`).join(', ')}), ${speedNote(e.at)}`).join('; then ')}`
   console.log(`  (a peer donor's link) in the same probes this process pulled the rung's donor stages' state as soon as the epoch was published, as the rebuilt peer pulls it; a peer donor's transfer is charged at the bytes over the time from the latest donor's take to the last byte, the median of the rounds, each at the failure's speed: ${[notice != null ? pullNote(`notice of stage ${notice.stage}`, busyEpoch, rungOf(notice).donors) : '', ...[...crashEpoch].map(([st, es]) => pullNote(`crash of stage ${st}`, es, rungOf({ kind: 'crash', stage: st }).donors))].filter(x => x !== '').join('; ')}; the store's transfer at linkBytesPerS`)
-  console.log(`  rebuildOverheadS    ${ms(cost.p.rebuildOverheadS ?? 0)}: a fresh process given a stage (one per stage before the replay, ${speedNote(freshFirstAt)}, one per stage after it, ${speedNote(freshLaterAt)}): its first pull of the stage's state beyond a warm one (${fresh.map(f => ms(f.coldPullExtraS)).join(', ')}; warm ${fresh.map(f => ms(f.warmPullS)).join(', ')}) + its install, built and its weights packed, as a rebuilt peer's (${fresh.map(f => ms(f.installS)).join(', ')}); the median of the sums per second of the step beside them; new, default 0`)
+  console.log(`  rebuildOverheadS    ${ms(cost.p.rebuildOverheadS ?? 0)}: the rebuilt peer's own part of a round beyond the transfer, from the calibration recoveries: the epoch published -> the rebuilt stage's take, less the latest donor peer's take of it (the store: none) and the transfer of the bytes it pulled at the link's rate sampled right after (${calibrations.map(k => `${k.kind} of stage ${k.stage} (${k.rung}): ${ms(k.rebuiltTakeS)} - ${k.donorsReadyS == null ? 'a donor\'s take not seen' : ms(k.donorsReadyS)} - ${(k.bytes / 2 ** 20).toFixed(2)} MB at ${(k.linkBytesPerS / 2 ** 20).toFixed(1)} MB/s -> ${ms(rebuildOf(k) ?? NaN)} ${speedNote(k.at)}`).join(', ')}): taking the epoch, the pull's streams and first exchange, the stage built from the state, its weights packed, the take reported; the median per second of step; new, default 0`)
   const calibrated = [...new Set(calibrations.map(k => k.stage))].sort((x, y) => x - y)
-  console.log(`  coldIterationS      of compute on the rebuilt stage's first forward and backward, per stage (at the median step): ${calibrated.map(st => `stage ${st} ${ms(coldPerStepOf(st) * stepS(typical))} (${(100 * coldPerStepOf(st) * stepS(typical) / (M * cost.p.slotComputeS)).toFixed(0)}% of a stage's compute)`).join(', ')}: the same calibration recoveries (the coordinator's ladder recovering the stage; none of them a failure predicted): the first iteration after each beyond the median of the next two (${calibrations.map((c, k) => `stage ${c.stage} (${c.rung}) ${ms(c.firstPeriodS - c.warmPeriodS)} of ${ms(c.warmPeriodS)} -> ${ms(coldPerStep[k] * stepS(c.at))} ${speedNote(c.at)}`).join(', ')}), each as the cold compute that gives that delay in the model's pipeline schedule at its step; per stage the median of its own calibrations per second of step. The rebuilt peers' own compute in those first iterations beyond the next two: ${calibrations.map(c => `${ms(c.firstOwnS - c.warmOwnS)} / ${ms(c.warmOwnS)}`).join(', ')}. The fresh probe processes, alone on the idle cluster, gave ${(100 * freshColdShare).toFixed(0)}% of their warm compute (${fresh.map(f => `${ms(f.coldComputeExtraS)} / ${ms(f.warmComputeS)}`).join(', ')}). Charged as what it adds to the pipeline: ${ms(failureCost(typical, { kind: 'crash', stage: 1 }, []).coldIterationDelayS([1]))} for stage 1, ${ms(failureCost(typical, { kind: 'crash', stage: S - 1 }, []).coldIterationDelayS([S - 1]))} for stage ${S - 1}. (The cluster's own first iteration, every stage cold at once: ${ms(first[0].s)} against ${ms(busyPeriodS)}, its stages' own compute ${first[0].computeS.map(ms).join(', ')} against ${all.map(st => ms(median(first.slice(1).map(f => f.computeS[st])))).join(', ')}.) New, default 0`)
+  console.log(`  coldIterationS      of compute on the rebuilt stage's first forward and backward, per stage (at the median step): ${calibrated.map(st => `stage ${st} ${ms(coldPerStepOf(st) * stepS(typical))} (${(100 * coldPerStepOf(st) * stepS(typical) / (M * cost.p.slotComputeS)).toFixed(0)}% of a stage's compute)`).join(', ')}: the same calibration recoveries (the coordinator's ladder recovering the stage; none of them a failure predicted): the first iteration after each beyond the median of the next two (${calibrations.map((c, k) => `stage ${c.stage} (${c.rung}) ${ms(c.firstPeriodS - c.warmPeriodS)} of ${ms(c.warmPeriodS)} -> ${ms(coldPerStep[k] * stepS(c.at))} ${speedNote(c.at)}`).join(', ')}), each as the cold compute that gives that delay in the model's pipeline schedule at its step; per stage the median of its own calibrations per second of step. The rebuilt peers' own compute in those first iterations beyond the next two: ${calibrations.map(c => `${ms(c.firstOwnS - c.warmOwnS)} / ${ms(c.warmOwnS)}`).join(', ')}. Charged as what it adds to the pipeline: ${ms(failureCost(typical, { kind: 'crash', stage: 1 }, []).coldIterationDelayS([1]))} for stage 1, ${ms(failureCost(typical, { kind: 'crash', stage: S - 1 }, []).coldIterationDelayS([S - 1]))} for stage ${S - 1}. (The cluster's own first iteration, every stage cold at once: ${ms(first[0].s)} against ${ms(busyPeriodS)}, its stages' own compute ${first[0].computeS.map(ms).join(', ')} against ${all.map(st => ms(median(first.slice(1).map(f => f.computeS[st])))).join(', ')}.) New, default 0`)
 
   // ---- figures, each against the attempts next to it
   const period = (a: Attempt): number => a.endS - a.startS
