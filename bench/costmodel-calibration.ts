@@ -41,19 +41,21 @@ export interface CalibrationSample {
  * iteration (where the trace's failures land; of the clean iteration run just before) the peer
  * holding `stage` is SIGKILLed (a crash: the detector finds it lost) or SIGTERMed (a notice: it
  * announces its departure once it is through the compute it is inside), and the coordinator's
- * ladder recovers the stage (a spare is given it, as in every recovery of the replay); then
- * `beforeFirst` runs what the replay runs between a recovery and the iteration redone after it
- * (a step of the stages in the probe processes, a pull over the link), and three iterations run.
+ * ladder recovers the stage (a spare is given it, as in every recovery of the replay); then three
+ * iterations run, each after `before(k)`: what the replay runs before its attempts (a step of the
+ * stages in the probe processes before each, a pull over the link before every second), so that
+ * the first meets the rebuilt peer as the replay's redone attempt does and the next two are timed
+ * as the replay's clean attempts are.
  * From it: the path from the signal to the coordinator knowing, for a crash through whatever hint
  * comes first (its connection closing, a neighbour's broken stream) and the confirming ping; the
  * coordinator's own part of the round around the stages' takes; and the rebuilt stage's cold first
  * iteration, measured in the busy cluster where the rebuilt stage computes beside the other
  * stages' processes (unlike a fresh probe process computing alone on the idle cluster, whose cold
  * share moved from 47% to 117% between runs and was above what the rebuilt peers showed in every
- * run), after the same pause the replay's redone iteration comes after. These recoveries are the
+ * run). These recoveries are the
  * bench's calibration, before and after the replay: none of the failures it predicts is among them.
  */
-export async function probeCalibration (coord: Coordinator, peers: BenchPeer[], stage: number, kind: 'crash' | 'notice', beforeFirst: () => Promise<unknown>): Promise<CalibrationSample> {
+export async function probeCalibration (coord: Coordinator, peers: BenchPeer[], stage: number, kind: 'crash' | 'notice', before: (k: number) => Promise<unknown>): Promise<CalibrationSample> {
   const periodS = await cleanPeriod(coord)
   const victim = holder(coord, peers, stage)
   const records: RecoveryEvent[] = []
@@ -88,10 +90,10 @@ export async function probeCalibration (coord: Coordinator, peers: BenchPeer[], 
   // a donor's take after the publication (the store, this process, is no peer: ready at once)
   const donorTakes = (record?.donors ?? []).filter(d => d !== coord.peerId).map(d => watch.peerTakenAt.get(d))
   const donorsReadyS = donorTakes.some(t => t == null) ? undefined : Math.max(0, ...donorTakes.map(t => ((t as number) - published) / 1000))
-  await beforeFirst()
   const own: number[] = []
   const periods: number[] = []
   for (let i = 0; i < 3; i++) {
+    await before(i)
     const t0 = performance.now()
     own.push((await coord.runIteration({ timeoutMs: 120_000 })).computeMs[stage] / 1000)
     periods.push((performance.now() - t0) / 1000)

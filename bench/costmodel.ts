@@ -62,11 +62,12 @@ const HEARTBEAT_TIMEOUT_MS = 10_000
 /**
  * The calibration recoveries (probeCalibration): the first half before the replay, the rest after
  * it. A crash of each stage but the first four times, and a notice of the stage the trace hands
- * over four times (the path of a notice, signal -> departure known, is a stage's own: it announces
- * once through the compute it is inside). Each uses a spare.
+ * over eight times (the path of a notice, signal -> departure known, is a stage's own: it announces
+ * once through the compute it is inside, so it lands anywhere from 5 to 400 ms after the signal:
+ * four in runs AC to AE gave 5 to 397 ms). Each uses a spare.
  */
 const CALIBRATIONS = Array.from({ length: 4 }, () => [
-  { stage: 1, kind: 'crash' as const }, { stage: 2, kind: 'crash' as const }, { stage: 3, kind: 'crash' as const }, { stage: 2, kind: 'notice' as const }
+  { stage: 1, kind: 'crash' as const }, { stage: 2, kind: 'notice' as const }, { stage: 2, kind: 'crash' as const }, { stage: 3, kind: 'crash' as const }, { stage: 2, kind: 'notice' as const }
 ]).flat()
 /** The replay's link samples: a pull between attempts every this many attempts; a recovery's pull is charged at the median of the LINK_NEAREST samples nearest it. */
 const LINK_EVERY = 2
@@ -326,10 +327,16 @@ try {
   const calibrations: Calibration[] = []
   const calibrate = async (c: { stage: number, kind: 'crash' | 'notice' }): Promise<void> => {
     const at = await stepNow()
-    // between the recovery and its first iteration, what the replay runs before a redone attempt
+    // before each iteration after the recovery, what the replay runs before an attempt: a step, and
+    // before every second one (the first as before a redone attempt) a pull over the link
     let linkBytesPerS = NaN
-    const beforeFirst = async (): Promise<void> => { await stepNow(); linkBytesPerS = (await sampleLink(coord, peers)).bytesPerS }
-    const k = await probeCalibration(coord, peers, c.stage, c.kind, beforeFirst)
+    const before = async (i: number): Promise<void> => {
+      await stepNow()
+      if (i % LINK_EVERY !== 0) return
+      const rate = (await sampleLink(coord, peers)).bytesPerS
+      if (i === 0) linkBytesPerS = rate
+    }
+    const k = await probeCalibration(coord, peers, c.stage, c.kind, before)
     calibrations.push({ ...k, at, linkBytesPerS })
   }
   for (const c of CALIBRATIONS.slice(0, half)) await calibrate(c)
