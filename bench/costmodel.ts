@@ -63,8 +63,8 @@ const HEARTBEAT_TIMEOUT_MS = 10_000
  * The calibration recoveries (probeCalibration): the first half before the replay, the rest after
  * it. A crash of each stage but the first four times, and a notice of the stage the trace hands
  * over eight times (the path of a notice, signal -> departure known, is a stage's own: it announces
- * once through the compute it is inside, so it lands anywhere from 5 to 400 ms after the signal:
- * four in runs AC to AE gave 5 to 397 ms). Each uses a spare.
+ * once through the compute it is inside, so it lands anywhere from 2 to 400 ms after the signal:
+ * four a run in runs AC to AE gave 2 to 397 ms). Each uses a spare.
  */
 const CALIBRATIONS = Array.from({ length: 4 }, () => [
   { stage: 1, kind: 'crash' as const }, { stage: 2, kind: 'notice' as const }, { stage: 2, kind: 'crash' as const }, { stage: 3, kind: 'crash' as const }, { stage: 2, kind: 'notice' as const }
@@ -372,6 +372,7 @@ try {
   const run = await replay(coord, peers, clock, async (a) => await sampleCompute(probes, 100 + a))
   for (const c of CALIBRATIONS.slice(half)) await calibrate(c)
   await probeEpochs()
+  capacities.push(await probeCapacity(probes))
   const phaseSamples = [await sampleCompute(probes, 200), await sampleCompute(probes, 201)]
   const phase = await checkpointPhase(coord, peers, coord.init)
   phaseSamples.push(await sampleCompute(probes, 202), await sampleCompute(probes, 203))
@@ -382,8 +383,15 @@ try {
   // ---- parameters: shared by every prediction but the compute, which each attempt takes from the
   // step measured just before it, and the probes' times, which each failure takes at the speed of
   // that step (the load on this shared machine drifts)
-  const cores = Math.min(availableParallelism(), median(capacities.map(c => c.units)))
-  const cpuCores = Math.min(availableParallelism(), median(capacities.map(c => c.cpuCores)))
+  // the host's capacity around what is predicted: before and after the replay for its attempts,
+  // before and after the checkpoint phase for a checkpoint (the probe before the replay gave 1.1 to
+  // 1.3 CPU seconds per second in runs AB to AF, the one after the phase 1.8 to 1.95)
+  const capacityOf = (cs: Capacity[]): { units: number, cpuCores: number } => ({
+    units: Math.min(availableParallelism(), median(cs.map(c => c.units))),
+    cpuCores: Math.min(availableParallelism(), median(cs.map(c => c.cpuCores)))
+  })
+  const { units: cores, cpuCores } = capacityOf(capacities.slice(0, 2))
+  const phaseCapacity = capacityOf(capacities.slice(1, 3))
   const iterationOverheadS = 2 * gossipS + persistS
   /** A time measured beside the step `at`, at the speed of the step `now`. */
   const atSpeed = (x: number, at: ComputeSample, now: ComputeSample): number => x * stepS(now) / stepS(at)
@@ -481,8 +489,8 @@ try {
   console.log('\nparameters (each measured in this run, beside or before the replay, or configuration):')
   console.log(`  slotComputeS        ${ms(cost.p.slotComputeS)} (median; each attempt's own from the step just before it): steps of the ${S} stages, each stage in its probe process, one after another (${baselines.length} steps between the attempts, ${ms(Math.min(...baselines.map(stepS)))}..${ms(Math.max(...baselines.map(stepS)))}; median forward ${ms(typical.forwardS)}, backward ${ms(typical.backwardS)}, clip + Adam ${ms(typical.stepS)}) / (S x M)`)
   console.log(`  forwardFraction     ${cost.p.forwardFraction?.toFixed(3)}: forward / whole step, same steps`)
-  console.log(`  hostCores           ${cores.toFixed(2)}: what ${S} fresh stage processes computing at once get of this host, in units of one alone (${capacities.map(c => c.units.toFixed(2)).join(', ')}: before and after the replay), at most os.availableParallelism() = ${availableParallelism()}; every stage is a process on this host`)
-  console.log(`  hostCpuCores        ${cpuCores.toFixed(2)}: the CPU seconds per second (/proc) the same ${S} processes got while they computed at once (${capacities.map(c => c.cpuCores.toFixed(2)).join(', ')}), at most ${availableParallelism()}: the unit transferCpuSPerByte counts in, over which a background transfer's CPU is spread; new, default hostCores`)
+  console.log(`  hostCores           ${cores.toFixed(2)}: what ${S} stage processes computing at once get of this host, in units of one alone (${capacities.map(c => c.units.toFixed(2)).join(', ')}: before the replay, after it, after the checkpoint phase; the replay's attempts at the median of the first two, a checkpoint at the median of the last two: ${phaseCapacity.units.toFixed(2)}), at most os.availableParallelism() = ${availableParallelism()}; every stage is a process on this host`)
+  console.log(`  hostCpuCores        ${cpuCores.toFixed(2)}: the CPU seconds per second (/proc) the same ${S} processes got while they computed at once (${capacities.map(c => c.cpuCores.toFixed(2)).join(', ')}; the same probes, a checkpoint at ${phaseCapacity.cpuCores.toFixed(2)}), at most ${availableParallelism()}: the unit transferCpuSPerByte counts in, over which a background transfer's CPU is spread; new, default hostCores`)
   console.log(`  transferCpuSPerByte ${(checkpointCpuSPerByte * 1e9).toFixed(1)} ns/B: CPU of both ends of the store's pull of every stage's checkpoint snapshot, pulled again from its holders into the previous pull's arrays and written as the store writes it (a scratch store), on the idle cluster after the replay, median of 4 rounds; new, default 0`)
   console.log(`  hopBytes            ${cost.p.hopBytes} B: B x T x D x 4 (the model)`)
   console.log(`  linkBytesPerS       ${(linkBytesPerS / 2 ** 20).toFixed(1)} MB/s (median; each recovery at the median of the ${LINK_NEAREST} samples nearest it): stage 1's weights + Adam (${(link.bytes / 2 ** 20).toFixed(1)} MB) pulled over the weights protocol from its peer into new arrays (as a rebuilt peer pulls), before every ${LINK_EVERY}nd attempt of the replay that has a step measured (${linkRates.length} pulls, ${(Math.min(...linkRates) / 2 ** 20).toFixed(1)}..${(Math.max(...linkRates) / 2 ** 20).toFixed(1)} MB/s; before training ${(link.bytesPerS / 2 ** 20).toFixed(1)} MB/s, median of 3)`)
@@ -565,13 +573,13 @@ try {
   // a checkpoint: the phase's attempts after a snapshot commit against their neighbours
   if (phase.overheadS.length === 0) throw new CostValidationError('the checkpoint phase had no attempt after a snapshot commit between two after plain ones')
   const phaseCompute = medianSample(phaseSamples)
-  const phaseCost = costFor(phaseCompute)
+  const phaseCost = costFor(phaseCompute).with({ hostCores: phaseCapacity.units, hostCpuCores: phaseCapacity.cpuCores })
   const save = phaseCost.checkpointSave(PLAIN)
   const ckPred = save.copyS + save.contentionS
   const ckMeasured = median(phase.overheadS)
   const ckErr = ckMeasured > 0 ? relativeError(ckPred, ckMeasured) : Infinity
   console.log(`checkpoint overhead: predicted ${ms(ckPred)}, measured ${ms(ckMeasured)}, relative error ${ckErr.toFixed(3)}  (per checkpoint; measured: the median over ${phase.overheadS.length} attempts after a snapshot commit of the excess over their two neighbours after plain commits (a checkpoint every other commit), ${phase.overheadS.map(x => (x * 1000).toFixed(0)).join(' ')} ms, neighbours median ${ms(median(phase.plainS))}; predicted copy ${ms(save.copyS)} + the upload's CPU taken from training ${ms(save.contentionS)} (one host: no link share, which would add ${ms(save.uploadS * phaseCost.linkBusyFraction(PLAIN))}), from the median of ${phaseSamples.length} steps measured just before and after the phase (${phaseSamples.map(c => ms(stepS(c))).join(', ')}); the store's pulls took ${phase.uploadsMs.map(x => x.toFixed(0)).join(' ')} ms)`)
-  console.log(`  CPU (this process and the peers, /proc): a checkpoint took ${ms(median(phase.extraCpuS))} beyond its neighbours (median, during training; transferCpuSPerByte gives ${ms(save.bytes * checkpointCpuSPerByte)} for its ${(save.bytes / 2 ** 20).toFixed(1)} MB); the attempts after plain commits kept ${median(phase.plainCores).toFixed(2)} cores busy (median; the model's busy share ${(phaseCost.cpuContentionS(save.bytes, PLAIN) * cpuCores / (save.bytes * checkpointCpuSPerByte)).toFixed(2)} of ${cpuCores.toFixed(2)} CPU seconds per second)`)
+  console.log(`  CPU (this process and the peers, /proc): a checkpoint took ${ms(median(phase.extraCpuS))} beyond its neighbours (median, during training; transferCpuSPerByte gives ${ms(save.bytes * checkpointCpuSPerByte)} for its ${(save.bytes / 2 ** 20).toFixed(1)} MB); the attempts after plain commits kept ${median(phase.plainCores).toFixed(2)} cores busy (median; the model's busy share ${(phaseCost.cpuContentionS(save.bytes, PLAIN) * phaseCapacity.cpuCores / (save.bytes * checkpointCpuSPerByte)).toFixed(2)} of ${phaseCapacity.cpuCores.toFixed(2)} CPU seconds per second, the median of the capacity probes before and after the phase)`)
   const recoveryError = Math.max(...recErrs)
   console.log(`bench: costmodel_iteration_error=${iterErr.toFixed(3)}`)
   console.log(`bench: costmodel_recovery_error=${recoveryError.toFixed(3)}`)
