@@ -1,7 +1,8 @@
 /**
  * The calibration recoveries of bench:costmodel (costmodel.ts): recoveries the cluster runs apart
  * from the failures the bench predicts, which give the detector's path, the path of a notice, the
- * coordinator's own part of a round and each rebuilt stage's cold first iteration.
+ * coordinator's own part of a round, the rebuilt peer's own part of it and each rebuilt stage's
+ * cold first iteration.
  */
 import { StageLostError, type Coordinator, type RecoveryEvent } from '../coordinator/index.js'
 import { CostValidationError, median } from '../sim/cost-validation.js'
@@ -46,14 +47,16 @@ export interface CalibrationSample {
  * stages in the probe processes before each, a pull over the link before every second), so that
  * the first meets the rebuilt peer as the replay's redone attempt does and the next two are timed
  * as the replay's clean attempts are.
+ *
  * From it: the path from the signal to the coordinator knowing, for a crash through whatever hint
  * comes first (its connection closing, a neighbour's broken stream) and the confirming ping; the
- * coordinator's own part of the round around the stages' takes; and the rebuilt stage's cold first
- * iteration, measured in the busy cluster where the rebuilt stage computes beside the other
- * stages' processes (unlike a fresh probe process computing alone on the idle cluster, whose cold
- * share moved from 47% to 117% between runs and was above what the rebuilt peers showed in every
- * run). These recoveries are the
- * bench's calibration, before and after the replay: none of the failures it predicts is among them.
+ * coordinator's own part of the round around the stages' takes; the rebuilt stage's and its donor
+ * peers' takes of the round's epoch; and the rebuilt stage's cold first iteration, measured in the
+ * busy cluster where the rebuilt stage computes beside the other stages' processes (unlike a fresh
+ * probe process computing alone on the idle cluster, whose cold share moved from 47% to 117%
+ * between runs and was above what the rebuilt peers showed in every run). These recoveries are
+ * the bench's calibration, before and after the replay: none of the failures it predicts is among
+ * them.
  */
 export async function probeCalibration (coord: Coordinator, peers: BenchPeer[], stage: number, kind: 'crash' | 'notice', before: (k: number) => Promise<unknown>): Promise<CalibrationSample> {
   const periodS = await cleanPeriod(coord)
@@ -81,14 +84,15 @@ export async function probeCalibration (coord: Coordinator, peers: BenchPeer[], 
     watch.stop()
   }
   const rebuilt = holder(coord, peers, stage)
-  if (rebuilt.peerId === victim.peerId) throw new CostValidationError(`stage ${stage} is still held by the killed peer ${victim.peerId}`)
+  if (rebuilt.peerId === victim.peerId) throw new CostValidationError(`stage ${stage} is still held by the peer sent its ${kind === 'crash' ? 'SIGKILL' : 'SIGTERM'}, ${victim.peerId}`)
   const takes = [...watch.takenAt.values()]
   const knownAt = watch.knownAt
   if (knownAt == null || watch.publishedAt == null || takes.length !== (coord.assignment?.stages.length ?? -1)) throw new CostValidationError(`the calibration recovery of stage ${stage} (${kind}) was not seen whole: ${kind === 'crash' ? 'loss' : 'departure'} known ${knownAt != null}, epoch published ${watch.publishedAt != null}, ${takes.length} stages took it`)
   const published = watch.publishedAt
   const record = records.at(-1)
+  if (record == null) throw new CostValidationError(`the calibration recovery of stage ${stage} (${kind}) emitted no recovery record`)
   // a donor's take after the publication (the store, this process, is no peer: ready at once)
-  const donorTakes = (record?.donors ?? []).filter(d => d !== coord.peerId).map(d => watch.peerTakenAt.get(d))
+  const donorTakes = record.donors.filter(d => d !== coord.peerId).map(d => watch.peerTakenAt.get(d))
   const donorsReadyS = donorTakes.some(t => t == null) ? undefined : Math.max(0, ...donorTakes.map(t => ((t as number) - published) / 1000))
   const own: number[] = []
   const periods: number[] = []
@@ -101,13 +105,13 @@ export async function probeCalibration (coord: Coordinator, peers: BenchPeer[], 
   return {
     stage,
     kind,
-    rung: record?.rung ?? '?',
+    rung: record.rung,
     knownS: (knownAt - signalAt) / 1000,
     beforePublishS: (watch.publishedAt - knownAt) / 1000,
     afterTakesS: (endAt - Math.max(...takes)) / 1000,
     rebuiltTakeS: ((watch.takenAt.get(stage) as number) - published) / 1000,
     ...(donorsReadyS != null ? { donorsReadyS } : {}),
-    bytes: record?.bytes ?? 0,
+    bytes: record.bytes,
     firstPeriodS: periods[0],
     warmPeriodS: median(periods.slice(1)),
     firstOwnS: own[0],
