@@ -28,7 +28,7 @@
  * peer's own part of it beyond the transfer and the rebuilt stage's cold first iteration; the
  * snapshot rate from the peers' own snapshot routine. Nothing is fitted. Each recovery's timeline as the
  * coordinator saw it is printed beside its figure. The probes are in costmodel-probes.ts, the
- * calibration recoveries in costmodel-calibration.ts.
+ * calibration recoveries in costmodel-calibration.ts, the checkpoint phase in costmodel-checkpoint.ts.
  *
  * Ends with `bench: costmodel_error=<largest relative error>` (target <= 0.2).
  */
@@ -45,11 +45,12 @@ import { planBatch } from '../sim/ladder-adapter.js'
 import { makeTrace, type TraceEvent } from '../sim/trace.js'
 import { benchSecret, startPeer, stopCluster, holder, type BenchPeer } from './harness.js'
 import {
-  BUSY_AT, EpochWatch, Probe, cpuMs, measureSnapshot, medianSample, ms, probeBusyEpoch, probeCapacity,
+  BUSY_AT, EpochWatch, Probe, measureSnapshot, medianSample, ms, probeBusyEpoch, probeCapacity,
   roundPullRates, roundTakes, probeCheckpointCpu, probeGossip, probeLink, probePersist, sampleCompute, sampleLink, sleep, stepS,
   type Capacity, type ComputeSample, type EpochProbe, type EpochSample
 } from './costmodel-probes.js'
 import { probeCalibration, type CalibrationSample } from './costmodel-calibration.js'
+import { checkpointPhase } from './costmodel-checkpoint.js'
 
 const STRATEGY = 'checkfree'
 const CHECKPOINT_EVERY = 5
@@ -200,75 +201,6 @@ async function replay (coord: Coordinator, peers: BenchPeer[], clock: () => numb
   return out
 }
 
-// ------------------------------------------------------------------ the checkpoint phase
-
-interface CheckpointPhase {
-  /** Per attempt after a snapshot commit: its period less the mean of its two neighbours' (after plain commits). */
-  overheadS: number[]
-  /** The neighbours' periods, for the print. */
-  plainS: number[]
-  /** Per attempt after a snapshot commit: the CPU (this process and the peers) beyond its neighbours' mean. */
-  extraCpuS: number[]
-  /** The CPU the neighbours took over their wall time: how many cores the cluster keeps busy. */
-  plainCores: number[]
-  uploadsMs: number[]
-}
-
-/** CPU seconds of this process and every live peer so far (/proc: 10 ms ticks). */
-function clusterCpuS (peers: BenchPeer[]): number {
-  const c = process.cpuUsage()
-  let s = (c.user + c.system) / 1e6
-  for (const p of peers) if (p.child.exitCode == null && p.child.signalCode == null) s += cpuMs(p.child.pid) / 1000
-  return s
-}
-
-/**
- * A checkpoint's cost, measured apart from the failures: with a checkpoint every other commit, each
- * attempt after a snapshot commit (which carries the peers' snapshot copy and the store's background
- * pull) sits between two attempts after plain commits, and its excess over their mean is one
- * checkpoint's overhead. The neighbours are taken in the same seconds, so the load's drift cancels;
- * the median over CHECKPOINT_PAIRS such attempts resolves what the difference of two pairs of
- * iterations could not. `init` is the coordinator's own init, whose `checkpointEvery` it reads at
- * each commit. No compute step is measured inside the phase: it would hide the background pull.
- */
-async function checkpointPhase (coord: Coordinator, peers: BenchPeer[], init: { checkpointEvery?: number }): Promise<CheckpointPhase> {
-  const uploads: number[] = []
-  const onCheckpoint = (e: CheckpointEvent): void => { uploads.push(e.ms) }
-  await coord.flushCheckpoints()
-  init.checkpointEvery = 2
-  coord.on('checkpoint', onCheckpoint)
-  const periods: Array<{ s: number, cpuS: number, afterSnapshot: boolean }> = []
-  let lastSnapshot = false
-  try {
-    // commits alternate snapshot and plain: 2 x PAIRS + 3 attempts give PAIRS inner ones after a snapshot
-    for (let k = 0; k < 2 * CHECKPOINT_PAIRS + 3; k++) {
-      const t0 = performance.now()
-      const c0 = clusterCpuS(peers)
-      const r = await coord.runIteration({ timeoutMs: 120_000 })
-      periods.push({ s: (performance.now() - t0) / 1000, cpuS: clusterCpuS(peers) - c0, afterSnapshot: lastSnapshot })
-      lastSnapshot = (r.iteration + 1) % 2 === 0
-    }
-    await coord.flushCheckpoints()
-  } finally {
-    coord.off('checkpoint', onCheckpoint)
-    init.checkpointEvery = CHECKPOINT_EVERY
-  }
-  const overheadS: number[] = []
-  const plainS: number[] = []
-  const extraCpuS: number[] = []
-  const plainCores: number[] = []
-  // the first attempt follows a commit of the replay's schedule: only from the second on
-  for (let i = 2; i < periods.length - 1; i++) {
-    const [prev, cur, next] = [periods[i - 1], periods[i], periods[i + 1]]
-    if (!cur.afterSnapshot || prev.afterSnapshot || next.afterSnapshot) continue
-    overheadS.push(cur.s - (prev.s + next.s) / 2)
-    plainS.push(prev.s, next.s)
-    extraCpuS.push(cur.cpuS - (prev.cpuS + next.cpuS) / 2)
-    plainCores.push(prev.cpuS / prev.s, next.cpuS / next.s)
-  }
-  return { overheadS, plainS, extraCpuS, plainCores, uploadsMs: uploads }
-}
-
 // ------------------------------------------------------------------ main
 
 /** A calibration recovery with the step measured before it and the link's rate sampled right after it. */
@@ -340,9 +272,9 @@ try {
     calibrations.push({ ...k, at, linkBytesPerS })
   }
   for (const c of CALIBRATIONS.slice(0, half)) await calibrate(c)
-  const crashCalibrations = (): typeof calibrations => calibrations.filter(k => k.kind === 'crash')
+  const ofKind = (kind: 'crash' | 'notice'): Calibration[] => calibrations.filter(k => k.kind === kind)
   // the crash probes below publish their epoch this long after freezing their stage
-  const detectedS = median(crashCalibrations().map(k => k.knownS))
+  const detectedS = median(ofKind('crash').map(k => k.knownS))
   // the survivors' epoch: every stage busy (a notice), and with each crashed stage of the trace
   // frozen; each with the pull from its rung's donor peers, if it has any; taken before the replay
   // and again after it
@@ -374,7 +306,7 @@ try {
   await probeEpochs()
   capacities.push(await probeCapacity(probes))
   const phaseSamples = [await sampleCompute(probes, 200), await sampleCompute(probes, 201)]
-  const phase = await checkpointPhase(coord, peers, coord.init)
+  const phase = await checkpointPhase(coord, peers, coord.init, { pairs: CHECKPOINT_PAIRS, every: CHECKPOINT_EVERY })
   phaseSamples.push(await sampleCompute(probes, 202), await sampleCompute(probes, 203))
   const checkpointCpuSPerByte = await probeCheckpointCpu(coord, peers, join(stateDir, 'cpu-probe-store'))
   capacities.push(await probeCapacity(probes))
@@ -403,8 +335,8 @@ try {
   /** The link's rate around attempt `i`: the median of the LINK_NEAREST samples nearest it. */
   const linkNear = (i: number): number => median([...linkSamples].sort((x, y) => Math.abs(x.attempt - i) - Math.abs(y.attempt - i)).slice(0, LINK_NEAREST).map(x => x.linkBytesPerS as number))
   /** The detector's path (the crashes), a notice's path (the notices) and the coordinator's part of a round (all), from the calibration recoveries, per second of the step beside each. */
-  const crashes = crashCalibrations()
-  const notices = calibrations.filter(k => k.kind === 'notice')
+  const crashes = ofKind('crash')
+  const notices = ofKind('notice')
   const detectionPerStep = median(crashes.map(k => k.knownS / stepS(k.at)))
   const noticeHeardPerStep = median(notices.map(k => k.knownS / stepS(k.at)))
   const roundPerStep = median(calibrations.map(k => (k.beforePublishS + k.afterTakesS) / stepS(k.at)))
